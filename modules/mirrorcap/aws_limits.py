@@ -1,0 +1,35 @@
+"""AWS facts mirrorcap enforces before AWS does. Each is from the AWS docs.
+
+Traffic Mirroring quotas page (vpc/latest/mirroring/traffic-mirroring-quotas):
+none of these is adjustable.
+"""
+
+SESSION_NUMBER_MIN = 1
+SESSION_NUMBER_MAX = 32766  # CreateTrafficMirrorSession: "Valid values are 1-32766"
+VNI_MIN = 0
+VNI_MAX = 16_777_215  # 24-bit VXLAN network identifier
+PACKET_LENGTH_MIN = 1
+PACKET_LENGTH_MAX = 8500  # CreateTrafficMirrorSession: "Valid values are 1-8500"
+SESSIONS_PER_SOURCE_ENI = 3
+RULES_PER_FILTER = 10
+RULE_NUMBER_MIN = 1
+RULE_NUMBER_MAX = 32766
+SOURCES_PER_ENI_TARGET = 10
+SOURCES_PER_ENI_TARGET_LARGE = 100
+# The quotas page lists the instance types whose ENI target takes 100 sources.
+# Only the ones read verbatim from that page are here; for another listed type
+# set `max_sources_per_target = 100` in the inventory.
+LARGE_TARGET_INSTANCE_TYPES = frozenset({"m5.24xlarge", "m5d.24xlarge", "m5dn.24xlarge"})
+VXLAN_OVERHEAD_BYTES = 50
+
+# EBS volume sizes (GiB) per type that make sense for pcaps. st1/sc1 are HDD:
+# cheap sequential throughput, 125 GiB minimum, not bootable.
+VOLUME_SIZE_GIB = {"st1": (125, 16384), "sc1": (125, 16384), "gp3": (1, 16384)}
+
+AL2023_X86_64_SSM_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
+
+
+def sources_per_target(instance_type: str) -> int:
+    if instance_type in LARGE_TARGET_INSTANCE_TYPES:
+        return SOURCES_PER_ENI_TARGET_LARGE
+    return SOURCES_PER_ENI_TARGET

@@ -1,0 +1,77 @@
+"""`mirrorcap` command line. Commands are thin: parse options, call one function, print."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+from . import lockfile
+from .errors import MirrorcapError
+from .inventory import DEFAULT_INVENTORY, load
+from .plan import numbers_for
+
+app = typer.Typer(help="Packet capture on AWS with VPC Traffic Mirroring.", no_args_is_help=True, add_completion=False)
+
+InventoryOpt = typer.Option(DEFAULT_INVENTORY, "--inventory", "-i", help="inventory file (HCL)", envvar="MIRRORCAP_INVENTORY")
+
+
+def fail(exc: MirrorcapError) -> None:
+    print(f"mirrorcap: {exc}", file=sys.stderr)
+    raise typer.Exit(1)
+
+
+@app.command()
+def validate(inventory: Path = InventoryOpt) -> None:
+    """Check the inventory and its lock file; exit 1 with every problem found."""
+    try:
+        inv = load(inventory)
+        numbering = numbers_for(inv)
+    except MirrorcapError as exc:
+        fail(exc)
+    sources = sum(len(c.sources) for c in inv.captures)
+    print(f"{inventory}: OK: {len(inv.captures)} capture(s), {sources} source(s)")
+    if numbering.changes:
+        print(f"note: {numbering.lock_path.name} needs updating: run `mirrorcap sessions --write`")
+
+
+@app.command()
+def sessions(
+    inventory: Path = InventoryOpt,
+    write: bool = typer.Option(False, "--write", help="update the lock file next to the inventory"),
+    check: bool = typer.Option(False, "--check", help="exit 1 if the lock file is out of date (for CI)"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """Compute mirror session numbers: unique per source ENI, stable across edits."""
+    try:
+        inv = load(inventory)
+        numbering = numbers_for(inv)
+    except MirrorcapError as exc:
+        fail(exc)
+    rows = []
+    for capture in inv.captures:
+        for s in capture.sources:
+            rows.append({"capture": capture.name, "source": s.id, "session_number": numbering.numbers[(capture.name, s.id)],
+                         "vni": s.vni if s.vni is not None else capture.vni, "fixed": s.session_number is not None,
+                         "description": s.description})
+    if as_json:
+        print(json.dumps({"lock_file": str(numbering.lock_path), "up_to_date": not numbering.changes, "sessions": rows}, indent=2))
+    else:
+        print(f"{'CAPTURE':<16} {'SOURCE':<24} {'SESSION':>7} {'VNI':>8}  NOTE")
+        for r in rows:
+            note = "fixed in inventory" if r["fixed"] else ""
+            print(f"{r['capture']:<16} {r['source']:<24} {r['session_number']:>7} {r['vni']:>8}  {note}")
+        for (capture, source), old, new in numbering.changes:
+            print(f"change: {capture} {source}: {old if old is not None else '-'} -> {new if new is not None else '-'}")
+    if write:
+        changed = lockfile.write(numbering.lock_path, numbering.numbers)
+        print(f"{'wrote' if changed else 'unchanged'}: {numbering.lock_path}", file=sys.stderr)
+    elif check and numbering.changes:
+        print(f"mirrorcap: {numbering.lock_path} is out of date: run `mirrorcap sessions --write` and commit it", file=sys.stderr)
+        raise typer.Exit(1)
+
+
+if __name__ == "__main__":
+    app()

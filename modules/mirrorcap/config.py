@@ -1,0 +1,126 @@
+"""The validated inventory: typed, immutable, defaults filled in.
+
+Everything downstream (session numbering, the CDK stack, the bootstrap
+renderer) takes these objects, never raw dicts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+
+@dataclass(frozen=True)
+class PortRange:
+    from_port: int
+    to_port: int
+
+
+@dataclass(frozen=True)
+class FilterRule:
+    direction: str  # "ingress" | "egress"
+    rule_number: int
+    action: str = "accept"  # "accept" | "reject"
+    protocol: Optional[int] = None  # IANA number; None = all protocols
+    source_cidr: str = "0.0.0.0/0"
+    destination_cidr: str = "0.0.0.0/0"
+    source_ports: Optional[PortRange] = None
+    destination_ports: Optional[PortRange] = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Source:
+    id: str  # eni-... or i-...
+    session_number: Optional[int] = None  # fixed by the user; else assigned
+    packet_length: Optional[int] = None
+    vni: Optional[int] = None  # overrides the capture's VNI
+    description: str = ""
+
+    @property
+    def is_instance(self) -> bool:
+        return self.id.startswith("i-")
+
+
+@dataclass(frozen=True)
+class Storage:
+    size_gib: int = 300
+    type: str = "st1"
+    kms_key_id: Optional[str] = None  # None = the AWS-managed aws/ebs key
+    iops: Optional[int] = None  # gp3 only
+    throughput_mibps: Optional[int] = None  # gp3 only
+    prevent_destroy: bool = True  # pcaps are evidence: destroying the stack must be a decision
+
+
+@dataclass(frozen=True)
+class Network:
+    mirror_source_cidrs: tuple[str, ...] = ()
+    mirror_source_security_group_ids: tuple[str, ...] = ()
+    # The management ENI needs HTTPS out for SSM and package repositories only.
+    egress_cidrs: tuple[str, ...] = ("0.0.0.0/0",)
+    egress_prefix_list_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Host:
+    """Values the host bootstrap needs (rendered into /etc/mirrorcap)."""
+
+    rotate_seconds: int = 600
+    retention_days: int = 15
+    min_free_percent: int = 10
+    buffer_kib: int = 8192  # tcpdump -B, kernel capture buffer
+    snaplen: int = 0  # 0 = whole packet
+    capture_dir: str = "/var/log/tcpdump"
+
+
+@dataclass(frozen=True)
+class Backend:
+    kind: str  # "s3" | "local"
+    bucket: str = ""
+    key: str = ""
+    region: str = ""
+    use_lockfile: bool = True
+    dynamodb_table: str = ""
+    encrypt: bool = True
+    kms_key_id: str = ""
+    role_arn: str = ""
+    path: str = ""
+
+
+@dataclass(frozen=True)
+class Capture:
+    name: str
+    region: str
+    vpc_id: str
+    subnet_id: str
+    vni: int
+    backend: Backend
+    instance_type: str = "t3.small"
+    ami: Optional[str] = None
+    ami_ssm_parameter: str = ""
+    root_volume_gib: int = 16
+    max_sources_per_target: int = 10
+    storage: Storage = field(default_factory=Storage)
+    network: Network = field(default_factory=Network)
+    filter_rules: tuple[FilterRule, ...] = ()
+    filter_network_services: tuple[str, ...] = ()
+    sources: tuple[Source, ...] = ()
+    host: Host = field(default_factory=Host)
+    tags: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def vnis(self) -> tuple[int, ...]:
+        """Every VNI the host must decapsulate, sorted."""
+        return tuple(sorted({self.vni} | {s.vni for s in self.sources if s.vni is not None}))
+
+
+@dataclass(frozen=True)
+class Inventory:
+    path: str
+    captures: tuple[Capture, ...]
+
+    def capture(self, name: str) -> Capture:
+        for c in self.captures:
+            if c.name == name:
+                return c
+        raise KeyError(name)

@@ -1,0 +1,49 @@
+"""One capture block of the inventory -> one Terraform stack."""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+from constructs import Construct
+from cdktn import LocalBackend, S3Backend, TerraformOutput, TerraformStack
+from cdktn_provider_aws.provider import AwsProvider, AwsProviderDefaultTags
+
+from ..config import Backend, Capture
+from .host import CaptureHost
+from .iam import InstanceRole
+from .mirroring import Mirroring
+from .security import SecurityGroups
+from .tags import default_tags
+
+UserDataFor = Callable[[str, str], str]  # (volume id token, mirror ENI id token) -> script
+
+
+class CaptureStack(TerraformStack):
+    def __init__(self, scope: Construct, capture: Capture, *, numbers: Mapping[str, int], user_data_for: UserDataFor):
+        super().__init__(scope, capture.name)
+        AwsProvider(self, "aws", region=capture.region, default_tags=[AwsProviderDefaultTags(tags=default_tags(capture))])
+        _backend(self, capture.backend)
+
+        sgs = SecurityGroups(self, "security", capture)
+        role = InstanceRole(self, "iam", capture)
+        host = CaptureHost(self, "host", capture, management_sg_id=sgs.management.id, mirror_sg_id=sgs.mirror.id,
+                           instance_profile=role.profile.name, user_data_for=user_data_for)
+        mirroring = Mirroring(self, "mirroring", capture, target_eni_id=host.mirror.eni.id, numbers=numbers)
+
+        TerraformOutput(self, "instance_id", value=host.instance.id, description="capture host (connect: aws ssm start-session --target <id>)")
+        TerraformOutput(self, "mirror_eni_id", value=host.mirror.eni.id, description="ENI receiving the mirrored VXLAN traffic")
+        TerraformOutput(self, "pcap_volume_id", value=host.storage.volume.id, description="EBS volume holding the pcaps")
+        TerraformOutput(self, "mirror_target_id", value=mirroring.target.id)
+        TerraformOutput(self, "mirror_filter_id", value=mirroring.filter.id)
+        TerraformOutput(self, "session_ids", value={src: s.id for src, s in sorted(mirroring.sessions.items())},
+                        description="traffic mirror session ID per source")
+
+
+def _backend(stack: TerraformStack, b: Backend) -> None:
+    if b.kind == "local":
+        LocalBackend(stack, path=b.path)
+        return
+    S3Backend(stack, bucket=b.bucket, key=b.key, region=b.region, encrypt=b.encrypt,
+              use_lockfile=b.use_lockfile or None, dynamodb_table=b.dynamodb_table or None,
+              kms_key_id=b.kms_key_id or None,
+              assume_role={"role_arn": b.role_arn} if b.role_arn else None)

@@ -1,0 +1,85 @@
+"""The capture instance, its mirror ENI (device index 1) and its pcap volume."""
+
+from __future__ import annotations
+
+from constructs import Construct
+from cdktn import TerraformResourceLifecycle
+from cdktn_provider_aws.data_aws_ssm_parameter import DataAwsSsmParameter
+from cdktn_provider_aws.data_aws_subnet import DataAwsSubnet
+from cdktn_provider_aws.ebs_volume import EbsVolume
+from cdktn_provider_aws.instance import Instance, InstanceMetadataOptions, InstanceRootBlockDevice
+from cdktn_provider_aws.network_interface import NetworkInterface
+from cdktn_provider_aws.network_interface_attachment import NetworkInterfaceAttachmentA
+from cdktn_provider_aws.volume_attachment import VolumeAttachment
+
+from ..config import Capture
+from .tags import named
+
+# Any free name works: on Nitro the volume shows up as NVMe and the bootstrap
+# finds it by volume ID, never by this name.
+PCAP_DEVICE_NAME = "/dev/sdf"
+
+
+class MirrorInterface(Construct):
+    """Created before the instance so its ID can go into the user data."""
+
+    def __init__(self, scope: Construct, id_: str, capture: Capture, security_group_id: str):
+        super().__init__(scope, id_)
+        self.eni = NetworkInterface(
+            self, "eni", subnet_id=capture.subnet_id, security_groups=[security_group_id],
+            description=f"mirrorcap {capture.name}: traffic mirror target (VXLAN in)",
+            tags=named(capture, "mirror"))
+        self.eni.override_logical_id("mirror_eni")
+
+
+class PcapVolume(Construct):
+    def __init__(self, scope: Construct, id_: str, capture: Capture, availability_zone: str):
+        super().__init__(scope, id_)
+        s = capture.storage
+        self.volume = EbsVolume(
+            self, "volume", availability_zone=availability_zone, size=s.size_gib, type=s.type,
+            encrypted=True, kms_key_id=s.kms_key_id, iops=s.iops, throughput=s.throughput_mibps,
+            lifecycle=TerraformResourceLifecycle(prevent_destroy=s.prevent_destroy),
+            tags=named(capture, "pcaps"))
+        self.volume.override_logical_id("pcap_volume")
+
+
+class CaptureHost(Construct):
+    def __init__(self, scope: Construct, id_: str, capture: Capture, *, management_sg_id: str, mirror_sg_id: str,
+                 instance_profile: str, user_data_for):
+        super().__init__(scope, id_)
+        subnet = DataAwsSubnet(self, "subnet", id=capture.subnet_id)
+        subnet.override_logical_id("capture_subnet")
+        self.mirror = MirrorInterface(self, "mirror", capture, mirror_sg_id)
+        self.storage = PcapVolume(self, "storage", capture, subnet.availability_zone)
+
+        if capture.ami:
+            ami, lifecycle = capture.ami, None
+        else:
+            param = DataAwsSsmParameter(self, "ami", name=capture.ami_ssm_parameter)
+            param.override_logical_id("al2023_ami")
+            # A new AL2023 release must not replace a running capture host; a
+            # rebuild is an explicit decision (taint, or pin `ami`).
+            ami, lifecycle = param.insecure_value, TerraformResourceLifecycle(ignore_changes=["ami"])
+
+        self.instance = Instance(
+            self, "instance", ami=ami, instance_type=capture.instance_type, subnet_id=capture.subnet_id,
+            vpc_security_group_ids=[management_sg_id], iam_instance_profile=instance_profile,
+            associate_public_ip_address=False, monitoring=True, ebs_optimized=True,
+            metadata_options=InstanceMetadataOptions(http_endpoint="enabled", http_tokens="required",
+                                                     http_put_response_hop_limit=1, instance_metadata_tags="disabled"),
+            root_block_device=InstanceRootBlockDevice(encrypted=True, volume_type="gp3", volume_size=capture.root_volume_gib,
+                                                      kms_key_id=capture.storage.kms_key_id, delete_on_termination=True,
+                                                      tags=named(capture, "root")),
+            user_data=user_data_for(self.storage.volume.id, self.mirror.eni.id),
+            user_data_replace_on_change=False,
+            lifecycle=lifecycle,
+            tags=named(capture, "host"))
+        self.instance.override_logical_id("capture_instance")
+
+        eni_attachment = NetworkInterfaceAttachmentA(self, "mirror_attachment", device_index=1,
+                                                     instance_id=self.instance.id, network_interface_id=self.mirror.eni.id)
+        eni_attachment.override_logical_id("mirror_eni_attachment")
+        vol_attachment = VolumeAttachment(self, "pcap_attachment", device_name=PCAP_DEVICE_NAME, instance_id=self.instance.id,
+                                          volume_id=self.storage.volume.id, stop_instance_before_detaching=True)
+        vol_attachment.override_logical_id("pcap_volume_attachment")

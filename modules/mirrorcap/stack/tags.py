@@ -1,0 +1,24 @@
+"""Ownership tags: every resource says which mirrorcap stack owns it.
+
+`mirrorcap:stack` is what later tooling (drift check, re-mirroring Lambda)
+uses to tell its own sessions from anyone else's.
+"""
+
+from __future__ import annotations
+
+from ..config import Capture
+
+OWNER_KEY = "mirrorcap:stack"
+MANAGED_BY = ("ManagedBy", "mirrorcap")
+
+
+def default_tags(capture: Capture) -> dict[str, str]:
+    tags = dict(capture.tags)
+    tags[MANAGED_BY[0]] = MANAGED_BY[1]
+    tags[OWNER_KEY] = capture.name
+    return dict(sorted(tags.items()))
+
+
+def named(capture: Capture, what: str) -> dict[str, str]:
+    """Resource-level tags: a readable Name (provider default_tags add the rest)."""
+    return {"Name": f"mirrorcap-{capture.name}-{what}"}

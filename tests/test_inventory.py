@@ -1,0 +1,149 @@
+"""Inventory loading: defaults, and one clear error per kind of bad input."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import EXAMPLE, eni, minimal, mirrorcap, sources, synth, write
+from mirrorcap import aws_limits as L
+from mirrorcap.errors import MirrorcapError
+from mirrorcap.inventory import load
+
+
+def test_example_inventory_loads_with_documented_values():
+    inv = load(EXAMPLE)
+    (prod,) = inv.captures
+    assert prod.name == "prod" and prod.instance_type == "t3.small" and prod.vni == 12345
+    assert prod.storage.size_gib == 300 and prod.storage.type == "st1" and prod.storage.kms_key_id is None
+    assert [s.id for s in prod.sources] == ["i-0123456789abcdef0", "eni-0123456789abcdef0", "eni-0fedcba9876543210"]
+    assert prod.backend.kind == "s3" and prod.backend.use_lockfile
+
+
+def test_defaults_fill_a_minimal_capture(workdir):
+    inv = load(write(workdir, minimal(sources(eni(1)))))
+    c = inv.captures[0]
+    assert c.instance_type == "t3.small"
+    assert c.ami is None and c.ami_ssm_parameter == L.AL2023_X86_64_SSM_PARAMETER
+    assert (c.storage.size_gib, c.storage.type, c.storage.prevent_destroy) == (300, "st1", True)
+    # default filter: the post's accept-all, both directions
+    assert [(r.direction, r.action, r.protocol, r.source_cidr, r.destination_cidr) for r in c.filter_rules] == [
+        ("ingress", "accept", None, "0.0.0.0/0", "0.0.0.0/0"), ("egress", "accept", None, "0.0.0.0/0", "0.0.0.0/0")]
+    assert c.backend.kind == "local" and c.backend.path == "../../../terraform.test.tfstate"
+    assert (c.host.rotate_seconds, c.host.retention_days) == (600, 15)
+
+
+def test_filter_rules_get_numbers_per_direction_and_protocol_names(workdir):
+    body = '''
+  filter {
+    rule {
+      direction = "ingress"
+      protocol = "tcp"
+      destination_ports = [80, 443]
+    }
+    rule {
+      direction = "ingress"
+      protocol = "udp"
+      source_ports = 53
+    }
+    rule {
+      direction = "egress"
+      rule_number = 7
+    }
+  }'''
+    rules = load(write(workdir, minimal(body))).captures[0].filter_rules
+    assert [(r.direction, r.rule_number, r.protocol) for r in rules] == [("ingress", 100, 6), ("ingress", 200, 17), ("egress", 7, None)]
+    assert (rules[0].destination_ports.from_port, rules[0].destination_ports.to_port) == (80, 443)
+    assert (rules[1].source_ports.from_port, rules[1].source_ports.to_port) == (53, 53)
+
+
+def test_vnis_include_per_source_overrides(workdir):
+    body = sources(eni(1)) + '\n  source {\n    eni_id = "%s"\n    vni = 7\n  }' % eni(2)
+    assert load(write(workdir, minimal(body))).captures[0].vnis == (7, 4242)
+
+
+def too_many_rules() -> str:
+    rules = "\n".join('    rule {\n      direction = "ingress"\n    }' for _ in range(L.RULES_PER_FILTER + 1))
+    return minimal("  filter {\n" + rules + "\n  }")
+
+
+def three_captures_plus_one() -> str:
+    return "\n".join(minimal(sources(eni(1)) + f'\n  backend "local" {{\n    path = "{n}.tfstate"\n  }}', name=n) for n in ("a", "b", "c", "d"))
+
+
+BAD = {
+    # name: (inventory text, field that must be named, words of the message)
+    "syntax error": ('capture "x" {\n  region = \n}\n', "capture.hcl:2:", "HCL syntax error"),
+    "unknown field": (minimal('  instance_typ = "t3.small"'), 'capture "test" > instance_typ', "did you mean `instance_type`"),
+    "missing subnet": (minimal().replace('subnet_id = "subnet-0123456789abcdef0"', ""), 'capture "test" > subnet_id', "required field is missing"),
+    "bad eni id": (minimal('  source {\n    eni_id = "eni-123"\n  }'), 'capture "test" > source[0] > eni_id', "is not an ENI ID"),
+    "bad instance id": (minimal('  source {\n    instance_id = "i-xyz"\n  }'), "source[0] > instance_id", "is not an instance ID"),
+    "bad sg id": (minimal().replace('mirror_source_cidrs = ["10.1.0.0/16"]', 'mirror_source_security_group_ids = ["sg-1"]'),
+                  "network > mirror_source_security_group_ids[0]", "is not a security group ID"),
+    "vni out of range": (minimal().replace("vni       = 4242", "vni = 16777216"), 'capture "test" > vni', "out of range (0 to 16777215)"),
+    "invalid cidr": (minimal().replace('"10.1.0.0/16"', '"10.1.0.0/33"'), "network > mirror_source_cidrs[0]", "is not a CIDR block"),
+    "cidr host bits": (minimal().replace('"10.1.0.0/16"', '"10.1.2.3/16"'), "mirror_source_cidrs[0]", 'has host bits set'),
+    "duplicate sources": (minimal(sources(eni(1), eni(1))), "source[1] > eni_id", "is already listed as source[0]"),
+    "over 10 sources on an ENI target": (minimal(sources(*[eni(i) for i in range(11)])), 'capture "test" > source',
+                                          "TrafficMirrorSourcesPerTargetLimitExceeded"),
+    "over 10 filter rules": (too_many_rules(), "filter > rule", "at most 10 rules per filter"),
+    "source in over 3 sessions": (three_captures_plus_one(), "source", "AWS allows 3 sessions per source ENI"),
+    "both eni and instance": (minimal(f'  source {{\n    eni_id = "{eni(1)}"\n    instance_id = "i-0123456789abcdef0"\n  }}'),
+                              "source[0]", "exactly one of eni_id or instance_id"),
+    "no mirror source allowed": (minimal().replace('mirror_source_cidrs = ["10.1.0.0/16"]', ""), "network > mirror_source_cidrs",
+                                 "drop all VXLAN traffic"),
+    "st1 too small": (minimal("  storage {\n    size_gib = 100\n  }"), "storage > size_gib", "out of range (125 to 16384)"),
+    "packet length": (minimal(f'  source {{\n    eni_id = "{eni(1)}"\n    packet_length = 9000\n  }}'), "packet_length", "out of range (1 to 8500)"),
+    "string where number": (minimal().replace("vni       = 4242", 'vni = "4242"'), 'capture "test" > vni', "expected a whole number"),
+    "ports without tcp/udp": (minimal('  filter {\n    rule {\n      direction = "ingress"\n      destination_ports = 443\n    }\n  }'),
+                              "rule[0] > destination_ports", "only apply to TCP and UDP"),
+    "duplicate rule numbers": (minimal('  filter {\n    rule {\n      direction = "egress"\n      rule_number = 5\n    }\n'
+                                       '    rule {\n      direction = "egress"\n      rule_number = 5\n    }\n  }'),
+                               "rule[1] > rule_number", "also used by rule[0]"),
+    "unencrypted state": (minimal('  backend "s3" {\n    bucket = "my-state"\n    encrypt = false\n  }'), 'backend "s3" > encrypt', "encrypted at rest"),
+    "open vxlan ingress": (minimal().replace('"10.1.0.0/16"', '"0.0.0.0/0"'), "mirror_source_cidrs[0]", "lets anyone send VXLAN"),
+    "bad capture name": (minimal(name="Prod_1"), 'capture "Prod_1"', "not usable as a stack name"),
+    "no capture": ("# empty\n", "capture", "no `capture"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_inventory_names_file_field_and_fix_and_writes_nothing(workdir, case):
+    text, field, words = BAD[case]
+    write(workdir, text)
+    before = sorted(p.name for p in workdir.iterdir())
+
+    for args in (["validate"], ["sessions", "--write"]):
+        result = mirrorcap(*args, cwd=workdir)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "capture.hcl" in result.stderr
+        assert field in result.stderr, result.stderr
+        assert words in result.stderr, result.stderr
+        assert "fix:" in result.stderr
+        assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in workdir.iterdir()) == before, "a failed command must write nothing"
+
+
+def test_bad_inventory_fails_synth_before_writing_anything(workdir):
+    write(workdir, BAD["bad eni id"][0])
+    result = synth(workdir)
+    assert result.returncode == 1
+    assert "source[0] > eni_id" in result.stderr
+    assert not (workdir / "cdktf.out").exists()
+
+
+def test_every_problem_is_reported_in_one_pass(workdir):
+    text = minimal('  source {\n    eni_id = "eni-1"\n  }').replace("vni       = 4242", "vni = -1")
+    with pytest.raises(MirrorcapError) as exc:
+        load(write(workdir, text))
+    fields = [p.field for p in exc.value.problems]
+    assert 'capture "test" > vni' in fields and 'capture "test" > source[0] > eni_id' in fields
+
+
+def test_missing_file_is_a_clear_error(workdir):
+    result = mirrorcap("validate", "--inventory", "nope.hcl", cwd=workdir)
+    assert result.returncode == 1 and "nope.hcl: file not found" in result.stderr and "fix:" in result.stderr
+
+
+def test_hundred_source_instance_type_accepts_eleven_sources(workdir):
+    text = minimal(sources(*[eni(i) for i in range(11)])).replace('vni', 'instance_type = "m5.24xlarge"\n  vni', 1)
+    assert len(load(write(workdir, text)).captures[0].sources) == 11

@@ -1,0 +1,260 @@
+"""Run the real CDK Terrain app and check what Terraform would be given."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import hcl2
+import pytest
+
+from conftest import EXAMPLE, ROOT, mirrorcap, stack_json, synth, tree
+
+EDGE = '''
+capture "blue" {
+  region        = "us-east-1"
+  vpc_id        = "vpc-0123456789abcdef0"
+  subnet_id     = "subnet-0123456789abcdef0"
+  instance_type = "c6i.large"
+  ami           = "ami-0123456789abcdef0"
+  vni           = 0
+  storage {
+    type             = "gp3"
+    size_gib         = 200
+    iops             = 6000
+    throughput_mibps = 250
+    kms_key_id       = "arn:aws:kms:us-east-1:111122223333:key/0a1b2c3d-1111-2222-3333-444455556666"
+    prevent_destroy  = false
+  }
+  network {
+    mirror_source_cidrs    = ["10.0.0.0/16", "2001:db8::/56"]
+    egress_cidrs           = ["10.0.0.0/16"]
+    egress_prefix_list_ids = ["pl-0123456789abcdef0"]
+  }
+  filter {
+    network_services = ["amazon-dns"]
+    rule {
+      direction         = "ingress"
+      action            = "reject"
+      protocol          = "tcp"
+      destination_ports = 22
+      rule_number       = 10
+    }
+    rule {
+      direction        = "ingress"
+      protocol         = 17
+      source_cidr      = "2001:db8::/56"
+      destination_cidr = "::/0"
+      source_ports     = [1024, 65535]
+    }
+  }
+  source {
+    instance_id = "i-0123456789abcdef0"
+  }
+  source {
+    eni_id = "eni-0123456789abcdef0"
+    vni    = 16777215
+  }
+  backend "s3" {
+    bucket         = "state-bucket"
+    dynamodb_table = "tf-locks"
+    role_arn       = "arn:aws:iam::111122223333:role/deployer"
+  }
+}
+
+capture "green" {
+  region    = "us-east-1"
+  vpc_id    = "vpc-0123456789abcdef0"
+  subnet_id = "subnet-0fedcba9876543210"
+  vni       = 77
+  network {
+    mirror_source_security_group_ids = ["sg-0123456789abcdef0"]
+  }
+  source {
+    eni_id = "eni-0123456789abcdef0"
+  }
+}
+'''
+
+
+def prepare(tmp: Path, text: str | None = None) -> Path:
+    if text is None:
+        shutil.copy(EXAMPLE, tmp / "capture.hcl")
+        shutil.copy(ROOT / "capture.lock.json", tmp / "capture.lock.json")
+    else:
+        (tmp / "capture.hcl").write_text(text)
+        assert mirrorcap("sessions", "--write", cwd=tmp).returncode == 0
+    result = synth(tmp)
+    assert result.returncode == 0, result.stderr
+    return tmp
+
+
+@pytest.fixture(scope="module")
+def example(tmp_path_factory) -> Path:
+    return prepare(tmp_path_factory.mktemp("example"))
+
+
+@pytest.fixture(scope="module")
+def edge(tmp_path_factory) -> Path:
+    return prepare(tmp_path_factory.mktemp("edge"), EDGE)
+
+
+def resources(doc: dict, kind: str) -> dict:
+    return {k: {a: b for a, b in v.items() if a != "//"} for k, v in doc["resource"].get(kind, {}).items()}
+
+
+def test_example_instance_is_private_imdsv2_encrypted_and_ssm_only(example):
+    doc = stack_json(example, "prod")
+    (inst,) = resources(doc, "aws_instance").values()
+    assert inst["instance_type"] == "t3.small"
+    assert inst["associate_public_ip_address"] is False
+    assert "key_name" not in inst
+    assert inst["metadata_options"]["http_tokens"] == "required"
+    assert inst["metadata_options"]["http_put_response_hop_limit"] == 1
+    assert inst["root_block_device"]["encrypted"] is True
+    assert inst["ami"] == "${data.aws_ssm_parameter.al2023_ami.insecure_value}"
+    assert inst["lifecycle"] == {"ignore_changes": ["ami"]}
+    assert doc["data"]["aws_ssm_parameter"]["al2023_ami"]["name"].endswith("al2023-ami-kernel-default-x86_64")
+    assert inst["vpc_security_group_ids"] == ["${aws_security_group.management_sg.id}"]
+    (attach,) = resources(doc, "aws_iam_role_policy_attachment").values()
+    assert attach["policy_arn"] == "arn:${data.aws_partition.current.partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"
+    assert "inline_policy" not in resources(doc, "aws_iam_role")["host_role"]
+
+
+def test_example_mirror_eni_is_device_index_1_behind_its_own_security_group(example):
+    doc = stack_json(example, "prod")
+    eni = resources(doc, "aws_network_interface")["mirror_eni"]
+    assert eni["security_groups"] == ["${aws_security_group.mirror_sg.id}"]
+    att = resources(doc, "aws_network_interface_attachment")["mirror_eni_attachment"]
+    assert att["device_index"] == 1 and att["network_interface_id"] == "${aws_network_interface.mirror_eni.id}"
+    target = resources(doc, "aws_ec2_traffic_mirror_target")["mirror_target"]
+    assert target["network_interface_id"] == "${aws_network_interface.mirror_eni.id}"
+
+
+def test_example_security_groups_are_least_privilege(example):
+    sgs = resources(stack_json(example, "prod"), "aws_security_group")
+    mirror, mgmt = sgs["mirror_sg"], sgs["management_sg"]
+    assert mirror["egress"] == []
+    assert {(r["protocol"], r["from_port"], r["to_port"]) for r in mirror["ingress"]} == {("udp", 4789, 4789)}
+    assert [r["cidr_blocks"] for r in mirror["ingress"] if r.get("cidr_blocks")] == [["10.0.16.0/20"]]
+    assert [r["security_groups"] for r in mirror["ingress"] if r.get("security_groups")] == [["sg-0123456789abcdef0"]]
+    assert mgmt["ingress"] == []
+    assert [(r["protocol"], r["from_port"], r["to_port"], r["cidr_blocks"]) for r in mgmt["egress"]] == [("tcp", 443, 443, ["0.0.0.0/0"])]
+
+
+def test_example_pcap_volume_st1_encrypted_protected_and_attached(example):
+    doc = stack_json(example, "prod")
+    vol = resources(doc, "aws_ebs_volume")["pcap_volume"]
+    assert (vol["type"], vol["size"], vol["encrypted"]) == ("st1", 300, True)
+    assert vol["lifecycle"] == {"prevent_destroy": True}
+    assert vol["availability_zone"] == "${data.aws_subnet.capture_subnet.availability_zone}"
+    att = resources(doc, "aws_volume_attachment")["pcap_volume_attachment"]
+    assert att["volume_id"] == "${aws_ebs_volume.pcap_volume.id}" and att["stop_instance_before_detaching"] is True
+
+
+def test_example_sessions_use_locked_numbers_and_vni(example):
+    doc = stack_json(example, "prod")
+    lock = json.loads((ROOT / "capture.lock.json").read_text())["captures"]["prod"]
+    sessions = resources(doc, "aws_ec2_traffic_mirror_session")
+    assert len(sessions) == 3
+    by_source = {s["tags"]["mirrorcap:source"]: s for s in sessions.values()}
+    assert {k: s["session_number"] for k, s in by_source.items()} == lock
+    assert {s["virtual_network_id"] for s in sessions.values()} == {12345}
+    assert by_source["i-0123456789abcdef0"]["network_interface_id"] == "${data.aws_instance.source_i_0123456789abcdef0.network_interface_id}"
+    assert by_source["eni-0fedcba9876543210"]["packet_length"] == 1500
+    for s in sessions.values():
+        assert s["traffic_mirror_target_id"] == "${aws_ec2_traffic_mirror_target.mirror_target.id}"
+        assert s["traffic_mirror_filter_id"] == "${aws_ec2_traffic_mirror_filter.mirror_filter.id}"
+    rules = resources(doc, "aws_ec2_traffic_mirror_filter_rule")
+    assert rules["filter_rule_ingress_100"]["destination_port_range"] == {"from_port": 443, "to_port": 443}
+    assert rules["filter_rule_ingress_100"]["protocol"] == 6
+    assert "protocol" not in rules["filter_rule_egress_100"]
+
+
+def test_example_backend_provider_tags_and_outputs(example):
+    doc = stack_json(example, "prod")
+    assert doc["terraform"]["backend"]["s3"] == {"bucket": "example-terraform-state", "key": "mirrorcap/prod.tfstate",
+                                                 "region": "ap-northeast-1", "encrypt": True, "use_lockfile": True}
+    assert doc["terraform"]["required_providers"]["aws"] == {"source": "hashicorp/aws", "version": "6.69.1"}
+    tags = doc["provider"]["aws"][0]["default_tags"][0]["tags"]
+    assert tags == {"ManagedBy": "mirrorcap", "Purpose": "packet-capture", "Team": "sre", "mirrorcap:stack": "prod"}
+    assert set(doc["output"]) == {"instance_id", "mirror_eni_id", "pcap_volume_id", "mirror_target_id", "mirror_filter_id", "session_ids"}
+
+
+def test_user_data_carries_ids_and_nothing_terraform_would_misread(example):
+    (inst,) = resources(stack_json(example, "prod"), "aws_instance").values()
+    ud = inst["user_data"]
+    assert "MIRRORCAP_VOLUME_ID=${aws_ebs_volume.pcap_volume.id}" in ud
+    assert "MIRRORCAP_MIRROR_ENI_ID=${aws_network_interface.mirror_eni.id}" in ud
+    assert 'MIRRORCAP_VNIS="12345"' in ud
+    # Terraform interpolates ${...} and %{...} in strings: only our two references may appear.
+    assert re.findall(r"[$%]\{[^}]*\}", ud) == ["${aws_ebs_volume.pcap_volume.id}", "${aws_network_interface.mirror_eni.id}"]
+
+
+def test_review_hcl_parses_and_declares_the_same_resources(example):
+    d = example / "cdktf.out" / "stacks" / "prod"
+    doc = json.loads((d / "cdk.tf.json").read_text())
+    parsed = hcl2.loads((d / "cdk.tf").read_text(), serialization_options=hcl2.SerializationOptions(strip_string_quotes=True))
+    hcl_names = {(kind, name) for block in parsed["resource"] for kind, named in block.items() for name in named}
+    json_names = {(kind, name) for kind, named in doc["resource"].items() for name in named}
+    assert hcl_names == json_names and len(json_names) == 17
+    assert "  " in (d / "cdk.tf").read_text()  # formatted, not one-line
+
+
+def test_synth_is_deterministic_across_directories(example, tmp_path):
+    again = prepare(tmp_path)
+    assert tree(again / "cdktf.out" / "stacks") == tree(example / "cdktf.out" / "stacks")
+
+
+def test_deploy_run_removes_the_review_copy(tmp_path):
+    work = prepare(tmp_path)
+    stack = work / "cdktf.out" / "stacks" / "prod"
+    assert (stack / "cdk.tf").exists()
+    # cdktn deploy runs main.py without MIRRORCAP_REVIEW_HCL: Terraform must see one definition only.
+    assert synth(work, review_hcl=False).returncode == 0
+    assert not (stack / "cdk.tf").exists() and (stack / "cdk.tf.json").exists()
+
+
+def test_stale_lock_file_stops_synth(tmp_path):
+    shutil.copy(EXAMPLE, tmp_path / "capture.hcl")
+    result = synth(tmp_path)
+    assert result.returncode == 1
+    assert "capture.lock.json: captures: lock file is out of date" in result.stderr
+    assert "mirrorcap sessions --write" in result.stderr
+    assert not (tmp_path / "cdktf.out").exists()
+
+
+def test_edge_two_stacks_share_a_source_with_distinct_numbers(edge):
+    blue, green = stack_json(edge, "blue"), stack_json(edge, "green")
+    shared = "eni-0123456789abcdef0"
+    nb = {s["tags"]["mirrorcap:source"]: s["session_number"] for s in resources(blue, "aws_ec2_traffic_mirror_session").values()}
+    ng = {s["tags"]["mirrorcap:source"]: s["session_number"] for s in resources(green, "aws_ec2_traffic_mirror_session").values()}
+    assert (nb[shared], ng[shared]) == (1, 2)
+    vnis = {s["tags"]["mirrorcap:source"]: s["virtual_network_id"] for s in resources(blue, "aws_ec2_traffic_mirror_session").values()}
+    assert vnis == {"i-0123456789abcdef0": 0, shared: 16777215}
+    assert 'MIRRORCAP_VNIS="0 16777215"' in resources(blue, "aws_instance")["capture_instance"]["user_data"]
+    assert green["terraform"]["backend"]["local"]["path"] == "../../../terraform.green.tfstate"
+
+
+def test_edge_storage_ami_kms_ipv6_and_rules(edge):
+    doc = stack_json(edge, "blue")
+    inst = resources(doc, "aws_instance")["capture_instance"]
+    assert inst["ami"] == "ami-0123456789abcdef0" and "lifecycle" not in inst and "aws_ssm_parameter" not in doc.get("data", {})
+    vol = resources(doc, "aws_ebs_volume")["pcap_volume"]
+    assert (vol["type"], vol["size"], vol["iops"], vol["throughput"]) == ("gp3", 200, 6000, 250)
+    assert vol["kms_key_id"].endswith("0a1b2c3d-1111-2222-3333-444455556666")
+    assert inst["root_block_device"]["kms_key_id"] == vol["kms_key_id"]
+    assert vol["lifecycle"] == {"prevent_destroy": False}
+    mirror = resources(doc, "aws_security_group")["mirror_sg"]
+    assert mirror["ingress"][0]["cidr_blocks"] == ["10.0.0.0/16"] and mirror["ingress"][0]["ipv6_cidr_blocks"] == ["2001:db8::/56"]
+    egress = resources(doc, "aws_security_group")["management_sg"]["egress"][0]
+    assert egress["cidr_blocks"] == ["10.0.0.0/16"] and egress["prefix_list_ids"] == ["pl-0123456789abcdef0"]
+    rules = resources(doc, "aws_ec2_traffic_mirror_filter_rule")
+    assert rules["filter_rule_ingress_10"]["rule_action"] == "reject"
+    assert rules["filter_rule_ingress_200"]["source_port_range"] == {"from_port": 1024, "to_port": 65535}
+    assert resources(doc, "aws_ec2_traffic_mirror_filter")["mirror_filter"]["network_services"] == ["amazon-dns"]
+    backend = doc["terraform"]["backend"]["s3"]
+    assert backend["dynamodb_table"] == "tf-locks" and "use_lockfile" not in backend
+    assert backend["assume_role"] == {"role_arn": "arn:aws:iam::111122223333:role/deployer"}
