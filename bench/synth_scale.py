@@ -1,8 +1,9 @@
 """Benchmark: synth wall time and peak memory for 1, 100 and 1,000 mirror sources.
 
 Run: make bench  (or .venv/bin/python bench/synth_scale.py [--repeat N])
-Each run is `python main.py` exactly as `cdktn synth` starts it (JSON output,
-no review HCL), in a fresh process; peak RSS is the largest single process
+Each run is `python -O main.py` exactly as `cdktn synth` starts it (cdktf.json
+"app"; -O drops jsii's runtime type checks, which the test suite keeps), JSON
+output, no review HCL, in a fresh process; peak RSS is the largest single process
 (Python or the jsii Node child). Two layouts, since an ENI target takes at most
 10 sources (100 on the largest instance types): t3.small hosts of 10 sources,
 and m5.24xlarge hosts of 100.
@@ -50,7 +51,7 @@ def inventory(n_sources: int, per_host: int) -> str:
 
 def measure(workdir: Path) -> tuple[float, int]:
     probe = ("import resource,subprocess,sys,time;t=time.perf_counter();"
-             "r=subprocess.run([sys.executable,sys.argv[1]]);"
+             "r=subprocess.run([sys.executable,'-O',sys.argv[1]]);"
              "print(time.perf_counter()-t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, r.returncode)")
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "MIRRORCAP_INVENTORY": "capture.hcl", "CHECKPOINT_DISABLE": "1"}
     env.pop("MIRRORCAP_REVIEW_HCL", None)

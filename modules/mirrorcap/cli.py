@@ -73,5 +73,28 @@ def sessions(
         raise typer.Exit(1)
 
 
+@app.command()
+def render(
+    inventory: Path = InventoryOpt,
+    out: Path = typer.Option(Path("rendered"), "--out", help="output directory (replaced whole)"),
+    check: bool = typer.Option(False, "--check", help="write nothing; exit 1 if OUT differs from a fresh render"),
+) -> None:
+    """Render the host bootstrap (bake.sh, user data, scripts, units) for each capture."""
+    from .render import diff_tree, rendered_tree, write_tree
+    try:
+        tree = rendered_tree(load(inventory))
+    except MirrorcapError as exc:
+        fail(exc)
+    if check:
+        stale = diff_tree(tree, out)
+        if stale:
+            print(f"mirrorcap: {out} is stale ({len(stale)} file(s), e.g. {stale[0]}): run `mirrorcap render` and commit it", file=sys.stderr)
+            raise typer.Exit(1)
+        print(f"{out}: up to date ({len(tree)} files)")
+        return
+    write_tree(tree, out)
+    print(f"wrote {len(tree)} files to {out}")
+
+
 if __name__ == "__main__":
     app()

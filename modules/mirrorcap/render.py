@@ -1,21 +1,80 @@
-"""Jinja2 rendering of the host bootstrap templates in scripts/."""
+"""Jinja2 rendering of the host bootstrap (scripts/) and the tree in rendered/.
+
+Instance-independent files (scripts, units, bake.sh) are rendered per capture
+because the capture directory and VNIs may differ; instance-specific IDs only
+reach the host through /etc/mirrorcap/mirrorcap.env, written by the user data.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
 
-from .config import Capture
+from . import aws_limits as L
+from .config import Capture, Inventory
 
 SCRIPTS_DIR = Path(__file__).resolve().parents[2] / "scripts"
+LIBEXEC = "/usr/local/libexec/mirrorcap"
+CAPTURE_USER = "mirrorcap"
+CAPTURE_GROUP = "pcap"
+TERMSHARK_VERSION = "v2.4.0"
+VXLAN_PORT = 4789
+# Placeholders in rendered/ where Terraform supplies the real IDs in user data.
+VOLUME_PLACEHOLDER = "REPLACE-with-pcap_volume_id-output"
+ENI_PLACEHOLDER = "REPLACE-with-mirror_eni_id-output"
+
+
+@dataclass(frozen=True)
+class HostFile:
+    path: str  # absolute path on the host
+    content: str
+    mode: str
+
+    @property
+    def marker(self) -> str:
+        return "MIRRORCAP_" + "".join(c if c.isalnum() else "_" for c in self.path.upper()).strip("_")
 
 
 def environment() -> jinja2.Environment:
     # StrictUndefined: a typo in a template fails the render instead of
     # silently producing an empty value on a production host.
+    # Comment delimiters moved: bash's ${#array[@]} would open a Jinja comment.
     return jinja2.Environment(loader=jinja2.FileSystemLoader(str(SCRIPTS_DIR)), undefined=jinja2.StrictUndefined,
-                              keep_trailing_newline=True, autoescape=False)
+                              keep_trailing_newline=True, autoescape=False,
+                              comment_start_string="<%#", comment_end_string="#%>")
+
+
+def tcpdump_command() -> str:
+    """The capture command line, shared by the unit's script and the benchmark."""
+    return ('tcpdump -i "$iface" -n -U -B "$MIRRORCAP_BUFFER_KIB" -s "$MIRRORCAP_SNAPLEN" '
+            '-G "$MIRRORCAP_ROTATE_SECONDS" -Z "$CAPTURE_USER" -w "$DIR/vni${vni}_%Y-%m-%dT%H-%M-%SZ.pcap"')
+
+
+def _context(capture: Capture) -> dict:
+    return {"capture": capture, "host": capture.host, "libexec": LIBEXEC, "capture_user": CAPTURE_USER,
+            "capture_group": CAPTURE_GROUP, "vxlan_port": VXLAN_PORT, "vxlan_overhead": L.VXLAN_OVERHEAD_BYTES,
+            "tcpdump_command": tcpdump_command(), "termshark_version": TERMSHARK_VERSION}
+
+
+def host_files(capture: Capture) -> list[HostFile]:
+    env, ctx = environment(), _context(capture)
+    scripts = [("mirrorcap-storage.sh.j2", f"{LIBEXEC}/storage"), ("mirrorcap-decap.sh.j2", f"{LIBEXEC}/decap"),
+               ("mirrorcap-capture.sh.j2", f"{LIBEXEC}/capture"), ("mirrorcap-retention.sh.j2", f"{LIBEXEC}/retention"),
+               ("mirrorcap-boot.sh.j2", "/usr/local/sbin/mirrorcap-boot")]
+    units = ["mirrorcap-storage.service", "mirrorcap-decap.service", "mirrorcap-capture@.service",
+             "mirrorcap-retention.service", "mirrorcap-retention.timer"]
+    files = [HostFile(dest, env.get_template(f"host/{src}").render(ctx), "0755") for src, dest in scripts]
+    files += [HostFile(f"/etc/systemd/system/{u}", env.get_template(f"host/{u}.j2").render(ctx), "0644") for u in units]
+    return files
+
+
+def bake_script(capture: Capture) -> str:
+    return environment().get_template("host/bake.sh.j2").render(files=host_files(capture), **_context(capture))
 
 
 def env_file(capture: Capture, volume_id: str, eni_id: str) -> str:
@@ -25,3 +84,51 @@ def env_file(capture: Capture, volume_id: str, eni_id: str) -> str:
 def user_data(capture: Capture, volume_id: str, eni_id: str) -> str:
     env = env_file(capture, volume_id, eni_id)
     return environment().get_template("user-data.sh.j2").render(capture=capture, env_file=env)
+
+
+def rendered_tree(inventory: Inventory) -> dict[str, tuple[str, int]]:
+    """Relative path -> (content, mode) for everything under rendered/."""
+    tree: dict[str, tuple[str, int]] = {}
+    for capture in inventory.captures:
+        base = capture.name
+        tree[f"{base}/bake.sh"] = (bake_script(capture), 0o755)
+        tree[f"{base}/user-data.sh"] = (user_data(capture, VOLUME_PLACEHOLDER, ENI_PLACEHOLDER), 0o755)
+        tree[f"{base}/mirrorcap.env"] = (env_file(capture, VOLUME_PLACEHOLDER, ENI_PLACEHOLDER), 0o644)
+        for f in host_files(capture):
+            tree[f"{base}/files{f.path}"] = (f.content, int(f.mode, 8))
+    return tree
+
+
+def write_tree(tree: dict[str, tuple[str, int]], out: Path) -> None:
+    """Replace `out` with exactly `tree`, all or nothing (built beside it, then swapped)."""
+    out = out.resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        for rel, (content, mode) in sorted(tree.items()):
+            p = staging / rel
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(content)
+            os.chmod(p, mode)
+        old = None
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out, old)
+        os.replace(staging, out)
+        if old:
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def diff_tree(tree: dict[str, tuple[str, int]], out: Path) -> list[str]:
+    """Paths that differ between `tree` and what is on disk under `out`."""
+    on_disk = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()} if out.exists() else set()
+    stale = sorted(on_disk - set(tree))
+    for rel, (content, mode) in sorted(tree.items()):
+        p = out / rel
+        if not p.is_file() or p.read_text() != content or (p.stat().st_mode & 0o777) != mode:
+            stale.append(rel)
+    return stale

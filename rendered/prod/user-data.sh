@@ -1,0 +1,26 @@
+#!/bin/bash
+# mirrorcap first boot for capture "prod" (EC2 user data).
+# Rendered by mirrorcap from scripts/user-data.sh.j2; Terraform fills in the IDs.
+# Writes the instance's settings, then hands over to the baked boot script.
+set -euo pipefail
+umask 022
+install -d -m 0755 /etc/mirrorcap
+cat > /etc/mirrorcap/mirrorcap.env.tmp <<'MIRRORCAP_ENV'
+# /etc/mirrorcap/mirrorcap.env: instance-specific settings for capture "prod".
+MIRRORCAP_CAPTURE=prod
+MIRRORCAP_VOLUME_ID=REPLACE-with-pcap_volume_id-output
+MIRRORCAP_MIRROR_ENI_ID=REPLACE-with-mirror_eni_id-output
+MIRRORCAP_VNIS="12345"
+MIRRORCAP_CAPTURE_DIR=/var/log/tcpdump
+MIRRORCAP_ROTATE_SECONDS=600
+MIRRORCAP_RETENTION_DAYS=15
+MIRRORCAP_MIN_FREE_PERCENT=10
+MIRRORCAP_BUFFER_KIB=8192
+MIRRORCAP_SNAPLEN=0
+MIRRORCAP_ENV
+mv -f /etc/mirrorcap/mirrorcap.env.tmp /etc/mirrorcap/mirrorcap.env
+if [ -x /usr/local/sbin/mirrorcap-boot ]; then
+  exec /usr/local/sbin/mirrorcap-boot
+fi
+echo "mirrorcap: /usr/local/sbin/mirrorcap-boot not found: bake the AMI (rendered/bake.sh) first" >&2
+exit 1

@@ -1,0 +1,101 @@
+"""Rendered bootstrap: up to date in rendered/, shellcheck and systemd-analyze clean."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import EXAMPLE, ROOT, minimal, mirrorcap, sources, eni, write
+from mirrorcap.inventory import load
+from mirrorcap.render import rendered_tree, write_tree
+
+
+def test_committed_rendered_dir_is_up_to_date():
+    result = mirrorcap("render", "--check", "--inventory", str(EXAMPLE), "--out", str(ROOT / "rendered"), cwd=ROOT)
+    assert result.returncode == 0, result.stderr + "\nrun `mirrorcap render` and commit rendered/"
+
+
+def test_render_check_notices_a_stale_file(tmp_path):
+    out = tmp_path / "rendered"
+    write_tree(rendered_tree(load(EXAMPLE)), out)
+    (out / "prod" / "bake.sh").write_text("#!/bin/bash\n")
+    result = mirrorcap("render", "--check", "--inventory", str(EXAMPLE), "--out", str(out), cwd=tmp_path)
+    assert result.returncode == 1 and "prod/bake.sh" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def edge_tree(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("render")
+    body = sources(eni(1)) + f'\n  source {{\n    eni_id = "{eni(2)}"\n    vni = 16777215\n  }}\n' \
+        '  host {\n    capture_dir = "/srv/pcap-store"\n    rotate_seconds = 30\n    snaplen = 128\n  }'
+    out = d / "rendered"
+    write_tree(rendered_tree(load(write(d, minimal(body)))), out)
+    return out / "test"
+
+
+def test_edge_config_reaches_the_files(edge_tree):
+    env = (edge_tree / "mirrorcap.env").read_text()
+    assert 'MIRRORCAP_VNIS="4242 16777215"' in env and "MIRRORCAP_ROTATE_SECONDS=30" in env and "MIRRORCAP_SNAPLEN=128" in env
+    unit = (edge_tree / "files/etc/systemd/system/mirrorcap-capture@.service").read_text()
+    assert "ReadWritePaths=/srv/pcap-store" in unit and "RequiresMountsFor=/srv/pcap-store" in unit
+    assert "/srv/pcap-store" in (edge_tree / "files/usr/local/libexec/mirrorcap/storage").read_text()
+
+
+def scripts(tree: Path) -> list[Path]:
+    return [tree / "bake.sh", tree / "user-data.sh", *sorted((tree / "files/usr/local").rglob("*")) ]
+
+
+@pytest.mark.parametrize("which", ["example", "edge"])
+def test_shellcheck_clean(which, edge_tree):
+    tree = ROOT / "rendered" / "prod" if which == "example" else edge_tree
+    files = [str(p) for p in scripts(tree) if p.is_file()]
+    assert len(files) == 7
+    result = subprocess.run(["shellcheck", "--severity=info", *files], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+def verify_units(files_root: Path) -> subprocess.CompletedProcess:
+    """systemd-analyze verify in a scratch root: the rendered files plus the system's own units."""
+    root = Path(subprocess.run(["mktemp", "-d"], capture_output=True, text=True, check=True).stdout.strip())
+    try:
+        shutil.copytree(files_root, root, dirs_exist_ok=True, symlinks=True)
+        shutil.copytree("/lib/systemd/system", root / "usr/lib/systemd/system", symlinks=True)
+        units = sorted(str(p) for p in (root / "etc/systemd/system").iterdir())
+        return subprocess.run(["systemd-analyze", "verify", "--man=no", f"--root={root}", *units], capture_output=True, text=True)
+    finally:
+        shutil.rmtree(root)
+
+
+@pytest.mark.parametrize("which", ["example", "edge"])
+def test_systemd_analyze_verify_clean(which, edge_tree):
+    tree = ROOT / "rendered" / "prod" if which == "example" else edge_tree
+    result = verify_units(tree / "files")
+    assert result.returncode == 0 and result.stdout + result.stderr == ""
+
+
+def test_systemd_analyze_would_catch_a_broken_unit(edge_tree, tmp_path):
+    broken = tmp_path / "files"
+    shutil.copytree(edge_tree / "files", broken)
+    unit = broken / "etc/systemd/system/mirrorcap-storage.service"
+    unit.write_text(unit.read_text().replace("Type=oneshot", "Type=oneshoot"))
+    assert "Failed to parse service type" in verify_units(broken).stderr
+
+
+def test_capture_unit_is_hardened_and_fails_loudly(edge_tree):
+    unit = (edge_tree / "files/etc/systemd/system/mirrorcap-capture@.service").read_text()
+    for line in ["Requires=mirrorcap-storage.service mirrorcap-decap.service", "Restart=on-failure", "UMask=0027",
+                 "CapabilityBoundingSet=CAP_NET_RAW CAP_NET_ADMIN CAP_SETUID CAP_SETGID", "NoNewPrivileges=yes",
+                 "ProtectSystem=strict", "PrivateTmp=yes", "StartLimitBurst=5"]:
+        assert line in unit
+    script = (edge_tree / "files/usr/local/libexec/mirrorcap/capture").read_text()
+    assert "-U " in script and '-Z "$CAPTURE_USER"' in script and "exit 1" in script
+
+
+def test_bad_inventory_renders_nothing(tmp_path):
+    write(tmp_path, minimal("  host {\n    capture_dir = \"relative/dir\"\n  }"))
+    result = mirrorcap("render", "--out", "rendered", cwd=tmp_path)
+    assert result.returncode == 1 and "host > capture_dir" in result.stderr and "fix:" in result.stderr
+    assert not (tmp_path / "rendered").exists()
