@@ -51,7 +51,7 @@ def environment() -> jinja2.Environment:
 
 def tcpdump_command() -> str:
     """The capture command line, shared by the unit's script and the benchmark."""
-    return ('tcpdump -i "$iface" -n -U -B "$MIRRORCAP_BUFFER_KIB" -s "$MIRRORCAP_SNAPLEN" '
+    return ('tcpdump -i "$iface" -Q in -n -U -B "$MIRRORCAP_BUFFER_KIB" -s "$MIRRORCAP_SNAPLEN" '
             '-G "$MIRRORCAP_ROTATE_SECONDS" -Z "$CAPTURE_USER" -w "$DIR/vni${vni}_%Y-%m-%dT%H-%M-%SZ.pcap"')
 
 

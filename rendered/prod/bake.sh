@@ -183,6 +183,10 @@ for vni in $VNIS; do
     ip link add "$name" type vxlan id "$vni" dstport "$VXLAN_PORT" dev "$iface" nolearning
   fi
   ip link set dev "$name" mtu "$inner_mtu"
+  # Receive-only: no IPv6 autoconf/DAD/MLD, no ARP, so the host's own packets
+  # never land in the captures.
+  sysctl -q -w "net.ipv6.conf.$name.disable_ipv6=1" 2>/dev/null || true
+  ip link set dev "$name" arp off multicast off
   ip link set dev "$name" up
   echo "mirrorcap-decap: $name (VNI $vni) on $iface ($ENI_ID, $mac), MTU $inner_mtu"
 done
@@ -209,11 +213,12 @@ die() { echo "mirrorcap-capture: $*" >&2; exit 1; }
 ip link show dev "$iface" >/dev/null 2>&1 || die "$iface does not exist: check mirrorcap-decap.service"
 [ "${MIRRORCAP_SKIP_MOUNT_CHECK:-0}" = 1 ] || mountpoint -q "$DIR" || die "$DIR is not mounted: check mirrorcap-storage.service"
 
+# -Q in: only what arrives from the mirror;
 # -U: write each packet as it arrives (no 24-byte files left by an unflushed
 #     buffer at rotation); -G: rotate; -Z: drop root after opening the device;
 # -B: kernel buffer (KiB); -s 0 = whole packets; -n: no DNS lookups from here.
 # File names are UTC (the unit sets TZ=UTC) and sort by time.
-exec tcpdump -i "$iface" -n -U -B "$MIRRORCAP_BUFFER_KIB" -s "$MIRRORCAP_SNAPLEN" -G "$MIRRORCAP_ROTATE_SECONDS" -Z "$CAPTURE_USER" -w "$DIR/vni${vni}_%Y-%m-%dT%H-%M-%SZ.pcap"
+exec tcpdump -i "$iface" -Q in -n -U -B "$MIRRORCAP_BUFFER_KIB" -s "$MIRRORCAP_SNAPLEN" -G "$MIRRORCAP_ROTATE_SECONDS" -Z "$CAPTURE_USER" -w "$DIR/vni${vni}_%Y-%m-%dT%H-%M-%SZ.pcap"
 MIRRORCAP_USR_LOCAL_LIBEXEC_MIRRORCAP_CAPTURE
 chmod 0755 '/usr/local/libexec/mirrorcap/capture.mirrorcap-new'
 mv -f '/usr/local/libexec/mirrorcap/capture.mirrorcap-new' '/usr/local/libexec/mirrorcap/capture'
