@@ -21,6 +21,7 @@ SOURCES_PER_ENI_TARGET_LARGE = 100
 # set `max_sources_per_target = 100` in the inventory.
 LARGE_TARGET_INSTANCE_TYPES = frozenset({"m5.24xlarge", "m5d.24xlarge", "m5dn.24xlarge"})
 VXLAN_OVERHEAD_BYTES = 50
+VXLAN_PORT = 4789  # mirrored traffic arrives as VXLAN on this UDP port
 
 # EBS volume sizes (GiB) per type that make sense for pcaps. st1/sc1 are HDD:
 # cheap sequential throughput, 125 GiB minimum, not bootable.

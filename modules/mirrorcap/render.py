@@ -23,7 +23,6 @@ LIBEXEC = "/usr/local/libexec/mirrorcap"
 CAPTURE_USER = "mirrorcap"
 CAPTURE_GROUP = "pcap"
 TERMSHARK_VERSION = "v2.4.0"
-VXLAN_PORT = 4789
 # Placeholders in rendered/ where Terraform supplies the real IDs in user data.
 VOLUME_PLACEHOLDER = "REPLACE-with-pcap_volume_id-output"
 ENI_PLACEHOLDER = "REPLACE-with-mirror_eni_id-output"
@@ -50,14 +49,14 @@ def environment() -> jinja2.Environment:
 
 
 def tcpdump_command() -> str:
-    """The capture command line, shared by the unit's script and the benchmark."""
+    """The capture command line of the capture script (one place, for a benchmark to reuse)."""
     return ('tcpdump -i "$iface" -Q in -n -U -B "$MIRRORCAP_BUFFER_KIB" -s "$MIRRORCAP_SNAPLEN" '
             '-G "$MIRRORCAP_ROTATE_SECONDS" -Z "$CAPTURE_USER" -w "$DIR/vni${vni}_%Y-%m-%dT%H-%M-%SZ.pcap"')
 
 
 def _context(capture: Capture) -> dict:
     return {"capture": capture, "host": capture.host, "libexec": LIBEXEC, "capture_user": CAPTURE_USER,
-            "capture_group": CAPTURE_GROUP, "vxlan_port": VXLAN_PORT, "vxlan_overhead": L.VXLAN_OVERHEAD_BYTES,
+            "capture_group": CAPTURE_GROUP, "vxlan_port": L.VXLAN_PORT, "vxlan_overhead": L.VXLAN_OVERHEAD_BYTES,
             "tcpdump_command": tcpdump_command(), "termshark_version": TERMSHARK_VERSION}
 
 
@@ -73,8 +72,8 @@ def host_files(capture: Capture) -> list[HostFile]:
     return files
 
 
-def bake_script(capture: Capture) -> str:
-    return environment().get_template("host/bake.sh.j2").render(files=host_files(capture), **_context(capture))
+def bake_script(capture: Capture, files: list[HostFile]) -> str:
+    return environment().get_template("host/bake.sh.j2").render(files=files, **_context(capture))
 
 
 def env_file(capture: Capture, volume_id: str, eni_id: str) -> str:
@@ -91,10 +90,11 @@ def rendered_tree(inventory: Inventory) -> dict[str, tuple[str, int]]:
     tree: dict[str, tuple[str, int]] = {}
     for capture in inventory.captures:
         base = capture.name
-        tree[f"{base}/bake.sh"] = (bake_script(capture), 0o755)
+        files = host_files(capture)
+        tree[f"{base}/bake.sh"] = (bake_script(capture, files), 0o755)
         tree[f"{base}/user-data.sh"] = (user_data(capture, VOLUME_PLACEHOLDER, ENI_PLACEHOLDER), 0o755)
         tree[f"{base}/mirrorcap.env"] = (env_file(capture, VOLUME_PLACEHOLDER, ENI_PLACEHOLDER), 0o644)
-        for f in host_files(capture):
+        for f in files:
             tree[f"{base}/files{f.path}"] = (f.content, int(f.mode, 8))
     return tree
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from constructs import Construct
 from cdktn_provider_aws.security_group import SecurityGroup, SecurityGroupEgress, SecurityGroupIngress
 
+from ..aws_limits import VXLAN_PORT
 from ..config import Capture
 from .tags import named
 
-VXLAN_PORT = 4789
 
 
 class SecurityGroups(Construct):
