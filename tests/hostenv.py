@@ -13,6 +13,7 @@ from conftest import ROOT
 
 RENDERED = ROOT / "rendered" / "prod" / "files"
 LIBEXEC = RENDERED / "usr/local/libexec/mirrorcap"
+HEALTH = RENDERED / "usr/local/sbin/mirrorcap-health"
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="host integration tests need root (loop devices, netns)")
 

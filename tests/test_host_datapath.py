@@ -19,11 +19,12 @@ import sys
 import tempfile
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from hostenv import LIBEXEC, needs_root, run, write_env
+from hostenv import HEALTH, LIBEXEC, needs_root, run, write_env
 
 pytestmark = needs_root
 ENI = "eni-0aaaaaaaaaaaaaaaa"
@@ -93,9 +94,10 @@ def lab():
         os.chown(pcaps, int(run("id", "-u", "nobody").stdout), int(run("id", "-g", "nobody").stdout))
         os.chmod(pcaps, 0o2750)
         env_file = write_env(work / "mirrorcap.env", mirror_eni_id=ENI, vnis=f'"{VNI}"', capture_dir=pcaps,
-                             rotate_seconds=2, buffer_kib=4096, snaplen=0)
+                             rotate_seconds=2, buffer_kib=4096, snaplen=0, stale_after_seconds=120)
         env = {**os.environ, "MIRRORCAP_ENV_FILE": str(env_file), "MIRRORCAP_IMDS_ENDPOINT": f"http://127.0.0.1:{IMDS_PORT}",
-               "MIRRORCAP_ENI_WAIT_SECONDS": "10", "MIRRORCAP_USER": "nobody", "MIRRORCAP_SKIP_MOUNT_CHECK": "1"}
+               "MIRRORCAP_ENI_WAIT_SECONDS": "10", "MIRRORCAP_USER": "nobody", "MIRRORCAP_SKIP_MOUNT_CHECK": "1",
+               "MIRRORCAP_RUN_DIR": str(work / "run")}
         time.sleep(0.5)
         yield src, host, pcaps, env
     finally:
@@ -137,13 +139,24 @@ def test_capture_fails_loudly_without_its_interface(lab):
     assert r.returncode == 1 and f"vxlan{VNI} does not exist" in r.stderr
 
 
+@contextmanager
+def capturing(host, env):
+    """The rendered capture script running (as the unit runs it), stopped like systemd stops it."""
+    proc = subprocess.Popen(["ip", "netns", "exec", host, "bash", "-c", f"umask 0027; exec {LIBEXEC / 'capture'} {VNI}"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    result = {}
+    try:
+        time.sleep(1.5)
+        yield proc, result
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        result["stdout"], result["stderr"] = proc.communicate(timeout=10)
+
+
 def test_capture_holds_exactly_the_decapsulated_packets_of_its_vni_and_rotates(lab):
     src, host, pcaps, env = lab
     assert in_host(host, env, str(LIBEXEC / "decap")).returncode == 0
-    tcpdump = subprocess.Popen(["ip", "netns", "exec", host, "bash", "-c", f"umask 0027; exec {LIBEXEC / 'capture'} {VNI}"],
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        time.sleep(1.5)
+    with capturing(host, env) as (_, result):
         big = b"B" * 1400
         send(src, [vxlan(VNI, inner_frame(f"good-{i}".encode())) for i in range(20)]
              + [vxlan(OTHER_VNI, inner_frame(f"wrong-{i}".encode())) for i in range(10)]
@@ -151,9 +164,7 @@ def test_capture_holds_exactly_the_decapsulated_packets_of_its_vni_and_rotates(l
         time.sleep(3)  # past the 2 s rotation; the next packet opens a new file
         send(src, [vxlan(VNI, inner_frame(f"late-{i}".encode())) for i in range(5)])
         time.sleep(1)
-    finally:
-        tcpdump.send_signal(signal.SIGTERM)
-        out, err = tcpdump.communicate(timeout=10)
+    err = result["stderr"]
     files = sorted(pcaps.glob(f"vni{VNI}_*.pcap"))
     assert len(files) >= 2, f"no rotation: {files} {err}"
     payloads, layers = [], set()
@@ -169,3 +180,76 @@ def test_capture_holds_exactly_the_decapsulated_packets_of_its_vni_and_rotates(l
     assert sorted(payloads) == sorted([f"good-{i}".encode() for i in range(20)] + [big] + [f"late-{i}".encode() for i in range(5)])
     assert all("vxlan" not in p for p in layers)
     assert "dropped by kernel" in err and "0 packets dropped by kernel" in err
+
+
+def health(host, env, *args) -> tuple[int, dict]:
+    r = in_host(host, env, sys.executable, str(HEALTH), "--json", *args)
+    assert r.returncode in (0, 1), r.stderr
+    return r.returncode, json.loads(r.stdout)
+
+
+def checks(report: dict, name: str) -> list[dict]:
+    return [c for c in report["checks"] if c["name"] == name]
+
+
+def test_health_reports_a_working_capture_then_each_fault(lab):
+    src, host, pcaps, env = lab
+    assert in_host(host, env, str(LIBEXEC / "decap")).returncode == 0
+    with capturing(host, env) as (proc, _):
+        send(src, [vxlan(VNI, inner_frame(f"ok-{i}".encode())) for i in range(10)])
+        time.sleep(0.5)
+        code, report = health(host, env, "--sample-seconds", "1")
+        assert code == 0, report
+        assert checks(report, "services")[0]["status"] == "skip"  # no systemd as PID 1 here
+        assert checks(report, "tcpdump")[0]["pids"] and checks(report, "drops")[0]["dropped"] == 0
+        newest = checks(report, "newest-pcap")[0]
+        assert newest["status"] == "ok" and newest["size_bytes"] > 24, newest
+        assert newest["size_bytes"] > 24 and newest["age_seconds"] <= 2
+        assert checks(report, "unmatched")[0]["status"] == "ok" and checks(report, "disk")[0]["status"] == "ok"
+
+        # A session stamping another VNI: its packets reach the ENI and vanish in the kernel.
+        sender = subprocess.Popen(["ip", "netns", "exec", src, sys.executable, "-c",
+                                   "import time,socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
+                                   f"for _ in range(40):\n s.sendto(bytes.fromhex({vxlan(OTHER_VNI, inner_frame(b'x')).hex()!r}),"
+                                   f"({HOST_IP!r},4789)); time.sleep(0.05)"])
+        code, report = health(host, env, "--sample-seconds", "1.5")
+        sender.wait()
+        unmatched = checks(report, "unmatched")[0]
+        assert code == 1 and unmatched["status"] == "fail" and unmatched["iface"] == "mirror0"
+        assert list(unmatched["vnis"]) == [str(OTHER_VNI)] and f"VNI {OTHER_VNI}" in unmatched["detail"]
+
+        # No mirrored traffic for longer than stale_after_seconds (120 in the env file).
+        newest_file = max(pcaps.glob(f"vni{VNI}_*.pcap"))  # names sort by time
+        os.utime(newest_file, (time.time() - 600, time.time() - 600))
+        code, report = health(host, env, "--sample-seconds", "0")
+        stale = checks(report, "newest-pcap")[0]
+        assert code == 1 and stale["status"] == "fail" and stale["age_seconds"] >= 600 and "stale" in stale["detail"]
+    # tcpdump gone (the unit crashed or was stopped).
+    code, report = health(host, env, "--sample-seconds", "0")
+    assert code == 1 and checks(report, "tcpdump")[0]["status"] == "fail" and "no tcpdump on vxlan" in checks(report, "tcpdump")[0]["detail"]
+    human = in_host(host, env, sys.executable, str(HEALTH), "--sample-seconds", "0")
+    assert human.returncode == 1 and "UNHEALTHY" in human.stdout and "FAIL  tcpdump" in human.stdout
+
+
+def test_health_reports_kernel_drops_from_tcpdump(lab):
+    src, host, pcaps, env = lab
+    small = write_env(pcaps.parent / "small.env", mirror_eni_id=ENI, vnis=f'"{VNI}"', capture_dir=pcaps,
+                      rotate_seconds=60, buffer_kib=32, snaplen=0, stale_after_seconds=120)
+    env = {**env, "MIRRORCAP_ENV_FILE": str(small)}
+    assert in_host(host, env, str(LIBEXEC / "decap")).returncode == 0
+    flood = vxlan(VNI, inner_frame(b"F" * 1400)).hex()
+    with capturing(host, env):
+        code, report = health(host, env, "--sample-seconds", "0")
+        assert checks(report, "drops")[0]["dropped_since_last_check"] == 0
+        for _ in range(5):  # a 32 KiB kernel buffer cannot keep up with a flood
+            subprocess.run(["ip", "netns", "exec", src, sys.executable, "-c",
+                            "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
+                            f"p=bytes.fromhex({flood!r})\nfor _ in range(100000): s.sendto(p,({HOST_IP!r},4789))"], check=True)
+            code, report = health(host, env, "--sample-seconds", "0")
+            drops = checks(report, "drops")[0]
+            if drops["dropped_since_last_check"]:
+                break
+        assert code == 1 and drops["status"] == "fail" and drops["dropped"] > 0 and "buffer_kib" in drops["detail"]
+        # Reported once: the next check counts only new drops.
+        code, report = health(host, env, "--sample-seconds", "0")
+        assert checks(report, "drops")[0]["dropped_since_last_check"] == 0

@@ -103,6 +103,8 @@ BAD = {
     "open vxlan ingress": (minimal().replace('"10.1.0.0/16"', '"0.0.0.0/0"'), "mirror_source_cidrs[0]", "lets anyone send VXLAN"),
     "bad capture name": (minimal(name="Prod_1"), 'capture "Prod_1"', "not usable as a stack name"),
     "no capture": ("# empty\n", "capture", "no `capture"),
+    "free-space floor over the volume": (minimal("  host {\n    min_free_gib = 300\n  }"), "host > min_free_gib",
+                                         "out of range (0 to 299)"),
 }
 
 

@@ -68,6 +68,8 @@ class Host:
     rotate_seconds: int = 600
     retention_days: int = 15
     min_free_percent: int = 10
+    min_free_gib: int = 0  # a second, absolute floor; retention keeps both
+    stale_after_seconds: int = 300  # mirrorcap-health: newest pcap older than this = no mirrored traffic
     buffer_kib: int = 8192  # tcpdump -B, kernel capture buffer
     snaplen: int = 0  # 0 = whole packet
     capture_dir: str = "/var/log/tcpdump"

@@ -79,6 +79,8 @@ def _capture(errors: Collector, name: str, body) -> Capture:
     max_sources = b.integer("max_sources_per_target", default_limit, lo=1, hi=L.SOURCES_PER_ENI_TARGET_LARGE,
                             fix="set 10, or 100 only if the Traffic Mirroring quotas page lists your instance type")
     rules, services = _filter(errors, path, b.single_block("filter"))
+    storage = _storage(errors, path, b.single_block("storage"))
+    storage_gib = storage.size_gib
     return Capture(
         name=name,
         region=region,
@@ -92,12 +94,12 @@ def _capture(errors: Collector, name: str, body) -> Capture:
         vni=b.integer("vni", required=True, lo=L.VNI_MIN, hi=L.VNI_MAX,
                       fix=f"set vni = <{L.VNI_MIN}-{L.VNI_MAX}>: the VXLAN ID the sessions stamp and the host decapsulates"),
         max_sources_per_target=max_sources,
-        storage=_storage(errors, path, b.single_block("storage")),
+        storage=storage,
         network=_network(errors, path, b.single_block("network")),
         filter_rules=rules,
         filter_network_services=services,
         sources=_sources(errors, path, b.blocks("source"), max_sources, instance_type),
-        host=_host(errors, path, b.single_block("host")),
+        host=_host(errors, path, b.single_block("host"), storage_gib),
         tags=_tags(errors, b),
         backend=_backend(errors, path, name, region, b.blocks("backend")),
     )
@@ -252,9 +254,16 @@ def _sources(errors: Collector, parent: str, raw_sources: list, limit: int, inst
     return tuple(sources)
 
 
-def _host(errors: Collector, parent: str, body) -> Host:
-    b = Block(errors, f"{parent} > host", body, {"rotate_seconds", "retention_days", "min_free_percent", "buffer_kib", "snaplen", "capture_dir"})
+def _host(errors: Collector, parent: str, body, volume_gib: int) -> Host:
+    b = Block(errors, f"{parent} > host", body, {"rotate_seconds", "retention_days", "min_free_percent", "min_free_gib",
+                                                 "stale_after_seconds", "buffer_kib", "snaplen", "capture_dir"})
+    # A floor at or above the volume size would make retention delete every pcap but the newest.
+    min_free_gib = b.integer("min_free_gib", 0, lo=0, hi=max(0, volume_gib - 1),
+                             fix=f"keep it under the pcap volume's {volume_gib} GiB (0 = percent floor only)")
     return Host(
+        min_free_gib=min_free_gib,
+        stale_after_seconds=b.integer("stale_after_seconds", 300, lo=30, hi=86400,
+                                      fix="30 s to 1 day: how old the newest pcap may get before mirrorcap-health calls it stale"),
         rotate_seconds=b.integer("rotate_seconds", 600, lo=30, hi=86400, fix="rotate every 30 s to 1 day (600 = 10 minutes)"),
         retention_days=b.integer("retention_days", 15, lo=1, hi=3650),
         min_free_percent=b.integer("min_free_percent", 10, lo=1, hi=90, fix="keep 1-90 percent of the pcap volume free"),

@@ -12,7 +12,7 @@ umask 022
 TERMSHARK_VERSION=v2.4.0
 
 if command -v dnf >/dev/null 2>&1 && [ "${MIRRORCAP_SKIP_PACKAGES:-0}" != 1 ]; then
-  dnf install -y -q tcpdump wireshark-cli xfsprogs iproute curl-minimal
+  dnf install -y -q tcpdump wireshark-cli xfsprogs iproute curl-minimal python3
   if ! command -v termshark >/dev/null 2>&1; then
     dnf install -y -q golang
     build=$(mktemp -d)
@@ -218,7 +218,11 @@ ip link show dev "$iface" >/dev/null 2>&1 || die "$iface does not exist: check m
 #     buffer at rotation); -G: rotate; -Z: drop root after opening the device;
 # -B: kernel buffer (KiB); -s 0 = whole packets; -n: no DNS lookups from here.
 # File names are UTC (the unit sets TZ=UTC) and sort by time.
-exec tcpdump -i "$iface" -Q in -n -U -B "$MIRRORCAP_BUFFER_KIB" -s "$MIRRORCAP_SNAPLEN" -G "$MIRRORCAP_ROTATE_SECONDS" -Z "$CAPTURE_USER" -w "$DIR/vni${vni}_%Y-%m-%dT%H-%M-%SZ.pcap"
+# tcpdump's messages also go to a log that mirrorcap-health reads: on SIGUSR1
+# tcpdump prints its kernel drop counter there, which no other interface exposes.
+run_dir=${RUNTIME_DIRECTORY:-${MIRRORCAP_RUN_DIR:-/run/mirrorcap}/capture-$vni}
+mkdir -p "$run_dir"
+exec tcpdump -i "$iface" -Q in -n -U -B "$MIRRORCAP_BUFFER_KIB" -s "$MIRRORCAP_SNAPLEN" -G "$MIRRORCAP_ROTATE_SECONDS" -Z "$CAPTURE_USER" -w "$DIR/vni${vni}_%Y-%m-%dT%H-%M-%SZ.pcap" 2> >(exec tee -a "$run_dir/tcpdump.log" >&2)
 MIRRORCAP_USR_LOCAL_LIBEXEC_MIRRORCAP_CAPTURE
 chmod 0755 '/usr/local/libexec/mirrorcap/capture.mirrorcap-new'
 mv -f '/usr/local/libexec/mirrorcap/capture.mirrorcap-new' '/usr/local/libexec/mirrorcap/capture'
@@ -319,6 +323,314 @@ MIRRORCAP_USR_LOCAL_SBIN_MIRRORCAP_BOOT
 chmod 0755 '/usr/local/sbin/mirrorcap-boot.mirrorcap-new'
 mv -f '/usr/local/sbin/mirrorcap-boot.mirrorcap-new' '/usr/local/sbin/mirrorcap-boot'
 
+cat > '/usr/local/sbin/mirrorcap-health.mirrorcap-new' <<'MIRRORCAP_USR_LOCAL_SBIN_MIRRORCAP_HEALTH'
+#!/usr/bin/python3
+"""mirrorcap-health: is this capture host capturing? For people and for alarms.
+
+Checks, per configured VNI unless noted:
+  services    systemd units active (skipped when systemd is not PID 1)
+  tcpdump     a tcpdump process captures vxlan<VNI>
+  newest-pcap the newest pcap is younger than MIRRORCAP_STALE_AFTER_SECONDS and
+              holds packets (a 24-byte file is a pcap header and nothing else)
+  drops       packets tcpdump reports as dropped by the kernel since the last run
+  unmatched   VXLAN packets on the mirror ENI whose VNI no vxlan interface
+              accepts (the kernel drops those silently), sampled for a few seconds
+  disk        the capture volume is mounted and free space is above the floor
+Exit 0 when healthy (warnings allowed), 1 when not, 2 when it cannot run.
+Runs as root (signals tcpdump, samples the mirror ENI). Python 3.9 stdlib only:
+Amazon Linux 2023's system Python.
+"""
+import argparse
+import glob
+import json
+import os
+import re
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+
+ENV_FILE = os.environ.get("MIRRORCAP_ENV_FILE", "/etc/mirrorcap/mirrorcap.env")
+RUN_DIR = os.environ.get("MIRRORCAP_RUN_DIR", "/run/mirrorcap")
+PCAP_HEADER_BYTES = 24
+VXLAN_PORT = 4789
+DROPS = re.compile(r"(\d+) packets? captured, (\d+) packets? received by filter, (\d+) packets? dropped by kernel")
+
+
+def read_env(path):
+    values = {}
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line and not line.startswith("#") and "=" in line:
+                key, value = line.split("=", 1)
+                values[key] = value.strip().strip('"')
+    return values
+
+
+class Report:
+    def __init__(self):
+        self.checks = []
+
+    def add(self, name, status, detail, **data):
+        self.checks.append(dict(name=name, status=status, detail=detail, **data))
+
+    @property
+    def healthy(self):
+        return all(c["status"] != "fail" for c in self.checks)
+
+
+def check_services(report, vnis, systemctl):
+    units = ["mirrorcap-storage.service", "mirrorcap-decap.service"]
+    units += ["mirrorcap-capture@%s.service" % v for v in vnis] + ["mirrorcap-retention.timer"]
+    if systemctl is None:
+        report.add("services", "skip", "systemd is not running here: unit states not checked")
+        return
+    out = subprocess.run([systemctl, "is-active"] + units, capture_output=True, text=True).stdout.split()
+    states = dict(zip(units, out + ["unknown"] * (len(units) - len(out))))
+    down = sorted(u for u, s in states.items() if s != "active")
+    if down:
+        report.add("services", "fail", "not active: " + ", ".join("%s (%s)" % (u, states[u]) for u in down), units=states)
+    else:
+        report.add("services", "ok", "%d units active" % len(units), units=states)
+
+
+def tcpdump_pids(iface):
+    """PIDs of tcpdump processes reading `iface` (found in /proc: no pidfile to go stale)."""
+    pids = []
+    for cmdline in glob.glob("/proc/[0-9]*/cmdline"):
+        try:
+            with open(cmdline, "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if argv and os.path.basename(argv[0]) == b"tcpdump":
+            args = [a.decode(errors="replace") for a in argv]
+            if any(a == "-i" and b == iface for a, b in zip(args, args[1:])) or ("-i" + iface) in args:
+                pids.append(int(cmdline.split("/")[2]))
+    return sorted(pids)
+
+
+def check_tcpdump(report, vni):
+    pids = tcpdump_pids("vxlan%s" % vni)
+    if pids:
+        report.add("tcpdump", "ok", "VNI %s: running (pid %s)" % (vni, ",".join(map(str, pids))), vni=vni, pids=pids)
+    else:
+        report.add("tcpdump", "fail", "VNI %s: no tcpdump on vxlan%s" % (vni, vni), vni=vni, pids=[])
+    return pids
+
+
+def check_newest_pcap(report, directory, vni, stale_after, now):
+    files = []
+    for path in glob.glob(os.path.join(directory, "vni%s_*.pcap" % vni)):
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        files.append((path, st.st_mtime, st.st_size))
+    if not files:
+        report.add("newest-pcap", "fail", "VNI %s: no pcap in %s" % (vni, directory), vni=vni)
+        return
+    files.sort()  # names carry the UTC start time: the last one is being written
+    path, mtime, size = files[-1]
+    age = max(0, int(now - mtime))
+    # Rotated files holding only the header: normal for the first file after a
+    # quiet start (tcpdump opens it before any packet); many of them mean output
+    # is not packet-buffered. Reported, not judged.
+    header_only = sum(1 for _, _, s in files[:-1] if s <= PCAP_HEADER_BYTES)
+    data = dict(vni=vni, file=os.path.basename(path), age_seconds=age, size_bytes=size, header_only_rotated=header_only)
+    detail = "VNI %s: %s, %d bytes, %ds old" % (vni, data["file"], size, age)
+    if header_only:
+        detail += "; %d rotated file(s) hold only a pcap header" % header_only
+    if age > stale_after:
+        what = "holds no packet and was opened" if size <= PCAP_HEADER_BYTES else "was last written"
+        report.add("newest-pcap", "fail", "VNI %s: %s %s %ds ago (stale after %ds): is mirrored traffic arriving?"
+                   % (vni, data["file"], what, age, stale_after), **data)
+    else:
+        report.add("newest-pcap", "ok", detail, **data)
+
+
+def tcpdump_counters(pid, log, timeout=2.0):
+    """Ask tcpdump for its counters (SIGUSR1) and read them from its log."""
+    try:
+        start = os.path.getsize(log)
+    except OSError:
+        return None
+    os.kill(pid, signal.SIGUSR1)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        with open(log, "rb") as f:
+            f.seek(start)
+            found = DROPS.findall(f.read().decode(errors="replace"))
+        if found:
+            return tuple(int(x) for x in found[-1])
+    return None
+
+
+def check_drops(report, vni, pids, state):
+    if not pids:
+        return
+    pid = pids[0]
+    log = os.path.join(RUN_DIR, "capture-%s" % vni, "tcpdump.log")
+    counters = tcpdump_counters(pid, log)
+    if counters is None:
+        report.add("drops", "warn", "VNI %s: tcpdump (pid %d) gave no counters in %s" % (vni, pid, log), vni=vni)
+        return
+    captured, received, dropped = counters
+    key = "%s:%d" % (vni, pid)  # counters restart with the process
+    new = dropped - state.get(key, 0)
+    state[key] = dropped
+    data = dict(vni=vni, captured=captured, received=received, dropped=dropped, dropped_since_last_check=new)
+    if new > 0:
+        report.add("drops", "fail", "VNI %s: kernel dropped %d packets since the last check (%d since tcpdump started): "
+                   "raise buffer_kib or capture less" % (vni, new, dropped), **data)
+    else:
+        report.add("drops", "ok", "VNI %s: 0 new kernel drops (%d captured)" % (vni, captured), **data)
+    if os.path.getsize(log) > 1 << 20:
+        open(log, "w").close()  # tee appends (O_APPEND), so truncating is safe
+
+
+def vxlan_lower_iface(vni):
+    out = subprocess.run(["ip", "-d", "-j", "link", "show", "dev", "vxlan%s" % vni], capture_output=True, text=True)
+    try:
+        return json.loads(out.stdout)[0]["linkinfo"]["info_data"]["link"]
+    except (ValueError, LookupError, TypeError):
+        return None
+
+
+def pcap_vnis(raw):
+    """VNIs of the VXLAN packets (Ethernet/IPv4/UDP) in a pcap byte string."""
+    vnis = {}
+    if len(raw) < PCAP_HEADER_BYTES:
+        return vnis
+    endian = "<" if raw[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+    pos = PCAP_HEADER_BYTES
+    while pos + 16 <= len(raw):
+        incl = struct.unpack(endian + "I", raw[pos + 8:pos + 12])[0]
+        pkt = raw[pos + 16:pos + 16 + incl]
+        pos += 16 + incl
+        if len(pkt) < 14 + 20 or pkt[12:14] != b"\x08\x00":
+            continue
+        ihl = (pkt[14] & 0x0F) * 4
+        vxlan = pkt[14 + ihl + 8:14 + ihl + 16]
+        if len(vxlan) == 8:
+            vni = struct.unpack("!I", vxlan[4:8])[0] >> 8
+            vnis[vni] = vnis.get(vni, 0) + 1
+    return vnis
+
+
+def check_unmatched(report, vnis, seconds):
+    if seconds <= 0:
+        report.add("unmatched", "skip", "sampling disabled (--sample-seconds 0)")
+        return
+    iface = vxlan_lower_iface(vnis[0]) if vnis else None
+    if not iface:
+        report.add("unmatched", "fail", "cannot tell the mirror ENI: vxlan%s is missing (check mirrorcap-decap)" % vnis[0])
+        return
+    # The kernel filter keeps only VXLAN packets whose VNI (UDP payload bytes 4-6)
+    # is not configured, so the sample is small even under heavy mirroring.
+    accepted = " or ".join("udp[12:4] >> 8 = %s" % v for v in vnis)
+    expr = "udp dst port %d and not (%s)" % (VXLAN_PORT, accepted)
+    # -Z root: distribution builds otherwise switch users; -w -: no file to create.
+    proc = subprocess.run(["timeout", str(seconds), "tcpdump", "-i", iface, "-n", "-p", "-s", "64", "-c", "10000",
+                           "-Z", "root", "-w", "-", expr], capture_output=True)
+    seen = pcap_vnis(proc.stdout)
+    if proc.returncode not in (0, 124) and not proc.stdout:
+        report.add("unmatched", "warn", "could not sample %s: %s" % (iface, proc.stderr.decode(errors="replace").strip()))
+    elif seen:
+        listing = ", ".join("VNI %d (%d pkts)" % kv for kv in sorted(seen.items()))
+        report.add("unmatched", "fail", "%s: VXLAN with a VNI no interface accepts, dropped by the kernel: %s. "
+                   "Fix the session's VNI or add it to the capture" % (iface, listing), iface=iface,
+                   vnis={str(k): n for k, n in seen.items()}, sample_seconds=seconds)
+    else:
+        report.add("unmatched", "ok", "%s: no VXLAN with other VNIs in %ss" % (iface, seconds), iface=iface, vnis={},
+                   sample_seconds=seconds)
+
+
+def check_disk(report, directory, min_free_percent, min_free_gib, skip_mount_check):
+    if not skip_mount_check and not os.path.ismount(directory):
+        report.add("disk", "fail", "%s is not a mount point: the pcap volume is not mounted" % directory)
+        return
+    try:
+        usage = shutil.disk_usage(directory)
+    except OSError as e:
+        report.add("disk", "fail", "%s: %s" % (directory, e))
+        return
+    percent = 100.0 * usage.free / usage.total if usage.total else 0.0
+    gib = usage.free / (1 << 30)
+    data = dict(free_bytes=usage.free, total_bytes=usage.total, free_percent=round(percent, 1))
+    if percent < min_free_percent or gib < min_free_gib:
+        report.add("disk", "fail", "%s: %.1f%% (%.1f GiB) free, under the floor (%s%% / %s GiB): is retention running?"
+                   % (directory, percent, gib, min_free_percent, min_free_gib), **data)
+    else:
+        report.add("disk", "ok", "%s: %.1f%% (%.1f GiB) free" % (directory, percent, gib), **data)
+
+
+def find_systemctl():
+    if os.environ.get("MIRRORCAP_SYSTEMCTL"):
+        return os.environ["MIRRORCAP_SYSTEMCTL"]
+    # sd_booted(): systemd creates this directory when it runs as PID 1.
+    return shutil.which("systemctl") if os.path.isdir("/run/systemd/system") else None
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="mirrorcap-health", description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    parser.add_argument("--sample-seconds", type=float, default=float(os.environ.get("MIRRORCAP_HEALTH_SAMPLE_SECONDS", 3)),
+                        help="how long to watch the mirror ENI for unmatched VNIs (0 = skip)")
+    args = parser.parse_args(argv)
+    try:
+        env = read_env(ENV_FILE)
+        vnis = env["MIRRORCAP_VNIS"].split()
+        directory = env.get("MIRRORCAP_CAPTURE_DIR", "/var/log/tcpdump")
+        stale_after = int(env.get("MIRRORCAP_STALE_AFTER_SECONDS", "300"))
+        min_free_percent = float(env.get("MIRRORCAP_MIN_FREE_PERCENT", "0"))
+        min_free_gib = float(env.get("MIRRORCAP_MIN_FREE_GIB", "0"))
+    except (OSError, KeyError, ValueError) as e:
+        print("mirrorcap-health: cannot read %s: %s" % (ENV_FILE, e), file=sys.stderr)
+        return 2
+
+    state_file = os.path.join(RUN_DIR, "health-state.json")
+    try:
+        with open(state_file) as f:
+            state = json.load(f)
+    except (OSError, ValueError):
+        state = {}
+
+    report = Report()
+    now = float(os.environ.get("MIRRORCAP_NOW", time.time()))
+    check_services(report, vnis, find_systemctl())
+    for vni in vnis:
+        pids = check_tcpdump(report, vni)
+        check_newest_pcap(report, directory, vni, stale_after, now)
+        check_drops(report, vni, pids, state)
+    check_unmatched(report, vnis, args.sample_seconds)
+    check_disk(report, directory, min_free_percent, min_free_gib, os.environ.get("MIRRORCAP_SKIP_MOUNT_CHECK") == "1")
+
+    os.makedirs(RUN_DIR, exist_ok=True)
+    with open(state_file + ".tmp", "w") as f:
+        json.dump(state, f)
+    os.replace(state_file + ".tmp", state_file)
+
+    if args.json:
+        json.dump(dict(healthy=report.healthy, capture=env.get("MIRRORCAP_CAPTURE"), checks=report.checks), sys.stdout, indent=2)
+        print()
+    else:
+        for c in report.checks:
+            print("%-4s  %-11s  %s" % (c["status"].upper(), c["name"], c["detail"]))
+        print("mirrorcap-health: %s" % ("healthy" if report.healthy else "UNHEALTHY"))
+    return 0 if report.healthy else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+MIRRORCAP_USR_LOCAL_SBIN_MIRRORCAP_HEALTH
+chmod 0755 '/usr/local/sbin/mirrorcap-health.mirrorcap-new'
+mv -f '/usr/local/sbin/mirrorcap-health.mirrorcap-new' '/usr/local/sbin/mirrorcap-health'
+
 cat > '/etc/systemd/system/mirrorcap-storage.service.mirrorcap-new' <<'MIRRORCAP_ETC_SYSTEMD_SYSTEM_MIRRORCAP_STORAGE_SERVICE'
 [Unit]
 Description=mirrorcap: mount the pcap volume at /var/log/tcpdump
@@ -379,6 +691,12 @@ Type=simple
 Environment=TZ=UTC
 ExecStart=/usr/local/libexec/mirrorcap/capture %i
 Restart=on-failure
+# SIGTERM to tcpdump only: it flushes, prints its counters, and the log tee
+# drains before the rest of the unit is stopped.
+KillMode=mixed
+# tcpdump.log for mirrorcap-health (drop counters); gone when the unit stops.
+RuntimeDirectory=mirrorcap/capture-%i
+RuntimeDirectoryMode=0750
 RestartSec=5
 # New pcaps: 0640 (the directory's setgid gives them the pcap group).
 UMask=0027
@@ -455,4 +773,4 @@ mv -f '/etc/systemd/system/mirrorcap-retention.timer.mirrorcap-new' '/etc/system
 if [ -d /run/systemd/system ]; then
   systemctl daemon-reload
 fi
-echo "mirrorcap bake: installed (10 files)"
+echo "mirrorcap bake: installed (11 files)"
