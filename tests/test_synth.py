@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
+import os
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import hcl2
 import pytest
 
 from conftest import EXAMPLE, ROOT, mirrorcap, stack_json, synth, tree
+from mirrorcap import aws_limits as L
+from mirrorcap.errors import MirrorcapError
+from mirrorcap.inventory import load
+from mirrorcap.render import check_user_data_size, user_data
 
 EDGE = '''
 capture "blue" {
@@ -183,14 +191,57 @@ def test_example_backend_provider_tags_and_outputs(example):
     assert set(doc["output"]) == {"instance_id", "mirror_eni_id", "pcap_volume_id", "mirror_target_id", "mirror_filter_id", "session_ids"}
 
 
-def test_user_data_carries_ids_and_nothing_terraform_would_misread(example):
-    (inst,) = resources(stack_json(example, "prod"), "aws_instance").values()
-    ud = inst["user_data"]
-    assert "MIRRORCAP_VOLUME_ID=${aws_ebs_volume.pcap_volume.id}" in ud
-    assert "MIRRORCAP_MIRROR_ENI_ID=${aws_network_interface.mirror_eni.id}" in ud
-    assert 'MIRRORCAP_VNIS="12345"' in ud
-    # Terraform interpolates ${...} and %{...} in strings: only our two references may appear.
-    assert re.findall(r"[$%]\{[^}]*\}", ud) == ["${aws_ebs_volume.pcap_volume.id}", "${aws_network_interface.mirror_eni.id}"]
+USER_DATA = re.compile(r'^\$\{base64gzip\(templatefile\("(assets/[^"]+)", \{"volume_id" = aws_ebs_volume\.pcap_volume\.id, '
+                       r'"eni_id" = aws_network_interface\.mirror_eni\.id\}\)\)\}$')
+
+
+def user_data_template(workdir: Path, name: str) -> Path:
+    (inst,) = resources(stack_json(workdir, name), "aws_instance").values()
+    assert "user_data" not in inst
+    m = USER_DATA.match(inst["user_data_base64"])
+    assert m, inst["user_data_base64"]
+    return workdir / "cdktf.out" / "stacks" / name / m.group(1)
+
+
+def test_user_data_template_escapes_everything_but_the_two_ids(example):
+    text = user_data_template(example, "prod").read_text()
+    assert "MIRRORCAP_VOLUME_ID=${volume_id}\n" in text and "MIRRORCAP_MIRROR_ENI_ID=${eni_id}\n" in text
+    # templatefile() interpolates ${...} and runs %{...}: bash's own must arrive escaped ($${, %%{).
+    assert re.findall(r"(?<!\$)\$\{[^}]*\}", text) == ["${volume_id}", "${eni_id}"]
+    assert not re.search(r"(?<!%)%\{", text)
+    assert "$${" in text  # the bake script's bash expansions, escaped
+
+
+def test_user_data_round_trips_through_terraform(example, tmp_path):
+    """Terraform itself evaluates base64gzip(templatefile(...)); the instance must get exactly the rendered script."""
+    terraform = shutil.which("terraform") or shutil.which("tofu")
+    if not terraform:
+        pytest.skip("no terraform/tofu binary on this machine (the template escaping is checked above)")
+    template = user_data_template(example, "prod")
+    expr = f'base64gzip(templatefile("{template}", {{volume_id = "vol-0123456789abcdef0", eni_id = "eni-0fedcba987654321f"}}))'
+    r = subprocess.run([terraform, "console", "-no-color"], input=expr, capture_output=True, text=True, cwd=tmp_path,
+                       env={**os.environ, "TF_CLI_CONFIG_FILE": os.devnull, "CHECKPOINT_DISABLE": "1"})
+    assert r.returncode == 0, r.stderr
+    got = gzip.decompress(base64.b64decode(r.stdout.strip().strip('"'))).decode()
+    capture = load(EXAMPLE).capture("prod")
+    assert got == user_data(capture, "vol-0123456789abcdef0", "eni-0fedcba987654321f")
+
+
+def test_unbaked_host_bakes_from_user_data_a_baked_ami_does_not(example, edge):
+    prod = user_data_template(example, "prod").read_text()  # no `ami`: stock AL2023
+    assert "<<'MIRRORCAP_BAKE'" in prod and "go install" in prod and "cat > '/usr/local/sbin/mirrorcap-health.mirrorcap-new'" in prod
+    blue = user_data_template(edge, "blue").read_text()  # ami = baked
+    assert "MIRRORCAP_BAKE" not in blue and "exec /usr/local/sbin/mirrorcap-boot" in blue
+    assert 'MIRRORCAP_VNIS="0 16777215"' in blue
+
+
+def test_user_data_over_the_ec2_limit_is_refused(monkeypatch):
+    inventory = load(EXAMPLE)
+    check_user_data_size(inventory, inventory.capture("prod"))  # fits today
+    monkeypatch.setattr(L, "USER_DATA_MAX_BYTES", 4096)
+    with pytest.raises(MirrorcapError) as e:
+        check_user_data_size(inventory, inventory.capture("prod"))
+    assert 'capture "prod" > ami' in str(e.value) and "over EC2's 4096-byte limit" in str(e.value) and "bake.sh" in str(e.value)
 
 
 def test_review_hcl_parses_and_declares_the_same_resources(example):
@@ -234,7 +285,6 @@ def test_edge_two_stacks_share_a_source_with_distinct_numbers(edge):
     assert (nb[shared], ng[shared]) == (1, 2)
     vnis = {s["tags"]["mirrorcap:source"]: s["virtual_network_id"] for s in resources(blue, "aws_ec2_traffic_mirror_session").values()}
     assert vnis == {"i-0123456789abcdef0": 0, shared: 16777215}
-    assert 'MIRRORCAP_VNIS="0 16777215"' in resources(blue, "aws_instance")["capture_instance"]["user_data"]
     assert green["terraform"]["backend"]["local"]["path"] == "../../../terraform.green.tfstate"
 
 

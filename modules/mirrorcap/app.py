@@ -6,12 +6,13 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 from .config import Inventory
 from .errors import MirrorcapError, Problem
 from .plan import locked_numbers
-from .render import user_data
+from .render import user_data_template
 
 ROOT = Path(__file__).resolve().parents[2]
 REVIEW_HCL = "cdk.tf"
@@ -31,13 +32,19 @@ def synth(inventory: Inventory, outdir: str | None = None, review_hcl: bool = Fa
     from cdktn import App
     from .stack.capture_stack import CaptureStack
 
+    templates = {c.name: user_data_template(inventory, c) for c in inventory.captures}  # may refuse: before any output
+
     app = App(outdir=outdir, context={"targetVersions": target_versions()})
     stacks = []
-    for capture in inventory.captures:
-        per_source = {source: n for (name, source), n in numbers.items() if name == capture.name}
-        stacks.append(CaptureStack(app, capture, numbers=per_source,
-                                   user_data_for=lambda vol, eni, c=capture: user_data(c, vol, eni)))
-    app.synth()
+    with tempfile.TemporaryDirectory(prefix="mirrorcap-synth-") as tmp:
+        for capture in inventory.captures:
+            # Same file name on every machine: the asset's path in cdk.tf.json stays put.
+            template = Path(tmp) / capture.name / "user-data.sh.tftpl"
+            template.parent.mkdir()
+            template.write_text(templates[capture.name])
+            per_source = {source: n for (name, source), n in numbers.items() if name == capture.name}
+            stacks.append(CaptureStack(app, capture, numbers=per_source, user_data_template=str(template)))
+        app.synth()
     out = Path(app.outdir)
     stack_dirs = [out / "stacks" / c.name for c in inventory.captures]
     for stack, d in zip(stacks, stack_dirs):

@@ -27,6 +27,9 @@ VXLAN_PORT = 4789  # mirrored traffic arrives as VXLAN on this UDP port
 # cheap sequential throughput, 125 GiB minimum, not bootable.
 VOLUME_SIZE_GIB = {"st1": (125, 16384), "sc1": (125, 16384), "gp3": (1, 16384)}
 
+# EC2 user data: 16 KB before base64 (the instance gets it gzipped, cloud-init unpacks it).
+USER_DATA_MAX_BYTES = 16384
+
 AL2023_X86_64_SSM_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
 
 

@@ -7,6 +7,7 @@ reach the host through /etc/mirrorcap/mirrorcap.env, written by the user data.
 
 from __future__ import annotations
 
+import gzip
 import os
 import shutil
 import tempfile
@@ -17,6 +18,7 @@ import jinja2
 
 from . import aws_limits as L
 from .config import Capture, Inventory
+from .errors import MirrorcapError, Problem
 
 SCRIPTS_DIR = Path(__file__).resolve().parents[2] / "scripts"
 LIBEXEC = "/usr/local/libexec/mirrorcap"
@@ -33,6 +35,10 @@ class HostFile:
     path: str  # absolute path on the host
     content: str
     mode: str
+
+    @property
+    def directory(self) -> str:
+        return self.path.rsplit("/", 1)[0]
 
     @property
     def marker(self) -> str:
@@ -81,9 +87,46 @@ def env_file(capture: Capture, volume_id: str, eni_id: str) -> str:
     return environment().get_template("mirrorcap.env.j2").render(capture=capture, volume_id=volume_id, eni_id=eni_id)
 
 
+def bakes_at_boot(capture: Capture) -> bool:
+    """No `ami` means stock Amazon Linux 2023: the user data must bake the host itself."""
+    return capture.ami is None
+
+
 def user_data(capture: Capture, volume_id: str, eni_id: str) -> str:
     env = env_file(capture, volume_id, eni_id)
-    return environment().get_template("user-data.sh.j2").render(capture=capture, env_file=env)
+    bake = bake_script(capture, host_files(capture)) if bakes_at_boot(capture) else ""
+    return environment().get_template("user-data.sh.j2").render(capture=capture, env_file=env, bake=bake)
+
+
+# Terraform fills these in from templatefile(); everything else in the user data
+# is escaped so Terraform passes bash's own ${...} through untouched.
+TEMPLATE_VARS = {"volume_id": "${volume_id}", "eni_id": "${eni_id}"}
+_SENTINEL = {"volume_id": "\x00MIRRORCAP_VOLUME_ID\x00", "eni_id": "\x00MIRRORCAP_ENI_ID\x00"}
+
+
+def user_data_template(inventory: Inventory, capture: Capture) -> str:
+    """The user data as a Terraform templatefile() template with ${volume_id} and ${eni_id}."""
+    check_user_data_size(inventory, capture)
+    text = user_data(capture, _SENTINEL["volume_id"], _SENTINEL["eni_id"])
+    text = text.replace("${", "$${").replace("%{", "%%{")
+    for name, sentinel in _SENTINEL.items():
+        text = text.replace(sentinel, TEMPLATE_VARS[name])
+    return text
+
+
+def gzipped_size(text: str) -> int:
+    # Level 6 and no timestamp: what Terraform's base64gzip() (Go's default level) produces, near enough.
+    return len(gzip.compress(text.encode(), compresslevel=6, mtime=0))
+
+
+def check_user_data_size(inventory: Inventory, capture: Capture) -> None:
+    ids = ("vol-0123456789abcdef0", "eni-0123456789abcdef0")  # real IDs are this long
+    size = gzipped_size(user_data(capture, *ids))
+    if size > L.USER_DATA_MAX_BYTES:
+        raise MirrorcapError([Problem(
+            inventory.path, f'capture "{capture.name}" > ami',
+            f"the user data is {size} bytes gzipped, over EC2's {L.USER_DATA_MAX_BYTES}-byte limit",
+            f"bake an AMI with rendered/{capture.name}/bake.sh (Packer, EC2 Image Builder) and set `ami`")])
 
 
 def rendered_tree(inventory: Inventory) -> dict[str, tuple[str, int]]:

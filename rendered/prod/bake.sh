@@ -28,7 +28,7 @@ fi
 getent group pcap >/dev/null || groupadd --system pcap
 id -u mirrorcap >/dev/null 2>&1 || useradd --system --gid pcap --no-create-home --home-dir /nonexistent --shell /sbin/nologin mirrorcap
 
-install -d -m 0755 /usr/local/libexec/mirrorcap /etc/mirrorcap
+install -d -m 0755 /etc/mirrorcap /etc/systemd/system /usr/local/libexec/mirrorcap /usr/local/sbin
 
 cat > '/usr/local/libexec/mirrorcap/storage.mirrorcap-new' <<'MIRRORCAP_USR_LOCAL_LIBEXEC_MIRRORCAP_STORAGE'
 #!/bin/bash

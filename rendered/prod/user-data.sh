@@ -1,7 +1,9 @@
 #!/bin/bash
 # mirrorcap first boot for capture "prod" (EC2 user data).
 # Rendered by mirrorcap from scripts/user-data.sh.j2; Terraform fills in the IDs.
-# Writes the instance's settings, then hands over to the baked boot script.
+# No baked AMI: this host bakes itself first (packages, termshark build, scripts,
+# units), which takes a few minutes on the first boot.
+# Writes the instance's settings, then hands over to the boot script.
 set -euo pipefail
 umask 022
 install -d -m 0755 /etc/mirrorcap
@@ -21,8 +23,789 @@ MIRRORCAP_BUFFER_KIB=8192
 MIRRORCAP_SNAPLEN=0
 MIRRORCAP_ENV
 mv -f /etc/mirrorcap/mirrorcap.env.tmp /etc/mirrorcap/mirrorcap.env
+bake=$(mktemp)
+cat > "$bake" <<'MIRRORCAP_BAKE'
+#!/bin/bash
+# mirrorcap bake: install the capture tooling on Amazon Linux 2023 (for Packer,
+# EC2 Image Builder, or the first boot of an unbaked host). No instance-specific
+# values: those come at boot in /etc/mirrorcap/mirrorcap.env.
+# Rendered by `mirrorcap render` from scripts/host/bake.sh.j2. Safe to re-run.
+set -euo pipefail
+umask 022
+
+# termshark is not packaged for AL2023: built from source with the distro's Go at
+# a pinned version. Go verifies every module against go.sum and the public
+# checksum database (sum.golang.org), so the pinned version is what gets built.
+TERMSHARK_VERSION=v2.4.0
+
+if command -v dnf >/dev/null 2>&1 && [ "${MIRRORCAP_SKIP_PACKAGES:-0}" != 1 ]; then
+  dnf install -y -q tcpdump wireshark-cli xfsprogs iproute curl-minimal python3
+  if ! command -v termshark >/dev/null 2>&1; then
+    dnf install -y -q golang
+    build=$(mktemp -d)
+    GOPATH="$build/go" GOCACHE="$build/cache" GOBIN=/usr/local/bin GOFLAGS=-trimpath \
+      go install "github.com/gcla/termshark/v2/cmd/termshark@$TERMSHARK_VERSION"
+    rm -rf "$build"
+    dnf remove -y -q golang
+  fi
+fi
+
+# Capture identity: tcpdump drops to mirrorcap; people who may read pcaps
+# join pcap (usermod -aG pcap <user>).
+getent group pcap >/dev/null || groupadd --system pcap
+id -u mirrorcap >/dev/null 2>&1 || useradd --system --gid pcap --no-create-home --home-dir /nonexistent --shell /sbin/nologin mirrorcap
+
+install -d -m 0755 /etc/mirrorcap /etc/systemd/system /usr/local/libexec/mirrorcap /usr/local/sbin
+
+cat > '/usr/local/libexec/mirrorcap/storage.mirrorcap-new' <<'MIRRORCAP_USR_LOCAL_LIBEXEC_MIRRORCAP_STORAGE'
+#!/bin/bash
+# mirrorcap-storage: mount the pcap EBS volume at /var/log/tcpdump.
+# Finds the device from the volume ID (NVMe by-id link on Nitro, the attached
+# device name on Xen), creates xfs ONLY on a device with no file system and no
+# partition table, mounts it, keeps one fstab line by UUID with nofail.
+# Safe to run again and again: a volume that holds pcaps is never formatted.
+set -euo pipefail
+
+ENV_FILE=${MIRRORCAP_ENV_FILE:-/etc/mirrorcap/mirrorcap.env}
+# shellcheck source=/dev/null
+. "$ENV_FILE"
+VOLUME_ID=${MIRRORCAP_VOLUME_ID:?MIRRORCAP_VOLUME_ID missing from $ENV_FILE}
+DIR=${MIRRORCAP_CAPTURE_DIR:-/var/log/tcpdump}
+BY_ID_DIR=${MIRRORCAP_BY_ID_DIR:-/dev/disk/by-id}
+FSTAB=${MIRRORCAP_FSTAB:-/etc/fstab}
+XEN_DEVICE=${MIRRORCAP_XEN_DEVICE:-/dev/xvdf}
+WAIT_SECONDS=${MIRRORCAP_DEVICE_WAIT_SECONDS:-300}
+CAPTURE_USER=${MIRRORCAP_USER:-mirrorcap}
+CAPTURE_GROUP=${MIRRORCAP_GROUP:-pcap}
+
+die() { echo "mirrorcap-storage: $*" >&2; exit 1; }
+
+[[ $VOLUME_ID =~ ^vol-[0-9a-f]{8}([0-9a-f]{9})?$ ]] || die "MIRRORCAP_VOLUME_ID=$VOLUME_ID is not an EBS volume ID (vol-...)"
+
+# NVMe serials drop the dash: vol-0abc -> nvme-Amazon_Elastic_Block_Store_vol0abc
+nvme_link="$BY_ID_DIR/nvme-Amazon_Elastic_Block_Store_${VOLUME_ID/-/}"
+device=""
+for ((waited = 0; waited <= WAIT_SECONDS; waited++)); do
+  if [ -e "$nvme_link" ]; then device=$(readlink -f "$nvme_link"); break; fi
+  if [ -b "$XEN_DEVICE" ] && [ ! -d "$BY_ID_DIR" ]; then device=$XEN_DEVICE; break; fi
+  sleep 1
+done
+[ -n "$device" ] || die "volume $VOLUME_ID did not appear as $nvme_link within ${WAIT_SECONDS}s: is it attached to this instance?"
+[ -b "$device" ] || die "$device (volume $VOLUME_ID) is not a block device"
+
+# -p probes the device itself, not the blkid cache.
+fstype=$(blkid -p -o value -s TYPE "$device" || true)
+pttype=$(blkid -p -o value -s PTTYPE "$device" || true)
+if [ -z "$fstype" ]; then
+  [ -z "$pttype" ] || die "$device has a $pttype partition table and no file system: refusing to format it; wipe it deliberately first"
+  echo "mirrorcap-storage: $device is empty: creating xfs"
+  # No -f: mkfs.xfs itself refuses to overwrite an existing file system.
+  mkfs.xfs -q -L mirrorcap "$device"  # xfs labels: 12 characters at most
+  fstype=xfs
+elif [ "$fstype" != xfs ]; then
+  die "$device holds a $fstype file system, not xfs: refusing to touch it"
+fi
+uuid=$(blkid -p -o value -s UUID "$device")
+[ -n "$uuid" ] || die "could not read the file system UUID of $device"
+
+# The mount point exists (and is locked down) even while the volume is absent,
+# so tcpdump never fills the root volume instead.
+install -d -m 0750 -o root -g "$CAPTURE_GROUP" "$DIR"
+
+# One fstab line, by UUID, with nofail: a missing volume must not stop boot.
+if ! grep -Eq "^UUID=${uuid}[[:space:]]" "$FSTAB"; then
+  if awk -v d="$DIR" '$0 !~ /^[[:space:]]*#/ && $2 == d { found = 1 } END { exit !found }' "$FSTAB"; then
+    die "$FSTAB already mounts something else at $DIR: remove that line, then run again"
+  fi
+  tmp=$(mktemp "$FSTAB.mirrorcap.XXXXXX")
+  cat "$FSTAB" > "$tmp"
+  printf 'UUID=%s %s xfs defaults,noatime,nofail,x-systemd.device-timeout=30s 0 2\n' "$uuid" "$DIR" >> "$tmp"
+  chmod 0644 "$tmp"
+  mv -f "$tmp" "$FSTAB"
+  echo "mirrorcap-storage: added $DIR (UUID=$uuid) to $FSTAB"
+fi
+
+if mountpoint -q "$DIR"; then
+  mounted=$(findmnt -n -o SOURCE --target "$DIR")
+  [ "$(readlink -f "$mounted")" = "$device" ] || die "$DIR is already a mount of $mounted, not of volume $VOLUME_ID ($device)"
+else
+  mount -t xfs -o defaults,noatime "UUID=$uuid" "$DIR" 2>/dev/null || mount -t xfs -o defaults,noatime "$device" "$DIR"
+fi
+
+# pcaps hold production payloads: only the capture user writes, only the pcap group reads.
+# setgid keeps new files in the group; the capture unit's UMask=0027 makes them 0640.
+chown "$CAPTURE_USER:$CAPTURE_GROUP" "$DIR"
+chmod 2750 "$DIR"
+echo "mirrorcap-storage: volume $VOLUME_ID ($device, UUID=$uuid) mounted at $DIR"
+MIRRORCAP_USR_LOCAL_LIBEXEC_MIRRORCAP_STORAGE
+chmod 0755 '/usr/local/libexec/mirrorcap/storage.mirrorcap-new'
+mv -f '/usr/local/libexec/mirrorcap/storage.mirrorcap-new' '/usr/local/libexec/mirrorcap/storage'
+
+cat > '/usr/local/libexec/mirrorcap/decap.mirrorcap-new' <<'MIRRORCAP_USR_LOCAL_LIBEXEC_MIRRORCAP_DECAP'
+#!/bin/bash
+# mirrorcap-decap: create one vxlan interface per configured VNI on the mirror
+# ENI, found by its ENI ID through IMDSv2 (never by interface name).
+# Idempotent: an existing interface with the right settings is left alone.
+set -euo pipefail
+
+ENV_FILE=${MIRRORCAP_ENV_FILE:-/etc/mirrorcap/mirrorcap.env}
+# shellcheck source=/dev/null
+. "$ENV_FILE"
+ENI_ID=${MIRRORCAP_MIRROR_ENI_ID:?MIRRORCAP_MIRROR_ENI_ID missing from $ENV_FILE}
+VNIS=${MIRRORCAP_VNIS:?MIRRORCAP_VNIS missing from $ENV_FILE}
+IMDS=${MIRRORCAP_IMDS_ENDPOINT:-http://169.254.169.254}
+WAIT_SECONDS=${MIRRORCAP_ENI_WAIT_SECONDS:-300}
+VXLAN_PORT=4789
+VXLAN_OVERHEAD=50
+
+die() { echo "mirrorcap-decap: $*" >&2; exit 1; }
+[[ $ENI_ID =~ ^eni-[0-9a-f]{8}([0-9a-f]{9})?$ ]] || die "MIRRORCAP_MIRROR_ENI_ID=$ENI_ID is not an ENI ID"
+
+imds() {
+  curl -fsS --max-time 2 -H "X-aws-ec2-metadata-token: $token" "$IMDS/latest/meta-data/$1"
+}
+
+# The ENI attachment is created after the instance: wait for it (bounded).
+mac=""
+for ((waited = 0; waited <= WAIT_SECONDS; waited += 2)); do
+  if token=$(curl -fsS --max-time 2 -X PUT -H "X-aws-ec2-metadata-token-ttl-seconds: 300" "$IMDS/latest/api/token"); then
+    for m in $(imds network/interfaces/macs/ || true); do
+      m=${m%/}
+      if [ "$(imds "network/interfaces/macs/$m/interface-id" || true)" = "$ENI_ID" ]; then mac=$m; break; fi
+    done
+  fi
+  [ -z "$mac" ] || break
+  sleep 2
+done
+[ -n "$mac" ] || die "ENI $ENI_ID is not attached to this instance (IMDS at $IMDS lists no interface with that ID after ${WAIT_SECONDS}s)"
+
+iface=""
+for d in /sys/class/net/*; do
+  if [ "$(cat "$d/address" 2>/dev/null)" = "$mac" ] && [ ! -e "$d/master" ]; then iface=${d##*/}; break; fi
+done
+[ -n "$iface" ] || die "no network interface has MAC $mac (ENI $ENI_ID)"
+
+# Largest frames first: the NIC at its maximum MTU, vxlan at NIC MTU - overhead,
+# so every mirrored frame that fits the ENI is decapsulated whole.
+max_mtu=$(ip -d -j link show dev "$iface" | sed -n 's/.*"max_mtu":\([0-9]*\).*/\1/p')
+if [ -n "$max_mtu" ] && [ "$max_mtu" -le 9001 ] && [ "$(cat "/sys/class/net/$iface/mtu")" -lt "$max_mtu" ]; then
+  ip link set dev "$iface" mtu "$max_mtu" || true
+fi
+ip link set dev "$iface" up
+inner_mtu=$(( $(cat "/sys/class/net/$iface/mtu") - VXLAN_OVERHEAD ))
+
+for vni in $VNIS; do
+  if ! [[ $vni =~ ^[0-9]+$ ]] || ((vni > 16777215)); then die "VNI $vni is not a 24-bit number"; fi
+  name="vxlan$vni"
+  if ip link show dev "$name" >/dev/null 2>&1; then
+    details=$(ip -d link show dev "$name")
+    if grep -q "vxlan id $vni " <<<"$details" && grep -q "dev $iface " <<<"$details" && grep -q "dstport $VXLAN_PORT " <<<"$details"; then
+      :
+    else
+      echo "mirrorcap-decap: $name exists with other settings: recreating it"
+      ip link del dev "$name"
+    fi
+  fi
+  if ! ip link show dev "$name" >/dev/null 2>&1; then
+    ip link add "$name" type vxlan id "$vni" dstport "$VXLAN_PORT" dev "$iface" nolearning
+  fi
+  ip link set dev "$name" mtu "$inner_mtu"
+  # Receive-only: no IPv6 autoconf/DAD/MLD, no ARP, so the host's own packets
+  # never land in the captures.
+  sysctl -q -w "net.ipv6.conf.$name.disable_ipv6=1" 2>/dev/null || true
+  ip link set dev "$name" arp off multicast off
+  ip link set dev "$name" up
+  echo "mirrorcap-decap: $name (VNI $vni) on $iface ($ENI_ID, $mac), MTU $inner_mtu"
+done
+MIRRORCAP_USR_LOCAL_LIBEXEC_MIRRORCAP_DECAP
+chmod 0755 '/usr/local/libexec/mirrorcap/decap.mirrorcap-new'
+mv -f '/usr/local/libexec/mirrorcap/decap.mirrorcap-new' '/usr/local/libexec/mirrorcap/decap'
+
+cat > '/usr/local/libexec/mirrorcap/capture.mirrorcap-new' <<'MIRRORCAP_USR_LOCAL_LIBEXEC_MIRRORCAP_CAPTURE'
+#!/bin/bash
+# mirrorcap-capture VNI: tcpdump on vxlan<VNI> into rotating pcaps.
+# Fails (exit 1) when the interface or the volume is missing: systemd's restart
+# limit then turns a broken setup into a visible failed unit, not a silent loop.
+set -euo pipefail
+
+ENV_FILE=${MIRRORCAP_ENV_FILE:-/etc/mirrorcap/mirrorcap.env}
+# shellcheck source=/dev/null
+. "$ENV_FILE"
+vni=${1:?usage: mirrorcap-capture VNI}
+DIR=${MIRRORCAP_CAPTURE_DIR:-/var/log/tcpdump}
+CAPTURE_USER=${MIRRORCAP_USER:-mirrorcap}
+iface="vxlan$vni"
+
+die() { echo "mirrorcap-capture: $*" >&2; exit 1; }
+ip link show dev "$iface" >/dev/null 2>&1 || die "$iface does not exist: check mirrorcap-decap.service"
+[ "${MIRRORCAP_SKIP_MOUNT_CHECK:-0}" = 1 ] || mountpoint -q "$DIR" || die "$DIR is not mounted: check mirrorcap-storage.service"
+
+# -Q in: only what arrives from the mirror;
+# -U: write each packet as it arrives (no 24-byte files left by an unflushed
+#     buffer at rotation); -G: rotate; -Z: drop root after opening the device;
+# -B: kernel buffer (KiB); -s 0 = whole packets; -n: no DNS lookups from here.
+# File names are UTC (the unit sets TZ=UTC) and sort by time.
+# tcpdump's messages also go to a log that mirrorcap-health reads: on SIGUSR1
+# tcpdump prints its kernel drop counter there, which no other interface exposes.
+run_dir=${RUNTIME_DIRECTORY:-${MIRRORCAP_RUN_DIR:-/run/mirrorcap}/capture-$vni}
+mkdir -p "$run_dir"
+exec tcpdump -i "$iface" -Q in -n -U -B "$MIRRORCAP_BUFFER_KIB" -s "$MIRRORCAP_SNAPLEN" -G "$MIRRORCAP_ROTATE_SECONDS" -Z "$CAPTURE_USER" -w "$DIR/vni${vni}_%Y-%m-%dT%H-%M-%SZ.pcap" 2> >(exec tee -a "$run_dir/tcpdump.log" >&2)
+MIRRORCAP_USR_LOCAL_LIBEXEC_MIRRORCAP_CAPTURE
+chmod 0755 '/usr/local/libexec/mirrorcap/capture.mirrorcap-new'
+mv -f '/usr/local/libexec/mirrorcap/capture.mirrorcap-new' '/usr/local/libexec/mirrorcap/capture'
+
+cat > '/usr/local/libexec/mirrorcap/retention.mirrorcap-new' <<'MIRRORCAP_USR_LOCAL_LIBEXEC_MIRRORCAP_RETENTION'
+#!/bin/bash
+# mirrorcap-retention: delete pcaps older than MIRRORCAP_RETENTION_DAYS, and the
+# oldest pcaps while free space is under the floor. Only regular files named
+# like mirrorcap's pcaps, directly in the capture directory; never the newest
+# file of each VNI (tcpdump is writing it). Logs every deletion.
+set -euo pipefail
+
+ENV_FILE=${MIRRORCAP_ENV_FILE:-/etc/mirrorcap/mirrorcap.env}
+# shellcheck source=/dev/null
+. "$ENV_FILE"
+DIR=${MIRRORCAP_CAPTURE_DIR:-/var/log/tcpdump}
+DAYS=${MIRRORCAP_RETENTION_DAYS:?}
+MIN_FREE_PERCENT=${MIRRORCAP_MIN_FREE_PERCENT:-0}
+MIN_FREE_GIB=${MIRRORCAP_MIN_FREE_GIB:-0}
+NOW=${MIRRORCAP_NOW:-$(date +%s)}
+
+log() { echo "mirrorcap-retention: $*"; }
+[ -d "$DIR" ] || { log "$DIR does not exist: nothing to do"; exit 0; }
+
+# mtime (integer seconds) and name, oldest first; -maxdepth 1 and -type f keep
+# subdirectories, symlinks and anything else out of reach.
+mapfile -t files < <(find "$DIR" -maxdepth 1 -type f -name 'vni*_*.pcap' -printf '%T@ %f\n' | sort -n -k1,1 -k2,2)
+
+declare -A newest=()
+for entry in "${files[@]}"; do
+  name=${entry#* }
+  newest[${name%%_*}]=$name
+done
+protected() { [ "${newest[${1%%_*}]}" = "$1" ]; }
+
+deleted=0
+remaining=()
+cutoff=$((NOW - DAYS * 86400))
+for entry in "${files[@]}"; do
+  mtime=${entry%% *}
+  mtime=${mtime%%.*}
+  name=${entry#* }
+  if ((mtime < cutoff)) && ! protected "$name"; then
+    rm -f -- "$DIR/$name"
+    log "deleted $name (older than $DAYS days)"
+    deleted=$((deleted + 1))
+  else
+    remaining+=("$name")
+  fi
+done
+
+below_floor() {
+  local size avail
+  read -r size avail < <(df -P -B1 "$DIR" | awk 'NR == 2 { print $2, $4 }')
+  ((avail * 100 < size * MIN_FREE_PERCENT)) || ((avail < MIN_FREE_GIB * 1073741824))
+}
+for name in "${remaining[@]}"; do
+  below_floor || break
+  protected "$name" && continue
+  rm -f -- "$DIR/$name"
+  log "deleted $name (free space under ${MIN_FREE_PERCENT}% / ${MIN_FREE_GIB} GiB)"
+  deleted=$((deleted + 1))
+done
+if below_floor; then
+  log "WARNING: free space still under the floor after deleting all but the newest pcaps"
+fi
+log "done: $deleted file(s) deleted, $(( ${#files[@]} - deleted )) kept"
+MIRRORCAP_USR_LOCAL_LIBEXEC_MIRRORCAP_RETENTION
+chmod 0755 '/usr/local/libexec/mirrorcap/retention.mirrorcap-new'
+mv -f '/usr/local/libexec/mirrorcap/retention.mirrorcap-new' '/usr/local/libexec/mirrorcap/retention'
+
+cat > '/usr/local/sbin/mirrorcap-boot.mirrorcap-new' <<'MIRRORCAP_USR_LOCAL_SBIN_MIRRORCAP_BOOT'
+#!/bin/bash
+# mirrorcap-boot: start capturing with the settings in /etc/mirrorcap/mirrorcap.env.
+# Run by the user data on every boot (and safe to run by hand): enables the
+# units for the configured VNIs and disables capture units of VNIs no longer configured.
+set -euo pipefail
+ENV_FILE=${MIRRORCAP_ENV_FILE:-/etc/mirrorcap/mirrorcap.env}
+# shellcheck source=/dev/null
+. "$ENV_FILE"
+VNIS=${MIRRORCAP_VNIS:?MIRRORCAP_VNIS missing from $ENV_FILE}
+
+systemctl daemon-reload
+systemctl enable --now mirrorcap-storage.service mirrorcap-decap.service
+for unit in $(systemctl list-units --all --plain --no-legend 'mirrorcap-capture@*.service' | awk '{ print $1 }'); do
+  vni=${unit#mirrorcap-capture@}; vni=${vni%.service}
+  if ! grep -qw -- "$vni" <<<"$VNIS"; then
+    echo "mirrorcap-boot: VNI $vni is no longer configured: stopping $unit"
+    systemctl disable --now "$unit"
+  fi
+done
+for vni in $VNIS; do
+  systemctl enable --now "mirrorcap-capture@$vni.service"
+done
+systemctl enable --now mirrorcap-retention.timer
+echo "mirrorcap-boot: capturing VNI(s) $VNIS"
+MIRRORCAP_USR_LOCAL_SBIN_MIRRORCAP_BOOT
+chmod 0755 '/usr/local/sbin/mirrorcap-boot.mirrorcap-new'
+mv -f '/usr/local/sbin/mirrorcap-boot.mirrorcap-new' '/usr/local/sbin/mirrorcap-boot'
+
+cat > '/usr/local/sbin/mirrorcap-health.mirrorcap-new' <<'MIRRORCAP_USR_LOCAL_SBIN_MIRRORCAP_HEALTH'
+#!/usr/bin/python3
+"""mirrorcap-health: is this capture host capturing? For people and for alarms.
+
+Checks, per configured VNI unless noted:
+  services    systemd units active (skipped when systemd is not PID 1)
+  tcpdump     a tcpdump process captures vxlan<VNI>
+  newest-pcap the newest pcap is younger than MIRRORCAP_STALE_AFTER_SECONDS and
+              holds packets (a 24-byte file is a pcap header and nothing else)
+  drops       packets tcpdump reports as dropped by the kernel since the last run
+  unmatched   VXLAN packets on the mirror ENI whose VNI no vxlan interface
+              accepts (the kernel drops those silently), sampled for a few seconds
+  disk        the capture volume is mounted and free space is above the floor
+Exit 0 when healthy (warnings allowed), 1 when not, 2 when it cannot run.
+Runs as root (signals tcpdump, samples the mirror ENI). Python 3.9 stdlib only:
+Amazon Linux 2023's system Python.
+"""
+import argparse
+import glob
+import json
+import os
+import re
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+
+ENV_FILE = os.environ.get("MIRRORCAP_ENV_FILE", "/etc/mirrorcap/mirrorcap.env")
+RUN_DIR = os.environ.get("MIRRORCAP_RUN_DIR", "/run/mirrorcap")
+PCAP_HEADER_BYTES = 24
+VXLAN_PORT = 4789
+DROPS = re.compile(r"(\d+) packets? captured, (\d+) packets? received by filter, (\d+) packets? dropped by kernel")
+
+
+def read_env(path):
+    values = {}
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line and not line.startswith("#") and "=" in line:
+                key, value = line.split("=", 1)
+                values[key] = value.strip().strip('"')
+    return values
+
+
+class Report:
+    def __init__(self):
+        self.checks = []
+
+    def add(self, name, status, detail, **data):
+        self.checks.append(dict(name=name, status=status, detail=detail, **data))
+
+    @property
+    def healthy(self):
+        return all(c["status"] != "fail" for c in self.checks)
+
+
+def check_services(report, vnis, systemctl):
+    units = ["mirrorcap-storage.service", "mirrorcap-decap.service"]
+    units += ["mirrorcap-capture@%s.service" % v for v in vnis] + ["mirrorcap-retention.timer"]
+    if systemctl is None:
+        report.add("services", "skip", "systemd is not running here: unit states not checked")
+        return
+    out = subprocess.run([systemctl, "is-active"] + units, capture_output=True, text=True).stdout.split()
+    states = dict(zip(units, out + ["unknown"] * (len(units) - len(out))))
+    down = sorted(u for u, s in states.items() if s != "active")
+    if down:
+        report.add("services", "fail", "not active: " + ", ".join("%s (%s)" % (u, states[u]) for u in down), units=states)
+    else:
+        report.add("services", "ok", "%d units active" % len(units), units=states)
+
+
+def tcpdump_pids(iface):
+    """PIDs of tcpdump processes reading `iface` (found in /proc: no pidfile to go stale)."""
+    pids = []
+    for cmdline in glob.glob("/proc/[0-9]*/cmdline"):
+        try:
+            with open(cmdline, "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if argv and os.path.basename(argv[0]) == b"tcpdump":
+            args = [a.decode(errors="replace") for a in argv]
+            if any(a == "-i" and b == iface for a, b in zip(args, args[1:])) or ("-i" + iface) in args:
+                pids.append(int(cmdline.split("/")[2]))
+    return sorted(pids)
+
+
+def check_tcpdump(report, vni):
+    pids = tcpdump_pids("vxlan%s" % vni)
+    if pids:
+        report.add("tcpdump", "ok", "VNI %s: running (pid %s)" % (vni, ",".join(map(str, pids))), vni=vni, pids=pids)
+    else:
+        report.add("tcpdump", "fail", "VNI %s: no tcpdump on vxlan%s" % (vni, vni), vni=vni, pids=[])
+    return pids
+
+
+def check_newest_pcap(report, directory, vni, stale_after, now):
+    files = []
+    for path in glob.glob(os.path.join(directory, "vni%s_*.pcap" % vni)):
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        files.append((path, st.st_mtime, st.st_size))
+    if not files:
+        report.add("newest-pcap", "fail", "VNI %s: no pcap in %s" % (vni, directory), vni=vni)
+        return
+    files.sort()  # names carry the UTC start time: the last one is being written
+    path, mtime, size = files[-1]
+    age = max(0, int(now - mtime))
+    # Rotated files holding only the header: normal for the first file after a
+    # quiet start (tcpdump opens it before any packet); many of them mean output
+    # is not packet-buffered. Reported, not judged.
+    header_only = sum(1 for _, _, s in files[:-1] if s <= PCAP_HEADER_BYTES)
+    data = dict(vni=vni, file=os.path.basename(path), age_seconds=age, size_bytes=size, header_only_rotated=header_only)
+    detail = "VNI %s: %s, %d bytes, %ds old" % (vni, data["file"], size, age)
+    if header_only:
+        detail += "; %d rotated file(s) hold only a pcap header" % header_only
+    if age > stale_after:
+        what = "holds no packet and was opened" if size <= PCAP_HEADER_BYTES else "was last written"
+        report.add("newest-pcap", "fail", "VNI %s: %s %s %ds ago (stale after %ds): is mirrored traffic arriving?"
+                   % (vni, data["file"], what, age, stale_after), **data)
+    else:
+        report.add("newest-pcap", "ok", detail, **data)
+
+
+def tcpdump_counters(pid, log, timeout=2.0):
+    """Ask tcpdump for its counters (SIGUSR1) and read them from its log."""
+    try:
+        start = os.path.getsize(log)
+    except OSError:
+        return None
+    os.kill(pid, signal.SIGUSR1)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        with open(log, "rb") as f:
+            f.seek(start)
+            found = DROPS.findall(f.read().decode(errors="replace"))
+        if found:
+            return tuple(int(x) for x in found[-1])
+    return None
+
+
+def check_drops(report, vni, pids, state):
+    if not pids:
+        return
+    pid = pids[0]
+    log = os.path.join(RUN_DIR, "capture-%s" % vni, "tcpdump.log")
+    counters = tcpdump_counters(pid, log)
+    if counters is None:
+        report.add("drops", "warn", "VNI %s: tcpdump (pid %d) gave no counters in %s" % (vni, pid, log), vni=vni)
+        return
+    captured, received, dropped = counters
+    key = "%s:%d" % (vni, pid)  # counters restart with the process
+    new = dropped - state.get(key, 0)
+    state[key] = dropped
+    data = dict(vni=vni, captured=captured, received=received, dropped=dropped, dropped_since_last_check=new)
+    if new > 0:
+        report.add("drops", "fail", "VNI %s: kernel dropped %d packets since the last check (%d since tcpdump started): "
+                   "raise buffer_kib or capture less" % (vni, new, dropped), **data)
+    else:
+        report.add("drops", "ok", "VNI %s: 0 new kernel drops (%d captured)" % (vni, captured), **data)
+    if os.path.getsize(log) > 1 << 20:
+        open(log, "w").close()  # tee appends (O_APPEND), so truncating is safe
+
+
+def vxlan_lower_iface(vni):
+    out = subprocess.run(["ip", "-d", "-j", "link", "show", "dev", "vxlan%s" % vni], capture_output=True, text=True)
+    try:
+        return json.loads(out.stdout)[0]["linkinfo"]["info_data"]["link"]
+    except (ValueError, LookupError, TypeError):
+        return None
+
+
+def pcap_vnis(raw):
+    """VNIs of the VXLAN packets (Ethernet/IPv4/UDP) in a pcap byte string."""
+    vnis = {}
+    if len(raw) < PCAP_HEADER_BYTES:
+        return vnis
+    endian = "<" if raw[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+    pos = PCAP_HEADER_BYTES
+    while pos + 16 <= len(raw):
+        incl = struct.unpack(endian + "I", raw[pos + 8:pos + 12])[0]
+        pkt = raw[pos + 16:pos + 16 + incl]
+        pos += 16 + incl
+        if len(pkt) < 14 + 20 or pkt[12:14] != b"\x08\x00":
+            continue
+        ihl = (pkt[14] & 0x0F) * 4
+        vxlan = pkt[14 + ihl + 8:14 + ihl + 16]
+        if len(vxlan) == 8:
+            vni = struct.unpack("!I", vxlan[4:8])[0] >> 8
+            vnis[vni] = vnis.get(vni, 0) + 1
+    return vnis
+
+
+def check_unmatched(report, vnis, seconds):
+    if seconds <= 0:
+        report.add("unmatched", "skip", "sampling disabled (--sample-seconds 0)")
+        return
+    iface = vxlan_lower_iface(vnis[0]) if vnis else None
+    if not iface:
+        report.add("unmatched", "fail", "cannot tell the mirror ENI: vxlan%s is missing (check mirrorcap-decap)" % vnis[0])
+        return
+    # The kernel filter keeps only VXLAN packets whose VNI (UDP payload bytes 4-6)
+    # is not configured, so the sample is small even under heavy mirroring.
+    accepted = " or ".join("udp[12:4] >> 8 = %s" % v for v in vnis)
+    expr = "udp dst port %d and not (%s)" % (VXLAN_PORT, accepted)
+    # -Z root: distribution builds otherwise switch users; -w -: no file to create.
+    proc = subprocess.run(["timeout", str(seconds), "tcpdump", "-i", iface, "-n", "-p", "-s", "64", "-c", "10000",
+                           "-Z", "root", "-w", "-", expr], capture_output=True)
+    seen = pcap_vnis(proc.stdout)
+    if proc.returncode not in (0, 124) and not proc.stdout:
+        report.add("unmatched", "warn", "could not sample %s: %s" % (iface, proc.stderr.decode(errors="replace").strip()))
+    elif seen:
+        listing = ", ".join("VNI %d (%d pkts)" % kv for kv in sorted(seen.items()))
+        report.add("unmatched", "fail", "%s: VXLAN with a VNI no interface accepts, dropped by the kernel: %s. "
+                   "Fix the session's VNI or add it to the capture" % (iface, listing), iface=iface,
+                   vnis={str(k): n for k, n in seen.items()}, sample_seconds=seconds)
+    else:
+        report.add("unmatched", "ok", "%s: no VXLAN with other VNIs in %ss" % (iface, seconds), iface=iface, vnis={},
+                   sample_seconds=seconds)
+
+
+def check_disk(report, directory, min_free_percent, min_free_gib, skip_mount_check):
+    if not skip_mount_check and not os.path.ismount(directory):
+        report.add("disk", "fail", "%s is not a mount point: the pcap volume is not mounted" % directory)
+        return
+    try:
+        usage = shutil.disk_usage(directory)
+    except OSError as e:
+        report.add("disk", "fail", "%s: %s" % (directory, e))
+        return
+    percent = 100.0 * usage.free / usage.total if usage.total else 0.0
+    gib = usage.free / (1 << 30)
+    data = dict(free_bytes=usage.free, total_bytes=usage.total, free_percent=round(percent, 1))
+    if percent < min_free_percent or gib < min_free_gib:
+        report.add("disk", "fail", "%s: %.1f%% (%.1f GiB) free, under the floor (%s%% / %s GiB): is retention running?"
+                   % (directory, percent, gib, min_free_percent, min_free_gib), **data)
+    else:
+        report.add("disk", "ok", "%s: %.1f%% (%.1f GiB) free" % (directory, percent, gib), **data)
+
+
+def find_systemctl():
+    if os.environ.get("MIRRORCAP_SYSTEMCTL"):
+        return os.environ["MIRRORCAP_SYSTEMCTL"]
+    # sd_booted(): systemd creates this directory when it runs as PID 1.
+    return shutil.which("systemctl") if os.path.isdir("/run/systemd/system") else None
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="mirrorcap-health", description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    parser.add_argument("--sample-seconds", type=float, default=float(os.environ.get("MIRRORCAP_HEALTH_SAMPLE_SECONDS", 3)),
+                        help="how long to watch the mirror ENI for unmatched VNIs (0 = skip)")
+    args = parser.parse_args(argv)
+    try:
+        env = read_env(ENV_FILE)
+        vnis = env["MIRRORCAP_VNIS"].split()
+        directory = env.get("MIRRORCAP_CAPTURE_DIR", "/var/log/tcpdump")
+        stale_after = int(env.get("MIRRORCAP_STALE_AFTER_SECONDS", "300"))
+        min_free_percent = float(env.get("MIRRORCAP_MIN_FREE_PERCENT", "0"))
+        min_free_gib = float(env.get("MIRRORCAP_MIN_FREE_GIB", "0"))
+    except (OSError, KeyError, ValueError) as e:
+        print("mirrorcap-health: cannot read %s: %s" % (ENV_FILE, e), file=sys.stderr)
+        return 2
+
+    state_file = os.path.join(RUN_DIR, "health-state.json")
+    try:
+        with open(state_file) as f:
+            state = json.load(f)
+    except (OSError, ValueError):
+        state = {}
+
+    report = Report()
+    now = float(os.environ.get("MIRRORCAP_NOW", time.time()))
+    check_services(report, vnis, find_systemctl())
+    for vni in vnis:
+        pids = check_tcpdump(report, vni)
+        check_newest_pcap(report, directory, vni, stale_after, now)
+        check_drops(report, vni, pids, state)
+    check_unmatched(report, vnis, args.sample_seconds)
+    check_disk(report, directory, min_free_percent, min_free_gib, os.environ.get("MIRRORCAP_SKIP_MOUNT_CHECK") == "1")
+
+    os.makedirs(RUN_DIR, exist_ok=True)
+    with open(state_file + ".tmp", "w") as f:
+        json.dump(state, f)
+    os.replace(state_file + ".tmp", state_file)
+
+    if args.json:
+        json.dump(dict(healthy=report.healthy, capture=env.get("MIRRORCAP_CAPTURE"), checks=report.checks), sys.stdout, indent=2)
+        print()
+    else:
+        for c in report.checks:
+            print("%-4s  %-11s  %s" % (c["status"].upper(), c["name"], c["detail"]))
+        print("mirrorcap-health: %s" % ("healthy" if report.healthy else "UNHEALTHY"))
+    return 0 if report.healthy else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+MIRRORCAP_USR_LOCAL_SBIN_MIRRORCAP_HEALTH
+chmod 0755 '/usr/local/sbin/mirrorcap-health.mirrorcap-new'
+mv -f '/usr/local/sbin/mirrorcap-health.mirrorcap-new' '/usr/local/sbin/mirrorcap-health'
+
+cat > '/etc/systemd/system/mirrorcap-storage.service.mirrorcap-new' <<'MIRRORCAP_ETC_SYSTEMD_SYSTEM_MIRRORCAP_STORAGE_SERVICE'
+[Unit]
+Description=mirrorcap: mount the pcap volume at /var/log/tcpdump
+Documentation=file:///usr/local/share/doc/mirrorcap/README
+After=local-fs.target
+ConditionPathExists=/etc/mirrorcap/mirrorcap.env
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/local/libexec/mirrorcap/storage
+TimeoutStartSec=600
+PrivateTmp=yes
+ProtectHome=yes
+
+[Install]
+WantedBy=multi-user.target
+MIRRORCAP_ETC_SYSTEMD_SYSTEM_MIRRORCAP_STORAGE_SERVICE
+chmod 0644 '/etc/systemd/system/mirrorcap-storage.service.mirrorcap-new'
+mv -f '/etc/systemd/system/mirrorcap-storage.service.mirrorcap-new' '/etc/systemd/system/mirrorcap-storage.service'
+
+cat > '/etc/systemd/system/mirrorcap-decap.service.mirrorcap-new' <<'MIRRORCAP_ETC_SYSTEMD_SYSTEM_MIRRORCAP_DECAP_SERVICE'
+[Unit]
+Description=mirrorcap: VXLAN decapsulation on the mirror ENI
+Documentation=file:///usr/local/share/doc/mirrorcap/README
+Wants=network-online.target
+After=network-online.target
+ConditionPathExists=/etc/mirrorcap/mirrorcap.env
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/local/libexec/mirrorcap/decap
+TimeoutStartSec=600
+PrivateTmp=yes
+ProtectHome=yes
+ProtectSystem=full
+
+[Install]
+WantedBy=multi-user.target
+MIRRORCAP_ETC_SYSTEMD_SYSTEM_MIRRORCAP_DECAP_SERVICE
+chmod 0644 '/etc/systemd/system/mirrorcap-decap.service.mirrorcap-new'
+mv -f '/etc/systemd/system/mirrorcap-decap.service.mirrorcap-new' '/etc/systemd/system/mirrorcap-decap.service'
+
+cat > '/etc/systemd/system/mirrorcap-capture@.service.mirrorcap-new' <<'MIRRORCAP_ETC_SYSTEMD_SYSTEM_MIRRORCAP_CAPTURE__SERVICE'
+[Unit]
+Description=mirrorcap: capture VXLAN VNI %i into /var/log/tcpdump
+Documentation=file:///usr/local/share/doc/mirrorcap/README
+Requires=mirrorcap-storage.service mirrorcap-decap.service
+After=mirrorcap-storage.service mirrorcap-decap.service
+RequiresMountsFor=/var/log/tcpdump
+# Five failures in five minutes leave the unit failed, where alarms see it.
+StartLimitIntervalSec=300
+StartLimitBurst=5
+
+[Service]
+Type=simple
+Environment=TZ=UTC
+ExecStart=/usr/local/libexec/mirrorcap/capture %i
+Restart=on-failure
+# SIGTERM to tcpdump only: it flushes, prints its counters, and the log tee
+# drains before the rest of the unit is stopped.
+KillMode=mixed
+# tcpdump.log for mirrorcap-health (drop counters); gone when the unit stops.
+RuntimeDirectory=mirrorcap/capture-%i
+RuntimeDirectoryMode=0750
+RestartSec=5
+# New pcaps: 0640 (the directory's setgid gives them the pcap group).
+UMask=0027
+# tcpdump opens the interface as root (raw socket, promiscuous mode), then -Z
+# switches to mirrorcap: that is every privilege it needs.
+CapabilityBoundingSet=CAP_NET_RAW CAP_NET_ADMIN CAP_SETUID CAP_SETGID
+NoNewPrivileges=yes
+ProtectSystem=strict
+ReadWritePaths=/var/log/tcpdump
+ProtectHome=yes
+PrivateTmp=yes
+PrivateDevices=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+RestrictAddressFamilies=AF_PACKET AF_NETLINK AF_UNIX AF_INET AF_INET6
+RestrictNamespaces=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+MemoryDenyWriteExecute=yes
+SystemCallArchitectures=native
+
+[Install]
+WantedBy=multi-user.target
+MIRRORCAP_ETC_SYSTEMD_SYSTEM_MIRRORCAP_CAPTURE__SERVICE
+chmod 0644 '/etc/systemd/system/mirrorcap-capture@.service.mirrorcap-new'
+mv -f '/etc/systemd/system/mirrorcap-capture@.service.mirrorcap-new' '/etc/systemd/system/mirrorcap-capture@.service'
+
+cat > '/etc/systemd/system/mirrorcap-retention.service.mirrorcap-new' <<'MIRRORCAP_ETC_SYSTEMD_SYSTEM_MIRRORCAP_RETENTION_SERVICE'
+[Unit]
+Description=mirrorcap: delete old pcaps and keep a free-space floor
+Documentation=file:///usr/local/share/doc/mirrorcap/README
+RequiresMountsFor=/var/log/tcpdump
+ConditionPathExists=/etc/mirrorcap/mirrorcap.env
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/libexec/mirrorcap/retention
+NoNewPrivileges=yes
+ProtectSystem=strict
+ReadWritePaths=/var/log/tcpdump
+ProtectHome=yes
+PrivateTmp=yes
+PrivateDevices=yes
+PrivateNetwork=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectControlGroups=yes
+CapabilityBoundingSet=CAP_DAC_OVERRIDE CAP_FOWNER
+RestrictAddressFamilies=AF_UNIX
+MIRRORCAP_ETC_SYSTEMD_SYSTEM_MIRRORCAP_RETENTION_SERVICE
+chmod 0644 '/etc/systemd/system/mirrorcap-retention.service.mirrorcap-new'
+mv -f '/etc/systemd/system/mirrorcap-retention.service.mirrorcap-new' '/etc/systemd/system/mirrorcap-retention.service'
+
+cat > '/etc/systemd/system/mirrorcap-retention.timer.mirrorcap-new' <<'MIRRORCAP_ETC_SYSTEMD_SYSTEM_MIRRORCAP_RETENTION_TIMER'
+[Unit]
+Description=mirrorcap: run pcap retention every 5 minutes (a burst can fill the disk fast)
+
+[Timer]
+OnBootSec=2min
+OnUnitActiveSec=5min
+Persistent=true
+
+[Install]
+WantedBy=timers.target
+MIRRORCAP_ETC_SYSTEMD_SYSTEM_MIRRORCAP_RETENTION_TIMER
+chmod 0644 '/etc/systemd/system/mirrorcap-retention.timer.mirrorcap-new'
+mv -f '/etc/systemd/system/mirrorcap-retention.timer.mirrorcap-new' '/etc/systemd/system/mirrorcap-retention.timer'
+
+if [ -d /run/systemd/system ]; then
+  systemctl daemon-reload
+fi
+echo "mirrorcap bake: installed (11 files)"
+MIRRORCAP_BAKE
+bash "$bake"
+rm -f "$bake"
 if [ -x /usr/local/sbin/mirrorcap-boot ]; then
   exec /usr/local/sbin/mirrorcap-boot
 fi
-echo "mirrorcap: /usr/local/sbin/mirrorcap-boot not found: bake the AMI (rendered/bake.sh) first" >&2
+echo "mirrorcap: /usr/local/sbin/mirrorcap-boot not found: bake the AMI (rendered/prod/bake.sh) first" >&2
 exit 1

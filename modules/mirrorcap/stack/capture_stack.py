@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from typing import Mapping
 
 from constructs import Construct
 from cdktn import LocalBackend, S3Backend, TerraformOutput, TerraformStack
@@ -15,11 +15,8 @@ from .mirroring import Mirroring
 from .security import SecurityGroups
 from .tags import default_tags
 
-UserDataFor = Callable[[str, str], str]  # (volume id token, mirror ENI id token) -> script
-
-
 class CaptureStack(TerraformStack):
-    def __init__(self, scope: Construct, capture: Capture, *, numbers: Mapping[str, int], user_data_for: UserDataFor):
+    def __init__(self, scope: Construct, capture: Capture, *, numbers: Mapping[str, int], user_data_template: str):
         super().__init__(scope, capture.name)
         AwsProvider(self, "aws", region=capture.region, default_tags=[AwsProviderDefaultTags(tags=default_tags(capture))])
         _backend(self, capture.backend)
@@ -27,7 +24,7 @@ class CaptureStack(TerraformStack):
         sgs = SecurityGroups(self, "security", capture)
         role = InstanceRole(self, "iam", capture)
         host = CaptureHost(self, "host", capture, management_sg_id=sgs.management.id, mirror_sg_id=sgs.mirror.id,
-                           instance_profile=role.profile.name, user_data_for=user_data_for)
+                           instance_profile=role.profile.name, user_data_template=user_data_template)
         mirroring = Mirroring(self, "mirroring", capture, target_eni_id=host.mirror.eni.id, numbers=numbers)
 
         TerraformOutput(self, "instance_id", value=host.instance.id, description="capture host (connect: aws ssm start-session --target <id>)")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from constructs import Construct
-from cdktn import TerraformResourceLifecycle
+from cdktn import AssetType, Fn, TerraformAsset, TerraformResourceLifecycle
 from cdktn_provider_aws.data_aws_ssm_parameter import DataAwsSsmParameter
 from cdktn_provider_aws.data_aws_subnet import DataAwsSubnet
 from cdktn_provider_aws.ebs_volume import EbsVolume
@@ -46,7 +46,7 @@ class PcapVolume(Construct):
 
 class CaptureHost(Construct):
     def __init__(self, scope: Construct, id_: str, capture: Capture, *, management_sg_id: str, mirror_sg_id: str,
-                 instance_profile: str, user_data_for):
+                 instance_profile: str, user_data_template: str):
         super().__init__(scope, id_)
         subnet = DataAwsSubnet(self, "subnet", id=capture.subnet_id)
         subnet.override_logical_id("capture_subnet")
@@ -71,7 +71,7 @@ class CaptureHost(Construct):
             root_block_device=InstanceRootBlockDevice(encrypted=True, volume_type="gp3", volume_size=capture.root_volume_gib,
                                                       kms_key_id=capture.storage.kms_key_id, delete_on_termination=True,
                                                       tags=named(capture, "root")),
-            user_data=user_data_for(self.storage.volume.id, self.mirror.eni.id),
+            user_data_base64=self._user_data(user_data_template),
             user_data_replace_on_change=False,
             lifecycle=lifecycle,
             tags=named(capture, "host"))
@@ -83,3 +83,11 @@ class CaptureHost(Construct):
         vol_attachment = VolumeAttachment(self, "pcap_attachment", device_name=PCAP_DEVICE_NAME, instance_id=self.instance.id,
                                           volume_id=self.storage.volume.id, stop_instance_before_detaching=True)
         vol_attachment.override_logical_id("pcap_volume_attachment")
+
+    def _user_data(self, template_path: str) -> str:
+        # The rendered user data ships beside cdk.tf.json as a templatefile()
+        # template; Terraform fills in the two IDs and gzips it (the bake alone
+        # is over EC2's 16 KB user-data limit uncompressed; cloud-init unpacks it).
+        asset = TerraformAsset(self, "user_data", path=template_path, type=AssetType.FILE)
+        return Fn.base64gzip(Fn.templatefile(asset.path, {"volume_id": self.storage.volume.id,
+                                                          "eni_id": self.mirror.eni.id}))
