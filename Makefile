@@ -14,7 +14,7 @@ export PATH := $(BIN):$(PATH)
 export CHECKPOINT_DISABLE := 1
 export MIRRORCAP_INVENTORY := $(INVENTORY)
 
-.PHONY: setup synth test diff deploy render bench clean
+.PHONY: setup synth test diff deploy render bench bench-capture clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,10 @@ test: setup .venv-checkov/.installed
 
 bench: setup
 	$(BIN)/python bench/synth_scale.py
+
+# Needs root (network namespaces) and tcpreplay/tcpdump (.ci/run installs them).
+bench-capture: setup
+	$(BIN)/python bench/capture_path.py
 
 clean:
 	rm -rf cdktf.out bench/out .pytest_cache
