@@ -67,3 +67,13 @@ def test_free_space_floor_deletes_oldest_first_until_above_it(volume):
     size, avail = (int(x) for x in run("df", "-P", "-B1", str(mnt)).stdout.splitlines()[1].split()[1:4:2])
     assert avail * 100 >= size * 30
     assert "free space under 30%" in r.stdout
+
+
+def test_gib_floor_that_cannot_be_met_keeps_the_newest_and_warns(volume):
+    tmp, mnt = volume
+    files = [make(mnt, f"vni5_2026-11-2{i}T00-00-00Z.pcap", 5 - i * 0.1, mib=20) for i in range(3)]
+    # 1 GiB free is impossible on a 320 MB volume: everything but the newest goes, and it says so.
+    r = retention(tmp, mnt, retention_days=15, min_free_percent=1, min_free_gib=1)
+    assert r.returncode == 0, r.stderr
+    assert [f.exists() for f in files] == [False, False, True]
+    assert "free space under 1% / 1 GiB" in r.stdout and "WARNING: free space still under the floor" in r.stdout
