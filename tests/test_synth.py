@@ -189,6 +189,11 @@ def test_example_backend_provider_tags_and_outputs(example):
     tags = doc["provider"]["aws"][0]["default_tags"][0]["tags"]
     assert tags == {"ManagedBy": "mirrorcap", "Purpose": "packet-capture", "Team": "sre", "mirrorcap:stack": "prod"}
     assert set(doc["output"]) == {"instance_id", "mirror_eni_id", "pcap_volume_id", "mirror_target_id", "mirror_filter_id", "session_ids"}
+    # every output reference names a resource that exists
+    sessions = doc["resource"]["aws_ec2_traffic_mirror_session"]
+    assert doc["output"]["session_ids"]["value"] == {
+        s["tags"]["mirrorcap:source"]: f"${{aws_ec2_traffic_mirror_session.{name}.id}}" for name, s in sessions.items()}
+    assert len(sessions) == 3
 
 
 USER_DATA = re.compile(r'^\$\{base64gzip\(templatefile\("(assets/[^"]+)", \{"volume_id" = aws_ebs_volume\.pcap_volume\.id, '

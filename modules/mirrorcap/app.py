@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import importlib
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 
 from .config import Inventory
@@ -16,6 +18,19 @@ from .render import user_data_template
 
 ROOT = Path(__file__).resolve().parents[2]
 REVIEW_HCL = "cdk.tf"
+
+
+def start_loading_cdktn() -> threading.Thread:
+    """Load the provider bindings in the background while the inventory is parsed.
+
+    The jsii runtime spends seconds loading the AWS provider's assembly in its
+    Node process; parsing and validating a large inventory can happen meanwhile.
+    synth() joins it; an invalid inventory exits without waiting for it.
+    """
+    thread = threading.Thread(target=importlib.import_module, args=("mirrorcap.stack.capture_stack",),
+                              name="load-cdktn", daemon=True)
+    thread.start()
+    return thread
 
 
 def target_versions() -> dict:

@@ -7,6 +7,7 @@ reach the host through /etc/mirrorcap/mirrorcap.env, written by the user data.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import os
 import shutil
@@ -45,7 +46,10 @@ class HostFile:
         return "MIRRORCAP_" + "".join(c if c.isalnum() else "_" for c in self.path.upper()).strip("_")
 
 
+@functools.lru_cache(maxsize=1)
 def environment() -> jinja2.Environment:
+    # One environment per process: it caches compiled templates (compiling them
+    # again for every capture cost 70 ms each, 7 s for 100 captures).
     # StrictUndefined: a typo in a template fails the render instead of
     # silently producing an empty value on a production host.
     # Comment delimiters moved: bash's ${#array[@]} would open a Jinja comment.

@@ -21,18 +21,21 @@ class CaptureStack(TerraformStack):
         AwsProvider(self, "aws", region=capture.region, default_tags=[AwsProviderDefaultTags(tags=default_tags(capture))])
         _backend(self, capture.backend)
 
-        sgs = SecurityGroups(self, "security", capture)
-        role = InstanceRole(self, "iam", capture)
-        host = CaptureHost(self, "host", capture, management_sg_id=sgs.management.id, mirror_sg_id=sgs.mirror.id,
+        # The concern classes put their resources straight into the stack under
+        # their final names: a nested Construct would need an override_logical_id
+        # round trip to the jsii process per resource to keep names readable.
+        sgs = SecurityGroups(self, capture)
+        role = InstanceRole(self, capture)
+        host = CaptureHost(self, capture, management_sg_id=sgs.management.id, mirror_sg_id=sgs.mirror.id,
                            instance_profile=role.profile.name, user_data_template=user_data_template)
-        mirroring = Mirroring(self, "mirroring", capture, target_eni_id=host.mirror.eni.id, numbers=numbers)
+        mirroring = Mirroring(self, capture, target_eni_id=host.eni_id, numbers=numbers)
 
-        TerraformOutput(self, "instance_id", value=host.instance.id, description="capture host (connect: aws ssm start-session --target <id>)")
-        TerraformOutput(self, "mirror_eni_id", value=host.mirror.eni.id, description="ENI receiving the mirrored VXLAN traffic")
-        TerraformOutput(self, "pcap_volume_id", value=host.storage.volume.id, description="EBS volume holding the pcaps")
+        TerraformOutput(self, "instance_id", value=host.instance_id, description="capture host (connect: aws ssm start-session --target <id>)")
+        TerraformOutput(self, "mirror_eni_id", value=host.eni_id, description="ENI receiving the mirrored VXLAN traffic")
+        TerraformOutput(self, "pcap_volume_id", value=host.volume_id, description="EBS volume holding the pcaps")
         TerraformOutput(self, "mirror_target_id", value=mirroring.target.id)
         TerraformOutput(self, "mirror_filter_id", value=mirroring.filter.id)
-        TerraformOutput(self, "session_ids", value={src: s.id for src, s in sorted(mirroring.sessions.items())},
+        TerraformOutput(self, "session_ids", value=dict(sorted(mirroring.session_id_refs.items())),
                         description="traffic mirror session ID per source")
 
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from constructs import Construct
-from cdktn import AssetType, Fn, TerraformAsset, TerraformResourceLifecycle
+from cdktn import AssetType, Fn, TerraformAsset, TerraformResourceLifecycle, TerraformStack
 from cdktn_provider_aws.data_aws_ssm_parameter import DataAwsSsmParameter
 from cdktn_provider_aws.data_aws_subnet import DataAwsSubnet
 from cdktn_provider_aws.ebs_volume import EbsVolume
@@ -20,50 +19,45 @@ from .tags import named
 PCAP_DEVICE_NAME = "/dev/sdf"
 
 
-class MirrorInterface(Construct):
+class MirrorInterface:
     """Created before the instance so its ID can go into the user data."""
 
-    def __init__(self, scope: Construct, id_: str, capture: Capture, security_group_id: str):
-        super().__init__(scope, id_)
+    def __init__(self, stack: TerraformStack, capture: Capture, security_group_id: str):
         self.eni = NetworkInterface(
-            self, "eni", subnet_id=capture.subnet_id, security_groups=[security_group_id],
+            stack, "mirror_eni", subnet_id=capture.subnet_id, security_groups=[security_group_id],
             description=f"mirrorcap {capture.name}: traffic mirror target (VXLAN in)",
             tags=named(capture, "mirror"))
-        self.eni.override_logical_id("mirror_eni")
 
 
-class PcapVolume(Construct):
-    def __init__(self, scope: Construct, id_: str, capture: Capture, availability_zone: str):
-        super().__init__(scope, id_)
+class PcapVolume:
+    def __init__(self, stack: TerraformStack, capture: Capture, availability_zone: str):
         s = capture.storage
         self.volume = EbsVolume(
-            self, "volume", availability_zone=availability_zone, size=s.size_gib, type=s.type,
+            stack, "pcap_volume", availability_zone=availability_zone, size=s.size_gib, type=s.type,
             encrypted=True, kms_key_id=s.kms_key_id, iops=s.iops, throughput=s.throughput_mibps,
             lifecycle=TerraformResourceLifecycle(prevent_destroy=s.prevent_destroy),
             tags=named(capture, "pcaps"))
-        self.volume.override_logical_id("pcap_volume")
 
 
-class CaptureHost(Construct):
-    def __init__(self, scope: Construct, id_: str, capture: Capture, *, management_sg_id: str, mirror_sg_id: str,
+class CaptureHost:
+    def __init__(self, stack: TerraformStack, capture: Capture, *, management_sg_id: str, mirror_sg_id: str,
                  instance_profile: str, user_data_template: str):
-        super().__init__(scope, id_)
-        subnet = DataAwsSubnet(self, "subnet", id=capture.subnet_id)
-        subnet.override_logical_id("capture_subnet")
-        self.mirror = MirrorInterface(self, "mirror", capture, mirror_sg_id)
-        self.storage = PcapVolume(self, "storage", capture, subnet.availability_zone)
+        subnet = DataAwsSubnet(stack, "capture_subnet", id=capture.subnet_id)
+        self.mirror = MirrorInterface(stack, capture, mirror_sg_id)
+        self.storage = PcapVolume(stack, capture, subnet.availability_zone)
+        # Each attribute read is a round trip to the jsii Node process: read once.
+        self.volume_id, self.eni_id = self.storage.volume.id, self.mirror.eni.id
 
         if capture.ami:
             ami, lifecycle = capture.ami, None
         else:
-            param = DataAwsSsmParameter(self, "ami", name=capture.ami_ssm_parameter)
-            param.override_logical_id("al2023_ami")
+            param = DataAwsSsmParameter(stack, "al2023_ami", name=capture.ami_ssm_parameter)
             # A new AL2023 release must not replace a running capture host; a
             # rebuild is an explicit decision (taint, or pin `ami`).
             ami, lifecycle = param.insecure_value, TerraformResourceLifecycle(ignore_changes=["ami"])
 
         self.instance = Instance(
-            self, "instance", ami=ami, instance_type=capture.instance_type, subnet_id=capture.subnet_id,
+            stack, "capture_instance", ami=ami, instance_type=capture.instance_type, subnet_id=capture.subnet_id,
             vpc_security_group_ids=[management_sg_id], iam_instance_profile=instance_profile,
             associate_public_ip_address=False, monitoring=True, ebs_optimized=True,
             metadata_options=InstanceMetadataOptions(http_endpoint="enabled", http_tokens="required",
@@ -71,23 +65,19 @@ class CaptureHost(Construct):
             root_block_device=InstanceRootBlockDevice(encrypted=True, volume_type="gp3", volume_size=capture.root_volume_gib,
                                                       kms_key_id=capture.storage.kms_key_id, delete_on_termination=True,
                                                       tags=named(capture, "root")),
-            user_data_base64=self._user_data(user_data_template),
+            user_data_base64=self._user_data(stack, user_data_template),
             user_data_replace_on_change=False,
             lifecycle=lifecycle,
             tags=named(capture, "host"))
-        self.instance.override_logical_id("capture_instance")
+        self.instance_id = self.instance.id
+        NetworkInterfaceAttachmentA(stack, "mirror_eni_attachment", device_index=1,
+                                    instance_id=self.instance_id, network_interface_id=self.eni_id)
+        VolumeAttachment(stack, "pcap_volume_attachment", device_name=PCAP_DEVICE_NAME, instance_id=self.instance_id,
+                         volume_id=self.volume_id, stop_instance_before_detaching=True)
 
-        eni_attachment = NetworkInterfaceAttachmentA(self, "mirror_attachment", device_index=1,
-                                                     instance_id=self.instance.id, network_interface_id=self.mirror.eni.id)
-        eni_attachment.override_logical_id("mirror_eni_attachment")
-        vol_attachment = VolumeAttachment(self, "pcap_attachment", device_name=PCAP_DEVICE_NAME, instance_id=self.instance.id,
-                                          volume_id=self.storage.volume.id, stop_instance_before_detaching=True)
-        vol_attachment.override_logical_id("pcap_volume_attachment")
-
-    def _user_data(self, template_path: str) -> str:
+    def _user_data(self, stack: TerraformStack, template_path: str) -> str:
         # The rendered user data ships beside cdk.tf.json as a templatefile()
         # template; Terraform fills in the two IDs and gzips it (the bake alone
         # is over EC2's 16 KB user-data limit uncompressed; cloud-init unpacks it).
-        asset = TerraformAsset(self, "user_data", path=template_path, type=AssetType.FILE)
-        return Fn.base64gzip(Fn.templatefile(asset.path, {"volume_id": self.storage.volume.id,
-                                                          "eni_id": self.mirror.eni.id}))
+        asset = TerraformAsset(stack, "user_data", path=template_path, type=AssetType.FILE)
+        return Fn.base64gzip(Fn.templatefile(asset.path, {"volume_id": self.volume_id, "eni_id": self.eni_id}))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from constructs import Construct
+from cdktn import TerraformStack
 from cdktn_provider_aws.data_aws_partition import DataAwsPartition
 from cdktn_provider_aws.iam_instance_profile import IamInstanceProfile
 from cdktn_provider_aws.iam_role import IamRole
@@ -19,18 +19,14 @@ ASSUME_EC2 = json.dumps({
 }, sort_keys=True)
 
 
-class InstanceRole(Construct):
-    def __init__(self, scope: Construct, id_: str, capture: Capture):
-        super().__init__(scope, id_)
-        partition = DataAwsPartition(self, "partition")
-        partition.override_logical_id("current")
-        role = IamRole(self, "role", name=f"mirrorcap-{capture.name}-host",
+class InstanceRole:
+    def __init__(self, stack: TerraformStack, capture: Capture):
+        partition = DataAwsPartition(stack, "current")
+        role = IamRole(stack, "host_role", name=f"mirrorcap-{capture.name}-host",
                        description="mirrorcap capture host: SSM Session Manager only",
                        assume_role_policy=ASSUME_EC2, tags=named(capture, "host"))
-        role.override_logical_id("host_role")
-        ssm = IamRolePolicyAttachment(self, "ssm", role=role.name,
+        role_name = role.name
+        IamRolePolicyAttachment(stack, "host_ssm_core", role=role_name,
                                       policy_arn=f"arn:{partition.partition}:iam::aws:policy/AmazonSSMManagedInstanceCore")
-        ssm.override_logical_id("host_ssm_core")
-        self.profile = IamInstanceProfile(self, "profile", name=f"mirrorcap-{capture.name}-host", role=role.name,
+        self.profile = IamInstanceProfile(stack, "host_profile", name=f"mirrorcap-{capture.name}-host", role=role_name,
                                           tags=named(capture, "host"))
-        self.profile.override_logical_id("host_profile")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Mapping
 
-from constructs import Construct
+from cdktn import TerraformStack
 from cdktn_provider_aws.data_aws_instance import DataAwsInstance
 from cdktn_provider_aws.ec2_traffic_mirror_filter import Ec2TrafficMirrorFilter
 from cdktn_provider_aws.ec2_traffic_mirror_filter_rule import (
@@ -21,43 +21,41 @@ def logical(prefix: str, source_id: str) -> str:
     return prefix + re.sub(r"[^A-Za-z0-9_]", "_", source_id)
 
 
-class Mirroring(Construct):
-    def __init__(self, scope: Construct, id_: str, capture: Capture, *, target_eni_id: str, numbers: Mapping[str, int]):
-        super().__init__(scope, id_)
-        self.target = Ec2TrafficMirrorTarget(self, "target", network_interface_id=target_eni_id,
+class Mirroring:
+    def __init__(self, stack: TerraformStack, capture: Capture, *, target_eni_id: str, numbers: Mapping[str, int]):
+        self.target = Ec2TrafficMirrorTarget(stack, "mirror_target", network_interface_id=target_eni_id,
                                              description=f"mirrorcap {capture.name} capture host", tags=named(capture, "target"))
-        self.target.override_logical_id("mirror_target")
-        self.filter = Ec2TrafficMirrorFilter(self, "filter", description=f"mirrorcap {capture.name}",
+        self.filter = Ec2TrafficMirrorFilter(stack, "mirror_filter", description=f"mirrorcap {capture.name}",
                                              network_services=list(capture.filter_network_services) or None,
                                              tags=named(capture, "filter"))
-        self.filter.override_logical_id("mirror_filter")
         # Each attribute read is a round trip to the jsii Node process: read once.
         target_id, filter_id = self.target.id, self.filter.id
         for rule in capture.filter_rules:
-            r = Ec2TrafficMirrorFilterRule(
-                self, f"rule_{rule.direction}_{rule.rule_number}", traffic_mirror_filter_id=filter_id,
+            Ec2TrafficMirrorFilterRule(
+                stack, f"filter_rule_{rule.direction}_{rule.rule_number}", traffic_mirror_filter_id=filter_id,
                 traffic_direction=rule.direction, rule_number=rule.rule_number, rule_action=rule.action,
                 protocol=rule.protocol, source_cidr_block=rule.source_cidr, destination_cidr_block=rule.destination_cidr,
                 source_port_range=Ec2TrafficMirrorFilterRuleSourcePortRange(from_port=rule.source_ports.from_port, to_port=rule.source_ports.to_port) if rule.source_ports else None,
                 destination_port_range=Ec2TrafficMirrorFilterRuleDestinationPortRange(from_port=rule.destination_ports.from_port, to_port=rule.destination_ports.to_port) if rule.destination_ports else None,
                 description=rule.description or None)
-            r.override_logical_id(f"filter_rule_{rule.direction}_{rule.rule_number}")
 
-        self.sessions: dict[str, Ec2TrafficMirrorSession] = {}
+        # source -> Terraform reference to its session ID. Written out rather than
+        # read from each resource (`session.id`): that read is one more jsii round
+        # trip per source, and the logical IDs are ours anyway.
+        self.session_id_refs: dict[str, str] = {}
         for source in capture.sources:
             if source.is_instance:
                 # An instance source mirrors its primary ENI, looked up at plan time.
-                inst = DataAwsInstance(self, f"src_{source.id}", instance_id=source.id)
-                inst.override_logical_id(logical("source_", source.id))
+                inst = DataAwsInstance(stack, logical("source_", source.id), instance_id=source.id)
                 eni_id = inst.network_interface_id
             else:
                 eni_id = source.id
-            session = Ec2TrafficMirrorSession(
-                self, f"session_{source.id}", network_interface_id=eni_id,
+            name = logical("session_", source.id)
+            Ec2TrafficMirrorSession(
+                stack, name, network_interface_id=eni_id,
                 traffic_mirror_target_id=target_id, traffic_mirror_filter_id=filter_id,
                 session_number=numbers[source.id], virtual_network_id=source.vni if source.vni is not None else capture.vni,
                 packet_length=source.packet_length,
                 description=f"mirrorcap {capture.name}: {source.description or source.id}",
                 tags={"Name": f"mirrorcap-{capture.name}-{source.id}", "mirrorcap:source": source.id})
-            session.override_logical_id(logical("session_", source.id))
-            self.sessions[source.id] = session
+            self.session_id_refs[source.id] = f"${{aws_ec2_traffic_mirror_session.{name}.id}}"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from constructs import Construct
+from cdktn import TerraformStack
 from cdktn_provider_aws.security_group import SecurityGroup, SecurityGroupEgress, SecurityGroupIngress
 
 from ..aws_limits import VXLAN_PORT
@@ -10,16 +10,14 @@ from ..config import Capture
 from .tags import named
 
 
-
-class SecurityGroups(Construct):
-    def __init__(self, scope: Construct, id_: str, capture: Capture):
-        super().__init__(scope, id_)
+class SecurityGroups:
+    def __init__(self, stack: TerraformStack, capture: Capture):
         net = capture.network
         # Primary ENI: no ingress at all (SSM is outbound-only); HTTPS out for
         # the SSM endpoints and package repositories. DNS to the VPC resolver,
         # NTP and IMDS are link-local and not subject to security groups.
         self.management = SecurityGroup(
-            self, "management", vpc_id=capture.vpc_id,
+            stack, "management_sg", vpc_id=capture.vpc_id,
             name=f"mirrorcap-{capture.name}-management",
             description="mirrorcap capture host management: HTTPS egress only (SSM, packages)",
             egress=[SecurityGroupEgress(
@@ -32,7 +30,6 @@ class SecurityGroups(Construct):
             ingress=[],
             tags=named(capture, "management"),
         )
-        self.management.override_logical_id("management_sg")
         # Mirror ENI: VXLAN in from the mirror sources only, nothing out.
         ingress = []
         v4 = [c for c in net.mirror_source_cidrs if ":" not in c]
@@ -46,10 +43,9 @@ class SecurityGroups(Construct):
                 description="VXLAN from traffic mirror sources (security groups)", protocol="udp",
                 from_port=VXLAN_PORT, to_port=VXLAN_PORT, security_groups=list(net.mirror_source_security_group_ids)))
         self.mirror = SecurityGroup(
-            self, "mirror", vpc_id=capture.vpc_id,
+            stack, "mirror_sg", vpc_id=capture.vpc_id,
             name=f"mirrorcap-{capture.name}-mirror",
             description="mirrorcap mirror target: VXLAN (UDP 4789) from mirror sources only",
             ingress=ingress, egress=[],
             tags=named(capture, "mirror"),
         )
-        self.mirror.override_logical_id("mirror_sg")
