@@ -32,6 +32,25 @@ def test_defaults_fill_a_minimal_capture(workdir):
     assert (c.host.rotate_seconds, c.host.retention_days) == (600, 15)
 
 
+def test_tag_sources_and_auto_mirror(workdir):
+    body = sources(eni(1)) + '''
+  source {
+    tags = { Service = "web", Environment = "prod" }
+    vni  = 99
+  }
+  auto_mirror {
+    ends_at = "2026-12-01T18:00:00+09:00"
+  }'''
+    c = load(write(workdir, minimal(body))).captures[0]
+    assert [s.id for s in c.sources] == [eni(1)]  # tag sources are not numbered at synth time
+    assert c.tag_sources[0].tags == (("Environment", "prod"), ("Service", "web")) and c.tag_sources[0].vni == 99
+    assert c.vnis == (99, 4242)
+    am = c.auto_mirror
+    assert am.deploy_lambda and am.sweep_minutes == 15 and am.max_concurrency == 2
+    assert am.ends_at.isoformat() == "2026-12-01T18:00:00+09:00"
+    assert load(write(workdir, minimal(sources(eni(1))))).captures[0].auto_mirror is None
+
+
 def test_filter_rules_get_numbers_per_direction_and_protocol_names(workdir):
     body = '''
   filter {
@@ -88,7 +107,7 @@ BAD = {
     "over 10 filter rules": (too_many_rules(), "filter > rule", "at most 10 rules per filter"),
     "source in over 3 sessions": (three_captures_plus_one(), "source", "AWS allows 3 sessions per source ENI"),
     "both eni and instance": (minimal(f'  source {{\n    eni_id = "{eni(1)}"\n    instance_id = "i-0123456789abcdef0"\n  }}'),
-                              "source[0]", "exactly one of eni_id or instance_id"),
+                              "source[0]", "exactly one of eni_id, instance_id or tags"),
     "no mirror source allowed": (minimal().replace('mirror_source_cidrs = ["10.1.0.0/16"]', ""), "network > mirror_source_cidrs",
                                  "drop all VXLAN traffic"),
     "st1 too small": (minimal("  storage {\n    size_gib = 100\n  }"), "storage > size_gib", "out of range (125 to 16384)"),
@@ -103,6 +122,13 @@ BAD = {
     "open vxlan ingress": (minimal().replace('"10.1.0.0/16"', '"0.0.0.0/0"'), "mirror_source_cidrs[0]", "lets anyone send VXLAN"),
     "bad capture name": (minimal(name="Prod_1"), 'capture "Prod_1"', "not usable as a stack name"),
     "no capture": ("# empty\n", "capture", "no `capture"),
+    "tag source without auto_mirror": (minimal('  source {\n    tags = { Service = "web" }\n  }'), 'capture "test" > source',
+                                       "add `auto_mirror {}`"),
+    "empty tag selector": (minimal('  source {\n    tags = {}\n  }\n  auto_mirror {}'), "source[0] > tags", "would mirror every instance"),
+    "tag source with a session number": (minimal('  source {\n    tags = { Service = "web" }\n    session_number = 3\n  }\n  auto_mirror {}'),
+                                         "source[0] > session_number", "cannot be combined with `tags`"),
+    "campaign end without time zone": (minimal('  source {\n    tags = { Service = "web" }\n  }\n  auto_mirror {\n    ends_at = "2026-12-01 18:00"\n  }'),
+                                       "auto_mirror > ends_at", "with a time zone"),
     "free-space floor over the volume": (minimal("  host {\n    min_free_gib = 300\n  }"), "host > min_free_gib",
                                          "out of range (0 to 299)"),
 }

@@ -83,6 +83,15 @@ capture "green" {
   source {
     eni_id = "eni-0123456789abcdef0"
   }
+  source {
+    tags          = { Service = "web", Environment = "prod" }
+    packet_length = 128
+    description   = "web tier, whatever its instances are today"
+  }
+  auto_mirror {
+    ends_at       = "2026-12-01T18:00:00+09:00"
+    sweep_minutes = 5
+  }
 }
 '''
 
@@ -313,3 +322,60 @@ def test_edge_storage_ami_kms_ipv6_and_rules(edge):
     backend = doc["terraform"]["backend"]["s3"]
     assert backend["dynamodb_table"] == "tf-locks" and "use_lockfile" not in backend
     assert backend["assume_role"] == {"role_arn": "arn:aws:iam::111122223333:role/deployer"}
+
+
+def test_remirror_lambda_only_where_opted_in(example, edge):
+    assert "aws_lambda_function" not in stack_json(example, "prod")["resource"]
+    assert "aws_lambda_function" not in stack_json(edge, "blue")["resource"]
+    r = stack_json(edge, "green")["resource"]
+    fn = r["aws_lambda_function"]["remirror"]
+    env = fn["environment"]["variables"]
+    assert env["MIRRORCAP_TARGET_ID"] == "${aws_ec2_traffic_mirror_target.mirror_target.id}"
+    assert env["MIRRORCAP_FILTER_ID"] == "${aws_ec2_traffic_mirror_filter.mirror_filter.id}"
+    assert json.loads(env["MIRRORCAP_SELECTORS"]) == [{"tags": {"Environment": "prod", "Service": "web"}, "packet_length": 128, "vni": None}]
+    assert env["MIRRORCAP_ENDS_AT"] == "2026-12-01T18:00:00+09:00" and env["MIRRORCAP_VNI"] == "77"
+    assert fn["handler"] == "mirrorcap.live.handler.handler" and fn["reserved_concurrent_executions"] == 2
+    assert (edge / "cdktf.out" / "stacks" / "green" / fn["filename"]).is_file()
+    patterns = {k: json.loads(v["event_pattern"]) for k, v in r["aws_cloudwatch_event_rule"].items() if "event_pattern" in v}
+    assert patterns["remirror_on_running"]["detail"] == {"state": ["running"]}
+    assert patterns["remirror_on_asg_launch"]["detail-type"] == ["EC2 Instance Launch Successful"]
+    assert r["aws_cloudwatch_event_rule"]["remirror_sweep"]["schedule_expression"] == "rate(5 minutes)"
+    assert {p["source_arn"] for p in r["aws_lambda_permission"].values()} == {
+        f"${{aws_cloudwatch_event_rule.{k}.arn}}" for k in r["aws_cloudwatch_event_rule"]}
+
+
+def test_remirror_policy_can_only_delete_and_create_its_own_sessions(edge):
+    policy = json.loads(stack_json(edge, "green")["resource"]["aws_iam_role_policy"]["remirror_policy"]["policy"])
+    by_sid = {s["Sid"]: s for s in policy["Statement"]}
+    actions = {a for s in policy["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+    assert actions == {"ec2:DescribeInstances", "ec2:DescribeNetworkInterfaces", "ec2:DescribeTrafficMirrorSessions",
+                       "ec2:CreateTrafficMirrorSession", "ec2:CreateTags", "ec2:DeleteTrafficMirrorSession",
+                       "logs:CreateLogStream", "logs:PutLogEvents"}
+    assert by_sid["DeleteOnlyOwnedSessions"]["Condition"] == {"StringEquals": {"aws:ResourceTag/mirrorcap:remirror": "green"}}
+    assert by_sid["CreateOwnedSessionsOnThisTarget"]["Condition"] == {"StringEquals": {"aws:RequestTag/mirrorcap:remirror": "green"}}
+    assert by_sid["TagOnlyAtCreation"]["Condition"] == {"StringEquals": {"ec2:CreateAction": "CreateTrafficMirrorSession"}}
+    wildcard = [s["Sid"] for s in policy["Statement"] if s["Resource"] == "*"]
+    assert wildcard == ["Read"]
+
+
+def test_remirror_zip_is_deterministic_and_self_contained(edge, tmp_path):
+    """The shipped zip alone (plus boto3, as in the Lambda runtime) imports the handler,
+    and pulls in nothing of the CLI side (inventory, Jinja, CDK)."""
+    import zipfile
+    from mirrorcap.live import package
+    a, b = package.build(tmp_path / "a.zip"), package.build(tmp_path / "b.zip")
+    assert a.read_bytes() == b.read_bytes()
+    fn = stack_json(edge, "green")["resource"]["aws_lambda_function"]["remirror"]
+    shipped = edge / "cdktf.out" / "stacks" / "green" / fn["filename"]
+    assert shipped.read_bytes() == a.read_bytes()
+    zipfile.ZipFile(shipped).extractall(tmp_path / "code")
+    probe = (
+        "import sys; sys.path.insert(0, %r)\n"
+        "import mirrorcap.live.handler as h\n"
+        "mods = {n: getattr(m, '__file__', '') for n, m in sys.modules.items() if n.startswith('mirrorcap')}\n"
+        "assert all(f.startswith(%r) for f in mods.values()), mods\n"
+        "assert not {'jinja2', 'typer', 'hcl2', 'cdktn', 'mirrorcap.inventory'} & set(sys.modules)\n"
+        "print(h.handler.__module__)\n") % (str(tmp_path / "code"), str(tmp_path / "code"))
+    result = subprocess.run([os.sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "mirrorcap.live.handler"

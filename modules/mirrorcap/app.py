@@ -52,13 +52,18 @@ def synth(inventory: Inventory, outdir: str | None = None, review_hcl: bool = Fa
     app = App(outdir=outdir, context={"targetVersions": target_versions()})
     stacks = []
     with tempfile.TemporaryDirectory(prefix="mirrorcap-synth-") as tmp:
+        remirror_zip = None
+        if any(c.auto_mirror and c.auto_mirror.deploy_lambda for c in inventory.captures):
+            from .live.package import build
+            remirror_zip = str(build(Path(tmp) / "remirror" / "mirrorcap-remirror.zip"))
         for capture in inventory.captures:
             # Same file name on every machine: the asset's path in cdk.tf.json stays put.
             template = Path(tmp) / capture.name / "user-data.sh.tftpl"
             template.parent.mkdir()
             template.write_text(templates[capture.name])
             per_source = {source: n for (name, source), n in numbers.items() if name == capture.name}
-            stacks.append(CaptureStack(app, capture, numbers=per_source, user_data_template=str(template)))
+            stacks.append(CaptureStack(app, capture, numbers=per_source, user_data_template=str(template),
+                                       remirror_zip=remirror_zip))
         app.synth()
     out = Path(app.outdir)
     stack_dirs = [out / "stacks" / c.name for c in inventory.captures]

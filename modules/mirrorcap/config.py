@@ -7,6 +7,7 @@ renderer) takes these objects, never raw dicts.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Optional
 
 
@@ -40,6 +41,24 @@ class Source:
     @property
     def is_instance(self) -> bool:
         return self.id.startswith("i-")
+
+
+@dataclass(frozen=True)
+class TagSource:
+    """Instances carrying all these tags, mirrored at runtime (re-mirroring Lambda, `check --fix`)."""
+
+    tags: tuple[tuple[str, str], ...]
+    packet_length: Optional[int] = None
+    vni: Optional[int] = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class AutoMirror:
+    deploy_lambda: bool = True  # False: only `mirrorcap check --fix` mirrors tag sources
+    sweep_minutes: int = 15  # the scheduled reconcile: catches lost events, ends campaigns
+    ends_at: Optional[datetime] = None  # campaign end: owned sessions removed, nothing new mirrored
+    max_concurrency: int = 2  # Lambda reserved concurrency: bounds API calls; races are handled anyway
 
 
 @dataclass(frozen=True)
@@ -107,13 +126,15 @@ class Capture:
     filter_rules: tuple[FilterRule, ...] = ()
     filter_network_services: tuple[str, ...] = ()
     sources: tuple[Source, ...] = ()
+    tag_sources: tuple[TagSource, ...] = ()
+    auto_mirror: Optional[AutoMirror] = None
     host: Host = field(default_factory=Host)
     tags: tuple[tuple[str, str], ...] = ()
 
     @property
     def vnis(self) -> tuple[int, ...]:
         """Every VNI the host must decapsulate, sorted."""
-        return tuple(sorted({self.vni} | {s.vni for s in self.sources if s.vni is not None}))
+        return tuple(sorted({self.vni} | {s.vni for s in self.sources + self.tag_sources if s.vni is not None}))
 
 
 @dataclass(frozen=True)

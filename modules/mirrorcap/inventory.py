@@ -9,10 +9,11 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 
 from . import aws_limits as L
-from .config import Backend, Capture, FilterRule, Host, Inventory, Network, PortRange, Source, Storage
+from .config import AutoMirror, Backend, Capture, FilterRule, Host, Inventory, Network, PortRange, Source, Storage, TagSource
 from .errors import Collector
 from .fields import Block
 from .hclfile import read_hcl
@@ -38,7 +39,7 @@ PROTOCOLS = {"all": None, "tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58}
 
 CAPTURE_FIELDS = {
     "region", "vpc_id", "subnet_id", "instance_type", "ami", "ami_ssm_parameter", "root_volume_gib", "vni",
-    "max_sources_per_target", "tags", "storage", "network", "filter", "source", "host", "backend",
+    "max_sources_per_target", "tags", "storage", "network", "filter", "source", "host", "backend", "auto_mirror",
 }
 
 
@@ -81,6 +82,11 @@ def _capture(errors: Collector, name: str, body) -> Capture:
     rules, services = _filter(errors, path, b.single_block("filter"))
     storage = _storage(errors, path, b.single_block("storage"))
     storage_gib = storage.size_gib
+    sources, tag_sources = _sources(errors, path, b.blocks("source"), max_sources, instance_type)
+    auto_mirror = _auto_mirror(errors, path, b.blocks("auto_mirror"))
+    if tag_sources and auto_mirror is None:
+        errors.add(f"{path} > source", "sources selected by tags are mirrored at runtime, and nothing here does that",
+                   "add `auto_mirror {}` to this capture (deploys the re-mirroring Lambda), or list the sources by eni_id/instance_id")
     return Capture(
         name=name,
         region=region,
@@ -98,7 +104,9 @@ def _capture(errors: Collector, name: str, body) -> Capture:
         network=_network(errors, path, b.single_block("network")),
         filter_rules=rules,
         filter_network_services=services,
-        sources=_sources(errors, path, b.blocks("source"), max_sources, instance_type),
+        sources=sources,
+        tag_sources=tag_sources,
+        auto_mirror=auto_mirror,
         host=_host(errors, path, b.single_block("host"), storage_gib),
         tags=_tags(errors, b),
         backend=_backend(errors, path, name, region, b.blocks("backend")),
@@ -220,17 +228,32 @@ def _protocol(rb: Block):
     return None
 
 
-def _sources(errors: Collector, parent: str, raw_sources: list, limit: int, instance_type: str) -> tuple[Source, ...]:
+def _sources(errors: Collector, parent: str, raw_sources: list, limit: int,
+             instance_type: str) -> tuple[tuple[Source, ...], tuple[TagSource, ...]]:
     path = f"{parent} > source"
     sources = []
+    tag_sources: list[TagSource] = []
     seen: dict[str, int] = {}
+    seen_tags: dict[tuple, int] = {}
     for i, raw in enumerate(raw_sources):
-        sb = Block(errors, f"{path}[{i}]", raw, {"eni_id", "instance_id", "session_number", "packet_length", "vni", "description"})
+        sb = Block(errors, f"{path}[{i}]", raw, {"eni_id", "instance_id", "tags", "session_number", "packet_length", "vni", "description"})
+        if sb.has("tags"):
+            ts = _tag_source(sb)
+            if ts is None:
+                continue
+            if ts.tags in seen_tags:
+                errors.add(f"{sb.path} > tags", f"the same tags are already selected by source[{seen_tags[ts.tags]}]",
+                           "remove the duplicate selector")
+                continue
+            seen_tags[ts.tags] = i
+            tag_sources.append(ts)
+            continue
         eni = sb.string("eni_id", **_id("eni"), fix="copy the ID from `aws ec2 describe-network-interfaces` (eni- and 8 or 17 hex digits)")
         inst = sb.string("instance_id", **_id("instance"), fix="copy the ID from `aws ec2 describe-instances` (i- and 8 or 17 hex digits)")
         if sb.has("eni_id") == sb.has("instance_id"):
-            errors.add(sb.path, "a source needs exactly one of eni_id or instance_id",
-                       "set eni_id = \"eni-...\" for a network interface, or instance_id = \"i-...\" to mirror its primary interface")
+            errors.add(sb.path, "a source needs exactly one of eni_id, instance_id or tags",
+                       "set eni_id = \"eni-...\" for a network interface, instance_id = \"i-...\" to mirror its primary interface, "
+                       "or tags = { Service = \"web\" } to mirror every matching instance")
         source_id = eni or inst
         if not source_id:
             continue
@@ -242,8 +265,7 @@ def _sources(errors: Collector, parent: str, raw_sources: list, limit: int, inst
         sources.append(Source(
             id=source_id,
             session_number=sb.integer("session_number", 0, lo=L.SESSION_NUMBER_MIN, hi=L.SESSION_NUMBER_MAX) or None,
-            packet_length=sb.integer("packet_length", 0, lo=L.PACKET_LENGTH_MIN, hi=L.PACKET_LENGTH_MAX,
-                                     fix=f"use {L.PACKET_LENGTH_MIN}-{L.PACKET_LENGTH_MAX} bytes, or remove it to mirror whole packets") or None,
+            packet_length=_packet_length(sb),
             vni=sb.integer("vni", -1, lo=L.VNI_MIN, hi=L.VNI_MAX) if sb.has("vni") else None,
             description=sb.string("description"),
         ))
@@ -251,7 +273,56 @@ def _sources(errors: Collector, parent: str, raw_sources: list, limit: int, inst
         errors.add(path, f"{len(sources)} sources, but an ENI target on {instance_type} accepts at most {limit} "
                    f"(AWS would fail with TrafficMirrorSourcesPerTargetLimitExceeded)",
                    "split the sources over two capture blocks (two capture hosts), or use an instance type the Traffic Mirroring quotas page lists for 100 sources")
-    return tuple(sources)
+    return tuple(sources), tuple(tag_sources)
+
+
+def _packet_length(sb: Block) -> int | None:
+    return sb.integer("packet_length", 0, lo=L.PACKET_LENGTH_MIN, hi=L.PACKET_LENGTH_MAX,
+                      fix=f"use {L.PACKET_LENGTH_MIN}-{L.PACKET_LENGTH_MAX} bytes, or remove it to mirror whole packets") or None
+
+
+def _tag_source(sb: Block) -> TagSource | None:
+    tags = sb.string_map("tags")
+    if not tags:
+        sb.errors.add(sb.field("tags"), "an empty tag selector would mirror every instance in the VPC",
+                      'select by at least one tag, e.g. tags = { Service = "web", Environment = "prod" }')
+        return None
+    for key in ("eni_id", "instance_id", "session_number"):
+        if sb.has(key):
+            fix = ("remove it: numbers for tag-selected instances are chosen at runtime, lowest free on each ENI"
+                   if key == "session_number" else "use one source block per selector: either tags or an ID")
+            sb.errors.add(sb.field(key), f"`{key}` cannot be combined with `tags`", fix)
+            return None
+    return TagSource(tags=tags, packet_length=_packet_length(sb),
+                     vni=sb.integer("vni", -1, lo=L.VNI_MIN, hi=L.VNI_MAX) if sb.has("vni") else None,
+                     description=sb.string("description"))
+
+
+def _auto_mirror(errors: Collector, parent: str, entries: list) -> AutoMirror | None:
+    if not entries:
+        return None
+    path = f"{parent} > auto_mirror"
+    if len(entries) > 1:
+        errors.add(path, f"`auto_mirror` block given {len(entries)} times", "merge them into one `auto_mirror { ... }` block")
+    b = Block(errors, path, entries[0], {"deploy_lambda", "sweep_minutes", "ends_at", "max_concurrency"})
+    ends_at = None
+    raw = b.string("ends_at")
+    if raw:
+        try:
+            ends_at = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        except ValueError:
+            ends_at = None
+        if ends_at is None or ends_at.tzinfo is None:
+            errors.add(b.field("ends_at"), f"{raw!r} is not a date and time with a time zone",
+                       'write RFC 3339 with an offset, e.g. ends_at = "2026-12-01T18:00:00+09:00" or "2026-12-01T09:00:00Z"')
+            ends_at = None
+    return AutoMirror(
+        deploy_lambda=b.boolean("deploy_lambda", True),
+        sweep_minutes=b.integer("sweep_minutes", 15, lo=1, hi=1440, fix="1 to 1440 minutes between scheduled reconciles"),
+        ends_at=ends_at,
+        max_concurrency=b.integer("max_concurrency", 2, lo=1, hi=10,
+                                  fix="1-10 concurrent re-mirroring invocations (reserved concurrency)"),
+    )
 
 
 def _host(errors: Collector, parent: str, body, volume_gib: int) -> Host:

@@ -12,11 +12,13 @@ from ..config import Backend, Capture
 from .host import CaptureHost
 from .iam import InstanceRole
 from .mirroring import Mirroring
+from .remirror import Remirror
 from .security import SecurityGroups
 from .tags import default_tags
 
 class CaptureStack(TerraformStack):
-    def __init__(self, scope: Construct, capture: Capture, *, numbers: Mapping[str, int], user_data_template: str):
+    def __init__(self, scope: Construct, capture: Capture, *, numbers: Mapping[str, int], user_data_template: str,
+                 remirror_zip: str | None = None):
         super().__init__(scope, capture.name)
         AwsProvider(self, "aws", region=capture.region, default_tags=[AwsProviderDefaultTags(tags=default_tags(capture))])
         _backend(self, capture.backend)
@@ -29,12 +31,18 @@ class CaptureStack(TerraformStack):
         host = CaptureHost(self, capture, management_sg_id=sgs.management.id, mirror_sg_id=sgs.mirror.id,
                            instance_profile=role.profile.name, user_data_template=user_data_template)
         mirroring = Mirroring(self, capture, target_eni_id=host.eni_id, numbers=numbers)
+        target_id, filter_id = mirroring.target.id, mirroring.filter.id
+        if capture.auto_mirror and capture.auto_mirror.deploy_lambda:
+            remirror = Remirror(self, capture, partition=role.partition, target_id=target_id, filter_id=filter_id,
+                                package_zip=remirror_zip)
+            TerraformOutput(self, "remirror_function", value=remirror.function_name,
+                            description="re-mirroring Lambda (logs: /aws/lambda/<name>)")
 
         TerraformOutput(self, "instance_id", value=host.instance_id, description="capture host (connect: aws ssm start-session --target <id>)")
         TerraformOutput(self, "mirror_eni_id", value=host.eni_id, description="ENI receiving the mirrored VXLAN traffic")
         TerraformOutput(self, "pcap_volume_id", value=host.volume_id, description="EBS volume holding the pcaps")
-        TerraformOutput(self, "mirror_target_id", value=mirroring.target.id)
-        TerraformOutput(self, "mirror_filter_id", value=mirroring.filter.id)
+        TerraformOutput(self, "mirror_target_id", value=target_id)
+        TerraformOutput(self, "mirror_filter_id", value=filter_id)
         TerraformOutput(self, "session_ids", value=dict(sorted(mirroring.session_id_refs.items())),
                         description="traffic mirror session ID per source")
 

@@ -22,11 +22,12 @@ ASSUME_EC2 = json.dumps({
 class InstanceRole:
     def __init__(self, stack: TerraformStack, capture: Capture):
         partition = DataAwsPartition(stack, "current")
+        self.partition = partition.partition
         role = IamRole(stack, "host_role", name=f"mirrorcap-{capture.name}-host",
                        description="mirrorcap capture host: SSM Session Manager only",
                        assume_role_policy=ASSUME_EC2, tags=named(capture, "host"))
         role_name = role.name
         IamRolePolicyAttachment(stack, "host_ssm_core", role=role_name,
-                                      policy_arn=f"arn:{partition.partition}:iam::aws:policy/AmazonSSMManagedInstanceCore")
+                                      policy_arn=f"arn:{self.partition}:iam::aws:policy/AmazonSSMManagedInstanceCore")
         self.profile = IamInstanceProfile(stack, "host_profile", name=f"mirrorcap-{capture.name}-host", role=role_name,
                                           tags=named(capture, "host"))
