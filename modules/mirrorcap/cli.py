@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from . import lockfile
-from .errors import MirrorcapError
+from .errors import MirrorcapError, Problem
 from .inventory import DEFAULT_INVENTORY, load
 from .plan import numbers_for
 
@@ -94,6 +94,60 @@ def render(
         return
     write_tree(tree, out)
     print(f"wrote {len(tree)} files to {out}")
+
+
+def _ec2(region: str):
+    import boto3
+    return boto3.client("ec2", region_name=region)
+
+
+@app.command()
+def check(
+    inventory: Path = InventoryOpt,
+    capture: list[str] = typer.Option([], "--capture", "-c", help="only these captures (default: all)"),
+    fix: bool = typer.Option(False, "--fix", help="create missing runtime sessions, remove owned ones whose source is gone"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """Compare the inventory with the live account (AWS credentials needed); exit 1 on drift."""
+    from datetime import datetime, timezone
+    from .live.drift import check_capture, locate
+    from .live.ec2 import reconcile
+    from .live.settings import settings_for
+    try:
+        inv = load(inventory)
+        numbers = numbers_for(inv).numbers
+    except MirrorcapError as exc:
+        fail(exc)
+    unknown = sorted(set(capture) - {c.name for c in inv.captures})
+    if unknown:
+        fail(MirrorcapError([Problem(str(inventory), "--capture", f"no capture named {', '.join(unknown)}",
+                                     "use one of: " + ", ".join(c.name for c in inv.captures))]))
+    findings, fixed = [], {}
+    for c in inv.captures:
+        if capture and c.name not in capture:
+            continue
+        ec2 = _ec2(c.region)
+        now = datetime.now(timezone.utc)
+        per_source = {s: n for (name, s), n in numbers.items() if name == c.name}
+        found = check_capture(ec2, c, per_source, now)
+        if fix and any(f.fixable for f in found):
+            target_id, filter_id = locate(ec2, c)
+            fixed[c.name] = reconcile(ec2, settings_for(c, target_id=target_id, filter_id=filter_id))
+            found = check_capture(ec2, c, per_source, datetime.now(timezone.utc))
+        findings.extend(found)
+    if as_json:
+        print(json.dumps({"drift": bool(findings), "findings": [f.as_dict() for f in findings], "fixed": fixed}, indent=2))
+    else:
+        for name, done in fixed.items():
+            print(f"{name}: fixed: created {len(done['created'])} session(s), deleted {len(done['deleted'])}")
+        if not findings:
+            print("no drift")
+        else:
+            print(f"{'CAPTURE':<12} {'KIND':<17} {'SUBJECT':<26} DETAIL / FIX")
+            for f in findings:
+                print(f"{f.capture:<12} {f.kind:<17} {f.subject:<26} {f.detail}\n{'':<57} fix: {f.fix}")
+    if findings:
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":
