@@ -33,6 +33,10 @@ def validate(inventory: Path = InventoryOpt) -> None:
         fail(exc)
     sources = sum(len(c.sources) for c in inv.captures)
     print(f"{inventory}: OK: {len(inv.captures)} capture(s), {sources} source(s)")
+    for c in inv.captures:
+        if c.storage.expected_mbps:
+            for problem in _estimate_for(c, c.storage.expected_mbps, c.host.retention_days).problems:
+                print(f'warning: {inventory}: capture "{c.name}" > storage > expected_mbps: {problem}', file=sys.stderr)
     if numbering.changes:
         print(f"note: {numbering.lock_path.name} needs updating: run `mirrorcap sessions --write`")
 
@@ -94,6 +98,72 @@ def render(
         return
     write_tree(tree, out)
     print(f"wrote {len(tree)} files to {out}")
+
+
+def _estimate_for(c, rate: float, retention: float, **kw):
+    from .capacity import estimate
+    sources = len(c.sources) + len(c.tag_sources)
+    return estimate(rate, retention, volume_type=c.storage.type, volume_gib=c.storage.size_gib, gp3_mibps=c.storage.throughput_mibps,
+                    instance_type=c.instance_type, sources=max(sources, 1), min_free_percent=c.host.min_free_percent, **kw)
+
+
+@app.command()
+def capacity(
+    rate: float = typer.Option(..., "--rate", help="average mirrored traffic, Mbit/s"),
+    retention: float = typer.Option(None, "--retention", help="days of pcaps to keep (default: the capture's retention_days)"),
+    inventory: Path = InventoryOpt,
+    capture: str = typer.Option(None, "--capture", "-c", help="capture block to size (default: the first)"),
+    avg_packet: int = typer.Option(500, "--avg-packet", help="average packet size in bytes (VXLAN and pcap overhead are per packet)"),
+    instance_gbps: float = typer.Option(None, "--instance-gbps", help="the instance's baseline bandwidth, if not built in"),
+    price: list[str] = typer.Option([], "--price", help="override a price: instance_hour=, volume_gib_month=, mirror_session_hour=, gp3_mibps_month="),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Volume size, disk throughput, network headroom and monthly cost for a traffic rate; exit 1 if it does not fit."""
+    from .capacity import Prices
+    try:
+        inv = load(inventory)
+    except MirrorcapError as exc:
+        fail(exc)
+    c = next((x for x in inv.captures if capture in (None, x.name)), None)
+    if c is None:
+        fail(MirrorcapError([Problem(str(inventory), "--capture", f"no capture named {capture}", "use one of: " + ", ".join(x.name for x in inv.captures))]))
+    overrides = {}
+    for item in price:
+        key, _, value = item.partition("=")
+        try:
+            overrides[key] = float(value)
+            Prices().with_overrides(overrides)  # rejects unknown names
+        except (ValueError, KeyError):
+            fail(MirrorcapError([Problem("command line", "--price", f"{item!r} is not NAME=USD with a known name",
+                                         "use instance_hour=0.05, volume_gib_month=0.05, mirror_session_hour=0.018 or gp3_mibps_month=0.04")]))
+    prices = Prices().with_overrides(overrides)
+    try:
+        e = _estimate_for(c, rate, retention if retention is not None else c.host.retention_days, avg_packet_bytes=avg_packet,
+                          prices=prices, instance_baseline_gbps=instance_gbps)
+    except ValueError as exc:
+        fail(MirrorcapError([Problem("command line", "--rate/--retention/--avg-packet", str(exc), "pass positive numbers")]))
+    if as_json:
+        print(json.dumps(e.as_dict(), indent=2))
+    else:
+        m = e.monthly_usd
+        print(f'capture "{c.name}": {e.rate_mbps:g} Mbit/s kept {e.retention_days:g} days, {e.avg_packet_bytes}-byte packets')
+        print(f"  disk      writes {e.disk_mib_s} MiB/s; needs {e.needed_gib} GiB; has {e.volume_gib} GiB {e.volume_type} "
+              f"(sustains {e.volume_baseline_mib_s} MiB/s, bursts {e.volume_burst_mib_s})")
+        bw = f"{e.instance_baseline_mbps:.0f} Mbit/s baseline" if e.instance_baseline_mbps else "baseline unknown"
+        print(f"  network   {e.wire_mbps} Mbit/s arrives with VXLAN; {e.instance_type}: {bw}")
+        fmt = lambda v: "?" if v is None else f"${v:,.2f}"
+        print(f"  monthly   instance {fmt(m['instance'])} + volume {fmt(m['volume'])} + mirroring {e.sources} source(s) "
+              f"{fmt(m['mirror_sessions'])} = {fmt(m['total'])} (excl. cross-AZ transfer)")
+        u = e.prices_used
+        print(f"  prices    {u['region']}: instance {u['instance_hour']}/h, volume {u['volume_gib_month']}/GiB-month, "
+              f"session {u['mirror_session_hour']}/h, {u['hours_per_month']} h/month (override: --price NAME=USD)")
+        for n in e.notes:
+            print(f"  note      {n}")
+        for p in e.problems:
+            print(f"  PROBLEM   {p}")
+        print("  OK" if e.ok else "  does not fit")
+    if not e.ok:
+        raise typer.Exit(1)
 
 
 def _ec2(region: str):

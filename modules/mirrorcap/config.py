@@ -69,6 +69,7 @@ class Storage:
     iops: Optional[int] = None  # gp3 only
     throughput_mibps: Optional[int] = None  # gp3 only
     prevent_destroy: bool = True  # pcaps are evidence: destroying the stack must be a decision
+    expected_mbps: Optional[float] = None  # mirrored traffic rate; `validate` checks size/throughput against it
 
 
 @dataclass(frozen=True)

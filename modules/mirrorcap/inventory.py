@@ -114,7 +114,8 @@ def _capture(errors: Collector, name: str, body) -> Capture:
 
 
 def _storage(errors: Collector, parent: str, body) -> Storage:
-    b = Block(errors, f"{parent} > storage", body, {"size_gib", "type", "kms_key_id", "iops", "throughput_mibps", "prevent_destroy"})
+    b = Block(errors, f"{parent} > storage", body, {"size_gib", "type", "kms_key_id", "iops", "throughput_mibps", "prevent_destroy",
+                                                      "expected_mbps"})
     vtype = b.string("type", "st1", pattern="st1|sc1|gp3", what="a supported volume type",
                      fix='use "st1" (default: cheap sequential throughput), "sc1" (colder, slower) or "gp3" (small, fast volumes)')
     lo, hi = L.VOLUME_SIZE_GIB[vtype]
@@ -129,6 +130,8 @@ def _storage(errors: Collector, parent: str, body) -> Storage:
                             fix="use a key ARN, key ID, or alias/NAME; remove it to use the AWS-managed aws/ebs key") or None,
         iops=iops, throughput_mibps=throughput,
         prevent_destroy=b.boolean("prevent_destroy", True),
+        expected_mbps=b.integer("expected_mbps", 0, lo=1, hi=100_000,
+                                fix="the average mirrored traffic in Mbit/s (1-100000), or remove it") or None,
     )
 
 

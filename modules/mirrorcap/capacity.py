@@ -1,0 +1,150 @@
+"""Capacity and cost of one capture host: a pure function of rate, retention and the inventory.
+
+Facts used (AWS docs, EBS volume types and EC2 network bandwidth pages):
+- st1: baseline 40 MiB/s per TiB, burst 250 MiB/s per TiB, both capped at 500 MiB/s.
+- sc1: baseline 12 MiB/s per TiB (cap 192), burst 80 MiB/s per TiB (cap 250).
+- gp3: the provisioned throughput (125 MiB/s unless set).
+- VXLAN adds 50 bytes to every mirrored packet on the wire; pcap adds a 16-byte
+  record header per packet on disk.
+Prices are on-demand list prices for us-east-1 and are printed with every
+estimate; any of them can be overridden (other regions, discounts).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Optional
+
+from . import aws_limits as L
+
+PCAP_RECORD_HEADER = 16
+HOURS_PER_MONTH = 730
+GIB = 1 << 30
+MIB = 1 << 20
+
+# type: (baseline MiB/s per TiB, cap, burst MiB/s per TiB, cap)
+HDD_THROUGHPUT = {"st1": (40, 500, 250, 500), "sc1": (12, 192, 80, 250)}
+GP3_DEFAULT_MIBPS = 125
+
+# Baseline (not burst) network bandwidth, Gbit/s, for the types a capture host
+# commonly uses; others: pass the figure (DescribeInstanceTypes >
+# NetworkInfo.NetworkCards[].BaselineBandwidthInGbps).
+BASELINE_GBPS = {
+    "t3.micro": 0.064, "t3.small": 0.128, "t3.medium": 0.256, "t3.large": 0.512, "t3.xlarge": 1.024, "t3.2xlarge": 2.048,
+    "m5.large": 0.75, "m5.xlarge": 1.25, "m5.2xlarge": 2.5, "c5.large": 0.75, "c5.xlarge": 1.25, "c5.2xlarge": 2.5,
+    "m6i.large": 0.781, "m6i.xlarge": 1.562, "m6i.2xlarge": 3.125, "c6i.large": 0.781, "c6i.xlarge": 1.562, "c6i.2xlarge": 3.125,
+}
+
+
+@dataclass(frozen=True)
+class Prices:
+    region: str = "us-east-1"
+    instance_hour: dict = field(default_factory=lambda: {
+        "t3.micro": 0.0104, "t3.small": 0.0208, "t3.medium": 0.0416, "t3.large": 0.0832, "t3.xlarge": 0.1664,
+        "m5.large": 0.096, "c5.large": 0.085, "m6i.large": 0.096, "c6i.large": 0.085})
+    volume_gib_month: dict = field(default_factory=lambda: {"st1": 0.045, "sc1": 0.015, "gp3": 0.08})
+    gp3_mibps_month: float = 0.04  # above 125 MiB/s
+    mirror_session_hour: float = 0.015  # per source ENI with a session
+
+    def with_overrides(self, overrides: dict[str, float]) -> "Prices":
+        """Keys: instance_hour, volume_gib_month, gp3_mibps_month, mirror_session_hour."""
+        p = self
+        for key, value in overrides.items():
+            if key == "instance_hour":
+                p = replace(p, instance_hour={**p.instance_hour, "*": value})
+            elif key == "volume_gib_month":
+                p = replace(p, volume_gib_month={**p.volume_gib_month, "*": value})
+            elif key in ("gp3_mibps_month", "mirror_session_hour"):
+                p = replace(p, **{key: value})
+            else:
+                raise KeyError(key)
+        return p
+
+
+@dataclass(frozen=True)
+class Estimate:
+    rate_mbps: float
+    retention_days: float
+    avg_packet_bytes: int
+    disk_mib_s: float
+    needed_gib: int
+    volume_type: str
+    volume_gib: int
+    volume_baseline_mib_s: float
+    volume_burst_mib_s: float
+    wire_mbps: float
+    instance_type: str
+    instance_baseline_mbps: Optional[float]
+    sources: int
+    monthly_usd: dict
+    prices_used: dict
+    problems: tuple[str, ...]
+    notes: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "ok": self.ok}
+
+
+def volume_throughput(volume_type: str, size_gib: int, gp3_mibps: Optional[int] = None) -> tuple[float, float]:
+    """(baseline, burst) MiB/s."""
+    if volume_type == "gp3":
+        t = float(gp3_mibps or GP3_DEFAULT_MIBPS)
+        return t, t
+    base, base_cap, burst, burst_cap = HDD_THROUGHPUT[volume_type]
+    tib = size_gib / 1024
+    return min(base * tib, base_cap), min(burst * tib, burst_cap)
+
+
+def estimate(rate_mbps: float, retention_days: float, *, volume_type: str = "st1", volume_gib: int = 300,
+             gp3_mibps: Optional[int] = None, instance_type: str = "t3.small", sources: int = 1, min_free_percent: int = 10,
+             avg_packet_bytes: int = 500, prices: Prices = Prices(), instance_baseline_gbps: Optional[float] = None) -> Estimate:
+    if rate_mbps <= 0 or retention_days <= 0 or avg_packet_bytes < 64:
+        raise ValueError("rate and retention must be positive, packets at least 64 bytes")
+    packets_s = rate_mbps * 1e6 / 8 / avg_packet_bytes
+    disk_bytes_s = rate_mbps * 1e6 / 8 + packets_s * PCAP_RECORD_HEADER
+    usable = 1 - min_free_percent / 100  # retention deletes above the free-space floor
+    needed_gib = int(-(-disk_bytes_s * retention_days * 86400 / usable // GIB))
+    base, burst = volume_throughput(volume_type, volume_gib, gp3_mibps)
+    disk_mib_s = disk_bytes_s / MIB
+    wire_mbps = rate_mbps * (1 + L.VXLAN_OVERHEAD_BYTES / avg_packet_bytes)
+    gbps = instance_baseline_gbps if instance_baseline_gbps is not None else BASELINE_GBPS.get(instance_type)
+    baseline_mbps = gbps * 1000 if gbps is not None else None
+
+    problems = []
+    if needed_gib > volume_gib:
+        days = retention_days * volume_gib / needed_gib
+        problems.append(f"volume: {volume_gib} GiB holds {days:.1f} of {retention_days:g} days at {rate_mbps:g} Mbit/s; "
+                        f"needs {needed_gib} GiB (size_gib), or fewer retention_days")
+    if disk_mib_s > base:
+        what = "only while burst credits last" if disk_mib_s <= burst else "not even bursting"
+        problems.append(f"throughput: writing {disk_mib_s:.1f} MiB/s; {volume_type} {volume_gib} GiB sustains {base:.1f} MiB/s ({what}); "
+                        + ("grow the volume" if volume_type != "gp3" else "raise throughput_mibps"))
+    if baseline_mbps is not None and wire_mbps > baseline_mbps:
+        problems.append(f"network: {wire_mbps:.0f} Mbit/s arrives with VXLAN; {instance_type} sustains {baseline_mbps:.0f} Mbit/s "
+                        "(above that it runs on burst credits, then drops): pick a larger instance_type")
+
+    instance_price = prices.instance_hour.get("*", prices.instance_hour.get(instance_type))
+    volume_price = prices.volume_gib_month.get("*", prices.volume_gib_month[volume_type])
+    monthly = {
+        "instance": round(instance_price * HOURS_PER_MONTH, 2) if instance_price is not None else None,
+        "volume": round(volume_gib * volume_price + (max(0, (gp3_mibps or GP3_DEFAULT_MIBPS) - GP3_DEFAULT_MIBPS) * prices.gp3_mibps_month
+                                                     if volume_type == "gp3" else 0), 2),
+        "mirror_sessions": round(sources * prices.mirror_session_hour * HOURS_PER_MONTH, 2),
+    }
+    monthly["total"] = round(sum(v for v in monthly.values() if v is not None), 2)
+    used = {"region": prices.region, "instance_hour": instance_price, "volume_gib_month": volume_price,
+            "mirror_session_hour": prices.mirror_session_hour, "hours_per_month": HOURS_PER_MONTH}
+    notes = []
+    if instance_price is None:
+        notes.append(f"no built-in hourly price for {instance_type}: pass --price instance_hour=<USD>")
+    if baseline_mbps is None:
+        notes.append(f"no built-in baseline bandwidth for {instance_type}: pass --instance-gbps (DescribeInstanceTypes)")
+    return Estimate(rate_mbps=rate_mbps, retention_days=retention_days, avg_packet_bytes=avg_packet_bytes, disk_mib_s=round(disk_mib_s, 2),
+                    needed_gib=needed_gib, volume_type=volume_type, volume_gib=volume_gib, volume_baseline_mib_s=round(base, 2),
+                    volume_burst_mib_s=round(burst, 2), wire_mbps=round(wire_mbps, 1), instance_type=instance_type,
+                    instance_baseline_mbps=baseline_mbps, sources=sources, monthly_usd=monthly, prices_used=used,
+                    problems=tuple(problems), notes=tuple(notes))
