@@ -75,7 +75,8 @@ def host_files(capture: Capture) -> list[HostFile]:
     scripts = [("mirrorcap-storage.sh.j2", f"{LIBEXEC}/storage"), ("mirrorcap-decap.sh.j2", f"{LIBEXEC}/decap"),
                ("mirrorcap-capture.sh.j2", f"{LIBEXEC}/capture"), ("mirrorcap-retention.sh.j2", f"{LIBEXEC}/retention"),
                ("mirrorcap-boot.sh.j2", "/usr/local/sbin/mirrorcap-boot"),
-               ("mirrorcap-health.py.j2", "/usr/local/sbin/mirrorcap-health")]
+               ("mirrorcap-health.py.j2", "/usr/local/sbin/mirrorcap-health"),
+               ("mirrorcap-window.py.j2", "/usr/local/bin/mirrorcap-window")]
     units = ["mirrorcap-storage.service", "mirrorcap-decap.service", "mirrorcap-capture@.service",
              "mirrorcap-retention.service", "mirrorcap-retention.timer"]
     files = [HostFile(dest, env.get_template(f"host/{src}").render(ctx), "0755") for src, dest in scripts]

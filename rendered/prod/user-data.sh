@@ -55,7 +55,7 @@ fi
 getent group pcap >/dev/null || groupadd --system pcap
 id -u mirrorcap >/dev/null 2>&1 || useradd --system --gid pcap --no-create-home --home-dir /nonexistent --shell /sbin/nologin mirrorcap
 
-install -d -m 0755 /etc/mirrorcap /etc/systemd/system /usr/local/libexec/mirrorcap /usr/local/sbin
+install -d -m 0755 /etc/mirrorcap /etc/systemd/system /usr/local/bin /usr/local/libexec/mirrorcap /usr/local/sbin
 
 cat > '/usr/local/libexec/mirrorcap/storage.mirrorcap-new' <<'MIRRORCAP_USR_LOCAL_LIBEXEC_MIRRORCAP_STORAGE'
 #!/bin/bash
@@ -658,6 +658,201 @@ MIRRORCAP_USR_LOCAL_SBIN_MIRRORCAP_HEALTH
 chmod 0755 '/usr/local/sbin/mirrorcap-health.mirrorcap-new'
 mv -f '/usr/local/sbin/mirrorcap-health.mirrorcap-new' '/usr/local/sbin/mirrorcap-health'
 
+cat > '/usr/local/bin/mirrorcap-window.mirrorcap-new' <<'MIRRORCAP_USR_LOCAL_BIN_MIRRORCAP_WINDOW'
+#!/usr/bin/python3
+"""mirrorcap-window: the packets around a moment, from the rotated pcaps.
+
+  mirrorcap-window --at 2026-11-25T10:15:00+09:00 --window 5m          # list the pcaps covering it
+  mirrorcap-window --at ... --window 2m --port 443 --out err.pcap      # merge, cut to the window, filter
+  mirrorcap-window --at ... --host 10.0.3.7 --open                     # ... and open it in termshark
+
+A pcap covers [the time in its name - 5 s, its last write]; the merged result is cut
+to exactly the window (frame times) and filtered with a capture filter (BPF:
+--host/--port/--bpf, via tcpdump) and/or a display filter (--filter, via
+tshark). Writes nothing unless --out or --open; never overwrites a file.
+Exit 0 = found, 1 = no pcap covers the window, 2 = bad usage.
+Python 3.9 stdlib only (Amazon Linux 2023's system Python).
+"""
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+ENV_FILE = os.environ.get("MIRRORCAP_ENV_FILE", "/etc/mirrorcap/mirrorcap.env")
+DEFAULT_DIR = "/var/log/tcpdump"
+# The capture unit's -w pattern: vni<VNI>_%Y-%m-%dT%H-%M-%SZ.pcap, in UTC.
+NAME = re.compile(r"^vni(\d+)_(\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2})Z\.pcap$")
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# tcpdump -G names a file by the wall clock when it opens it, but the kernel
+# hands packets over in blocks (TPACKET_V3, up to ~1 s late on a quiet link):
+# a file can hold packets stamped a little before its name. Its last write
+# (mtime) is always after its last packet. Reading one file too many is free
+# (the cut below is by packet time); missing one is not.
+EARLY_SLACK = dt.timedelta(seconds=5)
+
+
+class Usage(Exception):
+    pass
+
+
+def capture_dir():
+    try:
+        with open(ENV_FILE) as f:
+            for line in f:
+                if line.startswith("MIRRORCAP_CAPTURE_DIR="):
+                    return line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return DEFAULT_DIR
+
+
+def parse_time(text):
+    if text == "now":
+        return dt.datetime.now(dt.timezone.utc)
+    try:
+        t = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace(" ", "T"))
+    except ValueError:
+        raise Usage("--at %r is not a date and time: write e.g. 2026-11-25T10:15:00+09:00" % text)
+    if t.tzinfo is None:
+        raise Usage("--at %r has no time zone: pcaps are named in UTC, so add one, e.g. %s+09:00 or %sZ" % (text, text, text))
+    return t
+
+
+def parse_span(text, flag):
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd]?)", text or "")
+    if not m:
+        raise Usage("%s %r is not a duration: write e.g. 90s, 5m, 1h" % (flag, text))
+    return dt.timedelta(seconds=float(m.group(1)) * UNITS[m.group(2) or "s"])
+
+
+def pcaps(directory, vni=None):
+    found = []
+    try:
+        names = os.listdir(directory)
+    except OSError as exc:
+        raise Usage("cannot read %s: %s (are you in the pcap group?)" % (directory, exc.strerror))
+    for name in names:
+        m = NAME.match(name)
+        if not m or (vni is not None and int(m.group(1)) != vni):
+            continue
+        path = os.path.join(directory, name)
+        st = os.stat(path)
+        start = dt.datetime.strptime(m.group(2), "%Y-%m-%dT%H-%M-%S").replace(tzinfo=dt.timezone.utc)
+        end = dt.datetime.fromtimestamp(st.st_mtime, dt.timezone.utc)
+        found.append({"path": path, "vni": int(m.group(1)), "start": start, "end": max(start, end), "bytes": st.st_size})
+    return sorted(found, key=lambda p: (p["start"], p["path"]))
+
+
+def covering(files, begin, end):
+    return [f for f in files if f["start"] - EARLY_SLACK <= end and f["end"] >= begin]
+
+
+def bpf_for(args):
+    parts = []
+    if args.host:
+        parts.append("host %s" % args.host)
+    if args.port:
+        parts.append("port %d" % args.port)
+    if args.bpf:
+        parts.append("(%s)" % args.bpf)
+    return " and ".join(parts)
+
+
+def run(cmd):
+    result = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+    if result.returncode != 0:
+        raise Usage("%s failed: %s" % (cmd[0], result.stderr.strip()[:400]))
+
+
+def extract(files, begin, end, bpf, display, out):
+    """mergecap (time order) -> tcpdump BPF -> tshark window + display filter -> out (pcap)."""
+    tmp = tempfile.mkdtemp(prefix="mirrorcap-window-")
+    try:
+        merged = os.path.join(tmp, "merged.pcap")
+        run(["mergecap", "-F", "pcap", "-w", merged] + [f["path"] for f in files])
+        if bpf:
+            narrowed = os.path.join(tmp, "bpf.pcap")
+            run(["tcpdump", "-r", merged, "-w", narrowed, bpf])
+            merged = narrowed
+        window = "frame.time_epoch >= %.6f && frame.time_epoch <= %.6f" % (begin.timestamp(), end.timestamp())
+        expr = "(%s) && (%s)" % (window, display) if display else window
+        partial = out + ".partial"
+        run(["tshark", "-n", "-r", merged, "-Y", expr, "-F", "pcap", "-w", partial])
+        os.rename(partial, out)  # nothing half-written under the final name
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="mirrorcap-window", description=__doc__.split("\n")[1])
+    p.add_argument("--at", required=True, help="the moment, with a time zone (2026-11-25T10:15:00+09:00, ...Z, or now)")
+    p.add_argument("--window", default="5m", help="either side of --at (default 5m)")
+    p.add_argument("--before", help="before --at (overrides --window)")
+    p.add_argument("--after", help="after --at (overrides --window)")
+    p.add_argument("--vni", type=int, help="only this VNI's pcaps")
+    p.add_argument("--dir", default=None, help="capture directory (default: from %s)" % ENV_FILE)
+    p.add_argument("--host", help="capture filter: this IP address")
+    p.add_argument("--port", type=int, help="capture filter: this TCP/UDP port")
+    p.add_argument("--bpf", help="capture filter (tcpdump syntax)")
+    p.add_argument("--filter", dest="display", help="display filter (Wireshark syntax), e.g. 'http.response.code >= 500'")
+    p.add_argument("--out", help="write the merged, cut, filtered packets here (pcap)")
+    p.add_argument("--open", action="store_true", help="open the result in termshark")
+    p.add_argument("--json", action="store_true", help="list as JSON")
+    args = p.parse_args(argv)
+    try:
+        at = parse_time(args.at)
+        before = parse_span(args.before or args.window, "--before" if args.before else "--window")
+        after = parse_span(args.after or args.window, "--after" if args.after else "--window")
+        begin, end = at - before, at + after
+        directory = args.dir or capture_dir()
+        files = covering(pcaps(directory, args.vni), begin, end)
+        out = args.out
+        if args.open and not out:
+            out = "mirrorcap-%s.pcap" % at.astimezone(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        if out and os.path.exists(out):
+            raise Usage("%s exists: pick another --out (mirrorcap-window never overwrites a file)" % out)
+        if (args.host or args.port or args.bpf or args.display) and not out:
+            raise Usage("filters apply to the extracted packets: add --out FILE or --open")
+    except Usage as exc:
+        print("mirrorcap-window: %s" % exc, file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"begin": begin.isoformat(), "end": end.isoformat(), "directory": directory,
+                          "pcaps": [dict(f, start=f["start"].isoformat(), end=f["end"].isoformat()) for f in files]}, indent=2))
+    else:
+        print("window %s .. %s (UTC), %d pcap(s) in %s" % (begin.astimezone(dt.timezone.utc).isoformat(),
+                                                        end.astimezone(dt.timezone.utc).isoformat(), len(files), directory))
+        for f in files:
+            print("  %s  %s .. %s  %d bytes" % (f["path"], f["start"].strftime("%H:%M:%S"), f["end"].strftime("%H:%M:%S"), f["bytes"]))
+    if not files:
+        return 1
+    if out:
+        try:
+            extract(files, begin, end, bpf_for(args), args.display, out)
+        except Usage as exc:
+            print("mirrorcap-window: %s" % exc, file=sys.stderr)
+            return 2
+        print("wrote %s" % out, file=sys.stderr)
+    if args.open:
+        termshark = os.environ.get("MIRRORCAP_TERMSHARK", "termshark")
+        if not shutil.which(termshark):
+            print("mirrorcap-window: termshark not found (bake installs it): the packets are in %s" % out, file=sys.stderr)
+            return 2
+        os.execvp(termshark, [termshark, "-r", out])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+MIRRORCAP_USR_LOCAL_BIN_MIRRORCAP_WINDOW
+chmod 0755 '/usr/local/bin/mirrorcap-window.mirrorcap-new'
+mv -f '/usr/local/bin/mirrorcap-window.mirrorcap-new' '/usr/local/bin/mirrorcap-window'
+
 cat > '/etc/systemd/system/mirrorcap-storage.service.mirrorcap-new' <<'MIRRORCAP_ETC_SYSTEMD_SYSTEM_MIRRORCAP_STORAGE_SERVICE'
 [Unit]
 Description=mirrorcap: mount the pcap volume at /var/log/tcpdump
@@ -800,7 +995,7 @@ mv -f '/etc/systemd/system/mirrorcap-retention.timer.mirrorcap-new' '/etc/system
 if [ -d /run/systemd/system ]; then
   systemctl daemon-reload
 fi
-echo "mirrorcap bake: installed (11 files)"
+echo "mirrorcap bake: installed (12 files)"
 MIRRORCAP_BAKE
 bash "$bake"
 rm -f "$bake"

@@ -1,0 +1,132 @@
+"""mirrorcap-window on real rotated pcaps: tcpdump -G writes them in a private network
+namespace while UDP flows to two ports; the rendered script must find, merge, cut and
+filter exactly the packets of the window (checked against tshark over every file)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from hostenv import RENDERED, needs_root
+
+WINDOW = RENDERED / "usr/local/bin/mirrorcap-window"
+
+SENDER = r"""
+import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+end = time.time() + 4.5
+i = 0
+while time.time() < end:
+    s.sendto(b"x" * 100, ("127.0.0.1", 5000 if i % 2 == 0 else 6000))
+    i += 1
+    time.sleep(0.02)
+"""
+
+
+@pytest.fixture(scope="module")
+def pcaps(tmp_path_factory) -> Path:
+    if os.geteuid() != 0:
+        pytest.skip("needs root (network namespace, tcpdump)")
+    d = tmp_path_factory.mktemp("pcaps")
+    script = f"""
+set -e
+ip link set lo up
+tcpdump -i lo -n -U -Z root -G 1 -w '{d}/vni7_%Y-%m-%dT%H-%M-%SZ.pcap' udp 2>/dev/null &
+pid=$!
+sleep 1
+python3 -c '{SENDER}'
+sleep 0.5
+kill $pid; wait $pid || true
+"""
+    subprocess.run(["unshare", "-n", "bash", "-c", script], check=True, env={**os.environ, "TZ": "UTC"}, timeout=60)
+    # A file another VNI's capture wrote, and an unrelated file: never picked up.
+    first = sorted(d.glob("vni7_*.pcap"))[0]
+    (d / first.name.replace("vni7_", "vni8_")).write_bytes(first.read_bytes())
+    (d / "notes.txt").write_text("not a pcap")
+    return d
+
+
+def packets(*files: Path, display: str = "") -> list[tuple[float, int]]:
+    """(epoch, udp dst port) of every packet, read with tshark independently of the script."""
+    out = []
+    for f in files:
+        cmd = ["tshark", "-n", "-r", str(f), "-T", "fields", "-e", "frame.time_epoch", "-e", "udp.dstport"]
+        if display:
+            cmd += ["-Y", display]
+        lines = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.split()
+        out += [(float(lines[i]), int(lines[i + 1])) for i in range(0, len(lines), 2)]
+    return sorted(out)
+
+
+def window(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([str(WINDOW), *args], capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=60)
+
+
+def test_window_is_python_39_and_installed_by_bake():
+    ast.parse(WINDOW.read_text(), feature_version=(3, 9))
+    assert "/usr/local/bin/mirrorcap-window" in (RENDERED.parent / "bake.sh").read_text()
+
+
+@needs_root
+def test_rotated_pcaps_exist(pcaps):
+    assert len(list(pcaps.glob("vni7_*.pcap"))) >= 4
+
+
+@needs_root
+def test_extract_is_exactly_the_window_and_the_port(pcaps, tmp_path):
+    everything = packets(*sorted(pcaps.glob("vni7_*.pcap")))
+    mid = everything[len(everything) // 2][0]
+    at = datetime.fromtimestamp(mid, timezone.utc).astimezone(timezone(timedelta(hours=9)))  # given in JST
+    listing = window("--at", at.isoformat(), "--window", "1s", "--vni", "7", "--dir", str(pcaps), "--json")
+    assert listing.returncode == 0, listing.stderr
+    listed = json.loads(listing.stdout)["pcaps"]
+    assert 1 < len(listed) < len(list(pcaps.glob("vni7_*.pcap")))  # the window, not everything
+    assert all(Path(p["path"]).name.startswith("vni7_") for p in listed)
+
+    out = tmp_path / "cut.pcap"
+    result = window("--at", at.isoformat(), "--window", "1s", "--vni", "7", "--dir", str(pcaps), "--port", "5000", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    want = [p for p in everything if mid - 1 <= p[0] <= mid + 1 and p[1] == 5000]
+    got = packets(out)
+    assert got == want and len(got) > 20
+
+    shown = tmp_path / "display.pcap"
+    result = window("--at", at.isoformat(), "--before", "1s", "--after", "0",
+                    "--dir", str(pcaps), "--vni", "7", "--filter", "udp.dstport == 6000", "--out", str(shown))
+    assert result.returncode == 0, result.stderr
+    assert packets(shown) == [p for p in everything if mid - 1 <= p[0] <= mid and p[1] == 6000]
+
+
+@needs_root
+def test_refusals(pcaps, tmp_path):
+    naive = window("--at", "2026-11-25T10:15:00", "--dir", str(pcaps))
+    assert naive.returncode == 2 and "no time zone" in naive.stderr
+    assert window("--at", "2001-01-01T00:00:00Z", "--dir", str(pcaps)).returncode == 1  # nothing covers it
+    keep = tmp_path / "mine.pcap"
+    keep.write_bytes(b"precious")
+    clash = window("--at", "now", "--window", "1h", "--dir", str(pcaps), "--out", str(keep))
+    assert clash.returncode == 2 and "never overwrites" in clash.stderr and keep.read_bytes() == b"precious"
+    nofile = window("--at", "now", "--dir", str(pcaps), "--port", "53")
+    assert nofile.returncode == 2 and "--out" in nofile.stderr
+
+
+@needs_root
+def test_open_hands_the_extract_to_termshark(pcaps, tmp_path):
+    # termshark is an interactive TUI: a stand-in records how it was started.
+    fake = tmp_path / "termshark"
+    fake.write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path}/termshark.args\n")
+    fake.chmod(0o755)
+    newest = max(packets(*sorted(pcaps.glob("vni7_*.pcap"))))[0]
+    at = datetime.fromtimestamp(newest, timezone.utc).isoformat()
+    result = subprocess.run([str(WINDOW), "--at", at, "--window", "2s", "--dir", str(pcaps), "--vni", "7", "--open"], cwd=tmp_path,
+                            capture_output=True, text=True, env={**os.environ, "MIRRORCAP_TERMSHARK": str(fake)})
+    assert result.returncode == 0, result.stderr
+    args = (tmp_path / "termshark.args").read_text().split()
+    assert args[0] == "-r" and (tmp_path / args[1]).is_file() and len(packets(tmp_path / args[1])) > 0
