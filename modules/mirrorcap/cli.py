@@ -24,13 +24,20 @@ def fail(exc: MirrorcapError) -> None:
 
 
 @app.command()
-def validate(inventory: Path = InventoryOpt) -> None:
+def validate(
+    inventory: Path = InventoryOpt,
+    live: bool = typer.Option(False, "--live", help="also ask AWS (credentials needed): instance types, AZs, MTU, packet length"),
+    source_mtu: int = typer.Option(9001, "--source-mtu", help="the sources' interface MTU (an OS setting AWS cannot report)"),
+    target_mtu: int = typer.Option(9001, "--target-mtu", help="the capture host's mirror ENI MTU"),
+) -> None:
     """Check the inventory and its lock file; exit 1 with every problem found."""
     try:
         inv = load(inventory)
         numbering = numbers_for(inv)
     except MirrorcapError as exc:
         fail(exc)
+    if live:
+        _validate_live(inventory, inv, source_mtu, target_mtu)
     sources = sum(len(c.sources) for c in inv.captures)
     print(f"{inventory}: OK: {len(inv.captures)} capture(s), {sources} source(s)")
     for c in inv.captures:
@@ -98,6 +105,20 @@ def render(
         return
     write_tree(tree, out)
     print(f"wrote {len(tree)} files to {out}")
+
+
+def _validate_live(inventory: Path, inv, source_mtu: int, target_mtu: int) -> None:
+    from .live.drift import locate
+    from .live.preflight import preflight
+    errors = 0
+    for c in inv.captures:
+        ec2 = _ec2(c.region)
+        target_id, filter_id = locate(ec2, c)
+        for f in preflight(ec2, c, source_mtu=source_mtu, target_mtu=target_mtu, target_id=target_id, filter_id=filter_id):
+            errors += f.severity == "error"
+            print(f'{f.severity}: {inventory}: capture "{f.capture}" > {f.field}: {f.message}\n  fix: {f.fix}', file=sys.stderr)
+    if errors:
+        raise typer.Exit(1)
 
 
 def _estimate_for(c, rate: float, retention: float, **kw):
