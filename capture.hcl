@@ -20,6 +20,7 @@ capture "prod" {
   storage {
     size_gib = 300   # st1: 125 GiB minimum; sustains ~12 MiB/s (~100 Mbit/s) at 300 GiB
     type     = "st1"
+    # expected_mbps = 5   # average mirrored Mbit/s: validate warns if 15 days of it do not fit (mirrorcap capacity)
     # kms_key_id = "alias/pcaps"   # default: the AWS-managed aws/ebs key
   }
 
@@ -61,6 +62,16 @@ capture "prod" {
     session_number = 10
     packet_length  = 1500
   }
+
+  # Instances that come and go (releases, Auto Scaling): select them by tags. The
+  # re-mirroring Lambda (auto_mirror below) mirrors each new match within seconds.
+  # source {
+  #   tags        = { Service = "web", Environment = "prod" }
+  #   description = "web tier, whatever its instances are today"
+  # }
+  # auto_mirror {
+  #   ends_at = "2026-12-01T18:00:00+09:00"   # campaign end: its sessions are removed after this
+  # }
 
   host {
     rotate_seconds   = 600 # a new pcap every 10 minutes
