@@ -145,3 +145,14 @@ def test_not_deployed_and_unknown_capture(deployed, tmp_path):
     assert result.exit_code == 1
     (f,) = json.loads(result.stdout)["findings"]
     assert (f["kind"], f["fix"]) == ("not-deployed", "make deploy STACK=staging")
+
+
+def test_no_credentials_is_a_clear_error_not_a_traceback(tmp_path):
+    import subprocess
+    from conftest import BIN, EXAMPLE
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "AWS_EC2_METADATA_DISABLED": "true",
+           "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}
+    for args in (["check"], ["validate", "--live"]):
+        r = subprocess.run([str(BIN / "mirrorcap"), *args, "-i", str(EXAMPLE)], capture_output=True, text=True, env=env, cwd=tmp_path)
+        assert r.returncode == 1 and "Traceback" not in r.stderr
+        assert "Unable to locate credentials" in r.stderr and "fix: configure AWS credentials" in r.stderr

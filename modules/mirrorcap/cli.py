@@ -23,6 +23,31 @@ def fail(exc: MirrorcapError) -> None:
     raise typer.Exit(1)
 
 
+def _ec2(region: str):
+    import boto3
+    return boto3.client("ec2", region_name=region)
+
+
+def aws_errors(fn):
+    """No traceback for what the account says: missing credentials, denied calls."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from botocore.exceptions import BotoCoreError, ClientError
+        try:
+            return fn(*args, **kwargs)
+        except ClientError as exc:
+            err = exc.response.get("Error", {})
+            fix = ("grant the caller the EC2 Describe*/TrafficMirror* permissions this command needs"
+                   if "Unauthorized" in err.get("Code", "") or "AccessDenied" in err.get("Code", "") else "check the account and region")
+            fail(MirrorcapError([Problem("AWS", exc.operation_name, f"{err.get('Code')}: {err.get('Message', '')}", fix)]))
+        except BotoCoreError as exc:
+            fail(MirrorcapError([Problem("AWS", "credentials", str(exc),
+                                         "configure AWS credentials (AWS_PROFILE, SSO login, or an instance role) for the capture's account")]))
+    return wrapper
+
+
 @app.command()
 def validate(
     inventory: Path = InventoryOpt,
@@ -107,6 +132,7 @@ def render(
     print(f"wrote {len(tree)} files to {out}")
 
 
+@aws_errors
 def _validate_live(inventory: Path, inv, source_mtu: int, target_mtu: int) -> None:
     from .live.drift import locate
     from .live.preflight import preflight
@@ -187,12 +213,8 @@ def capacity(
         raise typer.Exit(1)
 
 
-def _ec2(region: str):
-    import boto3
-    return boto3.client("ec2", region_name=region)
-
-
 @app.command()
+@aws_errors
 def check(
     inventory: Path = InventoryOpt,
     capture: list[str] = typer.Option([], "--capture", "-c", help="only these captures (default: all)"),
