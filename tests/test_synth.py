@@ -379,3 +379,21 @@ def test_remirror_zip_is_deterministic_and_self_contained(edge, tmp_path):
     result = subprocess.run([os.sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "mirrorcap.live.handler"
+
+
+REFERENCE = re.compile(r"\b(data\.)?(aws_[a-z0-9_]+)\.([A-Za-z0-9_-]+)\.[a-z_]+")
+
+
+@pytest.mark.parametrize("fixture,stack", [("example", "prod"), ("edge", "blue"), ("edge", "green")])
+def test_every_reference_names_a_declared_resource(request, fixture, stack):
+    # The stack writes references out (stack/refs.py) instead of reading them over jsii;
+    # a typo there would otherwise only show at `terraform plan`.
+    doc = stack_json(request.getfixturevalue(fixture), stack)
+    text = json.dumps({k: v for k, v in doc.items() if k in ("resource", "data", "output")})
+    found = {(bool(m.group(1)), m.group(2), m.group(3)) for m in REFERENCE.finditer(text)}
+    assert len(found) > 10
+    # a written-out reference passed into a function gets escaped into a literal string
+    assert "$${aws_" not in text and "$${data." not in text
+    for is_data, rtype, name in sorted(found):
+        declared = doc["data" if is_data else "resource"].get(rtype, {})
+        assert name in declared, f"{'data.' if is_data else ''}{rtype}.{name} is referenced but not declared"

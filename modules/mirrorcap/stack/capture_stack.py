@@ -28,10 +28,10 @@ class CaptureStack(TerraformStack):
         # round trip to the jsii process per resource to keep names readable.
         sgs = SecurityGroups(self, capture)
         role = InstanceRole(self, capture)
-        host = CaptureHost(self, capture, management_sg_id=sgs.management.id, mirror_sg_id=sgs.mirror.id,
-                           instance_profile=role.profile.name, user_data_template=user_data_template)
+        host = CaptureHost(self, capture, management_sg_id=sgs.management_id, mirror_sg_id=sgs.mirror_id,
+                           instance_profile=role.profile_name, user_data_template=user_data_template)
         mirroring = Mirroring(self, capture, target_eni_id=host.eni_id, numbers=numbers)
-        target_id, filter_id = mirroring.target.id, mirroring.filter.id
+        target_id, filter_id = mirroring.target_id, mirroring.filter_id
         if capture.auto_mirror and capture.auto_mirror.deploy_lambda:
             remirror = Remirror(self, capture, partition=role.partition, target_id=target_id, filter_id=filter_id,
                                 package_zip=remirror_zip)

@@ -12,6 +12,7 @@ from cdktn_provider_aws.network_interface_attachment import NetworkInterfaceAtta
 from cdktn_provider_aws.volume_attachment import VolumeAttachment
 
 from ..config import Capture
+from .refs import data_ref, ref
 from .tags import named
 
 # Any free name works: on Nitro the volume shows up as NVMe and the bootstrap
@@ -42,21 +43,24 @@ class PcapVolume:
 class CaptureHost:
     def __init__(self, stack: TerraformStack, capture: Capture, *, management_sg_id: str, mirror_sg_id: str,
                  instance_profile: str, user_data_template: str):
-        subnet = DataAwsSubnet(stack, "capture_subnet", id=capture.subnet_id)
-        self.mirror = MirrorInterface(stack, capture, mirror_sg_id)
-        self.storage = PcapVolume(stack, capture, subnet.availability_zone)
-        # Each attribute read is a round trip to the jsii Node process: read once.
-        self.volume_id, self.eni_id = self.storage.volume.id, self.mirror.eni.id
+        DataAwsSubnet(stack, "capture_subnet", id=capture.subnet_id)
+        mirror = MirrorInterface(stack, capture, mirror_sg_id)
+        storage = PcapVolume(stack, capture, data_ref("aws_subnet", "capture_subnet", "availability_zone"))
+        self.volume_id, self.eni_id = ref("aws_ebs_volume", "pcap_volume"), ref("aws_network_interface", "mirror_eni")
+        # Inside a function call (templatefile below) a written-out "${...}" would be
+        # escaped into a literal string: those two references must be real tokens.
+        self._volume_token, self._eni_token = storage.volume.id, mirror.eni.id
 
         if capture.ami:
             ami, lifecycle = capture.ami, None
         else:
-            param = DataAwsSsmParameter(stack, "al2023_ami", name=capture.ami_ssm_parameter)
+            DataAwsSsmParameter(stack, "al2023_ami", name=capture.ami_ssm_parameter)
             # A new AL2023 release must not replace a running capture host; a
             # rebuild is an explicit decision (taint, or pin `ami`).
-            ami, lifecycle = param.insecure_value, TerraformResourceLifecycle(ignore_changes=["ami"])
+            ami = data_ref("aws_ssm_parameter", "al2023_ami", "insecure_value")
+            lifecycle = TerraformResourceLifecycle(ignore_changes=["ami"])
 
-        self.instance = Instance(
+        Instance(
             stack, "capture_instance", ami=ami, instance_type=capture.instance_type, subnet_id=capture.subnet_id,
             vpc_security_group_ids=[management_sg_id], iam_instance_profile=instance_profile,
             associate_public_ip_address=False, monitoring=True, ebs_optimized=True,
@@ -69,7 +73,7 @@ class CaptureHost:
             user_data_replace_on_change=False,
             lifecycle=lifecycle,
             tags=named(capture, "host"))
-        self.instance_id = self.instance.id
+        self.instance_id = ref("aws_instance", "capture_instance")
         NetworkInterfaceAttachmentA(stack, "mirror_eni_attachment", device_index=1,
                                     instance_id=self.instance_id, network_interface_id=self.eni_id)
         VolumeAttachment(stack, "pcap_volume_attachment", device_name=PCAP_DEVICE_NAME, instance_id=self.instance_id,
@@ -80,4 +84,4 @@ class CaptureHost:
         # template; Terraform fills in the two IDs and gzips it (the bake alone
         # is over EC2's 16 KB user-data limit uncompressed; cloud-init unpacks it).
         asset = TerraformAsset(stack, "user_data", path=template_path, type=AssetType.FILE)
-        return Fn.base64gzip(Fn.templatefile(asset.path, {"volume_id": self.volume_id, "eni_id": self.eni_id}))
+        return Fn.base64gzip(Fn.templatefile(asset.path, {"volume_id": self._volume_token, "eni_id": self._eni_token}))

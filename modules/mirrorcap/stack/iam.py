@@ -11,6 +11,7 @@ from cdktn_provider_aws.iam_role import IamRole
 from cdktn_provider_aws.iam_role_policy_attachment import IamRolePolicyAttachment
 
 from ..config import Capture
+from .refs import data_ref, ref
 from .tags import named
 
 ASSUME_EC2 = json.dumps({
@@ -21,13 +22,14 @@ ASSUME_EC2 = json.dumps({
 
 class InstanceRole:
     def __init__(self, stack: TerraformStack, capture: Capture):
-        partition = DataAwsPartition(stack, "current")
-        self.partition = partition.partition
-        role = IamRole(stack, "host_role", name=f"mirrorcap-{capture.name}-host",
+        DataAwsPartition(stack, "current")
+        self.partition = data_ref("aws_partition", "current", "partition")
+        IamRole(stack, "host_role", name=f"mirrorcap-{capture.name}-host",
                        description="mirrorcap capture host: SSM Session Manager only",
                        assume_role_policy=ASSUME_EC2, tags=named(capture, "host"))
-        role_name = role.name
+        role_name = ref("aws_iam_role", "host_role", "name")
         IamRolePolicyAttachment(stack, "host_ssm_core", role=role_name,
                                       policy_arn=f"arn:{self.partition}:iam::aws:policy/AmazonSSMManagedInstanceCore")
-        self.profile = IamInstanceProfile(stack, "host_profile", name=f"mirrorcap-{capture.name}-host", role=role_name,
-                                          tags=named(capture, "host"))
+        IamInstanceProfile(stack, "host_profile", name=f"mirrorcap-{capture.name}-host", role=role_name,
+                           tags=named(capture, "host"))
+        self.profile_name = ref("aws_iam_instance_profile", "host_profile", "name")

@@ -14,6 +14,7 @@ from cdktn_provider_aws.ec2_traffic_mirror_session import Ec2TrafficMirrorSessio
 from cdktn_provider_aws.ec2_traffic_mirror_target import Ec2TrafficMirrorTarget
 
 from ..config import Capture
+from .refs import data_ref, ref
 from .tags import named
 
 
@@ -23,13 +24,13 @@ def logical(prefix: str, source_id: str) -> str:
 
 class Mirroring:
     def __init__(self, stack: TerraformStack, capture: Capture, *, target_eni_id: str, numbers: Mapping[str, int]):
-        self.target = Ec2TrafficMirrorTarget(stack, "mirror_target", network_interface_id=target_eni_id,
+        Ec2TrafficMirrorTarget(stack, "mirror_target", network_interface_id=target_eni_id,
                                              description=f"mirrorcap {capture.name} capture host", tags=named(capture, "target"))
-        self.filter = Ec2TrafficMirrorFilter(stack, "mirror_filter", description=f"mirrorcap {capture.name}",
+        Ec2TrafficMirrorFilter(stack, "mirror_filter", description=f"mirrorcap {capture.name}",
                                              network_services=list(capture.filter_network_services) or None,
                                              tags=named(capture, "filter"))
-        # Each attribute read is a round trip to the jsii Node process: read once.
-        target_id, filter_id = self.target.id, self.filter.id
+        self.target_id = target_id = ref("aws_ec2_traffic_mirror_target", "mirror_target")
+        self.filter_id = filter_id = ref("aws_ec2_traffic_mirror_filter", "mirror_filter")
         for rule in capture.filter_rules:
             Ec2TrafficMirrorFilterRule(
                 stack, f"filter_rule_{rule.direction}_{rule.rule_number}", traffic_mirror_filter_id=filter_id,
@@ -39,15 +40,13 @@ class Mirroring:
                 destination_port_range=Ec2TrafficMirrorFilterRuleDestinationPortRange(from_port=rule.destination_ports.from_port, to_port=rule.destination_ports.to_port) if rule.destination_ports else None,
                 description=rule.description or None)
 
-        # source -> Terraform reference to its session ID. Written out rather than
-        # read from each resource (`session.id`): that read is one more jsii round
-        # trip per source, and the logical IDs are ours anyway.
+        # source -> Terraform reference to its session ID
         self.session_id_refs: dict[str, str] = {}
         for source in capture.sources:
             if source.is_instance:
                 # An instance source mirrors its primary ENI, looked up at plan time.
-                inst = DataAwsInstance(stack, logical("source_", source.id), instance_id=source.id)
-                eni_id = inst.network_interface_id
+                DataAwsInstance(stack, logical("source_", source.id), instance_id=source.id)
+                eni_id = data_ref("aws_instance", logical("source_", source.id), "network_interface_id")
             else:
                 eni_id = source.id
             name = logical("session_", source.id)
@@ -58,4 +57,4 @@ class Mirroring:
                 packet_length=source.packet_length,
                 description=f"mirrorcap {capture.name}: {source.description or source.id}",
                 tags={"Name": f"mirrorcap-{capture.name}-{source.id}", "mirrorcap:source": source.id})
-            self.session_id_refs[source.id] = f"${{aws_ec2_traffic_mirror_session.{name}.id}}"
+            self.session_id_refs[source.id] = ref("aws_ec2_traffic_mirror_session", name)

@@ -7,6 +7,7 @@ from cdktn_provider_aws.security_group import SecurityGroup, SecurityGroupEgress
 
 from ..aws_limits import VXLAN_PORT
 from ..config import Capture
+from .refs import ref
 from .tags import named
 
 
@@ -16,7 +17,7 @@ class SecurityGroups:
         # Primary ENI: no ingress at all (SSM is outbound-only); HTTPS out for
         # the SSM endpoints and package repositories. DNS to the VPC resolver,
         # NTP and IMDS are link-local and not subject to security groups.
-        self.management = SecurityGroup(
+        SecurityGroup(
             stack, "management_sg", vpc_id=capture.vpc_id,
             name=f"mirrorcap-{capture.name}-management",
             description="mirrorcap capture host management: HTTPS egress only (SSM, packages)",
@@ -42,10 +43,12 @@ class SecurityGroups:
             ingress.append(SecurityGroupIngress(
                 description="VXLAN from traffic mirror sources (security groups)", protocol="udp",
                 from_port=VXLAN_PORT, to_port=VXLAN_PORT, security_groups=list(net.mirror_source_security_group_ids)))
-        self.mirror = SecurityGroup(
+        SecurityGroup(
             stack, "mirror_sg", vpc_id=capture.vpc_id,
             name=f"mirrorcap-{capture.name}-mirror",
             description="mirrorcap mirror target: VXLAN (UDP 4789) from mirror sources only",
             ingress=ingress, egress=[],
             tags=named(capture, "mirror"),
         )
+        self.management_id = ref("aws_security_group", "management_sg")
+        self.mirror_id = ref("aws_security_group", "mirror_sg")
