@@ -91,6 +91,18 @@ def test_cross_az_xen_truncation_and_mtu_are_reported(account):
     assert "8951" not in quiet.stderr
 
 
+def test_network_headroom_uses_the_apis_bandwidth(account):
+    # r5.large is not in capacity.py's table: without --live its bandwidth is unknown.
+    web, _ = account["launch"](account["a"], "t3.small")
+    inventory(account, f'  instance_type = "r5.large"\n  storage {{\n    type = "gp3"\n    size_gib = 16000\n    throughput_mibps = 1000\n'
+                       f'    expected_mbps = 800\n  }}\n  source {{\n    instance_id = "{web}"\n  }}')
+    offline = CliRunner().invoke(app, ["validate"])
+    assert offline.exit_code == 0 and "network" not in offline.stderr
+    result = live("--source-mtu", "1500")
+    assert result.exit_code == 0
+    assert "expected_mbps: network: 880 Mbit/s arrives with VXLAN; r5.large sustains 750 Mbit/s" in result.stderr
+
+
 def test_missing_source_and_wrong_vpc_are_errors(account):
     inventory(account, '  source {\n    instance_id = "i-0123456789abcdef0"\n  }')
     result = live()

@@ -61,13 +61,13 @@ def validate(
         numbering = numbers_for(inv)
     except MirrorcapError as exc:
         fail(exc)
-    if live:
-        _validate_live(inventory, inv, source_mtu, target_mtu)
+    bandwidth = _validate_live(inventory, inv, source_mtu, target_mtu) if live else {}
     sources = sum(len(c.sources) for c in inv.captures)
     print(f"{inventory}: OK: {len(inv.captures)} capture(s), {sources} source(s)")
     for c in inv.captures:
         if c.storage.expected_mbps:
-            for problem in _estimate_for(c, c.storage.expected_mbps, c.host.retention_days).problems:
+            estimate = _estimate_for(c, c.storage.expected_mbps, c.host.retention_days, instance_baseline_gbps=bandwidth.get(c.name))
+            for problem in estimate.problems:
                 print(f'warning: {inventory}: capture "{c.name}" > storage > expected_mbps: {problem}', file=sys.stderr)
     if numbering.changes:
         print(f"note: {numbering.lock_path.name} needs updating: run `mirrorcap sessions --write`")
@@ -133,18 +133,23 @@ def render(
 
 
 @aws_errors
-def _validate_live(inventory: Path, inv, source_mtu: int, target_mtu: int) -> None:
+def _validate_live(inventory: Path, inv, source_mtu: int, target_mtu: int) -> dict[str, float]:
+    """Print what the account says; return each capture's baseline bandwidth (Gbit/s) from the API."""
     from .live.drift import locate
-    from .live.preflight import preflight
-    errors = 0
+    from .live.preflight import baseline_gbps, preflight
+    errors, bandwidth = 0, {}
     for c in inv.captures:
         ec2 = _ec2(c.region)
+        gbps = baseline_gbps(ec2, c.instance_type)
+        if gbps is not None:
+            bandwidth[c.name] = gbps
         target_id, filter_id = locate(ec2, c)
         for f in preflight(ec2, c, source_mtu=source_mtu, target_mtu=target_mtu, target_id=target_id, filter_id=filter_id):
             errors += f.severity == "error"
             print(f'{f.severity}: {inventory}: capture "{f.capture}" > {f.field}: {f.message}\n  fix: {f.fix}', file=sys.stderr)
     if errors:
         raise typer.Exit(1)
+    return bandwidth
 
 
 def _estimate_for(c, rate: float, retention: float, **kw):

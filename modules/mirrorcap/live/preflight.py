@@ -47,6 +47,16 @@ def dry_run_session(ec2, eni_id: str, target_id: str, filter_id: str, vni: int) 
     return "DryRun was not honoured"
 
 
+def baseline_gbps(ec2, instance_type: str) -> Optional[float]:
+    """The capture instance type's baseline network bandwidth, as the EC2 API states it."""
+    try:
+        types = ec2.describe_instance_types(InstanceTypes=[instance_type])["InstanceTypes"]
+    except ClientError:
+        return None
+    cards = (types[0].get("NetworkInfo", {}).get("NetworkCards") or []) if types else []
+    return cards[0].get("BaselineBandwidthInGbps") if cards else None
+
+
 def _resolve(ec2, source_id: str) -> tuple[Optional[dict], Optional[dict]]:
     """(instance, eni) for an instance or ENI ID; (None, None) when it does not exist."""
     try:
