@@ -23,9 +23,10 @@ REVIEW_HCL = "cdk.tf"
 def start_loading_cdktn() -> threading.Thread:
     """Load the provider bindings in the background while the inventory is parsed.
 
-    The jsii runtime spends seconds loading the AWS provider's assembly in its
-    Node process; parsing and validating a large inventory can happen meanwhile.
-    synth() joins it; an invalid inventory exits without waiting for it.
+    The jsii Node process spends seconds loading the AWS provider package (its
+    index.js requires every resource module); parsing and validating a large
+    inventory can happen meanwhile. synth()'s own import of the same module
+    waits for it; an invalid inventory exits without waiting.
     """
     thread = threading.Thread(target=importlib.import_module, args=("mirrorcap.stack.capture_stack",),
                               name="load-cdktn", daemon=True)

@@ -111,8 +111,10 @@ _SENTINEL = {"volume_id": "\x00MIRRORCAP_VOLUME_ID\x00", "eni_id": "\x00MIRRORCA
 
 def user_data_template(inventory: Inventory, capture: Capture) -> str:
     """The user data as a Terraform templatefile() template with ${volume_id} and ${eni_id}."""
-    check_user_data_size(inventory, capture)
     text = user_data(capture, _SENTINEL["volume_id"], _SENTINEL["eni_id"])
+    # Rendered once: the size check sees the same text with real-length IDs in place.
+    check_user_data_size(inventory, capture, text.replace(_SENTINEL["volume_id"], SAMPLE_IDS[0])
+                         .replace(_SENTINEL["eni_id"], SAMPLE_IDS[1]))
     text = text.replace("${", "$${").replace("%{", "%%{")
     for name, sentinel in _SENTINEL.items():
         text = text.replace(sentinel, TEMPLATE_VARS[name])
@@ -124,9 +126,12 @@ def gzipped_size(text: str) -> int:
     return len(gzip.compress(text.encode(), compresslevel=6, mtime=0))
 
 
-def check_user_data_size(inventory: Inventory, capture: Capture) -> None:
-    ids = ("vol-0123456789abcdef0", "eni-0123456789abcdef0")  # real IDs are this long
-    size = gzipped_size(user_data(capture, *ids))
+SAMPLE_IDS = ("vol-0123456789abcdef0", "eni-0123456789abcdef0")  # real IDs are this long
+
+
+def check_user_data_size(inventory: Inventory, capture: Capture, text: str | None = None) -> None:
+    """`text`: the user data with real-length IDs, if already rendered."""
+    size = gzipped_size(text if text is not None else user_data(capture, *SAMPLE_IDS))
     if size > L.USER_DATA_MAX_BYTES:
         raise MirrorcapError([Problem(
             inventory.path, f'capture "{capture.name}" > ami',
