@@ -15,7 +15,7 @@ from typing import Mapping
 from botocore.exceptions import ClientError
 
 from ..config import Capture
-from .ec2 import describe_instances, existing_enis, observe, primary_eni, sessions_where
+from .ec2 import describe_instances, existing_enis, observe, primary_eni, sessions_where, tags_of
 from .model import STACK_KEY
 from .reconcile import plan
 from .settings import settings_for
@@ -34,14 +34,10 @@ class Finding:
         return asdict(self)
 
 
-def _tags(item: dict) -> dict[str, str]:
-    return {t["Key"]: t["Value"] for t in item.get("Tags", [])}
-
-
 def find_owned(items: list[dict], capture: str, name: str) -> dict | None:
     """The stack's resource: default_tags put mirrorcap:stack on it, the stack a Name."""
     for item in items:
-        tags = _tags(item)
+        tags = tags_of(item)
         if tags.get(STACK_KEY) == capture and tags.get("Name") == name:
             return item
     return None
@@ -59,12 +55,12 @@ def _source_eni(ec2, source_id: str) -> str | None:
     if not source_id.startswith("i-"):
         return source_id
     try:
-        found = ec2.describe_instances(InstanceIds=[source_id])["Reservations"]
+        found = describe_instances(ec2, ids=[source_id])
     except ClientError as exc:
         if exc.response["Error"]["Code"].startswith("InvalidInstanceID"):
             return None
         raise
-    instances = [i for r in found for i in r["Instances"] if i["State"]["Name"] != "terminated"]
+    instances = [i for i in found if i["State"]["Name"] != "terminated"]
     return primary_eni(instances[0]) if instances else None
 
 

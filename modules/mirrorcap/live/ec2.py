@@ -19,7 +19,7 @@ OBSERVED_STATES = ["pending", "running", "stopping", "stopped"]
 FILTER_VALUES_MAX = 200  # EC2 accepts at most 200 values per filter
 
 
-def _tags(item: dict) -> dict[str, str]:
+def tags_of(item: dict) -> dict[str, str]:
     return {t["Key"]: t["Value"] for t in item.get("Tags", [])}
 
 
@@ -31,7 +31,7 @@ def _chunks(values: list[str], size: int = FILTER_VALUES_MAX) -> Iterable[list[s
 def _session(raw: dict) -> Session:
     return Session(id=raw["TrafficMirrorSessionId"], eni_id=raw["NetworkInterfaceId"], target_id=raw["TrafficMirrorTargetId"],
                    filter_id=raw["TrafficMirrorFilterId"], number=int(raw["SessionNumber"]), vni=int(raw.get("VirtualNetworkId", 0)),
-                   tags=_tags(raw))
+                   tags=tags_of(raw))
 
 
 def primary_eni(raw_instance: dict) -> str | None:
@@ -42,9 +42,11 @@ def primary_eni(raw_instance: dict) -> str | None:
     return None
 
 
-def describe_instances(ec2, filters: list[dict]) -> list[dict]:
+def describe_instances(ec2, filters: list[dict] = (), ids: list[str] = ()) -> list[dict]:
+    """Instances (reservations flattened) by filters and/or IDs."""
+    args = {**({"Filters": list(filters)} if filters else {}), **({"InstanceIds": list(ids)} if ids else {})}
     found = []
-    for page in ec2.get_paginator("describe_instances").paginate(Filters=filters):
+    for page in ec2.get_paginator("describe_instances").paginate(**args):
         for reservation in page["Reservations"]:
             found.extend(reservation["Instances"])
     return found
@@ -74,7 +76,7 @@ def observe(ec2, settings: Settings) -> Observed:
         filters += [{"Name": f"tag:{k}", "Values": [v]} for k, v in selector.tags]
         for inst in describe_instances(ec2, filters):
             raw[inst["InstanceId"]] = inst
-    instances = tuple(Instance(i["InstanceId"], i["State"]["Name"], primary_eni(i), _tags(i)) for i in raw.values())
+    instances = tuple(Instance(i["InstanceId"], i["State"]["Name"], primary_eni(i), tags_of(i)) for i in raw.values())
     on_target = sessions_where(ec2, "traffic-mirror-target-id", [settings.target_id])
     candidate_enis = [i.primary_eni for i in instances if i.primary_eni]
     others = sessions_where(ec2, "network-interface-id", candidate_enis) if candidate_enis else []

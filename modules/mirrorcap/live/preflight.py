@@ -61,7 +61,7 @@ def _resolve(ec2, source_id: str) -> tuple[Optional[dict], Optional[dict]]:
     """(instance, eni) for an instance or ENI ID; (None, None) when it does not exist."""
     try:
         if source_id.startswith("i-"):
-            found = [i for r in ec2.describe_instances(InstanceIds=[source_id])["Reservations"] for i in r["Instances"]]
+            found = describe_instances(ec2, ids=[source_id])
             inst = found[0] if found else None
             eni_id = primary_eni(inst) if inst else None
             enis = ec2.describe_network_interfaces(NetworkInterfaceIds=[eni_id])["NetworkInterfaces"] if eni_id else []
@@ -70,7 +70,7 @@ def _resolve(ec2, source_id: str) -> tuple[Optional[dict], Optional[dict]]:
         inst_id = eni.get("Attachment", {}).get("InstanceId")
         inst = None
         if inst_id:
-            inst = [i for r in ec2.describe_instances(InstanceIds=[inst_id])["Reservations"] for i in r["Instances"]][0]
+            inst = describe_instances(ec2, ids=[inst_id])[0]
         return inst, eni
     except ClientError as exc:
         if ".NotFound" in exc.response["Error"]["Code"] or "Malformed" in exc.response["Error"]["Code"]:
