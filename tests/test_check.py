@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 
-import boto3
 import pytest
-from moto import mock_aws
+from fake_aws import launch, moto_ec2
 from typer.testing import CliRunner
 
 from mirrorcap.cli import app
@@ -22,26 +21,21 @@ def tagged(name, extra=()):
 
 @pytest.fixture
 def deployed(tmp_path, monkeypatch):
-    for k, v in {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": REGION}.items():
-        monkeypatch.setenv(k, v)
     monkeypatch.chdir(tmp_path)
-    with mock_aws():
-        ec2 = boto3.client("ec2", region_name=REGION)
+    with moto_ec2(monkeypatch, REGION) as ec2:
         vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
         subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
 
-        def launch(tags, n=1):
-            r = ec2.run_instances(ImageId="ami-12c6146b", MinCount=n, MaxCount=n, InstanceType="t3.small", SubnetId=subnet,
-                                  TagSpecifications=[{"ResourceType": "instance", "Tags": tags}])["Instances"]
-            return [(i["InstanceId"], i["NetworkInterfaces"][0]["NetworkInterfaceId"]) for i in r]
+        def launch_here(tags, n=1):
+            return launch(ec2, subnet, tags, n)
 
-        (host, _), = launch(tagged("mirrorcap-prod-host"))
+        (host, _), = launch_here(tagged("mirrorcap-prod-host"))
         mirror_eni = ec2.create_network_interface(SubnetId=subnet)["NetworkInterface"]["NetworkInterfaceId"]
         target = ec2.create_traffic_mirror_target(NetworkInterfaceId=mirror_eni, TagSpecifications=[
             {"ResourceType": "traffic-mirror-target", "Tags": tagged("mirrorcap-prod-target")}])["TrafficMirrorTarget"]["TrafficMirrorTargetId"]
         mfilter = ec2.create_traffic_mirror_filter(TagSpecifications=[
             {"ResourceType": "traffic-mirror-filter", "Tags": tagged("mirrorcap-prod-filter")}])["TrafficMirrorFilter"]["TrafficMirrorFilterId"]
-        (web1, web1_eni), = launch([{"Key": "Service", "Value": "web"}])
+        (web1, web1_eni), = launch_here([{"Key": "Service", "Value": "web"}])
         api_eni = ec2.create_network_interface(SubnetId=subnet)["NetworkInterface"]["NetworkInterfaceId"]
         (tmp_path / "capture.hcl").write_text(f'''
 capture "prod" {{
@@ -72,7 +66,7 @@ capture "prod" {{
             ec2.create_traffic_mirror_session(NetworkInterfaceId=eni, TrafficMirrorTargetId=target, TrafficMirrorFilterId=mfilter,
                                               SessionNumber=1, VirtualNetworkId=vni,
                                               TagSpecifications=[{"ResourceType": "traffic-mirror-session", "Tags": STACK}])
-        yield dict(ec2=ec2, runner=runner, launch=launch, host=host, target=target, web1=web1, api_eni=api_eni, lock=lock)
+        yield dict(ec2=ec2, runner=runner, launch=launch_here, host=host, target=target, web1=web1, api_eni=api_eni, lock=lock)
 
 
 def check(d, *args):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import boto3
 import pytest
 from botocore.stub import Stubber
-from moto import mock_aws
+from fake_aws import launch, moto_ec2
 from typer.testing import CliRunner
 
 from mirrorcap.cli import app
@@ -17,22 +17,16 @@ REGION = "us-east-1"
 
 @pytest.fixture
 def account(tmp_path, monkeypatch):
-    for k, v in {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": REGION}.items():
-        monkeypatch.setenv(k, v)
     monkeypatch.chdir(tmp_path)
-    with mock_aws():
-        ec2 = boto3.client("ec2", region_name=REGION)
+    with moto_ec2(monkeypatch, REGION) as ec2:
         vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
         a = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24", AvailabilityZone="us-east-1a")["Subnet"]["SubnetId"]
         b = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.2.0/24", AvailabilityZone="us-east-1b")["Subnet"]["SubnetId"]
 
-        def launch(subnet, itype, tags=()):
-            spec = [{"ResourceType": "instance", "Tags": list(tags)}] if tags else []
-            i = ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1, InstanceType=itype, SubnetId=subnet,
-                                  TagSpecifications=spec)["Instances"][0]
-            return i["InstanceId"], i["NetworkInterfaces"][0]["NetworkInterfaceId"]
+        def launch_one(subnet, itype, tags=()):
+            return launch(ec2, subnet, tags, instance_type=itype)[0]
 
-        yield dict(ec2=ec2, vpc=vpc, a=a, b=b, launch=launch, tmp=tmp_path)
+        yield dict(ec2=ec2, vpc=vpc, a=a, b=b, launch=launch_one, tmp=tmp_path)
 
 
 def inventory(acc, sources: str) -> None:

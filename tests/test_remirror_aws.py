@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 import boto3
 import pytest
 from botocore.stub import Stubber
-from moto import mock_aws
+from fake_aws import launch, moto_ec2
 
 from mirrorcap.live import handler as lambda_handler
 from mirrorcap.live.ec2 import apply, reconcile
@@ -28,11 +28,7 @@ WEB = [{"Key": "Service", "Value": "web"}, {"Key": "Environment", "Value": "prod
 
 @pytest.fixture
 def account(monkeypatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    with mock_aws():
-        ec2 = boto3.client("ec2", region_name=REGION)
+    with moto_ec2(monkeypatch, REGION) as ec2:
         vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
         subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
         target_eni = ec2.create_network_interface(SubnetId=subnet)["NetworkInterface"]["NetworkInterfaceId"]
@@ -43,12 +39,7 @@ def account(monkeypatch):
         for k, v in settings.to_env().items():
             monkeypatch.setenv(k, v)
 
-        def launch(tags=WEB, n=1):
-            resp = ec2.run_instances(ImageId="ami-12c6146b", MinCount=n, MaxCount=n, InstanceType="t3.small", SubnetId=subnet,
-                                     TagSpecifications=[{"ResourceType": "instance", "Tags": tags}])
-            return [(i["InstanceId"], i["NetworkInterfaces"][0]["NetworkInterfaceId"]) for i in resp["Instances"]]
-
-        yield ec2, settings, launch
+        yield ec2, settings, lambda tags=WEB, n=1: launch(ec2, subnet, tags, n)
 
 
 def sessions(ec2, settings):
