@@ -9,10 +9,8 @@ stand-in `systemctl` records what boot asks of it.
 
 from __future__ import annotations
 
-import io
 import subprocess
 import tarfile
-from pathlib import Path
 
 from hostenv import RENDERED, needs_root
 

@@ -8,7 +8,6 @@ import ast
 import json
 import os
 import subprocess
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
