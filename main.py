@@ -11,15 +11,14 @@ suite runs it without -O, so those checks still guard every commit.
 import os
 import sys
 
-from mirrorcap.app import start_loading_cdktn, synth
+from mirrorcap.app import synth_file
 from mirrorcap.errors import MirrorcapError
-from mirrorcap.inventory import DEFAULT_INVENTORY, load
+from mirrorcap.inventory import DEFAULT_INVENTORY
 
 if __name__ == "__main__":
-    start_loading_cdktn()
     try:
-        inventory = load(os.environ.get("MIRRORCAP_INVENTORY", DEFAULT_INVENTORY))
-        synth(inventory, review_hcl=os.environ.get("MIRRORCAP_REVIEW_HCL") == "1")
+        synth_file(os.environ.get("MIRRORCAP_INVENTORY", DEFAULT_INVENTORY),
+                   review_hcl=os.environ.get("MIRRORCAP_REVIEW_HCL") == "1")
     except MirrorcapError as exc:
         print(f"mirrorcap: {exc}", file=sys.stderr)
         sys.exit(1)

@@ -171,19 +171,28 @@ def test_example_pcap_volume_st1_encrypted_protected_and_attached(example):
     assert att["volume_id"] == "${aws_ebs_volume.pcap_volume.id}" and att["stop_instance_before_detaching"] is True
 
 
+def sessions_of(doc: dict) -> dict:
+    """The per-source values of the one for_each session resource, keyed by source ID."""
+    (name,) = resources(doc, "aws_ec2_traffic_mirror_session")
+    assert name == "source"
+    return doc["resource"]["aws_ec2_traffic_mirror_session"]["source"]["for_each"]
+
+
 def test_example_sessions_use_locked_numbers_and_vni(example):
     doc = stack_json(example, "prod")
     lock = json.loads((ROOT / "capture.lock.json").read_text())["captures"]["prod"]
-    sessions = resources(doc, "aws_ec2_traffic_mirror_session")
-    assert len(sessions) == 3
-    by_source = {s["tags"]["mirrorcap:source"]: s for s in sessions.values()}
-    assert {k: s["session_number"] for k, s in by_source.items()} == lock
-    assert {s["virtual_network_id"] for s in sessions.values()} == {12345}
-    assert by_source["i-0123456789abcdef0"]["network_interface_id"] == "${data.aws_instance.source_i_0123456789abcdef0.network_interface_id}"
+    by_source = sessions_of(doc)
+    assert {k: s["session_number"] for k, s in by_source.items()} == lock and len(lock) == 3
+    assert {s["virtual_network_id"] for s in by_source.values()} == {12345}
+    assert by_source["i-0123456789abcdef0"]["network_interface_id"] == \
+        '${data.aws_instance.source_instance["i-0123456789abcdef0"].network_interface_id}'
+    assert doc["data"]["aws_instance"]["source_instance"]["for_each"] == '${toset(["i-0123456789abcdef0"])}'
     assert by_source["eni-0fedcba9876543210"]["packet_length"] == 1500
-    for s in sessions.values():
-        assert s["traffic_mirror_target_id"] == "${aws_ec2_traffic_mirror_target.mirror_target.id}"
-        assert s["traffic_mirror_filter_id"] == "${aws_ec2_traffic_mirror_filter.mirror_filter.id}"
+    assert "packet_length" not in by_source["eni-0123456789abcdef0"]  # whole packets
+    s = doc["resource"]["aws_ec2_traffic_mirror_session"]["source"]
+    assert s["traffic_mirror_target_id"] == "${aws_ec2_traffic_mirror_target.mirror_target.id}"
+    assert s["traffic_mirror_filter_id"] == "${aws_ec2_traffic_mirror_filter.mirror_filter.id}"
+    assert s["tags"] == {"Name": "mirrorcap-prod-${each.key}", "mirrorcap:source": "${each.key}"}
     rules = resources(doc, "aws_ec2_traffic_mirror_filter_rule")
     assert rules["filter_rule_ingress_100"]["destination_port_range"] == {"from_port": 443, "to_port": 443}
     assert rules["filter_rule_ingress_100"]["protocol"] == 6
@@ -198,11 +207,8 @@ def test_example_backend_provider_tags_and_outputs(example):
     tags = doc["provider"]["aws"][0]["default_tags"][0]["tags"]
     assert tags == {"ManagedBy": "mirrorcap", "Purpose": "packet-capture", "Team": "sre", "mirrorcap:stack": "prod"}
     assert set(doc["output"]) == {"instance_id", "mirror_eni_id", "pcap_volume_id", "mirror_target_id", "mirror_filter_id", "session_ids"}
-    # every output reference names a resource that exists
-    sessions = doc["resource"]["aws_ec2_traffic_mirror_session"]
-    assert doc["output"]["session_ids"]["value"] == {
-        s["tags"]["mirrorcap:source"]: f"${{aws_ec2_traffic_mirror_session.{name}.id}}" for name, s in sessions.items()}
-    assert len(sessions) == 3
+    assert doc["output"]["session_ids"]["value"] == \
+        "${{for source, session in aws_ec2_traffic_mirror_session.source : source => session.id}}"
 
 
 USER_DATA = re.compile(r'^\$\{base64gzip\(templatefile\("(assets/[^"]+)", \{"volume_id" = aws_ebs_volume\.pcap_volume\.id, '
@@ -264,7 +270,7 @@ def test_review_hcl_parses_and_declares_the_same_resources(example):
     parsed = hcl2.loads((d / "cdk.tf").read_text(), serialization_options=hcl2.SerializationOptions(strip_string_quotes=True))
     hcl_names = {(kind, name) for block in parsed["resource"] for kind, named in block.items() for name in named}
     json_names = {(kind, name) for kind, named in doc["resource"].items() for name in named}
-    assert hcl_names == json_names and len(json_names) == 17
+    assert hcl_names == json_names and len(json_names) == 15
     assert "  " in (d / "cdk.tf").read_text()  # formatted, not one-line
 
 
@@ -291,13 +297,67 @@ def test_stale_lock_file_stops_synth(tmp_path):
     assert not (tmp_path / "cdktf.out").exists()
 
 
+def terraform_evaluates_sessions(doc: dict, workdir: Path, instance_enis: dict[str, str]) -> tuple[dict, dict]:
+    """Terraform itself evaluates the session resource's for_each and arguments.
+
+    No provider can be downloaded here, so the synthesized arguments go, unchanged,
+    into the built-in terraform_data resource (same for_each, arguments as its
+    input), with the few references outside the session (instance lookups, target,
+    filter) as locals. Returns (input per source, the session_ids output).
+    """
+    terraform = shutil.which("terraform") or shutil.which("tofu")
+    if not terraform:
+        pytest.skip("no terraform/tofu binary on this machine (the synthesized expressions are checked above)")
+    session = {k: v for k, v in doc["resource"]["aws_ec2_traffic_mirror_session"]["source"].items() if k != "//"}
+    for_each = session.pop("for_each")
+    text = json.dumps({
+        "locals": {"source_instance": {i: {"network_interface_id": e} for i, e in instance_enis.items()},
+                   "target": {"id": "tmt-0123456789abcdef0"}, "filter": {"id": "tmf-0123456789abcdef0"}},
+        "resource": {"terraform_data": {"source": {"for_each": for_each, "input": session}}},
+        "output": {"session_ids": doc["output"]["session_ids"]},
+    })
+    for written, stand_in in (("data.aws_instance.source_instance", "local.source_instance"),
+                              ("aws_ec2_traffic_mirror_target.mirror_target", "local.target"),
+                              ("aws_ec2_traffic_mirror_filter.mirror_filter", "local.filter"),
+                              ("aws_ec2_traffic_mirror_session.source", "terraform_data.source")):
+        text = text.replace(written, stand_in)
+    workdir.mkdir()
+    (workdir / "main.tf.json").write_text(text)
+    env = {**os.environ, "TF_CLI_CONFIG_FILE": os.devnull, "CHECKPOINT_DISABLE": "1", "TF_IN_AUTOMATION": "1"}
+    for args in (["init", "-input=false"], ["apply", "-auto-approve", "-input=false"]):
+        r = subprocess.run([terraform, *args, "-no-color"], cwd=workdir, env=env, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+    state = json.loads(subprocess.run([terraform, "show", "-json"], cwd=workdir, env=env, capture_output=True, text=True,
+                                      check=True).stdout)
+    inputs = {r["index"]: r["values"]["input"] for r in state["values"]["root_module"]["resources"]}
+    ids = {r["index"]: r["values"]["id"] for r in state["values"]["root_module"]["resources"]}
+    outputs = state["values"]["outputs"]["session_ids"]["value"]
+    assert outputs == ids
+    return inputs, outputs
+
+
+def test_terraform_evaluates_one_session_per_source(example, tmp_path):
+    doc = stack_json(example, "prod")
+    inputs, outputs = terraform_evaluates_sessions(doc, tmp_path / "tf", {"i-0123456789abcdef0": "eni-0aaaaaaaaaaaaaaaa"})
+    lock = json.loads((ROOT / "capture.lock.json").read_text())["captures"]["prod"]
+    assert set(inputs) == set(outputs) == set(lock)
+    for source, got in inputs.items():
+        assert got["session_number"] == lock[source] and got["virtual_network_id"] == 12345
+        assert got["traffic_mirror_target_id"] == "tmt-0123456789abcdef0"
+        assert got["traffic_mirror_filter_id"] == "tmf-0123456789abcdef0"
+        assert got["tags"] == {"Name": f"mirrorcap-prod-{source}", "mirrorcap:source": source}
+        assert got["description"].startswith("mirrorcap prod: ")
+    assert inputs["i-0123456789abcdef0"]["network_interface_id"] == "eni-0aaaaaaaaaaaaaaaa"  # the instance's primary ENI
+    assert inputs["eni-0fedcba9876543210"]["network_interface_id"] == "eni-0fedcba9876543210"
+    assert inputs["eni-0fedcba9876543210"]["packet_length"] == 1500
+    assert inputs["eni-0123456789abcdef0"]["packet_length"] is None  # omitted: AWS mirrors whole packets
+
+
 def test_edge_two_stacks_share_a_source_with_distinct_numbers(edge):
     blue, green = stack_json(edge, "blue"), stack_json(edge, "green")
     shared = "eni-0123456789abcdef0"
-    nb = {s["tags"]["mirrorcap:source"]: s["session_number"] for s in resources(blue, "aws_ec2_traffic_mirror_session").values()}
-    ng = {s["tags"]["mirrorcap:source"]: s["session_number"] for s in resources(green, "aws_ec2_traffic_mirror_session").values()}
-    assert (nb[shared], ng[shared]) == (1, 2)
-    vnis = {s["tags"]["mirrorcap:source"]: s["virtual_network_id"] for s in resources(blue, "aws_ec2_traffic_mirror_session").values()}
+    assert (sessions_of(blue)[shared]["session_number"], sessions_of(green)[shared]["session_number"]) == (1, 2)
+    vnis = {k: s["virtual_network_id"] for k, s in sessions_of(blue).items()}
     assert vnis == {"i-0123456789abcdef0": 0, shared: 16777215}
     assert green["terraform"]["backend"]["local"]["path"] == "../../../terraform.green.tfstate"
 
@@ -381,7 +441,8 @@ def test_remirror_zip_is_deterministic_and_self_contained(edge, tmp_path):
     assert result.stdout.strip() == "mirrorcap.live.handler"
 
 
-REFERENCE = re.compile(r"\b(data\.)?(aws_[a-z0-9_]+)\.([A-Za-z0-9_-]+)\.[a-z_]+")
+# type.name followed by an attribute, an index (for_each) or a space (a for expression)
+REFERENCE = re.compile(r"\b(data\.)?(aws_[a-z0-9_]+)\.([A-Za-z0-9_-]+)(?:\.[a-z_]+|\[|\s)")
 
 
 @pytest.mark.parametrize("fixture,stack", [("example", "prod"), ("edge", "blue"), ("edge", "green")])

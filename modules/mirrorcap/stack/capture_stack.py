@@ -43,7 +43,7 @@ class CaptureStack(TerraformStack):
         TerraformOutput(self, "pcap_volume_id", value=host.volume_id, description="EBS volume holding the pcaps")
         TerraformOutput(self, "mirror_target_id", value=target_id)
         TerraformOutput(self, "mirror_filter_id", value=filter_id)
-        TerraformOutput(self, "session_ids", value=dict(sorted(mirroring.session_id_refs.items())),
+        TerraformOutput(self, "session_ids", value=mirroring.session_ids,
                         description="traffic mirror session ID per source")
 
 

@@ -1,11 +1,10 @@
-"""Traffic Mirroring: target (the mirror ENI), filter and rules, one session per source."""
+"""Traffic Mirroring: target (the mirror ENI), filter and rules, a session per source."""
 
 from __future__ import annotations
 
-import re
 from typing import Mapping
 
-from cdktn import TerraformStack
+from cdktn import TerraformIterator, TerraformStack, Token
 from cdktn_provider_aws.data_aws_instance import DataAwsInstance
 from cdktn_provider_aws.ec2_traffic_mirror_filter import Ec2TrafficMirrorFilter
 from cdktn_provider_aws.ec2_traffic_mirror_filter_rule import (
@@ -14,12 +13,8 @@ from cdktn_provider_aws.ec2_traffic_mirror_session import Ec2TrafficMirrorSessio
 from cdktn_provider_aws.ec2_traffic_mirror_target import Ec2TrafficMirrorTarget
 
 from ..config import Capture
-from .refs import data_ref, ref
+from .refs import EACH_KEY, data_ref, each, ref
 from .tags import named
-
-
-def logical(prefix: str, source_id: str) -> str:
-    return prefix + re.sub(r"[^A-Za-z0-9_]", "_", source_id)
 
 
 class Mirroring:
@@ -40,21 +35,40 @@ class Mirroring:
                 destination_port_range=Ec2TrafficMirrorFilterRuleDestinationPortRange(from_port=rule.destination_ports.from_port, to_port=rule.destination_ports.to_port) if rule.destination_ports else None,
                 description=rule.description or None)
 
-        # source -> Terraform reference to its session ID
-        self.session_id_refs: dict[str, str] = {}
+        self.session_ids = self._sessions(stack, capture, numbers, target_id, filter_id)
+
+    @staticmethod
+    def _sessions(stack: TerraformStack, capture: Capture, numbers: Mapping[str, int], target_id: str, filter_id: str):
+        """One for_each resource keyed by source ID: `aws_ec2_traffic_mirror_session.source["eni-..."]`.
+
+        Adding or removing a source touches only its own key in the plan, and
+        synth creates one construct however many sources there are. for_each is
+        set as an override: a TerraformIterator costs more to resolve at synth
+        than the constructs it saves.
+        """
+        if not capture.sources:
+            return {}
+        instances = sorted(s.id for s in capture.sources if s.is_instance)
+        if instances:
+            # An instance source mirrors its primary ENI, looked up at plan time.
+            DataAwsInstance(stack, "source_instance", for_each=TerraformIterator.from_list(instances), instance_id=EACH_KEY)
+        per_source = {}
         for source in capture.sources:
-            if source.is_instance:
-                # An instance source mirrors its primary ENI, looked up at plan time.
-                DataAwsInstance(stack, logical("source_", source.id), instance_id=source.id)
-                eni_id = data_ref("aws_instance", logical("source_", source.id), "network_interface_id")
-            else:
-                eni_id = source.id
-            name = logical("session_", source.id)
-            Ec2TrafficMirrorSession(
-                stack, name, network_interface_id=eni_id,
-                traffic_mirror_target_id=target_id, traffic_mirror_filter_id=filter_id,
-                session_number=numbers[source.id], virtual_network_id=source.vni if source.vni is not None else capture.vni,
-                packet_length=source.packet_length,
-                description=f"mirrorcap {capture.name}: {source.description or source.id}",
-                tags={"Name": f"mirrorcap-{capture.name}-{source.id}", "mirrorcap:source": source.id})
-            self.session_id_refs[source.id] = ref("aws_ec2_traffic_mirror_session", name)
+            per_source[source.id] = {
+                "network_interface_id": data_ref("aws_instance", f'source_instance["{source.id}"]', "network_interface_id")
+                if source.is_instance else source.id,
+                "session_number": numbers[source.id],
+                "virtual_network_id": source.vni if source.vni is not None else capture.vni,
+                "packet_length": source.packet_length,  # None: dropped from the map, looked up with a null default
+                "description": f"mirrorcap {capture.name}: {source.description or source.id}",
+            }
+        number = Token.as_number  # typed number arguments take a token, not a "${...}" string
+        session = Ec2TrafficMirrorSession(
+            stack, "source", network_interface_id=each("network_interface_id"),
+            traffic_mirror_target_id=target_id, traffic_mirror_filter_id=filter_id,
+            session_number=number(each("session_number")), virtual_network_id=number(each("virtual_network_id")),
+            packet_length=number('${lookup(each.value, "packet_length", null)}'),
+            description=each("description"),
+            tags={"Name": f"mirrorcap-{capture.name}-{EACH_KEY}", "mirrorcap:source": EACH_KEY})
+        session.add_override("for_each", per_source)
+        return "${{for source, session in aws_ec2_traffic_mirror_session.source : source => session.id}}"

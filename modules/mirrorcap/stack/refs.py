@@ -16,3 +16,11 @@ def ref(resource_type: str, name: str, attr: str = "id") -> str:
 
 def data_ref(data_type: str, name: str, attr: str) -> str:
     return f"${{data.{data_type}.{name}.{attr}}}"
+
+
+# Inside a for_each resource: the key of the current element (a source ID).
+EACH_KEY = "${each.key}"
+
+
+def each(attr: str) -> str:
+    return f"${{each.value.{attr}}}"
