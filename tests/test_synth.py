@@ -264,14 +264,20 @@ def test_user_data_over_the_ec2_limit_is_refused(monkeypatch):
     assert 'capture "prod" > ami' in str(e.value) and "over EC2's 4096-byte limit" in str(e.value) and "bake.sh" in str(e.value)
 
 
-def test_review_hcl_parses_and_declares_the_same_resources(example):
-    d = example / "cdktf.out" / "stacks" / "prod"
+@pytest.mark.parametrize("fixture,stack,count", [("example", "prod", 15), ("edge", "blue", 15), ("edge", "green", 28)])
+def test_review_hcl_parses_and_declares_the_same_resources(request, fixture, stack, count):
+    d = request.getfixturevalue(fixture) / "cdktf.out" / "stacks" / stack
     doc = json.loads((d / "cdk.tf.json").read_text())
-    parsed = hcl2.loads((d / "cdk.tf").read_text(), serialization_options=hcl2.SerializationOptions(strip_string_quotes=True))
+    text = (d / "cdk.tf").read_text()
+    parsed = hcl2.loads(text, serialization_options=hcl2.SerializationOptions(strip_string_quotes=True))
     hcl_names = {(kind, name) for block in parsed["resource"] for kind, named in block.items() for name in named}
     json_names = {(kind, name) for kind, named in doc["resource"].items() for name in named}
-    assert hcl_names == json_names and len(json_names) == 15
-    assert "  " in (d / "cdk.tf").read_text()  # formatted, not one-line
+    assert hcl_names == json_names and len(json_names) == count
+    hcl_data = {(kind, name) for block in parsed["data"] for kind, named in block.items() for name in named}
+    assert hcl_data == {(kind, name) for kind, named in doc["data"].items() for name in named}
+    # the stacks are formatted in parallel: each file must be its own stack's
+    assert f'"mirrorcap:stack" = "{stack}"' in text
+    assert "  " in text  # formatted, not one-line
 
 
 def test_synth_is_deterministic_across_directories(example, tmp_path):
@@ -405,17 +411,29 @@ def test_remirror_lambda_only_where_opted_in(example, edge):
 
 
 def test_remirror_policy_can_only_delete_and_create_its_own_sessions(edge):
-    policy = json.loads(stack_json(edge, "green")["resource"]["aws_iam_role_policy"]["remirror_policy"]["policy"])
-    by_sid = {s["Sid"]: s for s in policy["Statement"]}
-    actions = {a for s in policy["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+    doc = stack_json(edge, "green")
+    assert doc["resource"]["aws_iam_role_policy"]["remirror_policy"]["policy"] == \
+        "${data.aws_iam_policy_document.remirror_permissions.json}"
+    statements = doc["data"]["aws_iam_policy_document"]["remirror_permissions"]["statement"]
+    by_sid = {s["sid"]: s for s in statements}
+    assert {s["effect"] for s in statements} == {"Allow"}
+    actions = {a for s in statements for a in s["actions"]}
     assert actions == {"ec2:DescribeInstances", "ec2:DescribeNetworkInterfaces", "ec2:DescribeTrafficMirrorSessions",
                        "ec2:CreateTrafficMirrorSession", "ec2:CreateTags", "ec2:DeleteTrafficMirrorSession",
                        "logs:CreateLogStream", "logs:PutLogEvents"}
-    assert by_sid["DeleteOnlyOwnedSessions"]["Condition"] == {"StringEquals": {"aws:ResourceTag/mirrorcap:remirror": "green"}}
-    assert by_sid["CreateOwnedSessionsOnThisTarget"]["Condition"] == {"StringEquals": {"aws:RequestTag/mirrorcap:remirror": "green"}}
-    assert by_sid["TagOnlyAtCreation"]["Condition"] == {"StringEquals": {"ec2:CreateAction": "CreateTrafficMirrorSession"}}
-    wildcard = [s["Sid"] for s in policy["Statement"] if s["Resource"] == "*"]
-    assert wildcard == ["Read"]
+
+    def condition(sid):
+        return by_sid[sid].get("condition")
+    assert condition("DeleteOnlyOwnedSessions") == [
+        {"test": "StringEquals", "variable": "aws:ResourceTag/mirrorcap:remirror", "values": ["green"]}]
+    assert condition("CreateOwnedSessionsOnThisTarget") == [
+        {"test": "StringEquals", "variable": "aws:RequestTag/mirrorcap:remirror", "values": ["green"]}]
+    assert condition("TagOnlyAtCreation") == [
+        {"test": "StringEquals", "variable": "ec2:CreateAction", "values": ["CreateTrafficMirrorSession"]}]
+    assert [s["sid"] for s in statements if s["resources"] == ["*"]] == ["Read"]
+    assert by_sid["WithThisTargetAndFilterFromAnyInterface"]["resources"][0] == (
+        "arn:${data.aws_partition.current.partition}:ec2:us-east-1:${data.aws_caller_identity.account.account_id}"
+        ":traffic-mirror-target/${aws_ec2_traffic_mirror_target.mirror_target.id}")
 
 
 def test_remirror_zip_is_deterministic_and_self_contained(edge, tmp_path):

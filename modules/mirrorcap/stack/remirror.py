@@ -15,6 +15,8 @@ from cdktn_provider_aws.cloudwatch_event_rule import CloudwatchEventRule
 from cdktn_provider_aws.cloudwatch_event_target import CloudwatchEventTarget, CloudwatchEventTargetRetryPolicy
 from cdktn_provider_aws.cloudwatch_log_group import CloudwatchLogGroup
 from cdktn_provider_aws.data_aws_caller_identity import DataAwsCallerIdentity
+from cdktn_provider_aws.data_aws_iam_policy_document import (
+    DataAwsIamPolicyDocument, DataAwsIamPolicyDocumentStatement, DataAwsIamPolicyDocumentStatementCondition)
 from cdktn_provider_aws.iam_role import IamRole
 from cdktn_provider_aws.iam_role_policy import IamRolePolicy
 from cdktn_provider_aws.lambda_function import LambdaFunction, LambdaFunctionEnvironment, LambdaFunctionLoggingConfig
@@ -24,6 +26,7 @@ from ..config import Capture
 from ..live.model import RUNTIME_OWNER_KEY
 from ..live.package import HANDLER
 from ..live.settings import settings_for
+from .refs import data_ref
 from .tags import named
 
 RUNTIME = "python3.12"
@@ -62,6 +65,22 @@ def policy(capture: Capture, *, partition: str, account: str, target_id: str, fi
     ]}
 
 
+def policy_document(stack: TerraformStack, name: str, doc: dict) -> str:
+    """The policy as an aws_iam_policy_document: a JSON string holding ${...}
+    references comes out mangled in the review HCL (cdk.tf); statement blocks
+    read the same in both files."""
+    def as_list(v):
+        return [v] if isinstance(v, str) else list(v)
+
+    DataAwsIamPolicyDocument(stack, name, version=doc["Version"], statement=[
+        DataAwsIamPolicyDocumentStatement(
+            sid=s["Sid"], effect=s["Effect"], actions=as_list(s["Action"]), resources=as_list(s["Resource"]),
+            condition=[DataAwsIamPolicyDocumentStatementCondition(test=test, variable=key, values=as_list(value))
+                       for test, pairs in s.get("Condition", {}).items() for key, value in pairs.items()] or None)
+        for s in doc["Statement"]])
+    return data_ref("aws_iam_policy_document", name, "json")
+
+
 class Remirror:
     def __init__(self, stack: TerraformStack, capture: Capture, *, partition: str, target_id: str, filter_id: str,
                  package_zip: str):
@@ -74,9 +93,10 @@ class Remirror:
         role = IamRole(stack, "remirror_role", name=name, description="mirrorcap re-mirroring Lambda",
                        assume_role_policy=ASSUME_LAMBDA, tags=named(capture, "remirror"))
         role_name = role.name
-        IamRolePolicy(stack, "remirror_policy", name=name, role=role_name, policy=json.dumps(policy(
-            capture, partition=partition, account=account, target_id=target_id, filter_id=filter_id, log_group_arn=log_group_arn),
-            sort_keys=True))
+        permissions = policy(capture, partition=partition, account=account, target_id=target_id, filter_id=filter_id,
+                             log_group_arn=log_group_arn)
+        IamRolePolicy(stack, "remirror_policy", name=name, role=role_name,
+                      policy=policy_document(stack, "remirror_permissions", permissions))
 
         code = TerraformAsset(stack, "remirror_code", path=package_zip, type=AssetType.FILE)
         env = settings_for(capture, target_id=target_id, filter_id=filter_id).to_env()
