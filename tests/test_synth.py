@@ -363,6 +363,10 @@ def test_edge_two_stacks_share_a_source_with_distinct_numbers(edge):
     blue, green = stack_json(edge, "blue"), stack_json(edge, "green")
     shared = "eni-0123456789abcdef0"
     assert (sessions_of(blue)[shared]["session_number"], sessions_of(green)[shared]["session_number"]) == (1, 2)
+    for doc in (blue, green):  # number tokens are made once and shared by every stack
+        s = doc["resource"]["aws_ec2_traffic_mirror_session"]["source"]
+        assert (s["session_number"], s["virtual_network_id"], s["packet_length"]) == (
+            "${each.value.session_number}", "${each.value.virtual_network_id}", '${lookup(each.value, "packet_length", null)}')
     vnis = {k: s["virtual_network_id"] for k, s in sessions_of(blue).items()}
     assert vnis == {"i-0123456789abcdef0": 0, shared: 16777215}
     assert green["terraform"]["backend"]["local"]["path"] == "../../../terraform.green.tfstate"
