@@ -211,8 +211,8 @@ def test_example_backend_provider_tags_and_outputs(example):
         "${{for source, session in aws_ec2_traffic_mirror_session.source : source => session.id}}"
 
 
-USER_DATA = re.compile(r'^\$\{base64gzip\(templatefile\("(assets/[^"]+)", \{"volume_id" = aws_ebs_volume\.pcap_volume\.id, '
-                       r'"eni_id" = aws_network_interface\.mirror_eni\.id\}\)\)\}$')
+USER_DATA = re.compile(r'^\$\{base64gzip\(templatefile\("\$\{path\.module\}/([^"/]+)", \{volume_id = aws_ebs_volume\.pcap_volume\.id, '
+                       r'eni_id = aws_network_interface\.mirror_eni\.id\}\)\)\}$')
 
 
 def user_data_template(workdir: Path, name: str) -> Path:
@@ -233,12 +233,16 @@ def test_user_data_template_escapes_everything_but_the_two_ids(example):
 
 
 def test_user_data_round_trips_through_terraform(example, tmp_path):
-    """Terraform itself evaluates base64gzip(templatefile(...)); the instance must get exactly the rendered script."""
+    """Terraform itself evaluates the synthesized base64gzip(templatefile(...)); the instance must get exactly the rendered script."""
     terraform = shutil.which("terraform") or shutil.which("tofu")
     if not terraform:
         pytest.skip("no terraform/tofu binary on this machine (the template escaping is checked above)")
     template = user_data_template(example, "prod")
-    expr = f'base64gzip(templatefile("{template}", {{volume_id = "vol-0123456789abcdef0", eni_id = "eni-0fedcba987654321f"}}))'
+    shutil.copy(template, tmp_path / template.name)  # path.module is the working directory in `terraform console`
+    (inst,) = resources(stack_json(example, "prod"), "aws_instance").values()
+    expr = inst["user_data_base64"][2:-1]  # the expression inside "${...}", as Terraform reads it from cdk.tf.json
+    expr = expr.replace("aws_ebs_volume.pcap_volume.id", '"vol-0123456789abcdef0"').replace(
+        "aws_network_interface.mirror_eni.id", '"eni-0fedcba987654321f"')
     r = subprocess.run([terraform, "console", "-no-color"], input=expr, capture_output=True, text=True, cwd=tmp_path,
                        env={**os.environ, "TF_CLI_CONFIG_FILE": os.devnull, "CHECKPOINT_DISABLE": "1"})
     assert r.returncode == 0, r.stderr

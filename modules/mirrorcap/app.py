@@ -85,6 +85,7 @@ def synth(inputs: Prepared, outdir: str | None = None, review_hcl: bool = False)
     skip_token_creation_stacks()
     from cdktn import App
     from .stack.capture_stack import CaptureStack
+    from .stack.host import USER_DATA_FILE
 
     app = App(outdir=outdir, context={"targetVersions": target_versions()})
     stacks = []
@@ -94,15 +95,12 @@ def synth(inputs: Prepared, outdir: str | None = None, review_hcl: bool = False)
             from .live.package import build
             remirror_zip = str(build(Path(tmp) / "remirror" / "mirrorcap-remirror.zip"))
         for capture in inventory.captures:
-            # Same file name on every machine: the asset's path in cdk.tf.json stays put.
-            template = Path(tmp) / capture.name / "user-data.sh.tftpl"
-            template.parent.mkdir()
-            template.write_text(templates[capture.name])
-            stacks.append(CaptureStack(app, capture, numbers=numbers[capture.name], user_data_template=str(template),
-                                       remirror_zip=remirror_zip))
+            stacks.append(CaptureStack(app, capture, numbers=numbers[capture.name], remirror_zip=remirror_zip))
         app.synth()
     out = Path(app.outdir)
     stack_dirs = [out / "stacks" / c.name for c in inventory.captures]
+    for capture, d in zip(inventory.captures, stack_dirs):
+        (d / USER_DATA_FILE).write_text(templates[capture.name])  # read by templatefile() in cdk.tf.json
     if review_hcl:
         for d, text in zip(stack_dirs, format_hcl([stack.to_hcl_terraform()["hcl"] for stack in stacks])):
             (d / REVIEW_HCL).write_text(text)

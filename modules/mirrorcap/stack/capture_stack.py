@@ -17,8 +17,7 @@ from .security import SecurityGroups
 from .tags import default_tags
 
 class CaptureStack(TerraformStack):
-    def __init__(self, scope: Construct, capture: Capture, *, numbers: Mapping[str, int], user_data_template: str,
-                 remirror_zip: str | None = None):
+    def __init__(self, scope: Construct, capture: Capture, *, numbers: Mapping[str, int], remirror_zip: str | None = None):
         super().__init__(scope, capture.name)
         AwsProvider(self, "aws", region=capture.region, default_tags=[AwsProviderDefaultTags(tags=default_tags(capture))])
         _backend(self, capture.backend)
@@ -29,7 +28,7 @@ class CaptureStack(TerraformStack):
         sgs = SecurityGroups(self, capture)
         role = InstanceRole(self, capture)
         host = CaptureHost(self, capture, management_sg_id=sgs.management_id, mirror_sg_id=sgs.mirror_id,
-                           instance_profile=role.profile_name, user_data_template=user_data_template)
+                           instance_profile=role.profile_name)
         mirroring = Mirroring(self, capture, target_eni_id=host.eni_id, numbers=numbers)
         target_id, filter_id = mirroring.target_id, mirroring.filter_id
         if capture.auto_mirror and capture.auto_mirror.deploy_lambda:

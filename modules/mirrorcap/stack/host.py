@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cdktn import AssetType, Fn, TerraformAsset, TerraformResourceLifecycle, TerraformStack
+from cdktn import TerraformResourceLifecycle, TerraformStack
 from cdktn_provider_aws.data_aws_ssm_parameter import DataAwsSsmParameter
 from cdktn_provider_aws.data_aws_subnet import DataAwsSubnet
 from cdktn_provider_aws.ebs_volume import EbsVolume
@@ -19,12 +19,22 @@ from .tags import named
 # finds it by volume ID, never by this name.
 PCAP_DEVICE_NAME = "/dev/sdf"
 
+# The rendered user data is a templatefile() template that app.synth writes
+# beside cdk.tf.json; Terraform fills in the two IDs and gzips it (the bake
+# alone is over EC2's 16 KB user-data limit uncompressed; cloud-init unpacks
+# it). Written out, not built from a TerraformAsset and Fn calls: that was five
+# jsii round trips and a file copy per stack.
+USER_DATA_FILE = "user-data.sh.tftpl"
+USER_DATA_EXPRESSION = ('${base64gzip(templatefile("${path.module}/%s", '
+                        '{volume_id = aws_ebs_volume.pcap_volume.id, eni_id = aws_network_interface.mirror_eni.id}))}'
+                        % USER_DATA_FILE)
+
 
 class MirrorInterface:
     """Created before the instance so its ID can go into the user data."""
 
     def __init__(self, stack: TerraformStack, capture: Capture, security_group_id: str):
-        self.eni = NetworkInterface(
+        NetworkInterface(
             stack, "mirror_eni", subnet_id=capture.subnet_id, security_groups=[security_group_id],
             description=f"mirrorcap {capture.name}: traffic mirror target (VXLAN in)",
             tags=named(capture, "mirror"))
@@ -33,7 +43,7 @@ class MirrorInterface:
 class PcapVolume:
     def __init__(self, stack: TerraformStack, capture: Capture, availability_zone: str):
         s = capture.storage
-        self.volume = EbsVolume(
+        EbsVolume(
             stack, "pcap_volume", availability_zone=availability_zone, size=s.size_gib, type=s.type,
             encrypted=True, kms_key_id=s.kms_key_id, iops=s.iops, throughput=s.throughput_mibps,
             lifecycle=TerraformResourceLifecycle(prevent_destroy=s.prevent_destroy),
@@ -42,14 +52,11 @@ class PcapVolume:
 
 class CaptureHost:
     def __init__(self, stack: TerraformStack, capture: Capture, *, management_sg_id: str, mirror_sg_id: str,
-                 instance_profile: str, user_data_template: str):
+                 instance_profile: str):
         DataAwsSubnet(stack, "capture_subnet", id=capture.subnet_id)
-        mirror = MirrorInterface(stack, capture, mirror_sg_id)
-        storage = PcapVolume(stack, capture, data_ref("aws_subnet", "capture_subnet", "availability_zone"))
+        MirrorInterface(stack, capture, mirror_sg_id)
+        PcapVolume(stack, capture, data_ref("aws_subnet", "capture_subnet", "availability_zone"))
         self.volume_id, self.eni_id = ref("aws_ebs_volume", "pcap_volume"), ref("aws_network_interface", "mirror_eni")
-        # Inside a function call (templatefile below) a written-out "${...}" would be
-        # escaped into a literal string: those two references must be real tokens.
-        self._volume_token, self._eni_token = storage.volume.id, mirror.eni.id
 
         if capture.ami:
             ami, lifecycle = capture.ami, None
@@ -69,7 +76,7 @@ class CaptureHost:
             root_block_device=InstanceRootBlockDevice(encrypted=True, volume_type="gp3", volume_size=capture.root_volume_gib,
                                                       kms_key_id=capture.storage.kms_key_id, delete_on_termination=True,
                                                       tags=named(capture, "root")),
-            user_data_base64=self._user_data(stack, user_data_template),
+            user_data_base64=USER_DATA_EXPRESSION,
             user_data_replace_on_change=False,
             lifecycle=lifecycle,
             tags=named(capture, "host"))
@@ -78,10 +85,3 @@ class CaptureHost:
                                     instance_id=self.instance_id, network_interface_id=self.eni_id)
         VolumeAttachment(stack, "pcap_volume_attachment", device_name=PCAP_DEVICE_NAME, instance_id=self.instance_id,
                          volume_id=self.volume_id, stop_instance_before_detaching=True)
-
-    def _user_data(self, stack: TerraformStack, template_path: str) -> str:
-        # The rendered user data ships beside cdk.tf.json as a templatefile()
-        # template; Terraform fills in the two IDs and gzips it (the bake alone
-        # is over EC2's 16 KB user-data limit uncompressed; cloud-init unpacks it).
-        asset = TerraformAsset(stack, "user_data", path=template_path, type=AssetType.FILE)
-        return Fn.base64gzip(Fn.templatefile(asset.path, {"volume_id": self._volume_token, "eni_id": self._eni_token}))
