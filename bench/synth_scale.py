@@ -70,23 +70,22 @@ def main() -> None:
     ap.add_argument("--review-hcl", action="store_true", help="also write and format cdk.tf, as `make synth` does")
     args = ap.parse_args()
     cases = [(n, per_host) for per_host in (10, 100) for n in (1, 100, 1000)]
-    for n, per_host in cases:
-        work = OUT / f"n{n}-per{per_host}"
-        work.mkdir(parents=True, exist_ok=True)
-        (work / "capture.hcl").write_text(inventory(n, per_host))
-        subprocess.run([str(BIN / "mirrorcap"), "sessions", "--write"], cwd=work, check=True, capture_output=True)
+    work = {(n, per_host): OUT / f"n{n}-per{per_host}" for n, per_host in cases}
+    for (n, per_host), d in work.items():
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "capture.hcl").write_text(inventory(n, per_host))
+        subprocess.run([str(BIN / "mirrorcap"), "sessions", "--write"], cwd=d, check=True, capture_output=True)
     # Round-robin, not case after case: a shared machine's speed drifts over
     # minutes, and the ratio compares cases measured under the same drift.
     runs: dict[tuple[int, int], list[tuple[float, int]]] = {c: [] for c in cases}
     for _ in range(args.repeat):
-        for n, per_host in cases:
-            runs[(n, per_host)].append(measure(OUT / f"n{n}-per{per_host}", args.review_hcl))
+        for case in cases:
+            runs[case].append(measure(work[case], args.review_hcl))
     rows = []
     for (n, per_host), got in runs.items():
-        work = OUT / f"n{n}-per{per_host}"
         secs = statistics.median(r[0] for r in got)
         rss = max(r[1] for r in got)
-        stacks = len(list((work / "cdktf.out" / "stacks").iterdir()))
+        stacks = len(list((work[(n, per_host)] / "cdktf.out" / "stacks").iterdir()))
         rows.append({"sources": n, "per_host": per_host, "stacks": stacks, "median_s": round(secs, 2),
                      "runs_s": [round(r[0], 2) for r in got], "peak_rss_mib": round(rss / 1024)})
         print(f"sources={n:5d} per_host={per_host:3d} stacks={stacks:4d}  median {secs:6.2f} s  "

@@ -19,6 +19,7 @@ from .errors import MirrorcapError, Problem
 from .inventory import load
 from .plan import locked_numbers
 from .render import user_data_template
+from .sessions import by_capture
 
 ROOT = Path(__file__).resolve().parents[2]
 REVIEW_HCL = "cdk.tf"
@@ -38,16 +39,14 @@ class Prepared:
     """Everything synth needs that is pure Python: checked before any output."""
 
     inventory: Inventory
-    numbers: dict[str, dict[str, int]]  # capture name -> source ID -> session number
+    numbers: dict[str, dict[str, int]]  # capture name -> source ID -> session number (sessions.by_capture)
     user_data: dict[str, str]  # capture name -> user-data template
 
 
 def prepare(path: str | Path) -> Prepared:
     inventory = load(path)
-    numbers: dict[str, dict[str, int]] = {c.name: {} for c in inventory.captures}
-    for (capture, source), n in locked_numbers(inventory).items():
-        numbers[capture][source] = n
-    return Prepared(inventory, numbers, {c.name: user_data_template(inventory, c) for c in inventory.captures})
+    return Prepared(inventory, by_capture(locked_numbers(inventory)),
+                    {c.name: user_data_template(inventory, c) for c in inventory.captures})
 
 
 def synth_file(path: str | Path, review_hcl: bool = False) -> list[Path]:
@@ -66,7 +65,7 @@ def synth_file(path: str | Path, review_hcl: bool = False) -> list[Path]:
         prepared = child.submit(prepare, path)  # forks here, before any thread or Node process exists
         loader = threading.Thread(target=importlib.import_module, args=("mirrorcap.stack.capture_stack",),
                                   name="load-cdktn", daemon=True)
-        loader.start()
+        loader.start()  # synth()'s own import of the same module waits for it
         inputs = prepared.result()  # re-raises the child's MirrorcapError
     return synth(inputs, review_hcl=review_hcl)
 
@@ -95,7 +94,7 @@ def synth(inputs: Prepared, outdir: str | None = None, review_hcl: bool = False)
             from .live.package import build
             remirror_zip = str(build(Path(tmp) / "remirror" / "mirrorcap-remirror.zip"))
         for capture in inventory.captures:
-            stacks.append(CaptureStack(app, capture, numbers=numbers[capture.name], remirror_zip=remirror_zip))
+            stacks.append(CaptureStack(app, capture, numbers=numbers.get(capture.name, {}), remirror_zip=remirror_zip))
         app.synth()
     out = Path(app.outdir)
     stack_dirs = [out / "stacks" / c.name for c in inventory.captures]

@@ -12,6 +12,7 @@ from . import lockfile
 from .errors import MirrorcapError, Problem
 from .inventory import DEFAULT_INVENTORY, load
 from .plan import numbers_for
+from .sessions import by_capture
 
 app = typer.Typer(help="Packet capture on AWS with VPC Traffic Mirroring.", no_args_is_help=True, add_completion=False)
 
@@ -241,12 +242,13 @@ def check(
         fail(MirrorcapError([Problem(str(inventory), "--capture", f"no capture named {', '.join(unknown)}",
                                      "use one of: " + ", ".join(c.name for c in inv.captures))]))
     findings, fixed = [], {}
+    grouped = by_capture(numbers)
     for c in inv.captures:
         if capture and c.name not in capture:
             continue
         ec2 = _ec2(c.region)
         now = datetime.now(timezone.utc)
-        per_source = {s: n for (name, s), n in numbers.items() if name == c.name}
+        per_source = grouped.get(c.name, {})
         found = check_capture(ec2, c, per_source, now)
         if fix and any(f.fixable for f in found):
             target_id, filter_id = locate(ec2, c)

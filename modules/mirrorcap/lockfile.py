@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Mapping
 
 from .errors import MirrorcapError, Problem
-from .sessions import Key
+from .sessions import Key, by_capture
 
 VERSION = 1
 NOTE = "Written by `mirrorcap sessions --write`. Commit it: it keeps mirror session numbers stable across edits."
@@ -47,10 +47,7 @@ def read(path: Path) -> dict[Key, int]:
 
 
 def render(numbers: Mapping[Key, int]) -> str:
-    captures: dict[str, dict[str, int]] = {}
-    for (capture, source), number in sorted(numbers.items()):
-        captures.setdefault(capture, {})[source] = number
-    return json.dumps({"version": VERSION, "note": NOTE, "captures": captures}, indent=2, sort_keys=True) + "\n"
+    return json.dumps({"version": VERSION, "note": NOTE, "captures": by_capture(numbers)}, indent=2, sort_keys=True) + "\n"
 
 
 def write(path: Path, numbers: Mapping[Key, int]) -> bool:

@@ -42,6 +42,14 @@ class NumberingError(ValueError):
         super().__init__("; ".join(c.message for c in conflicts))
 
 
+def by_capture(numbers: Mapping[Key, int]) -> dict[str, dict[str, int]]:
+    """{(capture, source): number} -> {capture: {source: number}}, sorted; a capture without sources is absent."""
+    grouped: dict[str, dict[str, int]] = {}
+    for (capture, source), number in sorted(numbers.items()):
+        grouped.setdefault(capture, {})[source] = number
+    return grouped
+
+
 def assign(requests: Iterable[Request], locked: Mapping[Key, int]) -> dict[Key, int]:
     """Give every (capture, source) a session number, unique per source.
 

@@ -30,32 +30,29 @@ USER_DATA_EXPRESSION = ('${base64gzip(templatefile("${path.module}/%s", '
                         % USER_DATA_FILE)
 
 
-class MirrorInterface:
+def mirror_interface(stack: TerraformStack, capture: Capture, security_group_id: str) -> None:
     """Created before the instance so its ID can go into the user data."""
-
-    def __init__(self, stack: TerraformStack, capture: Capture, security_group_id: str):
-        NetworkInterface(
-            stack, "mirror_eni", subnet_id=capture.subnet_id, security_groups=[security_group_id],
-            description=f"mirrorcap {capture.name}: traffic mirror target (VXLAN in)",
-            tags=named(capture, "mirror"))
+    NetworkInterface(
+        stack, "mirror_eni", subnet_id=capture.subnet_id, security_groups=[security_group_id],
+        description=f"mirrorcap {capture.name}: traffic mirror target (VXLAN in)",
+        tags=named(capture, "mirror"))
 
 
-class PcapVolume:
-    def __init__(self, stack: TerraformStack, capture: Capture, availability_zone: str):
-        s = capture.storage
-        EbsVolume(
-            stack, "pcap_volume", availability_zone=availability_zone, size=s.size_gib, type=s.type,
-            encrypted=True, kms_key_id=s.kms_key_id, iops=s.iops, throughput=s.throughput_mibps,
-            lifecycle=TerraformResourceLifecycle(prevent_destroy=s.prevent_destroy),
-            tags=named(capture, "pcaps"))
+def pcap_volume(stack: TerraformStack, capture: Capture, availability_zone: str) -> None:
+    s = capture.storage
+    EbsVolume(
+        stack, "pcap_volume", availability_zone=availability_zone, size=s.size_gib, type=s.type,
+        encrypted=True, kms_key_id=s.kms_key_id, iops=s.iops, throughput=s.throughput_mibps,
+        lifecycle=TerraformResourceLifecycle(prevent_destroy=s.prevent_destroy),
+        tags=named(capture, "pcaps"))
 
 
 class CaptureHost:
     def __init__(self, stack: TerraformStack, capture: Capture, *, management_sg_id: str, mirror_sg_id: str,
                  instance_profile: str):
         DataAwsSubnet(stack, "capture_subnet", id=capture.subnet_id)
-        MirrorInterface(stack, capture, mirror_sg_id)
-        PcapVolume(stack, capture, data_ref("aws_subnet", "capture_subnet", "availability_zone"))
+        mirror_interface(stack, capture, mirror_sg_id)
+        pcap_volume(stack, capture, data_ref("aws_subnet", "capture_subnet", "availability_zone"))
         self.volume_id, self.eni_id = ref("aws_ebs_volume", "pcap_volume"), ref("aws_network_interface", "mirror_eni")
 
         if capture.ami:
