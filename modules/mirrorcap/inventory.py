@@ -343,9 +343,38 @@ def _host(errors: Collector, parent: str, body, volume_gib: int) -> Host:
         min_free_percent=b.integer("min_free_percent", 10, lo=1, hi=90, fix="keep 1-90 percent of the pcap volume free"),
         buffer_kib=b.integer("buffer_kib", 8192, lo=256, hi=1048576),
         snaplen=b.integer("snaplen", 0, lo=0, hi=262144, fix="0 captures whole packets; otherwise bytes per packet"),
-        capture_dir=b.string("capture_dir", "/var/log/tcpdump", pattern=r"/(?:[A-Za-z0-9._-]+/)*[A-Za-z0-9._-]+", what="an absolute directory path",
-                             fix="use an absolute path without spaces, e.g. /var/log/tcpdump"),
+        capture_dir=_capture_dir(errors, b),
     )
+
+
+# The storage unit mounts the pcap volume over capture_dir and makes it 2750
+# mirrorcap:pcap: never a system directory, nor one inside a tree the OS owns.
+SYSTEM_TREES = ("/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/boot", "/efi", "/dev", "/proc",
+                "/sys", "/run", "/tmp", "/var/tmp", "/var/run", "/var/lock", "/root", "/home", "/snap")
+SYSTEM_DIRS = ("/var", "/var/log", "/var/lib", "/var/cache", "/var/spool", "/var/mail", "/var/opt", "/var/local",
+               "/opt", "/srv", "/mnt", "/media")
+
+
+def capture_dir_problem(path: str) -> str | None:
+    """Why `path` cannot be the capture directory, or None."""
+    if not re.fullmatch(r"(/[A-Za-z0-9._-]+)+", path):
+        return "not an absolute directory path of letters, digits, '.', '_' and '-'"
+    if any(part in (".", "..") for part in path.split("/")):
+        return "not normalized ('.' or '..' in it)"
+    if path in SYSTEM_DIRS or any(path == t or path.startswith(t + "/") for t in SYSTEM_TREES):
+        return "a system directory or inside one: the pcap volume is mounted over it and its mode changed"
+    return None
+
+
+def _capture_dir(errors: Collector, b: Block) -> str:
+    default = Host.capture_dir
+    value = b.string("capture_dir", default)
+    problem = capture_dir_problem(value)
+    if problem:
+        errors.add(b.field("capture_dir"), f"{value!r} is {problem}",
+                   "use a dedicated directory, e.g. /var/log/tcpdump or /srv/pcaps")
+        return default
+    return value
 
 
 def _tags(errors: Collector, b: Block) -> tuple[tuple[str, str], ...]:

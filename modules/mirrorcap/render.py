@@ -7,6 +7,7 @@ reach the host through /etc/mirrorcap/mirrorcap.env, written by the user data.
 
 from __future__ import annotations
 
+import ast
 import functools
 import gzip
 import os
@@ -58,22 +59,21 @@ def environment() -> jinja2.Environment:
                               comment_start_string="<%#", comment_end_string="#%>")
 
 
-def tcpdump_command() -> str:
-    """The capture command line of the capture script (one place, for a benchmark to reuse)."""
-    return ('tcpdump -i "$iface" -Q in -n -U -B "$MIRRORCAP_BUFFER_KIB" -s "$MIRRORCAP_SNAPLEN" '
-            '-G "$MIRRORCAP_ROTATE_SECONDS" -Z "$CAPTURE_USER" -w "$DIR/vni${vni}_%Y-%m-%dT%H-%M-%SZ.pcap"')
+# tcpdump -G's file name for one VNI (strftime, UTC): the capture writes it, and
+# retention, health and mirrorcap-window find pcaps by it.
+PCAP_PATTERN = "vni{vni}_%Y-%m-%dT%H-%M-%SZ.pcap"
 
 
 def _context(capture: Capture) -> dict:
     return {"capture": capture, "host": capture.host, "libexec": LIBEXEC, "capture_user": CAPTURE_USER,
             "capture_group": CAPTURE_GROUP, "vxlan_port": L.VXLAN_PORT, "vxlan_overhead": L.VXLAN_OVERHEAD_BYTES,
-            "tcpdump_command": tcpdump_command(), "termshark_version": TERMSHARK_VERSION}
+            "pcap_pattern": PCAP_PATTERN, "termshark_version": TERMSHARK_VERSION}
 
 
 def host_files(capture: Capture) -> list[HostFile]:
     env, ctx = environment(), _context(capture)
     scripts = [("mirrorcap-storage.sh.j2", f"{LIBEXEC}/storage"), ("mirrorcap-decap.sh.j2", f"{LIBEXEC}/decap"),
-               ("mirrorcap-capture.sh.j2", f"{LIBEXEC}/capture"), ("mirrorcap-retention.sh.j2", f"{LIBEXEC}/retention"),
+               ("mirrorcap-capture.py.j2", f"{LIBEXEC}/capture"), ("mirrorcap-retention.sh.j2", f"{LIBEXEC}/retention"),
                ("mirrorcap-boot.sh.j2", "/usr/local/sbin/mirrorcap-boot"),
                ("mirrorcap-health.py.j2", "/usr/local/sbin/mirrorcap-health"),
                ("mirrorcap-window.py.j2", "/usr/local/bin/mirrorcap-window")]
@@ -97,9 +97,24 @@ def bakes_at_boot(capture: Capture) -> bool:
     return capture.ami is None
 
 
+def without_comment_lines(f: HostFile) -> HostFile:
+    """The file as an unbaked host receives it in its user data (16 KB gzipped at
+    most): the same code without its comment-only lines. A baked AMI gets the
+    files as they are. Python must parse to the same AST; shell with a here-document
+    (where a # line is data) is sent whole."""
+    first, *rest = f.content.split("\n")
+    stripped = "\n".join([first] + [line for line in rest if not line.lstrip().startswith("#")])
+    if first.startswith("#!/usr/bin/python3"):
+        if ast.dump(ast.parse(stripped)) != ast.dump(ast.parse(f.content)):
+            return f
+    elif "<<" in f.content:
+        return f
+    return HostFile(f.path, stripped, f.mode)
+
+
 def user_data(capture: Capture, volume_id: str, eni_id: str) -> str:
     env = env_file(capture, volume_id, eni_id)
-    bake = bake_script(capture, host_files(capture)) if bakes_at_boot(capture) else ""
+    bake = bake_script(capture, [without_comment_lines(f) for f in host_files(capture)]) if bakes_at_boot(capture) else ""
     return environment().get_template("user-data.sh.j2").render(capture=capture, env_file=env, bake=bake)
 
 

@@ -32,84 +32,78 @@ install -d -m 0755 /etc/mirrorcap /etc/systemd/system /usr/local/bin /usr/local/
 
 cat > '/usr/local/libexec/mirrorcap/storage.mirrorcap-new' <<'MIRRORCAP_USR_LOCAL_LIBEXEC_MIRRORCAP_STORAGE'
 #!/bin/bash
-# mirrorcap-storage: mount the pcap EBS volume at /var/log/tcpdump.
-# Finds the device from the volume ID (NVMe by-id link on Nitro, the attached
-# device name on Xen), creates xfs ONLY on a device with no file system and no
-# partition table, mounts it, keeps one fstab line by UUID with nofail.
+# mirrorcap-storage: mount the pcap EBS volume at the capture directory, on every boot.
+# Finds the device from the volume ID (the NVMe by-id link EC2 gives on Nitro),
+# creates xfs ONLY on a device with no file system and no partition table, and
+# mounts it in the host's mount namespace (the unit has no namespacing options).
+# No fstab line: this enabled unit is the one place the volume is mounted, the
+# same way on the first boot and every later one, and a missing volume never
+# stops boot (the unit fails, capture does not start, mirrorcap-health says why).
 # Safe to run again and again: a volume that holds pcaps is never formatted.
 set -euo pipefail
 
-ENV_FILE=${MIRRORCAP_ENV_FILE:-/etc/mirrorcap/mirrorcap.env}
+ENV_FILE=/etc/mirrorcap/mirrorcap.env
 # shellcheck source=/dev/null
 . "$ENV_FILE"
 VOLUME_ID=${MIRRORCAP_VOLUME_ID:?MIRRORCAP_VOLUME_ID missing from $ENV_FILE}
-DIR=${MIRRORCAP_CAPTURE_DIR:-/var/log/tcpdump}
-BY_ID_DIR=${MIRRORCAP_BY_ID_DIR:-/dev/disk/by-id}
-FSTAB=${MIRRORCAP_FSTAB:-/etc/fstab}
-XEN_DEVICE=${MIRRORCAP_XEN_DEVICE:-/dev/xvdf}
-WAIT_SECONDS=${MIRRORCAP_DEVICE_WAIT_SECONDS:-300}
-CAPTURE_USER=${MIRRORCAP_USER:-mirrorcap}
-CAPTURE_GROUP=${MIRRORCAP_GROUP:-pcap}
+DIR=${MIRRORCAP_CAPTURE_DIR:?MIRRORCAP_CAPTURE_DIR missing from $ENV_FILE}
+# Terraform attaches the volume after the instance starts: wait for it, bounded.
+WAIT_SECONDS=300
+BY_ID_DIR=/dev/disk/by-id
+CAPTURE_USER=mirrorcap
+CAPTURE_GROUP=pcap
 
 die() { echo "mirrorcap-storage: $*" >&2; exit 1; }
 
-[[ $VOLUME_ID =~ ^vol-[0-9a-f]{8}([0-9a-f]{9})?$ ]] || die "MIRRORCAP_VOLUME_ID=$VOLUME_ID is not an EBS volume ID (vol-...)"
+[[ $VOLUME_ID =~ ^vol-[0-9a-f]{8}([0-9a-f]{9})?$ ]] || die "MIRRORCAP_VOLUME_ID=$VOLUME_ID in $ENV_FILE is not an EBS volume ID (vol-...): fix the user data"
+# validate refuses anything else; checked again because this script runs as root.
+[[ $DIR =~ ^(/[A-Za-z0-9._-]+)+$ && ! $DIR =~ (^|/)\.\.?(/|$) ]] || die "MIRRORCAP_CAPTURE_DIR=$DIR in $ENV_FILE is not a normalized absolute path: fix host.capture_dir"
 
 # NVMe serials drop the dash: vol-0abc -> nvme-Amazon_Elastic_Block_Store_vol0abc
 nvme_link="$BY_ID_DIR/nvme-Amazon_Elastic_Block_Store_${VOLUME_ID/-/}"
 device=""
 for ((waited = 0; waited <= WAIT_SECONDS; waited++)); do
   if [ -e "$nvme_link" ]; then device=$(readlink -f "$nvme_link"); break; fi
-  if [ -b "$XEN_DEVICE" ] && [ ! -d "$BY_ID_DIR" ]; then device=$XEN_DEVICE; break; fi
   sleep 1
 done
-[ -n "$device" ] || die "volume $VOLUME_ID did not appear as $nvme_link within ${WAIT_SECONDS}s: is it attached to this instance?"
+[ -n "$device" ] || die "volume $VOLUME_ID did not appear as $nvme_link within ${WAIT_SECONDS}s: attach it to this instance (the stack's pcap_volume attachment), then: systemctl restart mirrorcap-storage"
 [ -b "$device" ] || die "$device (volume $VOLUME_ID) is not a block device"
 
 # -p probes the device itself, not the blkid cache.
 fstype=$(blkid -p -o value -s TYPE "$device" || true)
 pttype=$(blkid -p -o value -s PTTYPE "$device" || true)
 if [ -z "$fstype" ]; then
-  [ -z "$pttype" ] || die "$device has a $pttype partition table and no file system: refusing to format it; wipe it deliberately first"
-  echo "mirrorcap-storage: $device is empty: creating xfs"
+  [ -z "$pttype" ] || die "$device (volume $VOLUME_ID) has a $pttype partition table and no file system: refusing to format it; wipe it deliberately first (wipefs -a $device)"
+  echo "mirrorcap-storage: $device (volume $VOLUME_ID) is blank: creating xfs"
   # No -f: mkfs.xfs itself refuses to overwrite an existing file system.
   mkfs.xfs -q -L mirrorcap "$device"  # xfs labels: 12 characters at most
   fstype=xfs
 elif [ "$fstype" != xfs ]; then
-  die "$device holds a $fstype file system, not xfs: refusing to touch it"
+  die "$device (volume $VOLUME_ID) holds a $fstype file system, not xfs: refusing to touch it; attach a blank volume or wipe this one deliberately"
 fi
 uuid=$(blkid -p -o value -s UUID "$device")
 [ -n "$uuid" ] || die "could not read the file system UUID of $device"
 
-# The mount point exists (and is locked down) even while the volume is absent,
-# so tcpdump never fills the root volume instead.
+if ! mountpoint -q "$DIR" && [ -d "$DIR" ] && [ -n "$(ls -A "$DIR")" ]; then
+  die "$DIR holds files and is not the volume: mounting over it would hide them; move them away or pick another host.capture_dir"
+fi
+# The mount point exists (and is locked down) even while the volume is absent:
+# nobody else can write into it, and capture refuses a directory that is not a mount.
 install -d -m 0750 -o root -g "$CAPTURE_GROUP" "$DIR"
 
-# One fstab line, by UUID, with nofail: a missing volume must not stop boot.
-if ! grep -Eq "^UUID=${uuid}[[:space:]]" "$FSTAB"; then
-  if awk -v d="$DIR" '$0 !~ /^[[:space:]]*#/ && $2 == d { found = 1 } END { exit !found }' "$FSTAB"; then
-    die "$FSTAB already mounts something else at $DIR: remove that line, then run again"
-  fi
-  tmp=$(mktemp "$FSTAB.mirrorcap.XXXXXX")
-  cat "$FSTAB" > "$tmp"
-  printf 'UUID=%s %s xfs defaults,noatime,nofail,x-systemd.device-timeout=30s 0 2\n' "$uuid" "$DIR" >> "$tmp"
-  chmod 0644 "$tmp"
-  mv -f "$tmp" "$FSTAB"
-  echo "mirrorcap-storage: added $DIR (UUID=$uuid) to $FSTAB"
-fi
-
 if mountpoint -q "$DIR"; then
-  mounted=$(findmnt -n -o SOURCE --target "$DIR")
-  [ "$(readlink -f "$mounted")" = "$device" ] || die "$DIR is already a mount of $mounted, not of volume $VOLUME_ID ($device)"
+  mounted=$(findmnt -n -o SOURCE --mountpoint "$DIR")
+  [ "$(readlink -f "$mounted")" = "$device" ] || die "$DIR is already a mount of $mounted, not of volume $VOLUME_ID ($device): unmount it, then: systemctl restart mirrorcap-storage"
 else
-  mount -t xfs -o defaults,noatime "UUID=$uuid" "$DIR" 2>/dev/null || mount -t xfs -o defaults,noatime "$device" "$DIR"
+  # nodev,nosuid,noexec: the volume holds data only.
+  mount -t xfs -o noatime,nodev,nosuid,noexec "$device" "$DIR"
 fi
 
 # pcaps hold production payloads: only the capture user writes, only the pcap group reads.
 # setgid keeps new files in the group; the capture unit's UMask=0027 makes them 0640.
 chown "$CAPTURE_USER:$CAPTURE_GROUP" "$DIR"
 chmod 2750 "$DIR"
-echo "mirrorcap-storage: volume $VOLUME_ID ($device, UUID=$uuid) mounted at $DIR"
+echo "mirrorcap-storage: volume $VOLUME_ID ($device, xfs UUID=$uuid) mounted at $DIR"
 MIRRORCAP_USR_LOCAL_LIBEXEC_MIRRORCAP_STORAGE
 chmod 0755 '/usr/local/libexec/mirrorcap/storage.mirrorcap-new'
 mv -f '/usr/local/libexec/mirrorcap/storage.mirrorcap-new' '/usr/local/libexec/mirrorcap/storage'
@@ -121,13 +115,14 @@ cat > '/usr/local/libexec/mirrorcap/decap.mirrorcap-new' <<'MIRRORCAP_USR_LOCAL_
 # Idempotent: an existing interface with the right settings is left alone.
 set -euo pipefail
 
-ENV_FILE=${MIRRORCAP_ENV_FILE:-/etc/mirrorcap/mirrorcap.env}
+ENV_FILE=/etc/mirrorcap/mirrorcap.env
 # shellcheck source=/dev/null
 . "$ENV_FILE"
 ENI_ID=${MIRRORCAP_MIRROR_ENI_ID:?MIRRORCAP_MIRROR_ENI_ID missing from $ENV_FILE}
 VNIS=${MIRRORCAP_VNIS:?MIRRORCAP_VNIS missing from $ENV_FILE}
-IMDS=${MIRRORCAP_IMDS_ENDPOINT:-http://169.254.169.254}
-WAIT_SECONDS=${MIRRORCAP_ENI_WAIT_SECONDS:-300}
+IMDS=http://169.254.169.254
+# Terraform attaches the mirror ENI after the instance starts: wait for it, bounded.
+WAIT_SECONDS=300
 VXLAN_PORT=4789
 VXLAN_OVERHEAD=50
 
@@ -195,34 +190,271 @@ chmod 0755 '/usr/local/libexec/mirrorcap/decap.mirrorcap-new'
 mv -f '/usr/local/libexec/mirrorcap/decap.mirrorcap-new' '/usr/local/libexec/mirrorcap/decap'
 
 cat > '/usr/local/libexec/mirrorcap/capture.mirrorcap-new' <<'MIRRORCAP_USR_LOCAL_LIBEXEC_MIRRORCAP_CAPTURE'
-#!/bin/bash
-# mirrorcap-capture VNI: tcpdump on vxlan<VNI> into rotating pcaps.
-# Fails (exit 1) when the interface or the volume is missing: systemd's restart
-# limit then turns a broken setup into a visible failed unit, not a silent loop.
-set -euo pipefail
+#!/usr/bin/python3
+"""mirrorcap-capture VNI: tcpdump on vxlan<VNI> into rotating pcaps, watched.
 
-ENV_FILE=${MIRRORCAP_ENV_FILE:-/etc/mirrorcap/mirrorcap.env}
-# shellcheck source=/dev/null
-. "$ENV_FILE"
-vni=${1:?usage: mirrorcap-capture VNI}
-DIR=${MIRRORCAP_CAPTURE_DIR:-/var/log/tcpdump}
-CAPTURE_USER=${MIRRORCAP_USER:-mirrorcap}
-iface="vxlan$vni"
+Run by mirrorcap-capture@<VNI>.service as the capture user with CAP_NET_RAW only.
+Every second the watch asks tcpdump to flush (SIGUSR2): a packet reaches its
+pcap within about 2 s, at the CPU cost of buffered output (-U writes per packet).
+After one failed write (full disk, I/O error) libpcap never writes that file
+again while tcpdump keeps counting packets: when the interface receives packets
+and the file stops growing, tcpdump is replaced by a new one (a new file) as soon
+as the volume has room. A tcpdump that dies is started again at once. Each gap
+and the most it can have lost (the interface's receive counter) go to state.json
+in the unit's RuntimeDirectory, for mirrorcap-health.
+Exits 1 when the interface or the volume is missing, or tcpdump keeps failing.
+Python 3.9 stdlib only (Amazon Linux 2023's system Python).
+"""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
 
-die() { echo "mirrorcap-capture: $*" >&2; exit 1; }
-ip link show dev "$iface" >/dev/null 2>&1 || die "$iface does not exist: check mirrorcap-decap.service"
-[ "${MIRRORCAP_SKIP_MOUNT_CHECK:-0}" = 1 ] || mountpoint -q "$DIR" || die "$DIR is not mounted: check mirrorcap-storage.service"
+ENV_FILE = "/etc/mirrorcap/mirrorcap.env"
+PATTERN = "vni{vni}_%Y-%m-%dT%H-%M-%SZ.pcap"  # strftime, in UTC (the unit sets TZ=UTC)
+TICK_SECONDS = 1.0
+STUCK_SECONDS = 5.0  # packets seen on the interface this long without the file growing
+RESUME_FREE_BYTES = 64 << 20  # room needed before a new file is started after a full disk
+RESTARTS_PER_MINUTE = 5
+KEEP_GAPS = 20
 
-# -Q in: only what arrives from the mirror;
-# -U: write each packet as it arrives (no 24-byte files left by an unflushed
-#     buffer at rotation); -G: rotate; -Z: drop root after opening the device;
-# -B: kernel buffer (KiB); -s 0 = whole packets; -n: no DNS lookups from here.
-# File names are UTC (the unit sets TZ=UTC) and sort by time.
-# tcpdump's messages also go to a log that mirrorcap-health reads: on SIGUSR1
-# tcpdump prints its kernel drop counter there, which no other interface exposes.
-run_dir=${RUNTIME_DIRECTORY:-${MIRRORCAP_RUN_DIR:-/run/mirrorcap}/capture-$vni}
-mkdir -p "$run_dir"
-exec tcpdump -i "$iface" -Q in -n -U -B "$MIRRORCAP_BUFFER_KIB" -s "$MIRRORCAP_SNAPLEN" -G "$MIRRORCAP_ROTATE_SECONDS" -Z "$CAPTURE_USER" -w "$DIR/vni${vni}_%Y-%m-%dT%H-%M-%SZ.pcap" 2> >(exec tee -a "$run_dir/tcpdump.log" >&2)
+
+def log(message):
+    print("mirrorcap-capture: " + message, file=sys.stderr, flush=True)
+
+
+def die(message):
+    log(message)
+    sys.exit(1)
+
+
+def read_env(path):
+    values = {}
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line and not line.startswith("#") and "=" in line:
+                key, value = line.split("=", 1)
+                values[key] = value.strip().strip('"')
+    return values
+
+
+def on_its_own_volume(directory):
+    """True when `directory` is the root of a mounted file system.
+
+    Compared by device number with its parent: in this unit ReadWritePaths=
+    bind-mounts the directory, which makes mountpoint(1) and mountinfo say
+    "mounted" even when the volume is not; a bind of a directory of the root
+    volume still carries the root volume's device number.
+    """
+    try:
+        return os.stat(directory).st_dev != os.stat(os.path.join(directory, "..")).st_dev
+    except OSError:
+        return False
+
+
+def free_bytes(directory):
+    st = os.statvfs(directory)
+    return st.f_bavail * st.f_frsize
+
+
+def rx_packets(iface):
+    with open("/sys/class/net/%s/statistics/rx_packets" % iface) as f:
+        return int(f.read())
+
+
+def open_pcap(pid, directory):
+    """(path, size) of the pcap tcpdump `pid` has open, or None."""
+    fd_dir = "/proc/%d/fd" % pid
+    try:
+        for fd in os.listdir(fd_dir):
+            try:
+                target = os.readlink(os.path.join(fd_dir, fd))
+            except OSError:
+                continue
+            if target.startswith(directory + "/") and target.endswith(".pcap"):
+                return target, os.stat(target).st_size
+    except OSError:
+        pass
+    return None
+
+
+class State:
+    """state.json for mirrorcap-health: is tcpdump writing, and what was lost when not."""
+
+    def __init__(self, path):
+        self.path = path
+        try:
+            with open(path) as f:
+                self.data = json.load(f)  # kept across unit restarts (RuntimeDirectoryPreserve=restart)
+        except (OSError, ValueError):
+            self.data = {}
+        self.data.setdefault("gaps", [])
+        self.data.setdefault("lost_packets_total", 0)
+        self.data.setdefault("gaps_total", 0)
+        self.data.setdefault("gap", None)  # a gap the previous run of the unit left open ends when this one writes
+
+    def save(self):
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(self.data, f)
+        os.replace(tmp, self.path)
+
+    def writing(self, pid):
+        self.data.update(writing=True, pid=pid, since=time.time())
+        self.save()
+
+    def open_gap(self, reason, rx_at_last_write):
+        if self.data["gap"] is None:
+            self.data["gap"] = dict(start=time.time(), reason=reason, rx_at_last_write=rx_at_last_write)
+            log("NOT WRITING: %s" % reason)
+        self.data.update(writing=False, pid=None)
+        self.save()
+
+    def close_gap(self, rx_now):
+        gap, self.data["gap"] = self.data["gap"], None
+        if gap is None:
+            return
+        lost = max(0, rx_now - gap.pop("rx_at_last_write"))
+        gap.update(end=time.time(), lost_packets_max=lost)
+        self.data["gaps"] = (self.data["gaps"] + [gap])[-KEEP_GAPS:]
+        self.data["gaps_total"] += 1
+        self.data["lost_packets_total"] += lost
+        log("writing again after %.1fs (%s): at most %d packets lost" % (gap["end"] - gap["start"], gap["reason"], lost))
+
+
+class Capture:
+    def __init__(self, vni, env, run_dir):
+        self.vni = vni
+        self.iface = "vxlan%s" % vni
+        self.directory = env["MIRRORCAP_CAPTURE_DIR"]
+        self.command = ["tcpdump", "-i", self.iface, "-Q", "in", "-n",
+                        "-B", env["MIRRORCAP_BUFFER_KIB"], "-s", env["MIRRORCAP_SNAPLEN"],
+                        "-G", env["MIRRORCAP_ROTATE_SECONDS"],
+                        "-w", os.path.join(self.directory, PATTERN.format(vni=vni))]
+        self.log_path = os.path.join(run_dir, "tcpdump.log")
+        self.state = State(os.path.join(run_dir, "state.json"))
+        self.proc = None
+        self.stopping = False
+        self.restarts = []
+
+    # -- tcpdump ---------------------------------------------------------------
+    def start(self):
+        self.preflight()
+        with open(self.log_path, "ab") as logf:
+            start_offset = logf.tell()
+            self.proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=logf)
+        # SIGUSR2 before tcpdump installs its handler would kill it: wait for
+        # "listening on", which it prints after setting up its signals.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            with open(self.log_path, "rb") as f:
+                f.seek(start_offset)
+                if b"listening on" in f.read():
+                    break
+            time.sleep(0.05)
+        log("tcpdump (pid %d) capturing %s into %s" % (self.proc.pid, self.iface, self.directory))
+
+    def stop_tcpdump(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def preflight(self):
+        if not os.path.isdir("/sys/class/net/" + self.iface):
+            die("%s does not exist: check mirrorcap-decap.service" % self.iface)
+        if not on_its_own_volume(self.directory):
+            die("%s is not a mounted volume: check mirrorcap-storage.service "
+                "(refusing to write pcaps to the root volume)" % self.directory)
+
+    def tail_of_log(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(max(0, os.path.getsize(self.log_path) - 400))
+                return f.read().decode(errors="replace").strip().splitlines()[-1:]
+        except OSError:
+            return []
+
+    # -- the watch ---------------------------------------------------------------
+    def run(self):
+        signal.signal(signal.SIGTERM, self.on_stop)
+        signal.signal(signal.SIGINT, self.on_stop)
+        self.start()
+        rx = rx_packets(self.iface)
+        self.state.close_gap(rx)
+        self.state.writing(self.proc.pid)
+        self.reset_watch(rx)
+        while not self.stopping:
+            time.sleep(TICK_SECONDS)
+            if self.stopping:
+                break
+            code = self.proc.poll()
+            if code is not None:
+                self.restarts = [t for t in self.restarts if time.monotonic() - t < 60] + [time.monotonic()]
+                how = "killed by signal %d" % -code if code < 0 else "exited with %d" % code
+                self.resume("tcpdump %s: %s" % (how, " ".join(self.tail_of_log())))
+                continue
+            self.proc.send_signal(signal.SIGUSR2)  # flush what tcpdump buffered
+            rx = rx_packets(self.iface)
+            current = open_pcap(self.proc.pid, self.directory)
+            if current is not None and current != self.last_write:
+                self.last_write, self.rx_at_last_write, self.waiting_since = current, rx, None
+            elif rx > self.rx_at_last_write:
+                self.waiting_since = self.waiting_since or time.monotonic()
+                if time.monotonic() - self.waiting_since >= STUCK_SECONDS:
+                    self.resume("%s stopped growing while %s received %d packets (%d MiB free): disk full or I/O error"
+                                % (current[0] if current else "the pcap", self.iface, rx - self.rx_at_last_write,
+                                   free_bytes(self.directory) >> 20))
+        self.stop_tcpdump()
+        log("stopped")
+
+    def reset_watch(self, rx):
+        self.last_write, self.rx_at_last_write, self.waiting_since = None, rx, None
+
+    def resume(self, reason):
+        """A gap: record it, stop tcpdump, wait for room, start a new one (a new file)."""
+        self.state.open_gap(reason, self.rx_at_last_write)
+        self.stop_tcpdump()
+        if len(self.restarts) > RESTARTS_PER_MINUTE:
+            die("tcpdump failed %d times in a minute: giving up (systemd restarts the unit)" % len(self.restarts))
+        while not (self.stopping or (on_its_own_volume(self.directory) and free_bytes(self.directory) >= RESUME_FREE_BYTES)):
+            time.sleep(TICK_SECONDS)  # retention frees the volume
+        if self.stopping:
+            return
+        self.start()
+        rx = rx_packets(self.iface)
+        self.state.close_gap(rx)
+        self.state.writing(self.proc.pid)
+        self.reset_watch(rx)
+
+    def on_stop(self, signum, frame):
+        self.stopping = True
+
+
+def main(argv):
+    if len(argv) != 2 or not re.fullmatch(r"[0-9]{1,8}", argv[1]):
+        print("usage: mirrorcap-capture VNI (run by mirrorcap-capture@VNI.service)", file=sys.stderr)
+        return 2
+    run_dir = os.environ.get("RUNTIME_DIRECTORY")
+    if not run_dir:
+        die("RUNTIME_DIRECTORY is not set: start me with systemctl start mirrorcap-capture@%s" % argv[1])
+    try:
+        env = read_env(ENV_FILE)
+        Capture(argv[1], env, run_dir).run()
+    except (OSError, KeyError) as e:
+        die("cannot capture: %s" % e)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
 MIRRORCAP_USR_LOCAL_LIBEXEC_MIRRORCAP_CAPTURE
 chmod 0755 '/usr/local/libexec/mirrorcap/capture.mirrorcap-new'
 mv -f '/usr/local/libexec/mirrorcap/capture.mirrorcap-new' '/usr/local/libexec/mirrorcap/capture'
@@ -232,31 +464,45 @@ cat > '/usr/local/libexec/mirrorcap/retention.mirrorcap-new' <<'MIRRORCAP_USR_LO
 # mirrorcap-retention: delete pcaps older than MIRRORCAP_RETENTION_DAYS, and the
 # oldest pcaps while free space is under the floor. Only regular files named
 # like mirrorcap's pcaps, directly in the capture directory; never the newest
-# file of each VNI (tcpdump is writing it). Logs every deletion.
+# file of a VNI that is being captured (tcpdump is writing it: deleting it would
+# free nothing and lose what is written next). The newest file of a VNI that is
+# no longer configured is not being written, and ages out like any other.
+# Logs every deletion. Runs as the capture user, who owns the directory.
 set -euo pipefail
 
-ENV_FILE=${MIRRORCAP_ENV_FILE:-/etc/mirrorcap/mirrorcap.env}
+ENV_FILE=/etc/mirrorcap/mirrorcap.env
 # shellcheck source=/dev/null
 . "$ENV_FILE"
-DIR=${MIRRORCAP_CAPTURE_DIR:-/var/log/tcpdump}
-DAYS=${MIRRORCAP_RETENTION_DAYS:?}
+DIR=${MIRRORCAP_CAPTURE_DIR:?MIRRORCAP_CAPTURE_DIR missing from $ENV_FILE}
+DAYS=${MIRRORCAP_RETENTION_DAYS:?MIRRORCAP_RETENTION_DAYS missing from $ENV_FILE}
+VNIS=${MIRRORCAP_VNIS:?MIRRORCAP_VNIS missing from $ENV_FILE}
 MIN_FREE_PERCENT=${MIRRORCAP_MIN_FREE_PERCENT:-0}
 MIN_FREE_GIB=${MIRRORCAP_MIN_FREE_GIB:-0}
-NOW=${MIRRORCAP_NOW:-$(date +%s)}
+NOW=$(date +%s)
 
 log() { echo "mirrorcap-retention: $*"; }
-[ -d "$DIR" ] || { log "$DIR does not exist: nothing to do"; exit 0; }
+[ -d "$DIR" ] || { log "$DIR does not exist (mirrorcap-storage has not run): nothing to do"; exit 0; }
+# Device numbers, not mountpoint(1): ReadWritePaths= bind-mounts the directory in
+# this unit, which mountpoint would take for the volume.
+if [ "$(stat -c %d "$DIR")" = "$(stat -c %d "$DIR/..")" ]; then
+  log "$DIR is not a mounted volume (check mirrorcap-storage): nothing to do"
+  exit 0
+fi
 
 # mtime (integer seconds) and name, oldest first; -maxdepth 1 and -type f keep
 # subdirectories, symlinks and anything else out of reach.
 mapfile -t files < <(find "$DIR" -maxdepth 1 -type f -name 'vni*_*.pcap' -printf '%T@ %f\n' | sort -n -k1,1 -k2,2)
 
-declare -A newest=()
+declare -A captured=() newest=()
+for vni in $VNIS; do captured["vni$vni"]=1; done
 for entry in "${files[@]}"; do
   name=${entry#* }
   newest[${name%%_*}]=$name
 done
-protected() { [ "${newest[${1%%_*}]}" = "$1" ]; }
+protected() {
+  local vni=${1%%_*}
+  [ -n "${captured[$vni]:-}" ] && [ "${newest[$vni]}" = "$1" ]
+}
 
 deleted=0
 remaining=()
@@ -287,7 +533,7 @@ for name in "${remaining[@]}"; do
   deleted=$((deleted + 1))
 done
 if below_floor; then
-  log "WARNING: free space still under the floor after deleting all but the newest pcaps"
+  log "WARNING: free space still under the floor after deleting all but the pcaps being written"
 fi
 log "done: $deleted file(s) deleted, $(( ${#files[@]} - deleted )) kept"
 MIRRORCAP_USR_LOCAL_LIBEXEC_MIRRORCAP_RETENTION
@@ -297,16 +543,20 @@ mv -f '/usr/local/libexec/mirrorcap/retention.mirrorcap-new' '/usr/local/libexec
 cat > '/usr/local/sbin/mirrorcap-boot.mirrorcap-new' <<'MIRRORCAP_USR_LOCAL_SBIN_MIRRORCAP_BOOT'
 #!/bin/bash
 # mirrorcap-boot: start capturing with the settings in /etc/mirrorcap/mirrorcap.env.
-# Run by the user data on every boot (and safe to run by hand): enables the
-# units for the configured VNIs and disables capture units of VNIs no longer configured.
+# Run by the user data on the first boot (the units it enables start by
+# themselves on every later boot) and safe to run by hand after changing the
+# env file: enables the units for the configured VNIs, and disables capture
+# units of VNIs no longer configured.
 set -euo pipefail
-ENV_FILE=${MIRRORCAP_ENV_FILE:-/etc/mirrorcap/mirrorcap.env}
+ENV_FILE=/etc/mirrorcap/mirrorcap.env
 # shellcheck source=/dev/null
 . "$ENV_FILE"
 VNIS=${MIRRORCAP_VNIS:?MIRRORCAP_VNIS missing from $ENV_FILE}
 
+units=(mirrorcap-storage.service mirrorcap-decap.service mirrorcap-retention.timer)
+for vni in $VNIS; do units+=("mirrorcap-capture@$vni.service"); done
+
 systemctl daemon-reload
-systemctl enable --now mirrorcap-storage.service mirrorcap-decap.service
 for unit in $(systemctl list-units --all --plain --no-legend 'mirrorcap-capture@*.service' | awk '{ print $1 }'); do
   vni=${unit#mirrorcap-capture@}; vni=${vni%.service}
   if ! grep -qw -- "$vni" <<<"$VNIS"; then
@@ -314,11 +564,13 @@ for unit in $(systemctl list-units --all --plain --no-legend 'mirrorcap-capture@
     systemctl disable --now "$unit"
   fi
 done
-for vni in $VNIS; do
-  systemctl enable --now "mirrorcap-capture@$vni.service"
-done
-systemctl enable --now mirrorcap-retention.timer
-echo "mirrorcap-boot: capturing VNI(s) $VNIS"
+# Enabled before anything starts: whatever fails now, the next boot starts them all.
+systemctl enable "${units[@]}"
+# --no-block: storage waits (up to 5 minutes) for the volume Terraform attaches
+# after the instance starts; each capture unit starts once storage and decap
+# have succeeded (its Requires= and After=), or fails with them.
+systemctl start --no-block "${units[@]}"
+echo "mirrorcap-boot: starting capture of VNI(s) $VNIS: mirrorcap-health tells when it runs"
 MIRRORCAP_USR_LOCAL_SBIN_MIRRORCAP_BOOT
 chmod 0755 '/usr/local/sbin/mirrorcap-boot.mirrorcap-new'
 mv -f '/usr/local/sbin/mirrorcap-boot.mirrorcap-new' '/usr/local/sbin/mirrorcap-boot'
@@ -328,8 +580,11 @@ cat > '/usr/local/sbin/mirrorcap-health.mirrorcap-new' <<'MIRRORCAP_USR_LOCAL_SB
 """mirrorcap-health: is this capture host capturing? For people and for alarms.
 
 Checks, per configured VNI unless noted:
-  services    systemd units active (skipped when systemd is not PID 1)
-  tcpdump     a tcpdump process captures vxlan<VNI>
+  services    systemd units active
+  tcpdump     the capture unit's own tcpdump runs (the child of the unit's main
+              process: another tcpdump on the same interface does not count)
+  writing     the capture is writing, and no packets were lost to a gap (a full
+              disk, an I/O error, a tcpdump that died) since the last check
   newest-pcap the newest pcap is younger than MIRRORCAP_STALE_AFTER_SECONDS and
               holds packets (a 24-byte file is a pcap header and nothing else)
   drops       packets tcpdump reports as dropped by the kernel since the last run
@@ -352,8 +607,8 @@ import subprocess
 import sys
 import time
 
-ENV_FILE = os.environ.get("MIRRORCAP_ENV_FILE", "/etc/mirrorcap/mirrorcap.env")
-RUN_DIR = os.environ.get("MIRRORCAP_RUN_DIR", "/run/mirrorcap")
+ENV_FILE = "/etc/mirrorcap/mirrorcap.env"
+RUN_DIR = "/run/mirrorcap"
 PCAP_HEADER_BYTES = 24
 VXLAN_PORT = 4789
 DROPS = re.compile(r"(\d+) packets? captured, (\d+) packets? received by filter, (\d+) packets? dropped by kernel")
@@ -382,13 +637,14 @@ class Report:
         return all(c["status"] != "fail" for c in self.checks)
 
 
-def check_services(report, vnis, systemctl):
+def capture_unit(vni):
+    return "mirrorcap-capture@%s.service" % vni
+
+
+def check_services(report, vnis):
     units = ["mirrorcap-storage.service", "mirrorcap-decap.service"]
-    units += ["mirrorcap-capture@%s.service" % v for v in vnis] + ["mirrorcap-retention.timer"]
-    if systemctl is None:
-        report.add("services", "skip", "systemd is not running here: unit states not checked")
-        return
-    out = subprocess.run([systemctl, "is-active"] + units, capture_output=True, text=True).stdout.split()
+    units += [capture_unit(v) for v in vnis] + ["mirrorcap-retention.timer"]
+    out = subprocess.run(["systemctl", "is-active"] + units, capture_output=True, text=True).stdout.split()
     states = dict(zip(units, out + ["unknown"] * (len(units) - len(out))))
     down = sorted(u for u, s in states.items() if s != "active")
     if down:
@@ -397,29 +653,67 @@ def check_services(report, vnis, systemctl):
         report.add("services", "ok", "%d units active" % len(units), units=states)
 
 
-def tcpdump_pids(iface):
-    """PIDs of tcpdump processes reading `iface` (found in /proc: no pidfile to go stale)."""
-    pids = []
-    for cmdline in glob.glob("/proc/[0-9]*/cmdline"):
+def unit_main_pid(unit):
+    out = subprocess.run(["systemctl", "show", "--property=MainPID", "--value", unit], capture_output=True, text=True)
+    try:
+        return int(out.stdout.strip() or 0)
+    except ValueError:
+        return 0
+
+
+def children(pid, comm):
+    """PIDs of the processes named `comm` whose parent is `pid`."""
+    found = []
+    for stat in glob.glob("/proc/[0-9]*/stat"):
         try:
-            with open(cmdline, "rb") as f:
-                argv = f.read().split(b"\0")
+            with open(stat) as f:
+                text = f.read()
         except OSError:
             continue
-        if argv and os.path.basename(argv[0]) == b"tcpdump":
-            args = [a.decode(errors="replace") for a in argv]
-            if any(a == "-i" and b == iface for a, b in zip(args, args[1:])) or ("-i" + iface) in args:
-                pids.append(int(cmdline.split("/")[2]))
-    return sorted(pids)
+        name = text[text.index("(") + 1:text.rindex(")")]
+        ppid = int(text[text.rindex(")") + 2:].split()[1])
+        if ppid == pid and name == comm:
+            found.append(int(stat.split("/")[2]))
+    return sorted(found)
 
 
 def check_tcpdump(report, vni):
-    pids = tcpdump_pids("vxlan%s" % vni)
+    """The tcpdump the capture unit runs: a child of the unit's main process (its watcher)."""
+    unit = capture_unit(vni)
+    main_pid = unit_main_pid(unit)
+    pids = children(main_pid, "tcpdump") if main_pid else []
     if pids:
-        report.add("tcpdump", "ok", "VNI %s: running (pid %s)" % (vni, ",".join(map(str, pids))), vni=vni, pids=pids)
+        report.add("tcpdump", "ok", "VNI %s: running (pid %s, %s)" % (vni, ",".join(map(str, pids)), unit), vni=vni, pids=pids)
     else:
-        report.add("tcpdump", "fail", "VNI %s: no tcpdump on vxlan%s" % (vni, vni), vni=vni, pids=[])
+        report.add("tcpdump", "fail", "VNI %s: %s runs no tcpdump (systemctl status %s)" % (vni, unit, unit), vni=vni, pids=[])
     return pids
+
+
+def check_writing(report, vni, state):
+    """The capture's own record of gaps (state.json, written by its watcher)."""
+    path = os.path.join(RUN_DIR, "capture-%s" % vni, "state.json")
+    try:
+        with open(path) as f:
+            capture = json.load(f)
+    except (OSError, ValueError):
+        report.add("writing", "fail", "VNI %s: no capture state in %s: is %s running?" % (vni, path, capture_unit(vni)), vni=vni)
+        return
+    key = "lost:%s" % vni
+    lost, before = capture.get("lost_packets_total", 0), state.get(key, 0)
+    new_lost = lost - before if lost >= before else lost  # a smaller total: the capture's state started over
+    state[key] = lost
+    gap = capture.get("gap")
+    data = dict(vni=vni, writing=bool(capture.get("writing")), lost_packets_max=lost, lost_since_last_check=new_lost,
+                gaps_total=capture.get("gaps_total", 0), last_gaps=capture.get("gaps", [])[-3:], gap=gap)
+    if gap:
+        report.add("writing", "fail", "VNI %s: NOT WRITING for %ds: %s" % (vni, time.time() - gap["start"], gap["reason"]), **data)
+    elif new_lost:
+        last = capture["gaps"][-1] if capture.get("gaps") else {}
+        report.add("writing", "fail", "VNI %s: up to %d packets lost in gaps since the last check (last: %s, %.1fs)"
+                   % (vni, new_lost, last.get("reason", "?"), last.get("end", 0) - last.get("start", 0)), **data)
+    else:
+        report.add("writing", "ok", "VNI %s: writing (%d gap(s) since the unit started, none since the last check)"
+                   % (vni, capture.get("gaps_total", 0)), **data)
 
 
 def check_newest_pcap(report, directory, vni, stale_after, now):
@@ -550,8 +844,8 @@ def check_unmatched(report, vnis, seconds):
                    sample_seconds=seconds)
 
 
-def check_disk(report, directory, min_free_percent, min_free_gib, skip_mount_check):
-    if not skip_mount_check and not os.path.ismount(directory):
+def check_disk(report, directory, min_free_percent, min_free_gib):
+    if not os.path.ismount(directory):
         report.add("disk", "fail", "%s is not a mount point: the pcap volume is not mounted" % directory)
         return
     try:
@@ -569,17 +863,10 @@ def check_disk(report, directory, min_free_percent, min_free_gib, skip_mount_che
         report.add("disk", "ok", "%s: %.1f%% (%.1f GiB) free" % (directory, percent, gib), **data)
 
 
-def find_systemctl():
-    if os.environ.get("MIRRORCAP_SYSTEMCTL"):
-        return os.environ["MIRRORCAP_SYSTEMCTL"]
-    # sd_booted(): systemd creates this directory when it runs as PID 1.
-    return shutil.which("systemctl") if os.path.isdir("/run/systemd/system") else None
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="mirrorcap-health", description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    parser.add_argument("--sample-seconds", type=float, default=float(os.environ.get("MIRRORCAP_HEALTH_SAMPLE_SECONDS", 3)),
+    parser.add_argument("--sample-seconds", type=float, default=3.0,
                         help="how long to watch the mirror ENI for unmatched VNIs (0 = skip)")
     args = parser.parse_args(argv)
     try:
@@ -601,14 +888,15 @@ def main(argv=None):
         state = {}
 
     report = Report()
-    now = float(os.environ.get("MIRRORCAP_NOW", time.time()))
-    check_services(report, vnis, find_systemctl())
+    now = time.time()
+    check_services(report, vnis)
     for vni in vnis:
         pids = check_tcpdump(report, vni)
+        check_writing(report, vni, state)
         check_newest_pcap(report, directory, vni, stale_after, now)
         check_drops(report, vni, pids, state)
     check_unmatched(report, vnis, args.sample_seconds)
-    check_disk(report, directory, min_free_percent, min_free_gib, os.environ.get("MIRRORCAP_SKIP_MOUNT_CHECK") == "1")
+    check_disk(report, directory, min_free_percent, min_free_gib)
 
     os.makedirs(RUN_DIR, exist_ok=True)
     with open(state_file + ".tmp", "w") as f:
@@ -754,9 +1042,19 @@ def extract(files, begin, end, bpf, display, out):
             merged = narrowed
         window = "frame.time_epoch >= %.6f && frame.time_epoch <= %.6f" % (begin.timestamp(), end.timestamp())
         expr = "(%s) && (%s)" % (window, display) if display else window
-        partial = out + ".partial"
-        run(["tshark", "-n", "-r", merged, "-Y", expr, "-F", "pcap", "-w", partial])
-        os.rename(partial, out)  # nothing half-written under the final name
+        # Created exclusively (unpredictable name, O_EXCL) beside `out`, with the
+        # pcaps' own mode: the result is as sensitive as they are, whatever the umask.
+        fd, partial = tempfile.mkstemp(prefix=".mirrorcap-window-", suffix=".partial", dir=os.path.dirname(os.path.abspath(out)))
+        try:
+            os.fchmod(fd, 0o640)
+            os.close(fd)
+            run(["tshark", "-n", "-r", merged, "-Y", expr, "-F", "pcap", "-w", partial])
+            try:
+                os.link(partial, out)  # fails if `out` exists: never replaces a file
+            except FileExistsError:
+                raise Usage("%s appeared while extracting: not replaced; pick another --out" % out)
+        finally:
+            os.unlink(partial)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -838,8 +1136,10 @@ Type=oneshot
 RemainAfterExit=yes
 ExecStart=/usr/local/libexec/mirrorcap/storage
 TimeoutStartSec=600
-PrivateTmp=yes
-ProtectHome=yes
+# No PrivateTmp=, ProtectHome=, ProtectSystem=, ReadWritePaths= or any other
+# option that gives the unit its own mount namespace: the mount this unit makes
+# must be the host's, seen by every other unit and by people. It runs as root to
+# read the block device, format a blank one and mount it.
 
 [Install]
 WantedBy=multi-user.target
@@ -874,8 +1174,11 @@ cat > '/etc/systemd/system/mirrorcap-capture@.service.mirrorcap-new' <<'MIRRORCA
 [Unit]
 Description=mirrorcap: capture VXLAN VNI %i into /var/log/tcpdump
 Documentation=file:///usr/local/share/doc/mirrorcap/README
+# Storage mounts the volume in the host's namespace and decap creates vxlan%i;
+# both are oneshot units that stay active, so capture starts after they succeed.
 Requires=mirrorcap-storage.service mirrorcap-decap.service
 After=mirrorcap-storage.service mirrorcap-decap.service
+# Stopping the volume's mount unit (systemctl stop) stops capture first.
 RequiresMountsFor=/var/log/tcpdump
 # Five failures in five minutes leave the unit failed, where alarms see it.
 StartLimitIntervalSec=300
@@ -883,21 +1186,31 @@ StartLimitBurst=5
 
 [Service]
 Type=simple
+# tcpdump never runs as root: the capture user opens the packet socket with
+# CAP_NET_RAW, the only capability it has (ambient, so it passes to tcpdump;
+# bounded, so nothing can gain more). It creates its pcaps itself in the
+# directory it owns: no -Z, so no CAP_SETUID/CAP_SETGID to drop privileges and
+# no CAP_CHOWN/CAP_DAC_OVERRIDE to create a file as root and hand it over.
+# Promiscuous mode is a packet-socket option that CAP_NET_RAW covers, and -B
+# sizes a memory-mapped ring, which needs no CAP_NET_ADMIN.
+User=mirrorcap
+Group=pcap
+AmbientCapabilities=CAP_NET_RAW
+CapabilityBoundingSet=CAP_NET_RAW
 Environment=TZ=UTC
 ExecStart=/usr/local/libexec/mirrorcap/capture %i
 Restart=on-failure
-# SIGTERM to tcpdump only: it flushes, prints its counters, and the log tee
-# drains before the rest of the unit is stopped.
+RestartSec=5
+# SIGTERM to the watcher only: it stops tcpdump, which flushes and prints its counters.
 KillMode=mixed
-# tcpdump.log for mirrorcap-health (drop counters); gone when the unit stops.
+TimeoutStopSec=20
+# tcpdump.log (drop counters) and state.json (gaps) for mirrorcap-health;
+# kept across restarts of the unit so a gap is not forgotten.
 RuntimeDirectory=mirrorcap/capture-%i
 RuntimeDirectoryMode=0750
-RestartSec=5
+RuntimeDirectoryPreserve=restart
 # New pcaps: 0640 (the directory's setgid gives them the pcap group).
 UMask=0027
-# tcpdump opens the interface as root (raw socket, promiscuous mode), then -Z
-# switches to mirrorcap: that is every privilege it needs.
-CapabilityBoundingSet=CAP_NET_RAW CAP_NET_ADMIN CAP_SETUID CAP_SETGID
 NoNewPrivileges=yes
 ProtectSystem=strict
 ReadWritePaths=/var/log/tcpdump
@@ -910,6 +1223,7 @@ ProtectKernelLogs=yes
 ProtectControlGroups=yes
 ProtectClock=yes
 ProtectHostname=yes
+ProtectProc=invisible
 RestrictAddressFamilies=AF_PACKET AF_NETLINK AF_UNIX AF_INET AF_INET6
 RestrictNamespaces=yes
 RestrictRealtime=yes
@@ -928,15 +1242,20 @@ cat > '/etc/systemd/system/mirrorcap-retention.service.mirrorcap-new' <<'MIRRORC
 [Unit]
 Description=mirrorcap: delete old pcaps and keep a free-space floor
 Documentation=file:///usr/local/share/doc/mirrorcap/README
-RequiresMountsFor=/var/log/tcpdump
+After=mirrorcap-storage.service
 ConditionPathExists=/etc/mirrorcap/mirrorcap.env
 
 [Service]
 Type=oneshot
 ExecStart=/usr/local/libexec/mirrorcap/retention
+# The capture user owns the capture directory, so it may delete in it: no capability at all.
+User=mirrorcap
+Group=pcap
+CapabilityBoundingSet=
 NoNewPrivileges=yes
 ProtectSystem=strict
-ReadWritePaths=/var/log/tcpdump
+# "-": a missing directory (storage never ran) is not a namespace error; the script says so.
+ReadWritePaths=-/var/log/tcpdump
 ProtectHome=yes
 PrivateTmp=yes
 PrivateDevices=yes
@@ -944,7 +1263,6 @@ PrivateNetwork=yes
 ProtectKernelTunables=yes
 ProtectKernelModules=yes
 ProtectControlGroups=yes
-CapabilityBoundingSet=CAP_DAC_OVERRIDE CAP_FOWNER
 RestrictAddressFamilies=AF_UNIX
 MIRRORCAP_ETC_SYSTEMD_SYSTEM_MIRRORCAP_RETENTION_SERVICE
 chmod 0644 '/etc/systemd/system/mirrorcap-retention.service.mirrorcap-new'
@@ -952,12 +1270,14 @@ mv -f '/etc/systemd/system/mirrorcap-retention.service.mirrorcap-new' '/etc/syst
 
 cat > '/etc/systemd/system/mirrorcap-retention.timer.mirrorcap-new' <<'MIRRORCAP_ETC_SYSTEMD_SYSTEM_MIRRORCAP_RETENTION_TIMER'
 [Unit]
-Description=mirrorcap: run pcap retention every 5 minutes (a burst can fill the disk fast)
+Description=mirrorcap: run pcap retention every minute (a burst can fill the disk fast)
 
 [Timer]
-OnBootSec=2min
-OnUnitActiveSec=5min
-Persistent=true
+# Cheap (one directory listing): every minute keeps the free-space floor close
+# behind a burst, and bounds how long a capture that hit a full disk waits.
+OnBootSec=1min
+OnUnitActiveSec=1min
+AccuracySec=5s
 
 [Install]
 WantedBy=timers.target
