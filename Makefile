@@ -14,7 +14,7 @@ export PATH := $(BIN):$(PATH)
 export CHECKPOINT_DISABLE := 1
 export MIRRORCAP_INVENTORY := $(INVENTORY)
 
-.PHONY: setup synth test diff deploy render bench bench-capture clean
+.PHONY: setup host-packages boot-lab synth test diff deploy render bench bench-capture clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,14 +52,24 @@ deploy: setup
 	@test -n "$(STACK)" || { echo "usage: make deploy STACK=<capture name>"; exit 2; }
 	$(CDKTN) deploy $(STACK)
 
-test: setup .venv-checkov/.installed
+# The Debian packages the suite runs for real (installed once when root;
+# otherwise one line says what is missing and how to install it).
+host-packages:
+	@tools/host-packages.sh
+
+# The Debian bookworm root the boot lab runs systemd 252 in (debootstrap, cached
+# in /var/cache/mirrorcap-bootlab: minutes the first time, instant after).
+boot-lab: host-packages
+	@tools/bootlab-rootfs.sh
+
+test: setup .venv-checkov/.installed boot-lab
 	CHECKOV=$(CURDIR)/.venv-checkov/bin/checkov $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: setup
 	$(BIN)/python bench/synth_scale.py
 
-# Needs root (network namespaces) and tcpreplay/tcpdump (.ci/run installs them).
-bench-capture: setup
+# Needs root: boots the capture host in the boot lab and replays VXLAN into it.
+bench-capture: setup boot-lab
 	$(BIN)/python bench/capture_path.py
 
 clean:

@@ -175,3 +175,21 @@ def test_missing_file_is_a_clear_error(workdir):
 def test_hundred_source_instance_type_accepts_eleven_sources(workdir):
     text = minimal(sources(*[eni(i) for i in range(11)])).replace('vni', 'instance_type = "m5.24xlarge"\n  vni', 1)
     assert len(load(write(workdir, text)).captures[0].sources) == 11
+
+
+@pytest.mark.parametrize("path, why", [
+    ("/etc", "system directory"), ("/var/log/../../etc", "not normalized"), ("/var/log/./tcpdump", "not normalized"),
+    ("/var/log", "system directory"), ("/usr/local/pcaps", "system directory"), ("/", "not an absolute directory"),
+    ("/tmp/pcaps", "system directory"), ("/srv/pcaps/", "not an absolute directory"), ("relative/dir", "not an absolute"),
+])
+def test_capture_dir_refuses_system_and_unnormalized_paths(workdir, path, why):
+    """The storage unit mounts the volume over capture_dir and chmods it: never a system directory."""
+    with pytest.raises(MirrorcapError) as e:
+        load(write(workdir, minimal(f'  host {{\n    capture_dir = "{path}"\n  }}')))
+    (problem,) = e.value.problems
+    assert problem.field.endswith("host > capture_dir") and why in problem.message and problem.fix
+
+
+@pytest.mark.parametrize("path", ["/var/log/tcpdump", "/srv/pcaps", "/data/pcap-store", "/var/lib/mirrorcap"])
+def test_capture_dir_accepts_dedicated_directories(workdir, path):
+    assert load(write(workdir, minimal(f'  host {{\n    capture_dir = "{path}"\n  }}'))).captures[0].host.capture_dir == path

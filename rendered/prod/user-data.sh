@@ -67,6 +67,7 @@ VOLUME_ID=${MIRRORCAP_VOLUME_ID:?MIRRORCAP_VOLUME_ID missing from $ENV_FILE}
 DIR=${MIRRORCAP_CAPTURE_DIR:?MIRRORCAP_CAPTURE_DIR missing from $ENV_FILE}
 WAIT_SECONDS=300
 BY_ID_DIR=/dev/disk/by-id
+XEN_DEVICE=/dev/xvdf
 CAPTURE_USER=mirrorcap
 CAPTURE_GROUP=pcap
 
@@ -79,6 +80,7 @@ nvme_link="$BY_ID_DIR/nvme-Amazon_Elastic_Block_Store_${VOLUME_ID/-/}"
 device=""
 for ((waited = 0; waited <= WAIT_SECONDS; waited++)); do
   if [ -e "$nvme_link" ]; then device=$(readlink -f "$nvme_link"); break; fi
+  if [ -b "$XEN_DEVICE" ] && [ ! -e /sys/class/nvme ]; then device=$XEN_DEVICE; break; fi
   sleep 1
 done
 [ -n "$device" ] || die "volume $VOLUME_ID did not appear as $nvme_link within ${WAIT_SECONDS}s: attach it to this instance (the stack's pcap_volume attachment), then: systemctl restart mirrorcap-storage"
@@ -571,21 +573,11 @@ cat > '/usr/local/sbin/mirrorcap-health.mirrorcap-new' <<'MIRRORCAP_USR_LOCAL_SB
 #!/usr/bin/python3
 """mirrorcap-health: is this capture host capturing? For people and for alarms.
 
-Checks, per configured VNI unless noted:
-  services    systemd units active
-  tcpdump     the capture unit's own tcpdump runs (the child of the unit's main
-              process: another tcpdump on the same interface does not count)
-  writing     the capture is writing, and no packets were lost to a gap (a full
-              disk, an I/O error, a tcpdump that died) since the last check
-  newest-pcap the newest pcap is younger than MIRRORCAP_STALE_AFTER_SECONDS and
-              holds packets (a 24-byte file is a pcap header and nothing else)
-  drops       packets tcpdump reports as dropped by the kernel since the last run
-  unmatched   VXLAN packets on the mirror ENI whose VNI no vxlan interface
-              accepts (the kernel drops those silently), sampled for a few seconds
-  disk        the capture volume is mounted and free space is above the floor
-Exit 0 when healthy (warnings allowed), 1 when not, 2 when it cannot run.
-Runs as root (signals tcpdump, samples the mirror ENI). Python 3.9 stdlib only:
-Amazon Linux 2023's system Python.
+Checks services, tcpdump (the capture unit's own), writing (gaps and what they
+lost), newest-pcap, drops (kernel), unmatched (VNIs no interface accepts) and
+disk (mounted, above the floor): see the README. Exit 0 when healthy (warnings
+allowed), 1 when not, 2 when it cannot run. Runs as root (signals tcpdump,
+samples the mirror ENI). Python 3.9 stdlib only: Amazon Linux 2023's system Python.
 """
 import argparse
 import glob
