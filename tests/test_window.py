@@ -131,3 +131,22 @@ def test_open_hands_the_extract_to_termshark(pcaps, tmp_path):
     assert result.returncode == 0, result.stderr
     args = (tmp_path / "termshark.args").read_text().split()
     assert args[0] == "-r" and (tmp_path / args[1]).is_file() and len(packets(tmp_path / args[1])) > 0
+
+
+@needs_root
+def test_extract_is_created_exclusively_with_the_pcaps_mode(pcaps, tmp_path):
+    """The extract holds the same production payloads as the pcaps: 0640 whatever the umask, never
+    through a name planted in a shared directory (a dangling symlink is the classic /tmp attack)."""
+    newest = max(packets(*sorted(pcaps.glob("vni7_*.pcap"))))[0]
+    at = datetime.fromtimestamp(newest, timezone.utc).isoformat()
+    out = tmp_path / "err.pcap"
+    made = subprocess.run(["sh", "-c", f'umask 022; exec "$@"', "sh", str(WINDOW), "--at", at, "--window", "2s",
+                           "--dir", str(pcaps), "--vni", "7", "--out", str(out)], capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    assert oct(out.stat().st_mode & 0o777) == "0o640" and packets(out)
+    assert not list(tmp_path.glob(".mirrorcap-window-*"))  # no partial left behind
+    target, planted = tmp_path / "victim", tmp_path / "planted.pcap"
+    planted.symlink_to(target)  # dangling: os.path.exists() says False
+    refused = window("--at", at, "--window", "2s", "--dir", str(pcaps), "--vni", "7", "--out", str(planted))
+    assert refused.returncode == 2 and "not replaced" in refused.stderr
+    assert not target.exists() and planted.is_symlink() and not list(tmp_path.glob(".mirrorcap-window-*"))

@@ -12,7 +12,9 @@
 # A build goes to a temporary directory that is renamed to <key> only once
 # complete: an interrupted build never leaves a half cache (its leftovers are
 # deleted by the next run). Concurrent runs wait for each other (flock).
-# Progress goes to stderr; stdout gets the rootfs path only.
+# Progress goes to stderr; stdout gets the rootfs path only. Downloaded .debs
+# stay in CACHE_DIR/debs (a rebuild downloads only what changed); trees of
+# other keys are never deleted: rm -rf CACHE_DIR reclaims the space.
 #
 # Exit status: 0 ok; 1 --check and not built; 3 a tool or privilege is missing
 # (the one-line message names it); 4 debootstrap failed (network, mirror, ...).
@@ -20,7 +22,7 @@ set -euo pipefail
 
 SUITE=bookworm
 VARIANT=minbase   # required + apt only, then exactly the packages below (no Recommends)
-LAYOUT=1          # bump when the customization at the end of build() changes
+LAYOUT=2          # bump when the tree changes other than by the package list (customization below)
 MIRROR=${BOOTLAB_MIRROR:-http://deb.debian.org/debian}
 # What a mirrorcap capture host runs (tcpdump, iproute2, xfsprogs, curl, python3, ...),
 # systemd as init (systemd-sysv: /sbin/init, reboot, ...) with dbus as on a stock host,
@@ -79,18 +81,19 @@ discard() {
 
 # Leftovers of interrupted builds (we hold the lock: nobody else is building this key).
 for old in "$CACHE"/.build-"$key".*; do
-  [ -e "$old" ] || continue
+  [ -d "$old" ] || continue  # not the log
   msg "removing the leftovers of an interrupted build: $old"
   discard "$old"
 done
 
 tmp=$(mktemp -d "$CACHE/.build-$key.XXXXXX")
+chmod 0755 "$tmp"  # the root directory of the tree (mktemp makes it 0700)
 trap 'discard "$tmp"' EXIT
 trap 'exit 130' INT TERM HUP
 
 start=$(date +%s)
 msg "building $SUITE ($VARIANT) into $tmp: ${all[*]}"
-msg "this takes a few minutes; the result is cached in $final"
+msg "this takes a minute or two; the result is cached in $final"
 include=$(IFS=,; echo "${all[*]}")
 log="$CACHE/.build-$key.log"
 if ! debootstrap --variant="$VARIANT" --components=main --include="$include" \
@@ -106,14 +109,15 @@ fi
 msg "customizing"
 # 1. Downloaded .debs are not part of an installed system (apt-get clean).
 find "$tmp/var/cache/apt/archives" -maxdepth 1 -type f -name '*.deb' -delete
-# 2. debootstrap copies the build host's hostname and resolv.conf; an image does
-#    not carry them. The lab sets the hostname per machine (/etc/hostname in its
-#    upper layer); no DNS is reachable from a lab machine anyway.
-echo localhost > "$tmp/etc/hostname"
-rm -f "$tmp/etc/resolv.conf"
+# 2. debootstrap copies the build host's /etc/hostname and /etc/resolv.conf; an
+#    image does not carry them. Without /etc/hostname systemd keeps the hostname
+#    the lab gives each machine (its UTS namespace); no DNS is reachable anyway.
+rm -f "$tmp/etc/hostname" "$tmp/etc/resolv.conf"
 # 3. An empty machine ID, as in a cloud image: each lab machine generates its own
-#    on its first boot and keeps it (first-boot semantics, per-machine journal
-#    directory), instead of all machines sharing the one made at build time.
+#    on its first boot and keeps it (its own journal directory), instead of all
+#    machines sharing the one made at build time. (An empty file is not "first
+#    boot" to systemd 252: ConditionFirstBoot= units such as systemd-firstboot,
+#    which would prompt on the console, do not run.)
 : > "$tmp/etc/machine-id"
 rm -f "$tmp/var/lib/dbus/machine-id"
 # Nothing is masked and no password is set: the lab enters the machine with

@@ -1,0 +1,80 @@
+"""Mirrored traffic as AWS sends it, for tcpreplay: outer Ethernet/IPv4/UDP 4789,
+VXLAN (RFC 7348: flags 0x08, reserved bits zero), then the source's own frame.
+
+Each inner packet carries a unique tag in its payload so a test can tell exactly
+which packets reached a pcap, whole or not.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from pathlib import Path
+
+VXLAN_PORT = 4789
+
+
+def checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def ipv4(src: str, dst: str, proto: int, payload: bytes, ident: int = 0) -> bytes:
+    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), ident & 0xFFFF, 0, 64, proto, 0,
+                      socket.inet_aton(src), socket.inet_aton(dst))
+    return hdr[:10] + struct.pack("!H", checksum(hdr)) + hdr[12:] + payload
+
+
+def udp(sport: int, dport: int, payload: bytes) -> bytes:
+    return struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+
+
+def mac(text: str) -> bytes:
+    return bytes.fromhex(text.replace(":", ""))
+
+
+INNER_SRC_MAC, INNER_DST_MAC = "0a:00:00:00:00:01", "0a:00:00:00:00:02"
+
+
+def inner_ipv4(tag: bytes, ip_bytes: int = 500) -> bytes:
+    """An Ethernet frame holding an IPv4/UDP packet of exactly `ip_bytes` whose payload starts with `tag`."""
+    payload = tag + bytes(ip_bytes - 28 - len(tag))
+    return mac(INNER_DST_MAC) + mac(INNER_SRC_MAC) + b"\x08\x00" + ipv4("10.9.0.1", "10.9.0.2", 17, udp(40000, 8080, payload))
+
+
+def inner_ipv6(tag: bytes, ip_bytes: int = 500) -> bytes:
+    payload = tag + bytes(ip_bytes - 48 - len(tag))
+    datagram = udp(40000, 8080, payload)
+    hdr = struct.pack("!IHBB16s16s", 6 << 28, len(datagram), 17, 64,
+                      socket.inet_pton(socket.AF_INET6, "2001:db8::1"), socket.inet_pton(socket.AF_INET6, "2001:db8::2"))
+    return mac(INNER_DST_MAC) + mac(INNER_SRC_MAC) + b"\x86\xdd" + hdr + datagram
+
+
+def vxlan_frame(vni: int, inner: bytes, *, dst_mac: str, src_mac: str, dst_ip: str, src_ip: str, ident: int = 0) -> bytes:
+    vx = struct.pack("!B3xI", 0x08, vni << 8) + inner  # flags 0x08 (I bit), reserved zero, 24-bit VNI
+    return mac(dst_mac) + mac(src_mac) + b"\x08\x00" + ipv4(src_ip, dst_ip, 17, udp(49152 + ident % 16384, VXLAN_PORT, vx), ident)
+
+
+def write_pcap(path: Path, frames: list[bytes]) -> Path:
+    with open(path, "wb") as f:
+        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))  # microsecond pcap, Ethernet
+        for i, frame in enumerate(frames):
+            f.write(struct.pack("<IIII", 1_700_000_000, i, len(frame), len(frame)) + frame)
+    return path
+
+
+def read_pcap(data: bytes) -> list[tuple[int, int, bytes]]:
+    """(caplen, len, bytes) per record of a classic pcap (either byte order, µs or ns)."""
+    endian = "<" if data[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+    records, pos = [], 24
+    while pos + 16 <= len(data):
+        caplen, length = struct.unpack(endian + "II", data[pos + 8:pos + 16])
+        if pos + 16 + caplen > len(data):
+            break  # a torn last record
+        records.append((caplen, length, data[pos + 16:pos + 16 + caplen]))
+        pos += 16 + caplen
+    return records
