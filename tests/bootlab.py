@@ -118,8 +118,8 @@ The machine, and how it differs from an EC2 host (each deliberately):
   by itself). No management interface and no network manager: network-online.target
   is reached at once. No route out: the machine reaches nothing but the IMDS
   and the sender.
-* IMDSv2: a fake (tests/fake_imds.py's protocol and answers: PUT
-  /latest/api/token with a TTL header, then GETs with the token, 401 without;
+* IMDSv2: a fake (PUT /latest/api/token with a TTL header gives the token
+  "test-token"; GETs need it, 401 without; it answers
   .../network/interfaces/macs/ and .../macs/<mac>/interface-id) listening on
   169.254.169.254:80 in the machine's netns, served from outside the machine
   (``nsenter --net``): the machine's scripts need no endpoint override.
@@ -168,7 +168,7 @@ ROOTFS_SCRIPT = ROOT / "tools" / "bootlab-rootfs.sh"
 CACHE_DIR = Path(os.environ.get("BOOTLAB_CACHE", "/var/cache/mirrorcap-bootlab"))
 STATE_DIR = Path("/run/mirrorcap-bootlab")
 IMDS_ADDR = "169.254.169.254"
-IMDS_TOKEN = "test-token"  # as tests/fake_imds.py
+IMDS_TOKEN = "test-token"
 MIRROR_IFACE = "ens6"
 DEFAULT_MIRROR_MAC = "0e:6c:61:62:00:06"  # locally administered unicast, like EC2's
 DEFAULT_SENDER_MAC = "0e:6c:61:62:00:01"
@@ -834,8 +834,9 @@ WantedBy=multi-user.target
 
     # ---- boot / shutdown
 
-    def boot(self, timeout: float = 120) -> str:
-        """Start systemd as PID 1 and wait until `systemctl is-system-running` is running or degraded."""
+    def boot(self, timeout: float = 120, until: tuple[str, ...] = ("running", "degraded")) -> str:
+        """Start systemd as PID 1 and wait until `systemctl is-system-running` is one of `until`
+        (add "starting" for a boot whose start jobs may legitimately wait, e.g. for a volume)."""
         if self.pid:
             raise RuntimeError("already booted")
         self.open()
@@ -875,7 +876,7 @@ WantedBy=multi-user.target
             os.close(master)
         self._track("launcher", self._launcher.pid)
         try:
-            return self._wait_booted(timeout)
+            return self._wait_booted(timeout, until)
         except BaseException:
             self.shutdown()
             raise
@@ -893,7 +894,7 @@ WantedBy=multi-user.target
             return None
         return int(children[0]) if children else None
 
-    def _wait_booted(self, timeout: float) -> str:
+    def _wait_booted(self, timeout: float, until: tuple[str, ...] = ("running", "degraded")) -> str:
         deadline = time.monotonic() + timeout
         state = "no PID 1 yet"
         while time.monotonic() < deadline:
@@ -914,7 +915,7 @@ WantedBy=multi-user.target
                     state = self.run("systemctl", "is-system-running", timeout=10).stdout.strip() or "offline"
                 except subprocess.TimeoutExpired:
                     state = "not answering"
-                if state in ("running", "degraded"):
+                if state in until:
                     return state
                 if state in ("maintenance", "stopping"):
                     break

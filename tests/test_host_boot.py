@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import struct
 import subprocess
 import time
 from pathlib import Path
@@ -313,6 +314,30 @@ def test_retention_in_its_unit_keeps_what_it_must(host):
     assert "vni12345_2026-01-01T00-10-00Z.pcap" not in names and "vni7_2026-01-01T00-00-00Z.pcap" not in names
 
 
+def test_health_reports_kernel_drops_once(host):
+    """An operator shrinks tcpdump's kernel buffer (the env file, then a restart): a flood overruns it."""
+    m, traffic = host, Traffic(host)
+    env = m.read_file("/etc/mirrorcap/mirrorcap.env")
+    m.write_file("/etc/mirrorcap/mirrorcap.env", re.sub(r"MIRRORCAP_BUFFER_KIB=\d+", "MIRRORCAP_BUFFER_KIB=32", env))
+    try:
+        m.run("systemctl", "restart", UNIT, check=True)
+        wait_capturing(m)
+        health(m)
+        flood = [traffic.frame(VNI, inner_ipv4(tag(99000), 1400))] * 50000
+        for _ in range(5):
+            traffic.replay(flood)
+            code, report = health(m)
+            if check(report, "drops")["dropped_since_last_check"]:
+                break
+        drops = check(report, "drops")
+        assert code == 1 and drops["status"] == "fail" and "buffer_kib" in drops["detail"], drops
+        assert check(health(m)[1], "drops")["dropped_since_last_check"] == 0  # reported once
+    finally:
+        m.write_file("/etc/mirrorcap/mirrorcap.env", env)
+        m.run("systemctl", "restart", UNIT, check=True)
+        wait_capturing(m)
+
+
 def test_a_second_boot_keeps_the_volume_and_captures_again(host):
     m, traffic = host, Traffic(host)
     uuid = m.run("blkid", "-p", "-o", "value", "-s", "UUID", m.volume_node).stdout.strip()
@@ -336,7 +361,7 @@ def test_a_second_boot_keeps_the_volume_and_captures_again(host):
 def test_without_its_volume_the_host_captures_nothing_until_it_is_attached(tmp_path):
     with Machine(rootfs(), tmp_path, "novolume", eni_id=ENI, volume_id=None) as m:
         m.install_user_data(user_data())
-        m.boot()
+        m.boot(until=("starting", "running", "degraded"))  # boot is not finished while storage waits
         wait_for(lambda: m.unit_state("mirrorcap-storage.service") == "activating", 60, "storage waiting for the volume")
         time.sleep(3)
         assert m.unit_state(UNIT) != "active" and not m.run("pgrep", "-x", "tcpdump").stdout
@@ -350,3 +375,32 @@ def test_without_its_volume_the_host_captures_nothing_until_it_is_attached(tmp_p
         traffic = Traffic(m)
         traffic.replay([traffic.frame(VNI, inner_ipv4(tag(i))) for i in range(20)])
         wait_for(lambda: set(range(20)) <= set(captured(m)), 10, "capture once the volume is attached")
+
+
+def dos_partition_table(image: Path) -> None:
+    """One Linux partition in an MBR (what `fdisk` writes), no file system."""
+    entry = struct.pack("<B3sB3sII", 0, b"\0\0\0", 0x83, b"\0\0\0", 2048, image.stat().st_size // 512 - 2048)
+    with open(image, "r+b") as f:
+        f.seek(446)
+        f.write(entry + bytes(48) + b"\x55\xaa")
+
+
+@pytest.mark.parametrize("kind", ["ext4", "partition table"])
+def test_a_volume_holding_something_else_is_never_formatted(tmp_path, kind):
+    """A re-attached or wrong volume with another file system or a partition table: storage refuses, capture never starts."""
+    image = tmp_path / f"volume-{VOLUME}.img"
+    with open(image, "wb") as f:
+        f.truncate(400 << 20)
+    if kind == "ext4":
+        subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True, capture_output=True)
+    else:
+        dos_partition_table(image)
+    before = image.read_bytes()[:1 << 20]
+    with Machine(rootfs(), tmp_path, "foreign", eni_id=ENI, volume_id=VOLUME) as m:
+        m.install_user_data(user_data())
+        m.boot()
+        assert m.wait_unit("mirrorcap-storage.service", ("failed",), timeout=60) == "failed"
+        why = m.journal("mirrorcap-storage.service")
+        assert "refusing" in why and kind.replace("partition table", "dos partition table") in why, why
+        assert m.unit_state(UNIT) != "active" and not m.run("findmnt", DIR).stdout
+    assert image.read_bytes()[:1 << 20] == before  # not a byte of it changed
