@@ -24,6 +24,7 @@ import argparse
 import json
 import re
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -63,35 +64,43 @@ def rx(m: Machine) -> int:
     return int(m.read_file(f"/sys/class/net/vxlan{VNI}/statistics/rx_packets"))
 
 
-def measure_unit(m: Machine, pcap: Path, packets: int) -> dict:
-    log = f"/run/mirrorcap/capture-{VNI}/tcpdump.log"
-    cpu0, rx0 = cgroup_usec(m, UNIT), rx(m)
+def quiesce(m: Machine) -> None:
+    """Every variant starts alike: no capture running, an emptied volume, nothing left to write back."""
+    m.run("systemctl", "stop", UNIT, "bench-bare.service", "bench-U.service")
+    m.run("sh", "-c", f"rm -f {DIR}/*.pcap")
+    subprocess.run(["sync"], check=True)
+
+
+def start_unit(m: Machine) -> None:
+    m.run("systemctl", "reset-failed", UNIT)  # the benchmark restarts it more often than StartLimitBurst allows
+    m.run("systemctl", "start", UNIT, check=True)
+    state = m.path(f"/run/mirrorcap/capture-{VNI}/state.json")
+    while not (state.exists() and json.loads(state.read_text() or "{}").get("writing")):
+        time.sleep(0.2)
+
+
+def measure(m: Machine, pcap: Path, packets: int, variant: str) -> dict:
+    quiesce(m)
+    if variant == "unit":
+        unit, log = UNIT, f"/run/mirrorcap/capture-{VNI}/tcpdump.log"
+        start_unit(m)
+    else:
+        unit = f"bench-{variant.strip('-')}.service"
+        log = f"/run/{unit}.log"
+        m.run("systemctl", "reset-failed", unit)
+        m.run("systemd-run", f"--unit={unit}", "-p", f"StandardError=file:{log}", "tcpdump", "-i", f"vxlan{VNI}",
+              *([variant] if variant.startswith("-") else []), "-w", f"{DIR}/bench-{variant}.pcap", check=True)
+    time.sleep(1)
+    cpu0, rx0 = cgroup_usec(m, unit), rx(m)
     pps = replay(m, pcap)
-    time.sleep(2.5)  # the watcher's flushes and tick after the burst are part of the cost
-    cpu = cgroup_usec(m, UNIT) - cpu0
-    m.run("mirrorcap-health", "--sample-seconds", "0")  # SIGUSR1: tcpdump prints its counters to its log
-    captured, _, dropped = map(int, COUNTERS.findall(m.read_file(log))[-1])
-    return dict(pps=pps, decapsulated=rx(m) - rx0, cpu_us_per_packet=cpu / packets, dropped_total=dropped, captured_total=captured)
-
-
-def measure_transient(m: Machine, pcap: Path, packets: int, name: str, flags: list[str]) -> dict:
-    unit = f"bench-{name}.service"
-    out = f"{DIR}/bench-{name}.pcap"
-    m.run("systemctl", "stop", UNIT, check=True)
-    m.run("systemd-run", f"--unit={unit}", "-p", f"StandardError=file:/run/{unit}.log", "tcpdump", "-i", f"vxlan{VNI}",
-          *flags, "-w", out, check=True)
-    try:
-        time.sleep(1)
-        cpu0 = cgroup_usec(m, unit)
-        pps = replay(m, pcap)
-        time.sleep(2.5)
-        cpu = cgroup_usec(m, unit) - cpu0
-    finally:
+    time.sleep(2.5)  # the watcher's flushes and tick after the burst are part of its cost
+    cpu = cgroup_usec(m, unit) - cpu0
+    if variant == "unit":
+        m.run("mirrorcap-health", "--sample-seconds", "0")  # SIGUSR1: tcpdump prints its counters to its log
+    else:
         m.run("systemctl", "stop", unit)
-        m.run("rm", "-f", out)
-        m.run("systemctl", "start", UNIT, check=True)
-    captured, _, dropped = map(int, COUNTERS.findall(m.read_file(f"/run/{unit}.log"))[-1])
-    return dict(pps=pps, cpu_us_per_packet=cpu / packets, dropped_total=dropped, captured_total=captured)
+    captured, _, dropped = map(int, COUNTERS.findall(m.read_file(log))[-1])
+    return dict(pps=pps, decapsulated=rx(m) - rx0, cpu_us_per_packet=cpu / packets, dropped=dropped, captured=captured)
 
 
 def freshness(m: Machine, probes: int) -> list[float]:
@@ -126,21 +135,17 @@ def main() -> int:
     with Machine(rootfs(), work, "bench", eni_id=ENI, volume_id=VOLUME, volume_mib=4096) as m:
         m.install_user_data(user_data)
         m.boot()
-        while m.unit_state(UNIT) != "active":
-            time.sleep(0.5)
-        time.sleep(2)
+        start_unit(m)
         pcap = write_pcap(m.workdir / "burst.pcap", frames(m, args.packets))
         for r in range(args.rounds):  # round-robin: the machine's speed drifts
-            results["unit"].append(measure_unit(m, pcap, args.packets))
-            results["bare"].append(measure_transient(m, pcap, args.packets, "bare", []))
-            results["-U"].append(measure_transient(m, pcap, args.packets, "U", ["-U"]))
-            while m.unit_state(UNIT) != "active":
-                time.sleep(0.2)
-            time.sleep(2)
+            for variant in results:
+                results[variant].append(measure(m, pcap, args.packets, variant))
             print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]['cpu_us_per_packet']:.2f} us/pkt at {v[-1]['pps']:.0f} pps"
                                                   for k, v in results.items()), flush=True)
+        quiesce(m)
+        start_unit(m)
         waits = freshness(m, args.probes)
-        drops = {k: v[-1]["dropped_total"] for k, v in results.items()}
+        drops = {k: sum(x["dropped"] for x in v) for k, v in results.items()}
     median = {k: statistics.median(x["cpu_us_per_packet"] for x in v) for k, v in results.items()}
     ratios = [u["cpu_us_per_packet"] / b["cpu_us_per_packet"] for u, b in zip(results["unit"], results["bare"])]
     summary = dict(packets_per_round=args.packets, rounds=args.rounds, median_cpu_us_per_packet=median,
