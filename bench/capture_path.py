@@ -13,7 +13,7 @@ the sender namespace into each of:
   - "-U":    the same with -U (packet-buffered, what the unit ran before its watcher).
 CPU is the unit's cgroup cpu.stat usage (every process of the unit: tcpdump,
 the watcher, the flushes), divided by the packets sent. Drops and captures are
-tcpdump's own counters. Freshness: how long a lone packet takes to appear in
+tcpdump's own counters. One warm-up round is not counted. Freshness: how long a lone packet takes to appear in
 the pcap on disk (what mirrorcap-window and health can see), over a few probes.
 Writes bench/out/capture_path.json. Needs root.
 """
@@ -137,6 +137,8 @@ def main() -> int:
         m.boot()
         start_unit(m)
         pcap = write_pcap(m.workdir / "burst.pcap", frames(m, args.packets))
+        for variant in results:  # warm-up, not counted: the first writes into the fresh volume image cost more
+            measure(m, pcap, args.packets, variant)
         for r in range(args.rounds):  # round-robin: the machine's speed drifts
             for variant in results:
                 results[variant].append(measure(m, pcap, args.packets, variant))

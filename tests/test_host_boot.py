@@ -367,8 +367,19 @@ def test_without_its_volume_the_host_captures_nothing_until_it_is_attached(tmp_p
         assert m.unit_state(UNIT) != "active" and not m.run("pgrep", "-x", "tcpdump").stdout
         assert not m.run("findmnt", DIR).stdout
         assert m.run("sh", "-c", f"ls -A {DIR} 2>/dev/null").stdout == ""  # nothing on the root volume
+        assert not m.run("pgrep", "-x", "tcpdump").stdout
         code, report = health(m)
         assert code == 1 and check(report, "disk")["status"] == "fail" and check(report, "services")["status"] == "fail"
+        # The trap the capture's own check must see through: in a sandbox with ReadWritePaths= (as in its
+        # unit) mountpoint(1) calls a plain directory of the root volume "mounted". The watcher refuses it.
+        m.run("install", "-d", "-o", "mirrorcap", "-g", "pcap", "-m", "2750", DIR, check=True)
+        sandbox = ["systemd-run", "--wait", "--pipe", "--quiet", "-p", "User=mirrorcap", "-p", "Group=pcap",
+                   "-p", "AmbientCapabilities=CAP_NET_RAW", "-p", "ProtectSystem=strict", "-p", f"ReadWritePaths={DIR}",
+                   "-p", "RuntimeDirectory=mirrorcap/probe"]
+        assert m.run(*sandbox, "mountpoint", "-q", DIR).returncode == 0
+        probe = m.run(*sandbox, "/usr/local/libexec/mirrorcap/capture", str(VNI))
+        assert probe.returncode != 0 and f"{DIR} is not a mounted volume" in probe.stderr, probe
+        assert m.run("ls", "-A", DIR).stdout == ""
         # Terraform's attachment arrives late: storage finds it and capture starts.
         m.attach_volume(VOLUME)
         wait_capturing(m)
