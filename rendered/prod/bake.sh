@@ -234,6 +234,7 @@ def die(message):
     sys.exit(1)
 
 
+# /etc/mirrorcap/mirrorcap.env as a dict (KEY=value lines, quotes dropped; not run by a shell).
 def read_env(path):
     values = {}
     with open(path) as f:
@@ -607,6 +608,7 @@ VXLAN_PORT = 4789
 DROPS = re.compile(r"(\d+) packets? captured, (\d+) packets? received by filter, (\d+) packets? dropped by kernel")
 
 
+# /etc/mirrorcap/mirrorcap.env as a dict (KEY=value lines, quotes dropped; not run by a shell).
 def read_env(path):
     values = {}
     with open(path) as f:
