@@ -20,5 +20,8 @@ if __name__ == "__main__":
         synth_file(os.environ.get("MIRRORCAP_INVENTORY", DEFAULT_INVENTORY),
                    review_hcl=os.environ.get("MIRRORCAP_REVIEW_HCL") == "1")
     except MirrorcapError as exc:
-        print(f"mirrorcap: {exc}", file=sys.stderr)
-        sys.exit(1)
+        print(f"mirrorcap: {exc}", file=sys.stderr, flush=True)
+        # The provider may still be loading in a daemon thread (app.synth_file): an
+        # interpreter shutdown would let it write to closed streams, a traceback
+        # after a clean error. Nothing has been written yet, so leave at once.
+        os._exit(1)

@@ -305,6 +305,8 @@ def test_stale_lock_file_stops_synth(tmp_path):
     assert "capture.lock.json: captures: lock file is out of date" in result.stderr
     assert "mirrorcap sessions --write" in result.stderr
     assert not (tmp_path / "cdktf.out").exists()
+    # Only the clean error: no traceback from the provider still loading in a thread.
+    assert "Traceback" not in result.stderr and "Exception in thread" not in result.stderr, result.stderr
 
 
 def terraform_evaluates_sessions(doc: dict, workdir: Path, instance_enis: dict[str, str]) -> tuple[dict, dict]:
