@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import resource
+import subprocess
+
 import pytest
 
-from conftest import EXAMPLE, eni, minimal, mirrorcap, sources, synth, write
+from conftest import BIN, EXAMPLE, env, eni, minimal, mirrorcap, sources, synth, write
 from mirrorcap import aws_limits as L
 from mirrorcap.errors import MirrorcapError
+from mirrorcap.inputfile import MAX_BYTES
 from mirrorcap.inventory import load
 
 
@@ -129,8 +134,19 @@ BAD = {
                                          "source[0] > session_number", "cannot be combined with `tags`"),
     "campaign end without time zone": (minimal('  source {\n    tags = { Service = "web" }\n  }\n  auto_mirror {\n    ends_at = "2026-12-01 18:00"\n  }'),
                                        "auto_mirror > ends_at", "with a time zone"),
+    "template in a state path": (minimal('  backend "local" {\n    path = "state-${path.cwd}.tfstate"\n  }'),
+                                 'backend "local" > path', "backend settings are not templates"),
+    "quote in a state key": (minimal('  backend "s3" {\n    bucket = "my-state"\n    key = "a\\"b.tfstate"\n  }'),
+                             'backend "s3" > key', "without quotes"),
     "free-space floor over the volume": (minimal("  host {\n    min_free_gib = 300\n  }"), "host > min_free_gib",
                                          "out of range (0 to 299)"),
+    "47 tags": (minimal("  tags = {\n" + "".join(f'    T{i} = "v"\n' for i in range(47)) + "  }"), 'capture "test" > tags',
+                "mirrorcap adds 4 of its own"),
+    "tag with a character AWS refuses": (minimal('  tags = { Team = "a;b" }'), "tags.Team", "characters AWS tags do not allow: ';'"),
+    "description over 255 characters": (minimal(f'  source {{\n    eni_id = "{eni(1)}"\n    description = "{"d" * 256}"\n  }}'),
+                                         "source[0] > description", "256 characters long"),
+    "description with a newline": (minimal(f'  source {{\n    eni_id = "{eni(1)}"\n    description = "web\\nnext"\n  }}'),
+                                   "source[0] > description", "control characters"),
 }
 
 
@@ -193,3 +209,73 @@ def test_capture_dir_refuses_system_and_unnormalized_paths(workdir, path, why):
 @pytest.mark.parametrize("path", ["/var/log/tcpdump", "/srv/pcaps", "/data/pcap-store", "/var/lib/mirrorcap"])
 def test_capture_dir_accepts_dedicated_directories(workdir, path):
     assert load(write(workdir, minimal(f'  host {{\n    capture_dir = "{path}"\n  }}'))).captures[0].host.capture_dir == path
+
+
+def test_strings_are_literal_text_even_when_they_start_with_an_interpolation(workdir):
+    """Nothing in the inventory is evaluated: the stack escapes `${` for Terraform (test_synth.py checks what Terraform reads)."""
+    body = f'  source {{\n    eni_id = "{eni(1)}"\n    description = "${{path.cwd}} tier"\n  }}'
+    assert load(write(workdir, minimal(body))).captures[0].sources[0].description == "${path.cwd} tier"
+
+
+def bounded(*args: str, cwd) -> subprocess.CompletedProcess:
+    """The CLI with 30 s and 1 GiB of address space: reading /dev/zero or waiting on a FIFO fails the test, not the machine."""
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+    return subprocess.run([str(BIN / "mirrorcap"), *args], cwd=cwd, env=env(), capture_output=True, text=True,
+                          timeout=30, preexec_fn=limit)
+
+
+def make(path, kind: str) -> None:
+    if kind == "link to /dev/zero":  # was read to 5.4 GB, then MemoryError
+        path.symlink_to("/dev/zero")
+    elif kind == "fifo":  # open() waited for a writer forever
+        os.mkfifo(path)
+    elif kind == "directory":
+        path.mkdir()
+    else:  # oversized: a regular file one byte over the limit
+        path.write_text("#" * MAX_BYTES + "\n")
+
+
+def assert_refused_unread(result: subprocess.CompletedProcess, name: str, fix: str, kind: str) -> None:
+    """One problem naming the file and what it is, then the fix."""
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    (problem, fix_line) = result.stderr.splitlines()
+    assert problem.startswith(f"mirrorcap: {name}") and fix_line.startswith(f"  fix: {fix}")
+    assert ("over mirrorcap's 1,048,576-byte limit" if kind == "oversized" else "not a regular file") in problem
+
+
+@pytest.mark.parametrize("kind", ["link to /dev/zero", "fifo", "directory", "oversized"])
+def test_inventory_that_is_no_small_regular_file_is_refused_unread(workdir, kind):
+    make(workdir / "capture.hcl", kind)
+    for args in (["validate"], ["sessions", "--write"], ["render"]):
+        assert_refused_unread(bounded(*args, cwd=workdir), "capture.hcl", "pass --inventory the inventory itself", kind)
+    assert os.listdir(workdir) == ["capture.hcl"], "a refused inventory must write nothing"
+
+
+@pytest.mark.parametrize("kind", ["link to /dev/zero", "fifo", "directory", "oversized"])
+def test_lock_file_that_is_no_small_regular_file_is_refused_unread(workdir, kind):
+    write(workdir, minimal(sources(eni(1))))
+    make(workdir / "capture.lock.json", kind)
+    before = os.lstat(workdir / "capture.lock.json")
+    for args in (["validate"], ["sessions", "--write"]):
+        assert_refused_unread(bounded(*args, cwd=workdir), "capture.lock.json", "restore it from version control", kind)
+    assert sorted(os.listdir(workdir)) == ["capture.hcl", "capture.lock.json"]
+    assert os.lstat(workdir / "capture.lock.json").st_mtime_ns == before.st_mtime_ns
+
+
+def test_inventory_may_be_a_link_to_a_regular_file_of_up_to_the_limit(workdir):
+    text = minimal(sources(eni(1)))
+    (workdir / "real.hcl").write_text(text + "#" * (MAX_BYTES - len(text) - 1) + "\n")  # exactly the limit
+    (workdir / "capture.hcl").symlink_to("real.hcl")
+    result = mirrorcap("validate", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_thousand_described_sources_take_a_seventh_of_the_limit(workdir):
+    """The size limit's headroom: 10 hosts of 100 sources, each with a description and a packet length."""
+    def host(c: int) -> str:
+        return "\n".join(f'  source {{\n    eni_id        = "{eni(c * 100 + i)}"\n    description   = "web-{c * 100 + i:04d}: frontend, '
+                         f'eu-west-1a"\n    packet_length = 1500\n  }}' for i in range(100))
+    text = "\n".join(minimal(host(c), name=f"c{c}").replace("vni", 'instance_type = "m5.24xlarge"\n  vni', 1) for c in range(10))
+    assert 100_000 < len(text.encode()) < MAX_BYTES / 7
+    assert sum(len(c.sources) for c in load(write(workdir, text)).captures) == 1000

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import EXAMPLE, ROOT, minimal, mirrorcap, sources, eni, write
+from conftest import EXAMPLE, ROOT, minimal, mirrorcap, sources, eni, tree, write
 from mirrorcap.inventory import load
 from mirrorcap.render import rendered_tree, write_tree
 
@@ -112,3 +113,60 @@ def test_bad_inventory_renders_nothing(tmp_path):
     result = mirrorcap("render", "--out", "rendered", cwd=tmp_path)
     assert result.returncode == 1 and "host > capture_dir" in result.stderr and "fix:" in result.stderr
     assert not (tmp_path / "rendered").exists()
+
+
+def snapshot(root: Path) -> dict[str, bytes | str]:
+    """Every entry under `root`, links as their target (not followed), directories as None."""
+    found = {}
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs + files:
+            p = Path(dirpath, name)
+            found[str(p.relative_to(root))] = os.readlink(p) if p.is_symlink() else p.read_bytes() if p.is_file() else None
+    return found
+
+
+def test_render_out_dot_in_a_project_refuses_and_keeps_everything(tmp_path):
+    """`--out .` once replaced a whole project (inventory, lock file, sources) with rendered files and exited 0."""
+    project = tmp_path / "project"
+    (project / "src").mkdir(parents=True)
+    shutil.copy(EXAMPLE, project / "capture.hcl")
+    shutil.copy(ROOT / "capture.lock.json", project / "capture.lock.json")
+    (project / "src" / "tool.py").write_text("print('mine')\n")
+    before = snapshot(tmp_path)
+    result = mirrorcap("render", "--out", ".", cwd=project)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"{project}: holds capture.hcl, which `mirrorcap render` does not write" in result.stderr
+    assert "fix: pass --out a new or empty directory" in result.stderr
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("kind", ["regular file", "symlink to an earlier render", "earlier render with a file of mine"])
+def test_render_refuses_what_it_did_not_write_and_writes_nothing(tmp_path, kind):
+    earlier, out = tmp_path / "earlier", tmp_path / "out"
+    write_tree(rendered_tree(load(EXAMPLE)), earlier)
+    if kind == "regular file":
+        out.write_text("notes\n")  # was made a directory, with .out.old left behind and a traceback
+    elif kind == "symlink to an earlier render":
+        out.symlink_to(earlier)
+    else:
+        shutil.copytree(earlier, out)
+        (out / "prod" / "files" / "etc" / "notes.txt").write_text("mine\n")
+    before = snapshot(tmp_path)
+    result = mirrorcap("render", "--inventory", str(EXAMPLE), "--out", str(out), cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith(f"mirrorcap: {out}: ") and "fix:" in result.stderr
+    assert snapshot(tmp_path) == before
+
+
+def test_render_replaces_an_earlier_render_or_an_empty_directory_whole(tmp_path):
+    out, empty = tmp_path / "rendered", tmp_path / "empty"
+    write_tree(rendered_tree(load(EXAMPLE)), out)  # capture "prod"
+    out.chmod(0o755)
+    (out / "prod" / "bake.sh").unlink()  # an earlier render may have fewer files
+    inventory = load(write(tmp_path, minimal(sources(eni(1)))))  # capture "test" only
+    write_tree(rendered_tree(inventory), out)
+    assert sorted(os.listdir(out)) == ["test"] and (out.stat().st_mode & 0o777) == 0o755
+    empty.mkdir()
+    write_tree(rendered_tree(inventory), empty)
+    assert tree(empty) == tree(out)
+    assert sorted(os.listdir(tmp_path)) == ["capture.hcl", "empty", "rendered"]  # no staging or .old left

@@ -9,12 +9,13 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import hcl2
 import pytest
 
-from conftest import EXAMPLE, ROOT, mirrorcap, stack_json, synth, tree
+from conftest import EXAMPLE, ROOT, env, mirrorcap, stack_json, synth, tree
 from mirrorcap import aws_limits as L
 from mirrorcap.errors import MirrorcapError
 from mirrorcap.inventory import load
@@ -363,6 +364,168 @@ def test_terraform_evaluates_one_session_per_source(example, tmp_path):
     assert inputs["eni-0fedcba9876543210"]["network_interface_id"] == "eni-0fedcba9876543210"
     assert inputs["eni-0fedcba9876543210"]["packet_length"] == 1500
     assert inputs["eni-0123456789abcdef0"]["packet_length"] is None  # omitted: AWS mirrors whole packets
+
+
+
+# Text that Terraform or cdktn would read as something else if it went into the
+# stack as it is: expressions, directives, a cdktn token, quotes, a backslash,
+# control characters, a heredoc's end marker on its own line, a leading bracket.
+# The inventory file carries the headline case; the rest is put into the loaded
+# inventory directly (SYNTH_ODD), so that validation, whatever it allows,
+# is not what this proves.
+ODD_INVENTORY = r"""
+capture "odd" {
+  region    = "eu-west-1"
+  vpc_id    = "vpc-0123456789abcdef0"
+  subnet_id = "subnet-0123456789abcdef0"
+  vni       = 4242
+  network {
+    mirror_source_cidrs = ["10.1.0.0/16"]
+  }
+  filter {
+    rule {
+      direction = "ingress"
+    }
+    rule {
+      direction = "egress"
+    }
+  }
+  source {
+    eni_id      = "eni-0123456789abcdef0"
+    description = "web ${file("/etc/hostname")}"
+  }
+  source {
+    eni_id = "eni-0123456789abcdef1"
+  }
+  source {
+    tags = { Service = "web" }
+  }
+  auto_mirror {}
+}
+"""
+ODD = {
+    "tags": {"Team": "x${path.cwd}", "k${path.module}": "plain", "Note": 'line one\nEOF\n}\nresource "x" "y" {',
+             "Quoted": 'say "hi"', '[q"k': "back\\slash"},
+    "description": "${path.cwd} $${already} back\\slash ${TfToken[TOKEN.1]} %{ for x in [1] }${x}%{ endfor }",
+    "rules": ['web ${file("/etc/hostname")}', '[say "hi"] %{ if true }x%{ endif }\ttab\r\n'],
+    "selector": {"Service": "x${path.cwd}", 'q"k': 'v"'},
+}
+SYNTH_ODD = """
+import dataclasses, json, sys
+from mirrorcap.app import prepare, synth
+odd = json.loads(sys.argv[1])
+inputs = prepare("capture.hcl")
+(c,) = inputs.inventory.captures
+c = dataclasses.replace(
+    c, tags=tuple(sorted(odd["tags"].items())),
+    sources=(c.sources[0], dataclasses.replace(c.sources[1], description=odd["description"])),
+    filter_rules=tuple(dataclasses.replace(r, description=d) for r, d in zip(c.filter_rules, odd["rules"])),
+    tag_sources=(dataclasses.replace(c.tag_sources[0], tags=tuple(sorted(odd["selector"].items()))),))
+synth(dataclasses.replace(inputs, inventory=dataclasses.replace(inputs.inventory, captures=(c,))), review_hcl=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def odd(tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("odd")
+    (work / "capture.hcl").write_text(ODD_INVENTORY)
+    assert mirrorcap("sessions", "--write", cwd=work).returncode == 0
+    r = subprocess.run([sys.executable, "-c", SYNTH_ODD, json.dumps(ODD)], cwd=work, env=env(), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return work
+
+
+def test_inventory_text_reaches_terraform_literally_without_a_provider(odd, tmp_path):
+    """Terraform evaluates the synthesized sessions (built-in terraform_data): descriptions are the text as written."""
+    inputs, _ = terraform_evaluates_sessions(stack_json(odd, "odd"), tmp_path / "tf", {})
+    assert inputs["eni-0123456789abcdef0"]["description"] == 'mirrorcap odd: web ${file("/etc/hostname")}'  # no file read
+    assert inputs["eni-0123456789abcdef1"]["description"] == f"mirrorcap odd: {ODD['description']}"
+
+TF_PLUGINS = Path("/opt/tf-plugins")
+
+
+def mirrored_aws_provider() -> str | None:
+    """The hashicorp/aws version in the local provider mirror, if there is one (nothing is ever downloaded)."""
+    d = TF_PLUGINS / "registry.terraform.io" / "hashicorp" / "aws"
+    versions = sorted(p.name for p in d.iterdir()) if d.is_dir() else []
+    return versions[-1] if versions else None
+
+
+MOCK_TEST = '''
+mock_provider "aws" {
+  mock_data "aws_partition" {
+    defaults = { partition = "aws" }
+  }
+  mock_data "aws_caller_identity" {
+    defaults = { account_id = "111122223333" }
+  }
+  mock_data "aws_iam_policy_document" {
+    defaults = { json = "{}" }
+  }
+}
+run "read" {
+  command = plan
+}
+'''
+
+
+def terraform_reads(stack_dir: Path, review_hcl: bool, workdir: Path) -> tuple[dict, dict]:
+    """What Terraform itself reads from the stack's cdk.tf.json, or from its review copy cdk.tf.
+
+    `terraform test` plans a copy of the stack against a mock of the AWS provider
+    from the local mirror (no credentials, no network). The copy pins the mirror's
+    provider version and drops the backend; the provider block becomes a local,
+    since a mock provider reports no tags_all to read default_tags back from.
+    Returns (the default tags, each resource's planned arguments by address).
+    """
+    terraform, version = shutil.which("terraform"), mirrored_aws_provider()
+    if not terraform or not version:
+        pytest.skip("needs terraform and the hashicorp/aws provider in /opt/tf-plugins")
+    shutil.copytree(stack_dir, workdir)
+    pinned = {"required_providers": {"aws": {"source": "hashicorp/aws", "version": version}}}
+    if review_hcl:
+        (workdir / "cdk.tf.json").unlink()
+        text = (workdir / "cdk.tf").read_text()
+        # Inventory text never holds a newline in cdk.tf, so these lines are mirrorcap's own.
+        text = text[text.index("\n}\n") + 3:]  # without its terraform block (pin, backend)
+        assert text.count('\nprovider "aws" {\n') == 1 and text.count("\n  default_tags {\n") == 1
+        text = text.replace('\nprovider "aws" {\n', "\nlocals {\n").replace("\n  default_tags {\n", "\n  default_tags = {\n")
+        (workdir / "cdk.tf").write_text(text)
+        (workdir / "pinned.tf.json").write_text(json.dumps({"terraform": pinned}))
+    else:
+        (workdir / "cdk.tf").unlink()
+        doc = json.loads((workdir / "cdk.tf.json").read_text())
+        (provider,) = doc.pop("provider")["aws"]
+        doc["locals"] = {**provider, "default_tags": provider["default_tags"][0]}
+        doc["terraform"] = pinned
+        (workdir / "cdk.tf.json").write_text(json.dumps(doc))
+    (workdir / "probe.tf.json").write_text(json.dumps({"output": {"tags": {"value": "${local.default_tags.tags}"}}}))
+    (workdir / "tests").mkdir()
+    (workdir / "tests" / "read.tftest.hcl").write_text(MOCK_TEST)
+    cli_config = workdir.parent / f"{workdir.name}.tfrc"
+    cli_config.write_text(f'provider_installation {{\n  filesystem_mirror {{\n    path = "{TF_PLUGINS}"\n  }}\n}}\n')
+    tf_env = {**os.environ, "TF_CLI_CONFIG_FILE": str(cli_config), "CHECKPOINT_DISABLE": "1", "TF_IN_AUTOMATION": "1"}
+    r = subprocess.run([terraform, "init", "-backend=false", "-input=false", "-no-color"], cwd=workdir, env=tf_env,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = subprocess.run([terraform, "test", "-json", "-verbose", "-no-color"], cwd=workdir, env=tf_env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    (plan,) = [m["test_plan"] for m in map(json.loads, r.stdout.splitlines()) if m["type"] == "test_plan"]
+    planned = {c["address"]: c["change"]["after"] for c in plan["resource_changes"]}
+    return plan["output_changes"]["tags"]["after"], planned
+
+
+@pytest.mark.parametrize("review_hcl", [False, True], ids=["cdk.tf.json", "cdk.tf"])
+def test_terraform_reads_inventory_text_literally(odd, tmp_path, review_hcl):
+    tags, planned = terraform_reads(odd / "cdktf.out" / "stacks" / "odd", review_hcl, tmp_path / "tf")
+    assert tags == {**ODD["tags"], "ManagedBy": "mirrorcap", "mirrorcap:stack": "odd"}
+    sessions = {k: v["description"] for k, v in planned.items() if k.startswith("aws_ec2_traffic_mirror_session.")}
+    assert sessions == {'aws_ec2_traffic_mirror_session.source["eni-0123456789abcdef0"]': 'mirrorcap odd: web ${file("/etc/hostname")}',
+                        'aws_ec2_traffic_mirror_session.source["eni-0123456789abcdef1"]': f"mirrorcap odd: {ODD['description']}"}
+    rules = [planned[f"aws_ec2_traffic_mirror_filter_rule.filter_rule_{d}_100"]["description"] for d in ("ingress", "egress")]
+    assert rules == ODD["rules"]
+    variables = planned["aws_lambda_function.remirror"]["environment"][0]["variables"]
+    assert json.loads(variables["MIRRORCAP_SELECTORS"])[0]["tags"] == ODD["selector"]
 
 
 def test_edge_two_stacks_share_a_source_with_distinct_numbers(edge):

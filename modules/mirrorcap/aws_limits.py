@@ -27,6 +27,14 @@ VXLAN_PORT = 4789  # mirrored traffic arrives as VXLAN on this UDP port
 # cheap sequential throughput, 125 GiB minimum, not bootable.
 VOLUME_SIZE_GIB = {"st1": (125, 16384), "sc1": (125, 16384), "gp3": (1, 16384)}
 
+# EC2 tags: 50 per resource, keys 1-128 and values 0-256 characters of Unicode letters,
+# digits, spaces and _ . : / = + - @ (AWS "Tagging your AWS resources").
+TAGS_PER_RESOURCE = 50
+TAG_KEY_MAX, TAG_VALUE_MAX = 128, 256
+TAG_SYMBOLS = "_.:/=+-@"
+# Descriptions mirrorcap passes on (sessions, filter rules): one line, at most 255 characters.
+DESCRIPTION_MAX = 255
+
 # EC2 user data: 16 KB before base64 (the instance gets it gzipped, cloud-init unpacks it).
 USER_DATA_MAX_BYTES = 16384
 

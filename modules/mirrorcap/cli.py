@@ -113,7 +113,8 @@ def sessions(
 @app.command()
 def render(
     inventory: Path = InventoryOpt,
-    out: Path = typer.Option(Path("rendered"), "--out", help="output directory (replaced whole)"),
+    out: Path = typer.Option(Path("rendered"), "--out",
+                             help="output directory, replaced whole; refused unless missing, empty or an earlier render"),
     check: bool = typer.Option(False, "--check", help="write nothing; exit 1 if OUT differs from a fresh render"),
 ) -> None:
     """Render the host bootstrap (bake.sh, user data, scripts, units) for each capture."""
@@ -129,7 +130,10 @@ def render(
             raise typer.Exit(1)
         print(f"{out}: up to date ({len(tree)} files)")
         return
-    write_tree(tree, out)
+    try:
+        write_tree(tree, out)
+    except MirrorcapError as exc:
+        fail(exc)
     print(f"wrote {len(tree)} files to {out}")
 
 

@@ -50,7 +50,9 @@ class Block:
         value = self._get(key, required, fix or f"add `{key} = \"...\"`")
         if value is _MISSING:
             return default
-        if not isinstance(value, str) or value.startswith("${"):
+        # Any text is accepted as it is, `${` and `%{` included: nothing in the
+        # inventory is evaluated, and the stack escapes it for Terraform (stack/literal.py).
+        if not isinstance(value, str):
             self.errors.add(self.field(key), f"expected a plain string, got {value!r}", f'write it as `{key} = "..."` (no expressions)')
             return default
         if pattern and not re.fullmatch(pattern, value):

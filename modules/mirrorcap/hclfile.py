@@ -9,6 +9,7 @@ import hcl2
 from lark.exceptions import LarkError, UnexpectedInput
 
 from .errors import MirrorcapError, Problem
+from .inputfile import read_text
 
 _OPTIONS = hcl2.SerializationOptions(strip_string_quotes=True, explicit_blocks=False, with_comments=False)
 
@@ -16,7 +17,7 @@ _OPTIONS = hcl2.SerializationOptions(strip_string_quotes=True, explicit_blocks=F
 def read_hcl(path: Path) -> dict[str, Any]:
     name = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path, fix="pass --inventory the inventory itself (an HCL text file)")
     except FileNotFoundError:
         raise MirrorcapError([Problem(name, "", "file not found", "create it (copy capture.hcl from the repository) or pass --inventory PATH")])
     except (OSError, UnicodeDecodeError) as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
@@ -34,6 +35,12 @@ KMS_KEY = r"(?:arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(?:key/[0-9a-f-]{36}|alias/[
 REGION = r"[a-z]{2}(?:-gov|-iso[a-z]*)?-[a-z]+-\d"
 STACK_NAME = r"[a-z][a-z0-9-]{0,31}"
 INSTANCE_TYPE = r"[a-z][a-z0-9-]*\.[a-z0-9]+"
+# Backend settings cannot be escaped like other text: Terraform reads them from
+# cdk.tf.json literally, OpenTofu as templates. So what the two would read
+# differently (`${`, `%{`), or cdk.tf cannot show (quotes, backslashes, control
+# characters), is refused.
+STATE_CHAR = r'(?:(?![$%]\{)[^"\\\x00-\x1f\x7f])'
+STATE_TEXT = "without quotes, backslashes, control characters, `${` or `%{` (backend settings are not templates)"
 
 PROTOCOLS = {"all": None, "tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58}
 
@@ -205,7 +212,7 @@ def _filter(errors: Collector, parent: str, body) -> tuple[tuple[FilterRule, ...
             direction=direction, rule_number=number, action=action, protocol=protocol,
             source_cidr=src, destination_cidr=dst,
             source_ports=_ports(rb, "source_ports", protocol), destination_ports=_ports(rb, "destination_ports", protocol),
-            description=rb.string("description"),
+            description=_description(rb),
         ))
     seen: dict[tuple[str, int], int] = {}
     for i, r in enumerate(rules):
@@ -270,7 +277,7 @@ def _sources(errors: Collector, parent: str, raw_sources: list, limit: int,
             session_number=sb.integer("session_number", 0, lo=L.SESSION_NUMBER_MIN, hi=L.SESSION_NUMBER_MAX) or None,
             packet_length=_packet_length(sb),
             vni=sb.integer("vni", -1, lo=L.VNI_MIN, hi=L.VNI_MAX) if sb.has("vni") else None,
-            description=sb.string("description"),
+            description=_description(sb),
         ))
     if len(sources) > limit:
         errors.add(path, f"{len(sources)} sources, but an ENI target on {instance_type} accepts at most {limit} "
@@ -298,7 +305,7 @@ def _tag_source(sb: Block) -> TagSource | None:
             return None
     return TagSource(tags=tags, packet_length=_packet_length(sb),
                      vni=sb.integer("vni", -1, lo=L.VNI_MIN, hi=L.VNI_MAX) if sb.has("vni") else None,
-                     description=sb.string("description"))
+                     description=_description(sb))
 
 
 def _auto_mirror(errors: Collector, parent: str, entries: list) -> AutoMirror | None:
@@ -377,17 +384,44 @@ def _capture_dir(errors: Collector, b: Block) -> str:
     return value
 
 
+# Keys mirrorcap puts on a resource besides the inventory's (ManagedBy, mirrorcap:stack,
+# Name, mirrorcap:source): what is left of EC2's 50 is the inventory's.
+OWN_TAGS = 4
+
+
+def _tag_text_problem(text: str) -> str | None:
+    bad = sorted({ch for ch in text if not (ch.isalnum() or unicodedata.category(ch).startswith("Z") or ch in L.TAG_SYMBOLS)})
+    return f"has characters AWS tags do not allow: {' '.join(repr(c) for c in bad)}" if bad else None
+
+
 def _tags(errors: Collector, b: Block) -> tuple[tuple[str, str], ...]:
     tags = b.string_map("tags")
+    most = L.TAGS_PER_RESOURCE - OWN_TAGS
+    if len(tags) > most:
+        errors.add(f"{b.path} > tags", f"{len(tags)} tags: EC2 allows {L.TAGS_PER_RESOURCE} per resource and mirrorcap adds {OWN_TAGS} of its own",
+                   f"keep at most {most} tags")
     for k, v in tags:
         field = f"{b.path} > tags.{k}"
+        problem = _tag_text_problem(k) or _tag_text_problem(v)
         if k.lower().startswith("aws:"):
             errors.add(field, "tag keys starting with aws: are reserved by AWS", "rename the tag")
         elif k.startswith("mirrorcap:"):
             errors.add(field, "tag keys starting with mirrorcap: are set by mirrorcap itself (ownership)", "rename the tag")
-        elif len(k) > 128 or len(v) > 256:
-            errors.add(field, "tag key over 128 or value over 256 characters", "shorten it")
+        elif not k or len(k) > L.TAG_KEY_MAX or len(v) > L.TAG_VALUE_MAX:
+            errors.add(field, f"tag keys are 1-{L.TAG_KEY_MAX} and values 0-{L.TAG_VALUE_MAX} characters", "shorten it")
+        elif problem:
+            errors.add(field, f"the tag {problem}", f"use letters, digits, spaces and {' '.join(L.TAG_SYMBOLS)}")
     return tags
+
+
+def _description(b: Block, key: str = "description") -> str:
+    text = b.string(key)
+    control = any(unicodedata.category(ch) == "Cc" for ch in text)
+    if control or len(text) > L.DESCRIPTION_MAX:
+        what = "has control characters (a newline, a tab...)" if control else f"is {len(text)} characters long"
+        b.errors.add(b.field(key), f"the description {what}", f"write one line of at most {L.DESCRIPTION_MAX} characters")
+        return ""
+    return text
 
 
 def _backend(errors: Collector, parent: str, name: str, region: str, entries: list) -> Backend:
@@ -403,7 +437,9 @@ def _backend(errors: Collector, parent: str, name: str, region: str, entries: li
     bpath = f'{path} "{kind}"'
     if kind == "local":
         b = Block(errors, bpath, body, {"path"})
-        return Backend(kind="local", path=b.string("path", f"../../../terraform.{name}.tfstate"))
+        return Backend(kind="local", path=b.string("path", f"../../../terraform.{name}.tfstate", pattern=f"{STATE_CHAR}+",
+                                                   what=f"a state file path {STATE_TEXT}",
+                                                   fix=f'write a plain path, e.g. path = "../../../terraform.{name}.tfstate"'))
     if kind != "s3":
         errors.add(bpath, f"backend type {kind!r} is not supported", 'use backend "s3" (remote state) or remove the block for local state')
         return Backend(kind="local")
@@ -413,7 +449,8 @@ def _backend(errors: Collector, parent: str, name: str, region: str, entries: li
         kind="s3",
         bucket=b.string("bucket", required=True, pattern=r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", what="an S3 bucket name",
                         fix="set bucket = \"<existing state bucket>\" (3-63 lowercase letters, digits, dots, dashes)"),
-        key=b.string("key", f"mirrorcap/{name}.tfstate", pattern=r"[^\s]+\.tfstate", what="a state object key ending in .tfstate",
+        key=b.string("key", f"mirrorcap/{name}.tfstate", pattern=rf"(?:(?!\s){STATE_CHAR})+\.tfstate",
+                     what=f"a state object key ending in .tfstate, {STATE_TEXT}",
                      fix=f'e.g. key = "mirrorcap/{name}.tfstate"'),
         region=b.string("region", region, pattern=REGION, what="an AWS region name", fix="the bucket's region, e.g. \"eu-west-1\""),
         # S3 native locking (Terraform/OpenTofu >= 1.10) unless the user kept a DynamoDB lock table.

@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Mapping
 
 from .errors import MirrorcapError, Problem
+from .inputfile import read_text
 from .sessions import Key, by_capture
 
 VERSION = 1
+FIX = "restore it from version control, or delete it and run `mirrorcap sessions --write` (numbers are then recomputed)"
 NOTE = "Written by `mirrorcap sessions --write`. Commit it: it keeps mirror session numbers stable across edits."
 
 
@@ -28,20 +30,19 @@ def path_for(inventory_path: str | Path) -> Path:
 def read(path: Path) -> dict[Key, int]:
     if not path.exists():
         return {}
-    fix = f"restore it from version control, or delete it and run `mirrorcap sessions --write` (numbers are then recomputed)"
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text(path, FIX))
     except (OSError, ValueError) as exc:
-        raise MirrorcapError([Problem(str(path), "", f"not a readable JSON lock file: {exc}", fix)])
+        raise MirrorcapError([Problem(str(path), "", f"not a readable JSON lock file: {exc}", FIX)])
     if not isinstance(data, dict) or data.get("version") != VERSION or not isinstance(data.get("captures"), dict):
-        raise MirrorcapError([Problem(str(path), "version", f"expected a version {VERSION} mirrorcap lock file", fix)])
+        raise MirrorcapError([Problem(str(path), "version", f"expected a version {VERSION} mirrorcap lock file", FIX)])
     out: dict[Key, int] = {}
     for capture, sources in data["captures"].items():
         if not isinstance(sources, dict):
-            raise MirrorcapError([Problem(str(path), f"captures.{capture}", "expected a map of source ID to session number", fix)])
+            raise MirrorcapError([Problem(str(path), f"captures.{capture}", "expected a map of source ID to session number", FIX)])
         for source, number in sources.items():
             if isinstance(number, bool) or not isinstance(number, int):
-                raise MirrorcapError([Problem(str(path), f"captures.{capture}.{source}", f"{number!r} is not a session number", fix)])
+                raise MirrorcapError([Problem(str(path), f"captures.{capture}.{source}", f"{number!r} is not a session number", FIX)])
             out[(capture, source)] = number
     return out
 
@@ -53,7 +54,7 @@ def render(numbers: Mapping[Key, int]) -> str:
 def write(path: Path, numbers: Mapping[Key, int]) -> bool:
     """Write atomically; return False (and touch nothing) when unchanged."""
     text = render(numbers)
-    if path.exists() and path.read_text(encoding="utf-8") == text:
+    if path.exists() and read_text(path, FIX) == text:
         return False
     fd, tmp = tempfile.mkstemp(prefix=path.name, dir=path.parent)
     try:

@@ -14,6 +14,7 @@ from cdktn_provider_aws.ec2_traffic_mirror_session import Ec2TrafficMirrorSessio
 from cdktn_provider_aws.ec2_traffic_mirror_target import Ec2TrafficMirrorTarget
 
 from ..config import Capture
+from .literal import literal
 from .refs import EACH_KEY, data_ref, each, ref
 from .tags import named
 
@@ -42,7 +43,7 @@ class Mirroring:
                 protocol=rule.protocol, source_cidr_block=rule.source_cidr, destination_cidr_block=rule.destination_cidr,
                 source_port_range=Ec2TrafficMirrorFilterRuleSourcePortRange(from_port=rule.source_ports.from_port, to_port=rule.source_ports.to_port) if rule.source_ports else None,
                 destination_port_range=Ec2TrafficMirrorFilterRuleDestinationPortRange(from_port=rule.destination_ports.from_port, to_port=rule.destination_ports.to_port) if rule.destination_ports else None,
-                description=rule.description or None)
+                description=literal(rule.description, typed=True) if rule.description else None)
 
         self.session_ids = self._sessions(stack, capture, numbers, target_id, filter_id)
 
@@ -69,7 +70,7 @@ class Mirroring:
                 "session_number": numbers[source.id],
                 "virtual_network_id": source.vni if source.vni is not None else capture.vni,
                 "packet_length": source.packet_length,  # None: dropped from the map, looked up with a null default
-                "description": f"mirrorcap {capture.name}: {source.description or source.id}",
+                "description": literal(f"mirrorcap {capture.name}: {source.description or source.id}"),
             }
         session = Ec2TrafficMirrorSession(
             stack, "source", network_interface_id=each("network_interface_id"),

@@ -26,6 +26,7 @@ from ..config import Capture
 from ..live.model import RUNTIME_OWNER_KEY
 from ..live.package import HANDLER
 from ..live.settings import settings_for
+from .literal import literal
 from .refs import data_ref
 from .tags import named
 
@@ -99,7 +100,9 @@ class Remirror:
                       policy=policy_document(stack, "remirror_permissions", permissions))
 
         code = TerraformAsset(stack, "remirror_code", path=package_zip, type=AssetType.FILE)
-        env = settings_for(capture, target_id=target_id, filter_id=filter_id).to_env()
+        # The written-out references stay expressions; the rest (tag selectors) is inventory text.
+        env = {k: v if v in (target_id, filter_id) else literal(v, typed=True)
+               for k, v in settings_for(capture, target_id=target_id, filter_id=filter_id).to_env().items()}
         fn = LambdaFunction(
             stack, "remirror", function_name=name, description=f"mirrorcap {capture.name}: mirror new instances matching the tag sources",
             role=role.arn, runtime=RUNTIME, handler=HANDLER, architectures=["arm64"], filename=code.path,

@@ -7,16 +7,18 @@ uses to tell its own sessions from anyone else's.
 from __future__ import annotations
 
 from ..config import Capture
+from .literal import literal_map
 
 OWNER_KEY = "mirrorcap:stack"
 MANAGED_BY = ("ManagedBy", "mirrorcap")
 
 
 def default_tags(capture: Capture) -> dict[str, str]:
+    """Provider default_tags: the inventory's tags (literal text) and the ownership tags."""
     tags = dict(capture.tags)
     tags[MANAGED_BY[0]] = MANAGED_BY[1]
     tags[OWNER_KEY] = capture.name
-    return dict(sorted(tags.items()))
+    return literal_map(dict(sorted(tags.items())))
 
 
 def named(capture: Capture, what: str) -> dict[str, str]:
