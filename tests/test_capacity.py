@@ -70,3 +70,30 @@ def test_validate_warns_when_the_volume_cannot_hold_the_retention(workdir):
     assert 'capture "test" > storage > expected_mbps: volume: 300 GiB holds 1.3 of 15 days' in result.stderr
     write(workdir, minimal(sources(eni(1)) + "\n  storage {\n    expected_mbps = 1\n  }"))
     assert "warning" not in mirrorcap("validate", cwd=workdir).stderr
+
+
+def test_more_than_one_volume_holds_is_said_so():
+    e = estimate(100, 15, volume_type="st1", volume_gib=300)
+    assert e.needed_gib == 17301 and "more than one st1 volume holds (16384 GiB)" in e.problems[0]
+    assert "keep at most 14.2 days" in e.problems[0] and "size_gib" not in e.problems[0]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--rate", "inf"], "positive finite numbers"), (["--rate", "nan"], "positive finite numbers"),
+    (["--rate", "0"], "positive finite numbers"), (["--rate", "5", "--price", "instance_hour=abc"], "'abc' is not a price in USD"),
+    (["--rate", "5", "--price", "instance_hour=-1"], "'-1' is not a price in USD"), (["--rate", "5", "--price", "foo=1"], "'foo' is not a price name"),
+    (["--rate", "5", "--capture", "nope"], "no capture named nope"),
+])
+def test_capacity_usage_errors_exit_2_not_1(workdir, args, words):
+    """1 means "does not fit": a script must not mistake a typo for a sizing answer."""
+    write(workdir, minimal(sources(eni(1))))
+    result = mirrorcap("capacity", *args, cwd=workdir)
+    assert result.returncode == 2 and words in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_tag_selectors_are_not_costed_as_one_source(workdir):
+    write(workdir, minimal(sources(eni(1)) + '\n  source {\n    tags = { Service = "web" }\n  }\n  auto_mirror {}'))
+    unknown = json.loads(mirrorcap("capacity", "--rate", "0.5", "--json", cwd=workdir).stdout)
+    assert unknown["sources"] == 1 and any("1 tag selector(s)" in n and "--tag-instances" in n for n in unknown["notes"])
+    counted = json.loads(mirrorcap("capacity", "--rate", "0.5", "--json", "--tag-instances", "8", cwd=workdir).stdout)
+    assert counted["sources"] == 9 and not any("tag selector" in n for n in counted["notes"])

@@ -131,7 +131,7 @@ def test_clean_account_exits_zero_and_prints_a_table(deployed):
 def test_not_deployed_and_unknown_capture(deployed, tmp_path):
     d = deployed
     result = d["runner"].invoke(app, ["check", "--capture", "nope"])
-    assert result.exit_code == 1 and "no capture named nope" in result.stderr and "use one of: prod" in result.stderr
+    assert result.exit_code == 2 and "no capture named nope" in result.stderr and "use one of: prod" in result.stderr
     # the same inventory under another name: nothing of it exists in the account
     (tmp_path / "staging.hcl").write_text((tmp_path / "capture.hcl").read_text().replace('capture "prod"', 'capture "staging"'))
     assert d["runner"].invoke(app, ["sessions", "--write", "-i", "staging.hcl"]).exit_code == 0
@@ -141,12 +141,30 @@ def test_not_deployed_and_unknown_capture(deployed, tmp_path):
     assert (f["kind"], f["fix"]) == ("not-deployed", "make deploy STACK=staging")
 
 
-def test_no_credentials_is_a_clear_error_not_a_traceback(tmp_path):
+def cli(tmp_path, *args, **env):
     import subprocess
     from conftest import BIN, EXAMPLE
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "AWS_EC2_METADATA_DISABLED": "true",
-           "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}
-    for args in (["check"], ["validate", "--live"]):
-        r = subprocess.run([str(BIN / "mirrorcap"), *args, "-i", str(EXAMPLE)], capture_output=True, text=True, env=env, cwd=tmp_path)
-        assert r.returncode == 1 and "Traceback" not in r.stderr
+    base = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}
+    return subprocess.run([str(BIN / "mirrorcap"), *args, "-i", str(EXAMPLE)], capture_output=True, text=True,
+                          env={**base, **env}, cwd=tmp_path, timeout=120)
+
+
+def test_no_credentials_is_a_clear_error_not_a_traceback(tmp_path):
+    """check: exit 2 (could not check), never 1 (drift), so cron can tell them apart; validate --live: 1."""
+    for args, code in ((["check"], 2), (["validate", "--live"], 1)):
+        r = cli(tmp_path, *args)
+        assert r.returncode == code and "Traceback" not in r.stderr
         assert "Unable to locate credentials" in r.stderr and "fix: configure AWS credentials" in r.stderr
+    r = cli(tmp_path, "check", "--json")
+    report = json.loads(r.stdout)  # one JSON object, also on an error
+    assert r.returncode == 2 and report["drift"] is None and report["error"][0]["field"] == "credentials"
+
+
+def test_no_network_is_not_called_missing_credentials(tmp_path):
+    # Credentials, but nothing listens at the endpoint (a closed port on this machine).
+    r = cli(tmp_path, "check", "--json", AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+            AWS_ENDPOINT_URL="http://127.0.0.1:9", AWS_MAX_ATTEMPTS="1")
+    report = json.loads(r.stdout)
+    assert r.returncode == 2 and report["error"][0]["field"] == "network", report
+    assert "Could not connect to the endpoint URL" in report["error"][0]["message"] and "credentials" not in r.stderr.lower()

@@ -279,3 +279,9 @@ def test_a_thousand_described_sources_take_a_seventh_of_the_limit(workdir):
     text = "\n".join(minimal(host(c), name=f"c{c}").replace("vni", 'instance_type = "m5.24xlarge"\n  vni', 1) for c in range(10))
     assert 100_000 < len(text.encode()) < MAX_BYTES / 7
     assert sum(len(c.sources) for c in load(write(workdir, text)).captures) == 1000
+
+
+def test_a_campaign_that_has_ended_is_a_warning(workdir):
+    write(workdir, minimal('  source {\n    tags = { Service = "web" }\n  }\n  auto_mirror {\n    ends_at = "2020-01-01T00:00:00Z"\n  }'))
+    result = mirrorcap("validate", cwd=workdir)
+    assert result.returncode == 0 and "auto_mirror > ends_at: 2020-01-01T00:00:00+00:00 has passed" in result.stderr

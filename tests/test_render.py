@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -106,6 +107,32 @@ def test_storage_unit_has_no_mount_namespace(edge_tree):
                    "ReadOnlyPaths", "InaccessiblePaths", "TemporaryFileSystem", "BindPaths", "BindReadOnlyPaths",
                    "ProtectKernelTunables", "ProtectKernelModules", "ProtectControlGroups", "ProtectProc", "RootDirectory"}
     assert not namespacing & set(settings)
+
+
+def two_captures_one_eni(a: str, b: str) -> str:
+    return minimal(f'  source {{\n    eni_id = "{eni(1)}"\n{a}  }}', name="a") + minimal(f'  source {{\n    eni_id = "{eni(1)}"\n{b}  }}', name="b")
+
+
+def test_render_refuses_what_validate_refuses_about_session_numbers(tmp_path):
+    """One ENI in two captures with the same fixed session number: AWS evaluates one of them only."""
+    write(tmp_path, two_captures_one_eni("    session_number = 5\n", "    session_number = 5\n"))
+    for args in (["validate"], ["render", "--out", "rendered"]):
+        result = mirrorcap(*args, cwd=tmp_path)
+        assert result.returncode == 1 and "session_number" in result.stderr and "fix:" in result.stderr, (args, result.stderr)
+    assert not (tmp_path / "rendered").exists()
+
+
+def test_a_lock_edited_into_a_clash_is_renumbered_out_loud(tmp_path):
+    write(tmp_path, two_captures_one_eni("", ""))
+    (tmp_path / "capture.lock.json").write_text(json.dumps({"version": 1, "captures": {"a": {eni(1): 1}, "b": {eni(1): 1}}}))
+    result = mirrorcap("sessions", "--write", cwd=tmp_path)
+    assert result.returncode == 0
+    assert f"capture.lock.json: b {eni(1)}: session number 1 -> 2" in result.stderr, result.stderr
+
+
+def test_version():
+    result = mirrorcap("--version", cwd=ROOT)
+    assert result.returncode == 0 and result.stdout.strip() == "mirrorcap 0.1.0"
 
 
 def test_bad_inventory_renders_nothing(tmp_path):

@@ -12,6 +12,8 @@ estimate; any of them can be overridden (other regions, discounts).
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import asdict, dataclass, field, replace
 from typing import Optional
 
@@ -101,9 +103,11 @@ def volume_throughput(volume_type: str, size_gib: int, gp3_mibps: Optional[int] 
 
 def estimate(rate_mbps: float, retention_days: float, *, volume_type: str = "st1", volume_gib: int = 300,
              gp3_mibps: Optional[int] = None, instance_type: str = "t3.small", sources: int = 1, min_free_percent: int = 10,
-             avg_packet_bytes: int = 500, prices: Prices = Prices(), instance_baseline_gbps: Optional[float] = None) -> Estimate:
-    if rate_mbps <= 0 or retention_days <= 0 or avg_packet_bytes < 64:
-        raise ValueError("rate and retention must be positive, packets at least 64 bytes")
+             avg_packet_bytes: int = 500, prices: Prices = Prices(), instance_baseline_gbps: Optional[float] = None,
+             unpriced_selectors: int = 0) -> Estimate:
+    """unpriced_selectors: tag selectors whose instance count is unknown (their sessions are not in the cost)."""
+    if not (math.isfinite(rate_mbps) and math.isfinite(retention_days)) or rate_mbps <= 0 or retention_days <= 0 or avg_packet_bytes < 64:
+        raise ValueError("rate and retention must be positive finite numbers, packets at least 64 bytes")
     packets_s = rate_mbps * 1e6 / 8 / avg_packet_bytes
     disk_bytes_s = rate_mbps * 1e6 / 8 + packets_s * PCAP_RECORD_HEADER
     usable = 1 - min_free_percent / 100  # retention deletes above the free-space floor
@@ -115,10 +119,13 @@ def estimate(rate_mbps: float, retention_days: float, *, volume_type: str = "st1
     baseline_mbps = gbps * 1000 if gbps is not None else None
 
     problems = []
+    largest = L.VOLUME_SIZE_GIB[volume_type][1]
     if needed_gib > volume_gib:
         days = retention_days * volume_gib / needed_gib
-        problems.append(f"volume: {volume_gib} GiB holds {days:.1f} of {retention_days:g} days at {rate_mbps:g} Mbit/s; "
-                        f"needs {needed_gib} GiB (size_gib), or fewer retention_days")
+        fix = (f"needs {needed_gib} GiB (size_gib), or fewer retention_days" if needed_gib <= largest else
+               f"needs {needed_gib} GiB, more than one {volume_type} volume holds ({largest} GiB): keep at most "
+               f"{retention_days * largest / needed_gib:.1f} days, capture less, or split the sources over several hosts")
+        problems.append(f"volume: {volume_gib} GiB holds {days:.1f} of {retention_days:g} days at {rate_mbps:g} Mbit/s; {fix}")
     if disk_mib_s > base:
         what = "only while burst credits last" if disk_mib_s <= burst else "not even bursting"
         problems.append(f"throughput: writing {disk_mib_s:.1f} MiB/s; {volume_type} {volume_gib} GiB sustains {base:.1f} MiB/s ({what}); "
@@ -143,6 +150,9 @@ def estimate(rate_mbps: float, retention_days: float, *, volume_type: str = "st1
         notes.append(f"no built-in hourly price for {instance_type}: pass --price instance_hour=<USD>")
     if baseline_mbps is None:
         notes.append(f"no built-in baseline bandwidth for {instance_type}: pass --instance-gbps (DescribeInstanceTypes)")
+    if unpriced_selectors:
+        notes.append(f"mirroring covers {sources} explicit source(s) only: the instances {unpriced_selectors} tag selector(s) "
+                     "match are unknown here; pass --tag-instances N to cost them")
     return Estimate(rate_mbps=rate_mbps, retention_days=retention_days, avg_packet_bytes=avg_packet_bytes, disk_mib_s=round(disk_mib_s, 2),
                     needed_gib=needed_gib, volume_type=volume_type, volume_gib=volume_gib, volume_baseline_mib_s=round(base, 2),
                     volume_burst_mib_s=round(burst, 2), wire_mbps=round(wire_mbps, 1), instance_type=instance_type,

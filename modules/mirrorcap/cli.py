@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 import typer
@@ -14,14 +15,26 @@ from .inventory import DEFAULT_INVENTORY, load
 from .plan import numbers_for
 from .sessions import by_capture
 
-app = typer.Typer(help="Packet capture on AWS with VPC Traffic Mirroring.", no_args_is_help=True, add_completion=False)
+app = typer.Typer(help="Packet capture on AWS with VPC Traffic Mirroring.", no_args_is_help=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+        print(f"mirrorcap {version('mirrorcap')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(_version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version and exit")) -> None:
+    """Packet capture on AWS with VPC Traffic Mirroring."""
 
 InventoryOpt = typer.Option(DEFAULT_INVENTORY, "--inventory", "-i", help="inventory file (HCL)", envvar="MIRRORCAP_INVENTORY")
 
 
-def fail(exc: MirrorcapError) -> None:
+def fail(exc: MirrorcapError, code: int = 1) -> None:
     print(f"mirrorcap: {exc}", file=sys.stderr)
-    raise typer.Exit(1)
+    raise typer.Exit(code)
 
 
 def _ec2(region: str):
@@ -29,8 +42,24 @@ def _ec2(region: str):
     return boto3.client("ec2", region_name=region)
 
 
+def aws_problem(exc: Exception) -> Problem:
+    """What the account or the way to it said, as a problem: never a traceback, never the wrong cause."""
+    from botocore.exceptions import ClientError, ConnectTimeoutError, EndpointConnectionError, NoCredentialsError, ReadTimeoutError
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        fix = ("grant the caller the EC2 Describe*/TrafficMirror* permissions this command needs"
+               if "Unauthorized" in err.get("Code", "") or "AccessDenied" in err.get("Code", "") else "check the account and region")
+        return Problem("AWS", exc.operation_name, f"{err.get('Code')}: {err.get('Message', '')}", fix)
+    if isinstance(exc, NoCredentialsError):
+        return Problem("AWS", "credentials", str(exc),
+                       "configure AWS credentials (AWS_PROFILE, SSO login, or an instance role) for the capture's account")
+    if isinstance(exc, (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError)):
+        return Problem("AWS", "network", str(exc), "check the network path to the AWS endpoint (proxy, VPC endpoint, DNS)")
+    return Problem("AWS", type(exc).__name__, str(exc), "check the AWS configuration (profile, region, credentials)")
+
+
 def aws_errors(fn):
-    """No traceback for what the account says: missing credentials, denied calls."""
+    """No traceback for what the account says: missing credentials, denied calls, no network."""
     import functools
 
     @functools.wraps(fn)
@@ -38,14 +67,8 @@ def aws_errors(fn):
         from botocore.exceptions import BotoCoreError, ClientError
         try:
             return fn(*args, **kwargs)
-        except ClientError as exc:
-            err = exc.response.get("Error", {})
-            fix = ("grant the caller the EC2 Describe*/TrafficMirror* permissions this command needs"
-                   if "Unauthorized" in err.get("Code", "") or "AccessDenied" in err.get("Code", "") else "check the account and region")
-            fail(MirrorcapError([Problem("AWS", exc.operation_name, f"{err.get('Code')}: {err.get('Message', '')}", fix)]))
-        except BotoCoreError as exc:
-            fail(MirrorcapError([Problem("AWS", "credentials", str(exc),
-                                         "configure AWS credentials (AWS_PROFILE, SSO login, or an instance role) for the capture's account")]))
+        except (ClientError, BotoCoreError) as exc:
+            fail(MirrorcapError([aws_problem(exc)]))
     return wrapper
 
 
@@ -65,7 +88,11 @@ def validate(
     bandwidth = _validate_live(inventory, inv, source_mtu, target_mtu) if live else {}
     sources = sum(len(c.sources) for c in inv.captures)
     print(f"{inventory}: OK: {len(inv.captures)} capture(s), {sources} source(s)")
+    now = datetime.now(timezone.utc)
     for c in inv.captures:
+        if c.auto_mirror and c.auto_mirror.ends_at and c.auto_mirror.ends_at <= now:
+            print(f'warning: {inventory}: capture "{c.name}" > auto_mirror > ends_at: {c.auto_mirror.ends_at.isoformat()} has passed: '
+                  "the campaign is over (its sessions are removed at the next sweep and nothing new is mirrored)", file=sys.stderr)
         if c.storage.expected_mbps:
             estimate = _estimate_for(c, c.storage.expected_mbps, c.host.retention_days, instance_baseline_gbps=bandwidth.get(c.name))
             for problem in estimate.problems:
@@ -103,6 +130,10 @@ def sessions(
         for (capture, source), old, new in numbering.changes:
             print(f"change: {capture} {source}: {old if old is not None else '-'} -> {new if new is not None else '-'}")
     if write:
+        # On stderr, always: `make synth` hides the table, never what changed in the lock.
+        for (capture, source), old, new in numbering.changes:
+            print(f"{numbering.lock_path.name}: {capture} {source}: session number "
+                  f"{old if old is not None else '(none)'} -> {new if new is not None else '(removed)'}", file=sys.stderr)
         changed = lockfile.write(numbering.lock_path, numbering.numbers)
         print(f"{'wrote' if changed else 'unchanged'}: {numbering.lock_path}", file=sys.stderr)
     elif check and numbering.changes:
@@ -120,7 +151,9 @@ def render(
     """Render the host bootstrap (bake.sh, user data, scripts, units) for each capture."""
     from .render import diff_tree, rendered_tree, write_tree
     try:
-        tree = rendered_tree(load(inventory))
+        inv = load(inventory)
+        numbers_for(inv)  # the session-number checks validate runs: render refuses what validate refuses
+        tree = rendered_tree(inv)
     except MirrorcapError as exc:
         fail(exc)
     if check:
@@ -157,11 +190,37 @@ def _validate_live(inventory: Path, inv, source_mtu: int, target_mtu: int) -> di
     return bandwidth
 
 
-def _estimate_for(c, rate: float, retention: float, **kw):
+def _estimate_for(c, rate: float, retention: float, tag_instances: int | None = None, **kw):
     from .capacity import estimate
-    sources = len(c.sources) + len(c.tag_sources)
+    sources = len(c.sources) + (tag_instances or 0)
     return estimate(rate, retention, volume_type=c.storage.type, volume_gib=c.storage.size_gib, gp3_mibps=c.storage.throughput_mibps,
-                    instance_type=c.instance_type, sources=max(sources, 1), min_free_percent=c.host.min_free_percent, **kw)
+                    instance_type=c.instance_type, sources=sources, min_free_percent=c.host.min_free_percent,
+                    unpriced_selectors=len(c.tag_sources) if tag_instances is None else 0, **kw)
+
+
+USAGE = 2  # capacity: 1 means "does not fit", so a bad command line is 2
+
+
+def _price_overrides(items: list[str]) -> dict[str, float]:
+    import math
+    from .capacity import Prices
+    names = "instance_hour, volume_gib_month, mirror_session_hour or gp3_mibps_month"
+    overrides = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        try:
+            Prices().with_overrides({key: 0.0})
+        except KeyError:
+            fail(MirrorcapError([Problem("command line", "--price", f"{key!r} is not a price name", f"use {names}, e.g. instance_hour=0.05")]), USAGE)
+        try:
+            amount = float(value)
+        except ValueError:
+            amount = math.nan
+        if not math.isfinite(amount) or amount < 0:
+            fail(MirrorcapError([Problem("command line", "--price", f"{value!r} is not a price in USD for {key}",
+                                         f"write a number, e.g. {key}=0.05")]), USAGE)
+        overrides[key] = amount
+    return overrides
 
 
 @app.command()
@@ -172,33 +231,27 @@ def capacity(
     capture: str = typer.Option(None, "--capture", "-c", help="capture block to size (default: the first)"),
     avg_packet: int = typer.Option(500, "--avg-packet", help="average packet size in bytes (VXLAN and pcap overhead are per packet)"),
     instance_gbps: float = typer.Option(None, "--instance-gbps", help="the instance's baseline bandwidth, if not built in"),
+    tag_instances: int = typer.Option(None, "--tag-instances", min=0, help="how many instances the tag selectors match (their sessions cost too)"),
     price: list[str] = typer.Option([], "--price", help="override a price: instance_hour=, volume_gib_month=, mirror_session_hour=, gp3_mibps_month="),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Volume size, disk throughput, network headroom and monthly cost for a traffic rate; exit 1 if it does not fit."""
+    """Volume size, disk throughput, network headroom and monthly cost for a traffic rate.
+
+    Exit 0: it fits; 1: it does not fit; 2: the command line or the inventory is wrong."""
     from .capacity import Prices
     try:
         inv = load(inventory)
     except MirrorcapError as exc:
-        fail(exc)
+        fail(exc, USAGE)
     c = next((x for x in inv.captures if capture in (None, x.name)), None)
     if c is None:
-        fail(MirrorcapError([Problem(str(inventory), "--capture", f"no capture named {capture}", "use one of: " + ", ".join(x.name for x in inv.captures))]))
-    overrides = {}
-    for item in price:
-        key, _, value = item.partition("=")
-        try:
-            overrides[key] = float(value)
-            Prices().with_overrides(overrides)  # rejects unknown names
-        except (ValueError, KeyError):
-            fail(MirrorcapError([Problem("command line", "--price", f"{item!r} is not NAME=USD with a known name",
-                                         "use instance_hour=0.05, volume_gib_month=0.05, mirror_session_hour=0.018 or gp3_mibps_month=0.04")]))
-    prices = Prices().with_overrides(overrides)
+        fail(MirrorcapError([Problem(str(inventory), "--capture", f"no capture named {capture}", "use one of: " + ", ".join(x.name for x in inv.captures))]), USAGE)
+    prices = Prices().with_overrides(_price_overrides(price))
     try:
-        e = _estimate_for(c, rate, retention if retention is not None else c.host.retention_days, avg_packet_bytes=avg_packet,
+        e = _estimate_for(c, rate, retention if retention is not None else c.host.retention_days, tag_instances, avg_packet_bytes=avg_packet,
                           prices=prices, instance_baseline_gbps=instance_gbps)
     except ValueError as exc:
-        fail(MirrorcapError([Problem("command line", "--rate/--retention/--avg-packet", str(exc), "pass positive numbers")]))
+        fail(MirrorcapError([Problem("command line", "--rate/--retention/--avg-packet", str(exc), "pass positive numbers, e.g. --rate 50")]), USAGE)
     if as_json:
         print(json.dumps(e.as_dict(), indent=2))
     else:
@@ -223,42 +276,28 @@ def capacity(
         raise typer.Exit(1)
 
 
+CHECK_DRIFT, CHECK_FAILED = 1, 2
+
+
 @app.command()
-@aws_errors
 def check(
     inventory: Path = InventoryOpt,
     capture: list[str] = typer.Option([], "--capture", "-c", help="only these captures (default: all)"),
     fix: bool = typer.Option(False, "--fix", help="create missing runtime sessions, remove owned ones whose source is gone"),
-    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output: one JSON object, also on errors"),
 ) -> None:
-    """Compare the inventory with the live account (AWS credentials needed); exit 1 on drift."""
-    from datetime import datetime, timezone
-    from .live.drift import check_capture, locate
-    from .live.ec2 import reconcile
-    from .live.settings import settings_for
+    """Compare the inventory with the live account (AWS credentials needed).
+
+    Exit 0: no drift; 1: drift; 2: could not check (inventory, credentials, network, permissions): cron can tell them apart."""
+    from botocore.exceptions import BotoCoreError, ClientError
     try:
-        inv = load(inventory)
-        numbers = numbers_for(inv).numbers
-    except MirrorcapError as exc:
-        fail(exc)
-    unknown = sorted(set(capture) - {c.name for c in inv.captures})
-    if unknown:
-        fail(MirrorcapError([Problem(str(inventory), "--capture", f"no capture named {', '.join(unknown)}",
-                                     "use one of: " + ", ".join(c.name for c in inv.captures))]))
-    findings, fixed = [], {}
-    grouped = by_capture(numbers)
-    for c in inv.captures:
-        if capture and c.name not in capture:
-            continue
-        ec2 = _ec2(c.region)
-        now = datetime.now(timezone.utc)
-        per_source = grouped.get(c.name, {})
-        found = check_capture(ec2, c, per_source, now)
-        if fix and any(f.fixable for f in found):
-            target_id, filter_id = locate(ec2, c)
-            fixed[c.name] = reconcile(ec2, settings_for(c, target_id=target_id, filter_id=filter_id))
-            found = check_capture(ec2, c, per_source, datetime.now(timezone.utc))
-        findings.extend(found)
+        findings, fixed = _check(inventory, capture, fix)
+    except (MirrorcapError, ClientError, BotoCoreError) as exc:
+        problems = exc.problems if isinstance(exc, MirrorcapError) else [aws_problem(exc)]
+        if as_json:
+            print(json.dumps({"drift": None, "error": [vars(p) for p in problems], "findings": [], "fixed": {}}, indent=2))
+        print(f"mirrorcap: could not check: {MirrorcapError(problems)}", file=sys.stderr)
+        raise typer.Exit(CHECK_FAILED)
     if as_json:
         print(json.dumps({"drift": bool(findings), "findings": [f.as_dict() for f in findings], "fixed": fixed}, indent=2))
     else:
@@ -271,7 +310,34 @@ def check(
             for f in findings:
                 print(f"{f.capture:<12} {f.kind:<17} {f.subject:<26} {f.detail}\n{'':<57} fix: {f.fix}")
     if findings:
-        raise typer.Exit(1)
+        raise typer.Exit(CHECK_DRIFT)
+
+
+def _check(inventory: Path, capture: list[str], fix: bool) -> tuple[list, dict]:
+    from datetime import datetime, timezone
+    from .live.drift import check_capture, locate
+    from .live.ec2 import reconcile
+    from .live.settings import settings_for
+    inv = load(inventory)
+    numbers = numbers_for(inv).numbers
+    unknown = sorted(set(capture) - {c.name for c in inv.captures})
+    if unknown:
+        raise MirrorcapError([Problem(str(inventory), "--capture", f"no capture named {', '.join(unknown)}",
+                                      "use one of: " + ", ".join(c.name for c in inv.captures))])
+    findings, fixed = [], {}
+    grouped = by_capture(numbers)
+    for c in inv.captures:
+        if capture and c.name not in capture:
+            continue
+        ec2 = _ec2(c.region)
+        per_source = grouped.get(c.name, {})
+        found = check_capture(ec2, c, per_source, datetime.now(timezone.utc))
+        if fix and any(f.fixable for f in found):
+            target_id, filter_id = locate(ec2, c)
+            fixed[c.name] = reconcile(ec2, settings_for(c, target_id=target_id, filter_id=filter_id))
+            found = check_capture(ec2, c, per_source, datetime.now(timezone.utc))
+        findings.extend(found)
+    return findings, fixed
 
 
 if __name__ == "__main__":
