@@ -21,7 +21,7 @@ capture "prod" {
     size_gib = 300   # st1: 125 GiB minimum; sustains ~12 MiB/s (~100 Mbit/s) at 300 GiB
     type     = "st1"
     # expected_mbps = 5   # average mirrored Mbit/s: validate warns if 15 days of it do not fit (mirrorcap capacity)
-    # kms_key_id = "alias/pcaps"   # default: the AWS-managed aws/ebs key
+    # kms_key_id = "alias/pcaps"   # a key of yours (alias, key ID or ARN); default: a dedicated key the stack creates
   }
 
   network {

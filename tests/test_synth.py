@@ -15,7 +15,7 @@ from pathlib import Path
 import hcl2
 import pytest
 
-from conftest import EXAMPLE, ROOT, env, mirrorcap, stack_json, synth, tree
+from conftest import EXAMPLE, ROOT, env, minimal, mirrorcap, stack_json, synth, tree, write
 from mirrorcap import aws_limits as L
 from mirrorcap.errors import MirrorcapError
 from mirrorcap.inventory import load
@@ -269,7 +269,7 @@ def test_user_data_over_the_ec2_limit_is_refused(monkeypatch):
     assert 'capture "prod" > ami' in str(e.value) and "over EC2's 4096-byte limit" in str(e.value) and "bake.sh" in str(e.value)
 
 
-@pytest.mark.parametrize("fixture,stack,count", [("example", "prod", 15), ("edge", "blue", 15), ("edge", "green", 28)])
+@pytest.mark.parametrize("fixture,stack,count", [("example", "prod", 17), ("edge", "blue", 15), ("edge", "green", 30)])
 def test_review_hcl_parses_and_declares_the_same_resources(request, fixture, stack, count):
     d = request.getfixturevalue(fixture) / "cdktf.out" / "stacks" / stack
     doc = json.loads((d / "cdk.tf.json").read_text())
@@ -604,7 +604,14 @@ def test_remirror_policy_can_only_delete_and_create_its_own_sessions(edge):
     assert condition("TagOnlyAtCreation") == [
         {"test": "StringEquals", "variable": "ec2:CreateAction", "values": ["CreateTrafficMirrorSession"]}]
     assert [s["sid"] for s in statements if s["resources"] == ["*"]] == ["Read"]
-    assert by_sid["WithThisTargetAndFilterFromAnyInterface"]["resources"][0] == (
+    # Any interface, but only in the capture's VPC: IAM itself refuses the rest of the account.
+    arn = "arn:${data.aws_partition.current.partition}:ec2:us-east-1:${data.aws_caller_identity.account.account_id}"
+    assert by_sid["FromInterfacesInTheCapturesVpc"]["resources"] == [f"{arn}:network-interface/*"]
+    (vpc,) = condition("FromInterfacesInTheCapturesVpc")
+    assert vpc["test"] == "StringEquals" and vpc["variable"] == "ec2:Vpc" and vpc["values"][0].startswith(f"{arn}:vpc/vpc-")
+    assert [s["sid"] for s in statements if any(r.endswith("network-interface/*") for r in s["resources"])] == [
+        "FromInterfacesInTheCapturesVpc"]
+    assert by_sid["WithThisTargetAndFilter"]["resources"][0] == (
         "arn:${data.aws_partition.current.partition}:ec2:us-east-1:${data.aws_caller_identity.account.account_id}"
         ":traffic-mirror-target/${aws_ec2_traffic_mirror_target.mirror_target.id}")
 
@@ -649,3 +656,37 @@ def test_every_reference_names_a_declared_resource(request, fixture, stack):
     for is_data, rtype, name in sorted(found):
         declared = doc["data" if is_data else "resource"].get(rtype, {})
         assert name in declared, f"{'data.' if is_data else ''}{rtype}.{name} is referenced but not declared"
+
+
+def test_volumes_use_a_dedicated_rotated_key_by_default(example):
+    doc = stack_json(example, "prod")
+    key = doc["resource"]["aws_kms_key"]["pcap_key"]
+    assert key["enable_key_rotation"] is True and key["lifecycle"]["prevent_destroy"] is True
+    assert doc["resource"]["aws_kms_alias"]["pcap_key_alias"]["name"] == "alias/mirrorcap-prod-pcaps"
+    assert doc["resource"]["aws_ebs_volume"]["pcap_volume"]["kms_key_id"] == "${aws_kms_key.pcap_key.arn}"
+    assert doc["resource"]["aws_instance"]["capture_instance"]["root_block_device"]["kms_key_id"] == "${aws_kms_key.pcap_key.arn}"
+    statements = {st["sid"]: st for st in doc["data"]["aws_iam_policy_document"]["pcap_key_policy"]["statement"]}
+    root = "arn:${data.aws_partition.current.partition}:iam::${data.aws_caller_identity.account.account_id}:root"
+    assert all(st["principals"] == [{"type": "AWS", "identifiers": [root]}] for st in statements.values())
+    use = {c["variable"]: c["values"] for c in statements["UseOnlyThroughEbs"]["condition"]}
+    assert use["kms:ViaService"] == ["ec2.ap-northeast-1.amazonaws.com"] and "kms:Decrypt" in statements["UseOnlyThroughEbs"]["actions"]
+    assert not any(a in ("kms:*", "kms:Decrypt") for a in statements["AccountAdministersTheKey"]["actions"])
+
+
+@pytest.mark.parametrize("named, expected", [
+    ("alias/pcaps", "${data.aws_kms_key.pcap_key.arn}"),
+    ("0123abcd-0123-4567-89ab-0123456789ab", "${data.aws_kms_key.pcap_key.arn}"),
+    ("arn:aws:kms:eu-west-1:111122223333:key/0123abcd-0123-4567-89ab-0123456789ab",
+     "arn:aws:kms:eu-west-1:111122223333:key/0123abcd-0123-4567-89ab-0123456789ab"),
+])
+def test_a_named_key_is_resolved_to_its_arn(tmp_path, named, expected):
+    """aws_ebs_volume.kms_key_id takes a key ARN: an alias or key ID is looked up at plan time."""
+    write(tmp_path, minimal(f'  storage {{\n    kms_key_id = "{named}"\n  }}'))
+    assert mirrorcap("sessions", "--write", cwd=tmp_path).returncode == 0
+    assert synth(tmp_path, review_hcl=False).returncode == 0
+    doc = stack_json(tmp_path, "test")
+    assert doc["resource"]["aws_ebs_volume"]["pcap_volume"]["kms_key_id"] == expected
+    assert doc["resource"]["aws_instance"]["capture_instance"]["root_block_device"]["kms_key_id"] == expected
+    assert "aws_kms_key" not in doc["resource"]
+    lookups = doc.get("data", {}).get("aws_kms_key", {})
+    assert (lookups["pcap_key"]["key_id"] == named) if expected.startswith("${") else not lookups

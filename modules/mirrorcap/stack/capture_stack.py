@@ -6,11 +6,14 @@ from typing import Mapping
 
 from constructs import Construct
 from cdktn import LocalBackend, S3Backend, TerraformOutput, TerraformStack
+from cdktn_provider_aws.data_aws_caller_identity import DataAwsCallerIdentity
 from cdktn_provider_aws.provider import AwsProvider, AwsProviderDefaultTags
 
 from ..config import Backend, Capture
 from .host import CaptureHost
 from .iam import InstanceRole
+from .kms import volume_key
+from .refs import data_ref
 from .mirroring import Mirroring
 from .remirror import Remirror
 from .security import SecurityGroups
@@ -27,12 +30,15 @@ class CaptureStack(TerraformStack):
         # round trip to the jsii process per resource to keep names readable.
         sgs = SecurityGroups(self, capture)
         role = InstanceRole(self, capture)
+        DataAwsCallerIdentity(self, "account")
+        account = data_ref("aws_caller_identity", "account", "account_id")
+        key_arn = volume_key(self, capture, partition=role.partition, account=account)
         host = CaptureHost(self, capture, management_sg_id=sgs.management_id, mirror_sg_id=sgs.mirror_id,
-                           instance_profile=role.profile_name)
+                           instance_profile=role.profile_name, key_arn=key_arn)
         mirroring = Mirroring(self, capture, target_eni_id=host.eni_id, numbers=numbers)
         target_id, filter_id = mirroring.target_id, mirroring.filter_id
         if capture.auto_mirror and capture.auto_mirror.deploy_lambda:
-            remirror = Remirror(self, capture, partition=role.partition, target_id=target_id, filter_id=filter_id,
+            remirror = Remirror(self, capture, partition=role.partition, account=account, target_id=target_id, filter_id=filter_id,
                                 package_zip=remirror_zip)
             TerraformOutput(self, "remirror_function", value=remirror.function_name,
                             description="re-mirroring Lambda (logs: /aws/lambda/<name>)")

@@ -38,21 +38,21 @@ def mirror_interface(stack: TerraformStack, capture: Capture, security_group_id:
         tags=named(capture, "mirror"))
 
 
-def pcap_volume(stack: TerraformStack, capture: Capture, availability_zone: str) -> None:
+def pcap_volume(stack: TerraformStack, capture: Capture, availability_zone: str, key_arn: str) -> None:
     s = capture.storage
     EbsVolume(
         stack, "pcap_volume", availability_zone=availability_zone, size=s.size_gib, type=s.type,
-        encrypted=True, kms_key_id=s.kms_key_id, iops=s.iops, throughput=s.throughput_mibps,
+        encrypted=True, kms_key_id=key_arn, iops=s.iops, throughput=s.throughput_mibps,
         lifecycle=TerraformResourceLifecycle(prevent_destroy=s.prevent_destroy),
         tags=named(capture, "pcaps"))
 
 
 class CaptureHost:
     def __init__(self, stack: TerraformStack, capture: Capture, *, management_sg_id: str, mirror_sg_id: str,
-                 instance_profile: str):
+                 instance_profile: str, key_arn: str):
         DataAwsSubnet(stack, "capture_subnet", id=capture.subnet_id)
         mirror_interface(stack, capture, mirror_sg_id)
-        pcap_volume(stack, capture, data_ref("aws_subnet", "capture_subnet", "availability_zone"))
+        pcap_volume(stack, capture, data_ref("aws_subnet", "capture_subnet", "availability_zone"), key_arn)
         self.volume_id, self.eni_id = ref("aws_ebs_volume", "pcap_volume"), ref("aws_network_interface", "mirror_eni")
 
         if capture.ami:
@@ -71,7 +71,7 @@ class CaptureHost:
             metadata_options=InstanceMetadataOptions(http_endpoint="enabled", http_tokens="required",
                                                      http_put_response_hop_limit=1, instance_metadata_tags="disabled"),
             root_block_device=InstanceRootBlockDevice(encrypted=True, volume_type="gp3", volume_size=capture.root_volume_gib,
-                                                      kms_key_id=capture.storage.kms_key_id, delete_on_termination=True,
+                                                      kms_key_id=key_arn, delete_on_termination=True,
                                                       tags=named(capture, "root")),
             user_data_base64=USER_DATA_EXPRESSION,
             user_data_replace_on_change=False,

@@ -14,9 +14,6 @@ from cdktn import AssetType, Fn, TerraformAsset, TerraformStack
 from cdktn_provider_aws.cloudwatch_event_rule import CloudwatchEventRule
 from cdktn_provider_aws.cloudwatch_event_target import CloudwatchEventTarget, CloudwatchEventTargetRetryPolicy
 from cdktn_provider_aws.cloudwatch_log_group import CloudwatchLogGroup
-from cdktn_provider_aws.data_aws_caller_identity import DataAwsCallerIdentity
-from cdktn_provider_aws.data_aws_iam_policy_document import (
-    DataAwsIamPolicyDocument, DataAwsIamPolicyDocumentStatement, DataAwsIamPolicyDocumentStatementCondition)
 from cdktn_provider_aws.iam_role import IamRole
 from cdktn_provider_aws.iam_role_policy import IamRolePolicy
 from cdktn_provider_aws.lambda_function import LambdaFunction, LambdaFunctionEnvironment, LambdaFunctionLoggingConfig
@@ -27,7 +24,7 @@ from ..live.model import RUNTIME_OWNER_KEY
 from ..live.package import HANDLER
 from ..live.settings import settings_for
 from .literal import literal
-from .refs import data_ref
+from .policy import policy_document
 from .tags import named
 
 RUNTIME = "python3.12"
@@ -52,9 +49,12 @@ def policy(capture: Capture, *, partition: str, account: str, target_id: str, fi
          "Action": ["ec2:DescribeInstances", "ec2:DescribeNetworkInterfaces", "ec2:DescribeTrafficMirrorSessions"]},
         {"Sid": "CreateOwnedSessionsOnThisTarget", "Effect": "Allow", "Action": "ec2:CreateTrafficMirrorSession",
          "Resource": f"{arn}:traffic-mirror-session/*", "Condition": {"StringEquals": owner}},
-        {"Sid": "WithThisTargetAndFilterFromAnyInterface", "Effect": "Allow", "Action": "ec2:CreateTrafficMirrorSession",
-         "Resource": [f"{arn}:traffic-mirror-target/{target_id}", f"{arn}:traffic-mirror-filter/{filter_id}",
-                      f"{arn}:network-interface/*"]},
+        {"Sid": "WithThisTargetAndFilter", "Effect": "Allow", "Action": "ec2:CreateTrafficMirrorSession",
+         "Resource": [f"{arn}:traffic-mirror-target/{target_id}", f"{arn}:traffic-mirror-filter/{filter_id}"]},
+        # Mirroring is reading traffic: only the capture's own VPC may be a source, whatever the code decides.
+        {"Sid": "FromInterfacesInTheCapturesVpc", "Effect": "Allow", "Action": "ec2:CreateTrafficMirrorSession",
+         "Resource": f"{arn}:network-interface/*",
+         "Condition": {"StringEquals": {"ec2:Vpc": f"{arn}:vpc/{capture.vpc_id}"}}},
         {"Sid": "TagOnlyAtCreation", "Effect": "Allow", "Action": "ec2:CreateTags",
          "Resource": f"{arn}:traffic-mirror-session/*",
          "Condition": {"StringEquals": {"ec2:CreateAction": "CreateTrafficMirrorSession"}}},
@@ -66,28 +66,11 @@ def policy(capture: Capture, *, partition: str, account: str, target_id: str, fi
     ]}
 
 
-def policy_document(stack: TerraformStack, name: str, doc: dict) -> str:
-    """The policy as an aws_iam_policy_document: a JSON string holding ${...}
-    references comes out mangled in the review HCL (cdk.tf); statement blocks
-    read the same in both files."""
-    def as_list(v):
-        return [v] if isinstance(v, str) else list(v)
-
-    DataAwsIamPolicyDocument(stack, name, version=doc["Version"], statement=[
-        DataAwsIamPolicyDocumentStatement(
-            sid=s["Sid"], effect=s["Effect"], actions=as_list(s["Action"]), resources=as_list(s["Resource"]),
-            condition=[DataAwsIamPolicyDocumentStatementCondition(test=test, variable=key, values=as_list(value))
-                       for test, pairs in s.get("Condition", {}).items() for key, value in pairs.items()] or None)
-        for s in doc["Statement"]])
-    return data_ref("aws_iam_policy_document", name, "json")
-
-
 class Remirror:
-    def __init__(self, stack: TerraformStack, capture: Capture, *, partition: str, target_id: str, filter_id: str,
-                 package_zip: str):
+    def __init__(self, stack: TerraformStack, capture: Capture, *, partition: str, account: str, target_id: str,
+                 filter_id: str, package_zip: str):
         am = capture.auto_mirror
         name = f"mirrorcap-{capture.name}-remirror"
-        account = DataAwsCallerIdentity(stack, "account").account_id
         logs = CloudwatchLogGroup(stack, "remirror_logs", name=f"/aws/lambda/{name}", retention_in_days=LOG_RETENTION_DAYS,
                                   tags=named(capture, "remirror"))
         log_group_arn = logs.arn
