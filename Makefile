@@ -41,15 +41,15 @@ tools/node_modules/.installed: tools/package.json tools/package-lock.json $(VENV
 setup: $(VENV)/.installed tools/node_modules/.installed
 
 # Validate, update the session lock file (its changes are printed), render the
-# host bootstrap, synthesize JSON (what Terraform runs) plus cdk.tf (formatted
-# HCL, what reviewers read).
+# host bootstrap, synthesize JSON (what Terraform runs) plus cdktf.out/review/<capture>.tf
+# (formatted HCL, what reviewers read).
 synth: setup
 	$(BIN)/mirrorcap sessions --write --inventory $(INVENTORY) >/dev/null
 	$(BIN)/mirrorcap render --inventory $(INVENTORY)
 	MIRRORCAP_REVIEW_HCL=1 $(CDKTN) synth --output cdktf.out
 
 # Plan / apply one stack against real AWS (credentials from the environment).
-# cdktn re-runs main.py without MIRRORCAP_REVIEW_HCL, so only cdk.tf.json is loaded.
+# cdktn re-runs main.py without MIRRORCAP_REVIEW_HCL (no review copy is written).
 diff: setup
 	@test -n "$(STACK)" || { echo "usage: make diff STACK=<capture name>"; exit 2; }
 	$(CDKTN) diff $(STACK)

@@ -1,7 +1,7 @@
 """CDK Terrain entry point: `cdktn synth|diff|deploy` run this file.
 
 It only wires the inventory to the stacks; everything else lives in modules/.
-Inventory: $MIRRORCAP_INVENTORY (default capture.hcl). Review HCL (cdk.tf):
+Inventory: $MIRRORCAP_INVENTORY (default capture.hcl). Review HCL (cdktf.out/review/<capture>.tf):
 MIRRORCAP_REVIEW_HCL=1, which `make synth` sets and `cdktn deploy` must not.
 cdktf.json runs it with `python3 -O`: jsii's per-call runtime type checks are
 skipped in production synth (about a third of the per-resource cost); the test

@@ -103,7 +103,7 @@ BAD = {
     "bad instance id": (minimal('  source {\n    instance_id = "i-xyz"\n  }'), "source[0] > instance_id", "is not an instance ID"),
     "bad sg id": (minimal().replace('mirror_source_cidrs = ["10.1.0.0/16"]', 'mirror_source_security_group_ids = ["sg-1"]'),
                   "network > mirror_source_security_group_ids[0]", "is not a security group ID"),
-    "vni out of range": (minimal().replace("vni       = 4242", "vni = 16777216"), 'capture "test" > vni', "out of range (0 to 16777215)"),
+    "vni out of range": (minimal().replace("vni       = 4242", "vni = 16777216"), 'capture "test" > vni', "out of range (1 to 16777215)"),
     "invalid cidr": (minimal().replace('"10.1.0.0/16"', '"10.1.0.0/33"'), "network > mirror_source_cidrs[0]", "is not a CIDR block"),
     "cidr host bits": (minimal().replace('"10.1.0.0/16"', '"10.1.2.3/16"'), "mirror_source_cidrs[0]", 'has host bits set'),
     "duplicate sources": (minimal(sources(eni(1), eni(1))), "source[1] > eni_id", "is already listed as source[0]"),

@@ -28,7 +28,7 @@ capture "blue" {
   subnet_id     = "subnet-0123456789abcdef0"
   instance_type = "c6i.large"
   ami           = "ami-0123456789abcdef0"
-  vni           = 0
+  vni           = 1
   storage {
     type             = "gp3"
     size_gib         = 200
@@ -257,7 +257,7 @@ def test_unbaked_host_bakes_from_user_data_a_baked_ami_does_not(example, edge):
     assert "<<'MIRRORCAP_BAKE'" in prod and "go install" in prod and "cat > '/usr/local/sbin/mirrorcap-health.mirrorcap-new'" in prod
     blue = user_data_template(edge, "blue").read_text()  # ami = baked
     assert "MIRRORCAP_BAKE" not in blue and "exec /usr/local/sbin/mirrorcap-boot" in blue
-    assert 'MIRRORCAP_VNIS="0 16777215"' in blue
+    assert 'MIRRORCAP_VNIS="1 16777215"' in blue
 
 
 def test_user_data_over_the_ec2_limit_is_refused(monkeypatch):
@@ -271,9 +271,9 @@ def test_user_data_over_the_ec2_limit_is_refused(monkeypatch):
 
 @pytest.mark.parametrize("fixture,stack,count", [("example", "prod", 17), ("edge", "blue", 15), ("edge", "green", 30)])
 def test_review_hcl_parses_and_declares_the_same_resources(request, fixture, stack, count):
-    d = request.getfixturevalue(fixture) / "cdktf.out" / "stacks" / stack
-    doc = json.loads((d / "cdk.tf.json").read_text())
-    text = (d / "cdk.tf").read_text()
+    out = request.getfixturevalue(fixture) / "cdktf.out"
+    doc = json.loads((out / "stacks" / stack / "cdk.tf.json").read_text())
+    text = (out / "review" / f"{stack}.tf").read_text()
     parsed = hcl2.loads(text, serialization_options=hcl2.SerializationOptions(strip_string_quotes=True))
     hcl_names = {(kind, name) for block in parsed["resource"] for kind, named in block.items() for name in named}
     json_names = {(kind, name) for kind, named in doc["resource"].items() for name in named}
@@ -290,13 +290,17 @@ def test_synth_is_deterministic_across_directories(example, tmp_path):
     assert tree(again / "cdktf.out" / "stacks") == tree(example / "cdktf.out" / "stacks")
 
 
-def test_deploy_run_removes_the_review_copy(tmp_path):
+def test_the_review_copy_never_sits_where_terraform_runs(tmp_path):
+    """`terraform plan` in cdktf.out/stacks/<capture> (as the README says) loads cdk.tf.json alone."""
     work = prepare(tmp_path)
     stack = work / "cdktf.out" / "stacks" / "prod"
-    assert (stack / "cdk.tf").exists()
-    # cdktn deploy runs main.py without MIRRORCAP_REVIEW_HCL: Terraform must see one definition only.
-    assert synth(work, review_hcl=False).returncode == 0
-    assert not (stack / "cdk.tf").exists() and (stack / "cdk.tf.json").exists()
+    assert (work / "cdktf.out" / "review" / "prod.tf").is_file()
+    assert sorted(p.name for p in stack.iterdir() if p.name.endswith((".tf", ".tf.json"))) == ["cdk.tf.json"]
+    # A copy an older mirrorcap left beside the JSON goes, in a make synth and in a cdktn deploy run alike.
+    for review_hcl in (True, False):
+        (stack / "cdk.tf").write_text('resource "null_resource" "stale" {}\n')
+        assert synth(work, review_hcl=review_hcl).returncode == 0
+        assert not (stack / "cdk.tf").exists() and (stack / "cdk.tf.json").exists()
 
 
 def test_stale_lock_file_stops_synth(tmp_path):
@@ -462,6 +466,20 @@ mock_provider "aws" {
   mock_data "aws_iam_policy_document" {
     defaults = { json = "{}" }
   }
+  # Fixed answers for every data source the stacks read: otherwise the mock makes
+  # up random strings, and two plans of the same configuration would differ.
+  mock_data "aws_subnet" {
+    defaults = { availability_zone = "ap-northeast-1a", vpc_id = "vpc-0123456789abcdef0" }
+  }
+  mock_data "aws_ssm_parameter" {
+    defaults = { insecure_value = "ami-0123456789abcdef0", value = "ami-0123456789abcdef0" }
+  }
+  mock_data "aws_instance" {
+    defaults = { network_interface_id = "eni-0aaaaaaaaaaaaaaaa" }
+  }
+  mock_data "aws_kms_key" {
+    defaults = { arn = "arn:aws:kms:ap-northeast-1:111122223333:key/0123abcd-0123-4567-89ab-0123456789ab" }
+  }
 }
 run "read" {
   command = plan
@@ -476,7 +494,7 @@ def terraform_reads(stack_dir: Path, review_hcl: bool, workdir: Path) -> tuple[d
     from the local mirror (no credentials, no network). The copy pins the mirror's
     provider version and drops the backend; the provider block becomes a local,
     since a mock provider reports no tags_all to read default_tags back from.
-    Returns (the default tags, each resource's planned arguments by address).
+    Returns (the default tags, each resource's planned arguments by address, Terraform's warnings).
     """
     terraform, version = shutil.which("terraform"), mirrored_aws_provider()
     if not terraform or not version:
@@ -485,7 +503,7 @@ def terraform_reads(stack_dir: Path, review_hcl: bool, workdir: Path) -> tuple[d
     pinned = {"required_providers": {"aws": {"source": "hashicorp/aws", "version": version}}}
     if review_hcl:
         (workdir / "cdk.tf.json").unlink()
-        text = (workdir / "cdk.tf").read_text()
+        text = (stack_dir.parent.parent / "review" / f"{stack_dir.name}.tf").read_text()
         # Inventory text never holds a newline in cdk.tf, so these lines are mirrorcap's own.
         text = text[text.index("\n}\n") + 3:]  # without its terraform block (pin, backend)
         assert text.count('\nprovider "aws" {\n') == 1 and text.count("\n  default_tags {\n") == 1
@@ -493,7 +511,6 @@ def terraform_reads(stack_dir: Path, review_hcl: bool, workdir: Path) -> tuple[d
         (workdir / "cdk.tf").write_text(text)
         (workdir / "pinned.tf.json").write_text(json.dumps({"terraform": pinned}))
     else:
-        (workdir / "cdk.tf").unlink()
         doc = json.loads((workdir / "cdk.tf.json").read_text())
         (provider,) = doc.pop("provider")["aws"]
         doc["locals"] = {**provider, "default_tags": provider["default_tags"][0]}
@@ -510,14 +527,16 @@ def terraform_reads(stack_dir: Path, review_hcl: bool, workdir: Path) -> tuple[d
     assert r.returncode == 0, r.stdout + r.stderr
     r = subprocess.run([terraform, "test", "-json", "-verbose", "-no-color"], cwd=workdir, env=tf_env, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
-    (plan,) = [m["test_plan"] for m in map(json.loads, r.stdout.splitlines()) if m["type"] == "test_plan"]
+    messages = [json.loads(line) for line in r.stdout.splitlines()]
+    (plan,) = [m["test_plan"] for m in messages if m["type"] == "test_plan"]
     planned = {c["address"]: c["change"]["after"] for c in plan["resource_changes"]}
-    return plan["output_changes"]["tags"]["after"], planned
+    warnings = [m["@message"] for m in messages if m.get("@level") == "warn"]
+    return plan["output_changes"]["tags"]["after"], planned, warnings
 
 
 @pytest.mark.parametrize("review_hcl", [False, True], ids=["cdk.tf.json", "cdk.tf"])
 def test_terraform_reads_inventory_text_literally(odd, tmp_path, review_hcl):
-    tags, planned = terraform_reads(odd / "cdktf.out" / "stacks" / "odd", review_hcl, tmp_path / "tf")
+    tags, planned, _ = terraform_reads(odd / "cdktf.out" / "stacks" / "odd", review_hcl, tmp_path / "tf")
     assert tags == {**ODD["tags"], "ManagedBy": "mirrorcap", "mirrorcap:stack": "odd"}
     sessions = {k: v["description"] for k, v in planned.items() if k.startswith("aws_ec2_traffic_mirror_session.")}
     assert sessions == {'aws_ec2_traffic_mirror_session.source["eni-0123456789abcdef0"]': 'mirrorcap odd: web ${file("/etc/hostname")}',
@@ -526,6 +545,20 @@ def test_terraform_reads_inventory_text_literally(odd, tmp_path, review_hcl):
     assert rules == ODD["rules"]
     variables = planned["aws_lambda_function.remirror"]["environment"][0]["variables"]
     assert json.loads(variables["MIRRORCAP_SELECTORS"])[0]["tags"] == ODD["selector"]
+
+
+@pytest.mark.parametrize("fixture,stack", [("example", "prod"), ("edge", "blue"), ("edge", "green"), ("odd", "odd")])
+def test_the_review_copy_is_what_terraform_runs(request, tmp_path, fixture, stack):
+    """Terraform plans the review HCL exactly as it plans cdk.tf.json: every resource, every argument
+    (an `egress = []` dropped from the review copy would let a reviewer miss an added rule)."""
+    stack_dir = request.getfixturevalue(fixture) / "cdktf.out" / "stacks" / stack
+    from_json = terraform_reads(stack_dir, False, tmp_path / "json")
+    from_hcl = terraform_reads(stack_dir, True, tmp_path / "hcl")
+    assert from_hcl[0] == from_json[0]
+    assert from_hcl[1].keys() == from_json[1].keys()
+    for address, args in from_json[1].items():
+        assert from_hcl[1][address] == args, address
+    assert not [w for w in from_hcl[2] if "uoted references" in w], from_hcl[2]  # ignore_changes/depends_on unquoted
 
 
 def test_edge_two_stacks_share_a_source_with_distinct_numbers(edge):
@@ -537,7 +570,7 @@ def test_edge_two_stacks_share_a_source_with_distinct_numbers(edge):
         assert (s["session_number"], s["virtual_network_id"], s["packet_length"]) == (
             "${each.value.session_number}", "${each.value.virtual_network_id}", '${lookup(each.value, "packet_length", null)}')
     vnis = {k: s["virtual_network_id"] for k, s in sessions_of(blue).items()}
-    assert vnis == {"i-0123456789abcdef0": 0, shared: 16777215}
+    assert vnis == {"i-0123456789abcdef0": 1, shared: 16777215}
     assert green["terraform"]["backend"]["local"]["path"] == "../../../terraform.green.tfstate"
 
 

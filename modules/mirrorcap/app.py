@@ -19,10 +19,11 @@ from .errors import MirrorcapError, Problem
 from .inventory import load
 from .plan import locked_numbers
 from .render import user_data_template
+from .review import corrected
 from .sessions import by_capture
 
 ROOT = Path(__file__).resolve().parents[2]
-REVIEW_HCL = "cdk.tf"
+LEGACY_REVIEW_HCL = "cdk.tf"
 
 
 def skip_token_creation_stacks() -> None:
@@ -100,15 +101,24 @@ def synth(inputs: Prepared, outdir: str | None = None, review_hcl: bool = False)
     stack_dirs = [out / "stacks" / c.name for c in inventory.captures]
     for capture, d in zip(inventory.captures, stack_dirs):
         (d / USER_DATA_FILE).write_text(templates[capture.name])  # read by templatefile() in cdk.tf.json
+    for d in stack_dirs:
+        # Terraform loads every *.tf and *.tf.json in a directory: a review copy
+        # beside cdk.tf.json (where mirrorcap once wrote it) would declare every
+        # resource twice. Review copies live in their own folder.
+        (d / LEGACY_REVIEW_HCL).unlink(missing_ok=True)
     if review_hcl:
-        for d, text in zip(stack_dirs, format_hcl([stack.to_hcl_terraform()["hcl"] for stack in stacks])):
-            (d / REVIEW_HCL).write_text(text)
-    else:
-        for d in stack_dirs:
-            # Terraform loads every *.tf and *.tf.json in the directory: a
-            # review copy left here would declare every resource twice.
-            (d / REVIEW_HCL).unlink(missing_ok=True)
+        review = review_dir(out)
+        review.mkdir(exist_ok=True)
+        texts = [corrected(stack.to_hcl_terraform()["hcl"], json.loads((d / "cdk.tf.json").read_text()))
+                 for stack, d in zip(stacks, stack_dirs)]
+        for capture, text in zip(inventory.captures, format_hcl(texts)):
+            (review / f"{capture.name}.tf").write_text(text)
     return stack_dirs
+
+
+def review_dir(outdir: Path) -> Path:
+    """cdktf.out/review/<capture>.tf: the stacks as formatted HCL, for people; never where Terraform runs."""
+    return outdir / "review"
 
 
 def format_hcl(texts: list[str]) -> list[str]:

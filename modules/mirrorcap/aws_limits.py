@@ -6,7 +6,9 @@ none of these is adjustable.
 
 SESSION_NUMBER_MIN = 1
 SESSION_NUMBER_MAX = 32766  # CreateTrafficMirrorSession: "Valid values are 1-32766"
-VNI_MIN = 0
+# The AWS provider refuses 0 (aws_ec2_traffic_mirror_session.virtual_network_id: 1-16777216, checked
+# by terraform against the provider); VXLAN carries 24 bits, so 16777215 at most.
+VNI_MIN = 1
 VNI_MAX = 16_777_215  # 24-bit VXLAN network identifier
 PACKET_LENGTH_MIN = 1
 PACKET_LENGTH_MAX = 8500  # CreateTrafficMirrorSession: "Valid values are 1-8500"
