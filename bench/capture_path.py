@@ -8,11 +8,11 @@ volume), so the capture runs exactly as on a host: mirrorcap-capture@<VNI> as
 the capture user with CAP_NET_RAW, its sandbox and its watcher. Then, per round,
 tcpreplay sends RFC 7348 VXLAN (500-byte inner IPv4 packets) at top speed from
 the sender namespace into each of:
-  - "unit":  mirrorcap-capture@<VNI>.service, as rendered;
+  - "unit":  mirrorcap-capture@<VNI>.service, as rendered (tcpdump -U and its watcher);
   - "bare":  tcpdump -i vxlan<VNI> -w FILE, as a transient unit (root, no sandbox);
-  - "-U":    the same with -U (packet-buffered, what the unit ran before its watcher).
-CPU is the unit's cgroup cpu.stat usage (every process of the unit: tcpdump,
-the watcher, the flushes), divided by the packets sent. Drops and captures are
+  - "-U":    the same with -U (packet-buffered): the unit's tcpdump without its sandbox and watcher.
+CPU is the unit's cgroup cpu.stat usage (every process of the unit: tcpdump and
+the watcher), divided by the packets sent. Drops and captures are
 tcpdump's own counters. One warm-up round is not counted. Freshness: how long a lone packet takes to appear in
 the pcap on disk (what mirrorcap-window and health can see), over a few probes.
 Writes bench/out/capture_path.json. Needs root.
@@ -93,7 +93,7 @@ def measure(m: Machine, pcap: Path, packets: int, variant: str) -> dict:
     time.sleep(1)
     cpu0, rx0 = cgroup_usec(m, unit), rx(m)
     pps = replay(m, pcap)
-    time.sleep(2.5)  # the watcher's flushes and tick after the burst are part of its cost
+    time.sleep(2.5)  # the watcher's ticks after the burst are part of its cost
     cpu = cgroup_usec(m, unit) - cpu0
     if variant == "unit":
         m.run("mirrorcap-health", "--sample-seconds", "0")  # SIGUSR1: tcpdump prints its counters to its log

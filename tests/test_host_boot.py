@@ -193,7 +193,7 @@ def test_replayed_vxlan_is_captured_whole_and_only_its_vni(host):
     traffic.replay(burst)  # top speed
     expected = {**{i: 14 + 500 for i in range(200)}, **{1000 + i: 14 + JUMBO for i in range(20)},
                 **{2000 + i: 14 + 500 for i in range(50)}, **{10000 + i: 14 + 500 for i in range(30000)}}
-    # Flushed by the watcher every second: all there within a few seconds, no -U.
+    # -U: every packet written as it arrives, all there within a few seconds.
     seen = wait_for(lambda: (lambda s: s if set(expected) <= set(s) else None)(captured(m)), 15,
                     "every replayed packet in the pcaps")
     assert not any(3000 <= t < 3050 for t in seen), "packets of another VNI were captured"

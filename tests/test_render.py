@@ -96,7 +96,7 @@ def test_capture_unit_is_hardened_and_fails_loudly(edge_tree):
                  "NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateTmp=yes", "StartLimitBurst=5"]:
         assert line in unit
     script = (edge_tree / "files/usr/local/libexec/mirrorcap/capture").read_text()
-    assert '"-U"' not in script and '"-Z"' not in script  # no per-packet writes, never root
+    assert '"-U"' in script and '"-Z"' not in script and "signal.SIGUSR2" not in script  # never root, no flush signal
 
 
 def test_storage_unit_has_no_mount_namespace(edge_tree):

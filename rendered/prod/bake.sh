@@ -197,8 +197,9 @@ cat > '/usr/local/libexec/mirrorcap/capture.mirrorcap-new' <<'MIRRORCAP_USR_LOCA
 """mirrorcap-capture VNI: tcpdump on vxlan<VNI> into rotating pcaps, watched.
 
 Run by mirrorcap-capture@<VNI>.service as the capture user with CAP_NET_RAW only.
-Every second the watch asks tcpdump to flush (SIGUSR2): a packet reaches its
-pcap within about 2 s, at the CPU cost of buffered output (-U writes per packet).
+tcpdump runs with -U: each packet is written as it arrives (never a file left
+at its 24-byte header). Not SIGUSR2 instead (cheaper): tcpdump's handler calls
+fflush() inside a signal, which can write buffered bytes twice (a corrupt pcap).
 After one failed write (full disk, I/O error) libpcap never writes that file
 again while tcpdump keeps counting packets: when the interface receives packets
 and the file stops growing, tcpdump is replaced by a new one (a new file) as soon
@@ -335,7 +336,7 @@ class Capture:
         self.vni = vni
         self.iface = "vxlan%s" % vni
         self.directory = env["MIRRORCAP_CAPTURE_DIR"]
-        self.command = ["tcpdump", "-i", self.iface, "-Q", "in", "-n",
+        self.command = ["tcpdump", "-i", self.iface, "-Q", "in", "-n", "-U",
                         "-B", env["MIRRORCAP_BUFFER_KIB"], "-s", env["MIRRORCAP_SNAPLEN"],
                         "-G", env["MIRRORCAP_ROTATE_SECONDS"],
                         "-w", os.path.join(self.directory, PATTERN.format(vni=vni))]
@@ -351,8 +352,8 @@ class Capture:
         with open(self.log_path, "ab") as logf:
             start_offset = logf.tell()
             self.proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=logf)
-        # SIGUSR2 before tcpdump installs its handler would kill it: wait for
-        # "listening on", which it prints after setting up its signals.
+        # A signal before tcpdump installs its handlers (health's SIGUSR1) would
+        # kill it: wait for "listening on", which it prints after setting them up.
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and self.proc.poll() is None:
             with open(self.log_path, "rb") as f:
@@ -405,7 +406,6 @@ class Capture:
                 how = "killed by signal %d" % -code if code < 0 else "exited with %d" % code
                 self.resume("tcpdump %s: %s" % (how, " ".join(self.tail_of_log())))
                 continue
-            self.proc.send_signal(signal.SIGUSR2)  # flush what tcpdump buffered
             rx = rx_packets(self.iface)
             current = open_pcap(self.proc.pid, self.directory)
             if current is not None and current != self.last_write:
