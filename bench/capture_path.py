@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -127,8 +128,11 @@ def main() -> int:
     parser.add_argument("--packets", type=int, default=300_000)
     parser.add_argument("--probes", type=int, default=8)
     args = parser.parse_args()
+    # A new machine every run: the user data runs once per instance, so a disk kept
+    # from an earlier run would still hold the host files of that run's render.
     work = ROOT / "bench" / "out" / "capture-lab"
-    work.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
     user_data = (ROOT / "rendered/prod/user-data.sh").read_text()
     user_data = user_data.replace(render.VOLUME_PLACEHOLDER, VOLUME).replace(render.ENI_PLACEHOLDER, ENI)
     results: dict[str, list[dict]] = {"unit": [], "bare": [], "-U": []}
