@@ -1,0 +1,324 @@
+"""Real Terraform and the real hashicorp/aws provider, offline, for test_terraform.py.
+
+Nothing here downloads anything: the provider comes from a local filesystem
+mirror (found, never fetched), and "AWS" is moto listening on 127.0.0.1.
+
+- `find_terraform()`, `find_aws_mirror()`: what this machine carries, or why not.
+- `Terraform`: runs the binary with a CLI configuration that installs
+  hashicorp/aws from the mirror only (direct installation excluded).
+- `working_copy()`: a synthesized stack copied to a scratch directory, with an
+  `override.tf.json` for what the test changes (provider pin, backend,
+  endpoints); the synthesized `cdk.tf.json` itself is never edited.
+- `schema_differences()`: tells "the mirror's provider is older than the pin and
+  lacks this argument" from a real defect in the synthesized stack.
+- `emulator()`: moto's own ThreadedMotoServer on 127.0.0.1 (moto[server]).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROVIDER = "registry.terraform.io/hashicorp/aws"
+MIN_TERRAFORM = (1, 10)  # cdktf.json targetVersions: S3 native locking (use_lockfile)
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", text)[:3])
+
+
+def os_arch() -> str:
+    machine = platform.machine().lower()
+    arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(machine, machine)
+    return f"{platform.system().lower()}_{arch}"
+
+
+# ---------------------------------------------------------------------------
+# What the machine carries
+
+
+def find_terraform() -> tuple[str | None, str]:
+    """(path, version) of a usable terraform binary, or (None, why not)."""
+    path = shutil.which("terraform")
+    if not path:
+        return None, "no `terraform` binary on PATH"
+    r = subprocess.run([path, "version", "-json"], capture_output=True, text=True,
+                       env={**clean_env(), "TF_CLI_CONFIG_FILE": os.devnull})
+    try:
+        version = json.loads(r.stdout)["terraform_version"]
+    except (ValueError, KeyError):
+        return None, f"`{path} version -json` did not answer: {r.stderr.strip() or r.stdout.strip()}"
+    if _version(version) < MIN_TERRAFORM:
+        return None, f"terraform {version} at {path} is older than {'.'.join(map(str, MIN_TERRAFORM))} (cdktf.json targetVersions)"
+    return path, version
+
+
+def plugin_dirs() -> list[Path]:
+    """Where a hashicorp/aws mirror may be: $MIRRORCAP_TF_PLUGIN_DIRS (colon-separated),
+    /opt/tf-plugins, then Terraform's own implied local mirror directories on Unix."""
+    extra = [Path(p) for p in os.environ.get("MIRRORCAP_TF_PLUGIN_DIRS", "").split(os.pathsep) if p]
+    home = Path.home()
+    xdg_data = os.environ.get("XDG_DATA_HOME") or str(home / ".local" / "share")
+    xdg_dirs = os.environ.get("XDG_DATA_DIRS") or "/usr/local/share:/usr/share"
+    implied = [home / ".terraform.d" / "plugins", Path(xdg_data) / "terraform" / "plugins",
+               *(Path(d) / "terraform" / "plugins" for d in xdg_dirs.split(":") if d)]
+    return [*extra, Path("/opt/tf-plugins"), *implied]
+
+
+@dataclass(frozen=True)
+class Mirror:
+    root: Path  # the filesystem_mirror path (holds registry.terraform.io/...)
+    version: str
+    packed: bool  # zip archives (Terraform unpacks them) rather than unpacked directories
+
+
+def find_aws_mirror() -> tuple[Mirror | None, str]:
+    """The newest hashicorp/aws for this platform in a local filesystem mirror, or (None, where we looked)."""
+    plat = os_arch()
+    found: list[Mirror] = []
+    for root in plugin_dirs():
+        base = root / PROVIDER
+        if not base.is_dir():
+            continue
+        for d in base.iterdir():  # unpacked layout: <version>/<os_arch>/terraform-provider-aws_*
+            if d.is_dir() and re.fullmatch(r"\d+\.\d+\.\d+", d.name) and any((d / plat).glob("terraform-provider-aws*")):
+                found.append(Mirror(root, d.name, packed=False))
+        for z in base.glob(f"terraform-provider-aws_*_{plat}.zip"):  # packed layout
+            m = re.fullmatch(rf"terraform-provider-aws_(\d+\.\d+\.\d+)_{plat}\.zip", z.name)
+            if m:
+                found.append(Mirror(root, m.group(1), packed=True))
+    if not found:
+        where = ", ".join(str(p) for p in plugin_dirs())
+        return None, f"no local filesystem mirror of hashicorp/aws for {plat} (looked in {where}); the suite never downloads one"
+    return max(found, key=lambda m: (_version(m.version), not m.packed)), ""
+
+
+# ---------------------------------------------------------------------------
+# Running Terraform
+
+
+def clean_env() -> dict[str, str]:
+    """The caller's environment minus everything that would steer Terraform or the AWS SDK elsewhere."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("TF_", "AWS_")) and k not in ("CHECKPOINT_DISABLE",)}
+    env.update({"CHECKPOINT_DISABLE": "1", "TF_IN_AUTOMATION": "1", "TF_INPUT": "0",
+                # no profile, shared credentials or instance metadata: only what an override file gives
+                "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull, "AWS_EC2_METADATA_DISABLED": "true"})
+    return env
+
+
+@dataclass
+class Terraform:
+    binary: str
+    mirror: Mirror
+    home: Path  # holds the CLI configuration (and the plugin cache, for a packed mirror)
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        cache = ""
+        if self.mirror.packed:  # unpack the 700 MB provider once, not once per stack
+            (self.home / "plugin-cache").mkdir(exist_ok=True)
+            cache = f'plugin_cache_dir = "{self.home / "plugin-cache"}"\n'
+        self.config = self.home / "terraform.tfrc"
+        self.config.write_text(cache + f'''provider_installation {{
+  filesystem_mirror {{
+    path    = "{self.mirror.root}"
+    include = ["{PROVIDER}"]
+  }}
+  direct {{
+    exclude = ["registry.terraform.io/*/*"]
+  }}
+}}
+''')
+
+    def env(self) -> dict[str, str]:
+        return {**clean_env(), "TF_CLI_CONFIG_FILE": str(self.config), **self.extra_env}
+
+    def run(self, cwd: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+        return subprocess.run([self.binary, *args], cwd=cwd, env=self.env(), capture_output=True, text=True, timeout=timeout)
+
+    def ok(self, cwd: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+        r = self.run(cwd, *args, timeout=timeout)
+        if r.returncode != 0:
+            raise AssertionError(f"terraform {' '.join(args)} failed in {cwd} (exit {r.returncode}):\n{r.stderr}\n{r.stdout[-4000:]}")
+        return r
+
+    def show_json(self, cwd: Path, planfile: str | None = None) -> dict:
+        return json.loads(self.ok(cwd, "show", "-json", *([planfile] if planfile else [])).stdout)
+
+
+def pinned_aws_version(doc: dict) -> str | None:
+    return doc.get("terraform", {}).get("required_providers", {}).get("aws", {}).get("version")
+
+
+def working_copy(stack_dir: Path, dest: Path, override: dict) -> Path:
+    """The stack as Terraform reads it (cdk.tf.json + its assets), plus `override.tf.json`.
+
+    A review copy `cdk.tf` beside it (where the review HCL was once written) is
+    left out: the same configuration in HCL, which Terraform would load twice.
+    """
+    shutil.copytree(stack_dir, dest, ignore=shutil.ignore_patterns("cdk.tf", ".terraform", "*.tfstate*", "metadata.json"),
+                    dirs_exist_ok=True)
+    (dest / "override.tf.json").write_text(json.dumps(override, indent=2))
+    return dest
+
+
+def pin_override(mirror: Mirror) -> dict:
+    """Pin hashicorp/aws to the version actually tested (override files merge required_providers per provider)."""
+    return {"terraform": {"required_providers": {"aws": {"source": "hashicorp/aws", "version": mirror.version}}}}
+
+
+# ---------------------------------------------------------------------------
+# Schema differences versus defects
+
+# What Terraform says when the schema lacks a name (HCL syntax, then JSON syntax -- cdk.tf.json).
+SCHEMA_SUMMARIES = {"Unsupported argument", "Unsupported block type", "Extraneous JSON object property",
+                    "Invalid resource type", "Invalid data source"}
+
+
+def _binding_knows(name: str, types: set[str]) -> bool:
+    """Does the prebuilt binding, generated from the pinned provider's schema, know `name`
+    (an argument or block of one of `types` -- "resource.aws_x" / "data.aws_x" --, or a resource/data source type)?"""
+    import importlib.util
+    spec = importlib.util.find_spec("cdktn_provider_aws")  # located, not imported (that would start jsii)
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    base = Path(next(iter(spec.submodule_search_locations)))
+    if name.startswith("aws_") and ((base / name.removeprefix("aws_")).is_dir() or (base / f"data_{name}").is_dir()):
+        return True
+    for t in types:
+        kind, _, rtype = t.partition(".")
+        module = base / (f"data_{rtype}" if kind == "data" else rtype.removeprefix("aws_")) / "__init__.py"
+        if module.is_file() and f'"{name}"' in module.read_text():
+            return True
+    return False
+
+
+def _named(diag: dict) -> str | None:
+    m = re.search(r'named "([^"]+)"|resource type "([^"]+)"|data source "([^"]+)"',
+                  diag.get("detail", "") + " " + diag.get("summary", ""))
+    return next((g for g in m.groups() if g), None) if m else None
+
+
+def schema_differences(diagnostics: list[dict], doc: dict, tested: str) -> tuple[list[str], list[str]]:
+    """Split `terraform validate -json` errors into (schema differences, real defects).
+
+    A schema difference: the provider tested is older than the one the stack pins,
+    and the offending name is one the pinned provider's schema has for that
+    resource (the prebuilt cdktn-provider-aws binding is generated from it).
+    Everything else is a defect. Each entry quotes Terraform's own error.
+    """
+    pinned = pinned_aws_version(doc)
+    older = pinned is not None and _version(tested) < _version(pinned)
+    everywhere = {f"resource.{t}" for t in doc.get("resource", {})} | {f"data.{t}" for t in doc.get("data", {})}
+    diffs, defects = [], []
+    for d in diagnostics:
+        if d.get("severity") != "error":
+            continue
+        context = (d.get("snippet") or {}).get("context") or ""
+        rng = d.get("range") or {}
+        where = f"{Path(rng['filename']).name} {context}".strip() if rng.get("filename") else context
+        text = f"Error: {d.get('summary')}: {d.get('detail', '')}".strip() + (f" [{where}]" if where else "")
+        name = _named(d)
+        m = re.match(r"((?:resource|data)\.aws_[a-z0-9_]+)", context)
+        types = {m.group(1)} if m else everywhere
+        if older and d.get("summary") in SCHEMA_SUMMARIES and name and _binding_knows(name, types):
+            diffs.append(f"hashicorp/aws {tested} (the local mirror) lacks `{name}`, which the pinned {pinned} has: "
+                         f"schema difference, not a defect -- {text}")
+        else:
+            defects.append(text)
+    return diffs, defects
+
+
+# ---------------------------------------------------------------------------
+# The AWS emulator
+
+
+@dataclass
+class Emulator:
+    url: str
+    kind: str  # which server answered, for skip/report messages
+
+    def client(self, service: str, region: str):
+        import boto3
+        return boto3.client(service, region_name=region, endpoint_url=self.url, aws_access_key_id="testing",
+                            aws_secret_access_key="testing")
+
+
+def _monitor_instances(self):
+    """EC2 MonitorInstances, which moto 5.2 leaves unimplemented (NotImplementedError, an HTTP 500
+    the AWS SDK retries for minutes). The provider calls it after RunInstances for `monitoring = true`."""
+    from moto.core.responses import ActionResult
+    self.error_on_dryrun()
+    ids = self._get_param("InstanceIds", [])
+    for i in ids:
+        self.ec2_backend.get_instance(i).monitoring_state = "enabled"
+    return ActionResult({"InstanceMonitorings": [{"InstanceId": i, "Monitoring": {"State": "enabled"}} for i in ids]})
+
+
+def fill_moto_gaps(monkeypatch) -> list[str]:
+    """Stand-ins for the moto actions the example's apply needs and moto lacks; returns what was filled.
+    (The server runs in this process, so a patched response class serves Terraform's requests.)"""
+    import inspect
+
+    from moto.ec2.responses.monitoring import Monitoring
+    current = getattr(Monitoring, "monitor_instances", None)
+    try:
+        missing = current is None or "NotImplementedError" in inspect.getsource(current)
+    except (OSError, TypeError):
+        missing = True
+    if not missing:
+        return []
+    monkeypatch.setattr(Monitoring, "monitor_instances", _monitor_instances, raising=False)
+    return ["EC2 MonitorInstances"]
+
+
+@contextmanager
+def emulator():
+    """moto in server mode on 127.0.0.1 (moto[server], a dev dependency), with the
+    AWS-managed IAM policies loaded (AmazonSSMManagedInstanceCore).
+
+    The caller sets MOTO_IAM_LOAD_MANAGED_POLICIES=true (monkeypatch) before entering:
+    the server runs in this process and reads it when the IAM backend is made.
+    """
+    import logging
+
+    from moto.moto_api._internal.models import moto_api_backend
+    from moto.server import ThreadedMotoServer
+    werkzeug_log = logging.getLogger("werkzeug")  # the threaded server logs every request at INFO
+    level = werkzeug_log.level
+    werkzeug_log.setLevel(logging.WARNING)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    moto_api_backend.reset()  # a fresh account, built with the managed policies
+    try:
+        host, port = server.get_host_and_port()
+        yield Emulator(f"http://{host}:{port}", "moto ThreadedMotoServer")
+    finally:
+        server.stop()
+        werkzeug_log.setLevel(level)
+
+
+# Endpoint arguments of the provider's `endpoints` block, canonical names (aliases conflict).
+ENDPOINT_SERVICES = ("ec2", "iam", "sts", "ssm", "lambda", "events", "logs", "kms", "s3")
+
+
+def emulator_override(mirror: Mirror, url: str) -> dict:
+    """Pin the provider tested, keep state local, and point every endpoint at the emulator with fake credentials."""
+    over = pin_override(mirror)
+    over["terraform"]["backend"] = {"local": {"path": "terraform.tfstate"}}
+    over["provider"] = {"aws": {
+        "access_key": "testing", "secret_key": "testing",
+        "skip_credentials_validation": True, "skip_metadata_api_check": True, "skip_region_validation": True,
+        "s3_use_path_style": True,
+        "endpoints": [{s: url for s in ENDPOINT_SERVICES}],
+    }}
+    return over
