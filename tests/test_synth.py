@@ -20,6 +20,7 @@ from mirrorcap import aws_limits as L
 from mirrorcap.errors import MirrorcapError
 from mirrorcap.inventory import load
 from mirrorcap.render import check_user_data_size, user_data
+from tf_emulator import find_aws_mirror
 
 EDGE = '''
 capture "blue" {
@@ -445,14 +446,6 @@ def test_inventory_text_reaches_terraform_literally_without_a_provider(odd, tmp_
     assert inputs["eni-0123456789abcdef0"]["description"] == 'mirrorcap odd: web ${file("/etc/hostname")}'  # no file read
     assert inputs["eni-0123456789abcdef1"]["description"] == f"mirrorcap odd: {ODD['description']}"
 
-TF_PLUGINS = Path("/opt/tf-plugins")
-
-
-def mirrored_aws_provider() -> str | None:
-    """The hashicorp/aws version in the local provider mirror, if there is one (nothing is ever downloaded)."""
-    d = TF_PLUGINS / "registry.terraform.io" / "hashicorp" / "aws"
-    versions = sorted(p.name for p in d.iterdir()) if d.is_dir() else []
-    return versions[-1] if versions else None
 
 
 MOCK_TEST = '''
@@ -496,9 +489,10 @@ def terraform_reads(stack_dir: Path, review_hcl: bool, workdir: Path) -> tuple[d
     since a mock provider reports no tags_all to read default_tags back from.
     Returns (the default tags, each resource's planned arguments by address, Terraform's warnings).
     """
-    terraform, version = shutil.which("terraform"), mirrored_aws_provider()
-    if not terraform or not version:
-        pytest.skip("needs terraform and the hashicorp/aws provider in /opt/tf-plugins")
+    terraform, (mirror, why) = shutil.which("terraform"), find_aws_mirror()
+    if not terraform or not mirror:
+        pytest.skip(why or "needs a terraform binary on PATH")
+    version = mirror.version
     shutil.copytree(stack_dir, workdir)
     pinned = {"required_providers": {"aws": {"source": "hashicorp/aws", "version": version}}}
     if review_hcl:
@@ -520,7 +514,7 @@ def terraform_reads(stack_dir: Path, review_hcl: bool, workdir: Path) -> tuple[d
     (workdir / "tests").mkdir()
     (workdir / "tests" / "read.tftest.hcl").write_text(MOCK_TEST)
     cli_config = workdir.parent / f"{workdir.name}.tfrc"
-    cli_config.write_text(f'provider_installation {{\n  filesystem_mirror {{\n    path = "{TF_PLUGINS}"\n  }}\n}}\n')
+    cli_config.write_text(f'provider_installation {{\n  filesystem_mirror {{\n    path = "{mirror.root}"\n  }}\n}}\n')
     tf_env = {**os.environ, "TF_CLI_CONFIG_FILE": str(cli_config), "CHECKPOINT_DISABLE": "1", "TF_IN_AUTOMATION": "1"}
     r = subprocess.run([terraform, "init", "-backend=false", "-input=false", "-no-color"], cwd=workdir, env=tf_env,
                        capture_output=True, text=True)
