@@ -11,7 +11,7 @@ umask 022
 # checksum database (sum.golang.org), so the pinned version is what gets built.
 TERMSHARK_VERSION=v2.4.0
 
-if command -v dnf >/dev/null 2>&1 && [ "${MIRRORCAP_SKIP_PACKAGES:-0}" != 1 ]; then
+if command -v dnf >/dev/null 2>&1; then
   dnf install -y -q tcpdump wireshark-cli xfsprogs iproute curl-minimal python3
   if ! command -v termshark >/dev/null 2>&1; then
     dnf install -y -q golang
