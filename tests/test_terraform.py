@@ -33,8 +33,7 @@ import pytest
 import tf_emulator as T
 from conftest import EXAMPLE, ROOT, mirrorcap, synth
 from mirrorcap.inventory import load
-import test_synth
-from test_synth import EDGE, prepare
+from test_synth import edge, example, odd, prepare  # noqa: F401  (module-scoped synth fixtures)
 
 TERRAFORM, TERRAFORM_VERSION = T.find_terraform()
 MIRROR, NO_MIRROR = T.find_aws_mirror()
@@ -99,24 +98,13 @@ def tf(tmp_path_factory) -> T.Terraform:
 
 
 @pytest.fixture(scope="module")
-def example(tmp_path_factory) -> Path:
-    return prepare(tmp_path_factory.mktemp("tf-example"))
-
-
-@pytest.fixture(scope="module")
-def edge(tmp_path_factory) -> Path:
-    return prepare(tmp_path_factory.mktemp("tf-edge"), EDGE)
-
-
-@pytest.fixture(scope="module")
 def many(tmp_path_factory) -> Path:
     return prepare(tmp_path_factory.mktemp("tf-many"), MANY)
 
 
-# The synth tests' inventory text that must reach Terraform literally (expressions,
-# quotes, heredoc markers in tags and descriptions), where test_synth has it.
-odd = getattr(test_synth, "odd", None)
-VALIDATED = ["example", "edge", "many"] + (["odd"] if odd else [])
+# test_synth's fixtures, plus `many`; `odd` holds inventory text that must reach
+# Terraform literally (expressions, quotes, heredoc markers in tags and descriptions).
+VALIDATED = ["example", "edge", "many", "odd"]
 
 
 def stacks_of(workdir: Path) -> dict[str, Path]:

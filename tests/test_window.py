@@ -140,7 +140,7 @@ def test_extract_is_created_exclusively_with_the_pcaps_mode(pcaps, tmp_path):
     newest = max(packets(*sorted(pcaps.glob("vni7_*.pcap"))))[0]
     at = datetime.fromtimestamp(newest, timezone.utc).isoformat()
     out = tmp_path / "err.pcap"
-    made = subprocess.run(["sh", "-c", f'umask 022; exec "$@"', "sh", str(WINDOW), "--at", at, "--window", "2s",
+    made = subprocess.run(["sh", "-c", 'umask 022; exec "$@"', "sh", str(WINDOW), "--at", at, "--window", "2s",
                            "--dir", str(pcaps), "--vni", "7", "--out", str(out)], capture_output=True, text=True)
     assert made.returncode == 0, made.stderr
     assert oct(out.stat().st_mode & 0o777) == "0o640" and packets(out)

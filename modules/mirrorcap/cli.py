@@ -314,7 +314,6 @@ def check(
 
 
 def _check(inventory: Path, capture: list[str], fix: bool) -> tuple[list, dict]:
-    from datetime import datetime, timezone
     from .live.drift import check_capture, locate
     from .live.ec2 import reconcile
     from .live.settings import settings_for
