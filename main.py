@@ -11,7 +11,7 @@ suite runs it without -O, so those checks still guard every commit.
 import os
 import sys
 
-from mirrorcap.app import synth_file
+from mirrorcap.synth.pipeline import synth_file
 from mirrorcap.errors import MirrorcapError
 from mirrorcap.inventory import DEFAULT_INVENTORY
 

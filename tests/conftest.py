@@ -1,80 +1,12 @@
-"""Shared helpers: run the real CLI and the real synth on inventories in tmp dirs."""
+"""Fixtures for every kind of test (helpers to import live in helpers.py)."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-EXAMPLE = ROOT / "capture.hcl"
-
-
-def env() -> dict:
-    e = dict(os.environ)
-    e["PATH"] = f"{BIN}{os.pathsep}{e.get('PATH', '')}"
-    e["CHECKPOINT_DISABLE"] = "1"
-    e.pop("MIRRORCAP_INVENTORY", None)
-    return e
-
-
-def mirrorcap(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "mirrorcap"), *args], cwd=cwd, env=env(), capture_output=True, text=True)
-
-
-def synth(workdir: Path, inventory: str = "capture.hcl", review_hcl: bool = True) -> subprocess.CompletedProcess:
-    e = env()
-    e["MIRRORCAP_INVENTORY"] = inventory
-    if review_hcl:
-        e["MIRRORCAP_REVIEW_HCL"] = "1"
-    return subprocess.run([sys.executable, str(ROOT / "main.py")], cwd=workdir, env=e, capture_output=True, text=True)
-
-
-def stack_json(workdir: Path, name: str) -> dict:
-    return json.loads((workdir / "cdktf.out" / "stacks" / name / "cdk.tf.json").read_text())
-
-
-def tree(path: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     return tmp_path
-
-
-def write(workdir: Path, text: str, name: str = "capture.hcl") -> Path:
-    p = workdir / name
-    p.write_text(text)
-    return p
-
-
-MINIMAL = '''
-capture "{name}" {{
-  region    = "eu-west-1"
-  vpc_id    = "vpc-0123456789abcdef0"
-  subnet_id = "subnet-0123456789abcdef0"
-  vni       = 4242
-  network {{
-    mirror_source_cidrs = ["10.1.0.0/16"]
-  }}
-{body}
-}}
-'''
-
-
-def minimal(body: str = "", name: str = "test") -> str:
-    return MINIMAL.format(name=name, body=body)
-
-
-def eni(n: int) -> str:
-    return f"eni-{n:017x}"
-
-
-def sources(*ids: str) -> str:
-    return "\n".join(f'  source {{\n    {"instance_id" if i.startswith("i-") else "eni_id"} = "{i}"\n  }}' for i in ids)

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from conftest import ROOT
+from helpers import ROOT
 
 RENDERED = ROOT / "rendered" / "prod" / "files"
 

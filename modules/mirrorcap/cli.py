@@ -9,11 +9,11 @@ from pathlib import Path
 
 import typer
 
-from . import lockfile
+from .numbering import lockfile
 from .errors import MirrorcapError, Problem
-from .inventory import DEFAULT_INVENTORY, load
-from .plan import numbers_for
-from .sessions import by_capture
+from .inventory.load import DEFAULT_INVENTORY, load
+from .numbering.plan import numbers_for
+from .numbering.sessions import by_capture
 
 app = typer.Typer(help="Packet capture on AWS with VPC Traffic Mirroring.", no_args_is_help=True)
 
@@ -149,7 +149,8 @@ def render(
     check: bool = typer.Option(False, "--check", help="write nothing; exit 1 if OUT differs from a fresh render"),
 ) -> None:
     """Render the host bootstrap (bake.sh, user data, scripts, units) for each capture."""
-    from .render import diff_tree, rendered_tree, write_tree
+    from .host.render import rendered_tree
+    from .host.tree import diff_tree, write_tree
     try:
         inv = load(inventory)
         numbers_for(inv)  # the session-number checks validate runs: render refuses what validate refuses
@@ -173,8 +174,8 @@ def render(
 @aws_errors
 def _validate_live(inventory: Path, inv, source_mtu: int, target_mtu: int) -> dict[str, float]:
     """Print what the account says; return each capture's baseline bandwidth (Gbit/s) from the API."""
-    from .live.drift import locate
-    from .live.preflight import baseline_gbps, preflight
+    from .account.drift import locate
+    from .account.preflight import baseline_gbps, preflight
     errors, bandwidth = 0, {}
     for c in inv.captures:
         ec2 = _ec2(c.region)
@@ -314,9 +315,9 @@ def check(
 
 
 def _check(inventory: Path, capture: list[str], fix: bool) -> tuple[list, dict]:
-    from .live.drift import check_capture, locate
+    from .account.drift import check_capture, locate
     from .live.ec2 import reconcile
-    from .live.settings import settings_for
+    from .runtime_settings import settings_for
     inv = load(inventory)
     numbers = numbers_for(inv).numbers
     unknown = sorted(set(capture) - {c.name for c in inv.captures})

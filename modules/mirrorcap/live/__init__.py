@@ -1,6 +1,7 @@
-"""The live account: re-mirroring (Lambda), drift check and pre-flight (CLI).
+"""The re-mirroring Lambda's runtime. This folder is its zip (stack/lambda_zip.py).
 
-This package is also the Lambda's code: it may import only the standard
-library, boto3/botocore, and `mirrorcap.aws_limits` / `mirrorcap.sessions`
-(the zip carries exactly those; see `package.py`).
+It may import only the standard library, boto3/botocore, its own modules and
+the few mirrorcap modules lambda_zip.ALLOWED names (the contract, AWS limits,
+session numbering); the zip carries exactly those, and tests/unit/test_lambda_imports.py
+enforces the rule. The CLI reuses it (`check --fix` runs the same reconcile).
 """

@@ -10,7 +10,8 @@ from typing import Callable, Iterable
 
 from botocore.exceptions import ClientError
 
-from .model import CREATED_KEY, RUNTIME_OWNER_KEY, SOURCE_KEY, STACK_KEY, Instance, Observed, Session, Settings
+from ..contract import CREATED_KEY, RUNTIME_OWNER_KEY, SOURCE_KEY, STACK_KEY, resource_name
+from .model import Instance, Observed, Session, Settings
 from .reconcile import Changes, plan
 
 log = logging.getLogger("mirrorcap")
@@ -109,7 +110,7 @@ def apply(ec2, settings: Settings, changes: Changes, now: datetime) -> dict[str,
                     SessionNumber=c.number, VirtualNetworkId=c.vni,
                     Description=f"mirrorcap {settings.capture}: {c.instance_id} (auto)",
                     TagSpecifications=[{"ResourceType": "traffic-mirror-session", "Tags": [
-                        {"Key": "Name", "Value": f"mirrorcap-{settings.capture}-{c.instance_id}"},
+                        {"Key": "Name", "Value": resource_name(settings.capture, c.instance_id)},
                         {"Key": RUNTIME_OWNER_KEY, "Value": settings.capture},
                         {"Key": STACK_KEY, "Value": settings.capture},
                         {"Key": SOURCE_KEY, "Value": c.instance_id},

@@ -7,13 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Optional
 
-# Sessions the runtime (Lambda or `mirrorcap check --fix`) creates carry this tag,
-# valued with the capture name. It is the only thing that may be deleted at
-# runtime, and the Lambda's IAM policy enforces the same condition.
-RUNTIME_OWNER_KEY = "mirrorcap:remirror"
-SOURCE_KEY = "mirrorcap:source"  # the instance (or ENI) a session mirrors
-CREATED_KEY = "mirrorcap:created"  # RFC 3339 UTC; orders racing creations deterministically
-STACK_KEY = "mirrorcap:stack"
+from ..contract import CREATED_KEY, RUNTIME_OWNER_KEY
+
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,9 @@ from datetime import datetime
 from typing import Optional
 
 from .. import aws_limits as L
-from ..sessions import NumberingError, Request, assign
-from .model import SOURCE_KEY, Observed, Selector, Session, Settings
+from ..numbering.sessions import NumberingError, Request, assign
+from ..contract import SOURCE_KEY
+from .model import Observed, Selector, Session, Settings
 
 MIRRORABLE_STATES = ("pending", "running")
 

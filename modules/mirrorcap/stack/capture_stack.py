@@ -9,7 +9,7 @@ from cdktn import LocalBackend, S3Backend, TerraformOutput, TerraformStack
 from cdktn_provider_aws.data_aws_caller_identity import DataAwsCallerIdentity
 from cdktn_provider_aws.provider import AwsProvider, AwsProviderDefaultTags
 
-from ..config import Backend, Capture
+from ..inventory.model import Backend, Capture
 from .host import CaptureHost
 from .iam import InstanceRole
 from .kms import volume_key

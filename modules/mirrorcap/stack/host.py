@@ -11,7 +11,8 @@ from cdktn_provider_aws.network_interface import NetworkInterface
 from cdktn_provider_aws.network_interface_attachment import NetworkInterfaceAttachmentA
 from cdktn_provider_aws.volume_attachment import VolumeAttachment
 
-from ..config import Capture
+from ..contract import HOST
+from ..inventory.model import Capture
 from .refs import data_ref, ref
 from .tags import named
 
@@ -76,7 +77,7 @@ class CaptureHost:
             user_data_base64=USER_DATA_EXPRESSION,
             user_data_replace_on_change=False,
             lifecycle=lifecycle,
-            tags=named(capture, "host"))
+            tags=named(capture, HOST))
         self.instance_id = ref("aws_instance", "capture_instance")
         NetworkInterfaceAttachmentA(stack, "mirror_eni_attachment", device_index=1,
                                     instance_id=self.instance_id, network_interface_id=self.eni_id)

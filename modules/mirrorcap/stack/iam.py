@@ -10,7 +10,8 @@ from cdktn_provider_aws.iam_instance_profile import IamInstanceProfile
 from cdktn_provider_aws.iam_role import IamRole
 from cdktn_provider_aws.iam_role_policy_attachment import IamRolePolicyAttachment
 
-from ..config import Capture
+from ..contract import HOST, resource_name
+from ..inventory.model import Capture
 from .refs import data_ref, ref
 from .tags import named
 
@@ -24,12 +25,12 @@ class InstanceRole:
     def __init__(self, stack: TerraformStack, capture: Capture):
         DataAwsPartition(stack, "current")
         self.partition = data_ref("aws_partition", "current", "partition")
-        IamRole(stack, "host_role", name=f"mirrorcap-{capture.name}-host",
+        IamRole(stack, "host_role", name=resource_name(capture.name, HOST),
                        description="mirrorcap capture host: SSM Session Manager only",
-                       assume_role_policy=ASSUME_EC2, tags=named(capture, "host"))
+                       assume_role_policy=ASSUME_EC2, tags=named(capture, HOST))
         role_name = ref("aws_iam_role", "host_role", "name")
         IamRolePolicyAttachment(stack, "host_ssm_core", role=role_name,
                                       policy_arn=f"arn:{self.partition}:iam::aws:policy/AmazonSSMManagedInstanceCore")
-        IamInstanceProfile(stack, "host_profile", name=f"mirrorcap-{capture.name}-host", role=role_name,
-                           tags=named(capture, "host"))
+        IamInstanceProfile(stack, "host_profile", name=resource_name(capture.name, HOST), role=role_name,
+                           tags=named(capture, HOST))
         self.profile_name = ref("aws_iam_instance_profile", "host_profile", "name")

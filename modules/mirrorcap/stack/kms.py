@@ -14,7 +14,7 @@ from cdktn_provider_aws.data_aws_kms_key import DataAwsKmsKey
 from cdktn_provider_aws.kms_alias import KmsAlias
 from cdktn_provider_aws.kms_key import KmsKey
 
-from ..config import Capture
+from ..inventory.model import Capture
 from .policy import policy_document
 from .refs import data_ref, ref
 from .tags import named

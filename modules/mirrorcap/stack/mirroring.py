@@ -13,7 +13,8 @@ from cdktn_provider_aws.ec2_traffic_mirror_filter_rule import (
 from cdktn_provider_aws.ec2_traffic_mirror_session import Ec2TrafficMirrorSession
 from cdktn_provider_aws.ec2_traffic_mirror_target import Ec2TrafficMirrorTarget
 
-from ..config import Capture
+from ..contract import FILTER, SOURCE_KEY, TARGET, resource_name
+from ..inventory.model import Capture
 from .literal import literal
 from .refs import EACH_KEY, data_ref, each, ref
 from .tags import named
@@ -30,10 +31,10 @@ def number(expression: str) -> float:
 class Mirroring:
     def __init__(self, stack: TerraformStack, capture: Capture, *, target_eni_id: str, numbers: Mapping[str, int]):
         Ec2TrafficMirrorTarget(stack, "mirror_target", network_interface_id=target_eni_id,
-                                             description=f"mirrorcap {capture.name} capture host", tags=named(capture, "target"))
+                                             description=f"mirrorcap {capture.name} capture host", tags=named(capture, TARGET))
         Ec2TrafficMirrorFilter(stack, "mirror_filter", description=f"mirrorcap {capture.name}",
                                              network_services=list(capture.filter_network_services) or None,
-                                             tags=named(capture, "filter"))
+                                             tags=named(capture, FILTER))
         self.target_id = target_id = ref("aws_ec2_traffic_mirror_target", "mirror_target")
         self.filter_id = filter_id = ref("aws_ec2_traffic_mirror_filter", "mirror_filter")
         for rule in capture.filter_rules:
@@ -78,6 +79,6 @@ class Mirroring:
             session_number=number(each("session_number")), virtual_network_id=number(each("virtual_network_id")),
             packet_length=number('${lookup(each.value, "packet_length", null)}'),
             description=each("description"),
-            tags={"Name": f"mirrorcap-{capture.name}-{EACH_KEY}", "mirrorcap:source": EACH_KEY})
+            tags={"Name": resource_name(capture.name, EACH_KEY), SOURCE_KEY: EACH_KEY})
         session.add_override("for_each", per_source)
         return "${{for source, session in aws_ec2_traffic_mirror_session.source : source => session.id}}"

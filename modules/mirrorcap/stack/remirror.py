@@ -19,10 +19,10 @@ from cdktn_provider_aws.iam_role_policy import IamRolePolicy
 from cdktn_provider_aws.lambda_function import LambdaFunction, LambdaFunctionEnvironment, LambdaFunctionLoggingConfig
 from cdktn_provider_aws.lambda_permission import LambdaPermission
 
-from ..config import Capture
-from ..live.model import RUNTIME_OWNER_KEY
-from ..live.package import HANDLER
-from ..live.settings import settings_for
+from ..inventory.model import Capture
+from ..contract import RUNTIME_OWNER_KEY, resource_name
+from .lambda_zip import HANDLER
+from ..runtime_settings import settings_for
 from .literal import literal
 from .policy import policy_document
 from .tags import named
@@ -70,7 +70,7 @@ class Remirror:
     def __init__(self, stack: TerraformStack, capture: Capture, *, partition: str, account: str, target_id: str,
                  filter_id: str, package_zip: str):
         am = capture.auto_mirror
-        name = f"mirrorcap-{capture.name}-remirror"
+        name = resource_name(capture.name, "remirror")
         logs = CloudwatchLogGroup(stack, "remirror_logs", name=f"/aws/lambda/{name}", retention_in_days=LOG_RETENTION_DAYS,
                                   tags=named(capture, "remirror"))
         log_group_arn = logs.arn
@@ -99,7 +99,7 @@ class Remirror:
         rules = {rid: {"event_pattern": json.dumps(pattern, sort_keys=True)} for rid, pattern in EVENT_PATTERNS.items()}
         rules["remirror_sweep"] = {"schedule_expression": f"rate({am.sweep_minutes} minute{'s' if am.sweep_minutes > 1 else ''})"}
         for rid, trigger in rules.items():
-            rule = CloudwatchEventRule(stack, rid, name=f"mirrorcap-{capture.name}-{rid.replace('_', '-')}",
+            rule = CloudwatchEventRule(stack, rid, name=resource_name(capture.name, rid.replace('_', '-')),
                                        description=f"mirrorcap {capture.name}: invoke the re-mirroring Lambda",
                                        tags=named(capture, rid.replace("_", "-")), **trigger)
             rule_name, rule_arn = rule.name, rule.arn

@@ -6,7 +6,8 @@ from cdktn import TerraformStack
 from cdktn_provider_aws.security_group import SecurityGroup, SecurityGroupEgress, SecurityGroupIngress
 
 from ..aws_limits import VXLAN_PORT
-from ..config import Capture
+from ..contract import resource_name
+from ..inventory.model import Capture
 from .refs import ref
 from .tags import named
 
@@ -19,7 +20,7 @@ class SecurityGroups:
         # NTP and IMDS are link-local and not subject to security groups.
         SecurityGroup(
             stack, "management_sg", vpc_id=capture.vpc_id,
-            name=f"mirrorcap-{capture.name}-management",
+            name=resource_name(capture.name, "management"),
             description="mirrorcap capture host management: HTTPS egress only (SSM, packages)",
             egress=[SecurityGroupEgress(
                 description="HTTPS to SSM endpoints and package repositories",
@@ -45,7 +46,7 @@ class SecurityGroups:
                 from_port=VXLAN_PORT, to_port=VXLAN_PORT, security_groups=list(net.mirror_source_security_group_ids)))
         SecurityGroup(
             stack, "mirror_sg", vpc_id=capture.vpc_id,
-            name=f"mirrorcap-{capture.name}-mirror",
+            name=resource_name(capture.name, "mirror"),
             description="mirrorcap mirror target: VXLAN (UDP 4789) from mirror sources only",
             ingress=ingress, egress=[],
             tags=named(capture, "mirror"),

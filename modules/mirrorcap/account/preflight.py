@@ -1,0 +1,147 @@
+"""`mirrorcap validate --live`: what the account says about the inventory before a deploy.
+
+- a source whose instance type Traffic Mirroring may refuse: the EC2 API is
+  asked (DescribeInstanceTypes: Nitro or Xen; and, once the target exists, a
+  DryRun CreateTrafficMirrorSession, which is AWS's own verdict);
+- a source in another Availability Zone than the capture host (inter-AZ
+  transfer is billed per GB of mirrored traffic);
+- a packet_length that truncates, and source MTU + 50 bytes of VXLAN above
+  the target's MTU (AWS truncates such packets at the target).
+The source MTU is an OS setting the EC2 API does not expose: it is a parameter
+(9001, the VPC default on current instance types, unless told otherwise).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+from botocore.exceptions import ClientError
+
+from .. import aws_limits as L
+from ..inventory.model import Capture
+from ..live.ec2 import describe_instances, primary_eni
+
+
+@dataclass(frozen=True)
+class Finding:
+    severity: str  # "error" | "warning"
+    capture: str
+    field: str
+    message: str
+    fix: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def dry_run_session(ec2, eni_id: str, target_id: str, filter_id: str, vni: int) -> Optional[str]:
+    """None if AWS would create the session; else AWS's reason."""
+    try:
+        ec2.create_traffic_mirror_session(NetworkInterfaceId=eni_id, TrafficMirrorTargetId=target_id, TrafficMirrorFilterId=filter_id,
+                                          SessionNumber=L.SESSION_NUMBER_MAX, VirtualNetworkId=vni, DryRun=True)
+    except ClientError as exc:
+        err = exc.response["Error"]
+        return None if err["Code"] == "DryRunOperation" else f"{err['Code']}: {err.get('Message', '')}".strip()
+    # An API that ignored DryRun would have created a session: never expected from EC2.
+    return "DryRun was not honoured"
+
+
+def baseline_gbps(ec2, instance_type: str) -> Optional[float]:
+    """The capture instance type's baseline network bandwidth, as the EC2 API states it."""
+    try:
+        types = ec2.describe_instance_types(InstanceTypes=[instance_type])["InstanceTypes"]
+    except ClientError:
+        return None
+    cards = (types[0].get("NetworkInfo", {}).get("NetworkCards") or []) if types else []
+    return cards[0].get("BaselineBandwidthInGbps") if cards else None
+
+
+def _resolve(ec2, source_id: str) -> tuple[Optional[dict], Optional[dict]]:
+    """(instance, eni) for an instance or ENI ID; (None, None) when it does not exist."""
+    try:
+        if source_id.startswith("i-"):
+            found = describe_instances(ec2, ids=[source_id])
+            inst = found[0] if found else None
+            eni_id = primary_eni(inst) if inst else None
+            enis = ec2.describe_network_interfaces(NetworkInterfaceIds=[eni_id])["NetworkInterfaces"] if eni_id else []
+            return inst, (enis[0] if enis else None)
+        eni = ec2.describe_network_interfaces(NetworkInterfaceIds=[source_id])["NetworkInterfaces"][0]
+        inst_id = eni.get("Attachment", {}).get("InstanceId")
+        inst = None
+        if inst_id:
+            inst = describe_instances(ec2, ids=[inst_id])[0]
+        return inst, eni
+    except ClientError as exc:
+        if ".NotFound" in exc.response["Error"]["Code"] or "Malformed" in exc.response["Error"]["Code"]:
+            return None, None
+        raise
+
+
+def preflight(ec2, capture: Capture, *, source_mtu: int = 9001, target_mtu: int = 9001,
+              target_id: Optional[str] = None, filter_id: Optional[str] = None) -> list[Finding]:
+    out: list[Finding] = []
+    name = capture.name
+    try:
+        subnet = ec2.describe_subnets(SubnetIds=[capture.subnet_id])["Subnets"][0]
+    except ClientError:
+        return [Finding("error", name, "subnet_id", f"{capture.subnet_id} does not exist in {capture.region} (or is not visible)",
+                        "use a subnet ID from `aws ec2 describe-subnets`, in the capture's region")]
+    if subnet["VpcId"] != capture.vpc_id:
+        out.append(Finding("error", name, "subnet_id", f"{capture.subnet_id} is in {subnet['VpcId']}, not {capture.vpc_id}",
+                           "set vpc_id to the subnet's VPC, or pick a subnet in vpc_id"))
+    capture_az = subnet["AvailabilityZone"]
+
+    # (field, instance, eni, packet_length, vni) for every source known now
+    rows = []
+    for i, s in enumerate(capture.sources):
+        inst, eni = _resolve(ec2, s.id)
+        if eni is None:
+            out.append(Finding("error", name, f"source[{i}]", f"{s.id} does not exist in {capture.region}",
+                               "fix the ID, or select the instances by tags (source { tags = {...} } with auto_mirror {})"))
+            continue
+        rows.append((f"source[{i}] ({s.id})", inst, eni, s.packet_length, s.vni if s.vni is not None else capture.vni))
+    for i, t in enumerate(capture.tag_sources):
+        filters = [{"Name": "vpc-id", "Values": [capture.vpc_id]}, {"Name": "instance-state-name", "Values": ["pending", "running"]}]
+        filters += [{"Name": f"tag:{k}", "Values": [v]} for k, v in t.tags]
+        for inst in describe_instances(ec2, filters):
+            eni_id = primary_eni(inst)
+            eni = next((n for n in inst.get("NetworkInterfaces", []) if n["NetworkInterfaceId"] == eni_id), None)
+            if eni is not None:
+                rows.append((f"source[tags {dict(t.tags)}] ({inst['InstanceId']})", inst, {**eni, "AvailabilityZone": inst["Placement"]["AvailabilityZone"]},
+                             t.packet_length, t.vni if t.vni is not None else capture.vni))
+
+    types = sorted({inst["InstanceType"] for _, inst, _, _, _ in rows if inst})
+    hypervisor = {}
+    if types:
+        for page in ec2.get_paginator("describe_instance_types").paginate(InstanceTypes=types):
+            hypervisor.update({t["InstanceType"]: t.get("Hypervisor", "") for t in page["InstanceTypes"]})
+
+    oversize = []
+    for field, inst, eni, packet_length, vni in rows:
+        if inst and hypervisor.get(inst["InstanceType"]) != "nitro":
+            out.append(Finding("warning", name, field,
+                               f"{inst['InstanceType']} is not Nitro-based (hypervisor: {hypervisor.get(inst['InstanceType']) or 'unknown'}): "
+                               "Traffic Mirroring supports Nitro instances and only some older types", "check the type against the Traffic Mirroring docs, or move the source to a Nitro type"))
+        if target_id and filter_id:
+            refusal = dry_run_session(ec2, eni["NetworkInterfaceId"], target_id, filter_id, vni)
+            if refusal:
+                out.append(Finding("error", name, field, f"AWS would refuse a session on {eni['NetworkInterfaceId']}: {refusal}",
+                                   "remove this source, or fix what AWS names"))
+        az = eni.get("AvailabilityZone")
+        if az and az != capture_az:
+            out.append(Finding("warning", name, field, f"source is in {az}, the capture host in {capture_az}: mirrored traffic is "
+                               "billed as inter-AZ data transfer per GB", "mirror it from a capture host in the same AZ (another capture block)"))
+        if packet_length and packet_length < source_mtu:
+            out.append(Finding("warning", name, f"{field} > packet_length", f"packets over {packet_length} bytes are truncated to {packet_length}",
+                               "fine for headers only; remove packet_length to keep payloads"))
+        if min(source_mtu, packet_length or source_mtu) + L.VXLAN_OVERHEAD_BYTES > target_mtu:
+            oversize.append(field)
+    if oversize:
+        limit = target_mtu - L.VXLAN_OVERHEAD_BYTES
+        out.append(Finding("warning", name, "source",
+                           f"{len(oversize)} source(s) at MTU {source_mtu} + {L.VXLAN_OVERHEAD_BYTES} bytes of VXLAN exceed the target MTU "
+                           f"{target_mtu}: packets over {limit} bytes arrive truncated",
+                           f"set packet_length = {limit} on them (headers intact, tails cut knowingly), or the sources' MTU to {limit} "
+                           "or less (pass --source-mtu to tell validate)"))
+    return out

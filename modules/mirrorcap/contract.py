@@ -1,0 +1,48 @@
+"""Every name the stack, the re-mirroring Lambda, the host and the CLI share.
+
+One definition each: a tag the stack writes and the drift check reads, a
+session tag the Lambda writes and its IAM policy conditions on, the pcap file
+name tcpdump writes and retention, health and mirrorcap-window find. Standard
+library only: the Lambda's zip carries this file.
+"""
+
+from __future__ import annotations
+
+# --- Tags -------------------------------------------------------------------
+# Provider default_tags put these two on every resource a stack creates.
+STACK_KEY = "mirrorcap:stack"  # valued with the capture name: what the drift check and the Lambda trust
+MANAGED_BY = ("ManagedBy", "mirrorcap")
+# A session's tags. Sessions the runtime (Lambda or `mirrorcap check --fix`)
+# creates carry RUNTIME_OWNER_KEY, valued with the capture name: the only thing
+# that may be deleted at runtime, and the Lambda's IAM policy enforces the same.
+RUNTIME_OWNER_KEY = "mirrorcap:remirror"
+SOURCE_KEY = "mirrorcap:source"  # the instance (or ENI) a session mirrors
+CREATED_KEY = "mirrorcap:created"  # RFC 3339 UTC; orders racing creations deterministically
+OWN_TAG_PREFIX = "mirrorcap:"  # reserved: the inventory's tags may not use it
+# The most keys mirrorcap puts on one resource besides the inventory's (a
+# session's): what is left of EC2's 50 is the inventory's.
+OWN_TAG_KEYS = (MANAGED_BY[0], STACK_KEY, "Name", SOURCE_KEY)
+
+
+def resource_name(capture: str, what: str) -> str:
+    """The Name tag of a stack's resource ("host", "mirror", "pcaps", a source ID, ...)."""
+    return f"mirrorcap-{capture}-{what}"
+
+
+# Roles a stack's resources play, as `resource_name` suffixes the stack and the drift check agree on.
+HOST = "host"
+TARGET = "target"
+FILTER = "filter"
+
+# --- The re-mirroring Lambda's environment (Settings.to_env / from_env) -----
+LAMBDA_ENV = ("MIRRORCAP_CAPTURE", "MIRRORCAP_TARGET_ID", "MIRRORCAP_FILTER_ID", "MIRRORCAP_VNI",
+              "MIRRORCAP_MAX_SOURCES", "MIRRORCAP_VPC_ID", "MIRRORCAP_SELECTORS", "MIRRORCAP_ENDS_AT")
+
+# --- The capture host ---------------------------------------------------------
+ENV_FILE = "/etc/mirrorcap/mirrorcap.env"  # written by the user data; every host script reads it
+LIBEXEC = "/usr/local/libexec/mirrorcap"
+CAPTURE_USER = "mirrorcap"  # tcpdump and retention run as this user
+CAPTURE_GROUP = "pcap"  # people who may read pcaps join it
+# tcpdump -G's file name for one VNI (strftime, in UTC): the capture writes it;
+# retention, health and mirrorcap-window find pcaps by it (through the env file).
+PCAP_PATTERN = "vni{vni}_%Y-%m-%dT%H-%M-%SZ.pcap"

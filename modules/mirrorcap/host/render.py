@@ -1,0 +1,164 @@
+"""Jinja2 rendering of the host bootstrap (scripts/) and the tree in rendered/.
+
+Instance-independent files (scripts, units, bake.sh) are rendered per capture
+because the capture directory and VNIs may differ; instance-specific IDs only
+reach the host through /etc/mirrorcap/mirrorcap.env, written by the user data.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import gzip
+from dataclasses import dataclass
+
+import jinja2
+
+from .. import aws_limits as L
+from .. import project
+from ..inventory.model import Capture, Inventory
+from ..errors import MirrorcapError, Problem
+
+LIBEXEC = "/usr/local/libexec/mirrorcap"
+CAPTURE_USER = "mirrorcap"
+CAPTURE_GROUP = "pcap"
+TERMSHARK_VERSION = "v2.4.0"
+# Placeholders in rendered/ where Terraform supplies the real IDs in user data.
+VOLUME_PLACEHOLDER = "REPLACE-with-pcap_volume_id-output"
+ENI_PLACEHOLDER = "REPLACE-with-mirror_eni_id-output"
+
+
+@dataclass(frozen=True)
+class HostFile:
+    path: str  # absolute path on the host
+    content: str
+    mode: str
+
+    @property
+    def directory(self) -> str:
+        return self.path.rsplit("/", 1)[0]
+
+    @property
+    def marker(self) -> str:
+        return "MIRRORCAP_" + "".join(c if c.isalnum() else "_" for c in self.path.upper()).strip("_")
+
+
+@functools.lru_cache(maxsize=1)
+def environment() -> jinja2.Environment:
+    # One environment per process: it caches compiled templates (compiling them
+    # again for every capture cost 70 ms each, 7 s for 100 captures).
+    # StrictUndefined: a typo in a template fails the render instead of
+    # silently producing an empty value on a production host.
+    # Comment delimiters moved: bash's ${#array[@]} would open a Jinja comment.
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(project.scripts_dir())), undefined=jinja2.StrictUndefined,
+                              keep_trailing_newline=True, autoescape=False,
+                              comment_start_string="<%#", comment_end_string="#%>")
+
+
+# tcpdump -G's file name for one VNI (strftime, UTC): the capture writes it, and
+# retention, health and mirrorcap-window find pcaps by it.
+PCAP_PATTERN = "vni{vni}_%Y-%m-%dT%H-%M-%SZ.pcap"
+
+
+def _context(capture: Capture) -> dict:
+    return {"capture": capture, "host": capture.host, "libexec": LIBEXEC, "capture_user": CAPTURE_USER,
+            "capture_group": CAPTURE_GROUP, "vxlan_port": L.VXLAN_PORT, "vxlan_overhead": L.VXLAN_OVERHEAD_BYTES,
+            "pcap_pattern": PCAP_PATTERN, "termshark_version": TERMSHARK_VERSION}
+
+
+def host_files(capture: Capture) -> list[HostFile]:
+    env, ctx = environment(), _context(capture)
+    scripts = [("mirrorcap-storage.sh.j2", f"{LIBEXEC}/storage"), ("mirrorcap-decap.sh.j2", f"{LIBEXEC}/decap"),
+               ("mirrorcap-capture.py.j2", f"{LIBEXEC}/capture"), ("mirrorcap-retention.sh.j2", f"{LIBEXEC}/retention"),
+               ("mirrorcap-boot.sh.j2", "/usr/local/sbin/mirrorcap-boot"),
+               ("mirrorcap-health.py.j2", "/usr/local/sbin/mirrorcap-health"),
+               ("mirrorcap-window.py.j2", "/usr/local/bin/mirrorcap-window")]
+    units = ["mirrorcap-storage.service", "mirrorcap-decap.service", "mirrorcap-capture@.service",
+             "mirrorcap-retention.service", "mirrorcap-retention.timer"]
+    files = [HostFile(dest, env.get_template(f"host/{src}").render(ctx), "0755") for src, dest in scripts]
+    files += [HostFile(f"/etc/systemd/system/{u}", env.get_template(f"host/{u}.j2").render(ctx), "0644") for u in units]
+    return files
+
+
+def bake_script(capture: Capture, files: list[HostFile]) -> str:
+    return environment().get_template("host/bake.sh.j2").render(files=files, **_context(capture))
+
+
+def env_file(capture: Capture, volume_id: str, eni_id: str) -> str:
+    return environment().get_template("mirrorcap.env.j2").render(capture=capture, volume_id=volume_id, eni_id=eni_id)
+
+
+def bakes_at_boot(capture: Capture) -> bool:
+    """No `ami` means stock Amazon Linux 2023: the user data must bake the host itself."""
+    return capture.ami is None
+
+
+def without_comment_lines(f: HostFile) -> HostFile:
+    """The file as an unbaked host receives it in its user data (16 KB gzipped at
+    most): the same code without its comment-only lines. A baked AMI gets the
+    files as they are. Python must parse to the same AST; shell with a here-document
+    (where a # line is data) is sent whole."""
+    first, *rest = f.content.split("\n")
+    stripped = "\n".join([first] + [line for line in rest if not line.lstrip().startswith("#")])
+    if first.startswith("#!/usr/bin/python3"):
+        if ast.dump(ast.parse(stripped)) != ast.dump(ast.parse(f.content)):
+            return f
+    elif "<<" in f.content:
+        return f
+    return HostFile(f.path, stripped, f.mode)
+
+
+def user_data(capture: Capture, volume_id: str, eni_id: str) -> str:
+    env = env_file(capture, volume_id, eni_id)
+    bake = bake_script(capture, [without_comment_lines(f) for f in host_files(capture)]) if bakes_at_boot(capture) else ""
+    return environment().get_template("user-data.sh.j2").render(capture=capture, env_file=env, bake=bake)
+
+
+# Terraform fills these in from templatefile(); everything else in the user data
+# is escaped so Terraform passes bash's own ${...} through untouched.
+TEMPLATE_VARS = {"volume_id": "${volume_id}", "eni_id": "${eni_id}"}
+_SENTINEL = {"volume_id": "\x00MIRRORCAP_VOLUME_ID\x00", "eni_id": "\x00MIRRORCAP_ENI_ID\x00"}
+
+
+def user_data_template(inventory: Inventory, capture: Capture) -> str:
+    """The user data as a Terraform templatefile() template with ${volume_id} and ${eni_id}."""
+    text = user_data(capture, _SENTINEL["volume_id"], _SENTINEL["eni_id"])
+    # Rendered once: the size check sees the same text with real-length IDs in place.
+    check_user_data_size(inventory, capture, text.replace(_SENTINEL["volume_id"], SAMPLE_IDS[0])
+                         .replace(_SENTINEL["eni_id"], SAMPLE_IDS[1]))
+    text = text.replace("${", "$${").replace("%{", "%%{")
+    for name, sentinel in _SENTINEL.items():
+        text = text.replace(sentinel, TEMPLATE_VARS[name])
+    return text
+
+
+def gzipped_size(text: str) -> int:
+    # Level 6 and no timestamp: what Terraform's base64gzip() (Go's default level) produces, near enough.
+    return len(gzip.compress(text.encode(), compresslevel=6, mtime=0))
+
+
+SAMPLE_IDS = ("vol-0123456789abcdef0", "eni-0123456789abcdef0")  # real IDs are this long
+
+
+def check_user_data_size(inventory: Inventory, capture: Capture, text: str | None = None) -> None:
+    """`text`: the user data with real-length IDs, if already rendered."""
+    size = gzipped_size(text if text is not None else user_data(capture, *SAMPLE_IDS))
+    if size > L.USER_DATA_MAX_BYTES:
+        raise MirrorcapError([Problem(
+            inventory.path, f'capture "{capture.name}" > ami',
+            f"the user data is {size} bytes gzipped, over EC2's {L.USER_DATA_MAX_BYTES}-byte limit",
+            f"bake an AMI with rendered/{capture.name}/bake.sh (Packer, EC2 Image Builder) and set `ami`")])
+
+
+def rendered_tree(inventory: Inventory) -> dict[str, tuple[str, int]]:
+    """Relative path -> (content, mode) for everything under rendered/."""
+    tree: dict[str, tuple[str, int]] = {}
+    for capture in inventory.captures:
+        base = capture.name
+        files = host_files(capture)
+        tree[f"{base}/bake.sh"] = (bake_script(capture, files), 0o755)
+        tree[f"{base}/user-data.sh"] = (user_data(capture, VOLUME_PLACEHOLDER, ENI_PLACEHOLDER), 0o755)
+        tree[f"{base}/mirrorcap.env"] = (env_file(capture, VOLUME_PLACEHOLDER, ENI_PLACEHOLDER), 0o644)
+        for f in files:
+            tree[f"{base}/files{f.path}"] = (f.content, int(f.mode, 8))
+    return tree

@@ -1,0 +1,9 @@
+"""The inventory: one HCL file in, a validated `Inventory` out (model.py), or every problem at once.
+
+load.py reads and validates; fields.py checks one field at a time; hclfile.py
+and inputfile.py read a file safely (regular, bounded, parsed as data only).
+"""
+
+from .load import DEFAULT_INVENTORY, load
+
+__all__ = ["DEFAULT_INVENTORY", "load"]
