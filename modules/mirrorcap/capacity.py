@@ -158,3 +158,13 @@ def estimate(rate_mbps: float, retention_days: float, *, volume_type: str = "st1
                     volume_burst_mib_s=round(burst, 2), wire_mbps=round(wire_mbps, 1), instance_type=instance_type,
                     instance_baseline_mbps=baseline_mbps, sources=sources, monthly_usd=monthly, prices_used=used,
                     problems=tuple(problems), notes=tuple(notes))
+
+
+def estimate_for(capture, rate: float, retention: float, tag_instances: int | None = None, **kw) -> Estimate:
+    """estimate() for an inventory capture: its volume, instance type and sources (tag selectors
+    priced only when told how many instances they match)."""
+    c = capture
+    sources = len(c.sources) + (tag_instances or 0)
+    return estimate(rate, retention, volume_type=c.storage.type, volume_gib=c.storage.size_gib, gp3_mibps=c.storage.throughput_mibps,
+                    instance_type=c.instance_type, sources=sources, min_free_percent=c.host.min_free_percent,
+                    unpriced_selectors=len(c.tag_sources) if tag_instances is None else 0, **kw)

@@ -24,10 +24,6 @@ class MirrorcapError(Exception):
         self.problems = list(problems)
         super().__init__("\n".join(str(p) for p in self.problems))
 
-    def __reduce__(self):
-        # Crosses a process boundary (app.synth_file parses in a child) intact.
-        return (MirrorcapError, (self.problems,))
-
 
 class Collector:
     """Collects every problem in a file so the user fixes them in one pass."""

@@ -15,7 +15,8 @@ from typing import Mapping
 from botocore.exceptions import ClientError
 
 from ..inventory.model import Capture
-from ..live.ec2 import describe_instances, existing_enis, observe, primary_eni, sessions_where, tags_of
+from ..live.ec2 import existing_enis, observe, sessions_where, tags_of
+from .aws import describe_instances, primary_eni, traffic_mirror_filters, traffic_mirror_targets
 from ..contract import FILTER, HOST, STACK_KEY, TARGET, resource_name
 from ..live.reconcile import plan
 from ..runtime_settings import settings_for
@@ -44,10 +45,8 @@ def find_owned(items: list[dict], capture: str, name: str) -> dict | None:
 
 
 def locate(ec2, capture: Capture) -> tuple[str | None, str | None]:
-    targets = [t for p in ec2.get_paginator("describe_traffic_mirror_targets").paginate() for t in p["TrafficMirrorTargets"]]
-    filters = [f for p in ec2.get_paginator("describe_traffic_mirror_filters").paginate() for f in p["TrafficMirrorFilters"]]
-    target = find_owned(targets, capture.name, resource_name(capture.name, TARGET))
-    mfilter = find_owned(filters, capture.name, resource_name(capture.name, FILTER))
+    target = find_owned(traffic_mirror_targets(ec2), capture.name, resource_name(capture.name, TARGET))
+    mfilter = find_owned(traffic_mirror_filters(ec2), capture.name, resource_name(capture.name, FILTER))
     return (target or {}).get("TrafficMirrorTargetId"), (mfilter or {}).get("TrafficMirrorFilterId")
 
 

@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 
 from .. import aws_limits as L
 from ..inventory.model import Capture
-from ..live.ec2 import describe_instances, primary_eni
+from .aws import describe_instances, dry_run_session, hypervisors, network_interface, primary_eni, subnet
 
 
 @dataclass(frozen=True)
@@ -35,28 +35,6 @@ class Finding:
         return asdict(self)
 
 
-def dry_run_session(ec2, eni_id: str, target_id: str, filter_id: str, vni: int) -> Optional[str]:
-    """None if AWS would create the session; else AWS's reason."""
-    try:
-        ec2.create_traffic_mirror_session(NetworkInterfaceId=eni_id, TrafficMirrorTargetId=target_id, TrafficMirrorFilterId=filter_id,
-                                          SessionNumber=L.SESSION_NUMBER_MAX, VirtualNetworkId=vni, DryRun=True)
-    except ClientError as exc:
-        err = exc.response["Error"]
-        return None if err["Code"] == "DryRunOperation" else f"{err['Code']}: {err.get('Message', '')}".strip()
-    # An API that ignored DryRun would have created a session: never expected from EC2.
-    return "DryRun was not honoured"
-
-
-def baseline_gbps(ec2, instance_type: str) -> Optional[float]:
-    """The capture instance type's baseline network bandwidth, as the EC2 API states it."""
-    try:
-        types = ec2.describe_instance_types(InstanceTypes=[instance_type])["InstanceTypes"]
-    except ClientError:
-        return None
-    cards = (types[0].get("NetworkInfo", {}).get("NetworkCards") or []) if types else []
-    return cards[0].get("BaselineBandwidthInGbps") if cards else None
-
-
 def _resolve(ec2, source_id: str) -> tuple[Optional[dict], Optional[dict]]:
     """(instance, eni) for an instance or ENI ID; (None, None) when it does not exist."""
     try:
@@ -64,9 +42,8 @@ def _resolve(ec2, source_id: str) -> tuple[Optional[dict], Optional[dict]]:
             found = describe_instances(ec2, ids=[source_id])
             inst = found[0] if found else None
             eni_id = primary_eni(inst) if inst else None
-            enis = ec2.describe_network_interfaces(NetworkInterfaceIds=[eni_id])["NetworkInterfaces"] if eni_id else []
-            return inst, (enis[0] if enis else None)
-        eni = ec2.describe_network_interfaces(NetworkInterfaceIds=[source_id])["NetworkInterfaces"][0]
+            return inst, (network_interface(ec2, eni_id) if eni_id else None)
+        eni = network_interface(ec2, source_id)
         inst_id = eni.get("Attachment", {}).get("InstanceId")
         inst = None
         if inst_id:
@@ -82,15 +59,14 @@ def preflight(ec2, capture: Capture, *, source_mtu: int = 9001, target_mtu: int 
               target_id: Optional[str] = None, filter_id: Optional[str] = None) -> list[Finding]:
     out: list[Finding] = []
     name = capture.name
-    try:
-        subnet = ec2.describe_subnets(SubnetIds=[capture.subnet_id])["Subnets"][0]
-    except ClientError:
+    where = subnet(ec2, capture.subnet_id)
+    if where is None:
         return [Finding("error", name, "subnet_id", f"{capture.subnet_id} does not exist in {capture.region} (or is not visible)",
                         "use a subnet ID from `aws ec2 describe-subnets`, in the capture's region")]
-    if subnet["VpcId"] != capture.vpc_id:
-        out.append(Finding("error", name, "subnet_id", f"{capture.subnet_id} is in {subnet['VpcId']}, not {capture.vpc_id}",
+    if where["VpcId"] != capture.vpc_id:
+        out.append(Finding("error", name, "subnet_id", f"{capture.subnet_id} is in {where['VpcId']}, not {capture.vpc_id}",
                            "set vpc_id to the subnet's VPC, or pick a subnet in vpc_id"))
-    capture_az = subnet["AvailabilityZone"]
+    capture_az = where["AvailabilityZone"]
 
     # (field, instance, eni, packet_length, vni) for every source known now
     rows = []
@@ -112,10 +88,7 @@ def preflight(ec2, capture: Capture, *, source_mtu: int = 9001, target_mtu: int 
                              t.packet_length, t.vni if t.vni is not None else capture.vni))
 
     types = sorted({inst["InstanceType"] for _, inst, _, _, _ in rows if inst})
-    hypervisor = {}
-    if types:
-        for page in ec2.get_paginator("describe_instance_types").paginate(InstanceTypes=types):
-            hypervisor.update({t["InstanceType"]: t.get("Hypervisor", "") for t in page["InstanceTypes"]})
+    hypervisor = hypervisors(ec2, types)
 
     oversize = []
     for field, inst, eni, packet_length, vni in rows:

@@ -81,9 +81,10 @@ def files() -> list[str]:
 
 
 def build(dest: Path) -> Path:
+    contents = files()  # before anything is written: a forbidden import leaves no zip
     dest.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(dest, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
-        for rel in files():
+        for rel in contents:
             info = zipfile.ZipInfo(f"mirrorcap/{rel}", date_time=_EPOCH)
             info.external_attr = 0o644 << 16
             info.compress_type = zipfile.ZIP_DEFLATED

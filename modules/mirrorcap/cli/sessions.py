@@ -1,0 +1,54 @@
+"""`mirrorcap sessions`: the session numbers, and the lock file that keeps them."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+from ..errors import MirrorcapError
+from ..inventory import load
+from ..numbering import lockfile
+from ..numbering.plan import numbers_for
+from .common import InventoryOpt, fail
+
+
+def sessions(
+    inventory: Path = InventoryOpt,
+    write: bool = typer.Option(False, "--write", help="update the lock file next to the inventory"),
+    check: bool = typer.Option(False, "--check", help="exit 1 if the lock file is out of date (for CI)"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """Compute mirror session numbers: unique per source ENI, stable across edits."""
+    try:
+        inv = load(inventory)
+        numbering = numbers_for(inv)
+    except MirrorcapError as exc:
+        fail(exc)
+    rows = []
+    for capture in inv.captures:
+        for s in capture.sources:
+            rows.append({"capture": capture.name, "source": s.id, "session_number": numbering.numbers[(capture.name, s.id)],
+                         "vni": s.vni if s.vni is not None else capture.vni, "fixed": s.session_number is not None,
+                         "description": s.description})
+    if as_json:
+        print(json.dumps({"lock_file": str(numbering.lock_path), "up_to_date": not numbering.changes, "sessions": rows}, indent=2))
+    else:
+        print(f"{'CAPTURE':<16} {'SOURCE':<24} {'SESSION':>7} {'VNI':>8}  NOTE")
+        for r in rows:
+            note = "fixed in inventory" if r["fixed"] else ""
+            print(f"{r['capture']:<16} {r['source']:<24} {r['session_number']:>7} {r['vni']:>8}  {note}")
+        for (capture, source), old, new in numbering.changes:
+            print(f"change: {capture} {source}: {old if old is not None else '-'} -> {new if new is not None else '-'}")
+    if write:
+        # On stderr, always: `make synth` hides the table, never what changed in the lock.
+        for (capture, source), old, new in numbering.changes:
+            print(f"{numbering.lock_path.name}: {capture} {source}: session number "
+                  f"{old if old is not None else '(none)'} -> {new if new is not None else '(removed)'}", file=sys.stderr)
+        changed = lockfile.write(numbering.lock_path, numbering.numbers)
+        print(f"{'wrote' if changed else 'unchanged'}: {numbering.lock_path}", file=sys.stderr)
+    elif check and numbering.changes:
+        print(f"mirrorcap: {numbering.lock_path} is out of date: run `mirrorcap sessions --write` and commit it", file=sys.stderr)
+        raise typer.Exit(1)

@@ -1,0 +1,66 @@
+"""`mirrorcap validate`: the inventory and its lock, and with --live what the account says."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import typer
+
+from ..capacity import estimate_for
+from ..errors import MirrorcapError
+from ..inventory import load
+from ..numbering.plan import numbers_for
+from .common import InventoryOpt, ProfileOpt, RoleOpt, access, aws_errors, fail
+
+
+def validate(
+    inventory: Path = InventoryOpt,
+    live: bool = typer.Option(False, "--live", help="also ask AWS (credentials needed): instance types, AZs, MTU, packet length"),
+    source_mtu: int = typer.Option(9001, "--source-mtu", help="the sources' interface MTU (an OS setting AWS cannot report)"),
+    target_mtu: int = typer.Option(9001, "--target-mtu", help="the capture host's mirror ENI MTU"),
+    profile: str = ProfileOpt,
+    role_arn: str = RoleOpt,
+) -> None:
+    """Check the inventory and its lock file; exit 1 with every problem found."""
+    try:
+        inv = load(inventory)
+        numbering = numbers_for(inv)
+    except MirrorcapError as exc:
+        fail(exc)
+    bandwidth = _validate_live(inventory, inv, source_mtu, target_mtu, access(profile, role_arn)) if live else {}
+    sources = sum(len(c.sources) for c in inv.captures)
+    print(f"{inventory}: OK: {len(inv.captures)} capture(s), {sources} source(s)")
+    now = datetime.now(timezone.utc)
+    for c in inv.captures:
+        if c.auto_mirror and c.auto_mirror.ends_at and c.auto_mirror.ends_at <= now:
+            print(f'warning: {inventory}: capture "{c.name}" > auto_mirror > ends_at: {c.auto_mirror.ends_at.isoformat()} has passed: '
+                  "the campaign is over (its sessions are removed at the next sweep and nothing new is mirrored)", file=sys.stderr)
+        if c.storage.expected_mbps:
+            estimate = estimate_for(c, c.storage.expected_mbps, c.host.retention_days, instance_baseline_gbps=bandwidth.get(c.name))
+            for problem in estimate.problems:
+                print(f'warning: {inventory}: capture "{c.name}" > storage > expected_mbps: {problem}', file=sys.stderr)
+    if numbering.changes:
+        print(f"note: {numbering.lock_path.name} needs updating: run `mirrorcap sessions --write`")
+
+
+@aws_errors
+def _validate_live(inventory: Path, inv, source_mtu: int, target_mtu: int, aws) -> dict[str, float]:
+    """Print what the account says; return each capture's baseline bandwidth (Gbit/s) from the API."""
+    from ..account.aws import baseline_gbps
+    from ..account.drift import locate
+    from ..account.preflight import preflight
+    errors, bandwidth = 0, {}
+    for c in inv.captures:
+        ec2 = aws.ec2(c.region)
+        gbps = baseline_gbps(ec2, c.instance_type)
+        if gbps is not None:
+            bandwidth[c.name] = gbps
+        target_id, filter_id = locate(ec2, c)
+        for f in preflight(ec2, c, source_mtu=source_mtu, target_mtu=target_mtu, target_id=target_id, filter_id=filter_id):
+            errors += f.severity == "error"
+            print(f'{f.severity}: {inventory}: capture "{f.capture}" > {f.field}: {f.message}\n  fix: {f.fix}', file=sys.stderr)
+    if errors:
+        raise typer.Exit(1)
+    return bandwidth
