@@ -69,8 +69,12 @@ boot-lab: host-packages
 	@if [ "$$(id -u)" = 0 ]; then tools/bootlab-rootfs.sh; \
 	else echo "boot-lab: not root: the host tests (tests/test_host_*.py) will be skipped"; fi
 
+# KIND=unit|synth|aws|host runs one kind of test alone (tests/<kind>/): unit is
+# pure Python, synth runs the real cdktn synth and terraform, aws runs against
+# moto / botocore's Stubber, host boots the capture host under systemd (root).
+KIND ?=
 test: setup .venv-checkov/.installed boot-lab
-	CHECKOV=$(CURDIR)/.venv-checkov/bin/checkov $(BIN)/python -m pytest $(PYTEST_ARGS)
+	CHECKOV=$(CURDIR)/.venv-checkov/bin/checkov $(BIN)/python -m pytest $(if $(KIND),tests/$(KIND)) $(PYTEST_ARGS)
 
 bench: setup
 	$(BIN)/python bench/synth_scale.py

@@ -46,7 +46,7 @@ def test_invalid_lock_entries_are_recomputed():
 def test_more_than_three_sessions_per_source_is_refused():
     with pytest.raises(NumberingError) as exc:
         assign([Request(c, "eni-1") for c in "abcd"], {})
-    assert "AWS allows 3 per source ENI" in str(exc.value)
+    assert "AWS allows 3 sessions per source ENI" in str(exc.value)
 
 
 def test_duplicate_fixed_numbers_on_one_source_are_refused():

@@ -83,7 +83,7 @@ def _capture(errors: Collector, name: str, body) -> Capture:
                    "use 1-32 characters: lowercase letters, digits and dashes, starting with a letter (e.g. \"prod\")")
     b = Block(errors, path, body, CAPTURE_FIELDS)
     region = b.string("region", required=True, pattern=REGION, what="an AWS region name", fix='write e.g. region = "ap-northeast-1"')
-    instance_type = b.string("instance_type", "t3.small", pattern=INSTANCE_TYPE, what="an EC2 instance type", fix='write e.g. instance_type = "t3.small"')
+    instance_type = b.string("instance_type", Capture.instance_type, pattern=INSTANCE_TYPE, what="an EC2 instance type", fix='write e.g. instance_type = "t3.small"')
     default_limit = L.sources_per_target(instance_type)
     max_sources = b.integer("max_sources_per_target", default_limit, lo=1, hi=L.SOURCES_PER_ENI_TARGET_LARGE,
                             fix="set 10, or 100 only if the Traffic Mirroring quotas page lists your instance type")
@@ -102,9 +102,9 @@ def _capture(errors: Collector, name: str, body) -> Capture:
         subnet_id=b.string("subnet_id", required=True, **_id("subnet"), fix='write subnet_id = "subnet-..." (a subnet in the VPC, ideally the production subnet)'),
         instance_type=instance_type,
         ami=b.string("ami", **_id("ami"), fix='write ami = "ami-..." (your baked AMI), or remove it to use Amazon Linux 2023') or None,
-        ami_ssm_parameter=b.string("ami_ssm_parameter", L.AL2023_X86_64_SSM_PARAMETER, pattern=r"/[A-Za-z0-9_./-]+",
+        ami_ssm_parameter=b.string("ami_ssm_parameter", Capture.ami_ssm_parameter, pattern=r"/[A-Za-z0-9_./-]+",
                                    what="an SSM parameter path", fix="write a path starting with /, or remove it"),
-        root_volume_gib=b.integer("root_volume_gib", 16, lo=8, hi=1024),
+        root_volume_gib=b.integer("root_volume_gib", Capture.root_volume_gib, lo=8, hi=1024),
         vni=b.integer("vni", required=True, lo=L.VNI_MIN, hi=L.VNI_MAX,
                       fix=f"set vni = <{L.VNI_MIN}-{L.VNI_MAX}>: the VXLAN ID the sessions stamp and the host decapsulates"),
         max_sources_per_target=max_sources,
@@ -124,10 +124,10 @@ def _capture(errors: Collector, name: str, body) -> Capture:
 def _storage(errors: Collector, parent: str, body) -> Storage:
     b = Block(errors, f"{parent} > storage", body, {"size_gib", "type", "kms_key_id", "iops", "throughput_mibps", "prevent_destroy",
                                                       "expected_mbps"})
-    vtype = b.string("type", "st1", pattern="st1|sc1|gp3", what="a supported volume type",
+    vtype = b.string("type", Storage.type, pattern="st1|sc1|gp3", what="a supported volume type",
                      fix='use "st1" (default: cheap sequential throughput), "sc1" (colder, slower) or "gp3" (small, fast volumes)')
     lo, hi = L.VOLUME_SIZE_GIB[vtype]
-    size = b.integer("size_gib", 300, lo=lo, hi=hi, fix=f"{vtype} volumes are {lo}-{hi} GiB: pick a size in that range")
+    size = b.integer("size_gib", Storage.size_gib, lo=lo, hi=hi, fix=f"{vtype} volumes are {lo}-{hi} GiB: pick a size in that range")
     iops = b.integer("iops", 0, lo=3000, hi=80000) or None
     throughput = b.integer("throughput_mibps", 0, lo=125, hi=2000) or None
     if vtype != "gp3" and (iops or throughput):
@@ -137,7 +137,7 @@ def _storage(errors: Collector, parent: str, body) -> Storage:
         kms_key_id=b.string("kms_key_id", pattern=KMS_KEY, what="a KMS key ID, alias or ARN",
                             fix="use a key ARN, key ID, or alias/NAME; remove it to use the AWS-managed aws/ebs key") or None,
         iops=iops, throughput_mibps=throughput,
-        prevent_destroy=b.boolean("prevent_destroy", True),
+        prevent_destroy=b.boolean("prevent_destroy", Storage.prevent_destroy),
         expected_mbps=b.integer("expected_mbps", 0, lo=1, hi=100_000,
                                 fix="the average mirrored traffic in Mbit/s (1-100000), or remove it") or None,
     )
@@ -200,7 +200,7 @@ def _filter(errors: Collector, parent: str, body) -> tuple[tuple[FilterRule, ...
                                                         "source_ports", "destination_ports", "rule_number", "description"})
         direction = rb.string("direction", "ingress", required=True, pattern="ingress|egress", what='"ingress" or "egress"',
                               fix='set direction = "ingress" (traffic into the source) or "egress" (traffic out of it)')
-        action = rb.string("action", "accept", pattern="accept|reject", what='"accept" or "reject"', fix='use "accept" or "reject"')
+        action = rb.string("action", FilterRule.action, pattern="accept|reject", what='"accept" or "reject"', fix='use "accept" or "reject"')
         protocol = _protocol(rb)
         src = rb.cidr("source_cidr", "0.0.0.0/0")
         dst = rb.cidr("destination_cidr", "0.0.0.0/0")
@@ -328,10 +328,10 @@ def _auto_mirror(errors: Collector, parent: str, entries: list) -> AutoMirror | 
                        'write RFC 3339 with an offset, e.g. ends_at = "2026-12-01T18:00:00+09:00" or "2026-12-01T09:00:00Z"')
             ends_at = None
     return AutoMirror(
-        deploy_lambda=b.boolean("deploy_lambda", True),
-        sweep_minutes=b.integer("sweep_minutes", 15, lo=1, hi=1440, fix="1 to 1440 minutes between scheduled reconciles"),
+        deploy_lambda=b.boolean("deploy_lambda", AutoMirror.deploy_lambda),
+        sweep_minutes=b.integer("sweep_minutes", AutoMirror.sweep_minutes, lo=1, hi=1440, fix="1 to 1440 minutes between scheduled reconciles"),
         ends_at=ends_at,
-        max_concurrency=b.integer("max_concurrency", 2, lo=1, hi=10,
+        max_concurrency=b.integer("max_concurrency", AutoMirror.max_concurrency, lo=1, hi=10,
                                   fix="1-10 concurrent re-mirroring invocations (reserved concurrency)"),
     )
 
@@ -340,17 +340,17 @@ def _host(errors: Collector, parent: str, body, volume_gib: int) -> Host:
     b = Block(errors, f"{parent} > host", body, {"rotate_seconds", "retention_days", "min_free_percent", "min_free_gib",
                                                  "stale_after_seconds", "buffer_kib", "snaplen", "capture_dir"})
     # A floor at or above the volume size would make retention delete every pcap but the newest.
-    min_free_gib = b.integer("min_free_gib", 0, lo=0, hi=max(0, volume_gib - 1),
+    min_free_gib = b.integer("min_free_gib", Host.min_free_gib, lo=0, hi=max(0, volume_gib - 1),
                              fix=f"keep it under the pcap volume's {volume_gib} GiB (0 = percent floor only)")
     return Host(
         min_free_gib=min_free_gib,
-        stale_after_seconds=b.integer("stale_after_seconds", 300, lo=30, hi=86400,
+        stale_after_seconds=b.integer("stale_after_seconds", Host.stale_after_seconds, lo=30, hi=86400,
                                       fix="30 s to 1 day: how old the newest pcap may get before mirrorcap-health calls it stale"),
-        rotate_seconds=b.integer("rotate_seconds", 600, lo=30, hi=86400, fix="rotate every 30 s to 1 day (600 = 10 minutes)"),
-        retention_days=b.integer("retention_days", 15, lo=1, hi=3650),
-        min_free_percent=b.integer("min_free_percent", 10, lo=1, hi=90, fix="keep 1-90 percent of the pcap volume free"),
-        buffer_kib=b.integer("buffer_kib", 8192, lo=256, hi=1048576),
-        snaplen=b.integer("snaplen", 0, lo=0, hi=262144, fix="0 captures whole packets; otherwise bytes per packet"),
+        rotate_seconds=b.integer("rotate_seconds", Host.rotate_seconds, lo=30, hi=86400, fix="rotate every 30 s to 1 day (600 = 10 minutes)"),
+        retention_days=b.integer("retention_days", Host.retention_days, lo=1, hi=3650),
+        min_free_percent=b.integer("min_free_percent", Host.min_free_percent, lo=1, hi=90, fix="keep 1-90 percent of the pcap volume free"),
+        buffer_kib=b.integer("buffer_kib", Host.buffer_kib, lo=256, hi=1048576),
+        snaplen=b.integer("snaplen", Host.snaplen, lo=0, hi=262144, fix="0 captures whole packets; otherwise bytes per packet"),
         capture_dir=_capture_dir(errors, b),
     )
 
@@ -454,7 +454,7 @@ def _backend(errors: Collector, parent: str, name: str, region: str, entries: li
         # S3 native locking (Terraform/OpenTofu >= 1.10) unless the user kept a DynamoDB lock table.
         use_lockfile=b.boolean("use_lockfile", not dynamodb),
         dynamodb_table=dynamodb,
-        encrypt=b.boolean("encrypt", True),
+        encrypt=b.boolean("encrypt", Backend.encrypt),
         kms_key_id=b.string("kms_key_id", pattern=KMS_KEY, what="a KMS key ID, alias or ARN", fix="use a key ARN or remove it"),
         role_arn=b.string("role_arn", pattern=r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+", what="an IAM role ARN", fix="use arn:aws:iam::<account>:role/<name>"),
     )
@@ -475,10 +475,5 @@ def _check_across_captures(errors: Collector, captures: list[Capture]) -> None:
         if state[(c.backend.kind, c.backend.bucket, c.backend.key, c.backend.path)] > 1 and names[c.name] == 1:
             errors.add(f'capture "{c.name}" > backend', "another capture uses the same state location",
                        "give each capture its own state key (e.g. mirrorcap/<name>.tfstate)")
-    # AWS: a source ENI takes at most 3 sessions, whichever capture creates them.
-    per_source = Counter(s.id for c in captures for s in c.sources)
-    for source_id, count in sorted(per_source.items()):
-        if count > L.SESSIONS_PER_SOURCE_ENI:
-            users = ", ".join(f'"{c.name}"' for c in captures if any(s.id == source_id for s in c.sources))
-            errors.add(f"capture {users} > source", f"{source_id} is mirrored by {count} captures; AWS allows {L.SESSIONS_PER_SOURCE_ENI} sessions per source ENI",
-                       f"remove {source_id} from {count - L.SESSIONS_PER_SOURCE_ENI} of these captures")
+    # A source in more sessions than AWS allows is numbering's rule (numbering/sessions.py),
+    # which validate, render and synth all run.

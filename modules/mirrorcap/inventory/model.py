@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Optional
 
+from ..aws_limits import AL2023_X86_64_SSM_PARAMETER
+
 
 @dataclass(frozen=True)
 class PortRange:
@@ -119,7 +121,7 @@ class Capture:
     backend: Backend
     instance_type: str = "t3.small"
     ami: Optional[str] = None
-    ami_ssm_parameter: str = ""
+    ami_ssm_parameter: str = AL2023_X86_64_SSM_PARAMETER  # the latest Amazon Linux 2023 (no `ami`)
     root_volume_gib: int = 16
     max_sources_per_target: int = 10
     storage: Storage = field(default_factory=Storage)

@@ -39,7 +39,8 @@ def numbers_for(inventory: Inventory) -> Numbering:
         for conflict in exc.conflicts:
             capture = inventory.capture(conflict.capture)
             index = next(i for i, s in enumerate(capture.sources) if s.id == conflict.source)
-            problems.append(Problem(inventory.path, f'capture "{conflict.capture}" > source[{index}] > session_number', conflict.message, conflict.fix))
+            field = f'capture "{conflict.capture}" > source[{index}]' + (f" > {conflict.field}" if conflict.field else "")
+            problems.append(Problem(inventory.path, field, conflict.message, conflict.fix))
         raise MirrorcapError(problems)
     return Numbering(numbers=numbers, lock_path=lock_path, locked=locked)
 

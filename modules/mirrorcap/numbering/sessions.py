@@ -34,6 +34,7 @@ class Conflict:
     source: str
     message: str
     fix: str
+    field: str = "session_number"  # of the source block; "" = the source itself
 
 
 class NumberingError(ValueError):
@@ -69,9 +70,11 @@ def assign(requests: Iterable[Request], locked: Mapping[Key, int]) -> dict[Key, 
             conflicts.append(Conflict(group[0].capture, source, f"{source} is listed more than once in one capture", "remove the duplicate"))
             continue
         if len(group) > L.SESSIONS_PER_SOURCE_ENI:
+            users = ", ".join(r.capture for r in group)
             conflicts.append(Conflict(group[0].capture, source,
-                                      f"{source} would be in {len(group)} sessions; AWS allows {L.SESSIONS_PER_SOURCE_ENI} per source ENI",
-                                      f"mirror {source} from at most {L.SESSIONS_PER_SOURCE_ENI} captures"))
+                                      f"{source} would be in {len(group)} sessions (captures {users}); "
+                                      f"AWS allows {L.SESSIONS_PER_SOURCE_ENI} sessions per source ENI, whichever capture creates them",
+                                      f"mirror {source} from at most {L.SESSIONS_PER_SOURCE_ENI} captures", field=""))
             continue
         taken: dict[int, str] = {}
         for r in group:

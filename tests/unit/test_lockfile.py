@@ -1,0 +1,57 @@
+"""lockfile.read/write on real files: every way a lock can be wrong names the file, the place and the fix."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from mirrorcap.errors import MirrorcapError
+from mirrorcap.numbering import lockfile
+
+
+def test_missing_lock_is_empty_and_a_written_lock_reads_back(tmp_path):
+    path = tmp_path / "capture.lock.json"
+    assert lockfile.read(path) == {}
+    numbers = {("prod", "eni-0123456789abcdef0"): 2, ("prod", "i-0123456789abcdef0"): 1}
+    assert lockfile.write(path, numbers) is True
+    assert lockfile.read(path) == numbers
+    assert oct(path.stat().st_mode & 0o777) == "0o644"
+    mtime = path.stat().st_mtime_ns
+    assert lockfile.write(path, numbers) is False and path.stat().st_mtime_ns == mtime  # unchanged: untouched
+
+
+BROKEN = {
+    # name: (file content, field named, words)
+    "not json": ("{ nope", "", "not a readable JSON lock file"),
+    "not an object": ("[1, 2]", "version", "expected a version 1 mirrorcap lock file"),
+    "other version": (json.dumps({"version": 2, "captures": {}}), "version", "expected a version 1"),
+    "captures not a map": (json.dumps({"version": 1, "captures": []}), "version", "expected a version 1"),
+    "sources not a map": (json.dumps({"version": 1, "captures": {"prod": [1]}}), "captures.prod", "map of source ID to session number"),
+    "number is a string": (json.dumps({"version": 1, "captures": {"prod": {"eni-1": "2"}}}), "captures.prod.eni-1", "'2' is not a session number"),
+    "number is a bool": (json.dumps({"version": 1, "captures": {"prod": {"eni-1": True}}}), "captures.prod.eni-1", "True is not a session number"),
+    "not utf-8": (b"\xff\xfe{}", "", "capture.lock.json"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_a_broken_lock_is_a_clear_error(tmp_path, case):
+    content, field, words = BROKEN[case]
+    path = tmp_path / "capture.lock.json"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(MirrorcapError) as exc:
+        lockfile.read(path)
+    (problem,) = exc.value.problems
+    assert problem.file == str(path) and problem.field == field
+    assert words in str(exc.value)
+    assert "mirrorcap sessions --write" in problem.fix
+
+
+@pytest.mark.parametrize("special", ["directory", "fifo"])
+def test_a_lock_that_is_not_a_regular_file_is_refused_without_blocking(tmp_path, special):
+    path = tmp_path / "capture.lock.json"
+    path.mkdir() if special == "directory" else os.mkfifo(path)
+    with pytest.raises(MirrorcapError) as exc:
+        lockfile.read(path)
+    assert str(path) in str(exc.value)
