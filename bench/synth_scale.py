@@ -9,6 +9,10 @@ formatted cdk.tf that `make synth` writes), in a fresh process; peak RSS is the 
 10 sources (100 on the largest instance types): t3.small hosts of 10 sources,
 and m5.24xlarge hosts of 100.
 Targets (issue 2): 1,000 sources < 8 s; 1,000-source run <= 1.5x the 1-source run.
+
+--plain also runs synth.pipeline.synth_file (the same steps with no overlap of
+the provider load) in the same rounds, paired with main.py (synth.overlap): the
+overlap stays only while it earns its place (issue 12).
 """
 
 from __future__ import annotations
@@ -16,11 +20,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,15 +52,20 @@ def inventory(n_sources: int, per_host: int) -> str:
     return "\n".join(blocks) + "\n"
 
 
-def measure(workdir: Path, review_hcl: bool = False) -> tuple[float, int]:
+PLAIN = "from mirrorcap.synth.pipeline import synth_file; import os; synth_file('capture.hcl', os.environ.get('MIRRORCAP_REVIEW_HCL') == '1')"
+
+
+def measure(workdir: Path, review_hcl: bool = False, plain: bool = False) -> tuple[float, int]:
+    """One synth in a fresh process: main.py (overlapped), or with plain=True the plain pipeline."""
+    run = "[sys.executable,'-O','-c',sys.argv[2]]" if plain else "[sys.executable,'-O',sys.argv[1]]"
     probe = ("import resource,subprocess,sys,time;t=time.perf_counter();"
-             "r=subprocess.run([sys.executable,'-O',sys.argv[1]]);"
+             f"r=subprocess.run({run});"
              "print(time.perf_counter()-t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, r.returncode)")
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "MIRRORCAP_INVENTORY": "capture.hcl", "CHECKPOINT_DISABLE": "1"}
     env.pop("MIRRORCAP_REVIEW_HCL", None)
     if review_hcl:
         env["MIRRORCAP_REVIEW_HCL"] = "1"
-    out = subprocess.run([sys.executable, "-c", probe, str(ROOT / "main.py")], cwd=workdir, env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", probe, str(ROOT / "main.py"), PLAIN], cwd=workdir, env=env, capture_output=True, text=True, check=True)
     seconds, rss_kib, rc = out.stdout.split()
     assert rc == "0", out.stderr
     return float(seconds), int(rss_kib)
@@ -68,6 +75,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--review-hcl", action="store_true", help="also write and format cdk.tf, as `make synth` does")
+    ap.add_argument("--plain", action="store_true", help="also time the plain pipeline (no overlap), paired per round")
     args = ap.parse_args()
     cases = [(n, per_host) for per_host in (10, 100) for n in (1, 100, 1000)]
     work = {(n, per_host): OUT / f"n{n}-per{per_host}" for n, per_host in cases}
@@ -78,9 +86,12 @@ def main() -> None:
     # Round-robin, not case after case: a shared machine's speed drifts over
     # minutes, and the ratio compares cases measured under the same drift.
     runs: dict[tuple[int, int], list[tuple[float, int]]] = {c: [] for c in cases}
+    plain: dict[tuple[int, int], list[tuple[float, int]]] = {c: [] for c in cases}
     for _ in range(args.repeat):
         for case in cases:
             runs[case].append(measure(work[case], args.review_hcl))
+            if args.plain:
+                plain[case].append(measure(work[case], args.review_hcl, plain=True))
     rows = []
     for (n, per_host), got in runs.items():
         secs = statistics.median(r[0] for r in got)
@@ -99,6 +110,13 @@ def main() -> None:
               f"(target < 8 s: {'OK' if median < 8 else 'MISSED'}); ratio to 1 source {ratio:.2f}x, median of "
               f"{len(big)} paired rounds (target <= 1.5x: {'OK' if ratio <= 1.5 else 'MISSED'})")
         rows.append({"per_host": per_host, "median_s_1000": round(median, 2), "paired_ratio": round(ratio, 3)})
+    if args.plain:
+        for case, got in plain.items():
+            saved = statistics.median(p[0] - o[0] for o, p in zip(runs[case], got))
+            print(f"sources={case[0]:5d} per_host={case[1]:3d}: plain pipeline median {statistics.median(p[0] for p in got):6.2f} s; "
+                  f"the overlap saves {saved:+.2f} s (median of {len(got)} paired rounds)")
+            rows.append({"sources": case[0], "per_host": case[1], "plain_median_s": round(statistics.median(p[0] for p in got), 2),
+                         "overlap_saves_s": round(saved, 2)})
     (OUT / ("results-review-hcl.json" if args.review_hcl else "results.json")).write_text(json.dumps(rows, indent=2) + "\n")
 
 

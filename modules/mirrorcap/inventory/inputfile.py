@@ -15,7 +15,7 @@ from pathlib import Path
 from ..errors import MirrorcapError, Problem
 
 # An inventory of 1,000 sources with descriptions is about 150 KB
-# (tests/test_inventory.py measures one); a lock file is smaller still.
+# (tests/unit/test_inventory.py measures one); a lock file is smaller still.
 MAX_BYTES = 1024 * 1024
 
 _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),

@@ -3,7 +3,7 @@
 Reading `resource.id` is a round trip to the jsii Node process (~0.6 ms);
 with 15 per stack it was a tenth of synth time for 100 stacks. Every
 resource here is a direct child of its stack, so its construct ID is its
-logical ID and the reference is known. tests/test_synth.py checks that every
+logical ID and the reference is known. tests/synth/test_synth.py checks that every
 reference in every synthesized stack names a declared resource.
 """
 
