@@ -1,0 +1,12 @@
+"""The team workflow around mirrorcap: plan review in pull requests, apply on
+merge, drift on a schedule, the AMI bake.
+
+The GitHub Actions workflows (workflows/github/) and the Packer template
+(packer/) call into this package for everything that is mirrorcap's own
+knowledge, so it is tested here rather than in YAML:
+
+- review.py: which stacks a change touches, session-number changes in words,
+  the plan summary and the pull-request comment, the drift summary (pure);
+- command.py: the `mirrorcap review ...` commands that read files and print;
+- bake.py: the Packer variables for one capture's rendered bake.sh.
+"""

@@ -1,0 +1,494 @@
+"""Plan review for pull requests, as pure functions: the workflow only moves files.
+
+(a) `select_stacks`: which stacks a change needs planned, and why;
+(b) `session_changes` + `session_sentences`: one stack's lock diff in words,
+    checked against what the plan does to each session;
+(c) `summarize_plan`: `terraform show -json` of a saved plan -> add/change/destroy;
+(d) `comment`: the pull-request comment, starting with a hidden marker so a new
+    push updates it instead of adding another; the full plan folded and cut to
+    fit GitHub's comment limit;
+(e) `drift_summary`: `mirrorcap check --json` -> the scheduled job's summary.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any, Iterable, Mapping, Sequence
+
+import hcl2
+from lark.exceptions import LarkError
+
+from ..errors import MirrorcapError, Problem
+
+# ---------------------------------------------------------------------------
+# Inputs read from text (a file of this checkout, or `git show BASE:path`)
+
+# numbering/lockfile.py's format. Read here from text rather than through
+# lockfile.read: the "before" lock is a git revision, not a file on disk.
+LOCK_VERSION = 1
+LOCK_FIX = "pass the lock file next to the inventory (capture.lock.json), or an empty file where none existed"
+PLAN_FIX = "pass `terraform show -json <saved plan file>` output (a plan, not the state)"
+
+Lock = Mapping[str, Mapping[str, int]]  # capture -> source ID -> session number
+
+_HCL = hcl2.SerializationOptions(strip_string_quotes=True, explicit_blocks=False, with_comments=False)
+
+
+def lock_path(inventory: str) -> str:
+    """The lock beside an inventory, as numbering/lockfile.path_for names it (capture.hcl -> capture.lock.json)."""
+    p = PurePosixPath(inventory)
+    return str(p.with_name(p.stem + ".lock.json"))
+
+
+def parse_lock(text: str, name: str) -> dict[str, dict[str, int]]:
+    """capture -> source -> number. An empty text is no lock at all (the base branch had none)."""
+    if not text.strip():
+        return {}
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise MirrorcapError([Problem(name, "", f"not a JSON lock file: {exc}", LOCK_FIX)])
+    if not isinstance(data, dict) or data.get("version") != LOCK_VERSION or not isinstance(data.get("captures"), dict):
+        raise MirrorcapError([Problem(name, "version", f"expected a version {LOCK_VERSION} mirrorcap lock file", LOCK_FIX)])
+    out: dict[str, dict[str, int]] = {}
+    for capture, sources in data["captures"].items():
+        if not isinstance(sources, dict) or any(isinstance(n, bool) or not isinstance(n, int) for n in sources.values()):
+            raise MirrorcapError([Problem(name, f"captures.{capture}", "expected a map of source ID to session number", LOCK_FIX)])
+        out[capture] = dict(sources)
+    return out
+
+
+def parse_plan(text: str, name: str) -> dict:
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise MirrorcapError([Problem(name, "", f"not JSON: {exc}", PLAN_FIX)])
+    if not isinstance(data, dict) or "format_version" not in data:
+        raise MirrorcapError([Problem(name, "format_version", "not Terraform's JSON output", PLAN_FIX)])
+    if "planned_values" not in data and "resource_changes" not in data:
+        raise MirrorcapError([Problem(name, "resource_changes", "Terraform JSON without a plan (state or configuration output?)",
+                                      PLAN_FIX)])
+    if not isinstance(data.get("resource_changes", []), list):
+        raise MirrorcapError([Problem(name, "resource_changes", "expected a list", PLAN_FIX)])
+    return data
+
+
+# ---------------------------------------------------------------------------
+# (a) Stack selection
+
+# Paths whose change can alter every synthesized stack, and why. Anything not
+# listed here, not the inventory, its lock or rendered/<capture>/ changes no
+# stack (README, tests/, bench/, packer/, the review copy's formatter...).
+EVERY_STACK: tuple[tuple[str, str], ...] = (
+    ("modules/", "the package that synthesizes every stack"),
+    ("main.py", "the cdktn entry point"),
+    ("cdktf.json", "the cdktn project file (Terraform target versions)"),
+    ("pyproject.toml", "the pinned cdktn library and AWS provider bindings"),
+    ("tools/package.json", "the pinned cdktn CLI"),
+    ("tools/package-lock.json", "the pinned cdktn CLI"),
+    ("scripts/", "the host templates every capture's user data is rendered from"),
+    (".github/workflows/mirrorcap-", "the workflows that plan and apply (proven on every stack)"),
+)
+
+
+@dataclass(frozen=True)
+class Selection:
+    stacks: dict[str, list[str]]  # stack to plan -> why, in the synthesized order
+    removed: dict[str, str] = field(default_factory=dict)  # capture gone from the inventory -> what to do
+
+
+def _matches(path: str, pattern: str) -> bool:
+    return path.startswith(pattern) if pattern.endswith(("/", "-")) else path == pattern
+
+
+def _norm(path: str) -> str:
+    return str(PurePosixPath(path.strip())) if path.strip() else ""
+
+
+def inventory_captures(text: str, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(capture name -> its block's values, every other top-level value), comments ignored."""
+    try:
+        data = hcl2.loads(text, serialization_options=_HCL)
+    except (LarkError, ValueError) as exc:
+        raise MirrorcapError([Problem(name, "", f"HCL syntax error: {exc}", "fix the HCL syntax (mirrorcap validate shows where)")])
+    captures: dict[str, Any] = {}
+    for block in data.pop("capture", None) or []:
+        if isinstance(block, dict):
+            captures.update(block)
+    return captures, data
+
+
+def capture_changes(before: str, after: str, name: str) -> dict[str, str] | None:
+    """capture -> "added" | "changed" | "removed" between two inventory texts; None when
+    something outside the capture blocks changed (which capture it touches is unknown)."""
+    after_caps, after_rest = inventory_captures(after, name)
+    try:
+        before_caps, before_rest = inventory_captures(before, f"{name} (before)")
+    except MirrorcapError:
+        return None  # the base's inventory did not parse: nothing to attribute the change to
+    if before_rest != after_rest:
+        return None
+    out = {}
+    for cap in sorted(set(before_caps) | set(after_caps)):
+        if cap not in after_caps:
+            out[cap] = "removed"
+        elif cap not in before_caps:
+            out[cap] = "added"
+        elif json.dumps(before_caps[cap], sort_keys=True) != json.dumps(after_caps[cap], sort_keys=True):
+            out[cap] = "changed"
+    return out
+
+
+def removed_advice(capture: str, inventory: str) -> str:
+    return (f'capture "{capture}" was removed from {inventory}: its stack is no longer synthesized, so no plan '
+            "destroys what it deployed (the host, its volume and sessions keep running and billing). "
+            f"To remove it: restore the block, run `tools/node_modules/.bin/cdktn destroy {capture}` with AWS credentials "
+            "(the pcap volume and its key refuse until `storage { prevent_destroy = false }`), then remove the block.")
+
+
+def select_stacks(changed: Iterable[str], known: Sequence[str], *, inventory: str = "capture.hcl",
+                  inventory_before: str | None = None, inventory_after: str | None = None,
+                  lock_before: Lock | None = None, lock_after: Lock | None = None,
+                  rendered: str = "rendered") -> Selection:
+    """The stacks among `known` (the synthesized ones) that a change to `changed`
+    (repository-relative paths) needs planned.
+
+    - the inventory: only the captures whose block differs (comments and
+      formatting do not count); every stack when something outside the capture
+      blocks changed or there is no earlier inventory to compare;
+    - the lock: only the captures whose session numbers differ;
+    - rendered/<capture>/: that capture (its user data);
+    - EVERY_STACK: code, pins and templates every stack is made from.
+    """
+    inventory, rendered = _norm(inventory), _norm(rendered)
+    lock = lock_path(inventory)
+    reasons: dict[str, list[str]] = {}
+    removed: dict[str, str] = {}
+
+    def add(names: Iterable[str], why: str) -> None:
+        for n in names:
+            if why not in reasons.setdefault(n, []):
+                reasons[n].append(why)
+
+    for path in sorted({_norm(p) for p in changed} - {""}):
+        if path == inventory:
+            diff = None
+            if inventory_before is not None and inventory_after is not None:
+                diff = capture_changes(inventory_before, inventory_after, inventory)
+            if diff is None:
+                why = "no earlier version to compare" if inventory_before is None else "a change outside the capture blocks"
+                add(known, f"{path}: {why}")
+                continue
+            for cap, what in diff.items():
+                if what == "removed":
+                    removed[cap] = removed_advice(cap, inventory)
+                elif cap in known:
+                    add([cap], f'{path}: capture "{cap}" {what}')
+        elif path == lock:
+            if lock_before is None or lock_after is None:
+                add(known, f"{path}: no earlier version to compare")
+                continue
+            for cap in sorted(set(lock_before) | set(lock_after)):
+                if dict(lock_before.get(cap, {})) != dict(lock_after.get(cap, {})) and cap in known:
+                    add([cap], f'{path}: session numbers of "{cap}" changed')
+        elif path.startswith(rendered + "/"):
+            cap = path[len(rendered) + 1:].split("/", 1)[0]
+            if cap in known:
+                add([cap], f"{path} changed (its bootstrap)")
+        else:
+            for pattern, why in EVERY_STACK:
+                if _matches(path, pattern):
+                    add(known, f"{path}: {why}")
+                    break
+    return Selection({n: reasons[n] for n in known if n in reasons}, removed)
+
+
+# ---------------------------------------------------------------------------
+# (b) Session-number changes, from the lock diff
+
+
+@dataclass(frozen=True)
+class SessionChange:
+    source: str
+    kind: str  # new | renumbered | removed
+    before: int | None
+    after: int | None
+
+
+def session_changes(before: Mapping[str, int], after: Mapping[str, int]) -> list[SessionChange]:
+    """One stack's lock entries, before -> after: new, then renumbered, then removed; by source ID."""
+    new = [SessionChange(s, "new", None, after[s]) for s in sorted(set(after) - set(before))]
+    moved = [SessionChange(s, "renumbered", before[s], after[s]) for s in sorted(set(after) & set(before)) if before[s] != after[s]]
+    gone = [SessionChange(s, "removed", before[s], None) for s in sorted(set(before) - set(after))]
+    return new + moved + gone
+
+
+# ---------------------------------------------------------------------------
+# (c) The plan
+
+
+@dataclass(frozen=True)
+class ResourceChange:
+    address: str
+    type: str
+    index: Any  # the for_each key (a source ID for sessions), or None
+    action: str  # create | update | delete | replace | forget | import (import alone) | "+"-joined others
+    before: Mapping[str, Any]
+    after: Mapping[str, Any]
+    importing: bool = False
+
+
+@dataclass(frozen=True)
+class PlanSummary:
+    changes: tuple[ResourceChange, ...]  # managed resources that change, in Terraform's order
+    add: int = 0
+    change: int = 0
+    destroy: int = 0
+    imports: int = 0
+    forget: int = 0
+    errored: bool = False
+
+    def line(self) -> str:
+        """Terraform's own summary line, so the comment and the plan text agree."""
+        if not (self.add or self.change or self.destroy or self.imports or self.forget):
+            return "No changes."
+        head = f"{self.imports} to import, " if self.imports else ""
+        tail = f", {self.forget} to forget" if self.forget else ""
+        return f"Plan: {head}{self.add} to add, {self.change} to change, {self.destroy} to destroy{tail}."
+
+
+_ACTIONS = {("create",): "create", ("update",): "update", ("delete",): "delete", ("forget",): "forget",
+            ("delete", "create"): "replace", ("create", "delete"): "replace"}
+
+
+def summarize_plan(plan: Mapping[str, Any]) -> PlanSummary:
+    """Counted as Terraform counts them: a replacement is one add and one destroy; data reads are not changes."""
+    changes, add, change, destroy, imports, forget = [], 0, 0, 0, 0, 0
+    for rc in plan.get("resource_changes") or []:
+        if rc.get("mode", "managed") != "managed":
+            continue
+        ch = rc.get("change") or {}
+        actions = tuple(ch.get("actions") or ())
+        importing = bool(ch.get("importing"))
+        imports += importing
+        if actions == ("no-op",):
+            if not importing:
+                continue
+            action = "import"
+        else:
+            action = _ACTIONS.get(actions, "+".join(actions))
+        add += action in ("create", "replace") or actions == ("create", "forget")
+        destroy += action in ("delete", "replace")
+        change += action == "update"
+        forget += "forget" in actions
+        changes.append(ResourceChange(rc.get("address", "?"), rc.get("type", "?"), rc.get("index"), action,
+                                      ch.get("before") or {}, ch.get("after") or {}, importing))
+    return PlanSummary(tuple(changes), add, change, destroy, imports, forget, bool(plan.get("errored")))
+
+
+SESSION_TYPE = "aws_ec2_traffic_mirror_session"
+# Session arguments a plan may change in place, worth naming in a sentence.
+SESSION_ARGS = ("session_number", "virtual_network_id", "packet_length", "description", "traffic_mirror_filter_id",
+                "traffic_mirror_target_id")
+_EXPECTED = {"new": {"create"}, "removed": {"delete"}, "renumbered": {"update", "replace"}}
+
+
+def _label(stack: str, source: str, rc: ResourceChange | None) -> str:
+    ident = f"`{source}`" if re.fullmatch(r"[A-Za-z0-9._:-]+", source) else md_escape(source)
+    values = (rc.after or rc.before) if rc else {}
+    description = values.get("description") if isinstance(values, Mapping) else None
+    if isinstance(description, str):
+        # mirroring.py describes a session as "mirrorcap <capture>: <description or source ID>"
+        text = description.removeprefix(f"mirrorcap {stack}: ")
+        if text and text != source:
+            return f"{ident} {md_escape(text)}"
+    return ident
+
+
+def session_sentences(stack: str, changes: Sequence[SessionChange], plan: PlanSummary | None) -> list[str]:
+    """The lock diff in words ("`eni-…` web-2: new session 3"), each checked against
+    what the plan does to that session; then sessions the plan changes that the
+    lock does not explain (drift, a VNI or description change)."""
+    planned = {rc.index: rc for rc in plan.changes if rc.type == SESSION_TYPE} if plan else {}
+    lines: list[str] = []
+    for ch in changes:
+        rc = planned.get(ch.source)
+        label = _label(stack, ch.source, rc)
+        if ch.kind == "new":
+            text = f"{label}: new session {ch.after}"
+        elif ch.kind == "removed":
+            text = f"{label}: session {ch.before} removed"
+        else:
+            text = f"{label}: session {ch.before} renumbered to {ch.after}"
+        if plan is not None and not plan.errored:
+            if rc is None or rc.action not in _EXPECTED[ch.kind]:
+                done = "leaves it unchanged" if rc is None else f"does `{rc.action}` it"
+                text += f" **but the plan {done}**: the lock and the stack disagree"
+            elif rc.action == "replace":
+                text += " (replaced: deleted, then created)"
+        lines.append(text)
+    explained = {ch.source for ch in changes}
+    for index, rc in planned.items():
+        if index in explained:
+            continue
+        label = _label(stack, str(index), rc)
+        number = (rc.after or {}).get("session_number", (rc.before or {}).get("session_number"))
+        if rc.action == "create":
+            lines.append(f"{label}: session {number} created with no lock change (missing from the account or the state)")
+        elif rc.action == "delete":
+            lines.append(f"{label}: session {number} destroyed with no lock change")
+        else:
+            diffs = [f"{k} {rc.before.get(k)} → {rc.after.get(k)}" for k in SESSION_ARGS
+                     if k in rc.after and rc.before.get(k) != rc.after.get(k)]
+            what = {"update": "updated", "replace": "replaced"}.get(rc.action, rc.action)
+            lines.append(f"{label}: session {number} {what}" + (f": {md_escape(', '.join(diffs))}" if diffs else ""))
+    return lines
+
+
+# ---------------------------------------------------------------------------
+# (d) The comment
+
+COMMENT_LIMIT = 65_536  # GitHub's maximum comment body, in characters
+BUDGET = 60_000  # what a comment may fill: a wide margin under the limit
+MAX_LINES = 100  # per list (sessions, resources): a 1,000-source stack still fits
+_SYMBOL = {"create": "+", "update": "~", "delete": "-", "replace": "-/+", "forget": ".", "import": "←"}
+
+
+def marker(stack: str) -> str:
+    """The first line of every comment for `stack`: how the workflow finds the one to update."""
+    return f"<!-- mirrorcap-review:{stack} -->"
+
+
+def md_escape(text: str) -> str:
+    """Inventory text (descriptions) as inert Markdown on one line: no markup, no HTML, no @mentions."""
+    text = " ".join(str(text).split())
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = re.sub(r"([\\`*_\[\]|~#!])", r"\\\1", text)
+    return text.replace("@", "@\u200b")
+
+
+def _bullets(lines: Sequence[str], what: str) -> str:
+    shown = [f"- {line}" for line in lines[:MAX_LINES]]
+    if len(lines) > MAX_LINES:
+        shown.append(f"- … and {len(lines) - MAX_LINES} more {what} (see the full plan)")
+    return "\n".join(shown)
+
+
+def _fence(text: str) -> str:
+    """A code fence longer than any backtick run in `text`, so the plan cannot close it."""
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    ticks = "`" * max(3, longest + 1)
+    body = text.strip("\n").rstrip()  # Terraform's output starts with a blank line
+    return f"{ticks}\n{body}\n{ticks}"
+
+
+def truncate(text: str, budget: int) -> str:
+    """`text` within `budget` characters: its head and its tail (where Terraform's
+    summary and errors are), whole lines, and a line saying what was left out."""
+    if len(text) <= budget:
+        return text
+    lines = text.splitlines()
+    room = max(budget - 200, 0)
+    head: list[str] = []
+    tail: list[str] = []
+    used = 0
+    for line in lines:  # two thirds of the room for the head
+        if used + len(line) + 1 > room * 2 // 3:
+            break
+        head.append(line)
+        used += len(line) + 1
+    for line in reversed(lines[len(head):]):
+        if used + len(line) + 1 > room:
+            break
+        tail.insert(0, line)
+        used += len(line) + 1
+    skipped = len(lines) - len(head) - len(tail)
+    note = f"… {skipped} lines not shown ({len(text):,} characters in all): the whole plan is in the workflow run's log …"
+    return "\n".join([*head, note, *tail])
+
+
+def _details(summary: str, body: str) -> str:
+    return f"<details><summary>{summary}</summary>\n\n{body}\n\n</details>"
+
+
+def comment(stack: str, *, plan: PlanSummary | None, plan_text: str, sessions: Sequence[str], lock_name: str,
+            commit: str | None = None, local_state: bool = False) -> str:
+    """The pull-request comment for one stack. `plan` None: the plan failed and
+    `plan_text` is Terraform's output."""
+    parts = [marker(stack), f"### mirrorcap plan: `{stack}`" + (f" at {commit[:12]}" if commit else "")]
+    if plan is None or plan.errored:
+        parts.append("**The plan failed**: Terraform's output is below. Fix the cause and push again.")
+    else:
+        parts.append(f"**{plan.line()}**")
+    if local_state:
+        parts.append(f'> **Warning**: stack `{stack}` keeps its Terraform state locally, so this plan cannot see what is '
+                     'deployed. Declare `backend "s3" { ... }` in its capture block before applying from CI.')
+    if sessions:
+        parts.append(f"**Mirror sessions** (from `{lock_name}`):\n\n{_bullets(sessions, 'sessions')}")
+    else:
+        parts.append(f"Mirror sessions: no session number changes in `{lock_name}`.")
+    if plan is not None and plan.changes:
+        rows = [f"| `{_SYMBOL.get(rc.action, '?')}` | {rc.action} | `{rc.address}` |" for rc in plan.changes[:MAX_LINES]]
+        if len(plan.changes) > MAX_LINES:
+            rows.append(f"| | | … and {len(plan.changes) - MAX_LINES} more (see the full plan) |")
+        parts.append(_details(f"Resource changes ({len(plan.changes)})", "| | action | address |\n| --- | --- | --- |\n"
+                              + "\n".join(rows)))
+    head = "\n\n".join(parts)
+    folded = "Full plan" if plan is not None else "Terraform output"
+    room = BUDGET - len(head) - len(_details(folded, _fence(""))) - 10
+    parts.append(_details(folded, _fence(truncate(plan_text, max(room, 0)))))
+    body = "\n\n".join(parts) + "\n"
+    if len(body) > COMMENT_LIMIT:  # only the lists and the folded text grow; both are capped above
+        raise AssertionError(f"comment for {stack} is {len(body)} characters, over GitHub's {COMMENT_LIMIT}")
+    return body
+
+
+def unaffected_comment(stack: str, commit: str | None = None) -> str:
+    """What an earlier comment becomes when a later push no longer changes its stack."""
+    at = f" as of {commit[:12]}" if commit else ""
+    return (f"{marker(stack)}\n\n### mirrorcap plan: `{stack}`\n\n"
+            f"This pull request no longer changes stack `{stack}`{at}: nothing to plan.\n")
+
+
+def removed_comment(stack: str, inventory: str) -> str:
+    return f"{marker(stack)}\n\n### mirrorcap: capture `{stack}` removed\n\n> **Warning**: {removed_advice(stack, inventory)}\n"
+
+
+# ---------------------------------------------------------------------------
+# (e) The drift check's summary
+
+CHECK_FIX = "pass the output of `mirrorcap check --json` (one JSON object, printed on drift and on errors alike)"
+
+
+def parse_check(text: str, name: str) -> dict:
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise MirrorcapError([Problem(name, "", f"not JSON ({exc}): did `mirrorcap check` run at all?", CHECK_FIX)])
+    if not isinstance(data, dict) or "drift" not in data or not isinstance(data.get("findings", []), list):
+        raise MirrorcapError([Problem(name, "drift", "not `mirrorcap check --json` output", CHECK_FIX)])
+    return data
+
+
+def _cell(text: Any) -> str:
+    return md_escape(text).replace("\\|", "&#124;")
+
+
+def drift_summary(report: Mapping[str, Any]) -> str:
+    """Markdown for the job summary: what drifted and each fix, or why nothing could be checked."""
+    if report.get("drift") is None:
+        errors = report.get("error") or []
+        lines = [f"- {_cell(e.get('file', ''))}: {_cell(e.get('field', ''))}: {_cell(e.get('message', ''))}  \n"
+                 f"  fix: {_cell(e.get('fix', ''))}" for e in errors if isinstance(e, Mapping)]
+        return "## mirrorcap check: could not check\n\n" + ("\n".join(lines) or "- no error was reported") + "\n"
+    findings = [f for f in report.get("findings") or [] if isinstance(f, Mapping)]
+    if not report.get("drift") and not findings:
+        return "## mirrorcap check: no drift\n\nEvery capture matches the inventory.\n"
+    captures = sorted({str(f.get("capture", "")) for f in findings})
+    rows = [f"| {_cell(f.get('capture', ''))} | {_cell(f.get('kind', ''))} | {_cell(f.get('subject', ''))} | "
+            f"{_cell(f.get('detail', ''))} | {_cell(f.get('fix', ''))} |" for f in findings]
+    return (f"## mirrorcap check: drift in {len(captures)} capture(s)\n\n"
+            "| capture | kind | subject | detail | fix |\n| --- | --- | --- | --- | --- |\n" + "\n".join(rows) + "\n")
