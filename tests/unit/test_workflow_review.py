@@ -1,0 +1,320 @@
+"""`mirrorcap review`: stack selection, session sentences, plan summary, the
+pull-request comment and the drift summary; pure functions, then the commands
+through a Typer app mounting the sub-app as the CLI does.
+
+The plan is real: tests/fixtures/review/ was recorded by
+tests/synth/test_review_plan.py (terraform + hashicorp/aws against moto: the
+example applied, one source added, planned again).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from helpers import FIXTURES
+from mirrorcap.errors import MirrorcapError
+from mirrorcap.workflow import review as R
+from mirrorcap.workflow.command import review_app
+
+RECORDED = FIXTURES / "review"
+NEW = (RECORDED / "new-source.txt").read_text().strip()
+
+
+def app() -> typer.Typer:
+    root = typer.Typer()
+    root.add_typer(review_app, name="review")
+
+    @root.callback()
+    def main() -> None:
+        """test app"""
+    return root
+
+
+def run(*args: str, input: str | None = None):
+    return CliRunner().invoke(app(), ["review", *args], input=input)
+
+
+def recorded_plan() -> dict:
+    return R.parse_plan((RECORDED / "plan.json").read_text(), "plan.json")
+
+
+def recorded_lock(name: str) -> dict:
+    return R.parse_lock((RECORDED / name).read_text(), name)
+
+
+# ---------------------------------------------------------------------------
+# (c) the plan, and (b) the sessions, on the recorded real plan
+
+
+def test_recorded_plan_is_summarized_as_terraform_summarizes_it():
+    summary = R.summarize_plan(recorded_plan())
+    terraforms_line = re.search(r"^Plan: .*$", (RECORDED / "plan.txt").read_text(), re.M).group(0)
+    assert summary.line() == terraforms_line == "Plan: 1 to add, 0 to change, 0 to destroy."
+    assert [(c.action, c.address) for c in summary.changes] == \
+        [("create", f'aws_ec2_traffic_mirror_session.source["{NEW}"]')]  # no-ops are not changes
+
+
+def test_the_lock_diff_says_exactly_one_new_session_with_its_number():
+    before, after = recorded_lock("lock-before.json")["prod"], recorded_lock("lock-after.json")["prod"]
+    changes = R.session_changes(before, after)
+    assert changes == [R.SessionChange(NEW, "new", None, after[NEW])]
+    assert R.session_sentences("prod", changes, R.summarize_plan(recorded_plan())) == [f"`{NEW}` web-3: new session {after[NEW]}"]
+
+
+def test_a_lock_change_the_plan_does_not_make_is_called_out():
+    plan = R.summarize_plan(recorded_plan())
+    other = "eni-0000000000000000a"
+    lines = R.session_sentences("prod", [R.SessionChange(other, "new", None, 2), R.SessionChange(NEW, "removed", 1, None)], plan)
+    assert lines == [f"`{other}`: new session 2 **but the plan leaves it unchanged**: the lock and the stack disagree",
+                     f"`{NEW}` web-3: session 1 removed **but the plan does `create` it**: the lock and the stack disagree"]
+
+
+def test_a_session_the_plan_changes_without_a_lock_change_is_named():
+    plan = R.summarize_plan(recorded_plan())
+    assert R.session_sentences("prod", [], plan) == \
+        [f"`{NEW}` web-3: session 1 created with no lock change (missing from the account or the state)"]
+
+
+def test_counts_follow_terraform_replace_update_delete_import_and_data_reads():
+    def rc(address, actions, mode="managed", importing=None, before=None, after=None, type_="aws_x", index=None):
+        change = {"actions": actions, "before": before, "after": after}
+        if importing:
+            change["importing"] = {"id": "x"}
+        return {"address": address, "mode": mode, "type": type_, "index": index, "change": change}
+    plan = {"format_version": "1.2", "planned_values": {}, "resource_changes": [
+        rc("aws_x.replaced", ["delete", "create"]), rc("aws_x.updated", ["update"]), rc("aws_x.gone", ["delete"]),
+        rc("aws_x.new", ["create"]), rc("aws_x.kept", ["no-op"]), rc("data.aws_x.read", ["read"], mode="data"),
+        rc("aws_x.imported", ["no-op"], importing=True),
+        rc('aws_ec2_traffic_mirror_session.source["eni-1"]', ["update"], type_=R.SESSION_TYPE, index="eni-1",
+           before={"session_number": 1, "virtual_network_id": 1, "description": "mirrorcap prod: db"},
+           after={"session_number": 1, "virtual_network_id": 7, "description": "mirrorcap prod: db"}),
+    ]}
+    s = R.summarize_plan(plan)
+    assert (s.add, s.change, s.destroy, s.imports) == (2, 2, 2, 1)
+    assert s.line() == "Plan: 1 to import, 2 to add, 2 to change, 2 to destroy."
+    assert [c.action for c in s.changes] == ["replace", "update", "delete", "create", "import", "update"]
+    assert R.session_sentences("prod", [], s) == ["`eni-1` db: session 1 updated: virtual\\_network\\_id 1 → 7"]
+    assert R.summarize_plan({"format_version": "1.2", "planned_values": {}}).line() == "No changes."
+
+
+def test_state_json_and_garbage_are_refused_naming_the_file_and_the_fix():
+    with pytest.raises(MirrorcapError) as e:
+        R.parse_plan(json.dumps({"format_version": "1.0", "values": {}}), "state.json")
+    assert "state.json: resource_changes" in str(e.value) and "fix: pass `terraform show -json" in str(e.value)
+    with pytest.raises(MirrorcapError, match="plan.json: not JSON"):
+        R.parse_plan("Error: no plan", "plan.json")
+    with pytest.raises(MirrorcapError, match=r"old.lock.json: version: expected a version 1"):
+        R.parse_lock('{"version": 2, "captures": {}}', "old.lock.json")
+    with pytest.raises(MirrorcapError, match=r"x.json: captures.prod: expected a map"):
+        R.parse_lock('{"version": 1, "captures": {"prod": {"eni-1": true}}}', "x.json")
+    assert R.parse_lock("", "absent") == {}  # no lock at the base: every session is new
+
+
+# ---------------------------------------------------------------------------
+# (d) the comment
+
+
+def test_comment_on_the_recorded_plan_through_the_command():
+    r = run("comment", "--stack", "prod", "--plan-json", str(RECORDED / "plan.json"), "--plan-text", str(RECORDED / "plan.txt"),
+            "--lock-before", str(RECORDED / "lock-before.json"), "--lock-after", str(RECORDED / "lock-after.json"),
+            "--commit", "0123456789abcdef0123456789abcdef01234567")
+    assert r.exit_code == 0, r.output
+    body = r.output
+    number = recorded_lock("lock-after.json")["prod"][NEW]
+    assert body.startswith("<!-- mirrorcap-review:prod -->\n\n### mirrorcap plan: `prod` at 0123456789ab\n")
+    assert [line for line in body.splitlines() if line.startswith("- ")] == [f"- `{NEW}` web-3: new session {number}"]
+    assert "**Plan: 1 to add, 0 to change, 0 to destroy.**" in body
+    assert "<details><summary>Full plan</summary>\n\n```\nTerraform used the selected providers" in body
+    assert body.rstrip().endswith("```\n\n</details>")
+
+
+def test_a_huge_plan_is_cut_below_githubs_limit_keeping_head_tail_and_a_closed_fence():
+    lines = [f'  # aws_ec2_traffic_mirror_session.source["eni-{n:017x}"] will be created ``` not a fence' for n in range(6000)]
+    text = "\n".join(["Terraform will perform the following actions:", *lines, "Plan: 6000 to add, 0 to change, 0 to destroy."])
+    sessions = [f"`eni-{n:017x}`: new session 1" for n in range(1500)]
+    body = R.comment("big", plan=R.PlanSummary((), add=6000), plan_text=text, sessions=sessions, lock_name="capture.lock.json")
+    assert len(text) > R.COMMENT_LIMIT and len(body) <= R.BUDGET < R.COMMENT_LIMIT
+    assert "Terraform will perform the following actions:" in body and "Plan: 6000 to add, 0 to change, 0 to destroy." in body
+    assert re.search(r"… \d+ lines not shown \([\d,]+ characters in all\)", body)
+    assert "- … and 1400 more sessions (see the full plan)" in body
+    fence = re.search(r"\n(`{4,})\n", body).group(1)  # longer than the ``` inside the plan
+    assert body.rstrip().endswith(f"{fence}\n\n</details>") and body.count(fence) == 2
+
+
+def test_a_failed_plan_posts_terraforms_output():
+    body = R.comment("prod", plan=None, plan_text="Error: No valid credential sources found", sessions=[], lock_name="capture.lock.json")
+    assert "**The plan failed**" in body and "<summary>Terraform output</summary>" in body and "No valid credential" in body
+    assert "Mirror sessions: no session number changes in `capture.lock.json`." in body
+
+
+def test_inventory_text_reaches_the_comment_inert():
+    plan = R.summarize_plan({"format_version": "1.2", "planned_values": {}, "resource_changes": [
+        {"address": 'aws_ec2_traffic_mirror_session.source["eni-1"]', "mode": "managed", "type": R.SESSION_TYPE,
+         "index": "eni-1", "change": {"actions": ["create"], "before": None,
+                                      "after": {"description": "mirrorcap prod: <img src=x> @ops-team `x` [l](u) | *b*"}}}]})
+    (line,) = R.session_sentences("prod", [R.SessionChange("eni-1", "new", None, 1)], plan)
+    assert "<img" not in line and "&lt;img src=x&gt;" in line and "@\u200bops-team" in line
+    assert "\\`x\\`" in line and "\\[l\\](u)" in line and "\\|" in line and "\\*b\\*" in line
+
+
+def test_the_marker_is_the_first_line_of_every_kind_of_comment():
+    for body in (R.comment("a-1", plan=None, plan_text="", sessions=[], lock_name="l"),
+                 R.unaffected_comment("a-1", "abc"), R.removed_comment("a-1", "capture.hcl")):
+        assert body.splitlines()[0] == "<!-- mirrorcap-review:a-1 -->"
+    assert "no longer changes stack `a-1` as of abc" in run("comment", "--stack", "a-1", "--unaffected", "--commit", "abc").output
+    assert "cdktn destroy a-1" in run("comment", "--stack", "a-1", "--removed").output
+
+
+def test_comment_command_names_what_is_missing_or_wrong():
+    r = run("comment", "--stack", "prod", "--plan-text", str(RECORDED / "plan.txt"))
+    assert r.exit_code == 1 and "--lock-before: missing" in r.stderr and "fix: pass --lock-after FILE" in r.stderr
+    r = run("comment", "--stack", "prod", "--plan-json", str(RECORDED / "lock-after.json"), "--plan-text", str(RECORDED / "plan.txt"),
+            "--lock-before", str(RECORDED / "lock-before.json"), "--lock-after", str(RECORDED / "lock-after.json"))
+    assert r.exit_code == 1 and "lock-after.json: format_version: not Terraform's JSON output" in r.stderr
+
+
+# ---------------------------------------------------------------------------
+# (a) stack selection
+
+TWO = '''
+# two captures
+capture "prod" {
+  region = "eu-west-1"
+  source {
+    eni_id = "eni-0123456789abcdef0"
+  }
+}
+capture "stage" {
+  region = "eu-west-1"
+}
+'''
+
+
+def select(changed, **kw):
+    kw.setdefault("inventory_before", TWO)
+    return R.select_stacks(changed, ["prod", "stage"], **kw)
+
+
+def test_an_inventory_change_plans_only_the_captures_whose_block_changed():
+    after = TWO.replace('eni_id = "eni-0123456789abcdef0"', 'eni_id = "eni-0123456789abcdef1"')
+    assert select(["capture.hcl"], inventory_after=after).stacks == {"prod": ['capture.hcl: capture "prod" changed']}
+    reformatted = TWO.replace("# two captures", "# comments and layout\n\n").replace('region = "eu-west-1"', 'region    =    "eu-west-1"')
+    assert select(["capture.hcl"], inventory_after=reformatted).stacks == {}
+    added = TWO + 'capture "qa" {\n  region = "us-east-1"\n}\n'
+    assert R.select_stacks(["capture.hcl"], ["prod", "stage", "qa"], inventory_before=TWO, inventory_after=added).stacks == \
+        {"qa": ['capture.hcl: capture "qa" added']}
+
+
+def test_a_change_outside_the_capture_blocks_or_without_a_base_plans_every_stack():
+    assert set(select(["capture.hcl"], inventory_after=TWO + 'other = "x"\n').stacks) == {"prod", "stage"}
+    assert select(["capture.hcl"], inventory_before=None, inventory_after=TWO).stacks == \
+        {"prod": ["capture.hcl: no earlier version to compare"], "stage": ["capture.hcl: no earlier version to compare"]}
+    assert set(select(["capture.hcl"], inventory_before="capture {{{", inventory_after=TWO).stacks) == {"prod", "stage"}
+
+
+def test_a_removed_capture_is_not_planned_but_reported_with_what_to_do():
+    after = TWO[:TWO.index('capture "stage"')]
+    s = R.select_stacks(["capture.hcl"], ["prod"], inventory_before=TWO, inventory_after=after)
+    assert s.stacks == {} and list(s.removed) == ["stage"] and "cdktn destroy stage" in s.removed["stage"]
+
+
+def test_a_lock_change_plans_only_the_captures_whose_numbers_changed():
+    before = {"prod": {"eni-1": 1}, "stage": {"eni-2": 1}}
+    after = {"prod": {"eni-1": 1}, "stage": {"eni-2": 1, "eni-3": 1}}
+    s = select(["capture.lock.json"], lock_before=before, lock_after=after)
+    assert s.stacks == {"stage": ['capture.lock.json: session numbers of "stage" changed']}
+    assert set(select(["capture.lock.json"], lock_after=after).stacks) == {"prod", "stage"}  # nothing to compare with
+
+
+@pytest.mark.parametrize("path, expected", [
+    ("rendered/stage/user-data.sh", {"stage"}),
+    ("rendered/gone/user-data.sh", set()),
+    ("modules/mirrorcap/stack/host.py", {"prod", "stage"}),
+    ("scripts/host/bake.sh.j2", {"prod", "stage"}),
+    ("main.py", {"prod", "stage"}), ("cdktf.json", {"prod", "stage"}), ("pyproject.toml", {"prod", "stage"}),
+    ("tools/package-lock.json", {"prod", "stage"}), (".github/workflows/mirrorcap-plan.yml", {"prod", "stage"}),
+    ("README.md", set()), ("tests/unit/test_sessions.py", set()), ("tools/hclfmt.js", set()), ("packer/mirrorcap.pkr.hcl", set()),
+    ("main.py.orig", set()), ("other/capture.hcl", set()),
+])
+def test_which_paths_plan_which_stacks(path, expected):
+    assert set(select([path]).stacks) == expected
+
+
+def test_inventory_elsewhere_and_its_lock_are_followed():
+    s = R.select_stacks(["infra/mirror.lock.json"], ["prod"], inventory="infra/mirror.hcl",
+                        lock_before={"prod": {"eni-1": 1}}, lock_after={"prod": {"eni-1": 2}})
+    assert s.stacks == {"prod": ['infra/mirror.lock.json: session numbers of "prod" changed']}
+    assert R.lock_path("./infra/mirror.hcl") == "infra/mirror.lock.json"
+
+
+def synthesized_tree(root: Path, backends: dict[str, dict | None]) -> None:
+    out = root / "cdktf.out"
+    stacks = {}
+    for name, backend in backends.items():
+        d = out / "stacks" / name
+        d.mkdir(parents=True)
+        doc = {"provider": {"aws": [{"region": "eu-west-1"}]}, "terraform": {"backend": backend} if backend else {}}
+        (d / "cdk.tf.json").write_text(json.dumps(doc))
+        stacks[name] = {"workingDirectory": f"stacks/{name}"}
+    (out / "manifest.json").write_text(json.dumps({"stacks": stacks}))
+
+
+def git(cwd: Path, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.email=t@example.com", "-c", "user.name=t", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def test_stacks_command_compares_with_the_base_revision(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    git(tmp_path, "init", "-q")
+    (tmp_path / "capture.hcl").write_text(TWO)
+    (tmp_path / "capture.lock.json").write_text(json.dumps({"version": 1, "captures": {"prod": {"eni-0123456789abcdef0": 1}}}))
+    git(tmp_path, "add", ".")
+    git(tmp_path, "commit", "-q", "-m", "base")
+    (tmp_path / "capture.hcl").write_text(TWO.replace('capture "stage" {\n  region = "eu-west-1"', 'capture "stage" {\n  region = "us-east-1"'))
+    synthesized_tree(tmp_path, {"prod": {"s3": {"bucket": "b"}}, "stage": None})
+    r = run("stacks", "--changed", "-", "--base", "HEAD", input="capture.hcl\nREADME.md\n")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout) == {"stacks": [{"name": "stage", "dir": "cdktf.out/stacks/stage", "region": "eu-west-1",
+                                                "remote_state": False, "reasons": ['capture.hcl: capture "stage" changed']}],
+                                    "removed": []}
+    r = run("stacks", "--changed", "-", "--base", "HEAD", "--require-remote-state", input="capture.hcl\n")
+    assert r.exit_code == 1 and 'capture.hcl: capture "stage" > backend: keeps its Terraform state on the runner' in r.stderr
+    r = run("stacks", "--changed", "-", "--base", "no-such-rev", input="capture.hcl\n")
+    assert r.exit_code == 1 and "--base: 'no-such-rev' is not a commit" in r.stderr and "fetch-depth: 0" in r.stderr
+
+
+def test_stacks_command_without_a_synth_says_to_run_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "capture.hcl").write_text(TWO)
+    r = run("stacks", "--changed", "-", input="capture.hcl\n")
+    assert r.exit_code == 1 and "cdktf.out/manifest.json: stacks: no synthesized stacks" in r.stderr and "make synth" in r.stderr
+
+
+# ---------------------------------------------------------------------------
+# (e) the drift summary
+
+
+def test_drift_summary_for_drift_no_drift_and_could_not_check(tmp_path):
+    drift = {"drift": True, "fixed": {}, "findings": [
+        {"capture": "prod", "kind": "missing-session", "subject": "eni-1", "detail": "no session | gone", "fix": "make deploy STACK=prod",
+         "fixable": False}]}
+    md = R.drift_summary(drift)
+    assert md.startswith("## mirrorcap check: drift in 1 capture(s)")
+    assert "| prod | missing-session | eni-1 | no session &#124; gone | make deploy STACK=prod |" in md
+    assert R.drift_summary({"drift": False, "findings": [], "fixed": {}}).startswith("## mirrorcap check: no drift")
+    failed = {"drift": None, "findings": [], "fixed": {}, "error": [
+        {"file": "AWS", "field": "credentials", "message": "Unable to locate credentials", "fix": "configure AWS credentials"}]}
+    assert "could not check" in R.drift_summary(failed) and "AWS: credentials: Unable to locate credentials" in R.drift_summary(failed)
+    (tmp_path / "check.json").write_text(json.dumps(drift))
+    r = run("drift", "--check-json", str(tmp_path / "check.json"))
+    assert r.exit_code == 0 and r.output == md
+    (tmp_path / "empty.json").write_text("")
+    r = run("drift", "--check-json", str(tmp_path / "empty.json"))
+    assert r.exit_code == 1 and "empty.json: not JSON" in r.stderr and "did `mirrorcap check` run at all?" in r.stderr
