@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import functools
 import sys
+from pathlib import Path
 
 import typer
 
 from ..account.aws import Access
 from ..errors import MirrorcapError, Problem
-from ..inventory import DEFAULT_INVENTORY
+from ..inventory import DEFAULT_INVENTORY, load
+from ..inventory.model import Inventory
+from ..numbering.plan import Numbering, numbers_for
 
 InventoryOpt = typer.Option(DEFAULT_INVENTORY, "--inventory", "-i", help="inventory file (HCL)", envvar="MIRRORCAP_INVENTORY")
 ProfileOpt = typer.Option(None, "--profile", help="AWS named profile (default: the standard credential chain)")
@@ -51,3 +54,14 @@ def aws_errors(fn):
         except (ClientError, BotoCoreError) as exc:
             fail(MirrorcapError([aws_problem(exc)]))
     return wrapper
+
+
+def load_numbered(inventory: Path) -> tuple[Inventory, Numbering]:
+    """The inventory and its session numbers, or every problem with them and exit 1:
+    validate, sessions and render refuse the same inputs."""
+    try:
+        inv = load(inventory)
+        return inv, numbers_for(inv)
+    except MirrorcapError as exc:
+        fail(exc)
+        raise  # not reached: fail() exits

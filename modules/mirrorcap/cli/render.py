@@ -10,9 +10,7 @@ import typer
 from ..errors import MirrorcapError
 from ..host.render import rendered_tree
 from ..host.tree import diff_tree, write_tree
-from ..inventory import load
-from ..numbering.plan import numbers_for
-from .common import InventoryOpt, fail
+from .common import InventoryOpt, fail, load_numbered
 
 
 def render(
@@ -22,9 +20,8 @@ def render(
     check: bool = typer.Option(False, "--check", help="write nothing; exit 1 if OUT differs from a fresh render"),
 ) -> None:
     """Render the host bootstrap (bake.sh, user data, scripts, units) for each capture."""
+    inv, _ = load_numbered(inventory)
     try:
-        inv = load(inventory)
-        numbers_for(inv)  # the session-number checks validate runs: render refuses what validate refuses
         tree = rendered_tree(inv)
     except MirrorcapError as exc:
         fail(exc)

@@ -8,11 +8,8 @@ from pathlib import Path
 
 import typer
 
-from ..errors import MirrorcapError
-from ..inventory import load
 from ..numbering import lockfile
-from ..numbering.plan import numbers_for
-from .common import InventoryOpt, fail
+from .common import InventoryOpt, load_numbered
 
 
 def sessions(
@@ -22,11 +19,7 @@ def sessions(
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
     """Compute mirror session numbers: unique per source ENI, stable across edits."""
-    try:
-        inv = load(inventory)
-        numbering = numbers_for(inv)
-    except MirrorcapError as exc:
-        fail(exc)
+    inv, numbering = load_numbered(inventory)
     rows = []
     for capture in inv.captures:
         for s in capture.sources:

@@ -9,10 +9,7 @@ from pathlib import Path
 import typer
 
 from ..capacity import estimate_for
-from ..errors import MirrorcapError
-from ..inventory import load
-from ..numbering.plan import numbers_for
-from .common import InventoryOpt, ProfileOpt, RoleOpt, access, aws_errors, fail
+from .common import InventoryOpt, ProfileOpt, RoleOpt, access, aws_errors, load_numbered
 
 
 def validate(
@@ -24,11 +21,7 @@ def validate(
     role_arn: str = RoleOpt,
 ) -> None:
     """Check the inventory and its lock file; exit 1 with every problem found."""
-    try:
-        inv = load(inventory)
-        numbering = numbers_for(inv)
-    except MirrorcapError as exc:
-        fail(exc)
+    inv, numbering = load_numbered(inventory)
     bandwidth = _validate_live(inventory, inv, source_mtu, target_mtu, access(profile, role_arn)) if live else {}
     sources = sum(len(c.sources) for c in inv.captures)
     print(f"{inventory}: OK: {len(inv.captures)} capture(s), {sources} source(s)")
