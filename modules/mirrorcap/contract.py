@@ -46,3 +46,4 @@ CAPTURE_GROUP = "pcap"  # people who may read pcaps join it
 # tcpdump -G's file name for one VNI (strftime, in UTC): the capture writes it;
 # retention, health and mirrorcap-window find pcaps by it (through the env file).
 PCAP_PATTERN = "vni{vni}_%Y-%m-%dT%H-%M-%SZ.pcap"
+HOST_LIB = "/usr/local/lib/mirrorcap"  # the Python module the host's Python scripts share

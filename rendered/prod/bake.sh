@@ -9,15 +9,20 @@ umask 022
 # termshark is not packaged for AL2023: built from source with the distro's Go at
 # a pinned version. Go verifies every module against go.sum and the public
 # checksum database (sum.golang.org), so the pinned version is what gets built.
+# A convenience: where it cannot be built, the bake goes on without it and says so.
 TERMSHARK_VERSION=v2.4.0
+termshark=""
 
 if command -v dnf >/dev/null 2>&1; then
   dnf install -y -q tcpdump wireshark-cli xfsprogs iproute curl-minimal python3
   if ! command -v termshark >/dev/null 2>&1; then
     dnf install -y -q golang
     build=$(mktemp -d)
-    GOPATH="$build/go" GOCACHE="$build/cache" GOBIN=/usr/local/bin GOFLAGS=-trimpath \
-      go install "github.com/gcla/termshark/v2/cmd/termshark@$TERMSHARK_VERSION"
+    if ! GOPATH="$build/go" GOCACHE="$build/cache" GOBIN=/usr/local/bin GOFLAGS=-trimpath \
+      go install "github.com/gcla/termshark/v2/cmd/termshark@$TERMSHARK_VERSION"; then
+      termshark="; termshark skipped (see above)"
+      echo "mirrorcap bake: termshark $TERMSHARK_VERSION skipped: its build failed (no route to the Go module proxy?); tshark is installed to read pcaps" >&2
+    fi
     rm -rf "$build"
     dnf remove -y -q golang
   fi
@@ -28,7 +33,59 @@ fi
 getent group pcap >/dev/null || groupadd --system pcap
 id -u mirrorcap >/dev/null 2>&1 || useradd --system --gid pcap --no-create-home --home-dir /nonexistent --shell /sbin/nologin mirrorcap
 
-install -d -m 0755 /etc/mirrorcap /etc/systemd/system /usr/local/bin /usr/local/libexec/mirrorcap /usr/local/sbin
+install -d -m 0755 /etc/mirrorcap /etc/systemd/system /usr/local/bin /usr/local/lib/mirrorcap /usr/local/libexec/mirrorcap /usr/local/sbin
+
+cat > '/usr/local/lib/mirrorcap/mirrorcap_host.py.mirrorcap-new' <<'MIRRORCAP_USR_LOCAL_LIB_MIRRORCAP_MIRRORCAP_HOST_PY'
+"""What the host's Python scripts share: the env file and the pcap names.
+
+Installed as /usr/local/lib/mirrorcap/mirrorcap_host.py; capture, health and
+mirrorcap-window import it from there. Python 3.9 stdlib only.
+"""
+import datetime as dt
+import re
+
+ENV_FILE = "/etc/mirrorcap/mirrorcap.env"
+
+
+def read_env(path=ENV_FILE):
+    """The env file as a dict (KEY=value lines, quotes dropped; not run by a shell)."""
+    values = {}
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line and not line.startswith("#") and "=" in line:
+                key, value = line.split("=", 1)
+                values[key] = value.strip().strip('"')
+    return values
+
+
+# MIRRORCAP_PCAP_PATTERN is tcpdump -G's file name (strftime, UTC) with {vni}:
+# everything else about pcap names is derived from it (retention does the same in shell).
+def pcap_pattern(pattern, vni):
+    """The -w pattern of one VNI's capture."""
+    return pattern.replace("{vni}", str(vni))
+
+
+def pcap_glob(pattern, vni="*"):
+    """The names of one VNI's pcaps (of every VNI's by default) as a glob."""
+    return re.sub("%.", "*", pcap_pattern(pattern, vni))
+
+
+def pcap_start(pattern, name):
+    """(VNI, start time in UTC) of a pcap named by `pattern`, None for any other name."""
+    parts = [r"(\d+)" if p == "{vni}" else ".+" if p.startswith("%") else re.escape(p)
+             for p in re.split(r"(\{vni\}|%.)", pattern)]
+    m = re.fullmatch("".join(parts), name)
+    if not m:
+        return None
+    try:
+        start = dt.datetime.strptime(name, pcap_pattern(pattern, m.group(1)))
+    except ValueError:
+        return None
+    return int(m.group(1)), start.replace(tzinfo=dt.timezone.utc)
+MIRRORCAP_USR_LOCAL_LIB_MIRRORCAP_MIRRORCAP_HOST_PY
+chmod 0644 '/usr/local/lib/mirrorcap/mirrorcap_host.py.mirrorcap-new'
+mv -f '/usr/local/lib/mirrorcap/mirrorcap_host.py.mirrorcap-new' '/usr/local/lib/mirrorcap/mirrorcap_host.py'
 
 cat > '/usr/local/libexec/mirrorcap/storage.mirrorcap-new' <<'MIRRORCAP_USR_LOCAL_LIBEXEC_MIRRORCAP_STORAGE'
 #!/bin/bash
@@ -52,8 +109,8 @@ WAIT_SECONDS=300
 BY_ID_DIR=/dev/disk/by-id
 # Xen (pre-Nitro) types have no NVMe serial: the attachment's device name, as Xen names it.
 XEN_DEVICE=/dev/xvdf
-CAPTURE_USER=mirrorcap
-CAPTURE_GROUP=pcap
+CAPTURE_USER=${MIRRORCAP_CAPTURE_USER:?MIRRORCAP_CAPTURE_USER missing from $ENV_FILE}
+CAPTURE_GROUP=${MIRRORCAP_CAPTURE_GROUP:?MIRRORCAP_CAPTURE_GROUP missing from $ENV_FILE}
 
 die() { echo "mirrorcap-storage: $*" >&2; exit 1; }
 
@@ -126,8 +183,8 @@ VNIS=${MIRRORCAP_VNIS:?MIRRORCAP_VNIS missing from $ENV_FILE}
 IMDS=http://169.254.169.254
 # Terraform attaches the mirror ENI after the instance starts: wait for it, bounded.
 WAIT_SECONDS=300
-VXLAN_PORT=4789
-VXLAN_OVERHEAD=50
+VXLAN_PORT=${MIRRORCAP_VXLAN_PORT:?MIRRORCAP_VXLAN_PORT missing from $ENV_FILE}
+VXLAN_OVERHEAD=${MIRRORCAP_VXLAN_OVERHEAD:?MIRRORCAP_VXLAN_OVERHEAD missing from $ENV_FILE}
 
 die() { echo "mirrorcap-decap: $*" >&2; exit 1; }
 [[ $ENI_ID =~ ^eni-[0-9a-f]{8}([0-9a-f]{9})?$ ]] || die "MIRRORCAP_MIRROR_ENI_ID=$ENI_ID is not an ENI ID"
@@ -217,8 +274,10 @@ import subprocess
 import sys
 import time
 
-ENV_FILE = "/etc/mirrorcap/mirrorcap.env"
-PATTERN = "vni{vni}_%Y-%m-%dT%H-%M-%SZ.pcap"  # strftime, in UTC (the unit sets TZ=UTC)
+# The shared module: /usr/local/lib/mirrorcap, from /usr/local/libexec/mirrorcap.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "..", "lib", "mirrorcap"))
+import mirrorcap_host as host  # noqa: E402
+
 TICK_SECONDS = 1.0
 STUCK_SECONDS = 5.0  # packets seen on the interface this long without the file growing
 RESUME_FREE_BYTES = 64 << 20  # room needed before a new file is started after a full disk
@@ -233,18 +292,6 @@ def log(message):
 def die(message):
     log(message)
     sys.exit(1)
-
-
-# /etc/mirrorcap/mirrorcap.env as a dict (KEY=value lines, quotes dropped; not run by a shell).
-def read_env(path):
-    values = {}
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if line and not line.startswith("#") and "=" in line:
-                key, value = line.split("=", 1)
-                values[key] = value.strip().strip('"')
-    return values
 
 
 def on_its_own_volume(directory):
@@ -339,7 +386,8 @@ class Capture:
         self.command = ["tcpdump", "-i", self.iface, "-Q", "in", "-n", "-U",
                         "-B", env["MIRRORCAP_BUFFER_KIB"], "-s", env["MIRRORCAP_SNAPLEN"],
                         "-G", env["MIRRORCAP_ROTATE_SECONDS"],
-                        "-w", os.path.join(self.directory, PATTERN.format(vni=vni))]
+                        # strftime, in UTC (the unit sets TZ=UTC)
+                        "-w", os.path.join(self.directory, host.pcap_pattern(env["MIRRORCAP_PCAP_PATTERN"], vni))]
         self.log_path = os.path.join(run_dir, "tcpdump.log")
         self.state = State(os.path.join(run_dir, "state.json"))
         self.proc = None
@@ -450,7 +498,7 @@ def main(argv):
     if not run_dir:
         die("RUNTIME_DIRECTORY is not set: start me with systemctl start mirrorcap-capture@%s" % argv[1])
     try:
-        env = read_env(ENV_FILE)
+        env = host.read_env()
         Capture(argv[1], env, run_dir).run()
     except (OSError, KeyError) as e:
         die("cannot capture: %s" % e)
@@ -480,11 +528,15 @@ ENV_FILE=/etc/mirrorcap/mirrorcap.env
 DIR=${MIRRORCAP_CAPTURE_DIR:?MIRRORCAP_CAPTURE_DIR missing from $ENV_FILE}
 DAYS=${MIRRORCAP_RETENTION_DAYS:?MIRRORCAP_RETENTION_DAYS missing from $ENV_FILE}
 VNIS=${MIRRORCAP_VNIS:?MIRRORCAP_VNIS missing from $ENV_FILE}
+PATTERN=${MIRRORCAP_PCAP_PATTERN:?MIRRORCAP_PCAP_PATTERN missing from $ENV_FILE}
 MIN_FREE_PERCENT=${MIRRORCAP_MIN_FREE_PERCENT:-0}
 MIN_FREE_GIB=${MIRRORCAP_MIN_FREE_GIB:-0}
 NOW=$(date +%s)
 
 log() { echo "mirrorcap-retention: $*"; }
+# The names of VNI $1's pcaps (* = every VNI's): the capture's strftime pattern
+# with each %X as * (as mirrorcap_host.pcap_glob derives it for the Python scripts).
+pcap_glob() { local g=${PATTERN//"{vni}"/$1}; echo "${g//%?/*}"; }
 [ -d "$DIR" ] || { log "$DIR does not exist (mirrorcap-storage has not run): nothing to do"; exit 0; }
 # Device numbers, not mountpoint(1): ReadWritePaths= bind-mounts the directory in
 # this unit, which mountpoint would take for the volume.
@@ -495,17 +547,21 @@ fi
 
 # mtime (integer seconds) and name, oldest first; -maxdepth 1 and -type f keep
 # subdirectories, symlinks and anything else out of reach.
-mapfile -t files < <(find "$DIR" -maxdepth 1 -type f -name 'vni*_*.pcap' -printf '%T@ %f\n' | sort -n -k1,1 -k2,2)
+mapfile -t files < <(find "$DIR" -maxdepth 1 -type f -name "$(pcap_glob '*')" -printf '%T@ %f\n' | sort -n -k1,1 -k2,2)
 
-declare -A captured=() newest=()
-for vni in $VNIS; do captured["vni$vni"]=1; done
+declare -A glob=() newest=()
+for vni in $VNIS; do glob[$vni]=$(pcap_glob "$vni"); done
 for entry in "${files[@]}"; do
   name=${entry#* }
-  newest[${name%%_*}]=$name
+  for vni in "${!glob[@]}"; do
+    # shellcheck disable=SC2053  # the right side is a glob
+    if [[ $name == ${glob[$vni]} ]]; then newest[$vni]=$name; fi
+  done
 done
 protected() {
-  local vni=${1%%_*}
-  [ -n "${captured[$vni]:-}" ] && [ "${newest[$vni]}" = "$1" ]
+  local vni
+  for vni in "${!newest[@]}"; do [ "${newest[$vni]}" != "$1" ] || return 0; done
+  return 1
 }
 
 deleted=0
@@ -601,23 +657,13 @@ import subprocess
 import sys
 import time
 
-ENV_FILE = "/etc/mirrorcap/mirrorcap.env"
+# The shared module: /usr/local/lib/mirrorcap, from /usr/local/sbin.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "lib", "mirrorcap"))
+import mirrorcap_host as host  # noqa: E402
+
 RUN_DIR = "/run/mirrorcap"
 PCAP_HEADER_BYTES = 24
-VXLAN_PORT = 4789
 DROPS = re.compile(r"(\d+) packets? captured, (\d+) packets? received by filter, (\d+) packets? dropped by kernel")
-
-
-# /etc/mirrorcap/mirrorcap.env as a dict (KEY=value lines, quotes dropped; not run by a shell).
-def read_env(path):
-    values = {}
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if line and not line.startswith("#") and "=" in line:
-                key, value = line.split("=", 1)
-                values[key] = value.strip().strip('"')
-    return values
 
 
 class Report:
@@ -711,9 +757,9 @@ def check_writing(report, vni, state):
                    % (vni, capture.get("gaps_total", 0)), **data)
 
 
-def check_newest_pcap(report, directory, vni, stale_after, now):
+def check_newest_pcap(report, directory, pattern, vni, stale_after, now):
     files = []
-    for path in glob.glob(os.path.join(directory, "vni%s_*.pcap" % vni)):
+    for path in glob.glob(os.path.join(directory, host.pcap_glob(pattern, vni))):
         try:
             st = os.stat(path)
         except OSError:
@@ -811,7 +857,7 @@ def pcap_vnis(raw):
     return vnis
 
 
-def check_unmatched(report, vnis, seconds):
+def check_unmatched(report, vnis, vxlan_port, seconds):
     if seconds <= 0:
         report.add("unmatched", "skip", "sampling disabled (--sample-seconds 0)")
         return
@@ -822,7 +868,7 @@ def check_unmatched(report, vnis, seconds):
     # The kernel filter keeps only VXLAN packets whose VNI (UDP payload bytes 4-6)
     # is not configured, so the sample is small even under heavy mirroring.
     accepted = " or ".join("udp[12:4] >> 8 = %s" % v for v in vnis)
-    expr = "udp dst port %d and not (%s)" % (VXLAN_PORT, accepted)
+    expr = "udp dst port %d and not (%s)" % (vxlan_port, accepted)
     # -Z root: distribution builds otherwise switch users; -w -: no file to create.
     proc = subprocess.run(["timeout", str(seconds), "tcpdump", "-i", iface, "-n", "-p", "-s", "64", "-c", "10000",
                            "-Z", "root", "-w", "-", expr], capture_output=True)
@@ -865,14 +911,15 @@ def main(argv=None):
                         help="how long to watch the mirror ENI for unmatched VNIs (0 = skip)")
     args = parser.parse_args(argv)
     try:
-        env = read_env(ENV_FILE)
+        env = host.read_env()
         vnis = env["MIRRORCAP_VNIS"].split()
-        directory = env.get("MIRRORCAP_CAPTURE_DIR", "/var/log/tcpdump")
-        stale_after = int(env.get("MIRRORCAP_STALE_AFTER_SECONDS", "300"))
+        directory, pattern = env["MIRRORCAP_CAPTURE_DIR"], env["MIRRORCAP_PCAP_PATTERN"]
+        stale_after = int(env["MIRRORCAP_STALE_AFTER_SECONDS"])
+        vxlan_port = int(env["MIRRORCAP_VXLAN_PORT"])
         min_free_percent = float(env.get("MIRRORCAP_MIN_FREE_PERCENT", "0"))
         min_free_gib = float(env.get("MIRRORCAP_MIN_FREE_GIB", "0"))
     except (OSError, KeyError, ValueError) as e:
-        print("mirrorcap-health: cannot read %s: %s" % (ENV_FILE, e), file=sys.stderr)
+        print("mirrorcap-health: cannot read %s: %s" % (host.ENV_FILE, e), file=sys.stderr)
         return 2
 
     state_file = os.path.join(RUN_DIR, "health-state.json")
@@ -888,9 +935,9 @@ def main(argv=None):
     for vni in vnis:
         pids = check_tcpdump(report, vni)
         check_writing(report, vni, state)
-        check_newest_pcap(report, directory, vni, stale_after, now)
+        check_newest_pcap(report, directory, pattern, vni, stale_after, now)
         check_drops(report, vni, pids, state)
-    check_unmatched(report, vnis, args.sample_seconds)
+    check_unmatched(report, vnis, vxlan_port, args.sample_seconds)
     check_disk(report, directory, min_free_percent, min_free_gib)
 
     os.makedirs(RUN_DIR, exist_ok=True)
@@ -939,10 +986,10 @@ import subprocess
 import sys
 import tempfile
 
-ENV_FILE = os.environ.get("MIRRORCAP_ENV_FILE", "/etc/mirrorcap/mirrorcap.env")
-DEFAULT_DIR = "/var/log/tcpdump"
-# The capture unit's -w pattern: vni<VNI>_%Y-%m-%dT%H-%M-%SZ.pcap, in UTC.
-NAME = re.compile(r"^vni(\d+)_(\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2})Z\.pcap$")
+# The shared module: /usr/local/lib/mirrorcap, from /usr/local/bin.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "lib", "mirrorcap"))
+import mirrorcap_host as host  # noqa: E402
+
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 # tcpdump -G names a file by the wall clock when it opens it, but the kernel
 # hands packets over in blocks (TPACKET_V3, up to ~1 s late on a quiet link):
@@ -956,15 +1003,15 @@ class Usage(Exception):
     pass
 
 
-def capture_dir():
+def settings(path):
+    """(capture directory, pcap name pattern) from the host's env file."""
     try:
-        with open(ENV_FILE) as f:
-            for line in f:
-                if line.startswith("MIRRORCAP_CAPTURE_DIR="):
-                    return line.split("=", 1)[1].strip().strip('"')
-    except OSError:
-        pass
-    return DEFAULT_DIR
+        env = host.read_env(path)
+        return env["MIRRORCAP_CAPTURE_DIR"], env["MIRRORCAP_PCAP_PATTERN"]
+    except OSError as exc:
+        raise Usage("cannot read %s: %s (--env-file)" % (path, exc.strerror))
+    except KeyError as exc:
+        raise Usage("%s sets no %s" % (path, exc))
 
 
 def parse_time(text):
@@ -986,21 +1033,21 @@ def parse_span(text, flag):
     return dt.timedelta(seconds=float(m.group(1)) * UNITS[m.group(2) or "s"])
 
 
-def pcaps(directory, vni=None):
+def pcaps(directory, pattern, vni=None):
     found = []
     try:
         names = os.listdir(directory)
     except OSError as exc:
         raise Usage("cannot read %s: %s (are you in the pcap group?)" % (directory, exc.strerror))
     for name in names:
-        m = NAME.match(name)
-        if not m or (vni is not None and int(m.group(1)) != vni):
+        named = host.pcap_start(pattern, name)
+        if not named or (vni is not None and named[0] != vni):
             continue
         path = os.path.join(directory, name)
         st = os.stat(path)
-        start = dt.datetime.strptime(m.group(2), "%Y-%m-%dT%H-%M-%S").replace(tzinfo=dt.timezone.utc)
+        start = named[1]
         end = dt.datetime.fromtimestamp(st.st_mtime, dt.timezone.utc)
-        found.append({"path": path, "vni": int(m.group(1)), "start": start, "end": max(start, end), "bytes": st.st_size})
+        found.append({"path": path, "vni": named[0], "start": start, "end": max(start, end), "bytes": st.st_size})
     return sorted(found, key=lambda p: (p["start"], p["path"]))
 
 
@@ -1061,7 +1108,8 @@ def main(argv=None):
     p.add_argument("--before", help="before --at (overrides --window)")
     p.add_argument("--after", help="after --at (overrides --window)")
     p.add_argument("--vni", type=int, help="only this VNI's pcaps")
-    p.add_argument("--dir", default=None, help="capture directory (default: from %s)" % ENV_FILE)
+    p.add_argument("--dir", default=None, help="capture directory (default: the env file's)")
+    p.add_argument("--env-file", default=host.ENV_FILE, help="the host's settings: capture directory, pcap names (default %(default)s)")
     p.add_argument("--host", help="capture filter: this IP address")
     p.add_argument("--port", type=int, help="capture filter: this TCP/UDP port")
     p.add_argument("--bpf", help="capture filter (tcpdump syntax)")
@@ -1075,8 +1123,9 @@ def main(argv=None):
         before = parse_span(args.before or args.window, "--before" if args.before else "--window")
         after = parse_span(args.after or args.window, "--after" if args.after else "--window")
         begin, end = at - before, at + after
-        directory = args.dir or capture_dir()
-        files = covering(pcaps(directory, args.vni), begin, end)
+        default_dir, pattern = settings(args.env_file)
+        directory = args.dir or default_dir
+        files = covering(pcaps(directory, pattern, args.vni), begin, end)
         out = args.out
         if args.open and not out:
             out = "mirrorcap-%s.pcap" % at.astimezone(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -1105,11 +1154,11 @@ def main(argv=None):
             return 2
         print("wrote %s" % out, file=sys.stderr)
     if args.open:
-        termshark = os.environ.get("MIRRORCAP_TERMSHARK", "termshark")
-        if not shutil.which(termshark):
-            print("mirrorcap-window: termshark not found (bake installs it): the packets are in %s" % out, file=sys.stderr)
+        if not shutil.which("termshark"):
+            print("mirrorcap-window: termshark not found (the bake skips it when it cannot build it): "
+                  "the packets are in %s (tshark -r %s)" % (out, out), file=sys.stderr)
             return 2
-        os.execvp(termshark, [termshark, "-r", out])
+        os.execvp("termshark", ["termshark", "-r", out])
     return 0
 
 
@@ -1121,7 +1170,7 @@ mv -f '/usr/local/bin/mirrorcap-window.mirrorcap-new' '/usr/local/bin/mirrorcap-
 
 cat > '/etc/systemd/system/mirrorcap-storage.service.mirrorcap-new' <<'MIRRORCAP_ETC_SYSTEMD_SYSTEM_MIRRORCAP_STORAGE_SERVICE'
 [Unit]
-Description=mirrorcap: mount the pcap volume at /var/log/tcpdump
+Description=mirrorcap: mount the pcap volume at the capture directory
 Documentation=file:///usr/local/share/doc/mirrorcap/README
 After=local-fs.target
 ConditionPathExists=/etc/mirrorcap/mirrorcap.env
@@ -1283,4 +1332,4 @@ mv -f '/etc/systemd/system/mirrorcap-retention.timer.mirrorcap-new' '/etc/system
 if [ -d /run/systemd/system ]; then
   systemctl daemon-reload
 fi
-echo "mirrorcap bake: installed (12 files)"
+echo "mirrorcap bake: installed (13 files)$termshark"

@@ -21,6 +21,12 @@ MIRRORCAP_MIN_FREE_GIB=0
 MIRRORCAP_STALE_AFTER_SECONDS=300
 MIRRORCAP_BUFFER_KIB=8192
 MIRRORCAP_SNAPLEN=0
+# The same on every capture host: what mirrorcap's scripts share with its package.
+MIRRORCAP_PCAP_PATTERN="vni{vni}_%Y-%m-%dT%H-%M-%SZ.pcap"
+MIRRORCAP_VXLAN_PORT=4789
+MIRRORCAP_VXLAN_OVERHEAD=50
+MIRRORCAP_CAPTURE_USER=mirrorcap
+MIRRORCAP_CAPTURE_GROUP=pcap
 MIRRORCAP_ENV
 mv -f /etc/mirrorcap/mirrorcap.env.tmp /etc/mirrorcap/mirrorcap.env
 bake=$(mktemp)
@@ -36,15 +42,20 @@ umask 022
 # termshark is not packaged for AL2023: built from source with the distro's Go at
 # a pinned version. Go verifies every module against go.sum and the public
 # checksum database (sum.golang.org), so the pinned version is what gets built.
+# A convenience: where it cannot be built, the bake goes on without it and says so.
 TERMSHARK_VERSION=v2.4.0
+termshark=""
 
 if command -v dnf >/dev/null 2>&1; then
   dnf install -y -q tcpdump wireshark-cli xfsprogs iproute curl-minimal python3
   if ! command -v termshark >/dev/null 2>&1; then
     dnf install -y -q golang
     build=$(mktemp -d)
-    GOPATH="$build/go" GOCACHE="$build/cache" GOBIN=/usr/local/bin GOFLAGS=-trimpath \
-      go install "github.com/gcla/termshark/v2/cmd/termshark@$TERMSHARK_VERSION"
+    if ! GOPATH="$build/go" GOCACHE="$build/cache" GOBIN=/usr/local/bin GOFLAGS=-trimpath \
+      go install "github.com/gcla/termshark/v2/cmd/termshark@$TERMSHARK_VERSION"; then
+      termshark="; termshark skipped (see above)"
+      echo "mirrorcap bake: termshark $TERMSHARK_VERSION skipped: its build failed (no route to the Go module proxy?); tshark is installed to read pcaps" >&2
+    fi
     rm -rf "$build"
     dnf remove -y -q golang
   fi
@@ -55,7 +66,53 @@ fi
 getent group pcap >/dev/null || groupadd --system pcap
 id -u mirrorcap >/dev/null 2>&1 || useradd --system --gid pcap --no-create-home --home-dir /nonexistent --shell /sbin/nologin mirrorcap
 
-install -d -m 0755 /etc/mirrorcap /etc/systemd/system /usr/local/bin /usr/local/libexec/mirrorcap /usr/local/sbin
+install -d -m 0755 /etc/mirrorcap /etc/systemd/system /usr/local/bin /usr/local/lib/mirrorcap /usr/local/libexec/mirrorcap /usr/local/sbin
+
+cat > '/usr/local/lib/mirrorcap/mirrorcap_host.py.mirrorcap-new' <<'MIRRORCAP_USR_LOCAL_LIB_MIRRORCAP_MIRRORCAP_HOST_PY'
+"""What the host's Python scripts share: the env file and the pcap names.
+
+Installed as /usr/local/lib/mirrorcap/mirrorcap_host.py; capture, health and
+mirrorcap-window import it from there. Python 3.9 stdlib only.
+"""
+import datetime as dt
+import re
+
+ENV_FILE = "/etc/mirrorcap/mirrorcap.env"
+
+
+def read_env(path=ENV_FILE):
+    values = {}
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line and not line.startswith("#") and "=" in line:
+                key, value = line.split("=", 1)
+                values[key] = value.strip().strip('"')
+    return values
+
+
+def pcap_pattern(pattern, vni):
+    return pattern.replace("{vni}", str(vni))
+
+
+def pcap_glob(pattern, vni="*"):
+    return re.sub("%.", "*", pcap_pattern(pattern, vni))
+
+
+def pcap_start(pattern, name):
+    parts = [r"(\d+)" if p == "{vni}" else ".+" if p.startswith("%") else re.escape(p)
+             for p in re.split(r"(\{vni\}|%.)", pattern)]
+    m = re.fullmatch("".join(parts), name)
+    if not m:
+        return None
+    try:
+        start = dt.datetime.strptime(name, pcap_pattern(pattern, m.group(1)))
+    except ValueError:
+        return None
+    return int(m.group(1)), start.replace(tzinfo=dt.timezone.utc)
+MIRRORCAP_USR_LOCAL_LIB_MIRRORCAP_MIRRORCAP_HOST_PY
+chmod 0644 '/usr/local/lib/mirrorcap/mirrorcap_host.py.mirrorcap-new'
+mv -f '/usr/local/lib/mirrorcap/mirrorcap_host.py.mirrorcap-new' '/usr/local/lib/mirrorcap/mirrorcap_host.py'
 
 cat > '/usr/local/libexec/mirrorcap/storage.mirrorcap-new' <<'MIRRORCAP_USR_LOCAL_LIBEXEC_MIRRORCAP_STORAGE'
 #!/bin/bash
@@ -68,8 +125,8 @@ DIR=${MIRRORCAP_CAPTURE_DIR:?MIRRORCAP_CAPTURE_DIR missing from $ENV_FILE}
 WAIT_SECONDS=300
 BY_ID_DIR=/dev/disk/by-id
 XEN_DEVICE=/dev/xvdf
-CAPTURE_USER=mirrorcap
-CAPTURE_GROUP=pcap
+CAPTURE_USER=${MIRRORCAP_CAPTURE_USER:?MIRRORCAP_CAPTURE_USER missing from $ENV_FILE}
+CAPTURE_GROUP=${MIRRORCAP_CAPTURE_GROUP:?MIRRORCAP_CAPTURE_GROUP missing from $ENV_FILE}
 
 die() { echo "mirrorcap-storage: $*" >&2; exit 1; }
 
@@ -120,21 +177,16 @@ mv -f '/usr/local/libexec/mirrorcap/storage.mirrorcap-new' '/usr/local/libexec/m
 
 cat > '/usr/local/libexec/mirrorcap/decap.mirrorcap-new' <<'MIRRORCAP_USR_LOCAL_LIBEXEC_MIRRORCAP_DECAP'
 #!/bin/bash
-# mirrorcap-decap: create one vxlan interface per configured VNI on the mirror
-# ENI, found by its ENI ID through IMDSv2 (never by interface name).
-# Idempotent: an existing interface with the right settings is left alone.
 set -euo pipefail
 
 ENV_FILE=/etc/mirrorcap/mirrorcap.env
-# shellcheck source=/dev/null
 . "$ENV_FILE"
 ENI_ID=${MIRRORCAP_MIRROR_ENI_ID:?MIRRORCAP_MIRROR_ENI_ID missing from $ENV_FILE}
 VNIS=${MIRRORCAP_VNIS:?MIRRORCAP_VNIS missing from $ENV_FILE}
 IMDS=http://169.254.169.254
-# Terraform attaches the mirror ENI after the instance starts: wait for it, bounded.
 WAIT_SECONDS=300
-VXLAN_PORT=4789
-VXLAN_OVERHEAD=50
+VXLAN_PORT=${MIRRORCAP_VXLAN_PORT:?MIRRORCAP_VXLAN_PORT missing from $ENV_FILE}
+VXLAN_OVERHEAD=${MIRRORCAP_VXLAN_OVERHEAD:?MIRRORCAP_VXLAN_OVERHEAD missing from $ENV_FILE}
 
 die() { echo "mirrorcap-decap: $*" >&2; exit 1; }
 [[ $ENI_ID =~ ^eni-[0-9a-f]{8}([0-9a-f]{9})?$ ]] || die "MIRRORCAP_MIRROR_ENI_ID=$ENI_ID is not an ENI ID"
@@ -143,7 +195,6 @@ imds() {
   curl -fsS --max-time 2 -H "X-aws-ec2-metadata-token: $token" "$IMDS/latest/meta-data/$1"
 }
 
-# The ENI attachment is created after the instance: wait for it (bounded).
 mac=""
 for ((waited = 0; waited <= WAIT_SECONDS; waited += 2)); do
   if token=$(curl -fsS --max-time 2 -X PUT -H "X-aws-ec2-metadata-token-ttl-seconds: 300" "$IMDS/latest/api/token"); then
@@ -163,8 +214,6 @@ for d in /sys/class/net/*; do
 done
 [ -n "$iface" ] || die "no network interface has MAC $mac (ENI $ENI_ID)"
 
-# Largest frames first: the NIC at its maximum MTU, vxlan at NIC MTU - overhead,
-# so every mirrored frame that fits the ENI is decapsulated whole.
 max_mtu=$(ip -d -j link show dev "$iface" | sed -n 's/.*"max_mtu":\([0-9]*\).*/\1/p')
 if [ -n "$max_mtu" ] && [ "$max_mtu" -le 9001 ] && [ "$(cat "/sys/class/net/$iface/mtu")" -lt "$max_mtu" ]; then
   ip link set dev "$iface" mtu "$max_mtu" || true
@@ -188,8 +237,6 @@ for vni in $VNIS; do
     ip link add "$name" type vxlan id "$vni" dstport "$VXLAN_PORT" dev "$iface" nolearning
   fi
   ip link set dev "$name" mtu "$inner_mtu"
-  # Receive-only: no IPv6 autoconf/DAD/MLD, no ARP, so the host's own packets
-  # never land in the captures.
   sysctl -q -w "net.ipv6.conf.$name.disable_ipv6=1" 2>/dev/null || true
   ip link set dev "$name" arp off multicast off
   ip link set dev "$name" up
@@ -224,8 +271,9 @@ import subprocess
 import sys
 import time
 
-ENV_FILE = "/etc/mirrorcap/mirrorcap.env"
-PATTERN = "vni{vni}_%Y-%m-%dT%H-%M-%SZ.pcap"  # strftime, in UTC (the unit sets TZ=UTC)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "..", "lib", "mirrorcap"))
+import mirrorcap_host as host  # noqa: E402
+
 TICK_SECONDS = 1.0
 STUCK_SECONDS = 5.0  # packets seen on the interface this long without the file growing
 RESUME_FREE_BYTES = 64 << 20  # room needed before a new file is started after a full disk
@@ -242,25 +290,7 @@ def die(message):
     sys.exit(1)
 
 
-def read_env(path):
-    values = {}
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if line and not line.startswith("#") and "=" in line:
-                key, value = line.split("=", 1)
-                values[key] = value.strip().strip('"')
-    return values
-
-
 def on_its_own_volume(directory):
-    """True when `directory` is the root of a mounted file system.
-
-    Compared by device number with its parent: in this unit ReadWritePaths=
-    bind-mounts the directory, which makes mountpoint(1) and mountinfo say
-    "mounted" even when the volume is not; a bind of a directory of the root
-    volume still carries the root volume's device number.
-    """
     try:
         return os.stat(directory).st_dev != os.stat(os.path.join(directory, "..")).st_dev
     except OSError:
@@ -278,7 +308,6 @@ def rx_packets(iface):
 
 
 def open_pcap(pid, directory):
-    """(path, size) of the pcap tcpdump `pid` has open, or None."""
     fd_dir = "/proc/%d/fd" % pid
     try:
         for fd in os.listdir(fd_dir):
@@ -294,7 +323,6 @@ def open_pcap(pid, directory):
 
 
 class State:
-    """state.json for mirrorcap-health: is tcpdump writing, and what was lost when not."""
 
     def __init__(self, path):
         self.path = path
@@ -345,7 +373,7 @@ class Capture:
         self.command = ["tcpdump", "-i", self.iface, "-Q", "in", "-n", "-U",
                         "-B", env["MIRRORCAP_BUFFER_KIB"], "-s", env["MIRRORCAP_SNAPLEN"],
                         "-G", env["MIRRORCAP_ROTATE_SECONDS"],
-                        "-w", os.path.join(self.directory, PATTERN.format(vni=vni))]
+                        "-w", os.path.join(self.directory, host.pcap_pattern(env["MIRRORCAP_PCAP_PATTERN"], vni))]
         self.log_path = os.path.join(run_dir, "tcpdump.log")
         self.state = State(os.path.join(run_dir, "state.json"))
         self.proc = None
@@ -425,7 +453,6 @@ class Capture:
         self.last_write, self.rx_at_last_write, self.waiting_since = None, rx, None
 
     def resume(self, reason):
-        """A gap: record it, stop tcpdump, wait for room, start a new one (a new file)."""
         self.state.open_gap(reason, self.rx_at_last_write)
         self.stop_tcpdump()
         if len(self.restarts) > RESTARTS_PER_MINUTE:
@@ -452,7 +479,7 @@ def main(argv):
     if not run_dir:
         die("RUNTIME_DIRECTORY is not set: start me with systemctl start mirrorcap-capture@%s" % argv[1])
     try:
-        env = read_env(ENV_FILE)
+        env = host.read_env()
         Capture(argv[1], env, run_dir).run()
     except (OSError, KeyError) as e:
         die("cannot capture: %s" % e)
@@ -474,28 +501,33 @@ ENV_FILE=/etc/mirrorcap/mirrorcap.env
 DIR=${MIRRORCAP_CAPTURE_DIR:?MIRRORCAP_CAPTURE_DIR missing from $ENV_FILE}
 DAYS=${MIRRORCAP_RETENTION_DAYS:?MIRRORCAP_RETENTION_DAYS missing from $ENV_FILE}
 VNIS=${MIRRORCAP_VNIS:?MIRRORCAP_VNIS missing from $ENV_FILE}
+PATTERN=${MIRRORCAP_PCAP_PATTERN:?MIRRORCAP_PCAP_PATTERN missing from $ENV_FILE}
 MIN_FREE_PERCENT=${MIRRORCAP_MIN_FREE_PERCENT:-0}
 MIN_FREE_GIB=${MIRRORCAP_MIN_FREE_GIB:-0}
 NOW=$(date +%s)
 
 log() { echo "mirrorcap-retention: $*"; }
+pcap_glob() { local g=${PATTERN//"{vni}"/$1}; echo "${g//%?/*}"; }
 [ -d "$DIR" ] || { log "$DIR does not exist (mirrorcap-storage has not run): nothing to do"; exit 0; }
 if [ "$(stat -c %d "$DIR")" = "$(stat -c %d "$DIR/..")" ]; then
   log "$DIR is not a mounted volume (check mirrorcap-storage): nothing to do"
   exit 0
 fi
 
-mapfile -t files < <(find "$DIR" -maxdepth 1 -type f -name 'vni*_*.pcap' -printf '%T@ %f\n' | sort -n -k1,1 -k2,2)
+mapfile -t files < <(find "$DIR" -maxdepth 1 -type f -name "$(pcap_glob '*')" -printf '%T@ %f\n' | sort -n -k1,1 -k2,2)
 
-declare -A captured=() newest=()
-for vni in $VNIS; do captured["vni$vni"]=1; done
+declare -A glob=() newest=()
+for vni in $VNIS; do glob[$vni]=$(pcap_glob "$vni"); done
 for entry in "${files[@]}"; do
   name=${entry#* }
-  newest[${name%%_*}]=$name
+  for vni in "${!glob[@]}"; do
+    if [[ $name == ${glob[$vni]} ]]; then newest[$vni]=$name; fi
+  done
 done
 protected() {
-  local vni=${1%%_*}
-  [ -n "${captured[$vni]:-}" ] && [ "${newest[$vni]}" = "$1" ]
+  local vni
+  for vni in "${!newest[@]}"; do [ "${newest[$vni]}" != "$1" ] || return 0; done
+  return 1
 }
 
 deleted=0
@@ -536,14 +568,8 @@ mv -f '/usr/local/libexec/mirrorcap/retention.mirrorcap-new' '/usr/local/libexec
 
 cat > '/usr/local/sbin/mirrorcap-boot.mirrorcap-new' <<'MIRRORCAP_USR_LOCAL_SBIN_MIRRORCAP_BOOT'
 #!/bin/bash
-# mirrorcap-boot: start capturing with the settings in /etc/mirrorcap/mirrorcap.env.
-# Run by the user data on the first boot (the units it enables start by
-# themselves on every later boot) and safe to run by hand after changing the
-# env file: enables the units for the configured VNIs, and disables capture
-# units of VNIs no longer configured.
 set -euo pipefail
 ENV_FILE=/etc/mirrorcap/mirrorcap.env
-# shellcheck source=/dev/null
 . "$ENV_FILE"
 VNIS=${MIRRORCAP_VNIS:?MIRRORCAP_VNIS missing from $ENV_FILE}
 
@@ -558,11 +584,7 @@ for unit in $(systemctl list-units --all --plain --no-legend 'mirrorcap-capture@
     systemctl disable --now "$unit"
   fi
 done
-# Enabled before anything starts: whatever fails now, the next boot starts them all.
 systemctl enable "${units[@]}"
-# --no-block: storage waits (up to 5 minutes) for the volume Terraform attaches
-# after the instance starts; each capture unit starts once storage and decap
-# have succeeded (its Requires= and After=), or fails with them.
 systemctl start --no-block "${units[@]}"
 echo "mirrorcap-boot: starting capture of VNI(s) $VNIS: mirrorcap-health tells when it runs"
 MIRRORCAP_USR_LOCAL_SBIN_MIRRORCAP_BOOT
@@ -591,22 +613,12 @@ import subprocess
 import sys
 import time
 
-ENV_FILE = "/etc/mirrorcap/mirrorcap.env"
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "lib", "mirrorcap"))
+import mirrorcap_host as host  # noqa: E402
+
 RUN_DIR = "/run/mirrorcap"
 PCAP_HEADER_BYTES = 24
-VXLAN_PORT = 4789
 DROPS = re.compile(r"(\d+) packets? captured, (\d+) packets? received by filter, (\d+) packets? dropped by kernel")
-
-
-def read_env(path):
-    values = {}
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if line and not line.startswith("#") and "=" in line:
-                key, value = line.split("=", 1)
-                values[key] = value.strip().strip('"')
-    return values
 
 
 class Report:
@@ -646,7 +658,6 @@ def unit_main_pid(unit):
 
 
 def children(pid, comm):
-    """PIDs of the processes named `comm` whose parent is `pid`."""
     found = []
     for stat in glob.glob("/proc/[0-9]*/stat"):
         try:
@@ -662,7 +673,6 @@ def children(pid, comm):
 
 
 def check_tcpdump(report, vni):
-    """The tcpdump the capture unit runs: a child of the unit's main process (its watcher)."""
     unit = capture_unit(vni)
     main_pid = unit_main_pid(unit)
     pids = children(main_pid, "tcpdump") if main_pid else []
@@ -674,7 +684,6 @@ def check_tcpdump(report, vni):
 
 
 def check_writing(report, vni, state):
-    """The capture's own record of gaps (state.json, written by its watcher)."""
     path = os.path.join(RUN_DIR, "capture-%s" % vni, "state.json")
     try:
         with open(path) as f:
@@ -700,9 +709,9 @@ def check_writing(report, vni, state):
                    % (vni, capture.get("gaps_total", 0)), **data)
 
 
-def check_newest_pcap(report, directory, vni, stale_after, now):
+def check_newest_pcap(report, directory, pattern, vni, stale_after, now):
     files = []
-    for path in glob.glob(os.path.join(directory, "vni%s_*.pcap" % vni)):
+    for path in glob.glob(os.path.join(directory, host.pcap_glob(pattern, vni))):
         try:
             st = os.stat(path)
         except OSError:
@@ -728,7 +737,6 @@ def check_newest_pcap(report, directory, vni, stale_after, now):
 
 
 def tcpdump_counters(pid, log, timeout=2.0):
-    """Ask tcpdump for its counters (SIGUSR1) and read them from its log."""
     try:
         start = os.path.getsize(log)
     except OSError:
@@ -777,7 +785,6 @@ def vxlan_lower_iface(vni):
 
 
 def pcap_vnis(raw):
-    """VNIs of the VXLAN packets (Ethernet/IPv4/UDP) in a pcap byte string."""
     vnis = {}
     if len(raw) < PCAP_HEADER_BYTES:
         return vnis
@@ -797,7 +804,7 @@ def pcap_vnis(raw):
     return vnis
 
 
-def check_unmatched(report, vnis, seconds):
+def check_unmatched(report, vnis, vxlan_port, seconds):
     if seconds <= 0:
         report.add("unmatched", "skip", "sampling disabled (--sample-seconds 0)")
         return
@@ -806,7 +813,7 @@ def check_unmatched(report, vnis, seconds):
         report.add("unmatched", "fail", "cannot tell the mirror ENI: vxlan%s is missing (check mirrorcap-decap)" % vnis[0])
         return
     accepted = " or ".join("udp[12:4] >> 8 = %s" % v for v in vnis)
-    expr = "udp dst port %d and not (%s)" % (VXLAN_PORT, accepted)
+    expr = "udp dst port %d and not (%s)" % (vxlan_port, accepted)
     proc = subprocess.run(["timeout", str(seconds), "tcpdump", "-i", iface, "-n", "-p", "-s", "64", "-c", "10000",
                            "-Z", "root", "-w", "-", expr], capture_output=True)
     seen = pcap_vnis(proc.stdout)
@@ -848,14 +855,15 @@ def main(argv=None):
                         help="how long to watch the mirror ENI for unmatched VNIs (0 = skip)")
     args = parser.parse_args(argv)
     try:
-        env = read_env(ENV_FILE)
+        env = host.read_env()
         vnis = env["MIRRORCAP_VNIS"].split()
-        directory = env.get("MIRRORCAP_CAPTURE_DIR", "/var/log/tcpdump")
-        stale_after = int(env.get("MIRRORCAP_STALE_AFTER_SECONDS", "300"))
+        directory, pattern = env["MIRRORCAP_CAPTURE_DIR"], env["MIRRORCAP_PCAP_PATTERN"]
+        stale_after = int(env["MIRRORCAP_STALE_AFTER_SECONDS"])
+        vxlan_port = int(env["MIRRORCAP_VXLAN_PORT"])
         min_free_percent = float(env.get("MIRRORCAP_MIN_FREE_PERCENT", "0"))
         min_free_gib = float(env.get("MIRRORCAP_MIN_FREE_GIB", "0"))
     except (OSError, KeyError, ValueError) as e:
-        print("mirrorcap-health: cannot read %s: %s" % (ENV_FILE, e), file=sys.stderr)
+        print("mirrorcap-health: cannot read %s: %s" % (host.ENV_FILE, e), file=sys.stderr)
         return 2
 
     state_file = os.path.join(RUN_DIR, "health-state.json")
@@ -871,9 +879,9 @@ def main(argv=None):
     for vni in vnis:
         pids = check_tcpdump(report, vni)
         check_writing(report, vni, state)
-        check_newest_pcap(report, directory, vni, stale_after, now)
+        check_newest_pcap(report, directory, pattern, vni, stale_after, now)
         check_drops(report, vni, pids, state)
-    check_unmatched(report, vnis, args.sample_seconds)
+    check_unmatched(report, vnis, vxlan_port, args.sample_seconds)
     check_disk(report, directory, min_free_percent, min_free_gib)
 
     os.makedirs(RUN_DIR, exist_ok=True)
@@ -922,9 +930,9 @@ import subprocess
 import sys
 import tempfile
 
-ENV_FILE = os.environ.get("MIRRORCAP_ENV_FILE", "/etc/mirrorcap/mirrorcap.env")
-DEFAULT_DIR = "/var/log/tcpdump"
-NAME = re.compile(r"^vni(\d+)_(\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2})Z\.pcap$")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "lib", "mirrorcap"))
+import mirrorcap_host as host  # noqa: E402
+
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 EARLY_SLACK = dt.timedelta(seconds=5)
 
@@ -933,15 +941,14 @@ class Usage(Exception):
     pass
 
 
-def capture_dir():
+def settings(path):
     try:
-        with open(ENV_FILE) as f:
-            for line in f:
-                if line.startswith("MIRRORCAP_CAPTURE_DIR="):
-                    return line.split("=", 1)[1].strip().strip('"')
-    except OSError:
-        pass
-    return DEFAULT_DIR
+        env = host.read_env(path)
+        return env["MIRRORCAP_CAPTURE_DIR"], env["MIRRORCAP_PCAP_PATTERN"]
+    except OSError as exc:
+        raise Usage("cannot read %s: %s (--env-file)" % (path, exc.strerror))
+    except KeyError as exc:
+        raise Usage("%s sets no %s" % (path, exc))
 
 
 def parse_time(text):
@@ -963,21 +970,21 @@ def parse_span(text, flag):
     return dt.timedelta(seconds=float(m.group(1)) * UNITS[m.group(2) or "s"])
 
 
-def pcaps(directory, vni=None):
+def pcaps(directory, pattern, vni=None):
     found = []
     try:
         names = os.listdir(directory)
     except OSError as exc:
         raise Usage("cannot read %s: %s (are you in the pcap group?)" % (directory, exc.strerror))
     for name in names:
-        m = NAME.match(name)
-        if not m or (vni is not None and int(m.group(1)) != vni):
+        named = host.pcap_start(pattern, name)
+        if not named or (vni is not None and named[0] != vni):
             continue
         path = os.path.join(directory, name)
         st = os.stat(path)
-        start = dt.datetime.strptime(m.group(2), "%Y-%m-%dT%H-%M-%S").replace(tzinfo=dt.timezone.utc)
+        start = named[1]
         end = dt.datetime.fromtimestamp(st.st_mtime, dt.timezone.utc)
-        found.append({"path": path, "vni": int(m.group(1)), "start": start, "end": max(start, end), "bytes": st.st_size})
+        found.append({"path": path, "vni": named[0], "start": start, "end": max(start, end), "bytes": st.st_size})
     return sorted(found, key=lambda p: (p["start"], p["path"]))
 
 
@@ -1003,7 +1010,6 @@ def run(cmd):
 
 
 def extract(files, begin, end, bpf, display, out):
-    """mergecap (time order) -> tcpdump BPF -> tshark window + display filter -> out (pcap)."""
     tmp = tempfile.mkdtemp(prefix="mirrorcap-window-")
     try:
         merged = os.path.join(tmp, "merged.pcap")
@@ -1036,7 +1042,8 @@ def main(argv=None):
     p.add_argument("--before", help="before --at (overrides --window)")
     p.add_argument("--after", help="after --at (overrides --window)")
     p.add_argument("--vni", type=int, help="only this VNI's pcaps")
-    p.add_argument("--dir", default=None, help="capture directory (default: from %s)" % ENV_FILE)
+    p.add_argument("--dir", default=None, help="capture directory (default: the env file's)")
+    p.add_argument("--env-file", default=host.ENV_FILE, help="the host's settings: capture directory, pcap names (default %(default)s)")
     p.add_argument("--host", help="capture filter: this IP address")
     p.add_argument("--port", type=int, help="capture filter: this TCP/UDP port")
     p.add_argument("--bpf", help="capture filter (tcpdump syntax)")
@@ -1050,8 +1057,9 @@ def main(argv=None):
         before = parse_span(args.before or args.window, "--before" if args.before else "--window")
         after = parse_span(args.after or args.window, "--after" if args.after else "--window")
         begin, end = at - before, at + after
-        directory = args.dir or capture_dir()
-        files = covering(pcaps(directory, args.vni), begin, end)
+        default_dir, pattern = settings(args.env_file)
+        directory = args.dir or default_dir
+        files = covering(pcaps(directory, pattern, args.vni), begin, end)
         out = args.out
         if args.open and not out:
             out = "mirrorcap-%s.pcap" % at.astimezone(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -1080,11 +1088,11 @@ def main(argv=None):
             return 2
         print("wrote %s" % out, file=sys.stderr)
     if args.open:
-        termshark = os.environ.get("MIRRORCAP_TERMSHARK", "termshark")
-        if not shutil.which(termshark):
-            print("mirrorcap-window: termshark not found (bake installs it): the packets are in %s" % out, file=sys.stderr)
+        if not shutil.which("termshark"):
+            print("mirrorcap-window: termshark not found (the bake skips it when it cannot build it): "
+                  "the packets are in %s (tshark -r %s)" % (out, out), file=sys.stderr)
             return 2
-        os.execvp(termshark, [termshark, "-r", out])
+        os.execvp("termshark", ["termshark", "-r", out])
     return 0
 
 
@@ -1096,7 +1104,7 @@ mv -f '/usr/local/bin/mirrorcap-window.mirrorcap-new' '/usr/local/bin/mirrorcap-
 
 cat > '/etc/systemd/system/mirrorcap-storage.service.mirrorcap-new' <<'MIRRORCAP_ETC_SYSTEMD_SYSTEM_MIRRORCAP_STORAGE_SERVICE'
 [Unit]
-Description=mirrorcap: mount the pcap volume at /var/log/tcpdump
+Description=mirrorcap: mount the pcap volume at the capture directory
 Documentation=file:///usr/local/share/doc/mirrorcap/README
 After=local-fs.target
 ConditionPathExists=/etc/mirrorcap/mirrorcap.env
@@ -1235,7 +1243,7 @@ mv -f '/etc/systemd/system/mirrorcap-retention.timer.mirrorcap-new' '/etc/system
 if [ -d /run/systemd/system ]; then
   systemctl daemon-reload
 fi
-echo "mirrorcap bake: installed (12 files)"
+echo "mirrorcap bake: installed (13 files)$termshark"
 MIRRORCAP_BAKE
 bash "$bake"
 rm -f "$bake"

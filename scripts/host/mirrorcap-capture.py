@@ -22,8 +22,10 @@ import subprocess
 import sys
 import time
 
-ENV_FILE = "/etc/mirrorcap/mirrorcap.env"
-PATTERN = "{{ pcap_pattern }}"  # strftime, in UTC (the unit sets TZ=UTC)
+# The shared module: /usr/local/lib/mirrorcap, from /usr/local/libexec/mirrorcap.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "..", "lib", "mirrorcap"))
+import mirrorcap_host as host  # noqa: E402
+
 TICK_SECONDS = 1.0
 STUCK_SECONDS = 5.0  # packets seen on the interface this long without the file growing
 RESUME_FREE_BYTES = 64 << 20  # room needed before a new file is started after a full disk
@@ -39,8 +41,6 @@ def die(message):
     log(message)
     sys.exit(1)
 
-
-{% include "host/_read_env.py.j2" %}
 
 def on_its_own_volume(directory):
     """True when `directory` is the root of a mounted file system.
@@ -134,7 +134,8 @@ class Capture:
         self.command = ["tcpdump", "-i", self.iface, "-Q", "in", "-n", "-U",
                         "-B", env["MIRRORCAP_BUFFER_KIB"], "-s", env["MIRRORCAP_SNAPLEN"],
                         "-G", env["MIRRORCAP_ROTATE_SECONDS"],
-                        "-w", os.path.join(self.directory, PATTERN.format(vni=vni))]
+                        # strftime, in UTC (the unit sets TZ=UTC)
+                        "-w", os.path.join(self.directory, host.pcap_pattern(env["MIRRORCAP_PCAP_PATTERN"], vni))]
         self.log_path = os.path.join(run_dir, "tcpdump.log")
         self.state = State(os.path.join(run_dir, "state.json"))
         self.proc = None
@@ -245,7 +246,7 @@ def main(argv):
     if not run_dir:
         die("RUNTIME_DIRECTORY is not set: start me with systemctl start mirrorcap-capture@%s" % argv[1])
     try:
-        env = read_env(ENV_FILE)
+        env = host.read_env()
         Capture(argv[1], env, run_dir).run()
     except (OSError, KeyError) as e:
         die("cannot capture: %s" % e)

@@ -12,8 +12,8 @@ VNIS=${MIRRORCAP_VNIS:?MIRRORCAP_VNIS missing from $ENV_FILE}
 IMDS=http://169.254.169.254
 # Terraform attaches the mirror ENI after the instance starts: wait for it, bounded.
 WAIT_SECONDS=300
-VXLAN_PORT={{ vxlan_port }}
-VXLAN_OVERHEAD={{ vxlan_overhead }}
+VXLAN_PORT=${MIRRORCAP_VXLAN_PORT:?MIRRORCAP_VXLAN_PORT missing from $ENV_FILE}
+VXLAN_OVERHEAD=${MIRRORCAP_VXLAN_OVERHEAD:?MIRRORCAP_VXLAN_OVERHEAD missing from $ENV_FILE}
 
 die() { echo "mirrorcap-decap: $*" >&2; exit 1; }
 [[ $ENI_ID =~ ^eni-[0-9a-f]{8}([0-9a-f]{9})?$ ]] || die "MIRRORCAP_MIRROR_ENI_ID=$ENI_ID is not an ENI ID"

@@ -19,14 +19,14 @@ import subprocess
 import sys
 import time
 
-ENV_FILE = "/etc/mirrorcap/mirrorcap.env"
+# The shared module: /usr/local/lib/mirrorcap, from /usr/local/sbin.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "lib", "mirrorcap"))
+import mirrorcap_host as host  # noqa: E402
+
 RUN_DIR = "/run/mirrorcap"
 PCAP_HEADER_BYTES = 24
-VXLAN_PORT = {{ vxlan_port }}
 DROPS = re.compile(r"(\d+) packets? captured, (\d+) packets? received by filter, (\d+) packets? dropped by kernel")
 
-
-{% include "host/_read_env.py.j2" %}
 
 class Report:
     def __init__(self):
@@ -119,9 +119,9 @@ def check_writing(report, vni, state):
                    % (vni, capture.get("gaps_total", 0)), **data)
 
 
-def check_newest_pcap(report, directory, vni, stale_after, now):
+def check_newest_pcap(report, directory, pattern, vni, stale_after, now):
     files = []
-    for path in glob.glob(os.path.join(directory, "vni%s_*.pcap" % vni)):
+    for path in glob.glob(os.path.join(directory, host.pcap_glob(pattern, vni))):
         try:
             st = os.stat(path)
         except OSError:
@@ -219,7 +219,7 @@ def pcap_vnis(raw):
     return vnis
 
 
-def check_unmatched(report, vnis, seconds):
+def check_unmatched(report, vnis, vxlan_port, seconds):
     if seconds <= 0:
         report.add("unmatched", "skip", "sampling disabled (--sample-seconds 0)")
         return
@@ -230,7 +230,7 @@ def check_unmatched(report, vnis, seconds):
     # The kernel filter keeps only VXLAN packets whose VNI (UDP payload bytes 4-6)
     # is not configured, so the sample is small even under heavy mirroring.
     accepted = " or ".join("udp[12:4] >> 8 = %s" % v for v in vnis)
-    expr = "udp dst port %d and not (%s)" % (VXLAN_PORT, accepted)
+    expr = "udp dst port %d and not (%s)" % (vxlan_port, accepted)
     # -Z root: distribution builds otherwise switch users; -w -: no file to create.
     proc = subprocess.run(["timeout", str(seconds), "tcpdump", "-i", iface, "-n", "-p", "-s", "64", "-c", "10000",
                            "-Z", "root", "-w", "-", expr], capture_output=True)
@@ -273,14 +273,15 @@ def main(argv=None):
                         help="how long to watch the mirror ENI for unmatched VNIs (0 = skip)")
     args = parser.parse_args(argv)
     try:
-        env = read_env(ENV_FILE)
+        env = host.read_env()
         vnis = env["MIRRORCAP_VNIS"].split()
-        directory = env.get("MIRRORCAP_CAPTURE_DIR", "{{ host.capture_dir }}")
-        stale_after = int(env.get("MIRRORCAP_STALE_AFTER_SECONDS", "{{ host.stale_after_seconds }}"))
+        directory, pattern = env["MIRRORCAP_CAPTURE_DIR"], env["MIRRORCAP_PCAP_PATTERN"]
+        stale_after = int(env["MIRRORCAP_STALE_AFTER_SECONDS"])
+        vxlan_port = int(env["MIRRORCAP_VXLAN_PORT"])
         min_free_percent = float(env.get("MIRRORCAP_MIN_FREE_PERCENT", "0"))
         min_free_gib = float(env.get("MIRRORCAP_MIN_FREE_GIB", "0"))
     except (OSError, KeyError, ValueError) as e:
-        print("mirrorcap-health: cannot read %s: %s" % (ENV_FILE, e), file=sys.stderr)
+        print("mirrorcap-health: cannot read %s: %s" % (host.ENV_FILE, e), file=sys.stderr)
         return 2
 
     state_file = os.path.join(RUN_DIR, "health-state.json")
@@ -296,9 +297,9 @@ def main(argv=None):
     for vni in vnis:
         pids = check_tcpdump(report, vni)
         check_writing(report, vni, state)
-        check_newest_pcap(report, directory, vni, stale_after, now)
+        check_newest_pcap(report, directory, pattern, vni, stale_after, now)
         check_drops(report, vni, pids, state)
-    check_unmatched(report, vnis, args.sample_seconds)
+    check_unmatched(report, vnis, vxlan_port, args.sample_seconds)
     check_disk(report, directory, min_free_percent, min_free_gib)
 
     os.makedirs(RUN_DIR, exist_ok=True)

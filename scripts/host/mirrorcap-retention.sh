@@ -14,11 +14,15 @@ ENV_FILE=/etc/mirrorcap/mirrorcap.env
 DIR=${MIRRORCAP_CAPTURE_DIR:?MIRRORCAP_CAPTURE_DIR missing from $ENV_FILE}
 DAYS=${MIRRORCAP_RETENTION_DAYS:?MIRRORCAP_RETENTION_DAYS missing from $ENV_FILE}
 VNIS=${MIRRORCAP_VNIS:?MIRRORCAP_VNIS missing from $ENV_FILE}
+PATTERN=${MIRRORCAP_PCAP_PATTERN:?MIRRORCAP_PCAP_PATTERN missing from $ENV_FILE}
 MIN_FREE_PERCENT=${MIRRORCAP_MIN_FREE_PERCENT:-0}
 MIN_FREE_GIB=${MIRRORCAP_MIN_FREE_GIB:-0}
 NOW=$(date +%s)
 
 log() { echo "mirrorcap-retention: $*"; }
+# The names of VNI $1's pcaps (* = every VNI's): the capture's strftime pattern
+# with each %X as * (as mirrorcap_host.pcap_glob derives it for the Python scripts).
+pcap_glob() { local g=${PATTERN//"{vni}"/$1}; echo "${g//%?/*}"; }
 [ -d "$DIR" ] || { log "$DIR does not exist (mirrorcap-storage has not run): nothing to do"; exit 0; }
 # Device numbers, not mountpoint(1): ReadWritePaths= bind-mounts the directory in
 # this unit, which mountpoint would take for the volume.
@@ -29,17 +33,21 @@ fi
 
 # mtime (integer seconds) and name, oldest first; -maxdepth 1 and -type f keep
 # subdirectories, symlinks and anything else out of reach.
-mapfile -t files < <(find "$DIR" -maxdepth 1 -type f -name 'vni*_*.pcap' -printf '%T@ %f\n' | sort -n -k1,1 -k2,2)
+mapfile -t files < <(find "$DIR" -maxdepth 1 -type f -name "$(pcap_glob '*')" -printf '%T@ %f\n' | sort -n -k1,1 -k2,2)
 
-declare -A captured=() newest=()
-for vni in $VNIS; do captured["vni$vni"]=1; done
+declare -A glob=() newest=()
+for vni in $VNIS; do glob[$vni]=$(pcap_glob "$vni"); done
 for entry in "${files[@]}"; do
   name=${entry#* }
-  newest[${name%%_*}]=$name
+  for vni in "${!glob[@]}"; do
+    # shellcheck disable=SC2053  # the right side is a glob
+    if [[ $name == ${glob[$vni]} ]]; then newest[$vni]=$name; fi
+  done
 done
 protected() {
-  local vni=${1%%_*}
-  [ -n "${captured[$vni]:-}" ] && [ "${newest[$vni]}" = "$1" ]
+  local vni
+  for vni in "${!newest[@]}"; do [ "${newest[$vni]}" != "$1" ] || return 0; done
+  return 1
 }
 
 deleted=0

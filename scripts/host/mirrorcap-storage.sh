@@ -19,8 +19,8 @@ WAIT_SECONDS=300
 BY_ID_DIR=/dev/disk/by-id
 # Xen (pre-Nitro) types have no NVMe serial: the attachment's device name, as Xen names it.
 XEN_DEVICE=/dev/xvdf
-CAPTURE_USER={{ capture_user }}
-CAPTURE_GROUP={{ capture_group }}
+CAPTURE_USER=${MIRRORCAP_CAPTURE_USER:?MIRRORCAP_CAPTURE_USER missing from $ENV_FILE}
+CAPTURE_GROUP=${MIRRORCAP_CAPTURE_GROUP:?MIRRORCAP_CAPTURE_GROUP missing from $ENV_FILE}
 
 die() { echo "mirrorcap-storage: $*" >&2; exit 1; }
 

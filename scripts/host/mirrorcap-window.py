@@ -22,10 +22,10 @@ import subprocess
 import sys
 import tempfile
 
-ENV_FILE = os.environ.get("MIRRORCAP_ENV_FILE", "/etc/mirrorcap/mirrorcap.env")
-DEFAULT_DIR = "{{ host.capture_dir }}"
-# The capture unit's -w pattern: vni<VNI>_%Y-%m-%dT%H-%M-%SZ.pcap, in UTC.
-NAME = re.compile(r"^vni(\d+)_(\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2})Z\.pcap$")
+# The shared module: /usr/local/lib/mirrorcap, from /usr/local/bin.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "lib", "mirrorcap"))
+import mirrorcap_host as host  # noqa: E402
+
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 # tcpdump -G names a file by the wall clock when it opens it, but the kernel
 # hands packets over in blocks (TPACKET_V3, up to ~1 s late on a quiet link):
@@ -39,15 +39,15 @@ class Usage(Exception):
     pass
 
 
-def capture_dir():
+def settings(path):
+    """(capture directory, pcap name pattern) from the host's env file."""
     try:
-        with open(ENV_FILE) as f:
-            for line in f:
-                if line.startswith("MIRRORCAP_CAPTURE_DIR="):
-                    return line.split("=", 1)[1].strip().strip('"')
-    except OSError:
-        pass
-    return DEFAULT_DIR
+        env = host.read_env(path)
+        return env["MIRRORCAP_CAPTURE_DIR"], env["MIRRORCAP_PCAP_PATTERN"]
+    except OSError as exc:
+        raise Usage("cannot read %s: %s (--env-file)" % (path, exc.strerror))
+    except KeyError as exc:
+        raise Usage("%s sets no %s" % (path, exc))
 
 
 def parse_time(text):
@@ -69,21 +69,21 @@ def parse_span(text, flag):
     return dt.timedelta(seconds=float(m.group(1)) * UNITS[m.group(2) or "s"])
 
 
-def pcaps(directory, vni=None):
+def pcaps(directory, pattern, vni=None):
     found = []
     try:
         names = os.listdir(directory)
     except OSError as exc:
         raise Usage("cannot read %s: %s (are you in the pcap group?)" % (directory, exc.strerror))
     for name in names:
-        m = NAME.match(name)
-        if not m or (vni is not None and int(m.group(1)) != vni):
+        named = host.pcap_start(pattern, name)
+        if not named or (vni is not None and named[0] != vni):
             continue
         path = os.path.join(directory, name)
         st = os.stat(path)
-        start = dt.datetime.strptime(m.group(2), "%Y-%m-%dT%H-%M-%S").replace(tzinfo=dt.timezone.utc)
+        start = named[1]
         end = dt.datetime.fromtimestamp(st.st_mtime, dt.timezone.utc)
-        found.append({"path": path, "vni": int(m.group(1)), "start": start, "end": max(start, end), "bytes": st.st_size})
+        found.append({"path": path, "vni": named[0], "start": start, "end": max(start, end), "bytes": st.st_size})
     return sorted(found, key=lambda p: (p["start"], p["path"]))
 
 
@@ -144,7 +144,8 @@ def main(argv=None):
     p.add_argument("--before", help="before --at (overrides --window)")
     p.add_argument("--after", help="after --at (overrides --window)")
     p.add_argument("--vni", type=int, help="only this VNI's pcaps")
-    p.add_argument("--dir", default=None, help="capture directory (default: from %s)" % ENV_FILE)
+    p.add_argument("--dir", default=None, help="capture directory (default: the env file's)")
+    p.add_argument("--env-file", default=host.ENV_FILE, help="the host's settings: capture directory, pcap names (default %(default)s)")
     p.add_argument("--host", help="capture filter: this IP address")
     p.add_argument("--port", type=int, help="capture filter: this TCP/UDP port")
     p.add_argument("--bpf", help="capture filter (tcpdump syntax)")
@@ -158,8 +159,9 @@ def main(argv=None):
         before = parse_span(args.before or args.window, "--before" if args.before else "--window")
         after = parse_span(args.after or args.window, "--after" if args.after else "--window")
         begin, end = at - before, at + after
-        directory = args.dir or capture_dir()
-        files = covering(pcaps(directory, args.vni), begin, end)
+        default_dir, pattern = settings(args.env_file)
+        directory = args.dir or default_dir
+        files = covering(pcaps(directory, pattern, args.vni), begin, end)
         out = args.out
         if args.open and not out:
             out = "mirrorcap-%s.pcap" % at.astimezone(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -188,11 +190,11 @@ def main(argv=None):
             return 2
         print("wrote %s" % out, file=sys.stderr)
     if args.open:
-        termshark = os.environ.get("MIRRORCAP_TERMSHARK", "termshark")
-        if not shutil.which(termshark):
-            print("mirrorcap-window: termshark not found (bake installs it): the packets are in %s" % out, file=sys.stderr)
+        if not shutil.which("termshark"):
+            print("mirrorcap-window: termshark not found (the bake skips it when it cannot build it): "
+                  "the packets are in %s (tshark -r %s)" % (out, out), file=sys.stderr)
             return 2
-        os.execvp(termshark, [termshark, "-r", out])
+        os.execvp("termshark", ["termshark", "-r", out])
     return 0
 
 

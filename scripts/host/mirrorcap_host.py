@@ -1,5 +1,16 @@
-# /etc/mirrorcap/mirrorcap.env as a dict (KEY=value lines, quotes dropped; not run by a shell).
-def read_env(path):
+"""What the host's Python scripts share: the env file and the pcap names.
+
+Installed as /usr/local/lib/mirrorcap/mirrorcap_host.py; capture, health and
+mirrorcap-window import it from there. Python 3.9 stdlib only.
+"""
+import datetime as dt
+import re
+
+ENV_FILE = "/etc/mirrorcap/mirrorcap.env"
+
+
+def read_env(path=ENV_FILE):
+    """The env file as a dict (KEY=value lines, quotes dropped; not run by a shell)."""
     values = {}
     with open(path) as f:
         for line in f:
@@ -8,3 +19,29 @@ def read_env(path):
                 key, value = line.split("=", 1)
                 values[key] = value.strip().strip('"')
     return values
+
+
+# MIRRORCAP_PCAP_PATTERN is tcpdump -G's file name (strftime, UTC) with {vni}:
+# everything else about pcap names is derived from it (retention does the same in shell).
+def pcap_pattern(pattern, vni):
+    """The -w pattern of one VNI's capture."""
+    return pattern.replace("{vni}", str(vni))
+
+
+def pcap_glob(pattern, vni="*"):
+    """The names of one VNI's pcaps (of every VNI's by default) as a glob."""
+    return re.sub("%.", "*", pcap_pattern(pattern, vni))
+
+
+def pcap_start(pattern, name):
+    """(VNI, start time in UTC) of a pcap named by `pattern`, None for any other name."""
+    parts = [r"(\d+)" if p == "{vni}" else ".+" if p.startswith("%") else re.escape(p)
+             for p in re.split(r"(\{vni\}|%.)", pattern)]
+    m = re.fullmatch("".join(parts), name)
+    if not m:
+        return None
+    try:
+        start = dt.datetime.strptime(name, pcap_pattern(pattern, m.group(1)))
+    except ValueError:
+        return None
+    return int(m.group(1)), start.replace(tzinfo=dt.timezone.utc)

@@ -7,15 +7,18 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import subprocess
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
-from hostenv import RENDERED, needs_root
+from hostenv import ENV_FILE, RENDERED, needs_root
 
 WINDOW = RENDERED / "usr/local/bin/mirrorcap-window"
+# The pcap names the host's env file gives (its capture directory is /var/log/tcpdump: the tests pass --dir).
+(PATTERN,) = re.findall(r'^MIRRORCAP_PCAP_PATTERN="(.*)"$', ENV_FILE.read_text(), re.M)
 
 SENDER = r"""
 import socket, time
@@ -37,7 +40,7 @@ def pcaps(tmp_path_factory) -> Path:
     script = f"""
 set -e
 ip link set lo up
-tcpdump -i lo -n -U -Z root -G 1 -w '{d}/vni7_%Y-%m-%dT%H-%M-%SZ.pcap' udp 2>/dev/null &
+tcpdump -i lo -n -U -Z root -G 1 -w '{d}/{PATTERN.replace("{vni}", "7")}' udp 2>/dev/null &
 pid=$!
 sleep 1
 python3 -c '{SENDER}'
@@ -64,8 +67,8 @@ def packets(*files: Path, display: str = "") -> list[tuple[float, int]]:
     return sorted(out)
 
 
-def window(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([str(WINDOW), *args], capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=60)
+def window(*args: str, env_file: Path = ENV_FILE, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([str(WINDOW), "--env-file", str(env_file), *args], capture_output=True, text=True, timeout=60, **kwargs)
 
 
 def test_window_is_python_39_and_installed_by_bake():
@@ -106,6 +109,18 @@ def test_extract_is_exactly_the_window_and_the_port(pcaps, tmp_path):
 
 
 @needs_root
+def test_the_capture_directory_comes_from_the_env_file(pcaps, tmp_path):
+    env = tmp_path / "mirrorcap.env"
+    env.write_text(re.sub(r"^MIRRORCAP_CAPTURE_DIR=.*$", f"MIRRORCAP_CAPTURE_DIR={pcaps}", ENV_FILE.read_text(), flags=re.M))
+    listing = window("--at", "now", "--window", "1h", "--vni", "7", "--json", env_file=env)
+    assert listing.returncode == 0, listing.stderr
+    assert json.loads(listing.stdout)["directory"] == str(pcaps)
+    assert len(json.loads(listing.stdout)["pcaps"]) == len(list(pcaps.glob("vni7_*.pcap")))
+    missing = window("--at", "now", env_file=tmp_path / "nowhere.env")
+    assert missing.returncode == 2 and "nowhere.env" in missing.stderr
+
+
+@needs_root
 def test_refusals(pcaps, tmp_path):
     naive = window("--at", "2026-11-25T10:15:00", "--dir", str(pcaps))
     assert naive.returncode == 2 and "no time zone" in naive.stderr
@@ -126,8 +141,8 @@ def test_open_hands_the_extract_to_termshark(pcaps, tmp_path):
     fake.chmod(0o755)
     newest = max(packets(*sorted(pcaps.glob("vni7_*.pcap"))))[0]
     at = datetime.fromtimestamp(newest, timezone.utc).isoformat()
-    result = subprocess.run([str(WINDOW), "--at", at, "--window", "2s", "--dir", str(pcaps), "--vni", "7", "--open"], cwd=tmp_path,
-                            capture_output=True, text=True, env={**os.environ, "MIRRORCAP_TERMSHARK": str(fake)})
+    result = window("--at", at, "--window", "2s", "--dir", str(pcaps), "--vni", "7", "--open", cwd=tmp_path,
+                    env={**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"})
     assert result.returncode == 0, result.stderr
     args = (tmp_path / "termshark.args").read_text().split()
     assert args[0] == "-r" and (tmp_path / args[1]).is_file() and len(packets(tmp_path / args[1])) > 0
@@ -140,8 +155,8 @@ def test_extract_is_created_exclusively_with_the_pcaps_mode(pcaps, tmp_path):
     newest = max(packets(*sorted(pcaps.glob("vni7_*.pcap"))))[0]
     at = datetime.fromtimestamp(newest, timezone.utc).isoformat()
     out = tmp_path / "err.pcap"
-    made = subprocess.run(["sh", "-c", 'umask 022; exec "$@"', "sh", str(WINDOW), "--at", at, "--window", "2s",
-                           "--dir", str(pcaps), "--vni", "7", "--out", str(out)], capture_output=True, text=True)
+    made = subprocess.run(["sh", "-c", 'umask 022; exec "$@"', "sh", str(WINDOW), "--env-file", str(ENV_FILE), "--at", at,
+                           "--window", "2s", "--dir", str(pcaps), "--vni", "7", "--out", str(out)], capture_output=True, text=True)
     assert made.returncode == 0, made.stderr
     assert oct(out.stat().st_mode & 0o777) == "0o640" and packets(out)
     assert not list(tmp_path.glob(".mirrorcap-window-*"))  # no partial left behind

@@ -1,8 +1,9 @@
-"""Jinja2 rendering of the host bootstrap (scripts/) and the tree in rendered/.
+"""The host bootstrap (scripts/) for one capture, and the tree in rendered/.
 
-Instance-independent files (scripts, units, bake.sh) are rendered per capture
-because the capture directory and VNIs may differ; instance-specific IDs only
-reach the host through /etc/mirrorcap/mirrorcap.env, written by the user data.
+The host's scripts are plain files that read /etc/mirrorcap/mirrorcap.env; Jinja
+renders only what must carry a value: the env file (written by the user data),
+the user data, bake.sh, and the two units whose directives systemd cannot fill
+from a variable (the capture directory and the capture identity).
 """
 
 from __future__ import annotations
@@ -10,18 +11,16 @@ from __future__ import annotations
 import ast
 import functools
 import gzip
+import re
 from dataclasses import dataclass
 
 import jinja2
 
 from .. import aws_limits as L
-from .. import project
+from .. import contract, project
 from ..inventory.model import Capture, Inventory
 from ..errors import MirrorcapError, Problem
 
-LIBEXEC = "/usr/local/libexec/mirrorcap"
-CAPTURE_USER = "mirrorcap"
-CAPTURE_GROUP = "pcap"
 TERMSHARK_VERSION = "v2.4.0"
 # Placeholders in rendered/ where Terraform supplies the real IDs in user data.
 VOLUME_PLACEHOLDER = "REPLACE-with-pcap_volume_id-output"
@@ -55,29 +54,35 @@ def environment() -> jinja2.Environment:
                               comment_start_string="<%#", comment_end_string="#%>")
 
 
-# tcpdump -G's file name for one VNI (strftime, UTC): the capture writes it, and
-# retention, health and mirrorcap-window find pcaps by it.
-PCAP_PATTERN = "vni{vni}_%Y-%m-%dT%H-%M-%SZ.pcap"
-
-
 def _context(capture: Capture) -> dict:
-    return {"capture": capture, "host": capture.host, "libexec": LIBEXEC, "capture_user": CAPTURE_USER,
-            "capture_group": CAPTURE_GROUP, "vxlan_port": L.VXLAN_PORT, "vxlan_overhead": L.VXLAN_OVERHEAD_BYTES,
-            "pcap_pattern": PCAP_PATTERN, "termshark_version": TERMSHARK_VERSION}
+    return {"capture": capture, "host": capture.host, "capture_user": contract.CAPTURE_USER,
+            "capture_group": contract.CAPTURE_GROUP, "vxlan_port": L.VXLAN_PORT, "vxlan_overhead": L.VXLAN_OVERHEAD_BYTES,
+            "pcap_pattern": contract.PCAP_PATTERN, "termshark_version": TERMSHARK_VERSION}
+
+
+UNITS = "/etc/systemd/system"
+# scripts/host/<source> -> where the host has it (and its mode); a .j2 source is rendered.
+HOST_FILES = (
+    ("mirrorcap_host.py", f"{contract.HOST_LIB}/mirrorcap_host.py", "0644"),  # shared by the Python scripts
+    ("mirrorcap-storage.sh", f"{contract.LIBEXEC}/storage", "0755"),
+    ("mirrorcap-decap.sh", f"{contract.LIBEXEC}/decap", "0755"),
+    ("mirrorcap-capture.py", f"{contract.LIBEXEC}/capture", "0755"),
+    ("mirrorcap-retention.sh", f"{contract.LIBEXEC}/retention", "0755"),
+    ("mirrorcap-boot.sh", "/usr/local/sbin/mirrorcap-boot", "0755"),
+    ("mirrorcap-health.py", "/usr/local/sbin/mirrorcap-health", "0755"),
+    ("mirrorcap-window.py", "/usr/local/bin/mirrorcap-window", "0755"),
+    ("mirrorcap-storage.service", f"{UNITS}/mirrorcap-storage.service", "0644"),
+    ("mirrorcap-decap.service", f"{UNITS}/mirrorcap-decap.service", "0644"),
+    ("mirrorcap-capture@.service.j2", f"{UNITS}/mirrorcap-capture@.service", "0644"),
+    ("mirrorcap-retention.service.j2", f"{UNITS}/mirrorcap-retention.service", "0644"),
+    ("mirrorcap-retention.timer", f"{UNITS}/mirrorcap-retention.timer", "0644"),
+)
 
 
 def host_files(capture: Capture) -> list[HostFile]:
-    env, ctx = environment(), _context(capture)
-    scripts = [("mirrorcap-storage.sh.j2", f"{LIBEXEC}/storage"), ("mirrorcap-decap.sh.j2", f"{LIBEXEC}/decap"),
-               ("mirrorcap-capture.py.j2", f"{LIBEXEC}/capture"), ("mirrorcap-retention.sh.j2", f"{LIBEXEC}/retention"),
-               ("mirrorcap-boot.sh.j2", "/usr/local/sbin/mirrorcap-boot"),
-               ("mirrorcap-health.py.j2", "/usr/local/sbin/mirrorcap-health"),
-               ("mirrorcap-window.py.j2", "/usr/local/bin/mirrorcap-window")]
-    units = ["mirrorcap-storage.service", "mirrorcap-decap.service", "mirrorcap-capture@.service",
-             "mirrorcap-retention.service", "mirrorcap-retention.timer"]
-    files = [HostFile(dest, env.get_template(f"host/{src}").render(ctx), "0755") for src, dest in scripts]
-    files += [HostFile(f"/etc/systemd/system/{u}", env.get_template(f"host/{u}.j2").render(ctx), "0644") for u in units]
-    return files
+    env, ctx, scripts = environment(), _context(capture), project.scripts_dir() / "host"
+    return [HostFile(dest, env.get_template(f"host/{src}").render(ctx) if src.endswith(".j2")
+                     else (scripts / src).read_text(), mode) for src, dest, mode in HOST_FILES]
 
 
 def bake_script(capture: Capture, files: list[HostFile]) -> str:
@@ -85,7 +90,7 @@ def bake_script(capture: Capture, files: list[HostFile]) -> str:
 
 
 def env_file(capture: Capture, volume_id: str, eni_id: str) -> str:
-    return environment().get_template("mirrorcap.env.j2").render(capture=capture, volume_id=volume_id, eni_id=eni_id)
+    return environment().get_template("mirrorcap.env.j2").render(volume_id=volume_id, eni_id=eni_id, **_context(capture))
 
 
 def bakes_at_boot(capture: Capture) -> bool:
@@ -93,19 +98,44 @@ def bakes_at_boot(capture: Capture) -> bool:
     return capture.ami is None
 
 
+# A here-document (where a # line is data), not a here-string (<<<) or a shift.
+_HEREDOC = re.compile(r"(?<!<)<<(?!<)-?\s*['\"]?[A-Za-z_]")
+
+
 def without_comment_lines(f: HostFile) -> HostFile:
     """The file as an unbaked host receives it in its user data (16 KB gzipped at
-    most): the same code without its comment-only lines. A baked AMI gets the
-    files as they are. Python must parse to the same AST; shell with a here-document
-    (where a # line is data) is sent whole."""
+    most): the same code without its comment-only lines and, in Python, without
+    the docstrings of functions and classes. A baked AMI gets the files as they
+    are. Python must parse to the same AST less those docstrings; shell with a
+    here-document is sent whole."""
     first, *rest = f.content.split("\n")
     stripped = "\n".join([first] + [line for line in rest if not line.lstrip().startswith("#")])
-    if first.startswith("#!/usr/bin/python3"):
-        if ast.dump(ast.parse(stripped)) != ast.dump(ast.parse(f.content)):
-            return f
-    elif "<<" in f.content:
+    if f.path.endswith(".py") or first.startswith("#!/usr/bin/python3"):
+        return _without_inner_docstrings(f, stripped)
+    if _HEREDOC.search(f.content):
         return f
     return HostFile(f.path, stripped, f.mode)
+
+
+def _inner_docstrings(tree: ast.Module) -> list[ast.FunctionDef | ast.ClassDef]:
+    """Functions and classes whose docstring is not their only statement. None when
+    the code reads a __doc__ attribute (the module's own docstring always stays)."""
+    nodes = list(ast.walk(tree))
+    if any(isinstance(n, ast.Attribute) and n.attr == "__doc__" for n in nodes):
+        return []
+    return [n for n in nodes if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and len(n.body) > 1
+            and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)
+            and isinstance(n.body[0].value.value, str)]
+
+
+def _without_inner_docstrings(f: HostFile, text: str) -> HostFile:
+    lines = text.split("\n")
+    drop = {i for n in _inner_docstrings(ast.parse(text)) for i in range(n.body[0].lineno - 1, n.body[0].end_lineno)}
+    stripped = "\n".join(line for i, line in enumerate(lines) if i not in drop)
+    want = ast.parse(f.content)
+    for n in _inner_docstrings(want):
+        n.body = n.body[1:]
+    return HostFile(f.path, stripped, f.mode) if ast.dump(ast.parse(stripped)) == ast.dump(want) else f
 
 
 def user_data(capture: Capture, volume_id: str, eni_id: str) -> str:
