@@ -85,3 +85,21 @@ bench-capture: setup boot-lab
 
 clean:
 	rm -rf cdktf.out bench/out .pytest_cache
+
+# The capture host's AMI for one capture: render, then Packer (>= 1.10, with AWS
+# credentials) builds packer/ from the latest Amazon Linux 2023 and bake.sh; the
+# last line says where the AMI ID goes in the inventory (packer/README.md).
+# More Packer variables: PACKER_ARGS='-var subnet_id=subnet-... -var ssh_interface=session_manager'.
+.PHONY: bake
+bake:
+	@test -n "$(CAPTURE)" || { echo "usage: make bake CAPTURE=<capture name> [PACKER_ARGS='-var subnet_id=...']"; exit 2; }
+	@v=$$(packer version 2>/dev/null | sed -n '1s/^Packer v\([0-9]*\)\.\([0-9]*\).*/\1 \2/p'); \
+	if [ -z "$$v" ]; then echo "bake: packer is not installed: install Packer >= 1.10 (developer.hashicorp.com/packer/install), then run make bake again"; exit 1; fi; \
+	read -r major minor <<< "$$v"; \
+	if [ "$$major" -lt 1 ] || { [ "$$major" = 1 ] && [ "$$minor" -lt 10 ]; }; then echo "bake: packer $$major.$$minor is older than 1.10 (no packer init): install a current Packer, then run make bake again"; exit 1; fi
+	@$(MAKE) --no-print-directory setup
+	$(BIN)/mirrorcap render --inventory $(INVENTORY)
+	$(BIN)/python -m mirrorcap.workflow.bake vars --capture $(CAPTURE) --inventory $(INVENTORY)
+	packer init packer
+	packer build -var-file=cdktf.out/bake/$(CAPTURE).pkrvars.json $(PACKER_ARGS) packer
+	@$(BIN)/python -m mirrorcap.workflow.bake result --capture $(CAPTURE) --inventory $(INVENTORY)
