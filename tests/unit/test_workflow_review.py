@@ -142,10 +142,25 @@ def test_a_huge_plan_is_cut_below_githubs_limit_keeping_head_tail_and_a_closed_f
     body = R.comment("big", plan=R.PlanSummary((), add=6000), plan_text=text, sessions=sessions, lock_name="capture.lock.json")
     assert len(text) > R.COMMENT_LIMIT and len(body) <= R.BUDGET < R.COMMENT_LIMIT
     assert "Terraform will perform the following actions:" in body and "Plan: 6000 to add, 0 to change, 0 to destroy." in body
-    assert re.search(r"… \d+ lines not shown \([\d,]+ characters in all\)", body)
+    assert re.search(r"… \d+ line\(s\) not shown \([\d,]+ characters in all\)", body)
     assert "- … and 1400 more sessions (see the full plan)" in body
     fence = re.search(r"\n(`{4,})\n", body).group(1)  # longer than the ``` inside the plan
     assert body.rstrip().endswith(f"{fence}\n\n</details>") and body.count(fence) == 2
+
+
+def test_the_longest_descriptions_on_a_thousand_sessions_still_fit():
+    worst = "mirrorcap big: " + "&<>@`" * 51  # 255 characters, each escaped to several
+    changes = [{"address": f'aws_ec2_traffic_mirror_session.source["eni-{n:017x}"]', "mode": "managed", "type": R.SESSION_TYPE,
+                "index": f"eni-{n:017x}", "change": {"actions": ["create"], "before": None,
+                                                     "after": {"description": worst, "session_number": 1}}} for n in range(1000)]
+    plan = R.summarize_plan({"format_version": "1.2", "planned_values": {}, "resource_changes": changes})
+    lock = [R.SessionChange(f"eni-{n:017x}", "new", None, 1) for n in range(1000)]
+    sentences = R.session_sentences("big", lock, plan)
+    assert all(len(s) < 600 for s in sentences) and sentences[0].endswith("…: new session 1")
+    body = R.comment("big", plan=plan, plan_text="x" * 200_000, sessions=sentences, lock_name="capture.lock.json")
+    assert len(body) <= R.BUDGET
+    assert re.search(r"- … and \d+ more sessions \(see the full plan\)", body)
+    assert re.search(r"\| \| \| … and \d+ more \(see the full plan\) \|", body)
 
 
 def test_a_failed_plan_posts_terraforms_output():

@@ -293,6 +293,7 @@ SESSION_TYPE = "aws_ec2_traffic_mirror_session"
 # Session arguments a plan may change in place, worth naming in a sentence.
 SESSION_ARGS = ("session_number", "virtual_network_id", "packet_length", "description", "traffic_mirror_filter_id",
                 "traffic_mirror_target_id")
+LABEL_CHARS = 80  # of a session's description, in its sentence
 _EXPECTED = {"new": {"create"}, "removed": {"delete"}, "renumbered": {"update", "replace"}}
 
 
@@ -304,7 +305,8 @@ def _label(stack: str, source: str, rc: ResourceChange | None) -> str:
         # mirroring.py describes a session as "mirrorcap <capture>: <description or source ID>"
         text = description.removeprefix(f"mirrorcap {stack}: ")
         if text and text != source:
-            return f"{ident} {md_escape(text)}"
+            short = text if len(text) <= LABEL_CHARS else text[:LABEL_CHARS - 1] + "…"
+            return f"{ident} {md_escape(short)}"
     return ident
 
 
@@ -354,6 +356,7 @@ def session_sentences(stack: str, changes: Sequence[SessionChange], plan: PlanSu
 COMMENT_LIMIT = 65_536  # GitHub's maximum comment body, in characters
 BUDGET = 60_000  # what a comment may fill: a wide margin under the limit
 MAX_LINES = 100  # per list (sessions, resources): a 1,000-source stack still fits
+LIST_BUDGET = 15_000  # characters per list, whatever its lines hold: the plan keeps the rest
 _SYMBOL = {"create": "+", "update": "~", "delete": "-", "replace": "-/+", "forget": ".", "import": "←"}
 
 
@@ -370,11 +373,22 @@ def md_escape(text: str) -> str:
     return text.replace("@", "@\u200b")
 
 
+def _capped(rows: Sequence[str], more: str) -> list[str]:
+    """The first rows that fit MAX_LINES and LIST_BUDGET, then `more` naming how many were left out."""
+    shown: list[str] = []
+    used = 0
+    for row in rows[:MAX_LINES]:
+        if used + len(row) + 1 > LIST_BUDGET:
+            break
+        shown.append(row)
+        used += len(row) + 1
+    if len(shown) < len(rows):
+        shown.append(more.format(n=len(rows) - len(shown)))
+    return shown
+
+
 def _bullets(lines: Sequence[str], what: str) -> str:
-    shown = [f"- {line}" for line in lines[:MAX_LINES]]
-    if len(lines) > MAX_LINES:
-        shown.append(f"- … and {len(lines) - MAX_LINES} more {what} (see the full plan)")
-    return "\n".join(shown)
+    return "\n".join(_capped([f"- {line}" for line in lines], f"- … and {{n}} more {what} (see the full plan)"))
 
 
 def _fence(text: str) -> str:
@@ -406,7 +420,7 @@ def truncate(text: str, budget: int) -> str:
         tail.insert(0, line)
         used += len(line) + 1
     skipped = len(lines) - len(head) - len(tail)
-    note = f"… {skipped} lines not shown ({len(text):,} characters in all): the whole plan is in the workflow run's log …"
+    note = f"… {skipped} line(s) not shown ({len(text):,} characters in all): the whole plan is in the workflow run's log …"
     return "\n".join([*head, note, *tail])
 
 
@@ -431,9 +445,8 @@ def comment(stack: str, *, plan: PlanSummary | None, plan_text: str, sessions: S
     else:
         parts.append(f"Mirror sessions: no session number changes in `{lock_name}`.")
     if plan is not None and plan.changes:
-        rows = [f"| `{_SYMBOL.get(rc.action, '?')}` | {rc.action} | `{rc.address}` |" for rc in plan.changes[:MAX_LINES]]
-        if len(plan.changes) > MAX_LINES:
-            rows.append(f"| | | … and {len(plan.changes) - MAX_LINES} more (see the full plan) |")
+        rows = _capped([f"| `{_SYMBOL.get(rc.action, '?')}` | {rc.action} | `{rc.address}` |" for rc in plan.changes],
+                       "| | | … and {n} more (see the full plan) |")
         parts.append(_details(f"Resource changes ({len(plan.changes)})", "| | action | address |\n| --- | --- | --- |\n"
                               + "\n".join(rows)))
     head = "\n\n".join(parts)
