@@ -17,7 +17,7 @@ review_app = typer.Typer(help="Plan review for pull requests, apply and drift wo
                          no_args_is_help=True)
 
 ChangedOpt = typer.Option(..., "--changed", help="file listing the changed paths, one per line, repository-relative "
-                          "(`git diff --name-only BASE HEAD`); - for standard input")
+                          "(`git diff --name-only --no-renames BASE HEAD`: a move lists both paths); - for standard input")
 InventoryOpt = typer.Option("capture.hcl", "--inventory", "-i", help="inventory file (HCL)", envvar="MIRRORCAP_INVENTORY")
 
 
