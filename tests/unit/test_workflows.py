@@ -1,7 +1,9 @@
 """The shipped GitHub Actions workflows (workflows/github/): actionlint (with
 shellcheck over every `run:` script), and agreement with mirrorcap itself: the
 commands and options they call exist, and their `paths` filters cover every
-file that `mirrorcap review stacks` plans a stack for.
+file that `mirrorcap review stacks` plans a stack for; and the plan workflow's
+own shell, run with stand-ins for terraform and gh: one comment per stack,
+updated (found by its marker) on the next push, never duplicated.
 
 actionlint comes from the dev extras (a PyPI wheel carrying the binary) and is
 required, not optional: a workflow that is not linted is not shipped.
@@ -12,6 +14,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import click
@@ -19,7 +22,7 @@ import pytest
 import typer
 import yaml
 
-from helpers import BIN, ROOT, mirrorcap
+from helpers import BIN, ROOT, env, mirrorcap
 from mirrorcap.workflow import review
 from mirrorcap.workflow.command import review_app
 
@@ -127,3 +130,103 @@ def test_every_mirrorcap_command_and_option_the_workflows_run_exists():
         r = mirrorcap(cmd, "--help", cwd=ROOT)
         assert r.returncode == 0, f"mirrorcap {cmd}: {r.stderr}"
     assert "--check" in mirrorcap("sessions", "--help", cwd=ROOT).stdout and "--json" in mirrorcap("check", "--help", cwd=ROOT).stdout
+
+
+# ---------------------------------------------------------------------------
+# The plan workflow's own shell, run: select, plan, post. Terraform and the gh
+# CLI are stand-ins (the recorded real plan; a log of API calls); everything
+# else (git, jq, bash, mirrorcap review) is real.
+
+RECORDED = ROOT / "tests" / "fixtures" / "review"
+NEW = (RECORDED / "new-source.txt").read_text().strip()
+
+TERRAFORM_STUB = f"""#!/bin/bash
+case "$2" in
+  show) if [ "$3" = -json ]; then cat {RECORDED / 'plan.json'}; else cat {RECORDED / 'plan.txt'}; fi ;;
+  *) echo "terraform $*" ;;
+esac
+"""
+GH_STUB = """#!/bin/bash
+# the API calls, one a line; the pull request's earlier comments (stack<TAB>id) from $EXISTING
+n=$(wc -l < "$GH_LOG")
+for a in "$@"; do case "$a" in body=@*) cp "${a#body=@}" "$GH_LOG.body$n" ;; esac; done
+args="$*"
+echo "${args//$'\n'/ }" >> "$GH_LOG"
+if [[ " $* " == *" --paginate "* ]]; then printf '%b' "$EXISTING"; fi
+"""
+MIRRORCAP_SHIM = """#!{python}
+# `mirrorcap review`, mounted as cli.py mounts it
+import typer
+from mirrorcap.workflow.command import review_app
+app = typer.Typer()
+app.add_typer(review_app, name="review")
+
+@app.callback()
+def main() -> None:
+    '''shim'''
+
+app()
+"""
+
+
+def script(workflow: str, job: str, step: str) -> str:
+    steps = load(ROOT / "workflows" / "github" / workflow)["jobs"][job]["steps"]
+    return next(s["run"] for s in steps if s.get("name") == step)
+
+
+@pytest.fixture
+def pull_request(tmp_path) -> dict:
+    """A repository whose pull request adds one source to capture "prod", synthesized (cdktf.out as the synth lays it out)."""
+    repo, bin_ = tmp_path / "repo", tmp_path / "bin"
+    repo.mkdir(), bin_.mkdir()
+    run = lambda *a: subprocess.run(["git", "-c", "user.email=t@example.com", "-c", "user.name=t", *a], cwd=repo, check=True,
+                                    capture_output=True, text=True).stdout.strip()
+    run("init", "-q")
+    (repo / "capture.hcl").write_text('capture "prod" {\n  region = "ap-northeast-1"\n}\n')
+    (repo / "capture.lock.json").write_text((RECORDED / "lock-before.json").read_text())
+    run("add", ".")
+    run("commit", "-q", "-m", "base")
+    base = run("rev-parse", "HEAD")
+    (repo / "capture.hcl").write_text(f'capture "prod" {{\n  region = "ap-northeast-1"\n  source {{\n    eni_id = "{NEW}"\n  }}\n}}\n')
+    (repo / "capture.lock.json").write_text((RECORDED / "lock-after.json").read_text())
+    run("commit", "-q", "-am", "add a source")
+    stack = repo / "cdktf.out" / "stacks" / "prod"
+    stack.mkdir(parents=True)
+    (stack / "cdk.tf.json").write_text('{"provider": {"aws": [{"region": "ap-northeast-1"}]}, "terraform": {"backend": {"s3": {}}}}')
+    (repo / "cdktf.out" / "manifest.json").write_text('{"stacks": {"prod": {"workingDirectory": "stacks/prod"}}}')
+    (repo / ".venv" / "bin").mkdir(parents=True)
+    for path, text in ((bin_ / "terraform", TERRAFORM_STUB), (bin_ / "gh", GH_STUB),
+                       (repo / ".venv" / "bin" / "mirrorcap", MIRRORCAP_SHIM.format(python=sys.executable))):
+        path.write_text(text)
+        path.chmod(0o755)
+    log = tmp_path / "gh.log"
+    log.touch()
+    return {"repo": repo, "log": log, "env": {**env(), "PATH": f"{bin_}:{env()['PATH']}", "MIRRORCAP_INVENTORY": "capture.hcl",
+            "BASE_SHA": base, "HEAD_SHA": "f" * 40, "PR": "7", "GITHUB_REPOSITORY": "o/r", "GH_TOKEN": "x", "GH_LOG": str(log),
+            "GITHUB_OUTPUT": str(tmp_path / "output"), "GITHUB_STEP_SUMMARY": str(tmp_path / "summary")}}
+
+
+def run_plan_workflow(pr: dict, existing: str) -> list[str]:
+    for step in ("Select the stacks this pull request changes", "Plan each stack", "Post or update one comment per stack"):
+        r = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script("mirrorcap-plan.yml", "plan", step)],
+                           cwd=pr["repo"], env={**pr["env"], "EXISTING": existing}, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, f"{step}:\n{r.stdout}\n{r.stderr}"
+    return pr["log"].read_text().splitlines()
+
+
+def test_plan_workflow_posts_one_comment_then_updates_it(pull_request):
+    calls = run_plan_workflow(pull_request, existing="")
+    writes = [c for c in calls if "--paginate" not in c]
+    assert writes == ["api --method POST repos/o/r/issues/7/comments -F body=@review/prod/comment.md"]
+    body = (pull_request["log"].parent / "gh.log.body1").read_text()
+    assert body.startswith("<!-- mirrorcap-review:prod -->") and f"- `{NEW}` web-3: new session 1\n" in body
+    assert "**Plan: 1 to add, 0 to change, 0 to destroy.**" in body
+
+    # The next push: the comment found by its marker is updated, and a stack this push
+    # no longer changes gets "no longer changes" instead of its stale plan.
+    pull_request["log"].write_text("")
+    calls = run_plan_workflow(pull_request, existing="prod\\t11\\nold\\t12\\n")
+    writes = [c for c in calls if "--paginate" not in c]
+    assert writes == ["api --method PATCH repos/o/r/issues/comments/11 -F body=@review/prod/comment.md",
+                      "api --method PATCH repos/o/r/issues/comments/12 -F body=@review/unaffected-old.md"]
+    assert "no longer changes stack `old`" in (pull_request["log"].parent / "gh.log.body2").read_text()
