@@ -1036,7 +1036,7 @@ def extract(files, begin, end, bpf, display, out):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="mirrorcap-window", description=__doc__.split("\n")[1])
+    p = argparse.ArgumentParser(prog="mirrorcap-window", description=__doc__.split("\n")[0])
     p.add_argument("--at", required=True, help="the moment, with a time zone (2026-11-25T10:15:00+09:00, ...Z, or now)")
     p.add_argument("--window", default="5m", help="either side of --at (default 5m)")
     p.add_argument("--before", help="before --at (overrides --window)")

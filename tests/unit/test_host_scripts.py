@@ -83,6 +83,9 @@ def test_each_python_script_finds_the_shared_module_where_the_host_has_it(path, 
     assert contract.HOST_LIB == "/usr/local/lib/mirrorcap"
     result = subprocess.run(["python3", str(RENDERED / "files" / path), *args], capture_output=True, text=True)
     assert result.returncode == code and "Traceback" not in result.stderr, result.stderr
+    if args == ["--help"]:  # the help starts with what the script is (its docstring's first line)
+        summary = ast.get_docstring(ast.parse((RENDERED / "files" / path).read_text())).split("\n")[0]
+        assert summary.split(": ", 1)[-1][:40] in " ".join(result.stdout.split()), result.stdout
 
 
 def test_units_name_the_installed_scripts_and_the_capture_identity():
