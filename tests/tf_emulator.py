@@ -322,3 +322,27 @@ def emulator_override(mirror: Mirror, url: str) -> dict:
         "endpoints": [{s: url for s in ENDPOINT_SERVICES}],
     }}
     return over
+
+
+# Inventory IDs the emulator stands in for (example IDs are placeholders).
+MOTO_ID = re.compile(r"\b(?:vpc|subnet|sg|i|eni|ami)-[0-9a-f]{8,17}\b")
+
+
+def moto_account(em: Emulator, capture) -> dict[str, str]:
+    """The capture's VPC, subnet, security groups and sources made in moto: {inventory ID: moto ID}."""
+    ec2, ssm = em.client("ec2", capture.region), em.client("ssm", capture.region)
+    ami = ssm.get_parameter(Name="/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64")["Parameter"]["Value"]
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.16.0/20", AvailabilityZone=f"{capture.region}a")["Subnet"]["SubnetId"]
+    ids = {capture.vpc_id: vpc, capture.subnet_id: subnet}
+    if capture.ami:
+        ids[capture.ami] = ami
+    for n, sg in enumerate(capture.network.mirror_source_security_group_ids):
+        ids[sg] = ec2.create_security_group(GroupName=f"source-{n}", Description="mirrored tier", VpcId=vpc)["GroupId"]
+    for s in capture.sources:
+        if s.is_instance:
+            ids[s.id] = ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1, InstanceType="t3.small",
+                                          SubnetId=subnet)["Instances"][0]["InstanceId"]
+        else:
+            ids[s.id] = ec2.create_network_interface(SubnetId=subnet)["NetworkInterface"]["NetworkInterfaceId"]
+    return ids

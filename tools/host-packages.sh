@@ -6,7 +6,7 @@
 # missing: one line naming it and the command that installs it, exit 1.
 set -euo pipefail
 PACKAGES=(tcpdump tshark wireshark-common tcpreplay shellcheck xfsprogs iproute2 util-linux mount systemd procps
-          e2fsprogs jq curl debootstrap)
+          e2fsprogs jq curl debootstrap packer)
 
 command -v dpkg-query >/dev/null || { echo "make test: needs a Debian or Ubuntu machine (dpkg-query not found) with: ${PACKAGES[*]}" >&2; exit 1; }
 missing=()

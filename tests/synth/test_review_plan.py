@@ -34,25 +34,6 @@ pytestmark = [
 
 SESSIONS = "-target=aws_ec2_traffic_mirror_session.source"
 RECORDED = FIXTURES / "review"
-ID = re.compile(r"\b(?:vpc|subnet|sg|i|eni)-[0-9a-f]{8,17}\b")
-
-
-def moto_ids(em: T.Emulator, capture) -> dict[str, str]:
-    """The example's VPC, subnet, security group and sources made in moto: {inventory ID: moto ID}."""
-    ec2, ssm = em.client("ec2", capture.region), em.client("ssm", capture.region)
-    ami = ssm.get_parameter(Name="/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64")["Parameter"]["Value"]
-    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.16.0/20", AvailabilityZone=f"{capture.region}a")["Subnet"]["SubnetId"]
-    ids = {capture.vpc_id: vpc, capture.subnet_id: subnet}
-    for n, sg in enumerate(capture.network.mirror_source_security_group_ids):
-        ids[sg] = ec2.create_security_group(GroupName=f"source-{n}", Description="mirrored tier", VpcId=vpc)["GroupId"]
-    for s in capture.sources:
-        if s.id.startswith("i-"):
-            ids[s.id] = ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1, InstanceType="t3.small",
-                                          SubnetId=subnet)["Instances"][0]["InstanceId"]
-        else:
-            ids[s.id] = ec2.create_network_interface(SubnetId=subnet)["NetworkInterface"]["NetworkInterfaceId"]
-    return ids
 
 
 def app() -> typer.Typer:
@@ -73,8 +54,8 @@ def test_a_pull_request_adding_one_source_gets_a_comment_naming_one_new_session(
     inv.mkdir()
     with pytest.MonkeyPatch.context() as mp, T.emulator() as em:
         T.fill_moto_gaps(mp)
-        ids = moto_ids(em, capture)
-        (inv / "capture.hcl").write_text(ID.sub(lambda m: ids.get(m.group(0), m.group(0)), EXAMPLE.read_text()))
+        ids = T.moto_account(em, capture)
+        (inv / "capture.hcl").write_text(T.MOTO_ID.sub(lambda m: ids.get(m.group(0), m.group(0)), EXAMPLE.read_text()))
         lock = json.loads((ROOT / "capture.lock.json").read_text())
         lock["captures"] = {c: {ids[s]: n for s, n in by.items()} for c, by in lock["captures"].items()}
         (inv / "capture.lock.json").write_text(json.dumps(lock, indent=2, sort_keys=True) + "\n")

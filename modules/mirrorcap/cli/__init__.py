@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import typer
 
+from ..workflow.command import review_app
 from . import capacity, check, render, sessions, validate
 
 app = typer.Typer(help="Packet capture on AWS with VPC Traffic Mirroring.", no_args_is_help=True)
@@ -26,3 +27,4 @@ def main(_version: bool = typer.Option(False, "--version", callback=_version, is
 
 for command in (validate.validate, sessions.sessions, render.render, capacity.capacity, check.check):
     app.command()(command)
+app.add_typer(review_app, name="review")  # the pull-request workflow's own steps (workflows/github/)
