@@ -18,6 +18,9 @@ RULE_NUMBER_MIN = 1
 RULE_NUMBER_MAX = 32766
 SOURCES_PER_ENI_TARGET = 10
 SOURCES_PER_ENI_TARGET_LARGE = 100
+# NLB and Gateway Load Balancer endpoint targets have no source limit; the
+# account's 10,000 sessions bound them (Traffic Mirroring quotas).
+SESSIONS_PER_ACCOUNT = 10_000
 # The quotas page lists the instance types whose ENI target takes 100 sources.
 # Only the ones read verbatim from that page are here; for another listed type
 # set `max_sources_per_target = 100` in the inventory.

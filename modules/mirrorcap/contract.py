@@ -47,3 +47,13 @@ CAPTURE_GROUP = "pcap"  # people who may read pcaps join it
 # retention, health and mirrorcap-window find pcaps by it (through the env file).
 PCAP_PATTERN = "vni{vni}_%Y-%m-%dT%H-%M-%SZ.pcap"
 HOST_LIB = "/usr/local/lib/mirrorcap"  # the Python module the host's Python scripts share
+
+# --- Fleets and the pcap archive (issue 14) -----------------------------------
+# An archived pcap's S3 key: the capture, its VNI, the UTC day its name starts,
+# the host that wrote it, the file name as tcpdump wrote it.
+ARCHIVE_KEY = "{capture}/vni{vni}/{date}/{instance}/{file}"
+# The Terraform templatefile() variable carrying the archive bucket's name into
+# the user data; present only for a capture with `archive {}`.
+ARCHIVE_BUCKET_VAR = "archive_bucket"
+FLEET_VOLUME_DEVICE = "/dev/sdf"  # a fleet host's pcap volume, from its launch template
+HEALTH_PORT = 8081  # a fleet host answers the NLB's health check here: 200 only when mirrorcap-health passes

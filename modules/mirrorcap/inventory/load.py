@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .. import aws_limits as L
 from ..contract import OWN_TAG_KEYS, OWN_TAG_PREFIX
-from .model import AutoMirror, Backend, Capture, FilterRule, Host, Inventory, Network, PortRange, Source, Storage, TagSource
+from .model import Archive, AutoMirror, Backend, Capture, Fleet, FilterRule, Host, Inventory, Network, PortRange, Source, Storage, TagSource
 from ..errors import Collector
 from .fields import Block
 from .hclfile import read_hcl
@@ -48,7 +48,9 @@ PROTOCOLS = {"all": None, "tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58}
 CAPTURE_FIELDS = {
     "region", "vpc_id", "subnet_id", "instance_type", "ami", "ami_ssm_parameter", "root_volume_gib", "vni",
     "max_sources_per_target", "tags", "storage", "network", "filter", "source", "host", "backend", "auto_mirror",
+    "fleet", "archive",
 }
+ROLE_ARN = r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+"
 
 
 def _id(kind: str) -> dict:
@@ -84,9 +86,22 @@ def _capture(errors: Collector, name: str, body) -> Capture:
     b = Block(errors, path, body, CAPTURE_FIELDS)
     region = b.string("region", required=True, pattern=REGION, what="an AWS region name", fix='write e.g. region = "ap-northeast-1"')
     instance_type = b.string("instance_type", Capture.instance_type, pattern=INSTANCE_TYPE, what="an EC2 instance type", fix='write e.g. instance_type = "t3.small"')
-    default_limit = L.sources_per_target(instance_type)
-    max_sources = b.integer("max_sources_per_target", default_limit, lo=1, hi=L.SOURCES_PER_ENI_TARGET_LARGE,
-                            fix="set 10, or 100 only if the Traffic Mirroring quotas page lists your instance type")
+    fleet = _fleet(errors, path, b.blocks("fleet"))
+    archive = _archive(errors, path, b.blocks("archive"))
+    if fleet:
+        # An NLB target takes any number of sources: the account's session quota bounds them.
+        if b.has("max_sources_per_target"):
+            errors.add(f"{path} > max_sources_per_target", "a fleet's target is a Network Load Balancer, which has no source limit",
+                       "remove max_sources_per_target")
+        if b.has("subnet_id"):
+            errors.add(f"{path} > subnet_id", "a fleet's hosts are placed in fleet.subnet_ids", "remove subnet_id (list the subnets in fleet { subnet_ids = [...] })")
+        if archive is None:
+            errors.add(f"{path} > fleet", "a fleet's hosts come and go with their volumes: without an archive their pcaps go with them",
+                       "add `archive {}` (every closed pcap is uploaded to an S3 bucket the stack creates)")
+        max_sources = L.SESSIONS_PER_ACCOUNT
+    else:
+        max_sources = b.integer("max_sources_per_target", L.sources_per_target(instance_type), lo=1, hi=L.SOURCES_PER_ENI_TARGET_LARGE,
+                                fix="set 10, or 100 only if the Traffic Mirroring quotas page lists your instance type")
     rules, services = _filter(errors, path, b.single_block("filter"))
     storage = _storage(errors, path, b.single_block("storage"))
     storage_gib = storage.size_gib
@@ -99,7 +114,8 @@ def _capture(errors: Collector, name: str, body) -> Capture:
         name=name,
         region=region,
         vpc_id=b.string("vpc_id", required=True, **_id("vpc"), fix='write vpc_id = "vpc-..." (the VPC of the production instances)'),
-        subnet_id=b.string("subnet_id", required=True, **_id("subnet"), fix='write subnet_id = "subnet-..." (a subnet in the VPC, ideally the production subnet)'),
+        subnet_id="" if fleet else b.string("subnet_id", required=True, **_id("subnet"),
+                                            fix='write subnet_id = "subnet-..." (a subnet in the VPC, ideally the production subnet)'),
         instance_type=instance_type,
         ami=b.string("ami", **_id("ami"), fix='write ami = "ami-..." (your baked AMI), or remove it to use Amazon Linux 2023') or None,
         ami_ssm_parameter=b.string("ami_ssm_parameter", Capture.ami_ssm_parameter, pattern=r"/[A-Za-z0-9_./-]+",
@@ -118,7 +134,45 @@ def _capture(errors: Collector, name: str, body) -> Capture:
         host=_host(errors, path, b.single_block("host"), storage_gib),
         tags=_tags(errors, b),
         backend=_backend(errors, path, name, region, b.blocks("backend")),
+        fleet=fleet,
+        archive=archive,
     )
+
+
+def _fleet(errors: Collector, parent: str, bodies: list) -> Fleet | None:
+    if not bodies:
+        return None
+    path = f"{parent} > fleet"
+    if len(bodies) > 1:
+        errors.add(path, f"`fleet` block given {len(bodies)} times", "merge them into one `fleet { ... }` block")
+    b = Block(errors, path, bodies[0], {"subnet_ids", "min_per_az", "desired_per_az", "max_per_az", "cross_zone"})
+    subnets = b.string_list("subnet_ids", **_id("subnet"), fix="use the subnet-... IDs, one per Availability Zone the sources run in")
+    if not subnets and not errors.problems_at(path):
+        errors.add(f"{path} > subnet_ids", "a fleet needs at least one subnet", 'write subnet_ids = ["subnet-...", ...], one per Availability Zone')
+    for i, sid in enumerate(subnets):
+        if sid in subnets[:i]:
+            errors.add(f"{path} > subnet_ids[{i}]", f"{sid} is listed twice", "list each subnet once")
+    lo = b.integer("min_per_az", Fleet.min_per_az, lo=0, hi=100)
+    hi = b.integer("max_per_az", Fleet.max_per_az, lo=1, hi=100)
+    desired = b.integer("desired_per_az", Fleet.desired_per_az, lo=0, hi=100)
+    if not lo <= desired <= hi:
+        errors.add(f"{path} > desired_per_az", f"hosts per AZ must be min <= desired <= max (here {lo} <= {desired} <= {hi})",
+                   "raise max_per_az or lower min_per_az/desired_per_az")
+    return Fleet(subnet_ids=subnets, min_per_az=lo, desired_per_az=desired, max_per_az=hi,
+                 cross_zone=b.boolean("cross_zone", Fleet.cross_zone))
+
+
+def _archive(errors: Collector, parent: str, bodies: list) -> Archive | None:
+    if not bodies:
+        return None
+    path = f"{parent} > archive"
+    if len(bodies) > 1:
+        errors.add(path, f"`archive` block given {len(bodies)} times", "merge them into one `archive { ... }` block")
+    b = Block(errors, path, bodies[0], {"retention_days", "reader_role_arns"})
+    days = b.integer("retention_days", 0, lo=1, hi=36500) if b.has("retention_days") else None
+    readers = b.string_list("reader_role_arns", pattern=ROLE_ARN, what="an IAM role ARN",
+                            fix="use arn:aws:iam::<account>:role/<name>: the roles allowed to read the pcaps")
+    return Archive(retention_days=days, reader_role_arns=readers)
 
 
 def _storage(errors: Collector, parent: str, body) -> Storage:
@@ -456,7 +510,7 @@ def _backend(errors: Collector, parent: str, name: str, region: str, entries: li
         dynamodb_table=dynamodb,
         encrypt=b.boolean("encrypt", Backend.encrypt),
         kms_key_id=b.string("kms_key_id", pattern=KMS_KEY, what="a KMS key ID, alias or ARN", fix="use a key ARN or remove it"),
-        role_arn=b.string("role_arn", pattern=r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+", what="an IAM role ARN", fix="use arn:aws:iam::<account>:role/<name>"),
+        role_arn=b.string("role_arn", pattern=ROLE_ARN, what="an IAM role ARN", fix="use arn:aws:iam::<account>:role/<name>"),
     )
     if not backend.encrypt:
         errors.add(f"{bpath} > encrypt", "state holds resource IDs and must be encrypted at rest", "remove `encrypt = false`")

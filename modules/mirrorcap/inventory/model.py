@@ -98,6 +98,31 @@ class Host:
 
 
 @dataclass(frozen=True)
+class Fleet:
+    """Capture hosts in an Auto Scaling group behind an internal Network Load
+    Balancer (the traffic mirror target) instead of one host: no source limit,
+    hosts in every AZ listed. Each host gets its own pcap volume at launch."""
+
+    subnet_ids: tuple[str, ...]  # one per Availability Zone: the hosts' and the NLB's subnets
+    min_per_az: int = 1
+    desired_per_az: int = 1
+    max_per_az: int = 2
+    # Off: an NLB node sends a mirrored packet only to hosts in its own AZ (no
+    # inter-AZ transfer charge), at the price of an AZ with no healthy host
+    # dropping what reaches its node.
+    cross_zone: bool = False
+
+
+@dataclass(frozen=True)
+class Archive:
+    """Every closed pcap uploaded to an S3 bucket the stack creates (SSE-KMS with
+    the capture's key), then deleted locally only once the upload is confirmed."""
+
+    retention_days: Optional[int] = None  # S3 lifecycle expiry; None = the host's retention_days
+    reader_role_arns: tuple[str, ...] = ()  # the only principals that may read the archive
+
+
+@dataclass(frozen=True)
 class Backend:
     kind: str  # "s3" | "local"
     bucket: str = ""
@@ -133,6 +158,19 @@ class Capture:
     auto_mirror: Optional[AutoMirror] = None
     host: Host = field(default_factory=Host)
     tags: tuple[tuple[str, str], ...] = ()
+    fleet: Optional[Fleet] = None  # None: one capture host with its mirror ENI as the target
+    archive: Optional[Archive] = None
+
+    @property
+    def target_kind(self) -> str:
+        """What the traffic mirror target is: "eni" (one host) or "nlb" (a fleet)."""
+        return "nlb" if self.fleet else "eni"
+
+    @property
+    def archive_retention_days(self) -> Optional[int]:
+        if self.archive is None:
+            return None
+        return self.archive.retention_days if self.archive.retention_days is not None else self.host.retention_days
 
     @property
     def vnis(self) -> tuple[int, ...]:
