@@ -57,3 +57,20 @@ ARCHIVE_KEY = "{capture}/vni{vni}/{date}/{instance}/{file}"
 ARCHIVE_BUCKET_VAR = "archive_bucket"
 FLEET_VOLUME_DEVICE = "/dev/sdf"  # a fleet host's pcap volume, from its launch template
 HEALTH_PORT = 8081  # a fleet host answers the NLB's health check here: 200 only when mirrorcap-health passes
+
+# A fleet's and the archive's resources (issue 14): how the stack names them and
+# `mirrorcap check` / `mirrorcap window` find them. ELBv2 names are limited to
+# 32 characters and S3 bucket names are global, so these are found by tags
+# (STACK_KEY valued with the capture, Name = resource_name(capture, role)),
+# never by their resource names; the ASG alone is found by its name.
+NLB = "nlb"  # aws_lb (network, internal): the traffic mirror target of a fleet
+TARGETS = "targets"  # aws_lb_target_group (UDP 4789, health check on HEALTH_PORT)
+# aws_autoscaling_group: named exactly resource_name(capture, FLEET); provider
+# default_tags do not reach an ASG, so the stack also gives it STACK_KEY and Name
+# (propagate_at_launch: its hosts carry them, Name = resource_name(capture, HOST)).
+FLEET = "fleet"
+ARCHIVE = "archive"  # aws_s3_bucket: tagged Name = resource_name(capture, ARCHIVE) and STACK_KEY
+# The archive bucket's name starts with this (the stack adds a unique suffix):
+# `mirrorcap window` lists buckets with it as ListBuckets' Prefix, in the
+# capture's region, then keeps the one whose tags name the capture.
+ARCHIVE_BUCKET_PREFIX = "mirrorcap-"
