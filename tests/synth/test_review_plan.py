@@ -16,13 +16,12 @@ import os
 import re
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
 import tf_emulator as T
 from helpers import EXAMPLE, FIXTURES, ROOT, mirrorcap, synth
 from mirrorcap.inventory import load
-from mirrorcap.workflow.command import review_app
+from mirrorcap.cli import app
 
 TERRAFORM, TERRAFORM_VERSION = T.find_terraform()
 MIRROR, NO_MIRROR = T.find_aws_mirror()
@@ -34,17 +33,6 @@ pytestmark = [
 
 SESSIONS = "-target=aws_ec2_traffic_mirror_session.source"
 RECORDED = FIXTURES / "review"
-
-
-def app() -> typer.Typer:
-    """The CLI's wiring of the sub-app, for this test (cli.py mounts the same object)."""
-    root = typer.Typer()
-    root.add_typer(review_app, name="review")
-
-    @root.callback()
-    def main() -> None:
-        """test app"""
-    return root
 
 
 def test_a_pull_request_adding_one_source_gets_a_comment_naming_one_new_session(tmp_path):
@@ -96,7 +84,7 @@ def test_a_pull_request_adding_one_source_gets_a_comment_naming_one_new_session(
             (RECORDED / name).write_text(content)
         (RECORDED / "new-source.txt").write_text(new + "\n")
 
-    result = CliRunner().invoke(app(), ["review", "comment", "--stack", "prod", "--plan-json", str(tmp_path / "plan.json"),
+    result = CliRunner().invoke(app, ["review", "comment", "--stack", "prod", "--plan-json", str(tmp_path / "plan.json"),
                                         "--plan-text", str(tmp_path / "plan.txt"), "--lock-before", str(tmp_path / "lock-before.json"),
                                         "--lock-after", str(tmp_path / "lock-after.json")])
     assert result.exit_code == 0, result.output

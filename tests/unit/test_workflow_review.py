@@ -15,30 +15,19 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from helpers import FIXTURES
 from mirrorcap.errors import MirrorcapError
 from mirrorcap.workflow import review as R
-from mirrorcap.workflow.command import review_app
+from mirrorcap.cli import app
 
 RECORDED = FIXTURES / "review"
 NEW = (RECORDED / "new-source.txt").read_text().strip()
 
 
-def app() -> typer.Typer:
-    root = typer.Typer()
-    root.add_typer(review_app, name="review")
-
-    @root.callback()
-    def main() -> None:
-        """test app"""
-    return root
-
-
 def run(*args: str, input: str | None = None):
-    return CliRunner().invoke(app(), ["review", *args], input=input)
+    return CliRunner().invoke(app, ["review", *args], input=input)
 
 
 def recorded_plan() -> dict:

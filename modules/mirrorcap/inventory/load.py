@@ -86,8 +86,8 @@ def _capture(errors: Collector, name: str, body) -> Capture:
     b = Block(errors, path, body, CAPTURE_FIELDS)
     region = b.string("region", required=True, pattern=REGION, what="an AWS region name", fix='write e.g. region = "ap-northeast-1"')
     instance_type = b.string("instance_type", Capture.instance_type, pattern=INSTANCE_TYPE, what="an EC2 instance type", fix='write e.g. instance_type = "t3.small"')
-    fleet = _fleet(errors, path, b.blocks("fleet"))
-    archive = _archive(errors, path, b.blocks("archive"))
+    fleet = _fleet(errors, path, b.single_block("fleet")) if b.has("fleet") else None
+    archive = _archive(errors, path, b.single_block("archive")) if b.has("archive") else None
     if fleet:
         # An NLB target takes any number of sources: the account's session quota bounds them.
         if b.has("max_sources_per_target"):
@@ -139,13 +139,9 @@ def _capture(errors: Collector, name: str, body) -> Capture:
     )
 
 
-def _fleet(errors: Collector, parent: str, bodies: list) -> Fleet | None:
-    if not bodies:
-        return None
+def _fleet(errors: Collector, parent: str, body) -> Fleet:
     path = f"{parent} > fleet"
-    if len(bodies) > 1:
-        errors.add(path, f"`fleet` block given {len(bodies)} times", "merge them into one `fleet { ... }` block")
-    b = Block(errors, path, bodies[0], {"subnet_ids", "min_per_az", "desired_per_az", "max_per_az", "cross_zone"})
+    b = Block(errors, path, body, {"subnet_ids", "min_per_az", "desired_per_az", "max_per_az", "cross_zone"})
     subnets = b.string_list("subnet_ids", **_id("subnet"), fix="use the subnet-... IDs, one per Availability Zone the sources run in")
     if not subnets and not errors.problems_at(path):
         errors.add(f"{path} > subnet_ids", "a fleet needs at least one subnet", 'write subnet_ids = ["subnet-...", ...], one per Availability Zone')
@@ -162,13 +158,8 @@ def _fleet(errors: Collector, parent: str, bodies: list) -> Fleet | None:
                  cross_zone=b.boolean("cross_zone", Fleet.cross_zone))
 
 
-def _archive(errors: Collector, parent: str, bodies: list) -> Archive | None:
-    if not bodies:
-        return None
-    path = f"{parent} > archive"
-    if len(bodies) > 1:
-        errors.add(path, f"`archive` block given {len(bodies)} times", "merge them into one `archive { ... }` block")
-    b = Block(errors, path, bodies[0], {"retention_days", "reader_role_arns"})
+def _archive(errors: Collector, parent: str, body) -> Archive:
+    b = Block(errors, f"{parent} > archive", body, {"retention_days", "reader_role_arns"})
     days = b.integer("retention_days", 0, lo=1, hi=36500) if b.has("retention_days") else None
     readers = b.string_list("reader_role_arns", pattern=ROLE_ARN, what="an IAM role ARN",
                             fix="use arn:aws:iam::<account>:role/<name>: the roles allowed to read the pcaps")
