@@ -2,7 +2,8 @@
 
 example: the bundled capture.hcl and its lock; edge: two stacks sharing a source,
 gp3, a named key, IPv6, tag sources and auto_mirror; many: four stacks with up
-to 29 sources; odd: inventory text that must reach Terraform literally
+to 29 sources; fleet: a fleet (NLB, Auto Scaling group, archive) and a single host
+with an archive; odd: inventory text that must reach Terraform literally
 (expressions, quotes, heredoc markers), set on the parsed inventory so that
 validation, whatever it allows, is not what it proves.
 """
@@ -34,6 +35,11 @@ def edge(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def many(tmp_path_factory) -> Path:
     return prepare(tmp_path_factory.mktemp("many"), (FIXTURES / "many.hcl").read_text())
+
+
+@pytest.fixture(scope="session")
+def fleet(tmp_path_factory) -> Path:
+    return prepare(tmp_path_factory.mktemp("fleet"), (FIXTURES / "fleet.hcl").read_text())
 
 
 @pytest.fixture(scope="session")

@@ -58,9 +58,10 @@ def tf(tmp_path_factory) -> T.Terraform:
     return T.Terraform(TERRAFORM, MIRROR, tmp_path_factory.mktemp("tf-home"))
 
 
-# test_synth's fixtures, plus `many`; `odd` holds inventory text that must reach
+# test_synth's fixtures, plus `many` and `fleet` (an NLB, an Auto Scaling group, the archive
+# bucket; and a single host with an archive); `odd` holds inventory text that must reach
 # Terraform literally (expressions, quotes, heredoc markers in tags and descriptions).
-VALIDATED = ["example", "edge", "many", "odd"]
+VALIDATED = ["example", "edge", "many", "odd", "fleet"]
 
 
 def stacks_of(workdir: Path) -> dict[str, Path]:

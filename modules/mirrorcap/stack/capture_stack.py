@@ -1,4 +1,4 @@
-"""One capture block of the inventory -> one Terraform stack."""
+"""One capture block of the inventory -> one Terraform stack: one host, or one fleet (whatever its sources)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,15 @@ from ..inventory.model import Backend, Capture
 from .host import CaptureHost
 from .iam import InstanceRole
 from .kms import volume_key
-from .refs import data_ref
+from .refs import data_ref, ref
 from .mirroring import Mirroring
 from .remirror import Remirror
 from .security import SecurityGroups
 from .tags import default_tags
+
+# The archive bucket's name in the user data's templatefile() call (a bare expression there).
+ARCHIVE_BUCKET_EXPRESSION = "aws_s3_bucket.archive.bucket"
+
 
 class CaptureStack(TerraformStack):
     def __init__(self, scope: Construct, capture: Capture, *, numbers: Mapping[str, int], remirror_zip: str | None = None):
@@ -33,9 +37,24 @@ class CaptureStack(TerraformStack):
         DataAwsCallerIdentity(self, "account")
         account = data_ref("aws_caller_identity", "account", "account_id")
         key_arn = volume_key(self, capture, partition=role.partition, account=account)
-        host = CaptureHost(self, capture, management_sg_id=sgs.management_id, mirror_sg_id=sgs.mirror_id,
-                           instance_profile=role.profile_name, key_arn=key_arn)
-        mirroring = Mirroring(self, capture, target_eni_id=host.eni_id, numbers=numbers)
+        archive = None
+        # The archive's and the fleet's bindings are imported only when a capture uses them: each is
+        # a provider module to load (time every other inventory would pay).
+        if capture.archive:
+            from .archive import ArchiveBucket
+            archive = ArchiveBucket(self, capture, key_arn=key_arn, host_role_name=ref("aws_iam_role", "host_role", "name"),
+                                    host_role_arn=ref("aws_iam_role", "host_role", "arn"))
+            TerraformOutput(self, "archive_bucket", value=archive.name, description="S3 bucket the hosts archive closed pcaps to")
+        if capture.fleet:
+            from .fleet import CaptureFleet
+            fleet = CaptureFleet(self, capture, management_sg_id=sgs.management_id, mirror_sg_id=sgs.mirror_id,
+                                 instance_profile=role.profile_name, key_arn=key_arn, archive_bucket=ARCHIVE_BUCKET_EXPRESSION)
+            mirroring = Mirroring(self, capture, numbers=numbers, target_nlb_arn=fleet.nlb_arn, target_depends_on=[fleet.listener])
+        else:
+            host = CaptureHost(self, capture, management_sg_id=sgs.management_id, mirror_sg_id=sgs.mirror_id,
+                               instance_profile=role.profile_name, key_arn=key_arn,
+                               archive_bucket=ARCHIVE_BUCKET_EXPRESSION if archive else None)
+            mirroring = Mirroring(self, capture, target_eni_id=host.eni_id, numbers=numbers)
         target_id, filter_id = mirroring.target_id, mirroring.filter_id
         if capture.auto_mirror and capture.auto_mirror.deploy_lambda:
             remirror = Remirror(self, capture, partition=role.partition, account=account, target_id=target_id, filter_id=filter_id,
@@ -43,14 +62,18 @@ class CaptureStack(TerraformStack):
             TerraformOutput(self, "remirror_function", value=remirror.function_name,
                             description="re-mirroring Lambda (logs: /aws/lambda/<name>)")
 
-        TerraformOutput(self, "instance_id", value=host.instance_id, description="capture host (connect: aws ssm start-session --target <id>)")
-        TerraformOutput(self, "mirror_eni_id", value=host.eni_id, description="ENI receiving the mirrored VXLAN traffic")
-        TerraformOutput(self, "pcap_volume_id", value=host.volume_id, description="EBS volume holding the pcaps")
+        if capture.fleet:
+            TerraformOutput(self, "nlb_arn", value=fleet.nlb_arn, description="internal NLB: the traffic mirror target")
+            TerraformOutput(self, "asg_name", value=fleet.group_name,
+                            description="capture hosts' Auto Scaling group (connect: aws ssm start-session --target <instance id>)")
+        else:
+            TerraformOutput(self, "instance_id", value=host.instance_id, description="capture host (connect: aws ssm start-session --target <id>)")
+            TerraformOutput(self, "mirror_eni_id", value=host.eni_id, description="ENI receiving the mirrored VXLAN traffic")
+            TerraformOutput(self, "pcap_volume_id", value=host.volume_id, description="EBS volume holding the pcaps")
         TerraformOutput(self, "mirror_target_id", value=target_id)
         TerraformOutput(self, "mirror_filter_id", value=filter_id)
         TerraformOutput(self, "session_ids", value=mirroring.session_ids,
                         description="traffic mirror session ID per source")
-
 
 def _backend(stack: TerraformStack, b: Backend) -> None:
     if b.kind == "local":

@@ -11,7 +11,7 @@ from cdktn_provider_aws.network_interface import NetworkInterface
 from cdktn_provider_aws.network_interface_attachment import NetworkInterfaceAttachmentA
 from cdktn_provider_aws.volume_attachment import VolumeAttachment
 
-from ..contract import HOST
+from ..contract import ARCHIVE_BUCKET_VAR, HOST
 from ..inventory.model import Capture
 from .refs import data_ref, ref
 from .tags import named
@@ -26,9 +26,18 @@ PCAP_DEVICE_NAME = "/dev/sdf"
 # it). Written out, not built from a TerraformAsset and Fn calls: that was five
 # jsii round trips and a file copy per stack.
 USER_DATA_FILE = "user-data.sh.tftpl"
-USER_DATA_EXPRESSION = ('${base64gzip(templatefile("${path.module}/%s", '
-                        '{volume_id = aws_ebs_volume.pcap_volume.id, eni_id = aws_network_interface.mirror_eni.id}))}'
-                        % USER_DATA_FILE)
+
+
+def user_data_expression(volume_id: str, eni_id: str, archive_bucket: str | None = None) -> str:
+    """The gzipped user data: the template with its variables, each a Terraform expression.
+    archive_bucket only for a capture with `archive {}` (the template names it only then)."""
+    variables = f"volume_id = {volume_id}, eni_id = {eni_id}"
+    if archive_bucket is not None:
+        variables += f", {ARCHIVE_BUCKET_VAR} = {archive_bucket}"
+    return '${base64gzip(templatefile("${path.module}/%s", {%s}))}' % (USER_DATA_FILE, variables)
+
+
+USER_DATA_EXPRESSION = user_data_expression("aws_ebs_volume.pcap_volume.id", "aws_network_interface.mirror_eni.id")
 
 
 def mirror_interface(stack: TerraformStack, capture: Capture, security_group_id: str) -> None:
@@ -50,7 +59,8 @@ def pcap_volume(stack: TerraformStack, capture: Capture, availability_zone: str,
 
 class CaptureHost:
     def __init__(self, stack: TerraformStack, capture: Capture, *, management_sg_id: str, mirror_sg_id: str,
-                 instance_profile: str, key_arn: str):
+                 instance_profile: str, key_arn: str, archive_bucket: str | None = None):
+        """archive_bucket: the bucket's name as a bare Terraform expression (`aws_s3_bucket.archive.bucket`)."""
         DataAwsSubnet(stack, "capture_subnet", id=capture.subnet_id)
         mirror_interface(stack, capture, mirror_sg_id)
         pcap_volume(stack, capture, data_ref("aws_subnet", "capture_subnet", "availability_zone"), key_arn)
@@ -74,7 +84,8 @@ class CaptureHost:
             root_block_device=InstanceRootBlockDevice(encrypted=True, volume_type="gp3", volume_size=capture.root_volume_gib,
                                                       kms_key_id=key_arn, delete_on_termination=True,
                                                       tags=named(capture, "root")),
-            user_data_base64=USER_DATA_EXPRESSION,
+            user_data_base64=USER_DATA_EXPRESSION if archive_bucket is None else user_data_expression(
+                "aws_ebs_volume.pcap_volume.id", "aws_network_interface.mirror_eni.id", archive_bucket),
             user_data_replace_on_change=False,
             lifecycle=lifecycle,
             tags=named(capture, HOST))

@@ -25,10 +25,44 @@ KEY_ADMIN_ACTIONS = ["kms:Create*", "kms:Describe*", "kms:Enable*", "kms:List*",
 KEY_USE_ACTIONS = ["kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:DescribeKey"]
 
 
+# A fleet's volumes are created by EC2 Auto Scaling, as its service-linked role:
+# IAM policies cannot grant that role a key, only the key policy can. The role
+# must exist when the key is created (`aws iam create-service-linked-role
+# --aws-service-name autoscaling.amazonaws.com`, or any earlier Auto Scaling group).
+AUTOSCALING_ROLE = "role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling"
+
+
 def key_policy(capture: Capture, *, partition: str, account: str) -> dict:
     account_root = f"arn:{partition}:iam::{account}:root"  # IAM policies in this account decide who, within these bounds
     via_ebs = {"kms:ViaService": f"ec2.{capture.region}.amazonaws.com", "kms:CallerAccount": account}
-    return {"Version": "2012-10-17", "Statement": [
+    return {"Version": "2012-10-17", "Statement": _ebs_statements(account_root, via_ebs) + _archive_statements(capture, account_root, account)
+            + _fleet_statements(capture, partition, account)}
+
+
+def _archive_statements(capture: Capture, account_root: str, account: str) -> list[dict]:
+    """`archive {}`: the same key encrypts the S3 archive (SSE-KMS): usable through S3 in this
+    region; who may write or read is decided by the bucket policy and the callers' IAM policies."""
+    if capture.archive is None:
+        return []
+    via_s3 = {"kms:ViaService": f"s3.{capture.region}.amazonaws.com", "kms:CallerAccount": account}
+    return [{"Sid": "UseThroughS3ForTheArchive", "Effect": "Allow", "Principal": {"AWS": account_root},
+             "Action": KEY_USE_ACTIONS, "Resource": "*", "Condition": {"StringEquals": via_s3}}]
+
+
+def _fleet_statements(capture: Capture, partition: str, account: str) -> list[dict]:
+    if capture.fleet is None:
+        return []
+    autoscaling = f"arn:{partition}:iam::{account}:{AUTOSCALING_ROLE}"
+    return [
+        {"Sid": "AutoScalingEncryptsTheFleetsVolumes", "Effect": "Allow", "Principal": {"AWS": autoscaling},
+         "Action": KEY_USE_ACTIONS, "Resource": "*"},
+        {"Sid": "AutoScalingGrantsOnlyForEbs", "Effect": "Allow", "Principal": {"AWS": autoscaling},
+         "Action": "kms:CreateGrant", "Resource": "*", "Condition": {"Bool": {"kms:GrantIsForAWSResource": "true"}}},
+    ]
+
+
+def _ebs_statements(account_root: str, via_ebs: dict) -> list[dict]:
+    return [
         {"Sid": "AccountAdministersTheKey", "Effect": "Allow", "Principal": {"AWS": account_root},
          "Action": KEY_ADMIN_ACTIONS, "Resource": "*"},
         {"Sid": "UseOnlyThroughEbs", "Effect": "Allow", "Principal": {"AWS": account_root},
@@ -36,7 +70,7 @@ def key_policy(capture: Capture, *, partition: str, account: str) -> dict:
         {"Sid": "GrantsOnlyForEbs", "Effect": "Allow", "Principal": {"AWS": account_root},
          "Action": "kms:CreateGrant", "Resource": "*",
          "Condition": {"StringEquals": via_ebs, "Bool": {"kms:GrantIsForAWSResource": "true"}}},
-    ]}
+    ]
 
 
 def volume_key(stack: TerraformStack, capture: Capture, *, partition: str, account: str) -> str:

@@ -1,4 +1,4 @@
-"""Traffic Mirroring: target (the mirror ENI), filter and rules, a session per source."""
+"""Traffic Mirroring: target (the mirror ENI, or a fleet's NLB), filter and rules, a session per source."""
 
 from __future__ import annotations
 
@@ -29,9 +29,15 @@ def number(expression: str) -> float:
 
 
 class Mirroring:
-    def __init__(self, stack: TerraformStack, capture: Capture, *, target_eni_id: str, numbers: Mapping[str, int]):
-        Ec2TrafficMirrorTarget(stack, "mirror_target", network_interface_id=target_eni_id,
-                                             description=f"mirrorcap {capture.name} capture host", tags=named(capture, TARGET))
+    def __init__(self, stack: TerraformStack, capture: Capture, *, numbers: Mapping[str, int], target_eni_id: str | None = None,
+                 target_nlb_arn: str | None = None, target_depends_on: list | None = None):
+        """The target is the host's mirror ENI, or a fleet's NLB (target_nlb_arn, created after its UDP 4789 listener)."""
+        if target_nlb_arn is None:
+            Ec2TrafficMirrorTarget(stack, "mirror_target", network_interface_id=target_eni_id,
+                                   description=f"mirrorcap {capture.name} capture host", tags=named(capture, TARGET))
+        else:
+            Ec2TrafficMirrorTarget(stack, "mirror_target", network_load_balancer_arn=target_nlb_arn, depends_on=target_depends_on,
+                                   description=f"mirrorcap {capture.name} capture fleet (NLB)", tags=named(capture, TARGET))
         Ec2TrafficMirrorFilter(stack, "mirror_filter", description=f"mirrorcap {capture.name}",
                                              network_services=list(capture.filter_network_services) or None,
                                              tags=named(capture, FILTER))

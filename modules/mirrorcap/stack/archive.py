@@ -1,0 +1,122 @@
+"""`archive {}`: the S3 bucket every closed pcap is uploaded to (fleet or single host).
+
+Encrypted with the capture's key (SSE-KMS, bucket key on), versioned, never
+public, TLS only, expired after the archive's retention. The bucket policy is
+the access list: only the capture hosts' role writes, and only under
+`<capture>/`, only with the capture's key; only the reader roles read objects.
+The account keeps managing the bucket (its policy, its configuration): nothing
+denies bucket-level actions except plain HTTP.
+"""
+
+from __future__ import annotations
+
+from cdktn import TerraformStack
+from cdktn_provider_aws.iam_role_policy import IamRolePolicy
+from cdktn_provider_aws.s3_bucket import S3Bucket
+from cdktn_provider_aws.s3_bucket_lifecycle_configuration import (
+    S3BucketLifecycleConfiguration, S3BucketLifecycleConfigurationRule, S3BucketLifecycleConfigurationRuleAbortIncompleteMultipartUpload,
+    S3BucketLifecycleConfigurationRuleExpiration, S3BucketLifecycleConfigurationRuleFilter,
+    S3BucketLifecycleConfigurationRuleNoncurrentVersionExpiration)
+from cdktn_provider_aws.s3_bucket_ownership_controls import S3BucketOwnershipControls, S3BucketOwnershipControlsRule
+from cdktn_provider_aws.s3_bucket_policy import S3BucketPolicy
+from cdktn_provider_aws.s3_bucket_public_access_block import S3BucketPublicAccessBlock
+from cdktn_provider_aws.s3_bucket_server_side_encryption_configuration import (
+    S3BucketServerSideEncryptionConfigurationA, S3BucketServerSideEncryptionConfigurationRuleA,
+    S3BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultA)
+from cdktn_provider_aws.s3_bucket_versioning import S3BucketVersioningA, S3BucketVersioningVersioningConfiguration
+
+from ..contract import resource_name
+from ..inventory.model import Capture
+from .literal import literal
+from .policy import policy_document
+from .refs import ref
+from .tags import named
+
+# S3 appends 26 characters to a bucket_prefix; a bucket name is at most 63.
+BUCKET_PREFIX_MAX = 37
+# An overwritten or expired pcap stays recoverable this long as a noncurrent version, then is gone.
+NONCURRENT_DAYS = 7
+MULTIPART_ABORT_DAYS = 7
+OBJECT_READS = ["s3:GetObject", "s3:GetObjectVersion"]
+
+
+def bucket_prefix(capture: str) -> str:
+    """`mirrorcap-<capture>-`, the capture name cut to fit (names are [a-z][a-z0-9-]{0,31}: valid in S3)."""
+    head = "mirrorcap-"
+    return head + capture[:BUCKET_PREFIX_MAX - len(head) - 1] + "-"
+
+
+def bucket_policy(capture: Capture, *, bucket_arn: str, host_role_arn: str, key_arn: str) -> dict:
+    objects = f"{bucket_arn}/*"
+    everyone = {"AWS": "*"}
+    readers = [literal(a, typed=True) for a in capture.archive.reader_role_arns]
+    statements = [
+        {"Sid": "DenyPlainHttp", "Effect": "Deny", "Principal": everyone, "Action": "s3:*",
+         "Resource": [bucket_arn, objects], "Condition": {"Bool": {"aws:SecureTransport": "false"}}},
+        {"Sid": "HostsWriteTheirCapture", "Effect": "Allow", "Principal": {"AWS": host_role_arn}, "Action": "s3:PutObject",
+         "Resource": f"{bucket_arn}/{capture.name}/*"},
+        # aws:PrincipalArn is the role's ARN for its sessions (the hosts' instance profile).
+        {"Sid": "NobodyElseWrites", "Effect": "Deny", "Principal": everyone, "Action": "s3:PutObject", "Resource": objects,
+         "Condition": {"ArnNotEquals": {"aws:PrincipalArn": host_role_arn}}},
+        # No header: the bucket's default (this key) applies; a header naming anything else is refused.
+        {"Sid": "OnlyTheCapturesKey", "Effect": "Deny", "Principal": everyone, "Action": "s3:PutObject", "Resource": objects,
+         "Condition": {"StringNotEqualsIfExists": {"s3:x-amz-server-side-encryption-aws-kms-key-id": key_arn}}},
+        {"Sid": "OnlySseKms", "Effect": "Deny", "Principal": everyone, "Action": "s3:PutObject", "Resource": objects,
+         "Condition": {"StringNotEqualsIfExists": {"s3:x-amz-server-side-encryption": "aws:kms"}}},
+        # Hosts write blind: they confirm an upload by PutObject's answer, never by reading or listing.
+        {"Sid": "HostsDoNotList", "Effect": "Deny", "Principal": everyone, "Action": "s3:ListBucket", "Resource": bucket_arn,
+         "Condition": {"ArnEquals": {"aws:PrincipalArn": host_role_arn}}},
+    ]
+    if readers:
+        statements += [
+            {"Sid": "ReadersRead", "Effect": "Allow", "Principal": {"AWS": readers}, "Action": OBJECT_READS, "Resource": objects},
+            {"Sid": "ReadersList", "Effect": "Allow", "Principal": {"AWS": readers}, "Action": "s3:ListBucket", "Resource": bucket_arn},
+            # Object reads only: listing stays with the account's administrators too, because
+            # HeadBucket (every Terraform refresh of the bucket) is authorized by s3:ListBucket.
+            {"Sid": "NobodyElseReads", "Effect": "Deny", "Principal": everyone, "Action": OBJECT_READS, "Resource": objects,
+             "Condition": {"ArnNotEquals": {"aws:PrincipalArn": readers}}},
+        ]
+    else:
+        statements.append({"Sid": "NobodyReads", "Effect": "Deny", "Principal": everyone, "Action": OBJECT_READS, "Resource": objects})
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def host_policy(capture: Capture, *, bucket_arn: str, key_arn: str) -> dict:
+    """The hosts' new permissions: write their capture's prefix, and the key for it through S3.
+    kms:Decrypt is for multipart uploads (a large pcap): S3 decrypts the data key to assemble
+    the parts; the hosts still cannot read an object (no s3:GetObject, and the bucket denies it)."""
+    return {"Version": "2012-10-17", "Statement": [
+        {"Sid": "ArchivePcaps", "Effect": "Allow", "Action": "s3:PutObject", "Resource": f"{bucket_arn}/{capture.name}/*"},
+        {"Sid": "WithTheCapturesKey", "Effect": "Allow", "Action": ["kms:GenerateDataKey", "kms:Encrypt", "kms:Decrypt"],
+         "Resource": key_arn, "Condition": {"StringEquals": {"kms:ViaService": f"s3.{capture.region}.amazonaws.com"}}},
+    ]}
+
+
+class ArchiveBucket:
+    def __init__(self, stack: TerraformStack, capture: Capture, *, key_arn: str, host_role_name: str, host_role_arn: str):
+        S3Bucket(stack, "archive", bucket_prefix=bucket_prefix(capture.name), force_destroy=False, tags=named(capture, "archive"))
+        bucket, bucket_arn = ref("aws_s3_bucket", "archive"), ref("aws_s3_bucket", "archive", "arn")
+        self.name = ref("aws_s3_bucket", "archive", "bucket")
+        public_access = S3BucketPublicAccessBlock(stack, "archive_public_access", bucket=bucket, block_public_acls=True, block_public_policy=True,
+                                  ignore_public_acls=True, restrict_public_buckets=True)
+        S3BucketOwnershipControls(stack, "archive_ownership", bucket=bucket,
+                                  rule=S3BucketOwnershipControlsRule(object_ownership="BucketOwnerEnforced"))
+        S3BucketVersioningA(stack, "archive_versioning", bucket=bucket,
+                            versioning_configuration=S3BucketVersioningVersioningConfiguration(status="Enabled"))
+        S3BucketServerSideEncryptionConfigurationA(stack, "archive_encryption", bucket=bucket, rule=[
+            S3BucketServerSideEncryptionConfigurationRuleA(
+                apply_server_side_encryption_by_default=S3BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultA(
+                    sse_algorithm="aws:kms", kms_master_key_id=key_arn),
+                bucket_key_enabled=True)])
+        days = capture.archive_retention_days
+        S3BucketLifecycleConfiguration(stack, "archive_lifecycle", bucket=bucket, rule=[S3BucketLifecycleConfigurationRule(
+            id="expire-pcaps", status="Enabled", filter=[S3BucketLifecycleConfigurationRuleFilter(prefix="")],
+            expiration=[S3BucketLifecycleConfigurationRuleExpiration(days=days)],
+            noncurrent_version_expiration=[S3BucketLifecycleConfigurationRuleNoncurrentVersionExpiration(noncurrent_days=NONCURRENT_DAYS)],
+            abort_incomplete_multipart_upload=[S3BucketLifecycleConfigurationRuleAbortIncompleteMultipartUpload(
+                days_after_initiation=MULTIPART_ABORT_DAYS)])])
+        # After the public access block: S3 refuses a policy while its settings are being changed.
+        S3BucketPolicy(stack, "archive_policy", bucket=bucket, depends_on=[public_access], policy=policy_document(
+            stack, "archive_bucket_policy", bucket_policy(capture, bucket_arn=bucket_arn, host_role_arn=host_role_arn, key_arn=key_arn)))
+        IamRolePolicy(stack, "host_archive", name=resource_name(capture.name, "archive"), role=host_role_name,
+                      policy=policy_document(stack, "host_archive_permissions", host_policy(capture, bucket_arn=bucket_arn, key_arn=key_arn)))
