@@ -38,6 +38,7 @@ BUCKET_PREFIX_MAX = 37
 NONCURRENT_DAYS = 7
 MULTIPART_ABORT_DAYS = 7
 OBJECT_READS = ["s3:GetObject", "s3:GetObjectVersion"]
+SSE_HEADER, KMS_KEY_HEADER = "s3:x-amz-server-side-encryption", "s3:x-amz-server-side-encryption-aws-kms-key-id"
 
 
 def bucket_prefix(capture: str) -> str:
@@ -58,11 +59,13 @@ def bucket_policy(capture: Capture, *, bucket_arn: str, host_role_arn: str, key_
         # aws:PrincipalArn is the role's ARN for its sessions (the hosts' instance profile).
         {"Sid": "NobodyElseWrites", "Effect": "Deny", "Principal": everyone, "Action": "s3:PutObject", "Resource": objects,
          "Condition": {"ArnNotEquals": {"aws:PrincipalArn": host_role_arn}}},
-        # No header: the bucket's default (this key) applies; a header naming anything else is refused.
+        # No encryption header: the bucket's default (this key) applies. A header naming anything
+        # else is refused. ("Null": false = the header is present; a negated operator alone, or
+        # ...IfExists, is true when it is absent and would refuse the default too.)
         {"Sid": "OnlyTheCapturesKey", "Effect": "Deny", "Principal": everyone, "Action": "s3:PutObject", "Resource": objects,
-         "Condition": {"StringNotEqualsIfExists": {"s3:x-amz-server-side-encryption-aws-kms-key-id": key_arn}}},
+         "Condition": {"StringNotEquals": {KMS_KEY_HEADER: key_arn}, "Null": {KMS_KEY_HEADER: "false"}}},
         {"Sid": "OnlySseKms", "Effect": "Deny", "Principal": everyone, "Action": "s3:PutObject", "Resource": objects,
-         "Condition": {"StringNotEqualsIfExists": {"s3:x-amz-server-side-encryption": "aws:kms"}}},
+         "Condition": {"StringNotEquals": {SSE_HEADER: "aws:kms"}, "Null": {SSE_HEADER: "false"}}},
         # Hosts write blind: they confirm an upload by PutObject's answer, never by reading or listing.
         {"Sid": "HostsDoNotList", "Effect": "Deny", "Principal": everyone, "Action": "s3:ListBucket", "Resource": bucket_arn,
          "Condition": {"ArnEquals": {"aws:PrincipalArn": host_role_arn}}},
