@@ -1,4 +1,4 @@
-"""The CLI's way into the account: EC2 clients (profile, assume-role) and the
+"""The CLI's way into the account: clients (profile, assume-role; EC2, S3, ELBv2, Auto Scaling) and the
 EC2 reads the drift check and pre-flight make. The reads the re-mirroring
 Lambda shares (instances, sessions, ENIs) live in live/ec2.py and are reused.
 
@@ -16,7 +16,7 @@ from botocore.exceptions import ClientError
 from .. import aws_limits as L
 from ..live.ec2 import describe_instances, primary_eni
 
-__all__ = ["Access", "describe_instances", "primary_eni", "traffic_mirror_targets", "traffic_mirror_filters",
+__all__ = ["Access", "FleetClients", "load_balancers", "target_groups", "target_health", "auto_scaling_group", "describe_instances", "primary_eni", "traffic_mirror_targets", "traffic_mirror_filters",
            "subnet", "network_interface", "hypervisors", "baseline_gbps", "dry_run_session"]
 
 
@@ -28,7 +28,8 @@ class Access:
     profile: Optional[str] = None
     role_arn: Optional[str] = None
 
-    def ec2(self, region: str):
+    def session(self, region: str):
+        """A boto3 session signing with the profile's credentials, or the role's when one is given."""
         import boto3
         session = boto3.Session(profile_name=self.profile) if self.profile else boto3.Session()
         if self.role_arn:
@@ -36,7 +37,25 @@ class Access:
                 RoleArn=self.role_arn, RoleSessionName="mirrorcap-cli")["Credentials"]
             session = boto3.Session(aws_access_key_id=creds["AccessKeyId"], aws_secret_access_key=creds["SecretAccessKey"],
                                     aws_session_token=creds["SessionToken"])
-        return session.client("ec2", region_name=region)
+        return session
+
+    def ec2(self, region: str):
+        return self.session(region).client("ec2", region_name=region)
+
+    def s3(self, region: str):
+        return self.session(region).client("s3", region_name=region)
+
+    def fleet(self, region: str) -> "FleetClients":
+        """EC2, ELBv2 and Auto Scaling clients on one session (one AssumeRole): the fleet drift check's reads."""
+        session = self.session(region)
+        return FleetClients(*(session.client(s, region_name=region) for s in ("ec2", "elbv2", "autoscaling")))
+
+
+@dataclass(frozen=True)
+class FleetClients:
+    ec2: object
+    elbv2: object
+    autoscaling: object
 
 
 def traffic_mirror_targets(ec2) -> list[dict]:
@@ -88,3 +107,39 @@ def dry_run_session(ec2, eni_id: str, target_id: str, filter_id: str, vni: int) 
         return None if err["Code"] == "DryRunOperation" else f"{err['Code']}: {err.get('Message', '')}".strip()
     # An API that ignored DryRun would have created a session: never expected from EC2.
     return "DryRun was not honoured"
+
+
+# --- A fleet's reads (ELBv2, Auto Scaling) ------------------------------------
+
+def _elbv2_tags(elbv2, arns: list[str]) -> dict[str, dict[str, str]]:
+    """ARN -> tags; DescribeTags takes at most 20 ARNs a call."""
+    tags: dict[str, dict[str, str]] = {}
+    for i in range(0, len(arns), 20):
+        for d in elbv2.describe_tags(ResourceArns=arns[i:i + 20])["TagDescriptions"]:
+            tags[d["ResourceArn"]] = {t["Key"]: t["Value"] for t in d.get("Tags", [])}
+    return tags
+
+
+def load_balancers(elbv2) -> list[dict]:
+    """Every network load balancer of the region, each with its "Tags" (a dict)."""
+    found = [lb for p in elbv2.get_paginator("describe_load_balancers").paginate() for lb in p["LoadBalancers"]
+             if lb.get("Type") == "network"]
+    tags = _elbv2_tags(elbv2, [lb["LoadBalancerArn"] for lb in found])
+    return [{**lb, "Tags": tags.get(lb["LoadBalancerArn"], {})} for lb in found]
+
+
+def target_groups(elbv2, load_balancer_arn: str) -> list[dict]:
+    """The load balancer's target groups, each with its "Tags" (a dict)."""
+    found = [g for p in elbv2.get_paginator("describe_target_groups").paginate(LoadBalancerArn=load_balancer_arn)
+             for g in p["TargetGroups"]]
+    tags = _elbv2_tags(elbv2, [g["TargetGroupArn"] for g in found])
+    return [{**g, "Tags": tags.get(g["TargetGroupArn"], {})} for g in found]
+
+
+def target_health(elbv2, target_group_arn: str) -> list[dict]:
+    return elbv2.describe_target_health(TargetGroupArn=target_group_arn)["TargetHealthDescriptions"]
+
+
+def auto_scaling_group(autoscaling, name: str) -> Optional[dict]:
+    groups = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"]
+    return groups[0] if groups else None

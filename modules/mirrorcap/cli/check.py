@@ -68,12 +68,13 @@ def _check(inventory: Path, capture: list[str], fix: bool, aws) -> tuple[list, d
     for c in inv.captures:
         if capture and c.name not in capture:
             continue
-        ec2 = aws.ec2(c.region)
+        fleet = aws.fleet(c.region) if c.fleet else None
+        ec2 = fleet.ec2 if fleet else aws.ec2(c.region)
         per_source = grouped.get(c.name, {})
-        found = check_capture(ec2, c, per_source, datetime.now(timezone.utc))
+        found = check_capture(ec2, c, per_source, datetime.now(timezone.utc), fleet)
         if fix and any(f.fixable for f in found):
             target_id, filter_id = locate(ec2, c)
             fixed[c.name] = reconcile(ec2, settings_for(c, target_id=target_id, filter_id=filter_id))
-            found = check_capture(ec2, c, per_source, datetime.now(timezone.utc))
+            found = check_capture(ec2, c, per_source, datetime.now(timezone.utc), fleet)
         findings.extend(found)
     return findings, fixed

@@ -1,0 +1,85 @@
+"""The archive bucket's reads: which bucket, which keys, the objects themselves.
+
+The bucket is found by its tags, not by the stack's outputs: reading those
+needs the Terraform state (and its backend's credentials), which someone who may
+read pcaps need not have. ListBuckets (Prefix = contract.ARCHIVE_BUCKET_PREFIX,
+in the capture's region) then GetBucketTagging on each: the one tagged
+mirrorcap:stack = <capture> and Name = resource_name(capture, "archive").
+--bucket skips the search (a reader role without s3:ListAllMyBuckets).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from botocore.exceptions import ClientError
+
+from ..contract import ARCHIVE, ARCHIVE_BUCKET_PREFIX, STACK_KEY, resource_name
+from ..errors import MirrorcapError, Problem
+from .index import ArchivedPcap, parse_key
+
+DENIED = ("AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "403")
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def denied_problem(capture, what: str, exc: ClientError) -> Problem:
+    readers = ", ".join(capture.archive.reader_role_arns) if capture.archive and capture.archive.reader_role_arns else ""
+    fix = (f"use a role archive > reader_role_arns allows ({readers}): --role-arn ..." if readers else
+           "add your role to archive > reader_role_arns in the inventory and deploy, then pass it as --role-arn")
+    return Problem("AWS", what, f"access denied: {_code(exc)}: {exc.response.get('Error', {}).get('Message', '')}".strip(), fix)
+
+
+def find_bucket(s3, capture) -> str:
+    name, region = capture.name, capture.region
+    want = {STACK_KEY: name, "Name": resource_name(name, ARCHIVE)}
+    found, denied = [], None
+    kwargs = {"Prefix": ARCHIVE_BUCKET_PREFIX, "BucketRegion": region}
+    try:
+        pages = s3.get_paginator("list_buckets").paginate(**kwargs)
+        candidates = [b["Name"] for page in pages for b in page.get("Buckets", [])]
+    except ClientError as exc:
+        if _code(exc) in DENIED:
+            raise MirrorcapError([Problem("AWS", "ListBuckets", f"access denied ({_code(exc)}): the archive bucket cannot be searched by tags",
+                                          "pass the bucket's name as --bucket (the stack's output archive bucket), or allow s3:ListAllMyBuckets")])
+        raise
+    for bucket in candidates:
+        try:
+            tags = {t["Key"]: t["Value"] for t in s3.get_bucket_tagging(Bucket=bucket)["TagSet"]}
+        except ClientError as exc:
+            if _code(exc) in DENIED:
+                denied = exc
+            elif _code(exc) not in ("NoSuchTagSet", "NoSuchBucket"):
+                raise
+            continue
+        if all(tags.get(k) == v for k, v in want.items()):
+            found.append(bucket)
+    if len(found) == 1:
+        return found[0]
+    if len(found) > 1:
+        raise MirrorcapError([Problem("AWS", "archive bucket", f"{len(found)} buckets are tagged as capture {name}'s archive: {', '.join(found)}",
+                                      "pass the one to read as --bucket")])
+    if denied is not None:
+        raise MirrorcapError([denied_problem(capture, "GetBucketTagging", denied)])
+    raise MirrorcapError([Problem("AWS", "archive bucket",
+                                  f"no bucket in {region} named {ARCHIVE_BUCKET_PREFIX}... is tagged {STACK_KEY}={name}, Name={want['Name']}",
+                                  f"deploy the capture's stack (make deploy STACK={name}), or pass the bucket as --bucket")])
+
+
+def list_prefix(s3, bucket: str, capture: str, prefix: str) -> list[ArchivedPcap]:
+    """The archived pcaps under a key prefix; other keys (not named by the contract) are ignored."""
+    out = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            p = parse_key(capture, obj["Key"], obj["Size"], obj["LastModified"])
+            if p is not None:
+                out.append(p)
+    return out
+
+
+def download(s3, bucket: str, key: str, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    s3.download_file(bucket, key, str(path))
+    return path

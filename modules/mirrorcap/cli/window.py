@@ -1,0 +1,73 @@
+"""`mirrorcap window`: the packets around a moment from a capture's archive, every host merged."""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import timezone
+from pathlib import Path
+
+import typer
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ..errors import MirrorcapError, Problem
+from ..inventory import load
+from .common import InventoryOpt, ProfileOpt, RoleOpt, access, aws_problem
+
+FOUND, NOTHING, FAILED = 0, 1, 2
+
+
+def window(
+    capture: str = typer.Option(..., "--capture", "-c", help="the capture whose archive to read"),
+    at: str = typer.Option(..., "--at", help="the moment, with a time zone (2026-11-25T10:15:00+09:00, ...Z, or now)"),
+    out: Path = typer.Option(..., "--out", help="write the merged, cut, filtered packets here (pcap); never overwritten"),
+    span: str = typer.Option("5m", "--window", help="either side of --at (default 5m)"),
+    before: str = typer.Option(None, "--before", help="before --at (overrides --window)"),
+    after: str = typer.Option(None, "--after", help="after --at (overrides --window)"),
+    vni: int = typer.Option(None, "--vni", help="only this VNI's pcaps (default: every VNI of the capture)"),
+    host: str = typer.Option(None, "--host", help="capture filter: this IP address"),
+    port: int = typer.Option(None, "--port", help="capture filter: this TCP/UDP port"),
+    bpf: str = typer.Option(None, "--bpf", help="capture filter (tcpdump syntax)"),
+    display: str = typer.Option(None, "--filter", help="display filter (Wireshark syntax), e.g. 'http.response.code >= 500'"),
+    bucket: str = typer.Option(None, "--bucket", help="the archive bucket (default: found by its tags)"),
+    inventory: Path = InventoryOpt,
+    profile: str = ProfileOpt,
+    role_arn: str = RoleOpt,
+) -> None:
+    """Find, download and merge the archived pcaps of every host covering a moment, cut to the window and filtered.
+
+    Exit 0: written to --out; 1: no archived pcap covers the window; 2: could not (usage, inventory, bucket, access)."""
+    from ..archive.window import Query, bounds, extract, find, require_archive
+    q = Query(at=at, window=span, before=before, after=after, vni=vni, host=host, port=port, bpf=bpf, display=display)
+    try:
+        inv = load(inventory)
+        c = next((x for x in inv.captures if x.name == capture), None)
+        if c is None:
+            raise MirrorcapError([Problem(str(inventory), "--capture", f"no capture named {capture}",
+                                          "use one of: " + ", ".join(x.name for x in inv.captures))])
+        require_archive(c, str(inventory))
+        if vni is not None and vni not in c.vnis:
+            raise MirrorcapError([Problem(str(inventory), "--vni", f"capture {capture} mirrors no VNI {vni}",
+                                          "use one of: " + ", ".join(map(str, c.vnis)))])
+        begin, end = bounds(q)
+        if os.path.lexists(out):
+            raise MirrorcapError([Problem("command line", "--out", f"{out} exists", "pick another --out (mirrorcap window never overwrites a file)")])
+        if not out.parent.resolve().is_dir():
+            raise MirrorcapError([Problem("command line", "--out", f"{out.parent} is not a directory", "create it, or write elsewhere")])
+        s3 = access(profile, role_arn).s3(c.region)
+        found = find(s3, c, begin, end, [vni] if vni is not None else list(c.vnis), bucket)
+        print(f"window {begin.astimezone(timezone.utc).isoformat()} .. {end.astimezone(timezone.utc).isoformat()} (UTC), {len(found.pcaps)} pcap(s) in s3://{found.bucket}")
+        for f in found.pcaps:
+            print(f"  {f['key']}  {f['start']:%H:%M:%S} .. {f['end']:%H:%M:%S}  {f['bytes']} bytes")
+        if not found.pcaps:
+            days = ", ".join(d.isoformat() for d in found.listed_days)
+            print(f"mirrorcap: no archived pcap covers the window (listed {days})", file=sys.stderr)
+            raise typer.Exit(NOTHING)
+        extract(s3, c, found, q, out)
+    except MirrorcapError as exc:
+        print(f"mirrorcap: {exc}", file=sys.stderr)
+        raise typer.Exit(FAILED)
+    except (ClientError, BotoCoreError) as exc:
+        print(f"mirrorcap: {MirrorcapError([aws_problem(exc)])}", file=sys.stderr)
+        raise typer.Exit(FAILED)
+    print(f"wrote {out}", file=sys.stderr)
