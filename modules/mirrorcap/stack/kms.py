@@ -3,7 +3,8 @@
 No `storage.kms_key_id`: a dedicated customer-managed key, rotated yearly, kept
 as long as the volume is (prevent_destroy follows the volume's), whose policy
 lets the account administer it but use it only through EC2 (EBS) in this
-region. A key ARN is used as written; an alias, alias ARN or key ID is resolved
+region; with `archive {}` also through S3 in this region (the archive bucket's
+SSE-KMS), and for a fleet by EC2 Auto Scaling, which creates its hosts' volumes. A key ARN is used as written; an alias, alias ARN or key ID is resolved
 to its key ARN at plan time (aws_ebs_volume takes an ARN, nothing else).
 """
 
