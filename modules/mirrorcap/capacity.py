@@ -1,4 +1,4 @@
-"""Capacity and cost of one capture host: a pure function of rate, retention and the inventory.
+"""Capacity and cost of one capture host, or of a fleet (fleet_estimate): pure functions of rate, retention and the inventory.
 
 Facts used (AWS docs, EBS volume types and EC2 network bandwidth pages):
 - st1: baseline 40 MiB/s per TiB, burst 250 MiB/s per TiB, both capped at 500 MiB/s.
@@ -47,6 +47,15 @@ class Prices:
     volume_gib_month: dict = field(default_factory=lambda: {"st1": 0.045, "sc1": 0.015, "gp3": 0.08})
     gp3_mibps_month: float = 0.04  # above 125 MiB/s
     mirror_session_hour: float = 0.015  # per source ENI with a session
+    # A fleet's archive and load balancer, us-east-1 list prices:
+    # S3 Standard, first 50 TB: $0.023 per GB-month; PUT/COPY/POST/LIST: $0.005 per 1,000 requests
+    # (https://aws.amazon.com/s3/pricing/). NLB: $0.0225 per NLB-hour and $0.006 per NLCU-hour, an NLCU
+    # including 1 GB processed per hour (https://aws.amazon.com/elasticloadbalancing/pricing/; the NLCU
+    # price as transcribed from that page in api-evangelist/amazon-elastic-load-balancing, 2026-09-20).
+    s3_gb_month: float = 0.023
+    s3_put_1000: float = 0.005
+    nlb_hour: float = 0.0225
+    nlcu_hour: float = 0.006
 
     def with_overrides(self, overrides: dict[str, float]) -> "Prices":
         """Keys: instance_hour, volume_gib_month, gp3_mibps_month, mirror_session_hour."""
@@ -56,7 +65,7 @@ class Prices:
                 p = replace(p, instance_hour={**p.instance_hour, "*": value})
             elif key == "volume_gib_month":
                 p = replace(p, volume_gib_month={**p.volume_gib_month, "*": value})
-            elif key in ("gp3_mibps_month", "mirror_session_hour"):
+            elif key in ("gp3_mibps_month", "mirror_session_hour", "s3_gb_month", "s3_put_1000", "nlb_hour", "nlcu_hour"):
                 p = replace(p, **{key: value})
             else:
                 raise KeyError(key)
@@ -168,3 +177,98 @@ def estimate_for(capture, rate: float, retention: float, tag_instances: int | No
     return estimate(rate, retention, volume_type=c.storage.type, volume_gib=c.storage.size_gib, gp3_mibps=c.storage.throughput_mibps,
                     instance_type=c.instance_type, sources=sources, min_free_percent=c.host.min_free_percent,
                     unpriced_selectors=len(c.tag_sources) if tag_instances is None else 0, **kw)
+
+
+# --- A fleet ------------------------------------------------------------------
+
+NLCU_GB_PER_HOUR = 1.0  # an NLCU's processed bytes (mirrored traffic is a few long UDP flows: bytes decide)
+
+
+def host_max_mbps(e: Estimate) -> Optional[float]:
+    """The mirrored rate (Mbit/s, before VXLAN) one host of this estimate's kind sustains:
+    the lower of its baseline bandwidth (VXLAN included) and its volume's baseline throughput
+    (pcap record headers included). None when neither is known."""
+    limits = []
+    if e.instance_baseline_mbps:
+        limits.append(e.instance_baseline_mbps / (1 + L.VXLAN_OVERHEAD_BYTES / e.avg_packet_bytes))
+    if e.volume_baseline_mib_s:
+        limits.append(e.volume_baseline_mib_s * MIB * 8 / 1e6 / (1 + PCAP_RECORD_HEADER / e.avg_packet_bytes))
+    return min(limits) if limits else None
+
+
+def hosts_needed(e: Estimate) -> Optional[int]:
+    """How many hosts the estimate's rate needs (1 = a single host fits its network and disk)."""
+    top = host_max_mbps(e)
+    return max(1, math.ceil(e.rate_mbps / top)) if top else None
+
+
+@dataclass(frozen=True)
+class FleetEstimate:
+    rate_mbps: float
+    azs: int
+    hosts_per_az: int
+    hosts: int
+    host_max_mbps: Optional[float]
+    per_host: Estimate  # one host at its share of the rate (even spread over the AZs)
+    s3_gib: float  # steady state: the archive's retention of pcaps
+    s3_puts_month: int
+    nlb_gb_hour: float
+    monthly_usd: dict
+    prices_used: dict
+    problems: tuple[str, ...]
+    notes: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "per_host": self.per_host.as_dict(), "ok": self.ok}
+
+
+def fleet_estimate(rate_mbps: float, retention_days: float, *, azs: int, min_per_az: int = 1, desired_per_az: int = 1,
+                   max_per_az: int = 2, archive_days: float, rotate_seconds: int = 600, vnis: int = 1, sources: int = 0,
+                   prices: Prices = Prices(), **host) -> FleetEstimate:
+    """A fleet for `rate_mbps` spread evenly over `azs` AZs (with cross-zone off, the
+    busiest AZ decides: size it with its own rate). `host`: estimate()'s per-host arguments."""
+    if azs < 1:
+        raise ValueError("a fleet has at least one AZ")
+    one = estimate(rate_mbps, retention_days, sources=0, prices=prices, **host)
+    top = host_max_mbps(one)
+    per_az = max(desired_per_az, min_per_az, math.ceil(rate_mbps / azs / top) if top else desired_per_az)
+    hosts = per_az * azs
+    per_host = estimate(rate_mbps / hosts, retention_days, sources=0, prices=prices, **host)
+    problems = list(per_host.problems)
+    if per_az > max_per_az:
+        problems.append(f"fleet: {rate_mbps:g} Mbit/s needs {per_az} host(s) per AZ (one sustains {top:.0f} Mbit/s); "
+                        f"max_per_az is {max_per_az}: raise fleet > max_per_az, or pick a larger instance_type")
+    disk_bytes_s = per_host.disk_mib_s * MIB * hosts
+    s3_gib = round(disk_bytes_s * archive_days * 86400 / GIB, 1)
+    puts = int(hosts * vnis * HOURS_PER_MONTH * 3600 / rotate_seconds)
+    nlb_gb_hour = round(rate_mbps * (1 + L.VXLAN_OVERHEAD_BYTES / one.avg_packet_bytes) * 1e6 / 8 * 3600 / 1e9, 2)
+    h = per_host.monthly_usd
+    monthly = {
+        "instances": (round(per_host.prices_used["instance_hour"] * HOURS_PER_MONTH * hosts, 2)
+                      if per_host.prices_used["instance_hour"] is not None else None),
+        "volumes": round(h["volume"] * hosts, 2),
+        "mirror_sessions": round(sources * prices.mirror_session_hour * HOURS_PER_MONTH, 2),
+        "s3_storage": round(s3_gib * GIB / 1e9 * prices.s3_gb_month, 2),
+        "s3_requests": round(puts / 1000 * prices.s3_put_1000, 2),
+        "nlb": round((prices.nlb_hour + max(1.0, nlb_gb_hour / NLCU_GB_PER_HOUR) * prices.nlcu_hour) * HOURS_PER_MONTH, 2),
+    }
+    monthly["total"] = round(sum(v for v in monthly.values() if v is not None), 2)
+    used = {**per_host.prices_used, "s3_gb_month": prices.s3_gb_month, "s3_put_1000": prices.s3_put_1000,
+            "nlb_hour": prices.nlb_hour, "nlcu_hour": prices.nlcu_hour}
+    notes = list(per_host.notes) + [f"the rate is assumed spread evenly over {azs} AZ(s); with cross-zone off, size for the busiest AZ's rate"]
+    return FleetEstimate(rate_mbps=rate_mbps, azs=azs, hosts_per_az=per_az, hosts=hosts, host_max_mbps=round(top, 1) if top else None,
+                         per_host=per_host, s3_gib=s3_gib, s3_puts_month=puts, nlb_gb_hour=nlb_gb_hour, monthly_usd=monthly,
+                         prices_used=used, problems=tuple(problems), notes=tuple(notes))
+
+
+def fleet_estimate_for(capture, rate: float, retention: float, tag_instances: int | None = None, **kw) -> FleetEstimate:
+    c, f = capture, capture.fleet
+    return fleet_estimate(rate, retention, azs=len(f.subnet_ids), min_per_az=f.min_per_az, desired_per_az=f.desired_per_az,
+                          max_per_az=f.max_per_az, archive_days=c.archive_retention_days or retention, rotate_seconds=c.host.rotate_seconds,
+                          vnis=len(c.vnis), sources=len(c.sources) + (tag_instances or 0), volume_type=c.storage.type,
+                          volume_gib=c.storage.size_gib, gp3_mibps=c.storage.throughput_mibps, instance_type=c.instance_type,
+                          min_free_percent=c.host.min_free_percent, **kw)

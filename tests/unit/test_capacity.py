@@ -97,3 +97,35 @@ def test_tag_selectors_are_not_costed_as_one_source(workdir):
     assert unknown["sources"] == 1 and any("1 tag selector(s)" in n and "--tag-instances" in n for n in unknown["notes"])
     counted = json.loads(mirrorcap("capacity", "--rate", "0.5", "--json", "--tag-instances", "8", cwd=workdir).stdout)
     assert counted["sources"] == 9 and not any("tag selector" in n for n in counted["notes"])
+
+
+def test_a_fleet_is_sized_per_az_and_costed_with_its_archive_and_nlb():
+    from mirrorcap.capacity import fleet_estimate, host_max_mbps, hosts_needed
+    one = estimate(200, 3, volume_type="st1", volume_gib=300, instance_type="t3.small")
+    # t3.small: 128 Mbit/s baseline / 1.1 (VXLAN on 500-byte packets) = 116.4 Mbit/s; st1 300 GiB: 11.72 MiB/s -> 95.3 Mbit/s
+    assert host_max_mbps(one) == pytest.approx(11.72 * 2**20 * 8 / 1e6 / 1.032) and hosts_needed(one) == 3
+    assert hosts_needed(estimate(1, 1)) == 1
+    f = fleet_estimate(200, 0.5, azs=2, max_per_az=4, archive_days=30, rotate_seconds=600, sources=4,
+                       volume_type="st1", volume_gib=300, instance_type="t3.small")
+    assert (f.hosts_per_az, f.hosts) == (2, 4) and f.per_host.rate_mbps == 50 and f.ok
+    # 200 Mbit/s x 1.1 = 27.5 MB/s = 99 GB/hour through the NLB: 99 NLCU-hours an hour
+    assert f.nlb_gb_hour == 99.0 and f.monthly_usd["nlb"] == round((0.0225 + 99 * 0.006) * 730, 2)
+    assert f.s3_puts_month == 4 * 730 * 6 and f.monthly_usd["s3_requests"] == round(4 * 730 * 6 / 1000 * 0.005, 2)
+    assert f.monthly_usd["mirror_sessions"] == round(4 * 0.015 * 730, 2) and f.monthly_usd["instances"] == round(4 * 0.0208 * 730, 2)
+    too_big = fleet_estimate(2000, 3, azs=2, max_per_az=4, archive_days=30, volume_type="st1", volume_gib=300, instance_type="t3.small")
+    assert not too_big.ok and any(p.startswith("fleet:") and "max_per_az is 4" in p for p in too_big.problems)
+
+
+def test_capacity_of_a_fleet_capture_and_a_single_host_that_no_longer_fits(workdir):
+    from test_fleet_inventory import ARCHIVE_BLOCK, FLEET, FLEET_BLOCK
+    write(workdir, FLEET % (FLEET_BLOCK + "\n" + ARCHIVE_BLOCK))
+    ok = mirrorcap("capacity", "--rate", "100", "--retention", "0.5", "--json", cwd=workdir)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    report = json.loads(ok.stdout)
+    assert report["azs"] == 2 and report["hosts"] == 2 * report["hosts_per_az"] and report["per_host"]["rate_mbps"] == 100 / report["hosts"]
+    assert set(report["monthly_usd"]) >= {"nlb", "s3_storage", "s3_requests", "instances", "volumes"}
+    text = mirrorcap("capacity", "--rate", "100", "--retention", "0.5", cwd=workdir).stdout
+    assert "(fleet)" in text and "per AZ" in text and "NLB" in text
+    write(workdir, minimal(sources(eni(1))))
+    single = mirrorcap("capacity", "--rate", "200", "--retention", "1", cwd=workdir)
+    assert single.returncode == 1 and "a single host no longer fits" in single.stdout and "fleet {}" in single.stdout

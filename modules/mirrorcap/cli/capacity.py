@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from ..capacity import Prices, estimate_for
+from ..capacity import Prices, estimate_for, fleet_estimate_for, hosts_needed
 from ..errors import MirrorcapError, Problem
 from ..inventory import load
 from .common import InventoryOpt, fail
@@ -17,7 +17,7 @@ USAGE = 2  # capacity: 1 means "does not fit", so a bad command line is 2
 
 
 def _price_overrides(items: list[str]) -> dict[str, float]:
-    names = "instance_hour, volume_gib_month, mirror_session_hour or gp3_mibps_month"
+    names = "instance_hour, volume_gib_month, mirror_session_hour, gp3_mibps_month, s3_gb_month, s3_put_1000, nlb_hour or nlcu_hour"
     overrides = {}
     for item in items:
         key, _, value = item.partition("=")
@@ -63,6 +63,9 @@ def capacity(
                           prices=prices, instance_baseline_gbps=instance_gbps)
     except ValueError as exc:
         fail(MirrorcapError([Problem("command line", "--rate/--retention/--avg-packet", str(exc), "pass positive numbers, e.g. --rate 50")]), USAGE)
+    if c.fleet is not None:
+        _fleet(c, rate, retention if retention is not None else c.host.retention_days, tag_instances, avg_packet, prices, instance_gbps, as_json)
+        return
     if as_json:
         print(json.dumps(e.as_dict(), indent=2))
     else:
@@ -82,6 +85,40 @@ def capacity(
             print(f"  note      {n}")
         for p in e.problems:
             print(f"  PROBLEM   {p}")
+        if not e.ok and (hosts_needed(e) or 1) > 1:
+            print(f"  fleet     a single host no longer fits: {hosts_needed(e)} hosts needed at this rate: "
+                  "add fleet {} (an NLB target, hosts in every AZ) and archive {} to the capture")
         print("  OK" if e.ok else "  does not fit")
     if not e.ok:
+        raise typer.Exit(1)
+
+
+def _fleet(c, rate, retention, tag_instances, avg_packet, prices, instance_gbps, as_json) -> None:
+    try:
+        f = fleet_estimate_for(c, rate, retention, tag_instances, avg_packet_bytes=avg_packet, prices=prices, instance_baseline_gbps=instance_gbps)
+    except ValueError as exc:
+        fail(MirrorcapError([Problem("command line", "--rate/--retention/--avg-packet", str(exc), "pass positive numbers, e.g. --rate 50")]), USAGE)
+    if as_json:
+        print(json.dumps(f.as_dict(), indent=2))
+    else:
+        h, m = f.per_host, f.monthly_usd
+        fmt = lambda v: "?" if v is None else f"${v:,.2f}"  # noqa: E731
+        top = f"{f.host_max_mbps:g} Mbit/s" if f.host_max_mbps else "unknown"
+        print(f'capture "{c.name}" (fleet): {f.rate_mbps:g} Mbit/s over {f.azs} AZ(s), kept {h.retention_days:g} days on the hosts, '
+              f"{c.archive_retention_days} days in S3")
+        print(f"  hosts     {f.hosts_per_az} per AZ, {f.hosts} in all ({h.instance_type}; one sustains {top})")
+        print(f"  per host  {h.rate_mbps:.1f} Mbit/s: writes {h.disk_mib_s} MiB/s; needs {h.needed_gib} GiB; has {h.volume_gib} GiB {h.volume_type}")
+        print(f"  archive   {f.s3_gib:,.1f} GiB in S3 (steady state), {f.s3_puts_month:,} uploads a month")
+        print(f"  nlb       {f.nlb_gb_hour} GB/hour processed")
+        print(f"  monthly   instances {fmt(m['instances'])} + volumes {fmt(m['volumes'])} + mirroring {fmt(m['mirror_sessions'])} + "
+              f"S3 {fmt(m['s3_storage'])} + S3 requests {fmt(m['s3_requests'])} + NLB {fmt(m['nlb'])} = {fmt(m['total'])} (excl. cross-AZ transfer)")
+        u = f.prices_used
+        print(f"  prices    {u['region']}: S3 {u['s3_gb_month']}/GB-month, {u['s3_put_1000']}/1,000 PUT, NLB {u['nlb_hour']}/h + "
+              f"{u['nlcu_hour']}/NLCU-h (override: --price NAME=USD)")
+        for n in f.notes:
+            print(f"  note      {n}")
+        for p in f.problems:
+            print(f"  PROBLEM   {p}")
+        print("  OK" if f.ok else "  does not fit")
+    if not f.ok:
         raise typer.Exit(1)
