@@ -302,7 +302,10 @@ mock_provider "aws" {
   # Fixed answers for every data source the stacks read: otherwise the mock makes
   # up random strings, and two plans of the same configuration would differ.
   mock_data "aws_subnet" {
-    defaults = { availability_zone = "ap-northeast-1a", vpc_id = "vpc-0123456789abcdef0" }
+    defaults = { availability_zone = "ap-northeast-1a", vpc_id = "vpc-0123456789abcdef0", cidr_block = "10.0.16.0/20" }
+  }
+  mock_data "aws_ami" {
+    defaults = { root_device_name = "/dev/xvda" }
   }
   mock_data "aws_ssm_parameter" {
     defaults = { insecure_value = "ami-0123456789abcdef0", value = "ami-0123456789abcdef0" }
@@ -381,7 +384,8 @@ def test_terraform_reads_inventory_text_literally(odd, tmp_path, review_hcl):
     assert json.loads(variables["MIRRORCAP_SELECTORS"])[0]["tags"] == ODD["selector"]
 
 
-@pytest.mark.parametrize("fixture,stack", [("example", "prod"), ("edge", "blue"), ("edge", "green"), ("odd", "odd")])
+@pytest.mark.parametrize("fixture,stack", [("example", "prod"), ("edge", "blue"), ("edge", "green"), ("odd", "odd"),
+                                           ("fleet", "fleet"), ("fleet", "solo")])
 def test_the_review_copy_is_what_terraform_runs(request, tmp_path, fixture, stack):
     """Terraform plans the review HCL exactly as it plans cdk.tf.json: every resource, every argument
     (an `egress = []` dropped from the review copy would let a reviewer miss an added rule)."""
