@@ -32,11 +32,15 @@ API::
         m.attach_volume()                          # the volume arrives after boot (volume_id=None at init)
         m.set_imds_interfaces({mac: eni_id})       # what the IMDS answers, live
         m.reboot()                                 # power cut + boot: same disk, volume, ENI
+        m.serve_s3("eu-west-1", ["bucket"])        # S3 (moto) under its real names, TLS with a lab CA the machine trusts
+        m.set_s3_reachable(False)                  # an outage (the address is gone), live; True: back, objects kept
+        m.s3_objects("bucket")                     # {key: bytes} as the S3 server holds them
     # __exit__: killed, detached, deleted; the workdir stays (disk, volume image, console.log)
 
 Machine(rootfs, workdir, name, *, eni_id, volume_id, volume_mib=400, mirror_mtu=9001,
 mirror_mac="0e:6c:61:62:00:06", mirror_ip="10.0.6.10/24", sender_ip="10.0.6.1/24",
-hostname=name, sysfs="rw"): ``volume_id=None`` boots without the volume (no node,
+hostname=name, sysfs="rw", instance_id=<from name>, ebs_device_name=None): ``ebs_device_name="sdf"``
+also links /dev/sdf to the volume's node, as Amazon Linux's udev rules do on Nitro; ``volume_id=None`` boots without the volume (no node,
 no link) until ``attach_volume(volume_id)``; ``sysfs="ro"`` gives the classic
 container setup instead (no device units at all, fstab device lines ignored).
 
@@ -124,6 +128,14 @@ The machine, and how it differs from an EC2 host (each deliberately):
   169.254.169.254:80 in the machine's netns, served from outside the machine
   (``nsenter --net``): the machine's scripts need no endpoint override.
   Default answer {mirror_mac: eni_id}; ``set_imds_interfaces`` changes it.
+* S3 (``serve_s3``): a moto server (the test venv's, in server mode) in the
+  machine's netns on 198.51.100.3:443, TLS with a certificate for
+  s3.<region>.amazonaws.com and *.s3.<region>.amazonaws.com from a lab CA
+  that the machine's trust store gets (update-ca-certificates), and those
+  names in its /etc/hosts: the AWS CLI reaches "S3" by its real endpoint,
+  with credentials from the IMDS's instance role (the IMDS always answers
+  iam/security-credentials/ and instance-id). Objects live in the server's
+  memory for the machine's lifetime; an outage removes the address.
 * Hostname: the machine's name (its UTS namespace; the rootfs has no /etc/hostname).
 
 Shutdown is a power cut for userspace (PID 1 is SIGKILLed by its host PID, the
@@ -432,6 +444,54 @@ server.serve_forever()
 '''
 
 
+# --------------------------------------------------------------------------- S3
+
+S3_ADDR = "198.51.100.3"  # TEST-NET-2: never a real address
+ROLE = "mirrorcap-bootlab-host"
+S3_CLIENT = r'''
+import json, sys, boto3, urllib3
+from botocore.config import Config
+urllib3.disable_warnings()
+addr, region, op, kwargs = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+s3 = boto3.client("s3", region_name=region, endpoint_url="https://%s" % addr, verify=False,
+                  aws_access_key_id="lab", aws_secret_access_key="lab", config=Config(s3={"addressing_style": "path"}))
+if op == "dump":
+    out = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=kwargs["Bucket"]):
+        for o in page.get("Contents", []):
+            out[o["Key"]] = s3.get_object(Bucket=kwargs["Bucket"], Key=o["Key"])["Body"].read().hex()
+    print(json.dumps(out))
+else:
+    getattr(s3, op)(**kwargs)
+    print("{}")
+'''
+
+
+def _role_paths() -> dict[str, str]:
+    """IMDS answers for the instance role's credentials (what the AWS CLI fetches by itself)."""
+    creds = {"Code": "Success", "LastUpdated": "2026-01-01T00:00:00Z", "Type": "AWS-HMAC",
+             "AccessKeyId": "ASIABOOTLABEXAMPLE00", "SecretAccessKey": "bootlab-secret", "Token": "bootlab-token",
+             "Expiration": "2099-01-01T00:00:00Z"}
+    return {"iam/security-credentials/": ROLE, f"iam/security-credentials/{ROLE}": json.dumps(creds)}
+
+
+def _lab_certificate(d: Path, names: list[str]) -> tuple[Path, Path, Path]:
+    """(certificate, key, CA certificate) for `names`, signed by a lab CA made for it (openssl)."""
+    cert, key, ca = d / "server.crt", d / "server.key", d / "ca.crt"
+    if cert.exists():
+        return cert, key, ca
+    d.mkdir(parents=True, exist_ok=True)
+    ca_key = d / "ca.key"
+    _sh("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=mirrorcap bootlab CA",
+        "-keyout", str(ca_key), "-out", str(ca))
+    _sh("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={names[0]}", "-keyout", str(key),
+        "-out", str(d / "server.csr"))
+    (d / "ext.cnf").write_text("subjectAltName=" + ",".join(f"DNS:{n}" for n in names) + "\n")
+    _sh("openssl", "x509", "-req", "-in", str(d / "server.csr"), "-CA", str(ca), "-CAkey", str(ca_key),
+        "-CAcreateserial", "-days", "2", "-extfile", str(d / "ext.cnf"), "-out", str(cert))
+    return cert, key, ca
+
+
 # --------------------------------------------------------------------------- launcher (PID 1 until it execs systemd)
 
 LAUNCHER = r'''
@@ -503,7 +563,8 @@ class Machine:
     def __init__(self, rootfs: Path, workdir: Path, name: str, *, eni_id: str, volume_id: str | None,
                  volume_mib: int = 400, mirror_mtu: int = 9001, mirror_mac: str = DEFAULT_MIRROR_MAC,
                  mirror_ip: str | None = "10.0.6.10/24", sender_ip: str | None = "10.0.6.1/24",
-                 hostname: str | None = None, sysfs: str = "rw"):
+                 hostname: str | None = None, sysfs: str = "rw", instance_id: str | None = None,
+                 ebs_device_name: str | None = None):
         if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,40}", name):
             raise ValueError(f"machine name {name!r}: lowercase letters, digits and dashes")
         Machine._seq += 1
@@ -523,7 +584,11 @@ class Machine:
         self.sender_mac = DEFAULT_SENDER_MAC
         self.sender_iface = "sender0"
         self.imds_interfaces = {mirror_mac: eni_id}
-        self.imds_paths: dict[str, str] = {}
+        self.instance_id = instance_id or "i-0" + uuid.uuid5(uuid.NAMESPACE_DNS, name).hex[:16]
+        self.ebs_device_name = ebs_device_name
+        self.imds_paths: dict[str, str] = {"instance-id": self.instance_id, **_role_paths()}
+        self._s3: subprocess.Popen | None = None
+        self.s3_region: str | None = None
         tag = f"bootlab-{os.getpid()}-{Machine._seq}-{name}"
         self.id = tag
         self.netns = f"{tag}-m"
@@ -592,6 +657,10 @@ class Machine:
             try:
                 _cleanup(state)
             finally:
+                if self._s3 is not None:
+                    self._s3.kill()
+                    self._s3.wait()
+                    self._s3 = None
                 if self._imds is not None:
                     self._imds.kill()
                     self._imds.wait()
@@ -667,6 +736,55 @@ class Machine:
         if self._imds.stdout.readline().strip() != "ready":
             raise RuntimeError(f"fake IMDS did not start: {self._imds.stderr.read()}")
 
+    # ---- S3
+
+    def serve_s3(self, region: str, buckets: list[str] | tuple[str, ...] = ()) -> None:
+        """Start S3 (moto server) for this machine under its real endpoint names; create `buckets`.
+        Before boot or live: the CA and /etc/hosts go into the machine either way."""
+        self.open()
+        self.s3_region = region
+        names = [f"s3.{region}.amazonaws.com", *(f"{b}.s3.{region}.amazonaws.com" for b in buckets)]
+        cert, key, ca = _lab_certificate(self.workdir / "s3-tls", [f"s3.{region}.amazonaws.com", f"*.s3.{region}.amazonaws.com"])
+        self.write_file("/usr/local/share/ca-certificates/mirrorcap-bootlab-s3.crt", ca.read_text())
+        hosts = self.read_file("/etc/hosts") if (self.pid or self._exists_offline("/etc/hosts")) else ""
+        self.write_file("/etc/hosts", hosts + f"{S3_ADDR} {' '.join(names)}\n")
+        if self.pid:
+            self.run("update-ca-certificates", check=True)
+        else:
+            self._offline("update-ca-certificates")
+        _sh("ip", "-n", self.netns, "addr", "add", f"{S3_ADDR}/32", "dev", "lo")
+        log = self.workdir / "s3.log"
+        with open(log, "wb") as out:
+            self._s3 = subprocess.Popen(
+                ["nsenter", f"--net=/run/netns/{self.netns}", str(Path(sys.executable).parent / "moto_server"),
+                 "-H", "0.0.0.0", "-p", "443", "-c", str(cert), "-k", str(key)],
+                stdout=out, stderr=subprocess.STDOUT, preexec_fn=_pdeathsig)
+        self._track("s3", self._s3.pid)
+        deadline = time.monotonic() + 30
+        while b"Running on" not in log.read_bytes():
+            if self._s3.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"moto server did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.1)
+        for bucket in buckets:
+            self._s3_call("create_bucket", Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
+
+    def set_s3_reachable(self, reachable: bool) -> None:
+        """An S3 outage for the machine (its address is gone: connections fail at once), or its end."""
+        _sh("ip", "-n", self.netns, "addr", "add" if reachable else "del", f"{S3_ADDR}/32", "dev", "lo")
+
+    def s3_objects(self, bucket: str) -> dict[str, bytes]:
+        """Every object of `bucket` as the S3 server holds it."""
+        return {k: bytes.fromhex(v) for k, v in self._s3_call("dump", Bucket=bucket).items()}
+
+    def _s3_call(self, op: str, **kwargs):
+        """boto3 against the machine's S3, from the host in the machine's netns (its server is only there)."""
+        # 127.0.0.1 (the server listens on every address of the netns): reachable during an outage too.
+        p = _sh("nsenter", f"--net=/run/netns/{self.netns}", sys.executable, "-c", S3_CLIENT, "127.0.0.1",
+                self.s3_region, op, json.dumps(kwargs), check=False, timeout=60)
+        if p.returncode != 0:
+            raise RuntimeError(f"S3 {op}: {p.stderr.strip()[-2000:]}")
+        return json.loads(p.stdout)
+
     # ---- volume
 
     def _attach_volume(self) -> None:
@@ -713,6 +831,8 @@ class Machine:
                       f'chgrp 6 "$D/{node}"', 'mkdir -p "$D/block"', f'ln -sfn ../{node} "$D/block/{major}:{minor}"']
             for link in links:
                 lines += [f'mkdir -p "$D/{Path(link).parent}"', f'ln -sfn ../../{node} "$D/{link}"']
+            if self.ebs_device_name:
+                lines.append(f'ln -sfn {node} "$D/{self.ebs_device_name}"')
             db = [*(f"S:{link}" for link in links), f"I:{now}", *(f"E:{k}={v}" for k, v in props.items()),
                   "G:systemd", "Q:systemd", "V:1"]
             lines.append(f'if [ -n "$U" ]; then printf "%s\\n" {shlex.join(db)} > "$U/data/b{major}:{minor}"; '

@@ -26,8 +26,13 @@ LAYOUT=2          # bump when the tree changes other than by the package list (c
 MIRROR=${BOOTLAB_MIRROR:-http://deb.debian.org/debian}
 # What a mirrorcap capture host runs (tcpdump, iproute2, xfsprogs, curl, python3, ...),
 # systemd as init (systemd-sysv: /sbin/init, reboot, ...) with dbus as on a stock host,
-# and passwd for groupadd/useradd (the bake creates the capture user).
+# passwd for groupadd/useradd (the bake creates the capture user), and the AWS CLI
+# (awscli: v2, as on Amazon Linux 2023) with the CA store for the archive's uploads.
 PACKAGES=(systemd systemd-sysv dbus tcpdump iproute2 xfsprogs util-linux mount curl python3 procps passwd)
+# Installed with apt in the finished tree: debootstrap cannot configure awscli's
+# Python dependencies (python3-cryptography) in its own pass.
+# python3-certifi: Debian's returns the system store, which the AWS CLI then trusts.
+APT_PACKAGES=(awscli ca-certificates python3-certifi)
 # shellcheck disable=SC2206
 EXTRA=(${BOOTLAB_EXTRA_PACKAGES:-})
 
@@ -39,7 +44,7 @@ if [ "${1:-}" = --check ]; then check_only=1; shift; fi
 CACHE=${1:-/var/cache/mirrorcap-bootlab}
 
 mapfile -t all < <(printf '%s\n' "${PACKAGES[@]}" "${EXTRA[@]}" | sort -u)
-key_src="suite=$SUITE variant=$VARIANT layout=$LAYOUT packages=${all[*]}"
+key_src="suite=$SUITE variant=$VARIANT layout=$LAYOUT packages=${all[*]} apt=${APT_PACKAGES[*]}"
 key="$SUITE-$VARIANT-$(printf '%s' "$key_src" | sha256sum | cut -c1-12)"
 final="$CACHE/$key"
 
@@ -104,6 +109,15 @@ if ! debootstrap --variant="$VARIANT" --components=main --include="$include" \
   die 4 "debootstrap failed (see $log): $(grep -E '^(E|W):' "$log" | tail -1)"
 fi
 [ -x "$tmp/lib/systemd/systemd" ] || die 4 "debootstrap finished but $tmp/lib/systemd/systemd is missing (see $log)"
+msg "apt-get install ${APT_PACKAGES[*]}"
+mount -t proc proc "$tmp/proc"
+if ! chroot "$tmp" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \
+      sh -c 'apt-get update -qq && apt-get install -y -qq --no-install-recommends "$@"' sh "${APT_PACKAGES[@]}" >>"$log" 2>&1; then
+  umount "$tmp/proc"
+  die 4 "apt-get install ${APT_PACKAGES[*]} in the tree failed (see $log): $(tail -1 "$log")"
+fi
+umount "$tmp/proc"
+rm -rf "$tmp/var/lib/apt/lists/"*
 
 # --- Customization: every change to the stock debootstrap result is here. ---
 msg "customizing"
@@ -124,7 +138,7 @@ rm -f "$tmp/var/lib/dbus/machine-id"
 # nsenter, and units that make no sense in a container skip themselves there.
 # --- end of customization ---
 
-printf '%s\n' "${all[@]}" > "$CACHE/$key.packages"
+printf '%s\n' "${all[@]}" "${APT_PACKAGES[@]}" > "$CACHE/$key.packages"
 mv -T "$tmp" "$final"
 trap - EXIT
 msg "done in $(($(date +%s) - start)) s: $final ($(du -sh --one-file-system "$final" | cut -f1))"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import EXAMPLE, ROOT
+from helpers import EXAMPLE, ROOT, eni, minimal
 from mirrorcap import aws_limits, contract
 from mirrorcap.host import render
 from mirrorcap.inventory import load
@@ -24,6 +24,14 @@ RENDERED = ROOT / "rendered" / "prod"
 PLAIN = sorted(p for p in HOST.iterdir() if p.suffix != ".j2")
 SHELL = [p for p in PLAIN if p.suffix == ".sh"]
 PYTHON = [p for p in PLAIN if p.suffix == ".py"]
+
+
+def load_text(text: str):
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "capture.hcl"
+        p.write_text(text)
+        return load(p)
 
 
 def host_module():
@@ -45,21 +53,22 @@ def host_script(name: str):
 
 
 def test_only_what_must_be_baked_is_a_template():
-    assert sorted(p.name for p in HOST.glob("*.j2")) == ["bake.sh.j2", "mirrorcap-capture@.service.j2",
-                                                         "mirrorcap-retention.service.j2"]
+    assert sorted(p.name for p in HOST.glob("*.j2")) == ["bake.sh.j2", "mirrorcap-archive.service.j2",
+                                                         "mirrorcap-capture@.service.j2", "mirrorcap-retention.service.j2"]
     for p in PLAIN:
         assert "{{" not in p.read_text() and "{%" not in p.read_text(), p.name
 
 
 def test_shellcheck_clean():
-    assert [p.name for p in SHELL] == ["mirrorcap-boot.sh", "mirrorcap-decap.sh", "mirrorcap-retention.sh",
-                                       "mirrorcap-storage.sh"]
+    assert [p.name for p in SHELL] == ["mirrorcap-boot.sh", "mirrorcap-decap.sh", "mirrorcap-fleet.sh",
+                                       "mirrorcap-retention.sh", "mirrorcap-storage.sh"]
     result = subprocess.run(["shellcheck", "--severity=info", *map(str, SHELL)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
 
 
 def test_python_is_39_and_pyflakes_clean():
-    assert [p.name for p in PYTHON] == ["mirrorcap-capture.py", "mirrorcap-health.py", "mirrorcap-window.py",
+    assert [p.name for p in PYTHON] == ["mirrorcap-archive-health.py", "mirrorcap-archive.py", "mirrorcap-capture.py",
+                                        "mirrorcap-health-listener.py", "mirrorcap-health.py", "mirrorcap-window.py",
                                         "mirrorcap_host.py"]
     for p in PYTHON:
         ast.parse(p.read_text(), feature_version=(3, 9))  # Amazon Linux 2023's system Python
@@ -104,7 +113,13 @@ def test_units_name_the_installed_scripts_and_the_capture_identity():
 def test_every_setting_a_script_reads_is_in_the_env_file():
     """No MIRRORCAP_* variable that only a test would set: the env file the user data writes has them all."""
     env = (RENDERED / "mirrorcap.env").read_text()
-    written = set(re.findall(r"^(MIRRORCAP_\w+)=", env, re.M))
+    # With the settings of a capture that archives and of a fleet (whose storage and
+    # decap hand MIRRORCAP_VOLUME_ID and MIRRORCAP_MIRROR_ENI_ID to the plain scripts).
+    fleet = load_text(minimal(f'\n  archive {{}}\n  fleet {{\n    subnet_ids = ["subnet-0aaaaaaaaaaaaaaa1"]\n  }}\n'
+                              f'  source {{\n    eni_id = "{eni(1)}"\n  }}\n', name="fleet")
+                      .replace('  subnet_id = "subnet-0123456789abcdef0"\n', ""))
+    others = "".join(render.env_file(c, "", "", "b") for c in fleet.captures)
+    written = set(re.findall(r"^(MIRRORCAP_\w+)=", env + others, re.M))
     for p in PLAIN:
         read = set(re.findall(r"MIRRORCAP_[A-Z_]+", p.read_text()))
         assert read <= written, (p.name, read - written)

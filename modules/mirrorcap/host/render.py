@@ -25,6 +25,7 @@ TERMSHARK_VERSION = "v2.4.0"
 # Placeholders in rendered/ where Terraform supplies the real IDs in user data.
 VOLUME_PLACEHOLDER = "REPLACE-with-pcap_volume_id-output"
 ENI_PLACEHOLDER = "REPLACE-with-mirror_eni_id-output"
+ARCHIVE_BUCKET_PLACEHOLDER = "REPLACE-with-archive_bucket-output"  # only in captures with `archive {}`
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,15 @@ def environment() -> jinja2.Environment:
 def _context(capture: Capture) -> dict:
     return {"capture": capture, "host": capture.host, "capture_user": contract.CAPTURE_USER,
             "capture_group": contract.CAPTURE_GROUP, "vxlan_port": L.VXLAN_PORT, "vxlan_overhead": L.VXLAN_OVERHEAD_BYTES,
-            "pcap_pattern": contract.PCAP_PATTERN, "termshark_version": TERMSHARK_VERSION}
+            "pcap_pattern": contract.PCAP_PATTERN, "termshark_version": TERMSHARK_VERSION,
+            "archive_key": contract.ARCHIVE_KEY, "fleet_volume_device": contract.FLEET_VOLUME_DEVICE,
+            "health_port": contract.HEALTH_PORT, "archive_backlog_seconds": archive_backlog_seconds(capture)}
+
+
+def archive_backlog_seconds(capture: Capture) -> int:
+    """How old the oldest closed, unconfirmed pcap may get before health fails: three
+    rotations, plus the uploader's longest backoff (5 minutes) and a run."""
+    return 3 * capture.host.rotate_seconds + 360
 
 
 UNITS = "/etc/systemd/system"
@@ -77,20 +86,56 @@ HOST_FILES = (
     ("mirrorcap-retention.service.j2", f"{UNITS}/mirrorcap-retention.service", "0644"),
     ("mirrorcap-retention.timer", f"{UNITS}/mirrorcap-retention.timer", "0644"),
 )
+# Only in a capture with `archive {}` (the others' user data stays as small as it was).
+# Its retention is the archive's (deletes only what S3 confirmed): the shell one is not
+# installed; its mirrorcap-health is the plain one (installed as a module) plus the archive's checks.
+ARCHIVE_FILES = (
+    ("mirrorcap-archive.py", f"{contract.LIBEXEC}/archive", "0755"),
+    ("mirrorcap-health.py", f"{contract.HOST_LIB}/mirrorcap_health.py", "0644"),
+    ("mirrorcap-archive-health.py", "/usr/local/sbin/mirrorcap-health", "0755"),
+    ("mirrorcap-archive.service.j2", f"{UNITS}/mirrorcap-archive.service", "0644"),
+    ("mirrorcap-archive.timer", f"{UNITS}/mirrorcap-archive.timer", "0644"),
+    # Storage is enabled and started by mirrorcap-boot: it pulls the archive's timer in.
+    ("mirrorcap-archive.conf", f"{UNITS}/mirrorcap-storage.service.d/archive.conf", "0644"),
+)
+ARCHIVE_REPLACES = {"mirrorcap-retention.sh", "mirrorcap-health.py"}
+# Only in a fleet (an NLB target): the pcap volume by its device name and the primary
+# ENI (drop-ins run the same storage and decap scripts with them), the NLB's health check.
+FLEET_FILES = (
+    ("mirrorcap-fleet.sh", f"{contract.LIBEXEC}/fleet", "0755"),
+    ("mirrorcap-fleet-storage.conf", f"{UNITS}/mirrorcap-storage.service.d/fleet.conf", "0644"),
+    ("mirrorcap-fleet-decap.conf", f"{UNITS}/mirrorcap-decap.service.d/fleet.conf", "0644"),
+    ("mirrorcap-health-listener.py", f"{contract.LIBEXEC}/health-listener", "0755"),
+    ("mirrorcap-health-listener.service", f"{UNITS}/mirrorcap-health-listener.service", "0644"),
+    ("mirrorcap-health-probe.service", f"{UNITS}/mirrorcap-health-probe.service", "0644"),
+    ("mirrorcap-health-probe.timer", f"{UNITS}/mirrorcap-health-probe.timer", "0644"),
+)
+
+
+def host_file_sources(capture: Capture) -> tuple[tuple[str, str, str], ...]:
+    """(source in scripts/host, path on the host, mode) of every file this capture's hosts get."""
+    files = HOST_FILES
+    if capture.archive is not None:
+        files = tuple(f for f in files if f[0] not in ARCHIVE_REPLACES) + ARCHIVE_FILES
+    if capture.target_kind == "nlb":
+        files += FLEET_FILES
+    return files
 
 
 def host_files(capture: Capture) -> list[HostFile]:
     env, ctx, scripts = environment(), _context(capture), project.scripts_dir() / "host"
     return [HostFile(dest, env.get_template(f"host/{src}").render(ctx) if src.endswith(".j2")
-                     else (scripts / src).read_text(), mode) for src, dest, mode in HOST_FILES]
+                     else (scripts / src).read_text(), mode) for src, dest, mode in host_file_sources(capture)]
 
 
 def bake_script(capture: Capture, files: list[HostFile]) -> str:
     return environment().get_template("host/bake.sh.j2").render(files=files, **_context(capture))
 
 
-def env_file(capture: Capture, volume_id: str, eni_id: str) -> str:
-    return environment().get_template("mirrorcap.env.j2").render(volume_id=volume_id, eni_id=eni_id, **_context(capture))
+def env_file(capture: Capture, volume_id: str, eni_id: str, archive_bucket: str = ARCHIVE_BUCKET_PLACEHOLDER) -> str:
+    """`archive_bucket` is used only by a capture with `archive {}`."""
+    return environment().get_template("mirrorcap.env.j2").render(volume_id=volume_id, eni_id=eni_id,
+                                                                 archive_bucket=archive_bucket, **_context(capture))
 
 
 def bakes_at_boot(capture: Capture) -> bool:
@@ -142,24 +187,30 @@ def _without_inner_docstrings(f: HostFile, text: str) -> HostFile:
     return HostFile(f.path, stripped, f.mode) if ast.dump(ast.parse(stripped)) == ast.dump(want) else f
 
 
-def user_data(capture: Capture, volume_id: str, eni_id: str) -> str:
-    env = env_file(capture, volume_id, eni_id)
+def user_data(capture: Capture, volume_id: str, eni_id: str, archive_bucket: str = ARCHIVE_BUCKET_PLACEHOLDER) -> str:
+    env = env_file(capture, volume_id, eni_id, archive_bucket)
     bake = bake_script(capture, [without_comment_lines(f) for f in host_files(capture)]) if bakes_at_boot(capture) else ""
     return environment().get_template("user-data.sh.j2").render(capture=capture, env_file=env, bake=bake)
 
 
 # Terraform fills these in from templatefile(); everything else in the user data
 # is escaped so Terraform passes bash's own ${...} through untouched.
-TEMPLATE_VARS = {"volume_id": "${volume_id}", "eni_id": "${eni_id}"}
-_SENTINEL = {"volume_id": "\x00MIRRORCAP_VOLUME_ID\x00", "eni_id": "\x00MIRRORCAP_ENI_ID\x00"}
+# ${archive_bucket} only in a capture with `archive {}` (the stack passes it only then).
+TEMPLATE_VARS = {"volume_id": "${volume_id}", "eni_id": "${eni_id}",
+                 contract.ARCHIVE_BUCKET_VAR: "${%s}" % contract.ARCHIVE_BUCKET_VAR}
+_SENTINEL = {"volume_id": "\x00MIRRORCAP_VOLUME_ID\x00", "eni_id": "\x00MIRRORCAP_ENI_ID\x00",
+             contract.ARCHIVE_BUCKET_VAR: "\x00MIRRORCAP_ARCHIVE_BUCKET\x00"}
+SAMPLE_BUCKET = "mirrorcap-archive-123456789012-eu-west-1-0123456789"  # a long real bucket name
 
 
 def user_data_template(inventory: Inventory, capture: Capture) -> str:
-    """The user data as a Terraform templatefile() template with ${volume_id} and ${eni_id}."""
-    text = user_data(capture, _SENTINEL["volume_id"], _SENTINEL["eni_id"])
+    """The user data as a Terraform templatefile() template with ${volume_id} and ${eni_id}
+    (and ${archive_bucket} when the capture archives)."""
+    text = user_data(capture, _SENTINEL["volume_id"], _SENTINEL["eni_id"], _SENTINEL[contract.ARCHIVE_BUCKET_VAR])
     # Rendered once: the size check sees the same text with real-length IDs in place.
     check_user_data_size(inventory, capture, text.replace(_SENTINEL["volume_id"], SAMPLE_IDS[0])
-                         .replace(_SENTINEL["eni_id"], SAMPLE_IDS[1]))
+                         .replace(_SENTINEL["eni_id"], SAMPLE_IDS[1])
+                         .replace(_SENTINEL[contract.ARCHIVE_BUCKET_VAR], SAMPLE_BUCKET))
     text = text.replace("${", "$${").replace("%{", "%%{")
     for name, sentinel in _SENTINEL.items():
         text = text.replace(sentinel, TEMPLATE_VARS[name])
@@ -176,7 +227,7 @@ SAMPLE_IDS = ("vol-0123456789abcdef0", "eni-0123456789abcdef0")  # real IDs are 
 
 def check_user_data_size(inventory: Inventory, capture: Capture, text: str | None = None) -> None:
     """`text`: the user data with real-length IDs, if already rendered."""
-    size = gzipped_size(text if text is not None else user_data(capture, *SAMPLE_IDS))
+    size = gzipped_size(text if text is not None else user_data(capture, *SAMPLE_IDS, SAMPLE_BUCKET))
     if size > L.USER_DATA_MAX_BYTES:
         raise MirrorcapError([Problem(
             inventory.path, f'capture "{capture.name}" > ami',
