@@ -86,11 +86,10 @@ def bucket_policy(capture: Capture, *, bucket_arn: str, host_role_arn: str, key_
 
 def host_policy(capture: Capture, *, bucket_arn: str, key_arn: str) -> dict:
     """The hosts' new permissions: write their capture's prefix, and the key for it through S3.
-    kms:Decrypt is for multipart uploads (a large pcap): S3 decrypts the data key to assemble
-    the parts; the hosts still cannot read an object (no s3:GetObject, and the bucket denies it)."""
+    One PutObject per pcap (the host's uploader): no kms:Decrypt, which only a multipart upload needs."""
     return {"Version": "2012-10-17", "Statement": [
         {"Sid": "ArchivePcaps", "Effect": "Allow", "Action": "s3:PutObject", "Resource": f"{bucket_arn}/{capture.name}/*"},
-        {"Sid": "WithTheCapturesKey", "Effect": "Allow", "Action": ["kms:GenerateDataKey", "kms:Encrypt", "kms:Decrypt"],
+        {"Sid": "WithTheCapturesKey", "Effect": "Allow", "Action": ["kms:GenerateDataKey", "kms:Encrypt"],
          "Resource": key_arn, "Condition": {"StringEquals": {"kms:ViaService": f"s3.{capture.region}.amazonaws.com"}}},
     ]}
 
