@@ -35,6 +35,7 @@ STATE_DIR = "/var/lib/mirrorcap/archive"  # StateDirectory=mirrorcap/archive
 IMDS = "http://169.254.169.254"
 BACKOFF_SECONDS = (60, 120, 240, 300)  # after 1, 2, 3, 4+ failed runs in a row
 UPLOAD_TIMEOUT_SECONDS = 3600  # one pcap (a few GiB at most)
+PUT_MAX_BYTES = 5 << 30  # S3's limit for one PUT: a larger pcap needs a shorter rotate_seconds
 
 
 def log(message):
@@ -219,6 +220,11 @@ def upload(s, state, now, force=False):
     for mtime_ns, name in pending:
         path = os.path.join(s.directory, name)
         key = archive_key(s.key_format, s.prefix, s.pattern, name, state["instance_id"])
+        if files[name][0] > PUT_MAX_BYTES:
+            # Never deleted unconfirmed: it stays in the backlog, which health reports.
+            run["error"] = "%s is %d bytes, over S3's 5 GiB for one PUT: lower host.rotate_seconds" % (name, files[name][0])
+            log("NOT UPLOADED: " + run["error"])
+            continue
         try:
             st = os.stat(path)
             checksum = sha256_b64(path)

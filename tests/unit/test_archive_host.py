@@ -231,3 +231,16 @@ def test_a_broken_drop_in_is_caught_by_verify(fleet_tree, tmp_path):
     conf = tmp_path / "files/etc/systemd/system/mirrorcap-storage.service.d/fleet.conf"
     conf.write_text(conf.read_text().replace("ExecStart=/usr", "ExecStart=usr"))
     assert "ExecStart" in verify_units(tmp_path / "files").stderr
+
+
+def test_a_pcap_over_one_puts_limit_is_kept_in_the_backlog_and_said(tmp_path, monkeypatch):
+    for name in ["vni1_2026-11-25T10-00-00Z.pcap", "vni1_2026-11-25T10-10-00Z.pcap", "vni1_2026-11-25T10-20-00Z.pcap"]:
+        (tmp_path / name).write_bytes(b"x" * (100 if name.endswith("T10-00-00Z.pcap") else 10))
+    monkeypatch.setattr(archive, "PUT_MAX_BYTES", 50)
+    monkeypatch.setattr(archive, "save_state", lambda st: None)
+    calls = []
+    monkeypatch.setattr(archive, "put_object", lambda *a: calls.append(a[2]))
+    state = {"confirmed": {}, "failed_runs": 0, "retry_at": 0, "instance_id": "i-1"}
+    archive.upload(FakeSettings(tmp_path), state, time.time())
+    assert calls == ["cap/vni1/2026-11-25/i-1/vni1_2026-11-25T10-10-00Z.pcap"]  # the others go on
+    assert "over S3's 5 GiB" in state["last_run"]["error"] and list(state["confirmed"]) == ["vni1_2026-11-25T10-10-00Z.pcap"]
