@@ -9,7 +9,10 @@ the account can still manage the bucket.
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from fnmatch import fnmatchcase
 
 import pytest
@@ -18,6 +21,7 @@ from helpers import FIXTURES, mirrorcap, stack_json, synth, write
 from mirrorcap import aws_limits as L
 from mirrorcap.contract import ARCHIVE_BUCKET_VAR, FLEET_VOLUME_DEVICE, HEALTH_PORT, STACK_KEY
 from mirrorcap.inventory import load
+from mirrorcap.stack.mirroring import SHARDS, shard
 
 KEY = "${aws_kms_key.pcap_key.arn}"
 READERS = ["arn:aws:iam::111122223333:role/pcap-readers", "arn:aws:iam::111122223333:role/incident-response"]
@@ -128,10 +132,11 @@ def test_one_nlb_mirror_target_and_one_session_per_explicit_source_with_locked_n
     target = one(doc, "aws_ec2_traffic_mirror_target")
     assert target["network_load_balancer_arn"] == "${aws_lb.fleet_nlb.arn}" and "network_interface_id" not in target
     assert target["depends_on"] == ["aws_lb_listener.fleet_vxlan"]
-    session = one(doc, "aws_ec2_traffic_mirror_session")
-    assert session["traffic_mirror_target_id"] == "${aws_ec2_traffic_mirror_target.mirror_target.id}"
+    shards = resources(doc, "aws_ec2_traffic_mirror_session")
+    assert all(s["traffic_mirror_target_id"] == "${aws_ec2_traffic_mirror_target.mirror_target.id}" for s in shards.values())
     lock = json.loads((fleet / "capture.lock.json").read_text())["captures"]["fleet"]
-    per_source = session["for_each"]
+    per_source = {k: v for s in shards.values() for k, v in s["for_each"].items()}
+    assert set(shards) == {f"source{shard(k)}" for k in per_source}  # each source in its own shard's resource
     assert set(per_source) == {s.id for s in capture.sources} == set(lock)
     assert {k: v["session_number"] for k, v in per_source.items()} == lock
     assert per_source["eni-0fedcba9876543210"]["session_number"] == 7 and per_source["eni-0fedcba9876543210"]["virtual_network_id"] == 5000
@@ -309,5 +314,20 @@ def test_a_thousand_sources_are_one_stack(tmp_path):
     assert r.returncode == 0, r.stderr
     assert [p.name for p in (tmp_path / "cdktf.out" / "stacks").iterdir()] == ["fleet"]
     doc = stack_json(tmp_path, "fleet")
-    assert len(one(doc, "aws_ec2_traffic_mirror_session")["for_each"]) == 1003
-    assert len(resources(doc, "aws_ec2_traffic_mirror_target")) == 1 and len(resources(doc, "aws_lb")) == 1
+    shards = resources(doc, "aws_ec2_traffic_mirror_session")
+    assert sum(len(s["for_each"]) for s in shards.values()) == 1003
+    # Spread over every shard, none near the instance counts Terraform plans slowly (see stack/mirroring.py).
+    assert len(shards) == SHARDS and max(len(s["for_each"]) for s in shards.values()) < 100
+    ids = doc["output"]["session_ids"]["value"]
+    assert ids.startswith("${merge(") and ids.count("aws_ec2_traffic_mirror_session.source_") == SHARDS
+
+
+def test_a_sources_shard_is_the_same_in_every_synth():
+    """A source's resource address must not move between synths (a moved session is a destroy and a
+    create: a gap in mirroring): the shard is a function of the source ID alone, the same in any process."""
+    ids = [f"eni-{n:017x}" for n in range(200)] + ["i-0123456789abcdef0"]
+    probe = "import json, sys; from mirrorcap.stack.mirroring import shard; print(json.dumps([shard(i) for i in json.loads(sys.argv[1])]))"
+    runs = [subprocess.run([sys.executable, "-c", probe, json.dumps(ids)], env={**os.environ, "PYTHONHASHSEED": seed},
+                           capture_output=True, text=True, check=True).stdout for seed in ("1", "2")]
+    assert json.loads(runs[0]) == json.loads(runs[1]) == [shard(i) for i in ids]
+    assert len(set(json.loads(runs[0]))) == SHARDS  # 201 sources reach every shard
