@@ -72,8 +72,18 @@ class Prices:
         return p
 
 
+class Verdict:
+    """An estimate fits when it names no problem."""
+
+    problems: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
 @dataclass(frozen=True)
-class Estimate:
+class Estimate(Verdict):
     rate_mbps: float
     retention_days: float
     avg_packet_bytes: int
@@ -91,10 +101,6 @@ class Estimate:
     prices_used: dict
     problems: tuple[str, ...]
     notes: tuple[str, ...] = ()
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
 
     def as_dict(self) -> dict:
         return {**asdict(self), "ok": self.ok}
@@ -203,7 +209,7 @@ def hosts_needed(e: Estimate) -> Optional[int]:
 
 
 @dataclass(frozen=True)
-class FleetEstimate:
+class FleetEstimate(Verdict):
     rate_mbps: float
     azs: int
     hosts_per_az: int
@@ -217,10 +223,6 @@ class FleetEstimate:
     prices_used: dict
     problems: tuple[str, ...]
     notes: tuple[str, ...] = ()
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
 
     def as_dict(self) -> dict:
         return {**asdict(self), "per_host": self.per_host.as_dict(), "ok": self.ok}
