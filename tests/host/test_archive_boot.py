@@ -10,8 +10,14 @@ the AWS CLI is Debian's (v2). Nothing in the host knows it is in a lab.
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import os
 import re
+import subprocess
+import sys
 import time
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -168,11 +174,61 @@ def listener(m: Machine) -> tuple[int, str]:
     return int(code or 0), body
 
 
+@contextmanager
+def one_s3(region: str, bucket: str, objects: dict[str, bytes]):
+    """moto in server mode on 127.0.0.1 (moto's ThreadedMotoServer) with one bucket holding `objects`
+    (keys and bytes unchanged): the archive as one account's bucket, reached over HTTP. Yields its URL."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+    werkzeug_log = logging.getLogger("werkzeug")  # the threaded server logs every request at INFO
+    level = werkzeug_log.level
+    werkzeug_log.setLevel(logging.WARNING)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    try:
+        host_, port = server.get_host_and_port()
+        url = f"http://{host_}:{port}"
+        s3 = boto3.client("s3", region_name=region, endpoint_url=url,
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
+        for k, data in objects.items():
+            s3.put_object(Bucket=bucket, Key=k, Body=data)
+        held = {o["Key"]: s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
+                for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket) for o in page.get("Contents", [])}
+        assert held == objects  # byte for byte, keys unchanged
+        yield url
+    finally:
+        server.stop()
+        werkzeug_log.setLevel(level)
+
+
+def mirrorcap_window(url: str, inventory, capture: str, bucket: str, at: dt.datetime, span: str, out) -> subprocess.CompletedProcess:
+    """The real CLI, in its own process: S3 is the endpoint boto3 reads from AWS_ENDPOINT_URL_S3, fake credentials."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_ENDPOINT_URL_S3=url, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+               AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull, AWS_EC2_METADATA_DISABLED="true")
+    cli = Path(sys.executable).parent / "mirrorcap"
+    return subprocess.run([str(cli), "window", "--inventory", str(inventory), "--capture", capture,
+                           "--at", at.isoformat().replace("+00:00", "Z"), "--window", span, "--bucket", bucket, "--out", str(out)],
+                          capture_output=True, text=True, env=env, timeout=120)
+
+
+def packets(path) -> list[tuple[float, bytes]]:
+    """(time, frame) of every packet of a pcap: times as tshark reads them, frames by read_pcap."""
+    r = subprocess.run(["tshark", "-n", "-r", str(path), "-T", "fields", "-e", "frame.time_epoch"],
+                       capture_output=True, text=True, check=True)
+    times = [float(t) for t in r.stdout.split()]
+    frames = [data for caplen, length, data in read_pcap(Path(path).read_bytes())]
+    assert len(times) == len(frames), (len(times), len(frames))
+    return list(zip(times, frames))
+
+
 def test_two_fleet_hosts_each_archive_their_share_and_together_everything(tmp_path):
     """Two hosts of a fleet, each with its own volume found as /dev/sdf and VXLAN on its primary ENI
     (device-number 0), each receiving part of the traffic as an NLB spreads flows: together, S3 holds
     every packet sent, once. Each answers the NLB's health check from mirrorcap-health's verdict."""
     capture = fleet_capture(tmp_path)
+    inventory = tmp_path / "capture.hcl"
     hosts = []
     try:
         for i, name in enumerate(["fleet-a", "fleet-b"]):
@@ -192,9 +248,12 @@ def test_two_fleet_hosts_each_archive_their_share_and_together_everything(tmp_pa
             assert f"on {m.mirror_iface} ({m.eni_id}" in m.journal("mirrorcap-decap.service")
         # The NLB spreads flows: host a gets tags 0-199, host b 200-399.
         start = time.monotonic()
+        sent = [[inner_ipv4(tag(200 * i + n)) for n in range(200)] for i in range(len(hosts))]
+        replay_begin = time.time()
         for i, m in enumerate(hosts):
             traffic = Traffic(m)
-            traffic.replay([traffic.frame(FLEET_VNI, inner_ipv4(tag(200 * i + n))) for n in range(200)], "--pps=1000")
+            traffic.replay([traffic.frame(FLEET_VNI, inner) for inner in sent[i]], "--pps=1000")
+        replay_end = time.time()
         for m in hosts:
             code, report = health(m)
             assert code == 0, report
@@ -212,6 +271,22 @@ def test_two_fleet_hosts_each_archive_their_share_and_together_everything(tmp_pa
                 for t in tags(data):
                     seen[t] = seen.get(t, 0) + 1
         assert {t for t in seen if t < 400} == set(range(400)) and all(seen[t] == 1 for t in range(400))
+        # Both hosts' archives in one bucket (moto, server mode, 127.0.0.1): `mirrorcap window` over the
+        # replay (not the rotation packets 30 s later) merges them into exactly what was sent, in time order.
+        archived = {k: v for m in hosts for k, v in m.s3_objects(BUCKET).items()}
+        assert len(archived) == sum(len(m.s3_objects(BUCKET)) for m in hosts)  # no key shared by the hosts
+        at = dt.datetime.fromtimestamp(round((replay_begin + replay_end) / 2), dt.timezone.utc)
+        span = f"{int(max(at.timestamp() - replay_begin, replay_end - at.timestamp())) + 3}s"
+        out = tmp_path / "window.pcap"
+        with one_s3(capture.region, BUCKET, archived) as url:
+            r = mirrorcap_window(url, inventory, capture.name, BUCKET, at, span, out)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert all(f"/{m.instance_id}/" in r.stdout for m in hosts), r.stdout  # a pcap of each host
+        merged = packets(out)
+        times = [t for t, _ in merged]
+        assert times == sorted(times)
+        assert sorted(f for _, f in merged) == sorted(sent[0] + sent[1])  # every packet sent, each once, nothing else
+        assert [int(TAGGED.search(f).group(1)) for _, f in merged] == list(range(400))  # host a's replay, then b's
         # A host that stops capturing stops answering 200: the NLB sends its flows elsewhere.
         m = hosts[0]
         m.run("systemctl", "stop", f"mirrorcap-capture@{FLEET_VNI}.service", check=True)
