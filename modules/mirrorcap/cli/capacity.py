@@ -75,20 +75,14 @@ def capacity(
               f"(sustains {e.volume_baseline_mib_s} MiB/s, bursts {e.volume_burst_mib_s})")
         bw = f"{e.instance_baseline_mbps:.0f} Mbit/s baseline" if e.instance_baseline_mbps else "baseline unknown"
         print(f"  network   {e.wire_mbps} Mbit/s arrives with VXLAN; {e.instance_type}: {bw}")
-        fmt = lambda v: "?" if v is None else f"${v:,.2f}"
-        print(f"  monthly   instance {fmt(m['instance'])} + volume {fmt(m['volume'])} + mirroring {e.sources} source(s) "
-              f"{fmt(m['mirror_sessions'])} = {fmt(m['total'])} (excl. cross-AZ transfer)")
+        print(f"  monthly   instance {usd(m['instance'])} + volume {usd(m['volume'])} + mirroring {e.sources} source(s) "
+              f"{usd(m['mirror_sessions'])} = {usd(m['total'])} (excl. cross-AZ transfer)")
         u = e.prices_used
         print(f"  prices    {u['region']}: instance {u['instance_hour']}/h, volume {u['volume_gib_month']}/GiB-month, "
               f"session {u['mirror_session_hour']}/h, {u['hours_per_month']} h/month (override: --price NAME=USD)")
-        for n in e.notes:
-            print(f"  note      {n}")
-        for p in e.problems:
-            print(f"  PROBLEM   {p}")
-        if not e.ok and (hosts_needed(e) or 1) > 1:
-            print(f"  fleet     a single host no longer fits: {hosts_needed(e)} hosts needed at this rate: "
-                  "add fleet {} (an NLB target, hosts in every AZ) and archive {} to the capture")
-        print("  OK" if e.ok else "  does not fit")
+        needed = hosts_needed(e) if not e.ok else None
+        _verdict(e, f"  fleet     a single host no longer fits: {needed} hosts needed at this rate: "
+                    "add fleet {} (an NLB target, hosts in every AZ) and archive {} to the capture" if needed and needed > 1 else None)
     if not e.ok:
         raise typer.Exit(1)
 
@@ -102,7 +96,6 @@ def _fleet(c, rate, retention, tag_instances, avg_packet, prices, instance_gbps,
         print(json.dumps(f.as_dict(), indent=2))
     else:
         h, m = f.per_host, f.monthly_usd
-        fmt = lambda v: "?" if v is None else f"${v:,.2f}"  # noqa: E731
         top = f"{f.host_max_mbps:g} Mbit/s" if f.host_max_mbps else "unknown"
         print(f'capture "{c.name}" (fleet): {f.rate_mbps:g} Mbit/s over {f.azs} AZ(s), kept {h.retention_days:g} days on the hosts, '
               f"{c.archive_retention_days} days in S3")
@@ -110,15 +103,26 @@ def _fleet(c, rate, retention, tag_instances, avg_packet, prices, instance_gbps,
         print(f"  per host  {h.rate_mbps:.1f} Mbit/s: writes {h.disk_mib_s} MiB/s; needs {h.needed_gib} GiB; has {h.volume_gib} GiB {h.volume_type}")
         print(f"  archive   {f.s3_gib:,.1f} GiB in S3 (steady state), {f.s3_puts_month:,} uploads a month")
         print(f"  nlb       {f.nlb_gb_hour} GB/hour processed")
-        print(f"  monthly   instances {fmt(m['instances'])} + volumes {fmt(m['volumes'])} + mirroring {fmt(m['mirror_sessions'])} + "
-              f"S3 {fmt(m['s3_storage'])} + S3 requests {fmt(m['s3_requests'])} + NLB {fmt(m['nlb'])} = {fmt(m['total'])} (excl. cross-AZ transfer)")
+        print(f"  monthly   instances {usd(m['instances'])} + volumes {usd(m['volumes'])} + mirroring {usd(m['mirror_sessions'])} + "
+              f"S3 {usd(m['s3_storage'])} + S3 requests {usd(m['s3_requests'])} + NLB {usd(m['nlb'])} = {usd(m['total'])} (excl. cross-AZ transfer)")
         u = f.prices_used
         print(f"  prices    {u['region']}: S3 {u['s3_gb_month']}/GB-month, {u['s3_put_1000']}/1,000 PUT, NLB {u['nlb_hour']}/h + "
               f"{u['nlcu_hour']}/NLCU-h (override: --price NAME=USD)")
-        for n in f.notes:
-            print(f"  note      {n}")
-        for p in f.problems:
-            print(f"  PROBLEM   {p}")
-        print("  OK" if f.ok else "  does not fit")
+        _verdict(f)
     if not f.ok:
         raise typer.Exit(1)
+
+
+def usd(amount) -> str:
+    return "?" if amount is None else f"${amount:,.2f}"
+
+
+def _verdict(e, advice: str | None = None) -> None:
+    """The notes, the problems, any advice, and whether it fits."""
+    for n in e.notes:
+        print(f"  note      {n}")
+    for p in e.problems:
+        print(f"  PROBLEM   {p}")
+    if advice:
+        print(advice)
+    print("  OK" if e.ok else "  does not fit")
