@@ -29,7 +29,7 @@ from cdktn_provider_aws.security_group import SecurityGroup, SecurityGroupIngres
 from ..aws_limits import VXLAN_PORT
 from ..contract import FLEET_VOLUME_DEVICE, HEALTH_PORT, HOST, resource_name
 from ..inventory.model import Capture
-from .host import user_data_expression
+from .host import METADATA_OPTIONS, user_data_expression
 from .refs import data_ref, ref
 from .tags import default_tags, named
 
@@ -109,8 +109,7 @@ class CaptureFleet:
             description=f"mirrorcap {capture.name}: capture fleet host", image_id=ami, instance_type=capture.instance_type,
             iam_instance_profile=LaunchTemplateIamInstanceProfile(name=instance_profile),
             ebs_optimized="true", monitoring=LaunchTemplateMonitoring(enabled=True),
-            metadata_options=LaunchTemplateMetadataOptions(http_endpoint="enabled", http_tokens="required",
-                                                           http_put_response_hop_limit=1, instance_metadata_tags="disabled"),
+            metadata_options=LaunchTemplateMetadataOptions(**METADATA_OPTIONS),
             # One ENI: management (HTTPS out) and VXLAN in, and the health check.
             network_interfaces=[LaunchTemplateNetworkInterfaces(
                 device_index=0, associate_public_ip_address="false", delete_on_termination="true",

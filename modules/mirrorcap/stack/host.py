@@ -37,6 +37,9 @@ def user_data_expression(volume_id: str, eni_id: str, archive_bucket: str | None
     return '${base64gzip(templatefile("${path.module}/%s", {%s}))}' % (USER_DATA_FILE, variables)
 
 
+# IMDSv2 only, one hop (no container on the host reaches it), no instance tags in
+# IMDS: the single host's instance and a fleet's launch template both.
+METADATA_OPTIONS = dict(http_endpoint="enabled", http_tokens="required", http_put_response_hop_limit=1, instance_metadata_tags="disabled")
 USER_DATA_EXPRESSION = user_data_expression("aws_ebs_volume.pcap_volume.id", "aws_network_interface.mirror_eni.id")
 
 
@@ -79,8 +82,7 @@ class CaptureHost:
             stack, "capture_instance", ami=ami, instance_type=capture.instance_type, subnet_id=capture.subnet_id,
             vpc_security_group_ids=[management_sg_id], iam_instance_profile=instance_profile,
             associate_public_ip_address=False, monitoring=True, ebs_optimized=True,
-            metadata_options=InstanceMetadataOptions(http_endpoint="enabled", http_tokens="required",
-                                                     http_put_response_hop_limit=1, instance_metadata_tags="disabled"),
+            metadata_options=InstanceMetadataOptions(**METADATA_OPTIONS),
             root_block_device=InstanceRootBlockDevice(encrypted=True, volume_type="gp3", volume_size=capture.root_volume_gib,
                                                       kms_key_id=key_arn, delete_on_termination=True,
                                                       tags=named(capture, "root")),
