@@ -15,7 +15,7 @@ from typing import Mapping
 from botocore.exceptions import ClientError
 
 from ..inventory.model import Capture
-from ..live.ec2 import existing_enis, observe, sessions_where, tags_of
+from ..live.ec2 import describe_enis, existing_enis, observe, sessions_where, tags_of
 from .aws import (auto_scaling_group, describe_instances, load_balancers, primary_eni, target_groups, target_health,
                   traffic_mirror_filters, traffic_mirror_targets)
 from ..contract import FILTER, FLEET, HEALTH_PORT, HOST, NLB, STACK_KEY, TARGET, TARGETS, resource_name
@@ -136,14 +136,6 @@ def _tagged(items: list[dict], capture: str, name: str) -> dict | None:
     return next((i for i in items if i["Tags"].get(STACK_KEY) == capture and i["Tags"].get("Name") == name), None)
 
 
-def _eni_zones(ec2, eni_ids: list[str]) -> dict[str, str]:
-    zones: dict[str, str] = {}
-    for i in range(0, len(eni_ids), 200):
-        page = ec2.describe_network_interfaces(Filters=[{"Name": "network-interface-id", "Values": eni_ids[i:i + 200]}])
-        zones.update({n["NetworkInterfaceId"]: n["AvailabilityZone"] for n in page["NetworkInterfaces"]})
-    return zones
-
-
 def fleet_capacity(capture: str, asg: dict) -> Finding | None:
     """Fewer hosts InService than the group's DesiredCapacity (as DescribeAutoScalingGroups states them)."""
     name = asg["AutoScalingGroupName"]
@@ -204,7 +196,7 @@ def check_fleet(ec2, elbv2, autoscaling, capture: Capture, target_id: str) -> li
                                     f"(TargetGroupARNs must hold the target group); {deploy}"))
 
     sessions = sessions_where(ec2, "traffic-mirror-target-id", [target_id])
-    zones = _eni_zones(ec2, sorted({s.eni_id for s in sessions}))
+    zones = {eni: n["AvailabilityZone"] for eni, n in describe_enis(ec2, {s.eni_id for s in sessions}).items()}
     orphaned: dict[str, list[str]] = {}
     for s in sessions:
         zone = zones.get(s.eni_id)

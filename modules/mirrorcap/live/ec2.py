@@ -61,13 +61,19 @@ def sessions_where(ec2, name: str, values: list[str]) -> list[Session]:
     return found
 
 
-def existing_enis(ec2, eni_ids: Iterable[str]) -> frozenset[str]:
-    # A filter, not NetworkInterfaceIds=: that form fails outright when one ID is gone.
-    live = set()
+def describe_enis(ec2, eni_ids: Iterable[str]) -> dict[str, dict]:
+    """ENI ID -> DescribeNetworkInterfaces entry, for those of `eni_ids` that exist.
+
+    A filter, not NetworkInterfaceIds=: that form fails outright when one ID is gone."""
+    found: dict[str, dict] = {}
     for chunk in _chunks(sorted(set(eni_ids))):
         for page in ec2.get_paginator("describe_network_interfaces").paginate(Filters=[{"Name": "network-interface-id", "Values": chunk}]):
-            live.update(n["NetworkInterfaceId"] for n in page["NetworkInterfaces"])
-    return frozenset(live)
+            found.update((n["NetworkInterfaceId"], n) for n in page["NetworkInterfaces"])
+    return found
+
+
+def existing_enis(ec2, eni_ids: Iterable[str]) -> frozenset[str]:
+    return frozenset(describe_enis(ec2, eni_ids))
 
 
 def observe(ec2, settings: Settings) -> Observed:
