@@ -71,10 +71,11 @@ install -d -m 0755 /etc/mirrorcap /etc/systemd/system /usr/local/bin /usr/local/
 cat > '/usr/local/lib/mirrorcap/mirrorcap_host.py.mirrorcap-new' <<'MIRRORCAP_USR_LOCAL_LIB_MIRRORCAP_MIRRORCAP_HOST_PY'
 """What the host's Python scripts share: the env file and the pcap names.
 
-Installed as /usr/local/lib/mirrorcap/mirrorcap_host.py; capture, health and
-mirrorcap-window import it from there. Python 3.9 stdlib only.
+Installed as /usr/local/lib/mirrorcap/mirrorcap_host.py; the host's Python
+scripts import it from there. Python 3.9 stdlib only.
 """
 import datetime as dt
+import os
 import re
 
 ENV_FILE = "/etc/mirrorcap/mirrorcap.env"
@@ -110,6 +111,13 @@ def pcap_start(pattern, name):
     except ValueError:
         return None
     return int(m.group(1)), start.replace(tzinfo=dt.timezone.utc)
+
+
+def on_its_own_volume(directory):
+    try:
+        return os.stat(directory).st_dev != os.stat(os.path.join(directory, "..")).st_dev
+    except OSError:
+        return False
 MIRRORCAP_USR_LOCAL_LIB_MIRRORCAP_MIRRORCAP_HOST_PY
 chmod 0644 '/usr/local/lib/mirrorcap/mirrorcap_host.py.mirrorcap-new'
 mv -f '/usr/local/lib/mirrorcap/mirrorcap_host.py.mirrorcap-new' '/usr/local/lib/mirrorcap/mirrorcap_host.py'
@@ -290,13 +298,6 @@ def die(message):
     sys.exit(1)
 
 
-def on_its_own_volume(directory):
-    try:
-        return os.stat(directory).st_dev != os.stat(os.path.join(directory, "..")).st_dev
-    except OSError:
-        return False
-
-
 def free_bytes(directory):
     st = os.statvfs(directory)
     return st.f_bavail * st.f_frsize
@@ -406,7 +407,7 @@ class Capture:
     def preflight(self):
         if not os.path.isdir("/sys/class/net/" + self.iface):
             die("%s does not exist: check mirrorcap-decap.service" % self.iface)
-        if not on_its_own_volume(self.directory):
+        if not host.on_its_own_volume(self.directory):
             die("%s is not a mounted volume: check mirrorcap-storage.service "
                 "(refusing to write pcaps to the root volume)" % self.directory)
 
@@ -457,7 +458,7 @@ class Capture:
         self.stop_tcpdump()
         if len(self.restarts) > RESTARTS_PER_MINUTE:
             die("tcpdump failed %d times in a minute: giving up (systemd restarts the unit)" % len(self.restarts))
-        while not (self.stopping or (on_its_own_volume(self.directory) and free_bytes(self.directory) >= RESUME_FREE_BYTES)):
+        while not (self.stopping or (host.on_its_own_volume(self.directory) and free_bytes(self.directory) >= RESUME_FREE_BYTES)):
             time.sleep(TICK_SECONDS)  # retention frees the volume
         if self.stopping:
             return

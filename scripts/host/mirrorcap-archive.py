@@ -152,13 +152,6 @@ def save_state(state, state_dir=STATE_DIR):
     os.replace(path + ".tmp", path)
 
 
-def on_its_own_volume(directory):
-    try:
-        return os.stat(directory).st_dev != os.stat(os.path.join(directory, "..")).st_dev
-    except OSError:
-        return False
-
-
 def instance_id():
     token = urllib.request.urlopen(urllib.request.Request(
         IMDS + "/latest/api/token", method="PUT", headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"}), timeout=5).read()
@@ -261,7 +254,7 @@ def below_floor(s):
 
 
 def retention(s, state, now):
-    if not on_its_own_volume(s.directory):
+    if not host.on_its_own_volume(s.directory):
         log("%s is not a mounted volume (check mirrorcap-storage): nothing to do" % s.directory)
         return
     files = list_files(s.directory, s.pattern)
@@ -304,7 +297,7 @@ def main(argv):
     if argv[1] == "retention":
         retention(s, state, now)
         return 0
-    if not on_its_own_volume(s.directory):
+    if not host.on_its_own_volume(s.directory):
         log("%s is not a mounted volume (check mirrorcap-storage): nothing to upload" % s.directory)
         return 0
     upload(s, state, now, force="--now" in argv[2:])

@@ -42,20 +42,6 @@ def die(message):
     sys.exit(1)
 
 
-def on_its_own_volume(directory):
-    """True when `directory` is the root of a mounted file system.
-
-    Compared by device number with its parent: in this unit ReadWritePaths=
-    bind-mounts the directory, which makes mountpoint(1) and mountinfo say
-    "mounted" even when the volume is not; a bind of a directory of the root
-    volume still carries the root volume's device number.
-    """
-    try:
-        return os.stat(directory).st_dev != os.stat(os.path.join(directory, "..")).st_dev
-    except OSError:
-        return False
-
-
 def free_bytes(directory):
     st = os.statvfs(directory)
     return st.f_bavail * st.f_frsize
@@ -171,7 +157,7 @@ class Capture:
     def preflight(self):
         if not os.path.isdir("/sys/class/net/" + self.iface):
             die("%s does not exist: check mirrorcap-decap.service" % self.iface)
-        if not on_its_own_volume(self.directory):
+        if not host.on_its_own_volume(self.directory):
             die("%s is not a mounted volume: check mirrorcap-storage.service "
                 "(refusing to write pcaps to the root volume)" % self.directory)
 
@@ -224,7 +210,7 @@ class Capture:
         self.stop_tcpdump()
         if len(self.restarts) > RESTARTS_PER_MINUTE:
             die("tcpdump failed %d times in a minute: giving up (systemd restarts the unit)" % len(self.restarts))
-        while not (self.stopping or (on_its_own_volume(self.directory) and free_bytes(self.directory) >= RESUME_FREE_BYTES)):
+        while not (self.stopping or (host.on_its_own_volume(self.directory) and free_bytes(self.directory) >= RESUME_FREE_BYTES)):
             time.sleep(TICK_SECONDS)  # retention frees the volume
         if self.stopping:
             return

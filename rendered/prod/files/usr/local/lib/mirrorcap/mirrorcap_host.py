@@ -1,9 +1,10 @@
 """What the host's Python scripts share: the env file and the pcap names.
 
-Installed as /usr/local/lib/mirrorcap/mirrorcap_host.py; capture, health and
-mirrorcap-window import it from there. Python 3.9 stdlib only.
+Installed as /usr/local/lib/mirrorcap/mirrorcap_host.py; the host's Python
+scripts import it from there. Python 3.9 stdlib only.
 """
 import datetime as dt
+import os
 import re
 
 ENV_FILE = "/etc/mirrorcap/mirrorcap.env"
@@ -45,3 +46,17 @@ def pcap_start(pattern, name):
     except ValueError:
         return None
     return int(m.group(1)), start.replace(tzinfo=dt.timezone.utc)
+
+
+def on_its_own_volume(directory):
+    """True when `directory` is the root of a mounted file system.
+
+    Compared by device number with its parent: in a unit ReadWritePaths=
+    bind-mounts the directory, which makes mountpoint(1) and mountinfo say
+    "mounted" even when the volume is not; a bind of a directory of the root
+    volume still carries the root volume's device number.
+    """
+    try:
+        return os.stat(directory).st_dev != os.stat(os.path.join(directory, "..")).st_dev
+    except OSError:
+        return False
