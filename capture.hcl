@@ -12,7 +12,9 @@ capture "prod" {
 
   # t3.micro froze under tshark in the original runbook; t3.small is the floor.
   instance_type = "t3.small"
-  # ami = "ami-0123456789abcdef0"   # a baked AMI (rendered/bake.sh); default: latest Amazon Linux 2023 x86_64
+  # The capture host's AMI: Amazon Linux 2023 with rendered/prod/bake.sh baked in
+  # (make bake CAPTURE=prod prints this line); it captures seconds after boot.
+  ami = "ami-0123456789abcdef0"
 
   # VXLAN network identifier stamped on every session and decapsulated by the host.
   vni = 12345

@@ -39,6 +39,7 @@ def inventory(n_sources: int, per_host: int) -> str:
   region = "eu-west-1"
   vpc_id = "vpc-0123456789abcdef0"
   subnet_id = "subnet-0123456789abcdef0"
+  ami = "ami-0123456789abcdef0"
   instance_type = "{itype}"
   vni = 100
   network {{

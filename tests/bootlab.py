@@ -31,13 +31,14 @@ API::
         m.sender("tcpreplay", "-i", m.sender_iface, "f.pcap")  # host command in the sender netns
         m.attach_volume()                          # the volume arrives after boot (volume_id=None at init)
         m.set_imds_interfaces({mac: eni_id})       # what the IMDS answers, live
+        m.set_imds("refuse")                       # an IMDS outage, live: "refuse" (nothing listens), "500", "up"
         m.reboot()                                 # power cut + boot: same disk, volume, ENI
         m.serve_s3("eu-west-1", ["bucket"])        # S3 (moto) under its real names, TLS with a lab CA the machine trusts
         m.set_s3_reachable(False)                  # an outage (the address is gone), live; True: back, objects kept
         m.s3_objects("bucket")                     # {key: bytes} as the S3 server holds them
     # __exit__: killed, detached, deleted; the workdir stays (disk, volume image, console.log)
 
-Machine(rootfs, workdir, name, *, eni_id, volume_id, volume_mib=400, mirror_mtu=9001,
+Machine(rootfs, workdir, name, *, eni_id, volume_id, volume_mib=400, mirror_mtu=9001, sender_mtu=None,
 mirror_mac="0e:6c:61:62:00:06", mirror_ip="10.0.6.10/24", sender_ip="10.0.6.1/24",
 hostname=name, sysfs="rw", instance_id=<from name>, ebs_device_name=None): ``ebs_device_name="sdf"``
 also links /dev/sdf to the volume's node, as Amazon Linux's udev rules do on Nitro; ``volume_id=None`` boots without the volume (no node,
@@ -119,7 +120,9 @@ The machine, and how it differs from an EC2 host (each deliberately):
   (the mirror ENI: veth, ``mirror_mac``, MTU ``mirror_mtu``, up, ``mirror_ip``
   set from outside as DHCP would). Its peer ``sender_iface`` is in
   ``sender_netns`` (same MTU, up, ``sender_ip``, IPv6 off so it sends nothing
-  by itself). No management interface and no network manager: network-online.target
+  by itself; its MTU ``sender_mtu``, by default the mirror ENI's: AWS's side sends
+  up to 9001 whatever the host set, so a test of a small mirror MTU gives the sender
+  9001). No management interface and no network manager: network-online.target
   is reached at once. No route out: the machine reaches nothing but the IMDS
   and the sender.
 * IMDSv2: a fake (PUT /latest/api/token with a TTL header gives the token
@@ -128,6 +131,8 @@ The machine, and how it differs from an EC2 host (each deliberately):
   169.254.169.254:80 in the machine's netns, served from outside the machine
   (``nsenter --net``): the machine's scripts need no endpoint override.
   Default answer {mirror_mac: eni_id}; ``set_imds_interfaces`` changes it.
+  ``set_imds("500")`` makes it answer 500 to everything, ``set_imds("refuse")``
+  stops it (connections refused), ``set_imds("up")`` brings it back.
 * S3 (``serve_s3``): a moto server (the test venv's, in server mode) in the
   machine's netns on 198.51.100.3:443, TLS with a certificate for
   s3.<region>.amazonaws.com and *.s3.<region>.amazonaws.com from a lab CA
@@ -417,11 +422,18 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+    def mode(self):
+        with open(conf) as f:
+            return json.load(f).get("mode", "up")
     def do_PUT(self):
+        if self.mode() == "500":
+            return self.reply(500)
         if self.path == "/latest/api/token" and self.headers.get("X-aws-ec2-metadata-token-ttl-seconds"):
             return self.reply(200, TOKEN)
         self.reply(400)
     def do_GET(self):
+        if self.mode() == "500":
+            return self.reply(500)
         if self.headers.get("X-aws-ec2-metadata-token") != TOKEN:
             return self.reply(401)  # IMDSv2 only
         with open(conf) as f:
@@ -561,7 +573,8 @@ class Machine:
     _seq = 0
 
     def __init__(self, rootfs: Path, workdir: Path, name: str, *, eni_id: str, volume_id: str | None,
-                 volume_mib: int = 400, mirror_mtu: int = 9001, mirror_mac: str = DEFAULT_MIRROR_MAC,
+                 volume_mib: int = 400, mirror_mtu: int = 9001, sender_mtu: int | None = None,
+                 mirror_mac: str = DEFAULT_MIRROR_MAC,
                  mirror_ip: str | None = "10.0.6.10/24", sender_ip: str | None = "10.0.6.1/24",
                  hostname: str | None = None, sysfs: str = "rw", instance_id: str | None = None,
                  ebs_device_name: str | None = None):
@@ -577,6 +590,8 @@ class Machine:
         self.volume_id = volume_id
         self.volume_mib = volume_mib
         self.mirror_mtu = mirror_mtu
+        self.sender_mtu = sender_mtu or mirror_mtu
+        self.imds_mode = "up"
         self.mirror_iface = MIRROR_IFACE
         self.mirror_mac = mirror_mac
         self.mirror_ip = mirror_ip
@@ -706,7 +721,7 @@ class Machine:
             "for c in all default; do echo 1 > /proc/sys/net/ipv6/conf/$c/disable_ipv6; done", check=False)
         _sh("ip", "-n", m, "link", "add", self.mirror_iface, "type", "veth", "peer", "name", self.sender_iface, "netns", s)
         _sh("ip", "-n", m, "link", "set", self.mirror_iface, "address", self.mirror_mac, "mtu", str(self.mirror_mtu))
-        _sh("ip", "-n", s, "link", "set", self.sender_iface, "address", self.sender_mac, "mtu", str(self.mirror_mtu), "up")
+        _sh("ip", "-n", s, "link", "set", self.sender_iface, "address", self.sender_mac, "mtu", str(self.sender_mtu), "up")
         if self.sender_ip:
             _sh("ip", "-n", s, "addr", "add", self.sender_ip, "dev", self.sender_iface)
         if self.mirror_ip:
@@ -716,7 +731,7 @@ class Machine:
     def _write_imds_conf(self) -> None:
         conf = self.workdir / "imds.json"
         tmp = conf.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"interfaces": self.imds_interfaces, "paths": self.imds_paths}))
+        tmp.write_text(json.dumps({"interfaces": self.imds_interfaces, "paths": self.imds_paths, "mode": self.imds_mode}))
         tmp.replace(conf)
 
     def set_imds_interfaces(self, interfaces: dict[str, str], paths: dict[str, str] | None = None) -> None:
@@ -725,6 +740,24 @@ class Machine:
         if paths is not None:
             self.imds_paths = dict(paths)
         self._write_imds_conf()
+
+    def set_imds(self, mode: str) -> None:
+        """The IMDS's health, live: "up", "500" (every request answered 500) or "refuse" (its
+        server stopped: connections to 169.254.169.254:80 are refused)."""
+        if mode not in ("up", "500", "refuse"):
+            raise ValueError(mode)
+        self.imds_mode = mode
+        self._write_imds_conf()
+        running = self._imds is not None and self._imds.poll() is None
+        if mode == "refuse" and running:
+            self._imds.kill()
+            self._imds.wait()
+            self._imds.stdout.close()
+            self._imds.stderr.close()
+            self._imds = None
+            self._track("imds", None)
+        elif mode != "refuse" and not running:
+            self._start_imds()
 
     def _start_imds(self) -> None:
         self._write_imds_conf()

@@ -54,6 +54,7 @@ capture "{name}" {{
   region    = "eu-west-1"
   vpc_id    = "vpc-0123456789abcdef0"
   subnet_id = "subnet-0123456789abcdef0"
+  ami       = "ami-0123456789abcdef0"
   vni       = 4242
   network {{
     mirror_source_cidrs = ["10.1.0.0/16"]

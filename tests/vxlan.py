@@ -67,14 +67,17 @@ def write_pcap(path: Path, frames: list[bytes]) -> Path:
     return path
 
 
-def read_pcap(data: bytes) -> list[tuple[int, int, bytes]]:
-    """(caplen, len, bytes) per record of a classic pcap (either byte order, µs or ns)."""
+def read_pcap(data: bytes, times: bool = False) -> list[tuple]:
+    """(caplen, len, bytes) per whole record of a classic pcap (either byte order, µs or ns);
+    with times=True, (caplen, len, bytes, packet time in seconds)."""
     endian = "<" if data[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+    per_second = 1e9 if data[:4] in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d") else 1e6
     records, pos = [], 24
     while pos + 16 <= len(data):
-        caplen, length = struct.unpack(endian + "II", data[pos + 8:pos + 16])
+        sec, frac, caplen, length = struct.unpack(endian + "IIII", data[pos:pos + 16])
         if pos + 16 + caplen > len(data):
             break  # a torn last record
-        records.append((caplen, length, data[pos + 16:pos + 16 + caplen]))
+        body = data[pos + 16:pos + 16 + caplen]
+        records.append((caplen, length, body, sec + frac / per_second) if times else (caplen, length, body))
         pos += 16 + caplen
     return records

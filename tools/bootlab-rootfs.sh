@@ -32,7 +32,9 @@ PACKAGES=(systemd systemd-sysv dbus tcpdump iproute2 xfsprogs util-linux mount c
 # Installed with apt in the finished tree: debootstrap cannot configure awscli's
 # Python dependencies (python3-cryptography) in its own pass.
 # python3-certifi: Debian's returns the system store, which the AWS CLI then trusts.
-APT_PACKAGES=(awscli ca-certificates python3-certifi)
+# tshark (with mergecap): Wireshark's command-line tools, as the bake installs them on
+# Amazon Linux 2023 (wireshark-cli): mirrorcap-window runs them on the host.
+APT_PACKAGES=(awscli ca-certificates python3-certifi tshark)
 # shellcheck disable=SC2206
 EXTRA=(${BOOTLAB_EXTRA_PACKAGES:-})
 

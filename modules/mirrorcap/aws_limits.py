@@ -26,6 +26,9 @@ SESSIONS_PER_ACCOUNT = 10_000
 # set `max_sources_per_target = 100` in the inventory.
 LARGE_TARGET_INSTANCE_TYPES = frozenset({"m5.24xlarge", "m5d.24xlarge", "m5dn.24xlarge"})
 VXLAN_OVERHEAD_BYTES = 50
+# A mirror target ENI's MTU: a 9001-byte source's packets (8,947 inner bytes plus the
+# VXLAN encapsulation) arrive whole at 9001; a smaller NIC MTU drops larger ones.
+MIRROR_TARGET_MTU = 9001
 VXLAN_PORT = 4789  # mirrored traffic arrives as VXLAN on this UDP port
 
 # EBS volume sizes (GiB) per type that make sense for pcaps. st1/sc1 are HDD:
@@ -43,7 +46,6 @@ DESCRIPTION_MAX = 255
 # EC2 user data: 16 KB before base64 (the instance gets it gzipped, cloud-init unpacks it).
 USER_DATA_MAX_BYTES = 16384
 
-AL2023_X86_64_SSM_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
 
 
 def sources_per_target(instance_type: str) -> int:

@@ -1,6 +1,6 @@
 #!/bin/bash
-# mirrorcap bake: install the capture tooling on Amazon Linux 2023 (for Packer,
-# EC2 Image Builder, or the first boot of an unbaked host). No instance-specific
+# mirrorcap bake: install the capture tooling into an Amazon Linux 2023 image (Packer:
+# make bake, or EC2 Image Builder): the capture host boots it. No instance-specific
 # values: those come at boot in /etc/mirrorcap/mirrorcap.env.
 # Rendered by `mirrorcap render` from scripts/host/bake.sh.j2. Safe to re-run.
 set -euo pipefail
@@ -36,16 +36,21 @@ id -u mirrorcap >/dev/null 2>&1 || useradd --system --gid pcap --no-create-home 
 install -d -m 0755 /etc/mirrorcap /etc/systemd/system /usr/local/bin /usr/local/lib/mirrorcap /usr/local/libexec/mirrorcap /usr/local/sbin
 
 cat > '/usr/local/lib/mirrorcap/mirrorcap_host.py.mirrorcap-new' <<'MIRRORCAP_USR_LOCAL_LIB_MIRRORCAP_MIRRORCAP_HOST_PY'
-"""What the host's Python scripts share: the env file and the pcap names.
+"""What the host's Python scripts share: the env file, the pcap names, where
+state lives, and reading a pcap's end (the last whole record, a torn tail).
 
 Installed as /usr/local/lib/mirrorcap/mirrorcap_host.py; the host's Python
 scripts import it from there. Python 3.9 stdlib only.
 """
 import datetime as dt
+import json
 import os
 import re
+import struct
 
 ENV_FILE = "/etc/mirrorcap/mirrorcap.env"
+RUN_DIR = "/run/mirrorcap"  # what a boot forgets: heartbeats, what storage and decap wait for
+STATE_DIR = "/var/lib/mirrorcap"  # what survives restarts, failures and reboots: the loss record
 
 
 def read_env(path=ENV_FILE):
@@ -58,6 +63,46 @@ def read_env(path=ENV_FILE):
                 key, value = line.split("=", 1)
                 values[key] = value.strip().strip('"')
     return values
+
+
+def capture_run_dir(vni):
+    """The capture unit's RuntimeDirectory=mirrorcap/capture-%i."""
+    return os.path.join(RUN_DIR, "capture-%s" % vni)
+
+
+def capture_state_file(vni):
+    """The capture's loss record, in its StateDirectory=mirrorcap/capture-%i."""
+    return os.path.join(STATE_DIR, "capture-%s" % vni, "state.json")
+
+
+def read_json(path, default=None):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return default
+
+
+def write_json(path, data):
+    """Replaced whole (a reader never sees half of it)."""
+    tmp = "%s.%d.tmp" % (path, os.getpid())
+    with open(tmp, "w") as f:
+        json.dump(data, f)
+    os.replace(tmp, path)
+
+
+def not_writing(vnis):
+    """(the VNIs whose capture stopped on a full volume, the most room one of them needs to write
+    again): the not-writing flags the capture leaves in its RuntimeDirectory for retention."""
+    stopped, need = set(), 0
+    for vni in vnis:
+        try:
+            with open(os.path.join(capture_run_dir(vni), "not-writing")) as f:
+                need = max(need, int(f.read().split()[0]))
+            stopped.add(vni)
+        except (OSError, ValueError, IndexError):
+            pass
+    return stopped, need
 
 
 # MIRRORCAP_PCAP_PATTERN is tcpdump -G's file name (strftime, UTC) with {vni}:
@@ -98,69 +143,228 @@ def on_its_own_volume(directory):
         return os.stat(directory).st_dev != os.stat(os.path.join(directory, "..")).st_dev
     except OSError:
         return False
+
+
+# --- The end of a pcap -----------------------------------------------------------
+# A pcap can end in a torn record: the write that hit a full disk, a tcpdump
+# killed in the middle of one, a file read while tcpdump writes it. Readers stop
+# at its last whole record, and the capture cuts a torn tail off (repair).
+PCAP_MAGIC = {b"\xd4\xc3\xb2\xa1": ("<", 10 ** 6), b"\xa1\xb2\xc3\xd4": (">", 10 ** 6),
+              b"\x4d\x3c\xb2\xa1": ("<", 10 ** 9), b"\xa1\xb2\x3c\x4d": (">", 10 ** 9)}
+MAX_LEN = 1 << 24  # no frame's original length is larger
+
+
+def pcap_end(path):
+    """(offset just past the last whole record, that record's time in seconds or None).
+
+    (0, None): not even a whole file header. A small file is walked record by
+    record from its start. In a large one the records of its last stretch are
+    found by their chain: headers whose time lies between the first record's
+    (-1 h) and now (+1 h), whose fraction and lengths are possible, each followed
+    by the next up to the end of the file, the last one whole or torn. Random
+    bytes pass one such header about once in 3e7 tries, and never a chain of
+    them; where no chain is found the whole file is walked instead.
+    """
+    with open(path, "rb") as f:
+        head = f.read(40)
+        size = os.fstat(f.fileno()).st_size
+        if len(head) < 24 or head[:4] not in PCAP_MAGIC:
+            return 0, None
+        endian, per_second = PCAP_MAGIC[head[:4]]
+        snaplen = min(struct.unpack(endian + "I", head[16:20])[0] or MAX_LEN, MAX_LEN)
+        if len(head) < 40:
+            return 24, None
+        record = struct.Struct(endian + "IIII")
+        first = record.unpack_from(head, 24)[0]
+        latest = max(first, int(dt.datetime.now(dt.timezone.utc).timestamp())) + 3600
+
+        def walk(data, o, exact):
+            """(end of the last whole record, its header's offset) from the record at o; None
+            when a header is impossible (unless exact: then the walk stops before it)."""
+            end, last = o, None
+            while o + 16 <= len(data):
+                ts, frac, caplen, length = record.unpack_from(data, o)
+                if not (first - 3600 <= ts <= latest and frac < per_second and 0 < caplen <= snaplen
+                        and caplen <= length < MAX_LEN):
+                    if exact:
+                        break
+                    return None
+                if o + 16 + caplen > len(data):
+                    break  # torn: the chain holds up to here
+                end, last, o = o + 16 + caplen, o, o + 16 + caplen
+            return end, last
+
+        span = 2 * (16 + snaplen)
+        found, base = None, max(24, size - span)
+        if base > 24:
+            f.seek(base)
+            data = f.read(size - base)
+            for o in range(min(len(data) - 16, span // 2 + 16)):
+                found = walk(data, o, False)
+                if found and found[1] is not None:
+                    break
+                found = None
+        if found is None:  # small file, or no chain: every record from the first
+            f.seek(0)
+            data, base = f.read(), 0
+            found = walk(data, 24, True)
+    end, last = found
+    if last is None:
+        return base + end, None
+    ts, frac = record.unpack_from(data, last)[:2]
+    return base + end, ts + frac / per_second
+
+
+def repair(path):
+    """Cut a torn tail off a pcap nobody writes any more; a file without a whole
+    header holds no packet and goes. Returns the bytes removed (0: it was whole)."""
+    end, _ = pcap_end(path)
+    size = os.path.getsize(path)
+    if end == 0:
+        os.unlink(path)
+        return size
+    if end < size:
+        os.truncate(path, end)
+    return size - end
 MIRRORCAP_USR_LOCAL_LIB_MIRRORCAP_MIRRORCAP_HOST_PY
 chmod 0644 '/usr/local/lib/mirrorcap/mirrorcap_host.py.mirrorcap-new'
 mv -f '/usr/local/lib/mirrorcap/mirrorcap_host.py.mirrorcap-new' '/usr/local/lib/mirrorcap/mirrorcap_host.py'
 
-cat > '/usr/local/libexec/mirrorcap/storage.mirrorcap-new' <<'MIRRORCAP_USR_LOCAL_LIBEXEC_MIRRORCAP_STORAGE'
-#!/bin/bash
-# mirrorcap-storage: mount the pcap EBS volume at the capture directory, on every boot.
-# Finds the device from the volume ID (the NVMe by-id link EC2 gives on Nitro),
-# creates xfs ONLY on a device with no file system and no partition table, and
-# mounts it in the host's mount namespace (the unit has no namespacing options).
-# No fstab line: this enabled unit is the one place the volume is mounted, the
-# same way on the first boot and every later one, and a missing volume never
-# stops boot (the unit fails, capture does not start, mirrorcap-health says why).
-# Safe to run again and again: a volume that holds pcaps is never formatted.
-set -euo pipefail
-
+cat > '/usr/local/lib/mirrorcap/mirrorcap-lib.sh.mirrorcap-new' <<'MIRRORCAP_USR_LOCAL_LIB_MIRRORCAP_MIRRORCAP_LIB_SH'
+# mirrorcap-lib.sh: what the host's shell scripts share; sourced, never run.
+# Installed as /usr/local/lib/mirrorcap/mirrorcap-lib.sh: reads the env file, names
+# the script in its messages, and keeps its status for mirrorcap-health.
+# shellcheck shell=bash disable=SC2034  # its variables are the sourcing script's
 ENV_FILE=/etc/mirrorcap/mirrorcap.env
 # shellcheck source=/dev/null
 . "$ENV_FILE"
-VOLUME_ID=${MIRRORCAP_VOLUME_ID:?MIRRORCAP_VOLUME_ID missing from $ENV_FILE}
+ME=${0##*/}
+ME=${ME%.sh}
+ME=mirrorcap-${ME#mirrorcap-}
+# Every refusal says what to fix, then how to start capturing again: the target
+# starts whatever part of the capture is not running.
+AGAIN="then: systemctl start mirrorcap.target"
+IMDS=http://169.254.169.254
+since=$(date +%s)
+
+say() { echo "$ME: $*"; }
+
+# status STATE DETAIL: /run/mirrorcap/<script>.json, what it waits for or why it
+# failed, for mirrorcap-health (root's scripts only; quotes dropped from the detail).
+status() {
+  [ "$(id -u)" = 0 ] || return 0
+  local file=/run/mirrorcap/${ME#mirrorcap-}.json
+  install -d -m 0755 /run/mirrorcap
+  printf '{"state": "%s", "since": %s, "detail": "%s"}\n' "$1" "$since" "${2//[\"\\]/}" >"$file.tmp"
+  mv -f "$file.tmp" "$file"
+}
+
+die() {
+  echo "$ME: $*" >&2
+  status failed "$*"
+  exit 1
+}
+
+# waiting STATE DETAIL: said now, then once a minute while it lasts (and when it changes).
+waiting() {
+  if [ "$1:$2" != "${last_wait:-}" ] || ((SECONDS >= ${next_wait:-0})); then
+    say "$2"
+    status "$1" "$2"
+    last_wait="$1:$2"
+    next_wait=$((SECONDS + 60))
+  fi
+}
+
+# imds PATH: IMDSv2 into $imds_out (a token taken again before it expires); on
+# failure, curl's complaint is in $imds_error. Not in $(...): its variables must stay.
+imds() {
+  local out
+  if [ -z "${imds_token:-}" ] || ((SECONDS >= ${imds_token_until:-0})); then
+    out=$(curl -fsS --max-time 2 -X PUT -H "X-aws-ec2-metadata-token-ttl-seconds: 300" "$IMDS/latest/api/token" 2>&1) || {
+      imds_error="the token request failed: ${out:0:200}" imds_token=""
+      return 1
+    }
+    imds_token=$out imds_token_until=$((SECONDS + 240))
+  fi
+  out=$(curl -fsS --max-time 2 -H "X-aws-ec2-metadata-token: $imds_token" "$IMDS/latest/meta-data/$1" 2>&1) || {
+    imds_error="GET $1 failed: ${out:0:200}"
+    return 1
+  }
+  imds_out=$out
+}
+MIRRORCAP_USR_LOCAL_LIB_MIRRORCAP_MIRRORCAP_LIB_SH
+chmod 0644 '/usr/local/lib/mirrorcap/mirrorcap-lib.sh.mirrorcap-new'
+mv -f '/usr/local/lib/mirrorcap/mirrorcap-lib.sh.mirrorcap-new' '/usr/local/lib/mirrorcap/mirrorcap-lib.sh'
+
+cat > '/usr/local/libexec/mirrorcap/storage.mirrorcap-new' <<'MIRRORCAP_USR_LOCAL_LIBEXEC_MIRRORCAP_STORAGE'
+#!/bin/bash
+# mirrorcap-storage: mount the pcap EBS volume at the capture directory, on every boot.
+# Finds the device from the volume ID (the NVMe by-id link EC2 gives on Nitro) or,
+# on a fleet host, from the device name its launch template gives it (/dev/sdf:
+# Amazon Linux's udev rules link it to the NVMe device, whose by-id name carries the
+# volume ID); creates xfs ONLY on a device with no file system and no partition
+# table, and mounts it in the host's mount namespace (the unit has no namespacing
+# options). No fstab line: this enabled unit is the one place the volume is
+# mounted, the same way on every boot, and a missing volume never stops boot: it is
+# waited for without a deadline (Terraform attaches it after the instance starts;
+# an operator may attach it much later), and capture starts the moment it is
+# mounted. What it waits for, or why it refused, goes to /run/mirrorcap/storage.json.
+# Safe to run again and again: a volume that holds pcaps is never formatted.
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=mirrorcap-lib.sh
+. "$(dirname "$(readlink -f "$0")")/../../lib/mirrorcap/mirrorcap-lib.sh"
 DIR=${MIRRORCAP_CAPTURE_DIR:?MIRRORCAP_CAPTURE_DIR missing from $ENV_FILE}
-# Terraform attaches the volume after the instance starts: wait for it, bounded.
-WAIT_SECONDS=300
-BY_ID_DIR=/dev/disk/by-id
-# Xen (pre-Nitro) types have no NVMe serial: the attachment's device name, as Xen names it.
-XEN_DEVICE=/dev/xvdf
 CAPTURE_USER=${MIRRORCAP_CAPTURE_USER:?MIRRORCAP_CAPTURE_USER missing from $ENV_FILE}
 CAPTURE_GROUP=${MIRRORCAP_CAPTURE_GROUP:?MIRRORCAP_CAPTURE_GROUP missing from $ENV_FILE}
+VOLUME_ID=${MIRRORCAP_VOLUME_ID:-}
+DEVICE_NAME=${MIRRORCAP_VOLUME_DEVICE:-}
+BY_ID=/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_
+# Xen (pre-Nitro) types have no NVMe serial: the attachment's device name, as Xen names it.
+XEN_DEVICE=/dev/xvdf
 
-die() { echo "mirrorcap-storage: $*" >&2; exit 1; }
-
-[[ $VOLUME_ID =~ ^vol-[0-9a-f]{8}([0-9a-f]{9})?$ ]] || die "MIRRORCAP_VOLUME_ID=$VOLUME_ID in $ENV_FILE is not an EBS volume ID (vol-...): fix the user data"
 # validate refuses anything else; checked again because this script runs as root.
 [[ $DIR =~ ^(/[A-Za-z0-9._-]+)+$ && ! $DIR =~ (^|/)\.\.?(/|$) ]] || die "MIRRORCAP_CAPTURE_DIR=$DIR in $ENV_FILE is not a normalized absolute path: fix host.capture_dir"
+if [ -n "$VOLUME_ID" ]; then
+  [[ $VOLUME_ID =~ ^vol-[0-9a-f]{8}([0-9a-f]{9})?$ ]] || die "MIRRORCAP_VOLUME_ID=$VOLUME_ID in $ENV_FILE is not an EBS volume ID (vol-...): fix the user data"
+  # NVMe serials drop the dash: vol-0abc -> nvme-Amazon_Elastic_Block_Store_vol0abc
+  link=$BY_ID${VOLUME_ID/-/} wanted="volume $VOLUME_ID ($link)"
+else
+  [[ $DEVICE_NAME =~ ^/dev/[a-z0-9]+$ ]] || die "neither MIRRORCAP_VOLUME_ID nor a MIRRORCAP_VOLUME_DEVICE like /dev/sdf in $ENV_FILE: fix the user data"
+  link=$DEVICE_NAME wanted="the launch template's pcap volume ($DEVICE_NAME)"
+fi
 
-# NVMe serials drop the dash: vol-0abc -> nvme-Amazon_Elastic_Block_Store_vol0abc
-nvme_link="$BY_ID_DIR/nvme-Amazon_Elastic_Block_Store_${VOLUME_ID/-/}"
 device=""
-for ((waited = 0; waited <= WAIT_SECONDS; waited++)); do
-  if [ -e "$nvme_link" ]; then device=$(readlink -f "$nvme_link"); break; fi
-  if [ -b "$XEN_DEVICE" ] && [ ! -e /sys/class/nvme ]; then device=$XEN_DEVICE; break; fi
+while :; do
+  if [ -e "$link" ]; then device=$(readlink -f "$link"); break; fi
+  if [ -n "$VOLUME_ID" ] && [ -b "$XEN_DEVICE" ] && [ ! -e /sys/class/nvme ]; then device=$XEN_DEVICE; break; fi
+  waiting waiting "waiting since $(date -u -d "@$since" +%FT%TZ) for $wanted: attach it to this instance (the stack attaches it; aws ec2 attach-volume); capture starts by itself once it is mounted"
   sleep 1
 done
-[ -n "$device" ] || die "volume $VOLUME_ID did not appear as $nvme_link within ${WAIT_SECONDS}s: attach it to this instance (the stack's pcap_volume attachment), then: systemctl restart mirrorcap-storage"
-[ -b "$device" ] || die "$device (volume $VOLUME_ID) is not a block device"
+[ -b "$device" ] || die "$device ($wanted) is not a block device"
+if [ -z "$VOLUME_ID" ]; then
+  for l in "$BY_ID"vol*; do
+    if [ -e "$l" ] && [ "$(readlink -f "$l")" = "$device" ]; then VOLUME_ID=vol-${l##*_vol}; break; fi
+  done
+  [ -n "$VOLUME_ID" ] || die "$DEVICE_NAME ($device) is not an EBS volume on NVMe (no ${BY_ID}vol* link to it): fleet hosts need a Nitro instance type"
+fi
 
 # -p probes the device itself, not the blkid cache.
 fstype=$(blkid -p -o value -s TYPE "$device" || true)
 pttype=$(blkid -p -o value -s PTTYPE "$device" || true)
 if [ -z "$fstype" ]; then
-  [ -z "$pttype" ] || die "$device (volume $VOLUME_ID) has a $pttype partition table and no file system: refusing to format it; wipe it deliberately first (wipefs -a $device)"
-  echo "mirrorcap-storage: $device (volume $VOLUME_ID) is blank: creating xfs"
+  [ -z "$pttype" ] || die "$device (volume $VOLUME_ID) has a $pttype partition table and no file system: refusing to format it; wipe it deliberately first (wipefs -a $device), $AGAIN"
+  say "$device (volume $VOLUME_ID) is blank: creating xfs"
   # No -f: mkfs.xfs itself refuses to overwrite an existing file system.
   mkfs.xfs -q -L mirrorcap "$device"  # xfs labels: 12 characters at most
   fstype=xfs
 elif [ "$fstype" != xfs ]; then
-  die "$device (volume $VOLUME_ID) holds a $fstype file system, not xfs: refusing to touch it; attach a blank volume or wipe this one deliberately"
+  die "$device (volume $VOLUME_ID) holds a $fstype file system, not xfs: refusing to touch it; attach a blank volume or wipe this one deliberately (wipefs -a $device), $AGAIN"
 fi
 uuid=$(blkid -p -o value -s UUID "$device")
 [ -n "$uuid" ] || die "could not read the file system UUID of $device"
 
 if ! mountpoint -q "$DIR" && [ -d "$DIR" ] && [ -n "$(ls -A "$DIR")" ]; then
-  die "$DIR holds files and is not the volume: mounting over it would hide them; move them away or pick another host.capture_dir"
+  die "$DIR holds files and is not the volume: mounting over it would hide them; move them away or pick another host.capture_dir, $AGAIN"
 fi
 # The mount point exists (and is locked down) even while the volume is absent:
 # nobody else can write into it, and capture refuses a directory that is not a mount.
@@ -168,7 +372,7 @@ install -d -m 0750 -o root -g "$CAPTURE_GROUP" "$DIR"
 
 if mountpoint -q "$DIR"; then
   mounted=$(findmnt -n -o SOURCE --mountpoint "$DIR")
-  [ "$(readlink -f "$mounted")" = "$device" ] || die "$DIR is already a mount of $mounted, not of volume $VOLUME_ID ($device): unmount it, then: systemctl restart mirrorcap-storage"
+  [ "$(readlink -f "$mounted")" = "$device" ] || die "$DIR is already a mount of $mounted, not of volume $VOLUME_ID ($device): unmount it (umount $DIR), $AGAIN"
 else
   # nodev,nosuid,noexec: the volume holds data only.
   mount -t xfs -o noatime,nodev,nosuid,noexec "$device" "$DIR"
@@ -178,113 +382,159 @@ fi
 # setgid keeps new files in the group; the capture unit's UMask=0027 makes them 0640.
 chown "$CAPTURE_USER:$CAPTURE_GROUP" "$DIR"
 chmod 2750 "$DIR"
-echo "mirrorcap-storage: volume $VOLUME_ID ($device, xfs UUID=$uuid) mounted at $DIR"
+say "volume $VOLUME_ID ($device, xfs UUID=$uuid) mounted at $DIR"
+status mounted "volume $VOLUME_ID ($device) mounted at $DIR"
 MIRRORCAP_USR_LOCAL_LIBEXEC_MIRRORCAP_STORAGE
 chmod 0755 '/usr/local/libexec/mirrorcap/storage.mirrorcap-new'
 mv -f '/usr/local/libexec/mirrorcap/storage.mirrorcap-new' '/usr/local/libexec/mirrorcap/storage'
 
 cat > '/usr/local/libexec/mirrorcap/decap.mirrorcap-new' <<'MIRRORCAP_USR_LOCAL_LIBEXEC_MIRRORCAP_DECAP'
 #!/bin/bash
-# mirrorcap-decap: create one vxlan interface per configured VNI on the mirror
-# ENI, found by its ENI ID through IMDSv2 (never by interface name).
-# Idempotent: an existing interface with the right settings is left alone.
+# mirrorcap-decap: one vxlan interface per configured VNI on the interface that
+# receives the mirrored traffic: the mirror ENI, found by its ENI ID through
+# IMDSv2 (never by name), or on a fleet host (an NLB target) its primary ENI
+# (device-number 0). Waits, without a deadline, for the metadata service and for
+# the ENI's attachment (Terraform attaches it after the instance starts), and says
+# which in /run/mirrorcap/decap.json for mirrorcap-health.
+# Converges, so the same script is the unit's reload: creates what is missing,
+# removes the vxlan interfaces it made for VNIs no longer configured (marked with
+# an alias: never anyone else's), and raises the NIC's MTU to what mirrored
+# traffic needs (a 9001-byte packet plus VXLAN's 50 arrives whole only there).
 set -euo pipefail
-
-ENV_FILE=/etc/mirrorcap/mirrorcap.env
-# shellcheck source=/dev/null
-. "$ENV_FILE"
-ENI_ID=${MIRRORCAP_MIRROR_ENI_ID:?MIRRORCAP_MIRROR_ENI_ID missing from $ENV_FILE}
+# shellcheck source-path=SCRIPTDIR source=mirrorcap-lib.sh
+. "$(dirname "$(readlink -f "$0")")/../../lib/mirrorcap/mirrorcap-lib.sh"
 VNIS=${MIRRORCAP_VNIS:?MIRRORCAP_VNIS missing from $ENV_FILE}
-IMDS=http://169.254.169.254
-# Terraform attaches the mirror ENI after the instance starts: wait for it, bounded.
-WAIT_SECONDS=300
 VXLAN_PORT=${MIRRORCAP_VXLAN_PORT:?MIRRORCAP_VXLAN_PORT missing from $ENV_FILE}
 VXLAN_OVERHEAD=${MIRRORCAP_VXLAN_OVERHEAD:?MIRRORCAP_VXLAN_OVERHEAD missing from $ENV_FILE}
+MIRROR_MTU=${MIRRORCAP_MIRROR_MTU:?MIRRORCAP_MIRROR_MTU missing from $ENV_FILE}
+MARK=mirrorcap  # the alias of every vxlan interface this script made
+ENI_ID=${MIRRORCAP_MIRROR_ENI_ID:-}
+if [ -n "$ENI_ID" ]; then
+  [[ $ENI_ID =~ ^eni-[0-9a-f]{8}([0-9a-f]{9})?$ ]] || die "MIRRORCAP_MIRROR_ENI_ID=$ENI_ID is not an ENI ID: fix the user data"
+  wanted="ENI $ENI_ID"
+else
+  [ "${MIRRORCAP_TARGET_KIND:-}" = nlb ] || die "MIRRORCAP_MIRROR_ENI_ID missing from $ENV_FILE: fix the user data"
+  wanted="the primary ENI (device-number 0)"
+fi
+for vni in $VNIS; do
+  if ! [[ $vni =~ ^[0-9]+$ ]] || ((vni > 16777215)); then die "VNI $vni in $ENV_FILE is not a 24-bit number: fix the user data"; fi
+done
 
-die() { echo "mirrorcap-decap: $*" >&2; exit 1; }
-[[ $ENI_ID =~ ^eni-[0-9a-f]{8}([0-9a-f]{9})?$ ]] || die "MIRRORCAP_MIRROR_ENI_ID=$ENI_ID is not an ENI ID"
-
-imds() {
-  curl -fsS --max-time 2 -H "X-aws-ec2-metadata-token: $token" "$IMDS/latest/meta-data/$1"
-}
-
-# The ENI attachment is created after the instance: wait for it (bounded).
+# The MAC of the ENI the traffic reaches, from IMDSv2, as long as it takes.
 mac=""
-for ((waited = 0; waited <= WAIT_SECONDS; waited += 2)); do
-  if token=$(curl -fsS --max-time 2 -X PUT -H "X-aws-ec2-metadata-token-ttl-seconds: 300" "$IMDS/latest/api/token"); then
-    for m in $(imds network/interfaces/macs/ || true); do
+while :; do
+  if imds network/interfaces/macs/; then
+    for m in $imds_out; do
       m=${m%/}
-      if [ "$(imds "network/interfaces/macs/$m/interface-id" || true)" = "$ENI_ID" ]; then mac=$m; break; fi
+      if [ -n "$ENI_ID" ]; then key=interface-id want=$ENI_ID; else key=device-number want=0; fi
+      if imds "network/interfaces/macs/$m/$key" && [ "$imds_out" = "$want" ]; then mac=$m; break; fi
     done
+    [ -z "$mac" ] || break
+    waiting waiting-eni "waiting since $(date -u -d "@$since" +%FT%TZ) for $wanted: the instance metadata (IMDS) lists no such interface yet; capture starts by itself once it is attached (the stack's mirror_eni_attachment)"
+  else
+    waiting waiting-imds "waiting since $(date -u -d "@$since" +%FT%TZ) for the instance metadata service (IMDS, $IMDS) to find $wanted: it does not answer ($imds_error); capture starts by itself once it does (the instance's metadata options must keep http_endpoint enabled)"
   fi
-  [ -z "$mac" ] || break
   sleep 2
 done
-[ -n "$mac" ] || die "ENI $ENI_ID is not attached to this instance (IMDS at $IMDS lists no interface with that ID after ${WAIT_SECONDS}s)"
+[ -n "$ENI_ID" ] || { imds "network/interfaces/macs/$mac/interface-id" && ENI_ID=$imds_out; } || ENI_ID="the primary ENI"
 
 iface=""
 for d in /sys/class/net/*; do
   if [ "$(cat "$d/address" 2>/dev/null)" = "$mac" ] && [ ! -e "$d/master" ]; then iface=${d##*/}; break; fi
 done
-[ -n "$iface" ] || die "no network interface has MAC $mac (ENI $ENI_ID)"
+[ -n "$iface" ] || die "no network interface has MAC $mac ($ENI_ID), which IMDS names: is its driver loaded? $AGAIN"
 
-# Largest frames first: the NIC at its maximum MTU, vxlan at NIC MTU - overhead,
-# so every mirrored frame that fits the ENI is decapsulated whole.
-max_mtu=$(ip -d -j link show dev "$iface" | sed -n 's/.*"max_mtu":\([0-9]*\).*/\1/p')
-if [ -n "$max_mtu" ] && [ "$max_mtu" -le 9001 ] && [ "$(cat "/sys/class/net/$iface/mtu")" -lt "$max_mtu" ]; then
-  ip link set dev "$iface" mtu "$max_mtu" || true
+# The NIC at the MTU mirrored traffic needs, or at its largest when that is less:
+# a frame over the NIC's MTU is dropped before it is decapsulated, uncounted.
+mtu=$(cat "/sys/class/net/$iface/mtu")
+if ((mtu < MIRROR_MTU)); then
+  max_mtu=$(ip -d -j link show dev "$iface" | sed -n 's/.*"max_mtu":\([0-9]*\).*/\1/p')
+  set_to=$MIRROR_MTU
+  if [ -n "$max_mtu" ] && ((max_mtu < set_to)); then set_to=$max_mtu; fi
+  ip link set dev "$iface" mtu "$set_to" || true
+  say "$iface ($ENI_ID): MTU $mtu raised to $(cat "/sys/class/net/$iface/mtu")"
+  mtu=$(cat "/sys/class/net/$iface/mtu")
+fi
+if ((mtu < MIRROR_MTU)); then
+  say "WARNING: $iface ($ENI_ID) has MTU $mtu, under the $MIRROR_MTU mirrored traffic needs: larger mirrored packets are dropped (mirrorcap-health says so)"
 fi
 ip link set dev "$iface" up
-inner_mtu=$(( $(cat "/sys/class/net/$iface/mtu") - VXLAN_OVERHEAD ))
+inner_mtu=$((mtu - VXLAN_OVERHEAD))
 
 for vni in $VNIS; do
-  if ! [[ $vni =~ ^[0-9]+$ ]] || ((vni > 16777215)); then die "VNI $vni is not a 24-bit number"; fi
   name="vxlan$vni"
   if ip link show dev "$name" >/dev/null 2>&1; then
     details=$(ip -d link show dev "$name")
     if grep -q "vxlan id $vni " <<<"$details" && grep -q "dev $iface " <<<"$details" && grep -q "dstport $VXLAN_PORT " <<<"$details"; then
       :
-    else
-      echo "mirrorcap-decap: $name exists with other settings: recreating it"
+    elif [ "$(cat "/sys/class/net/$name/ifalias")" = "$MARK" ]; then
+      say "$name exists with other settings: recreating it"
       ip link del dev "$name"
+    else
+      die "$name exists with other settings and mirrorcap did not make it: delete it (ip link del $name), $AGAIN"
     fi
   fi
   if ! ip link show dev "$name" >/dev/null 2>&1; then
     ip link add "$name" type vxlan id "$vni" dstport "$VXLAN_PORT" dev "$iface" nolearning
   fi
-  ip link set dev "$name" mtu "$inner_mtu"
+  ip link set dev "$name" alias "$MARK" mtu "$inner_mtu"
   # Receive-only: no IPv6 autoconf/DAD/MLD, no ARP, so the host's own packets
   # never land in the captures.
   sysctl -q -w "net.ipv6.conf.$name.disable_ipv6=1" 2>/dev/null || true
   ip link set dev "$name" arp off multicast off
   ip link set dev "$name" up
-  echo "mirrorcap-decap: $name (VNI $vni) on $iface ($ENI_ID, $mac), MTU $inner_mtu"
+  say "$name (VNI $vni) on $iface ($ENI_ID, $mac), MTU $inner_mtu"
 done
+
+# The VNIs no longer configured: mirrorcap-boot has stopped their capture first.
+for d in /sys/class/net/vxlan*; do
+  name=${d##*/} vni=${d##*/vxlan}
+  [[ $vni =~ ^[0-9]+$ && $(cat "$d/ifalias" 2>/dev/null) = "$MARK" && " $VNIS " != *" $vni "* ]] || continue
+  ip link del dev "$name"
+  say "$name removed: VNI $vni is no longer configured (its pcaps stay, under retention)"
+done
+status ready "VNI(s) $VNIS on $iface ($ENI_ID), MTU $mtu"
 MIRRORCAP_USR_LOCAL_LIBEXEC_MIRRORCAP_DECAP
 chmod 0755 '/usr/local/libexec/mirrorcap/decap.mirrorcap-new'
 mv -f '/usr/local/libexec/mirrorcap/decap.mirrorcap-new' '/usr/local/libexec/mirrorcap/decap'
 
 cat > '/usr/local/libexec/mirrorcap/capture.mirrorcap-new' <<'MIRRORCAP_USR_LOCAL_LIBEXEC_MIRRORCAP_CAPTURE'
 #!/usr/bin/python3
-"""mirrorcap-capture VNI: tcpdump on vxlan<VNI> into rotating pcaps, watched.
+"""mirrorcap-capture VNI: tcpdump on vxlan<VNI> into rotating pcaps, watched; every loss counted.
 
 Run by mirrorcap-capture@<VNI>.service as the capture user with CAP_NET_RAW only.
-tcpdump runs with -U: each packet is written as it arrives (never a file left
-at its 24-byte header). Not SIGUSR2 instead (cheaper): tcpdump's handler calls
-fflush() inside a signal, which can write buffered bytes twice (a corrupt pcap).
-After one failed write (full disk, I/O error) libpcap never writes that file
-again while tcpdump keeps counting packets: when the interface receives packets
-and the file stops growing, tcpdump is replaced by a new one (a new file) as soon
-as the volume has room. A tcpdump that dies is started again at once. Each gap
-and the most it can have lost (the interface's receive counter) go to state.json
-in the unit's RuntimeDirectory, for mirrorcap-health.
-Exits 1 when the interface or the volume is missing, or tcpdump keeps failing.
+
+tcpdump writes buffered (a write per 4 KiB, not per packet: -U costs about
+three times the CPU). Every tick the watcher pushes what tcpdump holds to the
+pcap with SIGUSR2, but only while tcpdump is stopped inside poll(), waiting for
+packets: its handler calls fflush(), which corrupts the pcap if it lands inside
+an fwrite(), and a tcpdump parked in poll() is in no fwrite().
+
+Not writing: after one failed write (a full volume, an I/O error) tcpdump never
+writes that pcap again, and goes on. A flush delivered while tcpdump waits in
+poll() leaves its pcap ending on a whole record; when the interface received,
+the pcap did not grow and still ends torn a tick after such a flush, its writes
+fail (otherwise: no growth for 2 s while packets arrive). tcpdump is then
+stopped, the pcap's torn last record cut off, retention asked for room, and a
+new tcpdump started once the volume has room. A tcpdump that dies is started
+again at once, after a back-off when it keeps dying young; nothing makes this
+give up while the host runs.
+
+Every gap goes to the loss record (state.json in the unit's StateDirectory, which
+restarts, failures and reboots keep): from the last packet in the pcap to the
+new tcpdump, and at most how many packets it lost (what the interface received
+since that packet, from per-tick samples kept in the RuntimeDirectory). Kernel
+drops of each tcpdump and truncated packets (an IP length beyond the frame, as
+AWS cuts packets over the target's MTU) are counted there too.
+Exit 1 when the volume is not mounted (systemd starts the unit again).
 Python 3.9 stdlib only (Amazon Linux 2023's system Python).
 """
-import json
+import ctypes
 import os
 import re
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import time
@@ -293,11 +543,19 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "..", "lib", "mirrorcap"))
 import mirrorcap_host as host  # noqa: E402
 
-TICK_SECONDS = 1.0
-STUCK_SECONDS = 5.0  # packets seen on the interface this long without the file growing
-RESUME_FREE_BYTES = 64 << 20  # room needed before a new file is started after a full disk
-RESTARTS_PER_MINUTE = 5
+TICK = 0.25
+FLUSH_SECONDS = 2.0  # flush while packets arrived this recently: the kernel hands a block over within 1 s
+STUCK_SECONDS = 2.0  # packets received, none reaching the pcap (and no flush told sooner): not writing
+RESUME_FREE_BYTES = 64 << 20  # room needed before a new pcap is started after a full volume
+RETENTION_EVERY = 5.0  # how often retention is asked for room while the volume is full
+YOUNG_SECONDS = 10.0  # a tcpdump that dies younger than this starts again after a back-off
+BACKOFF = (0, 1, 2, 4, 8, 16, 30)
+SAMPLES_SECONDS = 120
 KEEP_GAPS = 20
+KEEP_RESTARTS = 50
+POLL_SYSCALLS = {"x86_64": (7, 271), "aarch64": (73,)}  # poll, ppoll: where libpcap waits
+COUNTERS = re.compile(r"(\d+) packets? captured[,\s]+(\d+) packets? received by filter[,\s]+(\d+) packets? dropped by kernel")
+TRUNCATED = "(ip and ip[2:2] + 14 > len) or (ip6 and ip6[4:2] + 54 > len)"
 
 
 def log(message):
@@ -314,106 +572,177 @@ def free_bytes(directory):
     return st.f_bavail * st.f_frsize
 
 
-def rx_packets(iface):
-    with open("/sys/class/net/%s/statistics/rx_packets" % iface) as f:
-        return int(f.read())
-
-
-def open_pcap(pid, directory):
-    """(path, size) of the pcap tcpdump `pid` has open, or None."""
-    fd_dir = "/proc/%d/fd" % pid
+def iface_counter(iface, name):
     try:
-        for fd in os.listdir(fd_dir):
-            try:
-                target = os.readlink(os.path.join(fd_dir, fd))
-            except OSError:
-                continue
-            if target.startswith(directory + "/") and target.endswith(".pcap"):
-                return target, os.stat(target).st_size
-    except OSError:
-        pass
-    return None
+        with open("/sys/class/net/%s/%s" % (iface, name)) as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
 
 
-class State:
-    """state.json for mirrorcap-health: is tcpdump writing, and what was lost when not."""
+class Samples:
+    """(time, packets received by the interface) every tick: how many arrived since any
+    recent moment. In the RuntimeDirectory, for the next run after a crash; the
+    tick's save is also the heartbeat health reads."""
+
+    def __init__(self, path, iface):
+        self.path, self.iface = path, iface
+        old = host.read_json(path, {})
+        self.points = [tuple(p) for p in old.get("points", [])] if old.get("ifindex") == iface_counter(iface, "ifindex") else []
+
+    def add(self, t, rx):
+        self.points.append((t, rx))
+        while self.points and self.points[0][0] < t - SAMPLES_SECONDS:
+            self.points.pop(0)
+        host.write_json(self.path, dict(ifindex=iface_counter(self.iface, "ifindex"), heartbeat=t, points=self.points))
+
+    def before(self, t):
+        """(time, count) of the last sample at or before t, None when none is that old."""
+        found = None
+        for point in self.points:
+            if point[0] > t:
+                break
+            found = point
+        return found
+
+    def quiet_until(self, t, rx):
+        """The last sample time from t on at which the count was still rx: nothing arrived before it."""
+        last = t
+        for point in self.points:
+            if point[0] >= t and point[1] <= rx:
+                last = point[0]
+        return last
+
+
+class Record:
+    """The loss record: state.json in the StateDirectory (restarts, failures and reboots keep it)."""
 
     def __init__(self, path):
         self.path = path
-        try:
-            with open(path) as f:
-                self.data = json.load(f)  # kept across unit restarts (RuntimeDirectoryPreserve=restart)
-        except (OSError, ValueError):
-            self.data = {}
-        self.data.setdefault("gaps", [])
-        self.data.setdefault("lost_packets_total", 0)
-        self.data.setdefault("gaps_total", 0)
-        self.data.setdefault("gap", None)  # a gap the previous run of the unit left open ends when this one writes
+        self.data = host.read_json(path, {})
+        for key, value in (("gaps", []), ("gaps_total", 0), ("lost_packets_total", 0), ("lost_unknown_gaps", 0),
+                           ("kernel_drops_total", 0), ("truncated_total", 0), ("restarts", []), ("gap", None)):
+            self.data.setdefault(key, value)
 
     def save(self):
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(self.data, f)
-        os.replace(tmp, self.path)
+        host.write_json(self.path, self.data)
 
-    def writing(self, pid):
-        self.data.update(writing=True, pid=pid, since=time.time())
-        self.save()
-
-    def open_gap(self, reason, rx_at_last_write):
+    def open_gap(self, reason, start, rx_start, ifindex):
         if self.data["gap"] is None:
-            self.data["gap"] = dict(start=time.time(), reason=reason, rx_at_last_write=rx_at_last_write)
-            log("NOT WRITING: %s" % reason)
+            self.data["gap"] = dict(start=start, reason=reason, rx_start=rx_start, ifindex=ifindex)
+            log("NOT WRITING since %s: %s" % (time.strftime("%H:%M:%S", time.gmtime(start)), reason))
         self.data.update(writing=False, pid=None)
         self.save()
 
-    def close_gap(self, rx_now):
+    def close_gap(self, end, rx_end, ifindex):
         gap, self.data["gap"] = self.data["gap"], None
-        if gap is None:
-            return
-        lost = max(0, rx_now - gap.pop("rx_at_last_write"))
-        gap.update(end=time.time(), lost_packets_max=lost)
-        self.data["gaps"] = (self.data["gaps"] + [gap])[-KEEP_GAPS:]
-        self.data["gaps_total"] += 1
-        self.data["lost_packets_total"] += lost
-        log("writing again after %.1fs (%s): at most %d packets lost" % (gap["end"] - gap["start"], gap["reason"], lost))
+        if gap is not None:
+            rx_start = gap.pop("rx_start")
+            known = rx_start is not None and gap.pop("ifindex") == ifindex and rx_end >= rx_start
+            lost = rx_end - rx_start if known else None
+            gap.update(end=end, lost_packets_max=lost)
+            self.data["gaps"] = (self.data["gaps"] + [gap])[-KEEP_GAPS:]
+            self.data["gaps_total"] += 1
+            if known:
+                self.data["lost_packets_total"] += lost
+            else:
+                self.data["lost_unknown_gaps"] += 1
+            log("writing again after %.1fs (%s): %s packets lost" % (end - gap["start"], gap["reason"],
+                                                                    "at most %d" % lost if known else "an unknown number of"))
+        self.save()
+
+    def restarted(self, reason):
+        self.data["restarts"] = (self.data["restarts"] + [[time.time(), reason[:200]]])[-KEEP_RESTARTS:]
 
 
-class Capture:
-    def __init__(self, vni, env, run_dir):
-        self.vni = vni
-        self.iface = "vxlan%s" % vni
-        self.directory = env["MIRRORCAP_CAPTURE_DIR"]
-        self.command = ["tcpdump", "-i", self.iface, "-Q", "in", "-n", "-U",
-                        "-B", env["MIRRORCAP_BUFFER_KIB"], "-s", env["MIRRORCAP_SNAPLEN"],
-                        "-G", env["MIRRORCAP_ROTATE_SECONDS"],
-                        # strftime, in UTC (the unit sets TZ=UTC)
-                        "-w", os.path.join(self.directory, host.pcap_pattern(env["MIRRORCAP_PCAP_PATTERN"], vni))]
-        self.log_path = os.path.join(run_dir, "tcpdump.log")
-        self.state = State(os.path.join(run_dir, "state.json"))
-        self.proc = None
-        self.stopping = False
-        self.restarts = []
-
-    # -- tcpdump ---------------------------------------------------------------
-    def start(self):
-        self.preflight()
-        with open(self.log_path, "ab") as logf:
-            start_offset = logf.tell()
-            self.proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=logf)
-        # A signal before tcpdump installs its handlers (health's SIGUSR1) would
-        # kill it: wait for "listening on", which it prints after setting them up.
+class Tcpdump:
+    def __init__(self, command, log_path):
+        self.command, self.log_path = command, log_path
+        with open(log_path, "ab") as logf:
+            self.log_offset = logf.tell()
+            self.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=logf,
+                                         preexec_fn=self.die_with_parent)
+        self.pid, self.started, self.switches_at_flush = self.proc.pid, time.monotonic(), -1
+        # A signal before tcpdump installs its handlers (health's SIGUSR1, the flush's
+        # SIGUSR2) would kill it: wait for "listening on", printed after it set them up.
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            with open(self.log_path, "rb") as f:
-                f.seek(start_offset)
-                if b"listening on" in f.read():
-                    break
-            time.sleep(0.05)
-        log("tcpdump (pid %d) capturing %s into %s" % (self.proc.pid, self.iface, self.directory))
+        while time.monotonic() < deadline and self.proc.poll() is None and not self.listening():
+            time.sleep(0.02)
 
-    def stop_tcpdump(self):
-        if self.proc and self.proc.poll() is None:
+    def listening(self):
+        return b"listening on" in self.log()
+
+    @staticmethod
+    def die_with_parent():  # PR_SET_PDEATHSIG: a killed watcher takes its tcpdump with it (flushed)
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)
+
+    def log(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(self.log_offset)
+                return f.read()
+        except OSError:
+            return b""
+
+    def counters(self):
+        """(captured, received, dropped) as tcpdump last printed them, None before it did."""
+        found = COUNTERS.findall(self.log().decode(errors="replace"))
+        return tuple(int(x) for x in found[-1]) if found else None
+
+    def open_pcap(self, directory):
+        """(path, size) of the pcap tcpdump has open, or None."""
+        fd_dir = "/proc/%d/fd" % self.pid
+        try:
+            for fd in os.listdir(fd_dir):
+                try:
+                    target = os.readlink(os.path.join(fd_dir, fd))
+                except OSError:
+                    continue
+                if target.startswith(directory + "/") and target.endswith(".pcap"):
+                    return target, os.stat(target).st_size
+        except OSError:
+            pass
+        return None
+
+    def flush(self):
+        """SIGUSR2 (flush) while tcpdump is stopped in poll(): never inside an fwrite()."""
+        try:
+            os.kill(self.pid, signal.SIGSTOP)
+        except OSError:
+            return False
+        try:
+            for _ in range(200):
+                with open("/proc/%d/stat" % self.pid) as f:
+                    if f.read().rsplit(")", 1)[1].split()[0] in ("T", "t"):
+                        break
+                time.sleep(0.0005)
+            else:
+                return False
+            with open("/proc/%d/syscall" % self.pid) as f:
+                nr = f.read().split()[0]
+            if nr.isdigit() and int(nr) in POLL_SYSCALLS.get(os.uname().machine, ()):
+                os.kill(self.pid, signal.SIGUSR2)
+                return True
+            return False
+        except OSError:
+            return False
+        finally:
+            try:
+                os.kill(self.pid, signal.SIGCONT)
+                self.switches_at_flush = self.switches()
+            except OSError:
+                pass
+
+    def switches(self):
+        """Times tcpdump blocked (it blocks in poll() again once its flush handler ran)."""
+        try:
+            with open("/proc/%d/status" % self.pid) as f:
+                return int(re.search(r"^voluntary_ctxt_switches:\s+(\d+)", f.read(), re.M).group(1))
+        except (OSError, AttributeError):
+            return -1
+
+    def stop(self):
+        if self.proc.poll() is None:
             self.proc.terminate()
             try:
                 self.proc.wait(10)
@@ -421,74 +750,286 @@ class Capture:
                 self.proc.kill()
                 self.proc.wait()
 
-    def preflight(self):
+    def tail(self):
+        return " ".join(self.log().decode(errors="replace").strip().splitlines()[-1:])
+
+
+class TruncationCounter:
+    """Packets whose IP length runs past the frame (cut short before they reached the host),
+    counted by the kernel on a packet socket with a filter that keeps only those."""
+
+    def __init__(self, iface):
+        lines = subprocess.run(["tcpdump", "-ddd", "-y", "EN10MB", TRUNCATED], capture_output=True, text=True,
+                               check=True).stdout.split("\n")
+        program = b"".join(struct.pack("HBBI", *map(int, line.split())) for line in lines[1:int(lines[0]) + 1])
+        self.program = ctypes.create_string_buffer(program)
+        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)  # protocol 0: nothing until bound
+        self.sock.setsockopt(socket.SOL_SOCKET, 26, struct.pack("HL", int(lines[0]), ctypes.addressof(self.program)))
+        self.sock.bind((iface, 3))  # ETH_P_ALL on this interface only
+        self.sock.setblocking(False)
+
+    def count(self):
+        """Matching packets since the last call (PACKET_STATISTICS resets on read)."""
+        for _ in range(10000):
+            try:
+                self.sock.recv(1)
+            except OSError:
+                break
+        packets, _drops = struct.unpack("II", self.sock.getsockopt(263, 6, 8))  # SOL_PACKET, PACKET_STATISTICS
+        return packets
+
+
+class Capture:
+    def __init__(self, vni, run_dir):
+        self.vni, self.iface, self.run_dir = vni, "vxlan%s" % vni, run_dir
+        self.log_path = os.path.join(run_dir, "tcpdump.log")
+        self.flag = os.path.join(run_dir, "not-writing")  # retention may then take this VNI's newest pcap
+        self.record = Record(host.capture_state_file(vni))
+        self.tcpdump = self.truncation = self.samples = None
+        self.stopping = self.reload_requested = False
+        self.need_room = False
+        self.young_deaths = 0
+        self.next_start = self.last_retention = 0.0
+        self.load_settings()
+
+    def load_settings(self):
+        env = host.read_env()
+        self.directory = env["MIRRORCAP_CAPTURE_DIR"]
+        self.retention = env["MIRRORCAP_RETENTION_COMMAND"].split()
+        self.name_pattern = host.pcap_pattern(env["MIRRORCAP_PCAP_PATTERN"], self.vni)
+        self.command = ["tcpdump", "-i", self.iface, "-Q", "in", "-n",
+                        "-B", env["MIRRORCAP_BUFFER_KIB"], "-s", env["MIRRORCAP_SNAPLEN"],
+                        "-G", env["MIRRORCAP_ROTATE_SECONDS"],
+                        # strftime, in UTC (the unit sets TZ=UTC)
+                        "-w", os.path.join(self.directory, host.pcap_pattern(env["MIRRORCAP_PCAP_PATTERN"], self.vni))]
+
+    # -- the loss record -------------------------------------------------------------
+    def last_packet(self, path):
+        """Time of the last whole packet in `path` (or, if none, in the VNI's previous pcap)."""
+        names = self.pcaps()
+        if path:
+            names = [n for n in names if n <= os.path.basename(path)]
+        for name in reversed(names[-2:]):
+            try:
+                ts = host.pcap_end(os.path.join(self.directory, name))[1]
+            except OSError:
+                continue
+            if ts is not None:
+                return ts
+        return None
+
+    def open_gap(self, reason, path):
+        """From the last packet written: the first lost one arrived after it, and after the
+        interface's count last stood where it stood then."""
+        if self.record.data["gap"] is not None:
+            return
+        now, last = time.time(), self.last_packet(path)
+        point = self.samples.before(last if last is not None else now)
+        start = self.samples.quiet_until(point[0], point[1]) if point else (last or now)
+        self.record.open_gap(reason, max(start, last or 0), point[1] if point else None, iface_counter(self.iface, "ifindex"))
+
+    def account(self, tcpdump):
+        """A tcpdump that is gone: its kernel drops, as it last printed them."""
+        counters = tcpdump.counters()
+        if counters:
+            self.record.data["kernel_drops_total"] += counters[2]
+
+    def set_flag(self, on):
+        if on:
+            with open(self.flag, "w") as f:
+                f.write("%d\n" % RESUME_FREE_BYTES)
+        elif os.path.exists(self.flag):
+            os.unlink(self.flag)
+
+    # -- tcpdump -----------------------------------------------------------------------
+    def start(self):
         if not os.path.isdir("/sys/class/net/" + self.iface):
-            die("%s does not exist: check mirrorcap-decap.service" % self.iface)
+            if self.record.data.get("waiting") != self.iface:
+                log("%s does not exist yet: waiting for it (mirrorcap-decap creates it)" % self.iface)
+                self.record.data["waiting"] = self.iface
+                self.record.save()
+            return
         if not host.on_its_own_volume(self.directory):
-            die("%s is not a mounted volume: check mirrorcap-storage.service "
-                "(refusing to write pcaps to the root volume)" % self.directory)
+            die("%s is not a mounted volume: waiting for mirrorcap-storage (refusing to write pcaps to the root "
+                "volume); systemd starts this unit again" % self.directory)
+        self.record.data["waiting"] = None
+        ifindex = iface_counter(self.iface, "ifindex")
+        if self.truncation is None or self.truncation[0] != ifindex:
+            try:
+                self.truncation = (ifindex, TruncationCounter(self.iface))
+            except (OSError, subprocess.CalledProcessError) as e:
+                self.truncation = None
+                log("truncated packets are not counted: %s" % e)
+        # tcpdump names its file by the second it opens it, and opens it for writing: started
+        # twice in one second (a kill, a restart) it would empty the file it wrote a moment ago.
+        while os.path.exists(os.path.join(self.directory, time.strftime(self.name_pattern, time.gmtime()))):
+            time.sleep(1.02 - time.time() % 1)
+        self.tcpdump = Tcpdump(self.command, self.log_path)
+        if not self.tcpdump.listening():
+            return  # the next tick sees it die
+        rx = iface_counter(self.iface, "statistics/rx_packets")
+        self.record.close_gap(time.time(), rx, ifindex)
+        self.record.data.update(writing=True, pid=self.tcpdump.pid, since=time.time())
+        self.record.save()
+        self.set_flag(False)
+        self.watched, self.rx_at_growth, self.pending = None, rx, None
+        self.last_rx, self.rx_changed, self.flushed = rx, 0.0, False
+        log("tcpdump (pid %d) capturing %s into %s" % (self.tcpdump.pid, self.iface, self.directory))
 
-    def tail_of_log(self):
-        try:
-            with open(self.log_path, "rb") as f:
-                f.seek(max(0, os.path.getsize(self.log_path) - 400))
-                return f.read().decode(errors="replace").strip().splitlines()[-1:]
-        except OSError:
-            return []
+    def lose(self, reason, restart_in=0.0, room=False):
+        """tcpdump is gone or no longer writes: stop it, record the gap, repair its pcap."""
+        tcpdump, self.tcpdump = self.tcpdump, None
+        path = (self.watched or (None,))[0]
+        tcpdump.stop()
+        self.account(tcpdump)
+        self.open_gap(reason, path)
+        self.record.restarted(reason)
+        self.record.save()
+        self.repair(path)
+        self.need_room = room or free_bytes(self.directory) < RESUME_FREE_BYTES
+        self.set_flag(self.need_room)
+        self.next_start = time.monotonic() + restart_in
 
-    # -- the watch ---------------------------------------------------------------
+    def room(self):
+        """True once the volume has room again; asks retention for it meanwhile."""
+        if not host.on_its_own_volume(self.directory):
+            die("%s is no longer a mounted volume" % self.directory)
+        if free_bytes(self.directory) >= RESUME_FREE_BYTES:
+            self.need_room = False
+            return True
+        if time.monotonic() - self.last_retention >= RETENTION_EVERY:
+            self.last_retention = time.monotonic()
+            try:
+                subprocess.run(self.retention, stdin=subprocess.DEVNULL, timeout=120)
+            except (OSError, subprocess.TimeoutExpired) as e:
+                log("retention failed: %s" % e)
+        return False
+
+    def beat(self):
+        """Every tick, whatever the state: the interface's count (the heartbeat health reads)
+        and the truncated packets."""
+        rx = iface_counter(self.iface, "statistics/rx_packets")
+        if rx is not None:
+            self.samples.add(time.time(), rx)
+        if self.truncation:
+            n = self.truncation[1].count()
+            if n:
+                self.record.data["truncated_total"] += n
+                self.record.save()
+        return rx
+
+    def tick(self):
+        now, rx = time.time(), self.beat()
+        if rx is None:  # the interface is gone (decap recreated or removed it)
+            return self.lose("%s disappeared" % self.iface)
+        code = self.tcpdump.proc.poll()
+        if code is not None:
+            how = "killed by signal %d" % -code if code < 0 else "exited with %d" % code
+            young = time.monotonic() - self.tcpdump.started < YOUNG_SECONDS
+            self.young_deaths = self.young_deaths + 1 if young else 0
+            return self.lose("tcpdump %s: %s" % (how, self.tcpdump.tail()),
+                             BACKOFF[min(self.young_deaths, len(BACKOFF) - 1)])
+        current = self.tcpdump.open_pcap(self.directory)
+        if current is not None and current != self.watched:
+            self.watched, self.rx_at_growth, self.pending = current, rx, None
+        elif rx > self.rx_at_growth:
+            self.pending = self.pending or now
+            # Torn after a flush that ran (tcpdump blocked again since): the flush could not write.
+            torn = (self.flushed and current is not None and self.tcpdump.switches() > self.tcpdump.switches_at_flush
+                    and host.pcap_end(current[0])[0] < current[1])
+            if torn or now - self.pending >= STUCK_SECONDS:
+                return self.lose("%s stopped growing while %s received %d packets (%d MiB free): volume full or I/O error"
+                                 % (os.path.basename(current[0]) if current else "the pcap", self.iface,
+                                    rx - self.rx_at_growth, free_bytes(self.directory) >> 20), room=True)
+        if rx != self.last_rx:
+            self.last_rx, self.rx_changed = rx, now
+        # What tcpdump holds of recent packets, onto the volume (checked at the next tick).
+        self.flushed = now - self.rx_changed <= FLUSH_SECONDS and self.tcpdump.flush()
+
+    # -- the watch ---------------------------------------------------------------------
+    def take_over(self, rebooted):
+        """What the previous run left: a gap it opened, or it stopped (or died, or the host went down)
+        writing. `rebooted`: its samples are gone, /run is new (nothing else removes them)."""
+        previous = self.record.data
+        if previous.get("gap") is None and previous.get("writing") is not None:
+            if rebooted:
+                reason = "the host restarted"
+            elif previous.get("writing"):
+                reason = "the capture unit's watcher died (killed, or crashed: journalctl -u mirrorcap-capture@%s)" % self.vni
+                self.record.restarted(reason)
+            else:
+                reason = "capture was stopped (systemctl stop or restart)"
+            self.open_gap(reason, None)
+        self.repair(None)
+
+    def pcaps(self):
+        """This VNI's pcaps, oldest first (their names carry their UTC start time)."""
+        return sorted(n for n in os.listdir(self.directory) if n.startswith("vni%s_" % self.vni) and n.endswith(".pcap"))
+
+    def repair(self, path):
+        """Cut the torn tail of the pcap tcpdump wrote (and of the VNI's newest: it may have rotated)."""
+        newest = self.pcaps()[-1:]
+        for p in {path} | {os.path.join(self.directory, n) for n in newest}:
+            if p and os.path.exists(p):
+                cut = host.repair(p)
+                if cut:
+                    log("%s: cut its torn last record (%d bytes)" % (os.path.basename(p), cut))
+
     def run(self):
         signal.signal(signal.SIGTERM, self.on_stop)
         signal.signal(signal.SIGINT, self.on_stop)
-        self.start()
-        rx = rx_packets(self.iface)
-        self.state.close_gap(rx)
-        self.state.writing(self.proc.pid)
-        self.reset_watch(rx)
+        signal.signal(signal.SIGHUP, self.on_reload)
+        if not host.on_its_own_volume(self.directory):
+            die("%s is not a mounted volume: waiting for mirrorcap-storage (refusing to write pcaps to the root "
+                "volume); systemd starts this unit again" % self.directory)
+        path = os.path.join(self.run_dir, "rx.json")
+        rebooted = not os.path.exists(path)
+        for name in os.listdir(self.run_dir):
+            if name.endswith(".tmp"):  # a write a kill cut short
+                os.unlink(os.path.join(self.run_dir, name))
+        self.samples = Samples(path, self.iface)
+        self.take_over(rebooted)
         while not self.stopping:
-            time.sleep(TICK_SECONDS)
-            if self.stopping:
-                break
-            code = self.proc.poll()
-            if code is not None:
-                self.restarts = [t for t in self.restarts if time.monotonic() - t < 60] + [time.monotonic()]
-                how = "killed by signal %d" % -code if code < 0 else "exited with %d" % code
-                self.resume("tcpdump %s: %s" % (how, " ".join(self.tail_of_log())))
+            if self.reload_requested:
+                self.reload()
+            if self.tcpdump is None:
+                self.beat()
+                if self.need_room and not self.room() or time.monotonic() < self.next_start:
+                    time.sleep(TICK)
+                    continue
+                self.start()
+                if self.tcpdump is None:
+                    time.sleep(1)  # waiting for the interface
                 continue
-            rx = rx_packets(self.iface)
-            current = open_pcap(self.proc.pid, self.directory)
-            if current is not None and current != self.last_write:
-                self.last_write, self.rx_at_last_write, self.waiting_since = current, rx, None
-            elif rx > self.rx_at_last_write:
-                self.waiting_since = self.waiting_since or time.monotonic()
-                if time.monotonic() - self.waiting_since >= STUCK_SECONDS:
-                    self.resume("%s stopped growing while %s received %d packets (%d MiB free): disk full or I/O error"
-                                % (current[0] if current else "the pcap", self.iface, rx - self.rx_at_last_write,
-                                   free_bytes(self.directory) >> 20))
-        self.stop_tcpdump()
+            time.sleep(TICK)
+            if not self.stopping:
+                self.tick()
+        self.stop()
+
+    def reload(self):
+        """SIGHUP (systemctl reload): the env file again; tcpdump restarts only if its command changed."""
+        self.reload_requested = False
+        old = self.command
+        self.load_settings()
+        if self.command == old:
+            log("reloaded: settings unchanged")
+        elif self.tcpdump is not None:
+            self.lose("settings changed: %s" % " ".join(self.command))
+
+    def stop(self):
+        if self.tcpdump is not None:
+            tcpdump, self.tcpdump = self.tcpdump, None
+            tcpdump.stop()
+            self.account(tcpdump)
+        self.record.data.update(writing=False, pid=None, stopped=time.time())
+        self.record.save()
         log("stopped")
-
-    def reset_watch(self, rx):
-        self.last_write, self.rx_at_last_write, self.waiting_since = None, rx, None
-
-    def resume(self, reason):
-        """A gap: record it, stop tcpdump, wait for room, start a new one (a new file)."""
-        self.state.open_gap(reason, self.rx_at_last_write)
-        self.stop_tcpdump()
-        if len(self.restarts) > RESTARTS_PER_MINUTE:
-            die("tcpdump failed %d times in a minute: giving up (systemd restarts the unit)" % len(self.restarts))
-        while not (self.stopping or (host.on_its_own_volume(self.directory) and free_bytes(self.directory) >= RESUME_FREE_BYTES)):
-            time.sleep(TICK_SECONDS)  # retention frees the volume
-        if self.stopping:
-            return
-        self.start()
-        rx = rx_packets(self.iface)
-        self.state.close_gap(rx)
-        self.state.writing(self.proc.pid)
-        self.reset_watch(rx)
 
     def on_stop(self, signum, frame):
         self.stopping = True
+
+    def on_reload(self, signum, frame):
+        self.reload_requested = True
 
 
 def main(argv):
@@ -496,11 +1037,10 @@ def main(argv):
         print("usage: mirrorcap-capture VNI (run by mirrorcap-capture@VNI.service)", file=sys.stderr)
         return 2
     run_dir = os.environ.get("RUNTIME_DIRECTORY")
-    if not run_dir:
-        die("RUNTIME_DIRECTORY is not set: start me with systemctl start mirrorcap-capture@%s" % argv[1])
+    if not run_dir or not os.environ.get("STATE_DIRECTORY"):
+        die("RUNTIME_DIRECTORY/STATE_DIRECTORY are not set: start me with systemctl start mirrorcap-capture@%s" % argv[1])
     try:
-        env = host.read_env()
-        Capture(argv[1], env, run_dir).run()
+        Capture(argv[1], run_dir).run()
     except (OSError, KeyError) as e:
         die("cannot capture: %s" % e)
     return 0
@@ -519,13 +1059,17 @@ cat > '/usr/local/libexec/mirrorcap/retention.mirrorcap-new' <<'MIRRORCAP_USR_LO
 # like mirrorcap's pcaps, directly in the capture directory; never the newest
 # file of a VNI that is being captured (tcpdump is writing it: deleting it would
 # free nothing and lose what is written next). The newest file of a VNI that is
-# no longer configured is not being written, and ages out like any other.
-# Logs every deletion. Runs as the capture user, who owns the directory.
+# no longer configured, or whose capture has stopped writing on a full volume
+# (its not-writing flag), is not being written and goes like any other; such a
+# capture also needs room to start again: the floor is then at least that.
+# Deleting for space happens only when it can reach its goal: when files
+# mirrorcap did not write fill the volume, deleting pcaps would lose them and
+# free too little; retention then deletes none and says what fills the volume.
+# Logs every deletion. Runs as the capture user, who owns the directory: every
+# minute (its timer), and from a capture that found the volume full; one at a time.
 set -euo pipefail
-
-ENV_FILE=/etc/mirrorcap/mirrorcap.env
-# shellcheck source=/dev/null
-. "$ENV_FILE"
+# shellcheck source-path=SCRIPTDIR source=mirrorcap-lib.sh
+. "$(dirname "$(readlink -f "$0")")/../../lib/mirrorcap/mirrorcap-lib.sh"
 DIR=${MIRRORCAP_CAPTURE_DIR:?MIRRORCAP_CAPTURE_DIR missing from $ENV_FILE}
 DAYS=${MIRRORCAP_RETENTION_DAYS:?MIRRORCAP_RETENTION_DAYS missing from $ENV_FILE}
 VNIS=${MIRRORCAP_VNIS:?MIRRORCAP_VNIS missing from $ENV_FILE}
@@ -533,8 +1077,9 @@ PATTERN=${MIRRORCAP_PCAP_PATTERN:?MIRRORCAP_PCAP_PATTERN missing from $ENV_FILE}
 MIN_FREE_PERCENT=${MIRRORCAP_MIN_FREE_PERCENT:-0}
 MIN_FREE_GIB=${MIRRORCAP_MIN_FREE_GIB:-0}
 NOW=$(date +%s)
+RUN=/run/mirrorcap
 
-log() { echo "mirrorcap-retention: $*"; }
+log() { say "$@"; }
 # The names of VNI $1's pcaps (* = every VNI's): the capture's strftime pattern
 # with each %X as * (as mirrorcap_host.pcap_glob derives it for the Python scripts).
 pcap_glob() { local g=${PATTERN//"{vni}"/$1}; echo "${g//%?/*}"; }
@@ -546,14 +1091,26 @@ if [ "$(stat -c %d "$DIR")" = "$(stat -c %d "$DIR/..")" ]; then
   exit 0
 fi
 
-# mtime (integer seconds) and name, oldest first; -maxdepth 1 and -type f keep
-# subdirectories, symlinks and anything else out of reach.
-mapfile -t files < <(find "$DIR" -maxdepth 1 -type f -name "$(pcap_glob '*')" -printf '%T@ %f\n' | sort -n -k1,1 -k2,2)
+exec 9<"$DIR"
+flock 9  # the timer's run and a capture's run, one after the other
+
+# mtime (integer seconds), size and name, oldest first; -maxdepth 1 and -type f
+# keep subdirectories, symlinks and anything else out of reach.
+mapfile -t files < <(find "$DIR" -maxdepth 1 -type f -name "$(pcap_glob '*')" -printf '%T@ %s %f\n' | sort -n -k1,1 -k3,3)
 
 declare -A glob=() newest=()
-for vni in $VNIS; do glob[$vni]=$(pcap_glob "$vni"); done
+need=0
+for vni in $VNIS; do
+  flag=$RUN/capture-$vni/not-writing
+  if [ -r "$flag" ]; then
+    read -r bytes <"$flag" || true
+    [[ ${bytes:-} =~ ^[0-9]+$ ]] && ((bytes > need)) && need=$bytes
+    continue  # not writing: its newest pcap is not protected
+  fi
+  glob[$vni]=$(pcap_glob "$vni")
+done
 for entry in "${files[@]}"; do
-  name=${entry#* }
+  name=${entry#* * }
   for vni in "${!glob[@]}"; do
     # shellcheck disable=SC2053  # the right side is a glob
     if [[ $name == ${glob[$vni]} ]]; then newest[$vni]=$name; fi
@@ -567,34 +1124,41 @@ protected() {
 
 deleted=0
 remaining=()
+deletable=0
 cutoff=$((NOW - DAYS * 86400))
 for entry in "${files[@]}"; do
-  mtime=${entry%% *}
+  read -r mtime bytes name <<<"$entry"
   mtime=${mtime%%.*}
-  name=${entry#* }
   if ((mtime < cutoff)) && ! protected "$name"; then
     rm -f -- "$DIR/$name"
     log "deleted $name (older than $DAYS days)"
     deleted=$((deleted + 1))
   else
     remaining+=("$name")
+    protected "$name" || deletable=$((deletable + bytes))
   fi
 done
 
-below_floor() {
-  local size avail
-  read -r size avail < <(df -P -B1 "$DIR" | awk 'NR == 2 { print $2, $4 }')
-  ((avail * 100 < size * MIN_FREE_PERCENT)) || ((avail < MIN_FREE_GIB * 1073741824))
-}
-for name in "${remaining[@]}"; do
-  below_floor || break
-  protected "$name" && continue
-  rm -f -- "$DIR/$name"
-  log "deleted $name (free space under ${MIN_FREE_PERCENT}% / ${MIN_FREE_GIB} GiB)"
-  deleted=$((deleted + 1))
-done
-if below_floor; then
-  log "WARNING: free space still under the floor after deleting all but the pcaps being written"
+read -r size avail < <(df -P -B1 "$DIR" | awk 'NR == 2 { print $2, $4 }')
+floor=$((size * MIN_FREE_PERCENT / 100))
+((floor >= MIN_FREE_GIB * 1073741824)) || floor=$((MIN_FREE_GIB * 1073741824))
+((floor >= need)) || floor=$need
+why="free space under ${MIN_FREE_PERCENT}% / ${MIN_FREE_GIB} GiB"
+if ((need)); then why+=", or the $((need >> 20)) MiB a capture needs to write again"; fi
+if ((avail + deletable < floor)) && ((need)) && ((avail + deletable >= need)); then
+  floor=$need  # the floor is out of reach, the room a capture needs is not
+fi
+if ((avail < floor)) && ((avail + deletable < floor)); then
+  log "WARNING: $why, and deleting every pcap it may would leave $(((avail + deletable) >> 20)) MiB: nothing deleted; files mirrorcap did not write fill $DIR (du -sh $DIR/* shows them): delete them"
+else
+  for name in "${remaining[@]}"; do
+    read -r size avail < <(df -P -B1 "$DIR" | awk 'NR == 2 { print $2, $4 }')
+    ((avail < floor)) || break
+    protected "$name" && continue
+    rm -f -- "$DIR/$name"
+    log "deleted $name ($why)"
+    deleted=$((deleted + 1))
+  done
 fi
 log "done: $deleted file(s) deleted, $(( ${#files[@]} - deleted )) kept"
 MIRRORCAP_USR_LOCAL_LIBEXEC_MIRRORCAP_RETENTION
@@ -603,35 +1167,52 @@ mv -f '/usr/local/libexec/mirrorcap/retention.mirrorcap-new' '/usr/local/libexec
 
 cat > '/usr/local/sbin/mirrorcap-boot.mirrorcap-new' <<'MIRRORCAP_USR_LOCAL_SBIN_MIRRORCAP_BOOT'
 #!/bin/bash
-# mirrorcap-boot: start capturing with the settings in /etc/mirrorcap/mirrorcap.env.
-# Run by the user data on the first boot (the units it enables start by
-# themselves on every later boot) and safe to run by hand after changing the
-# env file: enables the units for the configured VNIs, and disables capture
-# units of VNIs no longer configured.
+# mirrorcap-boot: capture with the settings in /etc/mirrorcap/mirrorcap.env, now.
+# Run by the user data, and safe to run by hand after changing the env file: it
+# converges the running host, no reboot needed.
+#  - a VNI no longer configured: its capture is stopped and disabled (then decap
+#    removes its interface; its pcaps stay, under retention);
+#  - decap runs again (a reload: the captures that require it keep running) and
+#    makes the new VNIs' interfaces; a decap still waiting starts over;
+#  - every capture that stays reads the settings again (tcpdump restarts only if
+#    its command changed: an unchanged VNI captures without a gap);
+#  - the target starts whatever is not running, without waiting (storage may
+#    wait for its volume, decap for the metadata service).
+# Everything is enabled first: whatever fails now, the next boot starts it all.
 set -euo pipefail
-ENV_FILE=/etc/mirrorcap/mirrorcap.env
-# shellcheck source=/dev/null
-. "$ENV_FILE"
+# shellcheck source-path=SCRIPTDIR source=mirrorcap-lib.sh
+. "$(dirname "$(readlink -f "$0")")/../lib/mirrorcap/mirrorcap-lib.sh"
 VNIS=${MIRRORCAP_VNIS:?MIRRORCAP_VNIS missing from $ENV_FILE}
 
-units=(mirrorcap-storage.service mirrorcap-decap.service mirrorcap-retention.timer)
+units=(mirrorcap.target mirrorcap-storage.service mirrorcap-decap.service mirrorcap-retention.timer)
 for vni in $VNIS; do units+=("mirrorcap-capture@$vni.service"); done
 
 systemctl daemon-reload
-for unit in $(systemctl list-units --all --plain --no-legend 'mirrorcap-capture@*.service' | awk '{ print $1 }'); do
-  vni=${unit#mirrorcap-capture@}; vni=${vni%.service}
-  if ! grep -qw -- "$vni" <<<"$VNIS"; then
-    echo "mirrorcap-boot: VNI $vni is no longer configured: stopping $unit"
-    systemctl disable --now "$unit"
+mapfile -t known < <({
+  systemctl list-units --all --plain --no-legend 'mirrorcap-capture@*.service' | awk '{ print $1 }'
+  find /etc/systemd/system -path '*.wants/mirrorcap-capture@*.service' -printf '%f\n'
+} | sort -u)
+for unit in "${known[@]}"; do
+  vni=${unit#mirrorcap-capture@}
+  vni=${vni%.service}
+  if [[ " $VNIS " != *" $vni "* ]]; then
+    say "VNI $vni is no longer configured: stopping and disabling $unit (its pcaps stay, under retention)"
+    systemctl disable --now --quiet "$unit"
   fi
 done
-# Enabled before anything starts: whatever fails now, the next boot starts them all.
-systemctl enable "${units[@]}"
-# --no-block: storage waits (up to 5 minutes) for the volume Terraform attaches
-# after the instance starts; each capture unit starts once storage and decap
-# have succeeded (its Requires= and After=), or fails with them.
-systemctl start --no-block "${units[@]}"
-echo "mirrorcap-boot: starting capture of VNI(s) $VNIS: mirrorcap-health tells when it runs"
+# reenable: links an older version made elsewhere (WantedBy=multi-user.target) go.
+systemctl reenable --quiet "${units[@]}"
+case $(systemctl is-active mirrorcap-decap.service || true) in
+  active) systemctl reload --no-block mirrorcap-decap.service ;;
+  activating) systemctl restart --no-block mirrorcap-decap.service ;;
+esac
+for vni in $VNIS; do
+  if [ "$(systemctl is-active "mirrorcap-capture@$vni.service" || true)" = active ]; then
+    systemctl reload --no-block "mirrorcap-capture@$vni.service"
+  fi
+done
+systemctl start --no-block mirrorcap.target
+say "capturing VNI(s) $VNIS: mirrorcap-health tells when it runs"
 MIRRORCAP_USR_LOCAL_SBIN_MIRRORCAP_BOOT
 chmod 0755 '/usr/local/sbin/mirrorcap-boot.mirrorcap-new'
 mv -f '/usr/local/sbin/mirrorcap-boot.mirrorcap-new' '/usr/local/sbin/mirrorcap-boot'
@@ -640,11 +1221,15 @@ cat > '/usr/local/sbin/mirrorcap-health.mirrorcap-new' <<'MIRRORCAP_USR_LOCAL_SB
 #!/usr/bin/python3
 """mirrorcap-health: is this capture host capturing? For people and for alarms.
 
-Checks services, tcpdump (the capture unit's own), writing (gaps and what they
-lost), newest-pcap, drops (kernel), unmatched (VNIs no interface accepts) and
-disk (mounted, above the floor): see the README. Exit 0 when healthy (warnings
-allowed), 1 when not, 2 when it cannot run. Runs as root (signals tcpdump,
-samples the mirror ENI). Python 3.9 stdlib only: Amazon Linux 2023's system Python.
+Checks storage (the volume: mounted, or what it waits for), decap (the vxlan
+interfaces: made, or what they wait for), mtu (the NIC's, against what mirrored
+traffic needs), services, and per VNI: tcpdump, writing (the capture's loss
+record: an open gap, gaps and what they lost), restarts (flapping), newest-pcap,
+drops (kernel), truncated (packets cut short before they arrived); then
+unmatched (VNIs no interface accepts) and disk: see the README. Losses are
+reported once ("since the last check", remembered across reboots). Exit 0 when
+healthy (warnings allowed), 1 when not, 2 when it cannot run. Runs as root
+(signals tcpdump, samples the mirror ENI). Python 3.9 stdlib only.
 """
 import argparse
 import glob
@@ -662,9 +1247,12 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "lib", "mirrorcap"))
 import mirrorcap_host as host  # noqa: E402
 
-RUN_DIR = "/run/mirrorcap"
 PCAP_HEADER_BYTES = 24
-DROPS = re.compile(r"(\d+) packets? captured, (\d+) packets? received by filter, (\d+) packets? dropped by kernel")
+COUNTERS = re.compile(r"(\d+) packets? captured[,\s]+(\d+) packets? received by filter[,\s]+(\d+) packets? dropped by kernel")
+HEARTBEAT_SECONDS = 5  # the capture's watcher writes its heartbeat four times a second
+FLAPPING = (3, 600)  # this many restarts in this many seconds
+STATE_FILE = os.path.join(host.STATE_DIR, "health-state.json")  # what was reported already
+AGAIN = "systemctl start mirrorcap.target"
 
 
 class Report:
@@ -673,6 +1261,13 @@ class Report:
 
     def add(self, name, status, detail, **data):
         self.checks.append(dict(name=name, status=status, detail=detail, **data))
+
+    def run(self, name, check, *args):
+        """A check that breaks is a failed check saying so: an alarm always gets a verdict."""
+        try:
+            return check(self, *args)
+        except Exception as e:  # noqa: BLE001 - whatever it was, the verdict must still be printed
+            self.add(name, "fail", "the %s check could not run: %s: %s" % (name, type(e).__name__, e))
 
     @property
     def healthy(self):
@@ -683,24 +1278,39 @@ def capture_unit(vni):
     return "mirrorcap-capture@%s.service" % vni
 
 
+def unit_props(unit, *props):
+    out = subprocess.run(["systemctl", "show", unit] + ["--property=" + p for p in props], capture_output=True, text=True)
+    return dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
+
+
+def check_stage(report, name, unit):
+    """storage or decap: active, or what its script waits for, or why it failed (its status file)."""
+    state = unit_props(unit, "ActiveState").get("ActiveState", "unknown")
+    status = host.read_json(os.path.join(host.RUN_DIR, name + ".json"), {}) or {}
+    detail = status.get("detail") or ""
+    data = dict(unit=unit, unit_state=state, state=status.get("state"), since=status.get("since"))
+    if state == "active":
+        report.add(name, "ok", detail or "%s active" % unit, **data)
+    elif state == "activating" and status.get("state", "").startswith("waiting"):
+        report.add(name, "fail", "%s %s" % (detail, "(%ds)" % (time.time() - status["since"]) if status.get("since") else ""),
+                   **data)
+    elif state == "failed" and status.get("state") == "failed":
+        report.add(name, "fail", "%s failed: %s" % (unit, detail), **data)
+    else:
+        report.add(name, "fail", "%s is %s (journalctl -u %s); then: %s" % (unit, state, unit, AGAIN), **data)
+
+
 def check_services(report, vnis):
-    units = ["mirrorcap-storage.service", "mirrorcap-decap.service"]
+    units = ["mirrorcap.target", "mirrorcap-storage.service", "mirrorcap-decap.service"]
     units += [capture_unit(v) for v in vnis] + ["mirrorcap-retention.timer"]
     out = subprocess.run(["systemctl", "is-active"] + units, capture_output=True, text=True).stdout.split()
     states = dict(zip(units, out + ["unknown"] * (len(units) - len(out))))
     down = sorted(u for u, s in states.items() if s != "active")
     if down:
-        report.add("services", "fail", "not active: " + ", ".join("%s (%s)" % (u, states[u]) for u in down), units=states)
+        report.add("services", "fail", "not active: %s (%s starts what is not running)"
+                   % (", ".join("%s (%s)" % (u, states[u]) for u in down), AGAIN), units=states)
     else:
         report.add("services", "ok", "%d units active" % len(units), units=states)
-
-
-def unit_main_pid(unit):
-    out = subprocess.run(["systemctl", "show", "--property=MainPID", "--value", unit], capture_output=True, text=True)
-    try:
-        return int(out.stdout.strip() or 0)
-    except ValueError:
-        return 0
 
 
 def children(pid, comm):
@@ -722,7 +1332,7 @@ def children(pid, comm):
 def check_tcpdump(report, vni):
     """The tcpdump the capture unit runs: a child of the unit's main process (its watcher)."""
     unit = capture_unit(vni)
-    main_pid = unit_main_pid(unit)
+    main_pid = int(unit_props(unit, "MainPID").get("MainPID") or 0)
     pids = children(main_pid, "tcpdump") if main_pid else []
     if pids:
         report.add("tcpdump", "ok", "VNI %s: running (pid %s, %s)" % (vni, ",".join(map(str, pids)), unit), vni=vni, pids=pids)
@@ -731,31 +1341,58 @@ def check_tcpdump(report, vni):
     return pids
 
 
-def check_writing(report, vni, state):
-    """The capture's own record of gaps (state.json, written by its watcher)."""
-    path = os.path.join(RUN_DIR, "capture-%s" % vni, "state.json")
-    try:
-        with open(path) as f:
-            capture = json.load(f)
-    except (OSError, ValueError):
-        report.add("writing", "fail", "VNI %s: no capture state in %s: is %s running?" % (vni, path, capture_unit(vni)), vni=vni)
-        return
-    key = "lost:%s" % vni
-    lost, before = capture.get("lost_packets_total", 0), state.get(key, 0)
-    new_lost = lost - before if lost >= before else lost  # a smaller total: the capture's state started over
-    state[key] = lost
-    gap = capture.get("gap")
-    data = dict(vni=vni, writing=bool(capture.get("writing")), lost_packets_max=lost, lost_since_last_check=new_lost,
-                gaps_total=capture.get("gaps_total", 0), last_gaps=capture.get("gaps", [])[-3:], gap=gap)
+def since_last(state, key, total):
+    """How much `total` grew since the last check (all of it when it shrank: the record started over)."""
+    before = state.get(key, 0)
+    state[key] = total
+    return total - before if total >= before else total
+
+
+def when(t):
+    return time.strftime("%H:%M:%S", time.gmtime(t)) if t else "?"
+
+
+def check_writing(report, vni, record, state, now):
+    """The capture's own record: is it writing now, and what did its gaps lose since the last check."""
+    heartbeat = (host.read_json(os.path.join(host.capture_run_dir(vni), "rx.json"), {}) or {}).get("heartbeat")
+    new_gaps = since_last(state, "gaps:%s" % vni, record.get("gaps_total", 0))
+    new_lost = since_last(state, "lost:%s" % vni, record.get("lost_packets_total", 0))
+    new_unknown = since_last(state, "unknown:%s" % vni, record.get("lost_unknown_gaps", 0))
+    gap, last = record.get("gap"), (record.get("gaps") or [{}])[-1]
+    data = dict(vni=vni, writing=bool(record.get("writing")) and gap is None, gap=gap, gaps_total=record.get("gaps_total", 0),
+                lost_packets_max=record.get("lost_packets_total", 0), lost_unknown_gaps=record.get("lost_unknown_gaps", 0),
+                lost_since_last_check=new_lost, gaps_since_last_check=new_gaps, last_gaps=(record.get("gaps") or [])[-3:],
+                heartbeat_age=None if heartbeat is None else round(now - heartbeat, 1))
+    lost = "at most %d packets lost" % new_lost + (" (and an unknown number in %d gap(s) the host could not count: "
+                                                   "it was down)" % new_unknown if new_unknown else "")
     if gap:
-        report.add("writing", "fail", "VNI %s: NOT WRITING for %ds: %s" % (vni, time.time() - gap["start"], gap["reason"]), **data)
-    elif new_lost:
-        last = capture["gaps"][-1] if capture.get("gaps") else {}
-        report.add("writing", "fail", "VNI %s: up to %d packets lost in gaps since the last check (last: %s, %.1fs)"
-                   % (vni, new_lost, last.get("reason", "?"), last.get("end", 0) - last.get("start", 0)), **data)
+        report.add("writing", "fail", "VNI %s: NOT WRITING since %s (%ds): %s" % (vni, when(gap["start"]), now - gap["start"],
+                                                                               gap["reason"]), **data)
+    elif record.get("waiting"):
+        report.add("writing", "fail", "VNI %s: NOT WRITING: waiting for %s (mirrorcap-decap makes it)" % (vni, record["waiting"]),
+                   **data)
+    elif not record.get("writing") or heartbeat is None or now - heartbeat > HEARTBEAT_SECONDS:
+        report.add("writing", "fail", "VNI %s: NOT WRITING: the capture's watcher %s (journalctl -u %s)"
+                   % (vni, "is not running" if heartbeat is None else "last reported %ds ago" % (now - heartbeat),
+                      capture_unit(vni)), **data)
+    elif new_gaps:
+        report.add("writing", "fail", "VNI %s: %d gap(s) since the last check, %s (last: %s, %s-%s, %.1fs)"
+                   % (vni, new_gaps, lost, last.get("reason", "?"), when(last.get("start")), when(last.get("end")),
+                      (last.get("end") or 0) - (last.get("start") or 0)), **data)
     else:
-        report.add("writing", "ok", "VNI %s: writing (%d gap(s) since the unit started, none since the last check)"
-                   % (vni, capture.get("gaps_total", 0)), **data)
+        report.add("writing", "ok", "VNI %s: writing (%d gap(s) in all, none since the last check)"
+                   % (vni, record.get("gaps_total", 0)), **data)
+
+
+def check_restarts(report, vni, record, now):
+    count, window = FLAPPING
+    recent = [r for r in record.get("restarts", []) if now - r[0] <= window]
+    data = dict(vni=vni, restarts_recent=len(recent), window_seconds=window)
+    if len(recent) >= count:
+        report.add("restarts", "fail", "VNI %s: flapping: %d restarts in %d minutes (last: %s)"
+                   % (vni, len(recent), window // 60, recent[-1][1]), **data)
+    else:
+        report.add("restarts", "ok", "VNI %s: %d restart(s) in the last %d minutes" % (vni, len(recent), window // 60), **data)
 
 
 def check_newest_pcap(report, directory, pattern, vni, stale_after, now):
@@ -773,8 +1410,7 @@ def check_newest_pcap(report, directory, pattern, vni, stale_after, now):
     path, mtime, size = files[-1]
     age = max(0, int(now - mtime))
     # Rotated files holding only the header: normal for the first file after a
-    # quiet start (tcpdump opens it before any packet); many of them mean output
-    # is not packet-buffered. Reported, not judged.
+    # quiet start (tcpdump opens it before any packet). Reported, not judged.
     header_only = sum(1 for _, _, s in files[:-1] if s <= PCAP_HEADER_BYTES)
     data = dict(vni=vni, file=os.path.basename(path), age_seconds=age, size_bytes=size, header_only_rotated=header_only)
     detail = "VNI %s: %s, %d bytes, %ds old" % (vni, data["file"], size, age)
@@ -800,41 +1436,77 @@ def tcpdump_counters(pid, log, timeout=2.0):
         time.sleep(0.1)
         with open(log, "rb") as f:
             f.seek(start)
-            found = DROPS.findall(f.read().decode(errors="replace"))
+            found = COUNTERS.findall(f.read().decode(errors="replace"))
         if found:
             return tuple(int(x) for x in found[-1])
     return None
 
 
-def check_drops(report, vni, pids, state):
-    if not pids:
+def check_drops(report, vni, pids, record, state):
+    """Kernel drops of every tcpdump the capture ran: the record's (those that ended) plus the live one's."""
+    log = os.path.join(host.capture_run_dir(vni), "tcpdump.log")
+    counters = tcpdump_counters(pids[0], log) if pids else None
+    if pids and counters is None:
+        report.add("drops", "warn", "VNI %s: tcpdump (pid %d) gave no counters in %s" % (vni, pids[0], log), vni=vni)
         return
-    pid = pids[0]
-    log = os.path.join(RUN_DIR, "capture-%s" % vni, "tcpdump.log")
-    counters = tcpdump_counters(pid, log)
-    if counters is None:
-        report.add("drops", "warn", "VNI %s: tcpdump (pid %d) gave no counters in %s" % (vni, pid, log), vni=vni)
-        return
-    captured, received, dropped = counters
-    key = "%s:%d" % (vni, pid)  # counters restart with the process
-    new = dropped - state.get(key, 0)
-    state[key] = dropped
-    data = dict(vni=vni, captured=captured, received=received, dropped=dropped, dropped_since_last_check=new)
+    captured, received, dropped = counters or (0, 0, 0)
+    total = record.get("kernel_drops_total", 0) + dropped
+    new = since_last(state, "drops:%s" % vni, total)
+    data = dict(vni=vni, captured=captured, received=received, dropped=dropped, dropped_total=total, dropped_since_last_check=new)
     if new > 0:
-        report.add("drops", "fail", "VNI %s: kernel dropped %d packets since the last check (%d since tcpdump started): "
-                   "raise buffer_kib or capture less" % (vni, new, dropped), **data)
+        report.add("drops", "fail", "VNI %s: kernel dropped %d packets since the last check (%d in all): "
+                   "raise buffer_kib or capture less" % (vni, new, total), **data)
     else:
-        report.add("drops", "ok", "VNI %s: 0 new kernel drops (%d captured)" % (vni, captured), **data)
-    if os.path.getsize(log) > 1 << 20:
-        open(log, "w").close()  # tee appends (O_APPEND), so truncating is safe
+        report.add("drops", "ok", "VNI %s: 0 new kernel drops (%d captured by this tcpdump)" % (vni, captured), **data)
+    if pids and os.path.getsize(log) > 1 << 20:
+        open(log, "w").close()  # appended to (O_APPEND), so truncating is safe
 
 
-def vxlan_lower_iface(vni):
+def check_truncated(report, vni, record, state):
+    total = record.get("truncated_total", 0)
+    new = since_last(state, "truncated:%s" % vni, total)
+    data = dict(vni=vni, truncated_total=total, truncated_since_last_check=new)
+    if new:
+        report.add("truncated", "fail", "VNI %s: %d packets arrived cut short since the last check (%d in all; their IP "
+                   "length runs past the frame): a source's packet_length, or packets over the target's MTU"
+                   % (vni, new, total), **data)
+    else:
+        report.add("truncated", "ok", "VNI %s: no packet cut short since the last check (%d in all)" % (vni, total), **data)
+
+
+def lower_iface(vni):
     out = subprocess.run(["ip", "-d", "-j", "link", "show", "dev", "vxlan%s" % vni], capture_output=True, text=True)
     try:
         return json.loads(out.stdout)[0]["linkinfo"]["info_data"]["link"]
     except (ValueError, LookupError, TypeError):
         return None
+
+
+def check_mtu(report, iface, needed, overhead, state):
+    """The NIC mirrored traffic reaches: a frame over its MTU is dropped there, before it is
+    decapsulated; its receive drops are shown (the only count of them)."""
+    if not iface:
+        report.add("mtu", "fail", "cannot tell the interface mirrored traffic reaches: no vxlan interface (see decap)")
+        return
+    try:
+        with open("/sys/class/net/%s/mtu" % iface) as f:
+            mtu = int(f.read())
+        with open("/sys/class/net/%s/statistics/rx_dropped" % iface) as f:
+            dropped = since_last(state, "nic_dropped:%s" % iface, int(f.read()))
+    except (OSError, ValueError) as e:
+        report.add("mtu", "fail", "cannot read %s's MTU and counters: %s" % (iface, e))
+        return
+    data = dict(iface=iface, mtu=mtu, needed=needed, nic_dropped_since_last_check=dropped)
+    drops = "; %d frames dropped by %s since the last check" % (dropped, iface) if dropped else ""
+    if mtu < needed:
+        report.add("mtu", "fail", "%s: MTU %d, under the %d mirrored traffic needs: mirrored packets over %d bytes (%d inside "
+                   "the VXLAN) are dropped before they are decapsulated%s; fix: systemctl reload mirrorcap-decap (it sets %d)"
+                   % (iface, mtu, needed, mtu, mtu - overhead, drops, needed), **data)
+    elif dropped:
+        report.add("mtu", "warn", "%s: MTU %d%s (rx_dropped: frames the NIC or the kernel refused)" % (iface, mtu, drops), **data)
+    else:
+        report.add("mtu", "ok", "%s: MTU %d: mirrored packets up to %d bytes inside the VXLAN arrive whole"
+                   % (iface, mtu, mtu - overhead), **data)
 
 
 def pcap_vnis(raw):
@@ -858,11 +1530,10 @@ def pcap_vnis(raw):
     return vnis
 
 
-def check_unmatched(report, vnis, vxlan_port, seconds):
+def check_unmatched(report, iface, vnis, vxlan_port, seconds):
     if seconds <= 0:
         report.add("unmatched", "skip", "sampling disabled (--sample-seconds 0)")
         return
-    iface = vxlan_lower_iface(vnis[0]) if vnis else None
     if not iface:
         report.add("unmatched", "fail", "cannot tell the mirror ENI: vxlan%s is missing (check mirrorcap-decap)" % vnis[0])
         return
@@ -899,8 +1570,11 @@ def check_disk(report, directory, min_free_percent, min_free_gib):
     gib = usage.free / (1 << 30)
     data = dict(free_bytes=usage.free, total_bytes=usage.total, free_percent=round(percent, 1))
     if percent < min_free_percent or gib < min_free_gib:
-        report.add("disk", "fail", "%s: %.1f%% (%.1f GiB) free, under the floor (%s%% / %s GiB): is retention running?"
-                   % (directory, percent, gib, min_free_percent, min_free_gib), **data)
+        pcaps = sum(os.path.getsize(p) for p in glob.glob(os.path.join(directory, "*.pcap")) if os.path.isfile(p))
+        others = max(0, usage.used - pcaps)
+        report.add("disk", "fail", "%s: %.1f%% (%.1f GiB) free, under the floor (%s%% / %s GiB): is retention running? "
+                   "(pcaps %.1f GiB; other files %.1f GiB, which retention never deletes)"
+                   % (directory, percent, gib, min_free_percent, min_free_gib, pcaps / (1 << 30), others / (1 << 30)), **data)
     else:
         report.add("disk", "ok", "%s: %.1f%% (%.1f GiB) free" % (directory, percent, gib), **data)
 
@@ -916,36 +1590,35 @@ def main(argv=None):
         vnis = env["MIRRORCAP_VNIS"].split()
         directory, pattern = env["MIRRORCAP_CAPTURE_DIR"], env["MIRRORCAP_PCAP_PATTERN"]
         stale_after = int(env["MIRRORCAP_STALE_AFTER_SECONDS"])
-        vxlan_port = int(env["MIRRORCAP_VXLAN_PORT"])
+        vxlan_port, overhead = int(env["MIRRORCAP_VXLAN_PORT"]), int(env["MIRRORCAP_VXLAN_OVERHEAD"])
+        mirror_mtu = int(env["MIRRORCAP_MIRROR_MTU"])
         min_free_percent = float(env.get("MIRRORCAP_MIN_FREE_PERCENT", "0"))
         min_free_gib = float(env.get("MIRRORCAP_MIN_FREE_GIB", "0"))
     except (OSError, KeyError, ValueError) as e:
         print("mirrorcap-health: cannot read %s: %s" % (host.ENV_FILE, e), file=sys.stderr)
         return 2
 
-    state_file = os.path.join(RUN_DIR, "health-state.json")
-    try:
-        with open(state_file) as f:
-            state = json.load(f)
-    except (OSError, ValueError):
-        state = {}
-
+    state = host.read_json(STATE_FILE, {}) or {}
     report = Report()
     now = time.time()
-    check_services(report, vnis)
+    iface = lower_iface(vnis[0]) if vnis else None
+    report.run("storage", check_stage, "storage", "mirrorcap-storage.service")
+    report.run("decap", check_stage, "decap", "mirrorcap-decap.service")
+    report.run("mtu", check_mtu, iface, mirror_mtu, overhead, state)
+    report.run("services", check_services, vnis)
     for vni in vnis:
-        pids = check_tcpdump(report, vni)
-        check_writing(report, vni, state)
-        check_newest_pcap(report, directory, pattern, vni, stale_after, now)
-        check_drops(report, vni, pids, state)
-    check_unmatched(report, vnis, vxlan_port, args.sample_seconds)
-    check_disk(report, directory, min_free_percent, min_free_gib)
+        record = host.read_json(host.capture_state_file(vni), {}) or {}
+        pids = report.run("tcpdump", check_tcpdump, vni) or []
+        report.run("writing", check_writing, vni, record, state, now)
+        report.run("restarts", check_restarts, vni, record, now)
+        report.run("newest-pcap", check_newest_pcap, directory, pattern, vni, stale_after, now)
+        report.run("drops", check_drops, vni, pids, record, state)
+        report.run("truncated", check_truncated, vni, record, state)
+    report.run("unmatched", check_unmatched, iface, vnis, vxlan_port, args.sample_seconds)
+    report.run("disk", check_disk, directory, min_free_percent, min_free_gib)
 
-    os.makedirs(RUN_DIR, exist_ok=True)
-    with open(state_file + ".tmp", "w") as f:
-        json.dump(state, f)
-    os.replace(state_file + ".tmp", state_file)
-
+    os.makedirs(host.STATE_DIR, exist_ok=True)
+    host.write_json(STATE_FILE, state)
     if args.json:
         json.dump(dict(healthy=report.healthy, capture=env.get("MIRRORCAP_CAPTURE"), checks=report.checks), sys.stdout, indent=2)
         print()
@@ -973,7 +1646,9 @@ cat > '/usr/local/bin/mirrorcap-window.mirrorcap-new' <<'MIRRORCAP_USR_LOCAL_BIN
 A pcap covers [the time in its name - 5 s, its last write]; the merged result is cut
 to exactly the window (frame times) and filtered with a capture filter (BPF:
 --host/--port/--bpf, via tcpdump) and/or a display filter (--filter, via
-tshark). Writes nothing unless --out or --open; never overwrites a file.
+tshark). A pcap whose last record is torn (a full volume, a killed tcpdump, or
+the file tcpdump is writing now) is read up to its last whole record.
+Writes nothing unless --out or --open; never overwrites a file.
 Exit 0 = found, 1 = no pcap covers the window, 2 = bad usage.
 Python 3.9 stdlib only (Amazon Linux 2023's system Python).
 """
@@ -986,6 +1661,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 
 # The shared module: /usr/local/lib/mirrorcap, from /usr/local/bin.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "lib", "mirrorcap"))
@@ -1067,18 +1743,67 @@ def bpf_for(args):
     return " and ".join(parts)
 
 
-def run(cmd):
-    result = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+TOOLS = ("mergecap", "tcpdump", "tshark")
+
+
+def missing_tools():
+    """Usage when a tool the extraction runs is not installed (checked before anything is read)."""
+    missing = [t for t in TOOLS if not shutil.which(t)]
+    if missing:
+        raise Usage("%s not found: install Wireshark's command-line tools and tcpdump (Amazon Linux: dnf install "
+                    "wireshark-cli tcpdump; Debian/Ubuntu: apt install tshark tcpdump; macOS: brew install wireshark)"
+                    % ", ".join(missing))
+
+
+def run(cmd, pass_fds=()):
+    result = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, pass_fds=pass_fds)
     if result.returncode != 0:
         raise Usage("%s failed: %s" % (cmd[0], result.stderr.strip()[:400]))
+
+
+def feed(path, length, fd):
+    """The first `length` bytes of `path` into a pipe (its whole records), then end of file."""
+    try:
+        with open(path, "rb") as src, os.fdopen(fd, "wb") as dst:
+            while length > 0:
+                block = src.read(min(length, 1 << 20))
+                if not block:
+                    break
+                dst.write(block)
+                length -= len(block)
+    except (BrokenPipeError, OSError):
+        pass
+
+
+def whole_records(files):
+    """(inputs for mergecap, pipe read ends, feeders): a pcap is read as it is, or up to its last
+    whole record through a pipe when its end is torn; one without a whole header holds no packet."""
+    inputs, fds, feeders = [], [], []
+    for f in files:
+        whole, _ = host.pcap_end(f["path"])
+        if whole == 0:
+            print("mirrorcap-window: %s holds no whole pcap header: skipped" % f["path"], file=sys.stderr)
+        elif whole == os.path.getsize(f["path"]):
+            inputs.append(f["path"])
+        else:
+            r, w = os.pipe()
+            feeders.append(threading.Thread(target=feed, args=(f["path"], whole, w), daemon=True))
+            fds.append(r)
+            inputs.append("/dev/fd/%d" % r)
+    return inputs, fds, feeders
 
 
 def extract(files, begin, end, bpf, display, out):
     """mergecap (time order) -> tcpdump BPF -> tshark window + display filter -> out (pcap)."""
     tmp = tempfile.mkdtemp(prefix="mirrorcap-window-")
+    inputs, fds, feeders = whole_records(files)
     try:
+        if not inputs:
+            raise Usage("no pcap of the window holds a whole packet")
+        for t in feeders:
+            t.start()
         merged = os.path.join(tmp, "merged.pcap")
-        run(["mergecap", "-F", "pcap", "-w", merged] + [f["path"] for f in files])
+        run(["mergecap", "-F", "pcap", "-w", merged] + inputs, pass_fds=fds)
         if bpf:
             narrowed = os.path.join(tmp, "bpf.pcap")
             run(["tcpdump", "-r", merged, "-w", narrowed, bpf])
@@ -1099,6 +1824,11 @@ def extract(files, begin, end, bpf, display, out):
         finally:
             os.unlink(partial)
     finally:
+        for fd in fds:
+            os.close(fd)
+        for t in feeders:
+            if t.is_alive() or t.ident:
+                t.join()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -1134,6 +1864,8 @@ def main(argv=None):
             raise Usage("%s exists: pick another --out (mirrorcap-window never overwrites a file)" % out)
         if (args.host or args.port or args.bpf or args.display) and not out:
             raise Usage("filters apply to the extracted packets: add --out FILE or --open")
+        if out:
+            missing_tools()
     except Usage as exc:
         print("mirrorcap-window: %s" % exc, file=sys.stderr)
         return 2
@@ -1169,6 +1901,24 @@ MIRRORCAP_USR_LOCAL_BIN_MIRRORCAP_WINDOW
 chmod 0755 '/usr/local/bin/mirrorcap-window.mirrorcap-new'
 mv -f '/usr/local/bin/mirrorcap-window.mirrorcap-new' '/usr/local/bin/mirrorcap-window'
 
+cat > '/etc/systemd/system/mirrorcap.target.mirrorcap-new' <<'MIRRORCAP_ETC_SYSTEMD_SYSTEM_MIRRORCAP_TARGET'
+[Unit]
+Description=mirrorcap: the capture (pcap volume, decapsulation, one capture per VNI, retention)
+Documentation=file:///usr/local/share/doc/mirrorcap/README
+# Never holds up boot: a volume attached late or a metadata service that does not
+# answer is waited for here, without a deadline, while the rest of the host
+# (Session Manager, cloud-init) comes up. `systemctl start mirrorcap.target`
+# starts whatever part of the capture is not running.
+DefaultDependencies=no
+Conflicts=shutdown.target
+Before=shutdown.target
+
+[Install]
+WantedBy=multi-user.target
+MIRRORCAP_ETC_SYSTEMD_SYSTEM_MIRRORCAP_TARGET
+chmod 0644 '/etc/systemd/system/mirrorcap.target.mirrorcap-new'
+mv -f '/etc/systemd/system/mirrorcap.target.mirrorcap-new' '/etc/systemd/system/mirrorcap.target'
+
 cat > '/etc/systemd/system/mirrorcap-storage.service.mirrorcap-new' <<'MIRRORCAP_ETC_SYSTEMD_SYSTEM_MIRRORCAP_STORAGE_SERVICE'
 [Unit]
 Description=mirrorcap: mount the pcap volume at the capture directory
@@ -1180,14 +1930,15 @@ ConditionPathExists=/etc/mirrorcap/mirrorcap.env
 Type=oneshot
 RemainAfterExit=yes
 ExecStart=/usr/local/libexec/mirrorcap/storage
-TimeoutStartSec=600
+# Waits for the volume as long as it takes (the script says what it waits for).
+TimeoutStartSec=infinity
 # No PrivateTmp=, ProtectHome=, ProtectSystem=, ReadWritePaths= or any other
 # option that gives the unit its own mount namespace: the mount this unit makes
 # must be the host's, seen by every other unit and by people. It runs as root to
 # read the block device, format a blank one and mount it.
 
 [Install]
-WantedBy=multi-user.target
+WantedBy=mirrorcap.target
 MIRRORCAP_ETC_SYSTEMD_SYSTEM_MIRRORCAP_STORAGE_SERVICE
 chmod 0644 '/etc/systemd/system/mirrorcap-storage.service.mirrorcap-new'
 mv -f '/etc/systemd/system/mirrorcap-storage.service.mirrorcap-new' '/etc/systemd/system/mirrorcap-storage.service'
@@ -1204,13 +1955,17 @@ ConditionPathExists=/etc/mirrorcap/mirrorcap.env
 Type=oneshot
 RemainAfterExit=yes
 ExecStart=/usr/local/libexec/mirrorcap/decap
-TimeoutStartSec=600
+# systemctl reload: the same script again, converging on the env file's VNIs
+# (mirrorcap-boot reloads it when the user data runs again).
+ExecReload=/usr/local/libexec/mirrorcap/decap
+# Waits for the metadata service and the ENI as long as it takes (the script says which).
+TimeoutStartSec=infinity
 PrivateTmp=yes
 ProtectHome=yes
 ProtectSystem=full
 
 [Install]
-WantedBy=multi-user.target
+WantedBy=mirrorcap.target
 MIRRORCAP_ETC_SYSTEMD_SYSTEM_MIRRORCAP_DECAP_SERVICE
 chmod 0644 '/etc/systemd/system/mirrorcap-decap.service.mirrorcap-new'
 mv -f '/etc/systemd/system/mirrorcap-decap.service.mirrorcap-new' '/etc/systemd/system/mirrorcap-decap.service'
@@ -1220,14 +1975,15 @@ cat > '/etc/systemd/system/mirrorcap-capture@.service.mirrorcap-new' <<'MIRRORCA
 Description=mirrorcap: capture VXLAN VNI %i into /var/log/tcpdump
 Documentation=file:///usr/local/share/doc/mirrorcap/README
 # Storage mounts the volume in the host's namespace and decap creates vxlan%i;
-# both are oneshot units that stay active, so capture starts after they succeed.
+# both are oneshot units that stay active: capture starts after they succeed,
+# however long they wait (for a volume attached late, for the metadata service).
 Requires=mirrorcap-storage.service mirrorcap-decap.service
 After=mirrorcap-storage.service mirrorcap-decap.service
 # Stopping the volume's mount unit (systemctl stop) stops capture first.
 RequiresMountsFor=/var/log/tcpdump
-# Five failures in five minutes leave the unit failed, where alarms see it.
-StartLimitIntervalSec=300
-StartLimitBurst=5
+# Never gives up while the host runs: restarted however often it dies (no start
+# limit); mirrorcap-health says "flapping" when it keeps dying.
+StartLimitIntervalSec=0
 
 [Service]
 Type=simple
@@ -1244,16 +2000,22 @@ AmbientCapabilities=CAP_NET_RAW
 CapabilityBoundingSet=CAP_NET_RAW
 Environment=TZ=UTC
 ExecStart=/usr/local/libexec/mirrorcap/capture %i
-Restart=on-failure
-RestartSec=5
+# systemctl reload: the watcher reads the env file again; tcpdump restarts only
+# if its command changed (mirrorcap-boot reloads every capture it keeps).
+ExecReload=/bin/kill -HUP $MAINPID
+Restart=always
+RestartSec=2
 # SIGTERM to the watcher only: it stops tcpdump, which flushes and prints its counters.
 KillMode=mixed
 TimeoutStopSec=20
-# tcpdump.log (drop counters) and state.json (gaps) for mirrorcap-health;
-# kept across restarts of the unit so a gap is not forgotten.
+# The loss record (gaps, what they lost, kernel drops, truncated packets, restarts):
+# kept across restarts, failures and reboots, for mirrorcap-health.
+StateDirectory=mirrorcap/capture-%i
+StateDirectoryMode=0750
+# tcpdump.log (drop counters) and the interface's recent counts (the heartbeat).
 RuntimeDirectory=mirrorcap/capture-%i
 RuntimeDirectoryMode=0750
-RuntimeDirectoryPreserve=restart
+RuntimeDirectoryPreserve=yes
 # New pcaps: 0640 (the directory's setgid gives them the pcap group).
 UMask=0027
 NoNewPrivileges=yes
@@ -1278,7 +2040,7 @@ MemoryDenyWriteExecute=yes
 SystemCallArchitectures=native
 
 [Install]
-WantedBy=multi-user.target
+WantedBy=mirrorcap.target
 MIRRORCAP_ETC_SYSTEMD_SYSTEM_MIRRORCAP_CAPTURE__SERVICE
 chmod 0644 '/etc/systemd/system/mirrorcap-capture@.service.mirrorcap-new'
 mv -f '/etc/systemd/system/mirrorcap-capture@.service.mirrorcap-new' '/etc/systemd/system/mirrorcap-capture@.service'
@@ -1319,13 +2081,13 @@ Description=mirrorcap: run pcap retention every minute (a burst can fill the dis
 
 [Timer]
 # Cheap (one directory listing): every minute keeps the free-space floor close
-# behind a burst, and bounds how long a capture that hit a full disk waits.
+# behind a burst. A capture that finds its volume full runs retention itself.
 OnBootSec=1min
 OnUnitActiveSec=1min
 AccuracySec=5s
 
 [Install]
-WantedBy=timers.target
+WantedBy=mirrorcap.target
 MIRRORCAP_ETC_SYSTEMD_SYSTEM_MIRRORCAP_RETENTION_TIMER
 chmod 0644 '/etc/systemd/system/mirrorcap-retention.timer.mirrorcap-new'
 mv -f '/etc/systemd/system/mirrorcap-retention.timer.mirrorcap-new' '/etc/systemd/system/mirrorcap-retention.timer'
@@ -1333,4 +2095,4 @@ mv -f '/etc/systemd/system/mirrorcap-retention.timer.mirrorcap-new' '/etc/system
 if [ -d /run/systemd/system ]; then
   systemctl daemon-reload
 fi
-echo "mirrorcap bake: installed (13 files)$termshark"
+echo "mirrorcap bake: installed (15 files)$termshark"

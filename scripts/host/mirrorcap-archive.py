@@ -19,6 +19,7 @@ Python 3.9 stdlib only (Amazon Linux 2023's system Python).
 """
 import base64
 import datetime as dt
+import fcntl
 import hashlib
 import json
 import os
@@ -80,8 +81,9 @@ def backlog(files, confirmations, pattern, vnis, now):
 
 def deletable(files, confirmations, pattern, vnis, now, retention_days, bytes_to_free):
     """What retention deletes, in order: [(name, reason)]. Only closed pcaps whose upload is
-    confirmed: those older than retention_days, then the oldest others until `bytes_to_free`
-    bytes are freed (the free-space floor). `files`: {name: (size, mtime_ns)}."""
+    confirmed (they are in S3: deleting them loses nothing): those older than retention_days,
+    then the oldest others until `bytes_to_free` bytes are freed (the free-space floor, or
+    the room a capture that stopped on a full volume needs). `files`: {name: (size, mtime_ns)}."""
     cutoff = now - retention_days * 86400
     done, freed = [], 0
     candidates = sorted((files[n][1], n) for n in closed_pcaps(files, pattern, vnis)
@@ -246,30 +248,39 @@ def failed(state, run, now, error):
         % (state["failed_runs"], run["pending"], backoff_seconds(state["failed_runs"]), error))
 
 
-def below_floor(s):
+def below_floor(s, need=0):
+    """Bytes to free to have the floor, and at least `need` bytes, free; 0 when there."""
     st = os.statvfs(s.directory)
     total, free = st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
-    need = max(total * s.min_free_percent / 100.0, s.min_free_gib * (1 << 30))
-    return max(0, int(need - free) + 1) if free < need else 0
+    goal = max(total * s.min_free_percent / 100.0, s.min_free_gib * (1 << 30), need)
+    return max(0, int(goal - free) + 1) if free < goal else 0
 
 
 def retention(s, state, now):
     if not host.on_its_own_volume(s.directory):
         log("%s is not a mounted volume (check mirrorcap-storage): nothing to do" % s.directory)
         return
-    files = list_files(s.directory, s.pattern)
-    plan = deletable(files, state["confirmed"], s.pattern, s.vnis, now, s.retention_days, below_floor(s))
-    for name, reason in plan:
-        try:
-            os.unlink(os.path.join(s.directory, name))
-            log("deleted %s (%s)" % (name, reason))
-        except FileNotFoundError:
-            pass
-    count, age, oldest = backlog(files, state["confirmed"], s.pattern, s.vnis, now)
-    if below_floor(s):
-        log("WARNING: free space still under the floor: %d closed pcap(s) are not archived yet (never deleted)%s"
-            % (count, ", the oldest %s (%ds)" % (oldest, age) if oldest else ""))
-    log("done: %d file(s) deleted, %d kept" % (len(plan), len(files) - len(plan)))
+    lock = os.open(s.directory, os.O_RDONLY)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the timer's run and a capture's run, one after the other
+        stopped, need = host.not_writing(s.vnis)
+        writing = [v for v in s.vnis if v not in stopped]  # a stopped capture's newest pcap is closed
+        files = list_files(s.directory, s.pattern)
+        plan = deletable(files, state["confirmed"], s.pattern, writing, now, s.retention_days, below_floor(s, need))
+        for name, reason in plan:
+            try:
+                os.unlink(os.path.join(s.directory, name))
+                log("deleted %s (%s)" % (name, reason))
+            except FileNotFoundError:
+                pass
+        count, age, oldest = backlog(files, state["confirmed"], s.pattern, writing, now)
+        if below_floor(s, need):
+            log("WARNING: free space still under the floor: %d closed pcap(s) are not archived yet (never deleted)%s; "
+                "files mirrorcap did not write are never deleted either"
+                % (count, ", the oldest %s (%ds)" % (oldest, age) if oldest else ""))
+        log("done: %d file(s) deleted, %d kept" % (len(plan), len(files) - len(plan)))
+    finally:
+        os.close(lock)
 
 
 def status(s, state, now):

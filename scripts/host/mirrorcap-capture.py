@@ -1,23 +1,39 @@
 #!/usr/bin/python3
-"""mirrorcap-capture VNI: tcpdump on vxlan<VNI> into rotating pcaps, watched.
+"""mirrorcap-capture VNI: tcpdump on vxlan<VNI> into rotating pcaps, watched; every loss counted.
 
 Run by mirrorcap-capture@<VNI>.service as the capture user with CAP_NET_RAW only.
-tcpdump runs with -U: each packet is written as it arrives (never a file left
-at its 24-byte header). Not SIGUSR2 instead (cheaper): tcpdump's handler calls
-fflush() inside a signal, which can write buffered bytes twice (a corrupt pcap).
-After one failed write (full disk, I/O error) libpcap never writes that file
-again while tcpdump keeps counting packets: when the interface receives packets
-and the file stops growing, tcpdump is replaced by a new one (a new file) as soon
-as the volume has room. A tcpdump that dies is started again at once. Each gap
-and the most it can have lost (the interface's receive counter) go to state.json
-in the unit's RuntimeDirectory, for mirrorcap-health.
-Exits 1 when the interface or the volume is missing, or tcpdump keeps failing.
+
+tcpdump writes buffered (a write per 4 KiB, not per packet: -U costs about
+three times the CPU). Every tick the watcher pushes what tcpdump holds to the
+pcap with SIGUSR2, but only while tcpdump is stopped inside poll(), waiting for
+packets: its handler calls fflush(), which corrupts the pcap if it lands inside
+an fwrite(), and a tcpdump parked in poll() is in no fwrite().
+
+Not writing: after one failed write (a full volume, an I/O error) tcpdump never
+writes that pcap again, and goes on. A flush delivered while tcpdump waits in
+poll() leaves its pcap ending on a whole record; when the interface received,
+the pcap did not grow and still ends torn a tick after such a flush, its writes
+fail (otherwise: no growth for 2 s while packets arrive). tcpdump is then
+stopped, the pcap's torn last record cut off, retention asked for room, and a
+new tcpdump started once the volume has room. A tcpdump that dies is started
+again at once, after a back-off when it keeps dying young; nothing makes this
+give up while the host runs.
+
+Every gap goes to the loss record (state.json in the unit's StateDirectory, which
+restarts, failures and reboots keep): from the last packet in the pcap to the
+new tcpdump, and at most how many packets it lost (what the interface received
+since that packet, from per-tick samples kept in the RuntimeDirectory). Kernel
+drops of each tcpdump and truncated packets (an IP length beyond the frame, as
+AWS cuts packets over the target's MTU) are counted there too.
+Exit 1 when the volume is not mounted (systemd starts the unit again).
 Python 3.9 stdlib only (Amazon Linux 2023's system Python).
 """
-import json
+import ctypes
 import os
 import re
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import time
@@ -26,11 +42,19 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "..", "lib", "mirrorcap"))
 import mirrorcap_host as host  # noqa: E402
 
-TICK_SECONDS = 1.0
-STUCK_SECONDS = 5.0  # packets seen on the interface this long without the file growing
-RESUME_FREE_BYTES = 64 << 20  # room needed before a new file is started after a full disk
-RESTARTS_PER_MINUTE = 5
+TICK = 0.25
+FLUSH_SECONDS = 2.0  # flush while packets arrived this recently: the kernel hands a block over within 1 s
+STUCK_SECONDS = 2.0  # packets received, none reaching the pcap (and no flush told sooner): not writing
+RESUME_FREE_BYTES = 64 << 20  # room needed before a new pcap is started after a full volume
+RETENTION_EVERY = 5.0  # how often retention is asked for room while the volume is full
+YOUNG_SECONDS = 10.0  # a tcpdump that dies younger than this starts again after a back-off
+BACKOFF = (0, 1, 2, 4, 8, 16, 30)
+SAMPLES_SECONDS = 120
 KEEP_GAPS = 20
+KEEP_RESTARTS = 50
+POLL_SYSCALLS = {"x86_64": (7, 271), "aarch64": (73,)}  # poll, ppoll: where libpcap waits
+COUNTERS = re.compile(r"(\d+) packets? captured[,\s]+(\d+) packets? received by filter[,\s]+(\d+) packets? dropped by kernel")
+TRUNCATED = "(ip and ip[2:2] + 14 > len) or (ip6 and ip6[4:2] + 54 > len)"
 
 
 def log(message):
@@ -47,106 +71,177 @@ def free_bytes(directory):
     return st.f_bavail * st.f_frsize
 
 
-def rx_packets(iface):
-    with open("/sys/class/net/%s/statistics/rx_packets" % iface) as f:
-        return int(f.read())
-
-
-def open_pcap(pid, directory):
-    """(path, size) of the pcap tcpdump `pid` has open, or None."""
-    fd_dir = "/proc/%d/fd" % pid
+def iface_counter(iface, name):
     try:
-        for fd in os.listdir(fd_dir):
-            try:
-                target = os.readlink(os.path.join(fd_dir, fd))
-            except OSError:
-                continue
-            if target.startswith(directory + "/") and target.endswith(".pcap"):
-                return target, os.stat(target).st_size
-    except OSError:
-        pass
-    return None
+        with open("/sys/class/net/%s/%s" % (iface, name)) as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
 
 
-class State:
-    """state.json for mirrorcap-health: is tcpdump writing, and what was lost when not."""
+class Samples:
+    """(time, packets received by the interface) every tick: how many arrived since any
+    recent moment. In the RuntimeDirectory, for the next run after a crash; the
+    tick's save is also the heartbeat health reads."""
+
+    def __init__(self, path, iface):
+        self.path, self.iface = path, iface
+        old = host.read_json(path, {})
+        self.points = [tuple(p) for p in old.get("points", [])] if old.get("ifindex") == iface_counter(iface, "ifindex") else []
+
+    def add(self, t, rx):
+        self.points.append((t, rx))
+        while self.points and self.points[0][0] < t - SAMPLES_SECONDS:
+            self.points.pop(0)
+        host.write_json(self.path, dict(ifindex=iface_counter(self.iface, "ifindex"), heartbeat=t, points=self.points))
+
+    def before(self, t):
+        """(time, count) of the last sample at or before t, None when none is that old."""
+        found = None
+        for point in self.points:
+            if point[0] > t:
+                break
+            found = point
+        return found
+
+    def quiet_until(self, t, rx):
+        """The last sample time from t on at which the count was still rx: nothing arrived before it."""
+        last = t
+        for point in self.points:
+            if point[0] >= t and point[1] <= rx:
+                last = point[0]
+        return last
+
+
+class Record:
+    """The loss record: state.json in the StateDirectory (restarts, failures and reboots keep it)."""
 
     def __init__(self, path):
         self.path = path
-        try:
-            with open(path) as f:
-                self.data = json.load(f)  # kept across unit restarts (RuntimeDirectoryPreserve=restart)
-        except (OSError, ValueError):
-            self.data = {}
-        self.data.setdefault("gaps", [])
-        self.data.setdefault("lost_packets_total", 0)
-        self.data.setdefault("gaps_total", 0)
-        self.data.setdefault("gap", None)  # a gap the previous run of the unit left open ends when this one writes
+        self.data = host.read_json(path, {})
+        for key, value in (("gaps", []), ("gaps_total", 0), ("lost_packets_total", 0), ("lost_unknown_gaps", 0),
+                           ("kernel_drops_total", 0), ("truncated_total", 0), ("restarts", []), ("gap", None)):
+            self.data.setdefault(key, value)
 
     def save(self):
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(self.data, f)
-        os.replace(tmp, self.path)
+        host.write_json(self.path, self.data)
 
-    def writing(self, pid):
-        self.data.update(writing=True, pid=pid, since=time.time())
-        self.save()
-
-    def open_gap(self, reason, rx_at_last_write):
+    def open_gap(self, reason, start, rx_start, ifindex):
         if self.data["gap"] is None:
-            self.data["gap"] = dict(start=time.time(), reason=reason, rx_at_last_write=rx_at_last_write)
-            log("NOT WRITING: %s" % reason)
+            self.data["gap"] = dict(start=start, reason=reason, rx_start=rx_start, ifindex=ifindex)
+            log("NOT WRITING since %s: %s" % (time.strftime("%H:%M:%S", time.gmtime(start)), reason))
         self.data.update(writing=False, pid=None)
         self.save()
 
-    def close_gap(self, rx_now):
+    def close_gap(self, end, rx_end, ifindex):
         gap, self.data["gap"] = self.data["gap"], None
-        if gap is None:
-            return
-        lost = max(0, rx_now - gap.pop("rx_at_last_write"))
-        gap.update(end=time.time(), lost_packets_max=lost)
-        self.data["gaps"] = (self.data["gaps"] + [gap])[-KEEP_GAPS:]
-        self.data["gaps_total"] += 1
-        self.data["lost_packets_total"] += lost
-        log("writing again after %.1fs (%s): at most %d packets lost" % (gap["end"] - gap["start"], gap["reason"], lost))
+        if gap is not None:
+            rx_start = gap.pop("rx_start")
+            known = rx_start is not None and gap.pop("ifindex") == ifindex and rx_end >= rx_start
+            lost = rx_end - rx_start if known else None
+            gap.update(end=end, lost_packets_max=lost)
+            self.data["gaps"] = (self.data["gaps"] + [gap])[-KEEP_GAPS:]
+            self.data["gaps_total"] += 1
+            if known:
+                self.data["lost_packets_total"] += lost
+            else:
+                self.data["lost_unknown_gaps"] += 1
+            log("writing again after %.1fs (%s): %s packets lost" % (end - gap["start"], gap["reason"],
+                                                                    "at most %d" % lost if known else "an unknown number of"))
+        self.save()
+
+    def restarted(self, reason):
+        self.data["restarts"] = (self.data["restarts"] + [[time.time(), reason[:200]]])[-KEEP_RESTARTS:]
 
 
-class Capture:
-    def __init__(self, vni, env, run_dir):
-        self.vni = vni
-        self.iface = "vxlan%s" % vni
-        self.directory = env["MIRRORCAP_CAPTURE_DIR"]
-        self.command = ["tcpdump", "-i", self.iface, "-Q", "in", "-n", "-U",
-                        "-B", env["MIRRORCAP_BUFFER_KIB"], "-s", env["MIRRORCAP_SNAPLEN"],
-                        "-G", env["MIRRORCAP_ROTATE_SECONDS"],
-                        # strftime, in UTC (the unit sets TZ=UTC)
-                        "-w", os.path.join(self.directory, host.pcap_pattern(env["MIRRORCAP_PCAP_PATTERN"], vni))]
-        self.log_path = os.path.join(run_dir, "tcpdump.log")
-        self.state = State(os.path.join(run_dir, "state.json"))
-        self.proc = None
-        self.stopping = False
-        self.restarts = []
-
-    # -- tcpdump ---------------------------------------------------------------
-    def start(self):
-        self.preflight()
-        with open(self.log_path, "ab") as logf:
-            start_offset = logf.tell()
-            self.proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=logf)
-        # A signal before tcpdump installs its handlers (health's SIGUSR1) would
-        # kill it: wait for "listening on", which it prints after setting them up.
+class Tcpdump:
+    def __init__(self, command, log_path):
+        self.command, self.log_path = command, log_path
+        with open(log_path, "ab") as logf:
+            self.log_offset = logf.tell()
+            self.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=logf,
+                                         preexec_fn=self.die_with_parent)
+        self.pid, self.started, self.switches_at_flush = self.proc.pid, time.monotonic(), -1
+        # A signal before tcpdump installs its handlers (health's SIGUSR1, the flush's
+        # SIGUSR2) would kill it: wait for "listening on", printed after it set them up.
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            with open(self.log_path, "rb") as f:
-                f.seek(start_offset)
-                if b"listening on" in f.read():
-                    break
-            time.sleep(0.05)
-        log("tcpdump (pid %d) capturing %s into %s" % (self.proc.pid, self.iface, self.directory))
+        while time.monotonic() < deadline and self.proc.poll() is None and not self.listening():
+            time.sleep(0.02)
 
-    def stop_tcpdump(self):
-        if self.proc and self.proc.poll() is None:
+    def listening(self):
+        return b"listening on" in self.log()
+
+    @staticmethod
+    def die_with_parent():  # PR_SET_PDEATHSIG: a killed watcher takes its tcpdump with it (flushed)
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)
+
+    def log(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(self.log_offset)
+                return f.read()
+        except OSError:
+            return b""
+
+    def counters(self):
+        """(captured, received, dropped) as tcpdump last printed them, None before it did."""
+        found = COUNTERS.findall(self.log().decode(errors="replace"))
+        return tuple(int(x) for x in found[-1]) if found else None
+
+    def open_pcap(self, directory):
+        """(path, size) of the pcap tcpdump has open, or None."""
+        fd_dir = "/proc/%d/fd" % self.pid
+        try:
+            for fd in os.listdir(fd_dir):
+                try:
+                    target = os.readlink(os.path.join(fd_dir, fd))
+                except OSError:
+                    continue
+                if target.startswith(directory + "/") and target.endswith(".pcap"):
+                    return target, os.stat(target).st_size
+        except OSError:
+            pass
+        return None
+
+    def flush(self):
+        """SIGUSR2 (flush) while tcpdump is stopped in poll(): never inside an fwrite()."""
+        try:
+            os.kill(self.pid, signal.SIGSTOP)
+        except OSError:
+            return False
+        try:
+            for _ in range(200):
+                with open("/proc/%d/stat" % self.pid) as f:
+                    if f.read().rsplit(")", 1)[1].split()[0] in ("T", "t"):
+                        break
+                time.sleep(0.0005)
+            else:
+                return False
+            with open("/proc/%d/syscall" % self.pid) as f:
+                nr = f.read().split()[0]
+            if nr.isdigit() and int(nr) in POLL_SYSCALLS.get(os.uname().machine, ()):
+                os.kill(self.pid, signal.SIGUSR2)
+                return True
+            return False
+        except OSError:
+            return False
+        finally:
+            try:
+                os.kill(self.pid, signal.SIGCONT)
+                self.switches_at_flush = self.switches()
+            except OSError:
+                pass
+
+    def switches(self):
+        """Times tcpdump blocked (it blocks in poll() again once its flush handler ran)."""
+        try:
+            with open("/proc/%d/status" % self.pid) as f:
+                return int(re.search(r"^voluntary_ctxt_switches:\s+(\d+)", f.read(), re.M).group(1))
+        except (OSError, AttributeError):
+            return -1
+
+    def stop(self):
+        if self.proc.poll() is None:
             self.proc.terminate()
             try:
                 self.proc.wait(10)
@@ -154,74 +249,286 @@ class Capture:
                 self.proc.kill()
                 self.proc.wait()
 
-    def preflight(self):
+    def tail(self):
+        return " ".join(self.log().decode(errors="replace").strip().splitlines()[-1:])
+
+
+class TruncationCounter:
+    """Packets whose IP length runs past the frame (cut short before they reached the host),
+    counted by the kernel on a packet socket with a filter that keeps only those."""
+
+    def __init__(self, iface):
+        lines = subprocess.run(["tcpdump", "-ddd", "-y", "EN10MB", TRUNCATED], capture_output=True, text=True,
+                               check=True).stdout.split("\n")
+        program = b"".join(struct.pack("HBBI", *map(int, line.split())) for line in lines[1:int(lines[0]) + 1])
+        self.program = ctypes.create_string_buffer(program)
+        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)  # protocol 0: nothing until bound
+        self.sock.setsockopt(socket.SOL_SOCKET, 26, struct.pack("HL", int(lines[0]), ctypes.addressof(self.program)))
+        self.sock.bind((iface, 3))  # ETH_P_ALL on this interface only
+        self.sock.setblocking(False)
+
+    def count(self):
+        """Matching packets since the last call (PACKET_STATISTICS resets on read)."""
+        for _ in range(10000):
+            try:
+                self.sock.recv(1)
+            except OSError:
+                break
+        packets, _drops = struct.unpack("II", self.sock.getsockopt(263, 6, 8))  # SOL_PACKET, PACKET_STATISTICS
+        return packets
+
+
+class Capture:
+    def __init__(self, vni, run_dir):
+        self.vni, self.iface, self.run_dir = vni, "vxlan%s" % vni, run_dir
+        self.log_path = os.path.join(run_dir, "tcpdump.log")
+        self.flag = os.path.join(run_dir, "not-writing")  # retention may then take this VNI's newest pcap
+        self.record = Record(host.capture_state_file(vni))
+        self.tcpdump = self.truncation = self.samples = None
+        self.stopping = self.reload_requested = False
+        self.need_room = False
+        self.young_deaths = 0
+        self.next_start = self.last_retention = 0.0
+        self.load_settings()
+
+    def load_settings(self):
+        env = host.read_env()
+        self.directory = env["MIRRORCAP_CAPTURE_DIR"]
+        self.retention = env["MIRRORCAP_RETENTION_COMMAND"].split()
+        self.name_pattern = host.pcap_pattern(env["MIRRORCAP_PCAP_PATTERN"], self.vni)
+        self.command = ["tcpdump", "-i", self.iface, "-Q", "in", "-n",
+                        "-B", env["MIRRORCAP_BUFFER_KIB"], "-s", env["MIRRORCAP_SNAPLEN"],
+                        "-G", env["MIRRORCAP_ROTATE_SECONDS"],
+                        # strftime, in UTC (the unit sets TZ=UTC)
+                        "-w", os.path.join(self.directory, host.pcap_pattern(env["MIRRORCAP_PCAP_PATTERN"], self.vni))]
+
+    # -- the loss record -------------------------------------------------------------
+    def last_packet(self, path):
+        """Time of the last whole packet in `path` (or, if none, in the VNI's previous pcap)."""
+        names = self.pcaps()
+        if path:
+            names = [n for n in names if n <= os.path.basename(path)]
+        for name in reversed(names[-2:]):
+            try:
+                ts = host.pcap_end(os.path.join(self.directory, name))[1]
+            except OSError:
+                continue
+            if ts is not None:
+                return ts
+        return None
+
+    def open_gap(self, reason, path):
+        """From the last packet written: the first lost one arrived after it, and after the
+        interface's count last stood where it stood then."""
+        if self.record.data["gap"] is not None:
+            return
+        now, last = time.time(), self.last_packet(path)
+        point = self.samples.before(last if last is not None else now)
+        start = self.samples.quiet_until(point[0], point[1]) if point else (last or now)
+        self.record.open_gap(reason, max(start, last or 0), point[1] if point else None, iface_counter(self.iface, "ifindex"))
+
+    def account(self, tcpdump):
+        """A tcpdump that is gone: its kernel drops, as it last printed them."""
+        counters = tcpdump.counters()
+        if counters:
+            self.record.data["kernel_drops_total"] += counters[2]
+
+    def set_flag(self, on):
+        if on:
+            with open(self.flag, "w") as f:
+                f.write("%d\n" % RESUME_FREE_BYTES)
+        elif os.path.exists(self.flag):
+            os.unlink(self.flag)
+
+    # -- tcpdump -----------------------------------------------------------------------
+    def start(self):
         if not os.path.isdir("/sys/class/net/" + self.iface):
-            die("%s does not exist: check mirrorcap-decap.service" % self.iface)
+            if self.record.data.get("waiting") != self.iface:
+                log("%s does not exist yet: waiting for it (mirrorcap-decap creates it)" % self.iface)
+                self.record.data["waiting"] = self.iface
+                self.record.save()
+            return
         if not host.on_its_own_volume(self.directory):
-            die("%s is not a mounted volume: check mirrorcap-storage.service "
-                "(refusing to write pcaps to the root volume)" % self.directory)
+            die("%s is not a mounted volume: waiting for mirrorcap-storage (refusing to write pcaps to the root "
+                "volume); systemd starts this unit again" % self.directory)
+        self.record.data["waiting"] = None
+        ifindex = iface_counter(self.iface, "ifindex")
+        if self.truncation is None or self.truncation[0] != ifindex:
+            try:
+                self.truncation = (ifindex, TruncationCounter(self.iface))
+            except (OSError, subprocess.CalledProcessError) as e:
+                self.truncation = None
+                log("truncated packets are not counted: %s" % e)
+        # tcpdump names its file by the second it opens it, and opens it for writing: started
+        # twice in one second (a kill, a restart) it would empty the file it wrote a moment ago.
+        while os.path.exists(os.path.join(self.directory, time.strftime(self.name_pattern, time.gmtime()))):
+            time.sleep(1.02 - time.time() % 1)
+        self.tcpdump = Tcpdump(self.command, self.log_path)
+        if not self.tcpdump.listening():
+            return  # the next tick sees it die
+        rx = iface_counter(self.iface, "statistics/rx_packets")
+        self.record.close_gap(time.time(), rx, ifindex)
+        self.record.data.update(writing=True, pid=self.tcpdump.pid, since=time.time())
+        self.record.save()
+        self.set_flag(False)
+        self.watched, self.rx_at_growth, self.pending = None, rx, None
+        self.last_rx, self.rx_changed, self.flushed = rx, 0.0, False
+        log("tcpdump (pid %d) capturing %s into %s" % (self.tcpdump.pid, self.iface, self.directory))
 
-    def tail_of_log(self):
-        try:
-            with open(self.log_path, "rb") as f:
-                f.seek(max(0, os.path.getsize(self.log_path) - 400))
-                return f.read().decode(errors="replace").strip().splitlines()[-1:]
-        except OSError:
-            return []
+    def lose(self, reason, restart_in=0.0, room=False):
+        """tcpdump is gone or no longer writes: stop it, record the gap, repair its pcap."""
+        tcpdump, self.tcpdump = self.tcpdump, None
+        path = (self.watched or (None,))[0]
+        tcpdump.stop()
+        self.account(tcpdump)
+        self.open_gap(reason, path)
+        self.record.restarted(reason)
+        self.record.save()
+        self.repair(path)
+        self.need_room = room or free_bytes(self.directory) < RESUME_FREE_BYTES
+        self.set_flag(self.need_room)
+        self.next_start = time.monotonic() + restart_in
 
-    # -- the watch ---------------------------------------------------------------
+    def room(self):
+        """True once the volume has room again; asks retention for it meanwhile."""
+        if not host.on_its_own_volume(self.directory):
+            die("%s is no longer a mounted volume" % self.directory)
+        if free_bytes(self.directory) >= RESUME_FREE_BYTES:
+            self.need_room = False
+            return True
+        if time.monotonic() - self.last_retention >= RETENTION_EVERY:
+            self.last_retention = time.monotonic()
+            try:
+                subprocess.run(self.retention, stdin=subprocess.DEVNULL, timeout=120)
+            except (OSError, subprocess.TimeoutExpired) as e:
+                log("retention failed: %s" % e)
+        return False
+
+    def beat(self):
+        """Every tick, whatever the state: the interface's count (the heartbeat health reads)
+        and the truncated packets."""
+        rx = iface_counter(self.iface, "statistics/rx_packets")
+        if rx is not None:
+            self.samples.add(time.time(), rx)
+        if self.truncation:
+            n = self.truncation[1].count()
+            if n:
+                self.record.data["truncated_total"] += n
+                self.record.save()
+        return rx
+
+    def tick(self):
+        now, rx = time.time(), self.beat()
+        if rx is None:  # the interface is gone (decap recreated or removed it)
+            return self.lose("%s disappeared" % self.iface)
+        code = self.tcpdump.proc.poll()
+        if code is not None:
+            how = "killed by signal %d" % -code if code < 0 else "exited with %d" % code
+            young = time.monotonic() - self.tcpdump.started < YOUNG_SECONDS
+            self.young_deaths = self.young_deaths + 1 if young else 0
+            return self.lose("tcpdump %s: %s" % (how, self.tcpdump.tail()),
+                             BACKOFF[min(self.young_deaths, len(BACKOFF) - 1)])
+        current = self.tcpdump.open_pcap(self.directory)
+        if current is not None and current != self.watched:
+            self.watched, self.rx_at_growth, self.pending = current, rx, None
+        elif rx > self.rx_at_growth:
+            self.pending = self.pending or now
+            # Torn after a flush that ran (tcpdump blocked again since): the flush could not write.
+            torn = (self.flushed and current is not None and self.tcpdump.switches() > self.tcpdump.switches_at_flush
+                    and host.pcap_end(current[0])[0] < current[1])
+            if torn or now - self.pending >= STUCK_SECONDS:
+                return self.lose("%s stopped growing while %s received %d packets (%d MiB free): volume full or I/O error"
+                                 % (os.path.basename(current[0]) if current else "the pcap", self.iface,
+                                    rx - self.rx_at_growth, free_bytes(self.directory) >> 20), room=True)
+        if rx != self.last_rx:
+            self.last_rx, self.rx_changed = rx, now
+        # What tcpdump holds of recent packets, onto the volume (checked at the next tick).
+        self.flushed = now - self.rx_changed <= FLUSH_SECONDS and self.tcpdump.flush()
+
+    # -- the watch ---------------------------------------------------------------------
+    def take_over(self, rebooted):
+        """What the previous run left: a gap it opened, or it stopped (or died, or the host went down)
+        writing. `rebooted`: its samples are gone, /run is new (nothing else removes them)."""
+        previous = self.record.data
+        if previous.get("gap") is None and previous.get("writing") is not None:
+            if rebooted:
+                reason = "the host restarted"
+            elif previous.get("writing"):
+                reason = "the capture unit's watcher died (killed, or crashed: journalctl -u mirrorcap-capture@%s)" % self.vni
+                self.record.restarted(reason)
+            else:
+                reason = "capture was stopped (systemctl stop or restart)"
+            self.open_gap(reason, None)
+        self.repair(None)
+
+    def pcaps(self):
+        """This VNI's pcaps, oldest first (their names carry their UTC start time)."""
+        return sorted(n for n in os.listdir(self.directory) if n.startswith("vni%s_" % self.vni) and n.endswith(".pcap"))
+
+    def repair(self, path):
+        """Cut the torn tail of the pcap tcpdump wrote (and of the VNI's newest: it may have rotated)."""
+        newest = self.pcaps()[-1:]
+        for p in {path} | {os.path.join(self.directory, n) for n in newest}:
+            if p and os.path.exists(p):
+                cut = host.repair(p)
+                if cut:
+                    log("%s: cut its torn last record (%d bytes)" % (os.path.basename(p), cut))
+
     def run(self):
         signal.signal(signal.SIGTERM, self.on_stop)
         signal.signal(signal.SIGINT, self.on_stop)
-        self.start()
-        rx = rx_packets(self.iface)
-        self.state.close_gap(rx)
-        self.state.writing(self.proc.pid)
-        self.reset_watch(rx)
+        signal.signal(signal.SIGHUP, self.on_reload)
+        if not host.on_its_own_volume(self.directory):
+            die("%s is not a mounted volume: waiting for mirrorcap-storage (refusing to write pcaps to the root "
+                "volume); systemd starts this unit again" % self.directory)
+        path = os.path.join(self.run_dir, "rx.json")
+        rebooted = not os.path.exists(path)
+        for name in os.listdir(self.run_dir):
+            if name.endswith(".tmp"):  # a write a kill cut short
+                os.unlink(os.path.join(self.run_dir, name))
+        self.samples = Samples(path, self.iface)
+        self.take_over(rebooted)
         while not self.stopping:
-            time.sleep(TICK_SECONDS)
-            if self.stopping:
-                break
-            code = self.proc.poll()
-            if code is not None:
-                self.restarts = [t for t in self.restarts if time.monotonic() - t < 60] + [time.monotonic()]
-                how = "killed by signal %d" % -code if code < 0 else "exited with %d" % code
-                self.resume("tcpdump %s: %s" % (how, " ".join(self.tail_of_log())))
+            if self.reload_requested:
+                self.reload()
+            if self.tcpdump is None:
+                self.beat()
+                if self.need_room and not self.room() or time.monotonic() < self.next_start:
+                    time.sleep(TICK)
+                    continue
+                self.start()
+                if self.tcpdump is None:
+                    time.sleep(1)  # waiting for the interface
                 continue
-            rx = rx_packets(self.iface)
-            current = open_pcap(self.proc.pid, self.directory)
-            if current is not None and current != self.last_write:
-                self.last_write, self.rx_at_last_write, self.waiting_since = current, rx, None
-            elif rx > self.rx_at_last_write:
-                self.waiting_since = self.waiting_since or time.monotonic()
-                if time.monotonic() - self.waiting_since >= STUCK_SECONDS:
-                    self.resume("%s stopped growing while %s received %d packets (%d MiB free): disk full or I/O error"
-                                % (current[0] if current else "the pcap", self.iface, rx - self.rx_at_last_write,
-                                   free_bytes(self.directory) >> 20))
-        self.stop_tcpdump()
+            time.sleep(TICK)
+            if not self.stopping:
+                self.tick()
+        self.stop()
+
+    def reload(self):
+        """SIGHUP (systemctl reload): the env file again; tcpdump restarts only if its command changed."""
+        self.reload_requested = False
+        old = self.command
+        self.load_settings()
+        if self.command == old:
+            log("reloaded: settings unchanged")
+        elif self.tcpdump is not None:
+            self.lose("settings changed: %s" % " ".join(self.command))
+
+    def stop(self):
+        if self.tcpdump is not None:
+            tcpdump, self.tcpdump = self.tcpdump, None
+            tcpdump.stop()
+            self.account(tcpdump)
+        self.record.data.update(writing=False, pid=None, stopped=time.time())
+        self.record.save()
         log("stopped")
-
-    def reset_watch(self, rx):
-        self.last_write, self.rx_at_last_write, self.waiting_since = None, rx, None
-
-    def resume(self, reason):
-        """A gap: record it, stop tcpdump, wait for room, start a new one (a new file)."""
-        self.state.open_gap(reason, self.rx_at_last_write)
-        self.stop_tcpdump()
-        if len(self.restarts) > RESTARTS_PER_MINUTE:
-            die("tcpdump failed %d times in a minute: giving up (systemd restarts the unit)" % len(self.restarts))
-        while not (self.stopping or (host.on_its_own_volume(self.directory) and free_bytes(self.directory) >= RESUME_FREE_BYTES)):
-            time.sleep(TICK_SECONDS)  # retention frees the volume
-        if self.stopping:
-            return
-        self.start()
-        rx = rx_packets(self.iface)
-        self.state.close_gap(rx)
-        self.state.writing(self.proc.pid)
-        self.reset_watch(rx)
 
     def on_stop(self, signum, frame):
         self.stopping = True
+
+    def on_reload(self, signum, frame):
+        self.reload_requested = True
 
 
 def main(argv):
@@ -229,11 +536,10 @@ def main(argv):
         print("usage: mirrorcap-capture VNI (run by mirrorcap-capture@VNI.service)", file=sys.stderr)
         return 2
     run_dir = os.environ.get("RUNTIME_DIRECTORY")
-    if not run_dir:
-        die("RUNTIME_DIRECTORY is not set: start me with systemctl start mirrorcap-capture@%s" % argv[1])
+    if not run_dir or not os.environ.get("STATE_DIRECTORY"):
+        die("RUNTIME_DIRECTORY/STATE_DIRECTORY are not set: start me with systemctl start mirrorcap-capture@%s" % argv[1])
     try:
-        env = host.read_env()
-        Capture(argv[1], env, run_dir).run()
+        Capture(argv[1], run_dir).run()
     except (OSError, KeyError) as e:
         die("cannot capture: %s" % e)
     return 0

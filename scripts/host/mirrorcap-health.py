@@ -1,11 +1,15 @@
 #!/usr/bin/python3
 """mirrorcap-health: is this capture host capturing? For people and for alarms.
 
-Checks services, tcpdump (the capture unit's own), writing (gaps and what they
-lost), newest-pcap, drops (kernel), unmatched (VNIs no interface accepts) and
-disk (mounted, above the floor): see the README. Exit 0 when healthy (warnings
-allowed), 1 when not, 2 when it cannot run. Runs as root (signals tcpdump,
-samples the mirror ENI). Python 3.9 stdlib only: Amazon Linux 2023's system Python.
+Checks storage (the volume: mounted, or what it waits for), decap (the vxlan
+interfaces: made, or what they wait for), mtu (the NIC's, against what mirrored
+traffic needs), services, and per VNI: tcpdump, writing (the capture's loss
+record: an open gap, gaps and what they lost), restarts (flapping), newest-pcap,
+drops (kernel), truncated (packets cut short before they arrived); then
+unmatched (VNIs no interface accepts) and disk: see the README. Losses are
+reported once ("since the last check", remembered across reboots). Exit 0 when
+healthy (warnings allowed), 1 when not, 2 when it cannot run. Runs as root
+(signals tcpdump, samples the mirror ENI). Python 3.9 stdlib only.
 """
 import argparse
 import glob
@@ -23,9 +27,12 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "lib", "mirrorcap"))
 import mirrorcap_host as host  # noqa: E402
 
-RUN_DIR = "/run/mirrorcap"
 PCAP_HEADER_BYTES = 24
-DROPS = re.compile(r"(\d+) packets? captured, (\d+) packets? received by filter, (\d+) packets? dropped by kernel")
+COUNTERS = re.compile(r"(\d+) packets? captured[,\s]+(\d+) packets? received by filter[,\s]+(\d+) packets? dropped by kernel")
+HEARTBEAT_SECONDS = 5  # the capture's watcher writes its heartbeat four times a second
+FLAPPING = (3, 600)  # this many restarts in this many seconds
+STATE_FILE = os.path.join(host.STATE_DIR, "health-state.json")  # what was reported already
+AGAIN = "systemctl start mirrorcap.target"
 
 
 class Report:
@@ -34,6 +41,13 @@ class Report:
 
     def add(self, name, status, detail, **data):
         self.checks.append(dict(name=name, status=status, detail=detail, **data))
+
+    def run(self, name, check, *args):
+        """A check that breaks is a failed check saying so: an alarm always gets a verdict."""
+        try:
+            return check(self, *args)
+        except Exception as e:  # noqa: BLE001 - whatever it was, the verdict must still be printed
+            self.add(name, "fail", "the %s check could not run: %s: %s" % (name, type(e).__name__, e))
 
     @property
     def healthy(self):
@@ -44,24 +58,39 @@ def capture_unit(vni):
     return "mirrorcap-capture@%s.service" % vni
 
 
+def unit_props(unit, *props):
+    out = subprocess.run(["systemctl", "show", unit] + ["--property=" + p for p in props], capture_output=True, text=True)
+    return dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
+
+
+def check_stage(report, name, unit):
+    """storage or decap: active, or what its script waits for, or why it failed (its status file)."""
+    state = unit_props(unit, "ActiveState").get("ActiveState", "unknown")
+    status = host.read_json(os.path.join(host.RUN_DIR, name + ".json"), {}) or {}
+    detail = status.get("detail") or ""
+    data = dict(unit=unit, unit_state=state, state=status.get("state"), since=status.get("since"))
+    if state == "active":
+        report.add(name, "ok", detail or "%s active" % unit, **data)
+    elif state == "activating" and status.get("state", "").startswith("waiting"):
+        report.add(name, "fail", "%s %s" % (detail, "(%ds)" % (time.time() - status["since"]) if status.get("since") else ""),
+                   **data)
+    elif state == "failed" and status.get("state") == "failed":
+        report.add(name, "fail", "%s failed: %s" % (unit, detail), **data)
+    else:
+        report.add(name, "fail", "%s is %s (journalctl -u %s); then: %s" % (unit, state, unit, AGAIN), **data)
+
+
 def check_services(report, vnis):
-    units = ["mirrorcap-storage.service", "mirrorcap-decap.service"]
+    units = ["mirrorcap.target", "mirrorcap-storage.service", "mirrorcap-decap.service"]
     units += [capture_unit(v) for v in vnis] + ["mirrorcap-retention.timer"]
     out = subprocess.run(["systemctl", "is-active"] + units, capture_output=True, text=True).stdout.split()
     states = dict(zip(units, out + ["unknown"] * (len(units) - len(out))))
     down = sorted(u for u, s in states.items() if s != "active")
     if down:
-        report.add("services", "fail", "not active: " + ", ".join("%s (%s)" % (u, states[u]) for u in down), units=states)
+        report.add("services", "fail", "not active: %s (%s starts what is not running)"
+                   % (", ".join("%s (%s)" % (u, states[u]) for u in down), AGAIN), units=states)
     else:
         report.add("services", "ok", "%d units active" % len(units), units=states)
-
-
-def unit_main_pid(unit):
-    out = subprocess.run(["systemctl", "show", "--property=MainPID", "--value", unit], capture_output=True, text=True)
-    try:
-        return int(out.stdout.strip() or 0)
-    except ValueError:
-        return 0
 
 
 def children(pid, comm):
@@ -83,7 +112,7 @@ def children(pid, comm):
 def check_tcpdump(report, vni):
     """The tcpdump the capture unit runs: a child of the unit's main process (its watcher)."""
     unit = capture_unit(vni)
-    main_pid = unit_main_pid(unit)
+    main_pid = int(unit_props(unit, "MainPID").get("MainPID") or 0)
     pids = children(main_pid, "tcpdump") if main_pid else []
     if pids:
         report.add("tcpdump", "ok", "VNI %s: running (pid %s, %s)" % (vni, ",".join(map(str, pids)), unit), vni=vni, pids=pids)
@@ -92,31 +121,58 @@ def check_tcpdump(report, vni):
     return pids
 
 
-def check_writing(report, vni, state):
-    """The capture's own record of gaps (state.json, written by its watcher)."""
-    path = os.path.join(RUN_DIR, "capture-%s" % vni, "state.json")
-    try:
-        with open(path) as f:
-            capture = json.load(f)
-    except (OSError, ValueError):
-        report.add("writing", "fail", "VNI %s: no capture state in %s: is %s running?" % (vni, path, capture_unit(vni)), vni=vni)
-        return
-    key = "lost:%s" % vni
-    lost, before = capture.get("lost_packets_total", 0), state.get(key, 0)
-    new_lost = lost - before if lost >= before else lost  # a smaller total: the capture's state started over
-    state[key] = lost
-    gap = capture.get("gap")
-    data = dict(vni=vni, writing=bool(capture.get("writing")), lost_packets_max=lost, lost_since_last_check=new_lost,
-                gaps_total=capture.get("gaps_total", 0), last_gaps=capture.get("gaps", [])[-3:], gap=gap)
+def since_last(state, key, total):
+    """How much `total` grew since the last check (all of it when it shrank: the record started over)."""
+    before = state.get(key, 0)
+    state[key] = total
+    return total - before if total >= before else total
+
+
+def when(t):
+    return time.strftime("%H:%M:%S", time.gmtime(t)) if t else "?"
+
+
+def check_writing(report, vni, record, state, now):
+    """The capture's own record: is it writing now, and what did its gaps lose since the last check."""
+    heartbeat = (host.read_json(os.path.join(host.capture_run_dir(vni), "rx.json"), {}) or {}).get("heartbeat")
+    new_gaps = since_last(state, "gaps:%s" % vni, record.get("gaps_total", 0))
+    new_lost = since_last(state, "lost:%s" % vni, record.get("lost_packets_total", 0))
+    new_unknown = since_last(state, "unknown:%s" % vni, record.get("lost_unknown_gaps", 0))
+    gap, last = record.get("gap"), (record.get("gaps") or [{}])[-1]
+    data = dict(vni=vni, writing=bool(record.get("writing")) and gap is None, gap=gap, gaps_total=record.get("gaps_total", 0),
+                lost_packets_max=record.get("lost_packets_total", 0), lost_unknown_gaps=record.get("lost_unknown_gaps", 0),
+                lost_since_last_check=new_lost, gaps_since_last_check=new_gaps, last_gaps=(record.get("gaps") or [])[-3:],
+                heartbeat_age=None if heartbeat is None else round(now - heartbeat, 1))
+    lost = "at most %d packets lost" % new_lost + (" (and an unknown number in %d gap(s) the host could not count: "
+                                                   "it was down)" % new_unknown if new_unknown else "")
     if gap:
-        report.add("writing", "fail", "VNI %s: NOT WRITING for %ds: %s" % (vni, time.time() - gap["start"], gap["reason"]), **data)
-    elif new_lost:
-        last = capture["gaps"][-1] if capture.get("gaps") else {}
-        report.add("writing", "fail", "VNI %s: up to %d packets lost in gaps since the last check (last: %s, %.1fs)"
-                   % (vni, new_lost, last.get("reason", "?"), last.get("end", 0) - last.get("start", 0)), **data)
+        report.add("writing", "fail", "VNI %s: NOT WRITING since %s (%ds): %s" % (vni, when(gap["start"]), now - gap["start"],
+                                                                               gap["reason"]), **data)
+    elif record.get("waiting"):
+        report.add("writing", "fail", "VNI %s: NOT WRITING: waiting for %s (mirrorcap-decap makes it)" % (vni, record["waiting"]),
+                   **data)
+    elif not record.get("writing") or heartbeat is None or now - heartbeat > HEARTBEAT_SECONDS:
+        report.add("writing", "fail", "VNI %s: NOT WRITING: the capture's watcher %s (journalctl -u %s)"
+                   % (vni, "is not running" if heartbeat is None else "last reported %ds ago" % (now - heartbeat),
+                      capture_unit(vni)), **data)
+    elif new_gaps:
+        report.add("writing", "fail", "VNI %s: %d gap(s) since the last check, %s (last: %s, %s-%s, %.1fs)"
+                   % (vni, new_gaps, lost, last.get("reason", "?"), when(last.get("start")), when(last.get("end")),
+                      (last.get("end") or 0) - (last.get("start") or 0)), **data)
     else:
-        report.add("writing", "ok", "VNI %s: writing (%d gap(s) since the unit started, none since the last check)"
-                   % (vni, capture.get("gaps_total", 0)), **data)
+        report.add("writing", "ok", "VNI %s: writing (%d gap(s) in all, none since the last check)"
+                   % (vni, record.get("gaps_total", 0)), **data)
+
+
+def check_restarts(report, vni, record, now):
+    count, window = FLAPPING
+    recent = [r for r in record.get("restarts", []) if now - r[0] <= window]
+    data = dict(vni=vni, restarts_recent=len(recent), window_seconds=window)
+    if len(recent) >= count:
+        report.add("restarts", "fail", "VNI %s: flapping: %d restarts in %d minutes (last: %s)"
+                   % (vni, len(recent), window // 60, recent[-1][1]), **data)
+    else:
+        report.add("restarts", "ok", "VNI %s: %d restart(s) in the last %d minutes" % (vni, len(recent), window // 60), **data)
 
 
 def check_newest_pcap(report, directory, pattern, vni, stale_after, now):
@@ -134,8 +190,7 @@ def check_newest_pcap(report, directory, pattern, vni, stale_after, now):
     path, mtime, size = files[-1]
     age = max(0, int(now - mtime))
     # Rotated files holding only the header: normal for the first file after a
-    # quiet start (tcpdump opens it before any packet); many of them mean output
-    # is not packet-buffered. Reported, not judged.
+    # quiet start (tcpdump opens it before any packet). Reported, not judged.
     header_only = sum(1 for _, _, s in files[:-1] if s <= PCAP_HEADER_BYTES)
     data = dict(vni=vni, file=os.path.basename(path), age_seconds=age, size_bytes=size, header_only_rotated=header_only)
     detail = "VNI %s: %s, %d bytes, %ds old" % (vni, data["file"], size, age)
@@ -161,41 +216,77 @@ def tcpdump_counters(pid, log, timeout=2.0):
         time.sleep(0.1)
         with open(log, "rb") as f:
             f.seek(start)
-            found = DROPS.findall(f.read().decode(errors="replace"))
+            found = COUNTERS.findall(f.read().decode(errors="replace"))
         if found:
             return tuple(int(x) for x in found[-1])
     return None
 
 
-def check_drops(report, vni, pids, state):
-    if not pids:
+def check_drops(report, vni, pids, record, state):
+    """Kernel drops of every tcpdump the capture ran: the record's (those that ended) plus the live one's."""
+    log = os.path.join(host.capture_run_dir(vni), "tcpdump.log")
+    counters = tcpdump_counters(pids[0], log) if pids else None
+    if pids and counters is None:
+        report.add("drops", "warn", "VNI %s: tcpdump (pid %d) gave no counters in %s" % (vni, pids[0], log), vni=vni)
         return
-    pid = pids[0]
-    log = os.path.join(RUN_DIR, "capture-%s" % vni, "tcpdump.log")
-    counters = tcpdump_counters(pid, log)
-    if counters is None:
-        report.add("drops", "warn", "VNI %s: tcpdump (pid %d) gave no counters in %s" % (vni, pid, log), vni=vni)
-        return
-    captured, received, dropped = counters
-    key = "%s:%d" % (vni, pid)  # counters restart with the process
-    new = dropped - state.get(key, 0)
-    state[key] = dropped
-    data = dict(vni=vni, captured=captured, received=received, dropped=dropped, dropped_since_last_check=new)
+    captured, received, dropped = counters or (0, 0, 0)
+    total = record.get("kernel_drops_total", 0) + dropped
+    new = since_last(state, "drops:%s" % vni, total)
+    data = dict(vni=vni, captured=captured, received=received, dropped=dropped, dropped_total=total, dropped_since_last_check=new)
     if new > 0:
-        report.add("drops", "fail", "VNI %s: kernel dropped %d packets since the last check (%d since tcpdump started): "
-                   "raise buffer_kib or capture less" % (vni, new, dropped), **data)
+        report.add("drops", "fail", "VNI %s: kernel dropped %d packets since the last check (%d in all): "
+                   "raise buffer_kib or capture less" % (vni, new, total), **data)
     else:
-        report.add("drops", "ok", "VNI %s: 0 new kernel drops (%d captured)" % (vni, captured), **data)
-    if os.path.getsize(log) > 1 << 20:
-        open(log, "w").close()  # tee appends (O_APPEND), so truncating is safe
+        report.add("drops", "ok", "VNI %s: 0 new kernel drops (%d captured by this tcpdump)" % (vni, captured), **data)
+    if pids and os.path.getsize(log) > 1 << 20:
+        open(log, "w").close()  # appended to (O_APPEND), so truncating is safe
 
 
-def vxlan_lower_iface(vni):
+def check_truncated(report, vni, record, state):
+    total = record.get("truncated_total", 0)
+    new = since_last(state, "truncated:%s" % vni, total)
+    data = dict(vni=vni, truncated_total=total, truncated_since_last_check=new)
+    if new:
+        report.add("truncated", "fail", "VNI %s: %d packets arrived cut short since the last check (%d in all; their IP "
+                   "length runs past the frame): a source's packet_length, or packets over the target's MTU"
+                   % (vni, new, total), **data)
+    else:
+        report.add("truncated", "ok", "VNI %s: no packet cut short since the last check (%d in all)" % (vni, total), **data)
+
+
+def lower_iface(vni):
     out = subprocess.run(["ip", "-d", "-j", "link", "show", "dev", "vxlan%s" % vni], capture_output=True, text=True)
     try:
         return json.loads(out.stdout)[0]["linkinfo"]["info_data"]["link"]
     except (ValueError, LookupError, TypeError):
         return None
+
+
+def check_mtu(report, iface, needed, overhead, state):
+    """The NIC mirrored traffic reaches: a frame over its MTU is dropped there, before it is
+    decapsulated; its receive drops are shown (the only count of them)."""
+    if not iface:
+        report.add("mtu", "fail", "cannot tell the interface mirrored traffic reaches: no vxlan interface (see decap)")
+        return
+    try:
+        with open("/sys/class/net/%s/mtu" % iface) as f:
+            mtu = int(f.read())
+        with open("/sys/class/net/%s/statistics/rx_dropped" % iface) as f:
+            dropped = since_last(state, "nic_dropped:%s" % iface, int(f.read()))
+    except (OSError, ValueError) as e:
+        report.add("mtu", "fail", "cannot read %s's MTU and counters: %s" % (iface, e))
+        return
+    data = dict(iface=iface, mtu=mtu, needed=needed, nic_dropped_since_last_check=dropped)
+    drops = "; %d frames dropped by %s since the last check" % (dropped, iface) if dropped else ""
+    if mtu < needed:
+        report.add("mtu", "fail", "%s: MTU %d, under the %d mirrored traffic needs: mirrored packets over %d bytes (%d inside "
+                   "the VXLAN) are dropped before they are decapsulated%s; fix: systemctl reload mirrorcap-decap (it sets %d)"
+                   % (iface, mtu, needed, mtu, mtu - overhead, drops, needed), **data)
+    elif dropped:
+        report.add("mtu", "warn", "%s: MTU %d%s (rx_dropped: frames the NIC or the kernel refused)" % (iface, mtu, drops), **data)
+    else:
+        report.add("mtu", "ok", "%s: MTU %d: mirrored packets up to %d bytes inside the VXLAN arrive whole"
+                   % (iface, mtu, mtu - overhead), **data)
 
 
 def pcap_vnis(raw):
@@ -219,11 +310,10 @@ def pcap_vnis(raw):
     return vnis
 
 
-def check_unmatched(report, vnis, vxlan_port, seconds):
+def check_unmatched(report, iface, vnis, vxlan_port, seconds):
     if seconds <= 0:
         report.add("unmatched", "skip", "sampling disabled (--sample-seconds 0)")
         return
-    iface = vxlan_lower_iface(vnis[0]) if vnis else None
     if not iface:
         report.add("unmatched", "fail", "cannot tell the mirror ENI: vxlan%s is missing (check mirrorcap-decap)" % vnis[0])
         return
@@ -260,8 +350,11 @@ def check_disk(report, directory, min_free_percent, min_free_gib):
     gib = usage.free / (1 << 30)
     data = dict(free_bytes=usage.free, total_bytes=usage.total, free_percent=round(percent, 1))
     if percent < min_free_percent or gib < min_free_gib:
-        report.add("disk", "fail", "%s: %.1f%% (%.1f GiB) free, under the floor (%s%% / %s GiB): is retention running?"
-                   % (directory, percent, gib, min_free_percent, min_free_gib), **data)
+        pcaps = sum(os.path.getsize(p) for p in glob.glob(os.path.join(directory, "*.pcap")) if os.path.isfile(p))
+        others = max(0, usage.used - pcaps)
+        report.add("disk", "fail", "%s: %.1f%% (%.1f GiB) free, under the floor (%s%% / %s GiB): is retention running? "
+                   "(pcaps %.1f GiB; other files %.1f GiB, which retention never deletes)"
+                   % (directory, percent, gib, min_free_percent, min_free_gib, pcaps / (1 << 30), others / (1 << 30)), **data)
     else:
         report.add("disk", "ok", "%s: %.1f%% (%.1f GiB) free" % (directory, percent, gib), **data)
 
@@ -277,36 +370,35 @@ def main(argv=None):
         vnis = env["MIRRORCAP_VNIS"].split()
         directory, pattern = env["MIRRORCAP_CAPTURE_DIR"], env["MIRRORCAP_PCAP_PATTERN"]
         stale_after = int(env["MIRRORCAP_STALE_AFTER_SECONDS"])
-        vxlan_port = int(env["MIRRORCAP_VXLAN_PORT"])
+        vxlan_port, overhead = int(env["MIRRORCAP_VXLAN_PORT"]), int(env["MIRRORCAP_VXLAN_OVERHEAD"])
+        mirror_mtu = int(env["MIRRORCAP_MIRROR_MTU"])
         min_free_percent = float(env.get("MIRRORCAP_MIN_FREE_PERCENT", "0"))
         min_free_gib = float(env.get("MIRRORCAP_MIN_FREE_GIB", "0"))
     except (OSError, KeyError, ValueError) as e:
         print("mirrorcap-health: cannot read %s: %s" % (host.ENV_FILE, e), file=sys.stderr)
         return 2
 
-    state_file = os.path.join(RUN_DIR, "health-state.json")
-    try:
-        with open(state_file) as f:
-            state = json.load(f)
-    except (OSError, ValueError):
-        state = {}
-
+    state = host.read_json(STATE_FILE, {}) or {}
     report = Report()
     now = time.time()
-    check_services(report, vnis)
+    iface = lower_iface(vnis[0]) if vnis else None
+    report.run("storage", check_stage, "storage", "mirrorcap-storage.service")
+    report.run("decap", check_stage, "decap", "mirrorcap-decap.service")
+    report.run("mtu", check_mtu, iface, mirror_mtu, overhead, state)
+    report.run("services", check_services, vnis)
     for vni in vnis:
-        pids = check_tcpdump(report, vni)
-        check_writing(report, vni, state)
-        check_newest_pcap(report, directory, pattern, vni, stale_after, now)
-        check_drops(report, vni, pids, state)
-    check_unmatched(report, vnis, vxlan_port, args.sample_seconds)
-    check_disk(report, directory, min_free_percent, min_free_gib)
+        record = host.read_json(host.capture_state_file(vni), {}) or {}
+        pids = report.run("tcpdump", check_tcpdump, vni) or []
+        report.run("writing", check_writing, vni, record, state, now)
+        report.run("restarts", check_restarts, vni, record, now)
+        report.run("newest-pcap", check_newest_pcap, directory, pattern, vni, stale_after, now)
+        report.run("drops", check_drops, vni, pids, record, state)
+        report.run("truncated", check_truncated, vni, record, state)
+    report.run("unmatched", check_unmatched, iface, vnis, vxlan_port, args.sample_seconds)
+    report.run("disk", check_disk, directory, min_free_percent, min_free_gib)
 
-    os.makedirs(RUN_DIR, exist_ok=True)
-    with open(state_file + ".tmp", "w") as f:
-        json.dump(state, f)
-    os.replace(state_file + ".tmp", state_file)
-
+    os.makedirs(host.STATE_DIR, exist_ok=True)
+    host.write_json(STATE_FILE, state)
     if args.json:
         json.dump(dict(healthy=report.healthy, capture=env.get("MIRRORCAP_CAPTURE"), checks=report.checks), sys.stdout, indent=2)
         print()

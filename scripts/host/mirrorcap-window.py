@@ -8,7 +8,9 @@
 A pcap covers [the time in its name - 5 s, its last write]; the merged result is cut
 to exactly the window (frame times) and filtered with a capture filter (BPF:
 --host/--port/--bpf, via tcpdump) and/or a display filter (--filter, via
-tshark). Writes nothing unless --out or --open; never overwrites a file.
+tshark). A pcap whose last record is torn (a full volume, a killed tcpdump, or
+the file tcpdump is writing now) is read up to its last whole record.
+Writes nothing unless --out or --open; never overwrites a file.
 Exit 0 = found, 1 = no pcap covers the window, 2 = bad usage.
 Python 3.9 stdlib only (Amazon Linux 2023's system Python).
 """
@@ -21,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 
 # The shared module: /usr/local/lib/mirrorcap, from /usr/local/bin.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "lib", "mirrorcap"))
@@ -102,18 +105,67 @@ def bpf_for(args):
     return " and ".join(parts)
 
 
-def run(cmd):
-    result = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+TOOLS = ("mergecap", "tcpdump", "tshark")
+
+
+def missing_tools():
+    """Usage when a tool the extraction runs is not installed (checked before anything is read)."""
+    missing = [t for t in TOOLS if not shutil.which(t)]
+    if missing:
+        raise Usage("%s not found: install Wireshark's command-line tools and tcpdump (Amazon Linux: dnf install "
+                    "wireshark-cli tcpdump; Debian/Ubuntu: apt install tshark tcpdump; macOS: brew install wireshark)"
+                    % ", ".join(missing))
+
+
+def run(cmd, pass_fds=()):
+    result = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, pass_fds=pass_fds)
     if result.returncode != 0:
         raise Usage("%s failed: %s" % (cmd[0], result.stderr.strip()[:400]))
+
+
+def feed(path, length, fd):
+    """The first `length` bytes of `path` into a pipe (its whole records), then end of file."""
+    try:
+        with open(path, "rb") as src, os.fdopen(fd, "wb") as dst:
+            while length > 0:
+                block = src.read(min(length, 1 << 20))
+                if not block:
+                    break
+                dst.write(block)
+                length -= len(block)
+    except (BrokenPipeError, OSError):
+        pass
+
+
+def whole_records(files):
+    """(inputs for mergecap, pipe read ends, feeders): a pcap is read as it is, or up to its last
+    whole record through a pipe when its end is torn; one without a whole header holds no packet."""
+    inputs, fds, feeders = [], [], []
+    for f in files:
+        whole, _ = host.pcap_end(f["path"])
+        if whole == 0:
+            print("mirrorcap-window: %s holds no whole pcap header: skipped" % f["path"], file=sys.stderr)
+        elif whole == os.path.getsize(f["path"]):
+            inputs.append(f["path"])
+        else:
+            r, w = os.pipe()
+            feeders.append(threading.Thread(target=feed, args=(f["path"], whole, w), daemon=True))
+            fds.append(r)
+            inputs.append("/dev/fd/%d" % r)
+    return inputs, fds, feeders
 
 
 def extract(files, begin, end, bpf, display, out):
     """mergecap (time order) -> tcpdump BPF -> tshark window + display filter -> out (pcap)."""
     tmp = tempfile.mkdtemp(prefix="mirrorcap-window-")
+    inputs, fds, feeders = whole_records(files)
     try:
+        if not inputs:
+            raise Usage("no pcap of the window holds a whole packet")
+        for t in feeders:
+            t.start()
         merged = os.path.join(tmp, "merged.pcap")
-        run(["mergecap", "-F", "pcap", "-w", merged] + [f["path"] for f in files])
+        run(["mergecap", "-F", "pcap", "-w", merged] + inputs, pass_fds=fds)
         if bpf:
             narrowed = os.path.join(tmp, "bpf.pcap")
             run(["tcpdump", "-r", merged, "-w", narrowed, bpf])
@@ -134,6 +186,11 @@ def extract(files, begin, end, bpf, display, out):
         finally:
             os.unlink(partial)
     finally:
+        for fd in fds:
+            os.close(fd)
+        for t in feeders:
+            if t.is_alive() or t.ident:
+                t.join()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -169,6 +226,8 @@ def main(argv=None):
             raise Usage("%s exists: pick another --out (mirrorcap-window never overwrites a file)" % out)
         if (args.host or args.port or args.bpf or args.display) and not out:
             raise Usage("filters apply to the extracted packets: add --out FILE or --open")
+        if out:
+            missing_tools()
     except Usage as exc:
         print("mirrorcap-window: %s" % exc, file=sys.stderr)
         return 2

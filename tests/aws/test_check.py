@@ -42,6 +42,7 @@ capture "prod" {{
   region    = "{REGION}"
   vpc_id    = "{vpc}"
   subnet_id = "{subnet}"
+  ami       = "ami-0123456789abcdef0"
   vni       = 12345
   network {{
     mirror_source_cidrs = ["10.0.0.0/16"]

@@ -26,6 +26,7 @@ INVENTORY = '''
 capture "web" {{
   region = "{region}"
   vpc_id = "{vpc}"
+  ami    = "ami-0123456789abcdef0"
   vni    = 77
   network {{
     mirror_source_cidrs = ["10.0.0.0/16"]

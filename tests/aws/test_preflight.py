@@ -35,6 +35,7 @@ capture "prod" {{
   region    = "{REGION}"
   vpc_id    = "{acc["vpc"]}"
   subnet_id = "{acc["a"]}"
+  ami       = "ami-0123456789abcdef0"
   vni       = 7
   network {{
     mirror_source_cidrs = ["10.0.0.0/16"]

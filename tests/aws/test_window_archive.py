@@ -32,6 +32,7 @@ INVENTORY = f'''
 capture "web" {{
   region = "{REGION}"
   vpc_id = "vpc-0123456789abcdef0"
+  ami    = "ami-0123456789abcdef0"
   vni    = {VNI}
   network {{
     mirror_source_cidrs = ["10.0.0.0/16"]
@@ -52,6 +53,7 @@ capture "solo" {{
   region    = "{REGION}"
   vpc_id    = "vpc-0123456789abcdef0"
   subnet_id = "subnet-0123456789abcdef0"
+  ami       = "ami-0123456789abcdef0"
   vni       = 78
   network {{
     mirror_source_cidrs = ["10.0.0.0/16"]

@@ -2,9 +2,9 @@
 
 The boot lab as in test_host_boot.py, plus S3: a moto server under S3's real
 names (TLS, a lab CA in the machine's trust store) and the instance role's
-credentials from the fake IMDS. The host is the rendered user data of a capture
-with `archive {}` (rotating every 30 s), with the bucket Terraform would pass;
-the AWS CLI is Debian's (v2). Nothing in the host knows it is in a lab.
+credentials from the fake IMDS. The host is a capture with `archive {}` (rotating
+every 30 s), baked, then booted with its rendered user data and the bucket Terraform
+would pass; the AWS CLI is Debian's (v2). Nothing in the host knows it is in a lab.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from helpers import eni, minimal, sources, write
 from mirrorcap import contract
 from mirrorcap.host import render
 from mirrorcap.inventory import load
-from test_host_boot import Traffic, check, health, read_pcap, tag, wait_for
-from vxlan import inner_ipv4
+from capturehost import Traffic, bake_image, check, health, tag, wait_for
+from vxlan import inner_ipv4, read_pcap
 
 pytestmark = needs_lab
 
@@ -73,6 +73,7 @@ def host(tmp_path_factory):
     capture = archive_capture(d)
     with Machine(rootfs(), d, "archive", eni_id=ENI, volume_id=VOLUME) as m:
         m.serve_s3(REGION, [BUCKET])
+        bake_image(m, render.bake_script(capture, render.host_files(capture)))
         m.install_user_data(render.user_data(capture, VOLUME, ENI, BUCKET))
         m.boot()
         wait_for(lambda: m.unit_state(UNIT) == "active" and pcaps(m), 120, "capture")
@@ -239,6 +240,7 @@ def test_two_fleet_hosts_each_archive_their_share_and_together_everything(tmp_pa
             m.open()
             m.set_imds_interfaces(m.imds_interfaces, {**m.imds_paths, f"network/interfaces/macs/{mac}/device-number": "0"})
             m.serve_s3(capture.region, [BUCKET])
+            bake_image(m, render.bake_script(capture, render.host_files(capture)))
             m.install_user_data(render.user_data(capture, "", "", BUCKET))  # the stack passes "" for a fleet
             m.boot()
         for m in hosts:

@@ -35,9 +35,7 @@ def test_example_instance_is_private_imdsv2_encrypted_and_ssm_only(example):
     assert inst["metadata_options"]["http_tokens"] == "required"
     assert inst["metadata_options"]["http_put_response_hop_limit"] == 1
     assert inst["root_block_device"]["encrypted"] is True
-    assert inst["ami"] == "${data.aws_ssm_parameter.al2023_ami.insecure_value}"
-    assert inst["lifecycle"] == {"ignore_changes": ["ami"]}
-    assert doc["data"]["aws_ssm_parameter"]["al2023_ami"]["name"].endswith("al2023-ami-kernel-default-x86_64")
+    assert inst["ami"] == "ami-0123456789abcdef0" and "lifecycle" not in inst  # the baked AMI, as the inventory names it
     assert inst["vpc_security_group_ids"] == ["${aws_security_group.management_sg.id}"]
     (attach,) = resources(doc, "aws_iam_role_policy_attachment").values()
     assert attach["policy_arn"] == "arn:${data.aws_partition.current.partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"
@@ -133,7 +131,6 @@ def test_user_data_template_escapes_everything_but_the_two_ids(example):
     # templatefile() interpolates ${...} and runs %{...}: bash's own must arrive escaped ($${, %%{).
     assert re.findall(r"(?<!\$)\$\{[^}]*\}", text) == ["${volume_id}", "${eni_id}"]
     assert not re.search(r"(?<!%)%\{", text)
-    assert "$${" in text  # the bake script's bash expansions, escaped
 
 
 def test_user_data_round_trips_through_terraform(example, tmp_path):
@@ -155,21 +152,20 @@ def test_user_data_round_trips_through_terraform(example, tmp_path):
     assert got == user_data(capture, "vol-0123456789abcdef0", "eni-0fedcba987654321f")
 
 
-def test_unbaked_host_bakes_from_user_data_a_baked_ami_does_not(example, edge):
-    prod = user_data_template(example, "prod").read_text()  # no `ami`: stock AL2023
-    assert "<<'MIRRORCAP_BAKE'" in prod and "go install" in prod and "cat > '/usr/local/sbin/mirrorcap-health.mirrorcap-new'" in prod
-    blue = user_data_template(edge, "blue").read_text()  # ami = baked
-    assert "MIRRORCAP_BAKE" not in blue and "exec /usr/local/sbin/mirrorcap-boot" in blue
-    assert 'MIRRORCAP_VNIS="1 16777215"' in blue
+def test_the_user_data_only_sets_the_instance_and_boots_the_baked_image(example, edge):
+    for inventory, name in ((example, "prod"), (edge, "blue")):
+        text = user_data_template(inventory, name).read_text()
+        assert "exec /usr/local/sbin/mirrorcap-boot" in text and "dnf" not in text and "mirrorcap-new" not in text
+    assert 'MIRRORCAP_VNIS="1 16777215"' in user_data_template(edge, "blue").read_text()
 
 
 def test_user_data_over_the_ec2_limit_is_refused(monkeypatch):
     inventory = load(EXAMPLE)
     check_user_data_size(inventory, inventory.capture("prod"))  # fits today
-    monkeypatch.setattr(L, "USER_DATA_MAX_BYTES", 4096)
+    monkeypatch.setattr(L, "USER_DATA_MAX_BYTES", 256)
     with pytest.raises(MirrorcapError) as e:
         check_user_data_size(inventory, inventory.capture("prod"))
-    assert 'capture "prod" > ami' in str(e.value) and "over EC2's 4096-byte limit" in str(e.value) and "bake.sh" in str(e.value)
+    assert 'capture "prod" > ami' in str(e.value) and "over EC2's 256-byte limit" in str(e.value)
 
 
 @pytest.mark.parametrize("fixture,stack,count", [("example", "prod", 17), ("edge", "blue", 15), ("edge", "green", 30)])

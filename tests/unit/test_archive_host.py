@@ -194,8 +194,13 @@ def test_a_fleet_host_finds_its_volume_by_device_and_answers_the_nlb(tmp_path):
     assert f"MIRRORCAP_HEALTH_PORT={contract.HEALTH_PORT}\n" in env
     assert "MIRRORCAP_VOLUME_ID" not in env and "MIRRORCAP_MIRROR_ENI_ID" not in env
     files = {f.path: f.content for f in render.host_files(capture)}
-    assert "ExecStart=/usr/local/libexec/mirrorcap/fleet storage" in files["/etc/systemd/system/mirrorcap-storage.service.d/fleet.conf"]
-    assert "ExecStart=/usr/local/libexec/mirrorcap/fleet decap" in files["/etc/systemd/system/mirrorcap-decap.service.d/fleet.conf"]
+    # The same storage and decap scripts read the device name and the target kind from the env
+    # file: no fleet copy of them, no drop-in replacing what they run.
+    assert not [p for p in files if "fleet" in p and p != "/etc/systemd/system/mirrorcap.target.d/fleet.conf"], sorted(files)
+    assert "Wants=mirrorcap-health-probe.timer mirrorcap-health-listener.service" in \
+        files["/etc/systemd/system/mirrorcap.target.d/fleet.conf"]
+    assert "MIRRORCAP_VOLUME_DEVICE" in files["/usr/local/libexec/mirrorcap/storage"]
+    assert "device-number" in files["/usr/local/libexec/mirrorcap/decap"]
     assert "DynamicUser=yes" in files["/etc/systemd/system/mirrorcap-health-listener.service"]
 
 
@@ -228,9 +233,9 @@ def test_a_broken_drop_in_is_caught_by_verify(fleet_tree, tmp_path):
     import shutil
     from test_render import verify_units
     shutil.copytree(fleet_tree / "fleet" / "files", tmp_path / "files")
-    conf = tmp_path / "files/etc/systemd/system/mirrorcap-storage.service.d/fleet.conf"
-    conf.write_text(conf.read_text().replace("ExecStart=/usr", "ExecStart=usr"))
-    assert "ExecStart" in verify_units(tmp_path / "files").stderr
+    conf = tmp_path / "files/etc/systemd/system/mirrorcap.target.d/fleet.conf"
+    conf.write_text(conf.read_text().replace("Wants=", "Wantz="))
+    assert "Wantz" in verify_units(tmp_path / "files").stderr
 
 
 def test_a_pcap_over_one_puts_limit_is_kept_in_the_backlog_and_said(tmp_path, monkeypatch):

@@ -12,6 +12,7 @@ FLEET = '''
 capture "web" {
   region = "eu-west-1"
   vpc_id = "vpc-0123456789abcdef0"
+  ami    = "ami-0123456789abcdef0"
   vni    = 77
   network {
     mirror_source_cidrs = ["10.0.0.0/16"]

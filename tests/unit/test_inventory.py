@@ -28,7 +28,7 @@ def test_defaults_fill_a_minimal_capture(workdir):
     inv = load(write(workdir, minimal(sources(eni(1)))))
     c = inv.captures[0]
     assert c.instance_type == "t3.small"
-    assert c.ami is None and c.ami_ssm_parameter == L.AL2023_X86_64_SSM_PARAMETER
+    assert c.ami == "ami-0123456789abcdef0"
     assert (c.storage.size_gib, c.storage.type, c.storage.prevent_destroy) == (300, "st1", True)
     # default filter: the post's accept-all, both directions
     assert [(r.direction, r.action, r.protocol, r.source_cidr, r.destination_cidr) for r in c.filter_rules] == [

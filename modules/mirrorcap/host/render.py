@@ -8,10 +8,8 @@ from a variable (the capture directory and the capture identity).
 
 from __future__ import annotations
 
-import ast
 import functools
 import gzip
-import re
 from dataclasses import dataclass
 
 import jinja2
@@ -60,7 +58,14 @@ def _context(capture: Capture) -> dict:
             "capture_group": contract.CAPTURE_GROUP, "vxlan_port": L.VXLAN_PORT, "vxlan_overhead": L.VXLAN_OVERHEAD_BYTES,
             "pcap_pattern": contract.PCAP_PATTERN, "termshark_version": TERMSHARK_VERSION,
             "archive_key": contract.ARCHIVE_KEY, "fleet_volume_device": contract.FLEET_VOLUME_DEVICE,
-            "health_port": contract.HEALTH_PORT, "archive_backlog_seconds": archive_backlog_seconds(capture)}
+            "health_port": contract.HEALTH_PORT, "archive_backlog_seconds": archive_backlog_seconds(capture),
+            "mirror_mtu": L.MIRROR_TARGET_MTU, "retention_command": retention_command(capture)}
+
+
+def retention_command(capture: Capture) -> str:
+    """What deletes pcaps: the retention unit runs it every minute, and the capture when
+    the volume is full. A capture that archives deletes only what S3 confirmed."""
+    return f"{contract.LIBEXEC}/archive retention" if capture.archive is not None else f"{contract.LIBEXEC}/retention"
 
 
 def archive_backlog_seconds(capture: Capture) -> int:
@@ -73,6 +78,7 @@ UNITS = "/etc/systemd/system"
 # scripts/host/<source> -> where the host has it (and its mode); a .j2 source is rendered.
 HOST_FILES = (
     ("mirrorcap_host.py", f"{contract.HOST_LIB}/mirrorcap_host.py", "0644"),  # shared by the Python scripts
+    ("mirrorcap-lib.sh", f"{contract.HOST_LIB}/mirrorcap-lib.sh", "0644"),  # shared by the shell scripts
     ("mirrorcap-storage.sh", f"{contract.LIBEXEC}/storage", "0755"),
     ("mirrorcap-decap.sh", f"{contract.LIBEXEC}/decap", "0755"),
     ("mirrorcap-capture.py", f"{contract.LIBEXEC}/capture", "0755"),
@@ -80,6 +86,7 @@ HOST_FILES = (
     ("mirrorcap-boot.sh", "/usr/local/sbin/mirrorcap-boot", "0755"),
     ("mirrorcap-health.py", "/usr/local/sbin/mirrorcap-health", "0755"),
     ("mirrorcap-window.py", "/usr/local/bin/mirrorcap-window", "0755"),
+    ("mirrorcap.target", f"{UNITS}/mirrorcap.target", "0644"),
     ("mirrorcap-storage.service", f"{UNITS}/mirrorcap-storage.service", "0644"),
     ("mirrorcap-decap.service", f"{UNITS}/mirrorcap-decap.service", "0644"),
     ("mirrorcap-capture@.service.j2", f"{UNITS}/mirrorcap-capture@.service", "0644"),
@@ -95,16 +102,14 @@ ARCHIVE_FILES = (
     ("mirrorcap-archive-health.py", "/usr/local/sbin/mirrorcap-health", "0755"),
     ("mirrorcap-archive.service.j2", f"{UNITS}/mirrorcap-archive.service", "0644"),
     ("mirrorcap-archive.timer", f"{UNITS}/mirrorcap-archive.timer", "0644"),
-    # Storage is enabled and started by mirrorcap-boot: it pulls the archive's timer in.
-    ("mirrorcap-archive.conf", f"{UNITS}/mirrorcap-storage.service.d/archive.conf", "0644"),
+    # The capture's target brings the archive's timer with it.
+    ("mirrorcap-archive.conf", f"{UNITS}/mirrorcap.target.d/archive.conf", "0644"),
 )
 ARCHIVE_REPLACES = {"mirrorcap-retention.sh", "mirrorcap-health.py"}
-# Only in a fleet (an NLB target): the pcap volume by its device name and the primary
-# ENI (drop-ins run the same storage and decap scripts with them), the NLB's health check.
+# Only in a fleet (an NLB target): the NLB's health check. (Its pcap volume by device name
+# and its primary ENI come from the env file: the same storage and decap scripts.)
 FLEET_FILES = (
-    ("mirrorcap-fleet.sh", f"{contract.LIBEXEC}/fleet", "0755"),
-    ("mirrorcap-fleet-storage.conf", f"{UNITS}/mirrorcap-storage.service.d/fleet.conf", "0644"),
-    ("mirrorcap-fleet-decap.conf", f"{UNITS}/mirrorcap-decap.service.d/fleet.conf", "0644"),
+    ("mirrorcap-fleet.conf", f"{UNITS}/mirrorcap.target.d/fleet.conf", "0644"),
     ("mirrorcap-health-listener.py", f"{contract.LIBEXEC}/health-listener", "0755"),
     ("mirrorcap-health-listener.service", f"{UNITS}/mirrorcap-health-listener.service", "0644"),
     ("mirrorcap-health-probe.service", f"{UNITS}/mirrorcap-health-probe.service", "0644"),
@@ -138,59 +143,10 @@ def env_file(capture: Capture, volume_id: str, eni_id: str, archive_bucket: str 
                                                                  archive_bucket=archive_bucket, **_context(capture))
 
 
-def bakes_at_boot(capture: Capture) -> bool:
-    """No `ami` means stock Amazon Linux 2023: the user data must bake the host itself."""
-    return capture.ami is None
-
-
-# A here-document (where a # line is data), not a here-string (<<<) or a shift.
-_HEREDOC = re.compile(r"(?<!<)<<(?!<)-?\s*['\"]?[A-Za-z_]")
-
-
-@functools.lru_cache(maxsize=256)
-def without_comment_lines(f: HostFile) -> HostFile:
-    """The file as an unbaked host receives it in its user data (16 KB gzipped at
-    most): the same code without its comment-only lines and, in Python, without
-    the docstrings of functions and classes. A baked AMI gets the files as they
-    are. Python must parse to the same AST less those docstrings; shell with a
-    here-document is sent whole.
-
-    Cached: the host files are the same for every capture but the two units, and
-    the AST check costs about 25 ms a Python file (2.5 s a synth at 100 captures)."""
-    first, *rest = f.content.split("\n")
-    stripped = "\n".join([first] + [line for line in rest if not line.lstrip().startswith("#")])
-    if f.path.endswith(".py") or first.startswith("#!/usr/bin/python3"):
-        return _without_inner_docstrings(f, stripped)
-    if _HEREDOC.search(f.content):
-        return f
-    return HostFile(f.path, stripped, f.mode)
-
-
-def _inner_docstrings(tree: ast.Module) -> list[ast.FunctionDef | ast.ClassDef]:
-    """Functions and classes whose docstring is not their only statement. None when
-    the code reads a __doc__ attribute (the module's own docstring always stays)."""
-    nodes = list(ast.walk(tree))
-    if any(isinstance(n, ast.Attribute) and n.attr == "__doc__" for n in nodes):
-        return []
-    return [n for n in nodes if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and len(n.body) > 1
-            and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)
-            and isinstance(n.body[0].value.value, str)]
-
-
-def _without_inner_docstrings(f: HostFile, text: str) -> HostFile:
-    lines = text.split("\n")
-    drop = {i for n in _inner_docstrings(ast.parse(text)) for i in range(n.body[0].lineno - 1, n.body[0].end_lineno)}
-    stripped = "\n".join(line for i, line in enumerate(lines) if i not in drop)
-    want = ast.parse(f.content)
-    for n in _inner_docstrings(want):
-        n.body = n.body[1:]
-    return HostFile(f.path, stripped, f.mode) if ast.dump(ast.parse(stripped)) == ast.dump(want) else f
-
-
 def user_data(capture: Capture, volume_id: str, eni_id: str, archive_bucket: str = ARCHIVE_BUCKET_PLACEHOLDER) -> str:
+    """What the baked AMI boots with: the instance's settings, then mirrorcap-boot."""
     env = env_file(capture, volume_id, eni_id, archive_bucket)
-    bake = bake_script(capture, [without_comment_lines(f) for f in host_files(capture)]) if bakes_at_boot(capture) else ""
-    return environment().get_template("user-data.sh.j2").render(capture=capture, env_file=env, bake=bake)
+    return environment().get_template("user-data.sh.j2").render(capture=capture, env_file=env)
 
 
 # Terraform fills these in from templatefile(); everything else in the user data

@@ -46,7 +46,7 @@ STATE_TEXT = "without quotes, backslashes, control characters, `${` or `%{` (bac
 PROTOCOLS = {"all": None, "tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58}
 
 CAPTURE_FIELDS = {
-    "region", "vpc_id", "subnet_id", "instance_type", "ami", "ami_ssm_parameter", "root_volume_gib", "vni",
+    "region", "vpc_id", "subnet_id", "instance_type", "ami", "root_volume_gib", "vni",
     "max_sources_per_target", "tags", "storage", "network", "filter", "source", "host", "backend", "auto_mirror",
     "fleet", "archive",
 }
@@ -117,9 +117,8 @@ def _capture(errors: Collector, name: str, body) -> Capture:
         subnet_id="" if fleet else b.string("subnet_id", required=True, **_id("subnet"),
                                             fix='write subnet_id = "subnet-..." (a subnet in the VPC, ideally the production subnet)'),
         instance_type=instance_type,
-        ami=b.string("ami", **_id("ami"), fix='write ami = "ami-..." (your baked AMI), or remove it to use Amazon Linux 2023') or None,
-        ami_ssm_parameter=b.string("ami_ssm_parameter", Capture.ami_ssm_parameter, pattern=r"/[A-Za-z0-9_./-]+",
-                                   what="an SSM parameter path", fix="write a path starting with /, or remove it"),
+        ami=b.string("ami", required=True, **_id("ami"),
+                     fix=f'bake the capture host\'s AMI (make bake CAPTURE={name} prints the line), then write ami = "ami-..."'),
         root_volume_gib=b.integer("root_volume_gib", Capture.root_volume_gib, lo=8, hi=1024),
         vni=b.integer("vni", required=True, lo=L.VNI_MIN, hi=L.VNI_MAX,
                       fix=f"set vni = <{L.VNI_MIN}-{L.VNI_MAX}>: the VXLAN ID the sessions stamp and the host decapsulates"),

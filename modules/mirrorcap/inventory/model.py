@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Optional
 
-from ..aws_limits import AL2023_X86_64_SSM_PARAMETER
 
 
 @dataclass(frozen=True)
@@ -144,9 +143,10 @@ class Capture:
     subnet_id: str
     vni: int
     backend: Backend
+    # The capture host's image: Amazon Linux 2023 with the capture's bake.sh baked in. Its
+    # bootstrap (about 70 KB of scripts and units) cannot travel in EC2's 16 KB of user data.
+    ami: str
     instance_type: str = "t3.small"
-    ami: Optional[str] = None
-    ami_ssm_parameter: str = AL2023_X86_64_SSM_PARAMETER  # the latest Amazon Linux 2023 (no `ami`)
     root_volume_gib: int = 16
     max_sources_per_target: int = 10
     storage: Storage = field(default_factory=Storage)

@@ -16,7 +16,6 @@ from cdktn_provider_aws.autoscaling_group import (
     AutoscalingGroup, AutoscalingGroupInstanceRefresh, AutoscalingGroupInstanceRefreshPreferences, AutoscalingGroupLaunchTemplate,
     AutoscalingGroupTag)
 from cdktn_provider_aws.data_aws_ami import DataAwsAmi, DataAwsAmiFilter
-from cdktn_provider_aws.data_aws_ssm_parameter import DataAwsSsmParameter
 from cdktn_provider_aws.data_aws_subnet import DataAwsSubnet
 from cdktn_provider_aws.launch_template import (
     LaunchTemplate, LaunchTemplateBlockDeviceMappings, LaunchTemplateBlockDeviceMappingsEbs, LaunchTemplateIamInstanceProfile,
@@ -33,11 +32,9 @@ from .host import METADATA_OPTIONS, user_data_expression
 from .refs import data_ref, ref
 from .tags import default_tags, named
 
-# First boot to healthy: a baked AMI starts the capture in a minute or two; stock
-# Amazon Linux bakes the host itself first (packages, tools): the group must not
-# replace a host that is still baking.
-HEALTH_GRACE_BAKED_SECONDS = 600
-HEALTH_GRACE_BAKING_SECONDS = 1800
+# First boot to healthy: the baked AMI starts the capture in a minute or two (the
+# volume's attachment, the first pcaps); the group replaces a host only after this.
+HEALTH_GRACE_SECONDS = 600
 # Three answers 10 s apart: a host whose capture stalls leaves the NLB within 30 s.
 HEALTH_INTERVAL_SECONDS, HEALTH_THRESHOLD = 10, 3
 DEREGISTRATION_DELAY_SECONDS = 60
@@ -92,13 +89,7 @@ class CaptureFleet:
             egress=[], tags=named(capture, "health"))
 
         # --- The launch template: the single host's settings --------------------------------------
-        if capture.ami:
-            ami = capture.ami
-        else:
-            # Unlike the single host, a new AL2023 release reaches the fleet: the template gets a new
-            # version and the instance refresh replaces hosts one at a time, never below desired.
-            DataAwsSsmParameter(stack, "al2023_ami", name=capture.ami_ssm_parameter)
-            ami = data_ref("aws_ssm_parameter", "al2023_ami", "insecure_value")
+        ami = capture.ami
         # The root volume is overridden by its device name, whatever the AMI calls it.
         DataAwsAmi(stack, "fleet_ami", filter=[DataAwsAmiFilter(name="image-id", values=[ami])])
         root_device = data_ref("aws_ami", "fleet_ami", "root_device_name")
@@ -146,7 +137,7 @@ class CaptureFleet:
             target_group_arns=[target_group_arn],
             # The NLB's health check is mirrorcap-health's verdict: an unhealthy host is replaced.
             health_check_type="ELB",
-            health_check_grace_period=HEALTH_GRACE_BAKING_SECONDS if capture.ami is None else HEALTH_GRACE_BAKED_SECONDS,
+            health_check_grace_period=HEALTH_GRACE_SECONDS,
             # Hosts are healthy once their first pcaps are written, minutes after launch: the apply
             # does not wait for that (`mirrorcap check` and the target group's health tell).
             wait_for_capacity_timeout="0",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from cdktn import TerraformResourceLifecycle, TerraformStack
-from cdktn_provider_aws.data_aws_ssm_parameter import DataAwsSsmParameter
 from cdktn_provider_aws.data_aws_subnet import DataAwsSubnet
 from cdktn_provider_aws.ebs_volume import EbsVolume
 from cdktn_provider_aws.instance import Instance, InstanceMetadataOptions, InstanceRootBlockDevice
@@ -21,10 +20,9 @@ from .tags import named
 PCAP_DEVICE_NAME = "/dev/sdf"
 
 # The rendered user data is a templatefile() template that app.synth writes
-# beside cdk.tf.json; Terraform fills in the two IDs and gzips it (the bake
-# alone is over EC2's 16 KB user-data limit uncompressed; cloud-init unpacks
-# it). Written out, not built from a TerraformAsset and Fn calls: that was five
-# jsii round trips and a file copy per stack.
+# beside cdk.tf.json; Terraform fills in the IDs and gzips it (cloud-init
+# unpacks it). Written out, not built from a TerraformAsset and Fn calls: that
+# was five jsii round trips and a file copy per stack.
 USER_DATA_FILE = "user-data.sh.tftpl"
 
 
@@ -69,17 +67,8 @@ class CaptureHost:
         pcap_volume(stack, capture, data_ref("aws_subnet", "capture_subnet", "availability_zone"), key_arn)
         self.volume_id, self.eni_id = ref("aws_ebs_volume", "pcap_volume"), ref("aws_network_interface", "mirror_eni")
 
-        if capture.ami:
-            ami, lifecycle = capture.ami, None
-        else:
-            DataAwsSsmParameter(stack, "al2023_ami", name=capture.ami_ssm_parameter)
-            # A new AL2023 release must not replace a running capture host; a
-            # rebuild is an explicit decision (taint, or pin `ami`).
-            ami = data_ref("aws_ssm_parameter", "al2023_ami", "insecure_value")
-            lifecycle = TerraformResourceLifecycle(ignore_changes=["ami"])
-
         Instance(
-            stack, "capture_instance", ami=ami, instance_type=capture.instance_type, subnet_id=capture.subnet_id,
+            stack, "capture_instance", ami=capture.ami, instance_type=capture.instance_type, subnet_id=capture.subnet_id,
             vpc_security_group_ids=[management_sg_id], iam_instance_profile=instance_profile,
             associate_public_ip_address=False, monitoring=True, ebs_optimized=True,
             metadata_options=InstanceMetadataOptions(**METADATA_OPTIONS),
@@ -89,7 +78,6 @@ class CaptureHost:
             user_data_base64=USER_DATA_EXPRESSION if archive_bucket is None else user_data_expression(
                 "aws_ebs_volume.pcap_volume.id", "aws_network_interface.mirror_eni.id", archive_bucket),
             user_data_replace_on_change=False,
-            lifecycle=lifecycle,
             tags=named(capture, HOST))
         self.instance_id = ref("aws_instance", "capture_instance")
         NetworkInterfaceAttachmentA(stack, "mirror_eni_attachment", device_index=1,

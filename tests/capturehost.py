@@ -1,0 +1,206 @@
+"""A rendered capture host in the boot lab, as production makes one, and what tests do to it.
+
+Production bakes rendered/<capture>/bake.sh into an Amazon Linux 2023 AMI (Packer's
+shell provisioner) and boots it with the small user data. `baked()` does the same
+to a lab machine: bake.sh chrooted in its disk (an image build step, before any
+boot), then the user data with the IDs Terraform fills in, run once by the lab's
+cloud-init stand-in. Nothing is switched off: the units as rendered, Debian's
+tcpdump, the real systemd.
+
+Traffic is AWS-shaped VXLAN (tests/vxlan.py) replayed with tcpreplay from the
+sender's namespace; each inner packet carries a tag, so a test counts exactly
+which packets reached a pcap, whole or not.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bootlab import Machine, rootfs
+from helpers import ROOT
+from mirrorcap.host import render
+from vxlan import inner_ipv4, read_pcap, vxlan_frame, write_pcap
+
+VOLUME, ENI = "vol-0123456789abcdef0", "eni-0123456789abcdef0"
+VNI = 12345
+DIR = "/var/log/tcpdump"
+TAG = re.compile(rb"MCT(\d{8})")
+
+
+def unit(vni: int = VNI) -> str:
+    return f"mirrorcap-capture@{vni}.service"
+
+
+def run_dir(vni: int = VNI) -> str:
+    return f"/run/mirrorcap/capture-{vni}"
+
+
+def state_file(vni: int = VNI) -> str:
+    return f"/var/lib/mirrorcap/capture-{vni}/state.json"
+
+
+def rendered_user_data(name: str = "prod", volume: str = VOLUME, eni: str = ENI) -> str:
+    text = (ROOT / "rendered" / name / "user-data.sh").read_text()
+    return text.replace(render.VOLUME_PLACEHOLDER, volume).replace(render.ENI_PLACEHOLDER, eni)
+
+
+def baked(tmp: Path, name: str, *, bake: str | None = None, user_data: str | None = None, **machine) -> Machine:
+    """A machine whose disk holds the baked image and the user data, not yet booted (open it: `with`).
+    bake/user_data: the rendered example's unless given (a capture's render.bake_script/user_data)."""
+    machine.setdefault("eni_id", ENI)
+    machine.setdefault("volume_id", VOLUME)
+    m = Machine(rootfs(), tmp, name, **machine)
+    m.open()
+    try:
+        bake_image(m, bake if bake is not None else (ROOT / "rendered/prod/bake.sh").read_text())
+        m.install_user_data(user_data if user_data is not None else rendered_user_data())
+    except BaseException:
+        m.close()
+        raise
+    return m
+
+
+def bake_image(m: Machine, script: str) -> None:
+    """An image build step, before any boot: bake.sh chrooted in the machine's disk (Packer's shell provisioner)."""
+    m.write_file("/root/bake.sh", script, 0o755)
+    r = m.chroot_run("bash", "/root/bake.sh")
+    assert r.returncode == 0, r.stderr
+
+
+def tag(n: int) -> bytes:
+    return b"MCT%08d" % n
+
+
+class Traffic:
+    """AWS-shaped VXLAN to one machine's mirror ENI, replayed with tcpreplay."""
+
+    def __init__(self, m: Machine):
+        self.m = m
+        self.n = 0
+
+    def frame(self, vni: int, inner: bytes) -> bytes:
+        self.n += 1
+        return vxlan_frame(vni, inner, dst_mac=self.m.mirror_mac, src_mac=self.m.sender_mac,
+                           dst_ip=self.m.mirror_ip.split("/")[0], src_ip=self.m.sender_ip.split("/")[0], ident=self.n)
+
+    def frames(self, first: int, count: int, vni: int = VNI, size: int = 500) -> list[bytes]:
+        return [self.frame(vni, inner_ipv4(tag(first + i), size)) for i in range(count)]
+
+    def pcap(self, frames: list[bytes]) -> Path:
+        return write_pcap(self.m.workdir / f"replay-{time.monotonic_ns()}.pcap", frames)
+
+    def replay(self, frames: list[bytes], *speed: str) -> str:
+        r = self.m.sender("tcpreplay", "-q", "-i", self.m.sender_iface, *(speed or ("--topspeed",)), str(self.pcap(frames)))
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    def send_once(self, frames: list[bytes]) -> None:
+        """Each frame sent once, whether or not the mirror ENI takes it (as AWS's side does: tcpreplay
+        retries a frame the receiving veth refuses, for ever)."""
+        code = ("import socket, sys\nfrom vxlan import read_pcap\n"
+                "s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)\ns.bind((sys.argv[2], 0))\n"
+                "for _, _, frame in read_pcap(open(sys.argv[1], 'rb').read()):\n"
+                "    try:\n        s.send(frame)\n    except OSError:\n        pass\n")
+        r = subprocess.run(["ip", "netns", "exec", self.m.sender_netns, sys.executable, "-c", code, str(self.pcap(frames)),
+                            self.m.sender_iface], capture_output=True, text=True, env={"PYTHONPATH": str(Path(__file__).parent)})
+        assert r.returncode == 0, r.stderr
+
+    def background(self, frames: list[bytes], pps: int, loop: int = 0) -> subprocess.Popen:
+        """Replays `frames` at `pps`, `loop` times (0: until stopped); stdout carries tcpreplay's counts."""
+        return subprocess.Popen(["ip", "netns", "exec", self.m.sender_netns, "tcpreplay", "-q", "-i", self.m.sender_iface,
+                                 f"--loop={loop}", f"--pps={pps}", str(self.pcap(frames))],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def sent(replay: subprocess.Popen, timeout: float = 600) -> int:
+    """Packets a finished background replay put on the wire (tcpreplay's own count)."""
+    out, err = replay.communicate(timeout=timeout)
+    assert replay.returncode == 0, err
+    return int(re.search(r"Actual: (\d+) packets", out).group(1))
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    proc.wait(10)
+
+
+def pcaps(m: Machine) -> dict[str, os.stat_result]:
+    d = m.path(DIR)
+    return {p.name: p.stat() for p in d.iterdir() if p.name.endswith(".pcap")}
+
+
+def captured(m: Machine, vni: int = VNI) -> dict[int, list[tuple[int, int]]]:
+    """Tag -> [(caplen, len), ...] over every pcap of a VNI."""
+    return {t: [(c, n) for c, n, _ in v] for t, v in captured_times(m, vni).items()}
+
+
+def captured_times(m: Machine, vni: int = VNI) -> dict[int, list[tuple[int, int, float]]]:
+    """Tag -> [(caplen, len, packet time), ...] over every pcap of a VNI (whole records only)."""
+    seen: dict[int, list[tuple[int, int, float]]] = {}
+    for p in sorted(m.path(DIR).glob(f"vni{vni}_*.pcap")):
+        for caplen, length, data, ts in read_pcap(p.read_bytes(), times=True):
+            found = TAG.search(data)
+            if found:
+                seen.setdefault(int(found.group(1)), []).append((caplen, length, ts))
+    return seen
+
+
+def wait_for(predicate, timeout: float, what: str, step: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(step)
+
+
+def capture_state(m: Machine, vni: int = VNI) -> dict:
+    """The capture's loss record (its StateDirectory)."""
+    try:
+        return json.loads(m.path(state_file(vni)).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def writing(m: Machine, vni: int = VNI) -> bool:
+    state = capture_state(m, vni)
+    return bool(state.get("writing")) and state.get("gap") is None
+
+
+def wait_capturing(m: Machine, timeout: float = 120, vni: int = VNI) -> dict:
+    def ready():
+        return capture_state(m, vni) if m.unit_state(unit(vni)) == "active" and writing(m, vni) else None
+    try:
+        return wait_for(ready, timeout, f"{unit(vni)} writing")
+    except AssertionError:
+        raise AssertionError(f"{unit(vni)} not capturing: {m.unit_state(unit(vni))}\n{m.journal('mirrorcap-storage.service')}"
+                             f"\n{m.journal('mirrorcap-decap.service')}\n{m.journal(unit(vni))}\n{m.console_tail()}")
+
+
+def health(m: Machine, sample: float = 0) -> tuple[int, dict]:
+    r = m.run("mirrorcap-health", "--json", "--sample-seconds", str(sample))
+    assert r.returncode in (0, 1), r.stderr
+    return r.returncode, json.loads(r.stdout)
+
+
+def check(report: dict, name: str, vni: int | None = None) -> dict:
+    (found,) = [c for c in report["checks"] if c["name"] == name and (vni is None or c.get("vni") == str(vni))]
+    return found
+
+
+def failing(report: dict) -> dict[str, str]:
+    return {c["name"]: c["detail"] for c in report["checks"] if c["status"] == "fail"}
+
+
+def tcpdump_pid(m: Machine, vni: int = VNI) -> int:
+    main = int(m.unit_show(unit(vni), "MainPID")["MainPID"])
+    out = m.run("pgrep", "-P", str(main), "-x", "tcpdump").stdout.split() if main else []
+    return int(out[0]) if out else 0
