@@ -89,10 +89,11 @@ clean:
 # The capture host's AMI for one capture: render, then Packer (>= 1.10, with AWS
 # credentials) builds packer/ from the latest Amazon Linux 2023 and bake.sh; the
 # last line says where the AMI ID goes in the inventory (packer/README.md).
-# More Packer variables: PACKER_ARGS='-var subnet_id=subnet-... -var ssh_interface=session_manager'.
+# It builds in the capture's own subnet, through SSM (session-manager-plugin needed);
+# other Packer variables: PACKER_ARGS='-var subnet_id=subnet-... -var ssh_interface=public_ip'.
 .PHONY: bake
 bake:
-	@test -n "$(CAPTURE)" || { echo "usage: make bake CAPTURE=<capture name> [PACKER_ARGS='-var subnet_id=...']"; exit 2; }
+	@test -n "$(CAPTURE)" || { echo "usage: make bake CAPTURE=<capture name> [PACKER_ARGS='-var kernel=6.12 ...']"; exit 2; }
 	@v=$$(packer version 2>/dev/null | sed -n '1s/^Packer v\([0-9]*\)\.\([0-9]*\).*/\1 \2/p'); \
 	if [ -z "$$v" ]; then echo "bake: packer is not installed: install Packer >= 1.10 (developer.hashicorp.com/packer/install), then run make bake again"; exit 1; fi; \
 	read -r major minor <<< "$$v"; \
