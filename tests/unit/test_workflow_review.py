@@ -180,7 +180,7 @@ def test_the_marker_is_the_first_line_of_every_kind_of_comment():
                  R.unaffected_comment("a-1", "abc"), R.removed_comment("a-1", "capture.hcl")):
         assert body.splitlines()[0] == "<!-- mirrorcap-review:a-1 -->"
     assert "no longer changes stack `a-1` as of abc" in run("comment", "--stack", "a-1", "--unaffected", "--commit", "abc").output
-    assert "cdktn destroy a-1" in run("comment", "--stack", "a-1", "--removed").output
+    assert "`make destroy STACK=a-1`" in run("comment", "--stack", "a-1", "--removed").output
 
 
 def test_comment_command_names_what_is_missing_or_wrong():
@@ -233,7 +233,7 @@ def test_a_change_outside_the_capture_blocks_or_without_a_base_plans_every_stack
 def test_a_removed_capture_is_not_planned_but_reported_with_what_to_do():
     after = TWO[:TWO.index('capture "stage"')]
     s = R.select_stacks(["capture.hcl"], ["prod"], inventory_before=TWO, inventory_after=after)
-    assert s.stacks == {} and list(s.removed) == ["stage"] and "cdktn destroy stage" in s.removed["stage"]
+    assert s.stacks == {} and list(s.removed) == ["stage"] and "`make destroy STACK=stage`" in s.removed["stage"]
 
 
 def test_a_lock_change_plans_only_the_captures_whose_numbers_changed():

@@ -148,8 +148,9 @@ def capture_changes(before: str, after: str, name: str) -> dict[str, str] | None
 def removed_advice(capture: str, inventory: str) -> str:
     return (f'capture "{capture}" was removed from {inventory}: its stack is no longer synthesized, so no plan '
             "destroys what it deployed (the host, its volume and sessions keep running and billing). "
-            f"To remove it: restore the block, run `tools/node_modules/.bin/cdktn destroy {capture}` with AWS credentials "
-            "(the pcap volume and its key refuse until `storage { prevent_destroy = false }`), then remove the block.")
+            f"To remove it: restore the block, run `make destroy STACK={capture}` with AWS credentials (it runs cdktn on "
+            "the Node the project installs, says what is lost and asks first; the pcap volume and its key refuse until "
+            "`storage { prevent_destroy = false }`), then remove the block.")
 
 
 def select_stacks(changed: Iterable[str], known: Sequence[str], *, inventory: str = "capture.hcl",
