@@ -23,6 +23,7 @@ import time
 from collections import deque
 
 HEARTBEAT = float(os.environ.get("PIP_PROGRESS_SECONDS", "10"))  # silence before saying pip is still at work
+BIG = re.compile(r"\(\d+(\.\d+)? [MG]B\)$")
 SHOWN = re.compile(r"^(Collecting |Downloading |Installing collected packages|Successfully installed |Building |ERROR|error:)")
 
 
@@ -53,8 +54,8 @@ def main(argv: list[str]) -> int:
             break
         tail.append(line)
         stripped = line.strip()
-        if not SHOWN.match(stripped):
-            continue
+        if not SHOWN.match(stripped) or (stripped.startswith("Downloading ") and not BIG.search(stripped)):
+            continue  # pip's chatter, and downloads under a megabyte (the big ones take the time)
         if stripped.startswith("Installing collected packages"):
             count = len(stripped.split(":", 1)[1].split(","))
             doing = f"unpacking {count} packages into the venv (the AWS provider bindings and Node are the big ones)"
