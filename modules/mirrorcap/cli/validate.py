@@ -23,11 +23,10 @@ def validate(
     profile: str = ProfileOpt,
     role_arn: str = RoleOpt,
 ) -> None:
-    """Check the inventory and its lock file; exit 1 with every problem found, 2 when there is no inventory file."""
-    if not inventory.is_file():
-        what = "is a directory, not a file" if inventory.is_dir() else "file not found"
-        fail(MirrorcapError([Problem(str(inventory), "", what, "create it (copy capture.hcl from the repository) or pass "
-                                     "--inventory PATH (or set MIRRORCAP_INVENTORY)")]), USAGE)
+    """Check the inventory and its lock file; exit 1 with every problem found, 2 when the inventory file does not exist."""
+    if not inventory.exists():  # a file that is there but unusable (a fifo, too big...) is a finding: load says which
+        fail(MirrorcapError([Problem(str(inventory), "", "file not found", "create it (copy capture.hcl from the repository) "
+                                     "or pass --inventory PATH (or set MIRRORCAP_INVENTORY)")]), USAGE)
     inv, numbering = load_numbered(inventory)
     bandwidth = _validate_live(inventory, inv, source_mtu, target_mtu, access(profile, role_arn)) if live else {}
     sources = sum(len(c.sources) for c in inv.captures)
