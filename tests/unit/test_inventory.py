@@ -183,9 +183,17 @@ def test_every_problem_is_reported_in_one_pass(workdir):
     assert 'capture "test" > vni' in fields and 'capture "test" > source[0] > eni_id' in fields
 
 
-def test_missing_file_is_a_clear_error(workdir):
+def test_missing_file_is_a_clear_error_and_a_usage_error(workdir):
+    """validate: 2 (usage) for no file at all, so CI tells a wrong path from an inventory with problems (1);
+    a file that is there but unusable stays a finding (test_inventory_that_is_no_small_regular_file_is_refused_unread)."""
     result = mirrorcap("validate", "--inventory", "nope.hcl", cwd=workdir)
-    assert result.returncode == 1 and "nope.hcl: file not found" in result.stderr and "fix:" in result.stderr
+    assert result.returncode == 2 and "nope.hcl: file not found" in result.stderr and "fix:" in result.stderr
+    (workdir / "gone.hcl").symlink_to(workdir / "nowhere.hcl")  # a dangling link: no file either
+    result = mirrorcap("validate", "--inventory", "gone.hcl", cwd=workdir)
+    assert result.returncode == 2 and "gone.hcl: file not found" in result.stderr
+    write(workdir, minimal().replace("vni       = 4242", "vni = 0"))
+    result = mirrorcap("validate", cwd=workdir)
+    assert result.returncode == 1 and "vni" in result.stderr  # findings stay 1
 
 
 def test_hundred_source_instance_type_accepts_eleven_sources(workdir):

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import re
@@ -111,10 +112,41 @@ def test_packer_validates_the_template_with_the_amazon_plugin(rendered):
 # What the template does (always)
 
 
+# AL2023 AMI names as AWS publishes them side by side in one release (the
+# standard image on each kernel line, the minimal and ECS images, arm64).
+AL2023_NAMES = [
+    "al2023-ami-2023.6.20250115.0-kernel-6.1-x86_64", "al2023-ami-2023.6.20250115.0-kernel-6.12-x86_64",
+    "al2023-ami-2023.6.20250115.0-kernel-6.1-arm64", "al2023-ami-2023.6.20250115.0-kernel-6.12-arm64",
+    "al2023-ami-minimal-2023.6.20250115.0-kernel-6.1-x86_64", "al2023-ami-ecs-hvm-2023.0.20250115-kernel-6.1-x86_64",
+    "al2023-ami-2023.6.20250107.0-kernel-6.1-x86_64", "al2023-ami-2023.6.20250107.0-kernel-6.12-x86_64",
+]
+
+
+def ec2_name_filter(pattern: str, names: list[str]) -> list[str]:
+    """EC2's filter wildcards: * any run of characters, ? one (no brackets in these names)."""
+    return [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+
+
+def test_the_ami_filter_matches_one_kernel_line_only():
+    (flt,) = source()["source_ami_filter"]
+    kernel = variables()["kernel"]["default"]
+    pattern = flt["filters"]["name"].replace("${var.kernel}", kernel)
+    matched = ec2_name_filter(pattern, AL2023_NAMES)
+    assert matched == ["al2023-ami-2023.6.20250115.0-kernel-6.1-x86_64", "al2023-ami-2023.6.20250107.0-kernel-6.1-x86_64"]
+    assert ec2_name_filter(flt["filters"]["name"].replace("${var.kernel}", "6.12"), AL2023_NAMES) == [
+        "al2023-ami-2023.6.20250115.0-kernel-6.12-x86_64", "al2023-ami-2023.6.20250107.0-kernel-6.12-x86_64"]
+    # the filter this replaced took both lines, and most_recent picked either
+    assert len({re.search(r"kernel-[\d.]+", n).group(0) for n in ec2_name_filter("al2023-ami-2023.*-x86_64", AL2023_NAMES)}) == 2
+    # 6.1: the line the stack's AL2023 parameter (al2023-ami-kernel-default-x86_64) resolves to
+    assert kernel == "6.1"
+    (validation,) = variables()["kernel"]["validation"]
+    assert "regex" in validation["condition"]
+
+
 def test_builds_from_the_latest_al2023_with_imdsv2_and_an_encrypted_ami():
     s = source()
     (flt,) = s["source_ami_filter"]
-    assert flt["filters"]["name"] == "al2023-ami-2023.*-x86_64" and flt["filters"]["architecture"] == "x86_64"
+    assert flt["filters"]["name"] == "al2023-ami-2023.*-kernel-${var.kernel}-x86_64" and flt["filters"]["architecture"] == "x86_64"
     assert flt["owners"] == ["amazon"] and flt["most_recent"] is True
     (meta,) = s["metadata_options"]
     assert meta == {"http_endpoint": "enabled", "http_tokens": "required", "http_put_response_hop_limit": 1}
@@ -170,11 +202,39 @@ def test_vars_are_exactly_the_required_variables_and_name_the_rendered_script(re
     from importlib.metadata import version
     assert values["mirrorcap_version"] == version("mirrorcap")
     assert values["manifest"] == "cdktf.out/bake/prod-manifest.json"
+    # the capture's own VPC and subnet: no default VPC needed (the template has no default for either)
+    assert (values["vpc_id"], values["subnet_id"]) == ("vpc-0123456789abcdef0", "subnet-0123456789abcdef0")
+    assert "default" not in declared["vpc_id"] and "default" not in declared["subnet_id"]
+    assert source()["vpc_id"] == "${var.vpc_id}" and source()["subnet_id"] == "${var.subnet_id}"
+
+
+def test_a_fleet_bakes_in_its_first_subnet(tmp_path):
+    from mirrorcap.inventory import load
+    from mirrorcap.workflow.bake import build_subnet
+    fleet = next(c for c in load(ROOT / "tests" / "fixtures" / "fleet.hcl").captures if c.fleet)
+    assert build_subnet(fleet) == fleet.fleet.subnet_ids[0] and fleet.subnet_id == ""
+
+
+@needs_packer
+def test_packer_args_override_what_make_bake_writes(rendered, tmp_path):
+    """make bake runs `packer build -var-file=<vars> $(PACKER_ARGS)`: a -var in PACKER_ARGS
+    (a public subnet, public_ip) wins over the inventory's subnet, as packer/README.md says.
+    `packer inspect` evaluates the variables; the template is copied without plugins.pkr.hcl,
+    which an older Packer refuses."""
+    (tmp_path / "t").mkdir()
+    shutil.copy(TEMPLATE, tmp_path / "t" / TEMPLATE.name)
+    varfile = f"-var-file={rendered / 'cdktf.out/bake/prod.pkrvars.json'}"
+    r = packer("inspect", varfile, str(tmp_path / "t"), cwd=rendered)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert 'var.subnet_id: "subnet-0123456789abcdef0"' in r.stdout and 'var.ssh_interface: "session_manager"' in r.stdout
+    r = packer("inspect", varfile, "-var", "subnet_id=subnet-0fedcba9876543210", "-var", "ssh_interface=public_ip",
+               str(tmp_path / "t"), cwd=rendered)
+    assert 'var.subnet_id: "subnet-0fedcba9876543210"' in r.stdout and 'var.ssh_interface: "public_ip"' in r.stdout
 
 
 def test_vars_refuse_a_missing_render_and_an_unknown_capture(tmp_path):
     with pytest.raises(MirrorcapError, match=r"rendered/prod/bake.sh: not rendered\n  fix: run `mirrorcap render`"):
-        packer_vars("prod", "eu-west-1", tmp_path / "rendered", "0.1.0")
+        packer_vars("prod", "eu-west-1", tmp_path / "rendered", "0.1.0", "vpc-0123456789abcdef0", "subnet-0123456789abcdef0")
     shutil.copy(EXAMPLE, tmp_path / "capture.hcl")
     shutil.copy(ROOT / "capture.lock.json", tmp_path / "capture.lock.json")
     r = subprocess.run([sys.executable, "-m", "mirrorcap.workflow.bake", "vars", "--capture", "nope"], cwd=tmp_path, env=env(),

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from helpers import FIXTURES
 from mirrorcap.errors import MirrorcapError
 from mirrorcap.workflow import review as R
+from mirrorcap.workflow import reviewed
 from mirrorcap.cli import app
 
 RECORDED = FIXTURES / "review"
@@ -118,8 +119,14 @@ def test_comment_on_the_recorded_plan_through_the_command():
     body = r.output
     number = recorded_lock("lock-after.json")["prod"][NEW]
     assert body.startswith("<!-- mirrorcap-review:prod -->\n\n### mirrorcap plan: `prod` at 0123456789ab\n")
-    assert [line for line in body.splitlines() if line.startswith("- ")] == [f"- `{NEW}` web-3: new session {number}"]
+    # the session in words, then its cost: one mirrored source, 0.015 USD an hour for 730 hours (capacity.Prices)
+    assert [line for line in body.splitlines() if line.startswith("- ")] == [
+        f'- `aws_ec2_traffic_mirror_session.source["{NEW}"]` (1 mirrored source): +$10.95', f"- `{NEW}` web-3: new session {number}"]
     assert "**Plan: 1 to add, 0 to change, 0 to destroy.**" in body
+    assert "**Monthly cost: +$10.95** (mirrorcap's cost model, us-east-1 list prices" in body
+    assert "[!CAUTION]" not in body  # nothing is destroyed or replaced
+    fp = reviewed.fingerprint(reviewed.normalize(json.loads((RECORDED / "plan.json").read_text())))
+    assert f"Plan fingerprint `{fp}`: a merge applies this plan" in body
     assert "<details><summary>Full plan</summary>\n\n```\nTerraform used the selected providers" in body
     assert body.rstrip().endswith("```\n\n</details>")
 
@@ -173,7 +180,7 @@ def test_the_marker_is_the_first_line_of_every_kind_of_comment():
                  R.unaffected_comment("a-1", "abc"), R.removed_comment("a-1", "capture.hcl")):
         assert body.splitlines()[0] == "<!-- mirrorcap-review:a-1 -->"
     assert "no longer changes stack `a-1` as of abc" in run("comment", "--stack", "a-1", "--unaffected", "--commit", "abc").output
-    assert "cdktn destroy a-1" in run("comment", "--stack", "a-1", "--removed").output
+    assert "`make destroy STACK=a-1`" in run("comment", "--stack", "a-1", "--removed").output
 
 
 def test_comment_command_names_what_is_missing_or_wrong():
@@ -226,7 +233,7 @@ def test_a_change_outside_the_capture_blocks_or_without_a_base_plans_every_stack
 def test_a_removed_capture_is_not_planned_but_reported_with_what_to_do():
     after = TWO[:TWO.index('capture "stage"')]
     s = R.select_stacks(["capture.hcl"], ["prod"], inventory_before=TWO, inventory_after=after)
-    assert s.stacks == {} and list(s.removed) == ["stage"] and "cdktn destroy stage" in s.removed["stage"]
+    assert s.stacks == {} and list(s.removed) == ["stage"] and "`make destroy STACK=stage`" in s.removed["stage"]
 
 
 def test_a_lock_change_plans_only_the_captures_whose_numbers_changed():
@@ -316,9 +323,130 @@ def test_drift_summary_for_drift_no_drift_and_could_not_check(tmp_path):
     failed = {"drift": None, "findings": [], "fixed": {}, "error": [
         {"file": "AWS", "field": "credentials", "message": "Unable to locate credentials", "fix": "configure AWS credentials"}]}
     assert "could not check" in R.drift_summary(failed) and "AWS: credentials: Unable to locate credentials" in R.drift_summary(failed)
-    (tmp_path / "check.json").write_text(json.dumps(drift))
-    r = run("drift", "--check-json", str(tmp_path / "check.json"))
-    assert r.exit_code == 0 and r.output == md
+    # the command's exit code is the job's: 1 drift, 0 none, 2 could not check (no report at all included)
+    for report, code in ((drift, 1), ({"drift": False, "findings": [], "fixed": {}}, 0), (failed, 2)):
+        (tmp_path / "check.json").write_text(json.dumps(report))
+        r = run("drift", "--check-json", str(tmp_path / "check.json"))
+        assert r.exit_code == code and r.output == R.drift_summary(report)
     (tmp_path / "empty.json").write_text("")
     r = run("drift", "--check-json", str(tmp_path / "empty.json"))
-    assert r.exit_code == 1 and "empty.json: not JSON" in r.stderr and "did `mirrorcap check` run at all?" in r.stderr
+    assert r.exit_code == 2 and "empty.json: not JSON" in r.stderr and "did `mirrorcap check` run at all?" in r.stderr
+
+
+# ---------------------------------------------------------------------------
+# (g) reviewed plans, destroys and cost (workflow/reviewed.py, workflow/cost.py)
+
+from mirrorcap.workflow import cost as C  # noqa: E402
+
+
+def _rc(address: str, rtype: str, actions: list[str], before=None, after=None, unknown=None, sensitive=None, **extra) -> dict:
+    return {"address": address, "mode": "managed", "type": rtype, **extra,
+            "change": {"actions": actions, "before": before, "after": after, "after_unknown": unknown or {},
+                       "after_sensitive": sensitive or {}, **({"replace_paths": extra.pop("replace_paths")} if "replace_paths" in extra else {})}}
+
+
+def _plan(*rcs: dict) -> dict:
+    return {"format_version": "1.2", "resource_changes": list(rcs)}
+
+
+def test_check_applies_the_reviewed_plan_or_what_is_left_of_it_and_nothing_else():
+    sg = _rc("aws_security_group.mirror_sg", "aws_security_group", ["create"], after={"name": "x"}, unknown={"id": True})
+    inst = _rc("aws_instance.capture_instance", "aws_instance", ["create"], after={"instance_type": "t3.small"},
+               unknown={"vpc_security_group_ids": True})
+    record = reviewed.record(_plan(sg, inst), stack="prod", digest="sha256:x", pr=7, commit="a" * 40)
+    assert reviewed.check(_plan(sg, inst), record).apply
+    # after a half-done apply: the group exists, the instance's unknown now known: still what was reviewed
+    inst_now = _rc("aws_instance.capture_instance", "aws_instance", ["create"],
+                   after={"instance_type": "t3.small", "vpc_security_group_ids": ["sg-1"]})
+    v = reviewed.check(_plan(inst_now), record)
+    assert v.apply and v.done == ("aws_security_group.mirror_sg",)
+    # a value the review saw differently, an action it did not show, a resource it did not list: refused
+    bigger = _rc("aws_instance.capture_instance", "aws_instance", ["create"], after={"instance_type": "t3.large"},
+                 unknown={"vpc_security_group_ids": True})
+    v = reviewed.check(_plan(sg, bigger), record)
+    assert not v.apply and v.differences == ('`aws_instance.capture_instance`: `instance_type`: reviewed "t3.small", now "t3.large"',)
+    v = reviewed.check(_plan(_rc("aws_security_group.mirror_sg", "aws_security_group", ["delete", "create"], after={"name": "x"},
+                                 unknown={"id": True})), record)
+    assert v.differences == ("`aws_security_group.mirror_sg`: reviewed create, now delete+create",)
+    known_now = _rc("aws_security_group.mirror_sg", "aws_security_group", ["create"], after={"name": "x", "id": "sg-9"})
+    assert reviewed.check(_plan(known_now), record).apply  # unknown then, known now
+    was_known = reviewed.record(_plan(known_now), stack="prod", digest="d", pr=7, commit="c")
+    assert not reviewed.check(_plan(sg), was_known).apply  # known then, unknown now: not what was reviewed
+    assert reviewed.check(_plan(), record).nothing
+    assert "no reviewed plan" in reviewed.check(_plan(sg), None).reason
+    fp = reviewed.fingerprint(reviewed.normalize(_plan(bigger)))
+    assert reviewed.check(_plan(bigger), None, approved=[fp]).apply  # a person approved exactly this plan
+
+
+def test_records_hash_sensitive_values_and_refuse_an_edited_record():
+    secret = _rc("aws_ssm_parameter.p", "aws_ssm_parameter", ["create"], after={"value": "hunter2"}, sensitive={"value": True})
+    record = reviewed.record(_plan(secret), stack="prod", digest="d", pr=1, commit="c")
+    text = json.dumps(record)
+    assert "hunter2" not in text and "(sensitive sha256)" in text
+    assert reviewed.check(_plan(secret), record).apply
+    edited = json.loads(text)
+    edited["changes"][0]["actions"] = ["delete"]
+    with pytest.raises(MirrorcapError, match="fingerprint: does not match its changes"):
+        reviewed.parse_record(json.dumps(edited), "reviewed.json", "prod")
+    with pytest.raises(MirrorcapError, match="is the record of stack 'prod', not 'dr'"):
+        reviewed.parse_record(text, "reviewed.json", "dr")
+
+
+def test_destroys_are_named_with_their_reason_and_pcap_data_is_gated():
+    plan = _plan(
+        _rc("aws_instance.capture_instance", "aws_instance", ["delete", "create"], before={"ami": "ami-1"}, after={"ami": "ami-2"},
+            action_reason="replace_because_cannot_update", replace_paths=[["ami"]]),
+        _rc("aws_ebs_volume.pcap_volume", "aws_ebs_volume", ["delete"], before={"size": 300, "type": "st1"},
+            action_reason="delete_because_no_resource_config"))
+    changes = reviewed.normalize(plan)
+    d = reviewed.destroys(changes)
+    assert [(x.address, x.action, x.why, bool(x.data)) for x in d] == [
+        ("aws_ebs_volume.pcap_volume", "delete", "it left the configuration", True),
+        ("aws_instance.capture_instance", "replace", "an argument that cannot change in place changed: `ami`", False)]
+    body = R.comment("prod", plan=R.summarize_plan(plan), plan_text="", sessions=[], lock_name="capture.lock.json",
+                     destroys=d, destroy_label=reviewed.DESTROY_LABEL)
+    assert "> [!CAUTION]\n> **This plan destroys 2 resource(s)**: 1 replaced, 1 deleted." in body
+    assert "**Loses the pcap volume: every pcap on it.**" in body
+    assert "**A merge does not apply this plan** until the `mirrorcap:destroy-pcaps` label" in body
+    allowed = R.comment("prod", plan=R.summarize_plan(plan), plan_text="", sessions=[], lock_name="x", destroys=d,
+                        destroy_label=reviewed.DESTROY_LABEL, destroy_allowed=True)
+    assert "label is on this pull request: a merge applies this plan" in allowed
+    v = reviewed.check(plan, reviewed.record(plan, stack="prod", digest="d", pr=1, commit="c"))
+    assert not v.apply and "destroys pcap data (`aws_ebs_volume.pcap_volume`)" in v.reason
+    assert reviewed.check(plan, reviewed.record(plan, stack="prod", digest="d", pr=1, commit="c"), allow_destroy=True).apply
+
+
+def test_cost_of_a_change_comes_from_the_capacity_model():
+    from mirrorcap.capacity import HOURS_PER_MONTH, Prices
+    p = Prices()
+    plan = _plan(
+        _rc("aws_instance.capture_instance", "aws_instance", ["update"],
+            before={"instance_type": "t3.small", "root_block_device": [{"volume_size": 16, "volume_type": "gp3"}]},
+            after={"instance_type": "t3.large", "root_block_device": [{"volume_size": 16, "volume_type": "gp3"}]}),
+        _rc("aws_ebs_volume.pcap_volume", "aws_ebs_volume", ["update"], before={"size": 300, "type": "st1"},
+            after={"size": 500, "type": "st1"}),
+        _rc("aws_ec2_traffic_mirror_session.source[\"eni-1\"]", "aws_ec2_traffic_mirror_session", ["delete"], before={"session_number": 1}),
+        _rc("aws_s3_bucket.archive", "aws_s3_bucket", ["create"], after={"bucket_prefix": "x"}),
+        _rc("aws_security_group.mirror_sg", "aws_security_group", ["update"], before={"tags": {}}, after={"tags": {"a": "b"}}))
+    c = C.plan_cost(plan, p)
+    instance = round(round(p.instance_hour["t3.large"] * HOURS_PER_MONTH, 2) - round(p.instance_hour["t3.small"] * HOURS_PER_MONTH, 2), 2)
+    volume = round(200 * p.volume_gib_month["st1"], 2)
+    session = -round(p.mirror_session_hour * HOURS_PER_MONTH, 2)
+    assert [(i.address, i.delta) for i in c.items] == [("aws_instance.capture_instance", instance),
+                                                       ("aws_ebs_volume.pcap_volume", volume),
+                                                       ('aws_ec2_traffic_mirror_session.source["eni-1"]', session)]
+    assert c.delta == round(instance + volume + session, 2)
+    lines = C.cost_lines(c)
+    assert lines[0].startswith(f"**Monthly cost: +${c.delta:,.2f}**")
+    assert "- `aws_ebs_volume.pcap_volume` (300 GiB st1 → 500 GiB st1): +$9.00" in lines
+    assert any(line.startswith("- not priced: `aws_s3_bucket.archive`") for line in lines)
+
+
+def test_the_apply_report_names_every_stack_and_the_ones_never_reached():
+    rows = [R.StackResult("prod", "applied", "matches the reviewed plan"),
+            R.StackResult("dr", "refused", "refused: the plan differs", "Not in the reviewed plan:\n- `x`: create")]
+    body = R.apply_report(rows, ["prod", "dr", "lab"], commit="c" * 40, run_url="https://run")
+    assert body.startswith(f"<!-- mirrorcap-apply:{'c' * 40} -->") and "**2 of 3 stack(s) not applied**" in body
+    assert "| `lab` | ⏸ not started: the run stopped before this stack: see the run |" in body
+    assert "<details><summary>dr: why</summary>" in body and "[The workflow run](https://run)" in body
+    assert "**nothing applied**" in R.apply_report([], None, commit="c" * 40, run_url="https://run")

@@ -91,7 +91,11 @@ def test_roles_and_permissions_are_split_as_documented():
         (job,) = doc["jobs"].values()
         assert job["permissions"]["id-token"] == "write" and job["permissions"]["contents"] == "read"
     assert plan["jobs"]["plan"]["permissions"]["pull-requests"] == "write"
-    assert apply["concurrency"] == {"group": "mirrorcap-apply", "cancel-in-progress": False}
+    # the apply: no concurrency group (it would cancel waiting runs: test_workflow_apply.py), the queue and
+    # the reviewed plans read with actions: read, the result commented on the merged pull request
+    assert apply["jobs"]["apply"]["permissions"] == {"contents": "read", "id-token": "write", "actions": "read",
+                                                     "pull-requests": "write"}
+    assert drift["jobs"]["check"]["permissions"] == {"contents": "read", "id-token": "write"}
     for name, t in text.items():  # third-party actions by full commit SHA
         for ref in re.findall(r"uses: ([^\s#]+)", t):
             assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", ref), f"{name}: {ref} is not pinned to a commit"
@@ -121,10 +125,15 @@ def test_every_mirrorcap_command_and_option_the_workflows_run_exists():
             known = {o for p in group.commands[sub].params for o in p.opts}
             used = set(re.findall(r"(?<![\w-])(--[a-z-]+)", rest))
             assert used <= known, f"{path.name}: mirrorcap review {sub}: unknown {sorted(used - known)}"
-        for args in re.findall(r"args\+?=\(([^)]*)\)", text):  # the plan workflow builds `review comment`'s arguments
-            known = {o for p in group.commands["comment"].params for o in p.opts}
+        # arguments built in an array (args=(...), args+=(...)) go to the one review command given "${args[@]}"
+        fed = set(re.findall(r'mirrorcap review ([a-z-]+) "\$\{args\[@\]\}"', text))
+        arrays = re.findall(r"args\+?=\(([^)]*)\)", text)
+        assert len(fed) == (1 if arrays else 0), f"{path.name}: {fed}"
+        for args in arrays:
+            (sub,) = fed
+            known = {o for p in group.commands[sub].params for o in p.opts}
             used = set(re.findall(r"(?<![\w-])(--[a-z-]+)", args))
-            assert used and used <= known, f"{path.name}: mirrorcap review comment: unknown {sorted(used - known)}"
+            assert used and used <= known, f"{path.name}: mirrorcap review {sub}: unknown {sorted(used - known)}"
     assert top == {"validate", "sessions", "render", "check"}
     for cmd in sorted(top):
         r = mirrorcap(cmd, "--help", cwd=ROOT)
@@ -230,3 +239,24 @@ def test_plan_workflow_posts_one_comment_then_updates_it(pull_request):
     assert writes == ["api --method PATCH repos/o/r/issues/comments/11 -F body=@review/prod/comment.md",
                       "api --method PATCH repos/o/r/issues/comments/12 -F body=@review/unaffected-old.md"]
     assert "no longer changes stack `old`" in (pull_request["log"].parent / "gh.log.body2").read_text()
+
+
+def test_dependabot_watches_every_pin():
+    """workflows/dependabot.yml (copied to .github/dependabot.yml): pip for pyproject.toml, npm for the
+    cdktn CLI's lock, GitHub Actions for the SHA pins; every path it names exists here."""
+    doc = yaml.safe_load((ROOT / "workflows" / "dependabot.yml").read_text())
+    assert doc["version"] == 2
+    by = {u["package-ecosystem"]: u for u in doc["updates"]}
+    assert set(by) == {"pip", "npm", "github-actions"} and len(doc["updates"]) == 3
+    assert (ROOT / by["pip"]["directory"].strip("/") / "pyproject.toml").is_file()
+    npm = ROOT / by["npm"]["directory"].strip("/")
+    assert (npm / "package.json").is_file() and (npm / "package-lock.json").is_file()
+    assert by["github-actions"]["directory"] == "/"  # it reads /.github/workflows/ of the copy
+    assert all(u["schedule"]["interval"] in ("daily", "weekly", "monthly") for u in doc["updates"])
+    pinned = " ".join((ROOT / "pyproject.toml").read_text().split())
+    assert all(f'"{name}==' in pinned for name in by["pip"]["groups"]["cdktn"]["patterns"] if name != "jsii")
+    for path in WORKFLOWS:  # a SHA pin Dependabot can move carries its tag
+        for line in path.read_text().splitlines():
+            if re.search(r"uses: \S+@[0-9a-f]{40}", line):
+                assert re.search(r"# v\d+\.\d+\.\d+$", line), f"{path.name}: {line.strip()}"
+    assert "cp workflows/dependabot.yml .github/dependabot.yml" in (ROOT / "workflows" / "README.md").read_text()

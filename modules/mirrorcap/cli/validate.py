@@ -9,7 +9,10 @@ from pathlib import Path
 import typer
 
 from ..capacity import estimate_for
-from .common import InventoryOpt, ProfileOpt, RoleOpt, access, aws_errors, load_numbered
+from ..errors import MirrorcapError, Problem
+from .common import InventoryOpt, ProfileOpt, RoleOpt, access, aws_errors, fail, load_numbered
+
+USAGE = 2  # 1 means "the inventory has problems": a file that is not there is a wrong command line
 
 
 def validate(
@@ -20,7 +23,10 @@ def validate(
     profile: str = ProfileOpt,
     role_arn: str = RoleOpt,
 ) -> None:
-    """Check the inventory and its lock file; exit 1 with every problem found."""
+    """Check the inventory and its lock file; exit 1 with every problem found, 2 when the inventory file does not exist."""
+    if not inventory.exists():  # a file that is there but unusable (a fifo, too big...) is a finding: load says which
+        fail(MirrorcapError([Problem(str(inventory), "", "file not found", "create it (copy capture.hcl from the repository) "
+                                     "or pass --inventory PATH (or set MIRRORCAP_INVENTORY)")]), USAGE)
     inv, numbering = load_numbered(inventory)
     bandwidth = _validate_live(inventory, inv, source_mtu, target_mtu, access(profile, role_arn)) if live else {}
     sources = sum(len(c.sources) for c in inv.captures)

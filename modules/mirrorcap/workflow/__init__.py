@@ -6,7 +6,14 @@ The GitHub Actions workflows (workflows/github/) and the Packer template
 knowledge, so it is tested here rather than in YAML:
 
 - review.py: which stacks a change touches, session-number changes in words,
-  the plan summary and the pull-request comment, the drift summary (pure);
+  the plan summary and the pull-request comment, the drift summary, the apply
+  report (pure);
+- reviewed.py: a plan's changes as a review approves them, its fingerprint, and
+  whether a merge's fresh plan is the reviewed one (or what is left of it);
+  destroys and the pcap-data gate;
+- cost.py: a plan's monthly cost change, priced with capacity.py's model;
 - command.py: the `mirrorcap review ...` commands that read files and print;
-- bake.py: the Packer variables for one capture's rendered bake.sh.
+- bake.py: the Packer variables for one capture's rendered bake.sh;
+- deploy.py: make's preflight before cdktn (diff, deploy, destroy, output) and
+  the remote-state bucket (make state-bucket).
 """

@@ -1,8 +1,8 @@
 """The AMI bake's two mirrorcap steps, for `make bake CAPTURE=<name>`:
 
 - `vars`: the Packer variables of packer/mirrorcap.pkr.hcl for one capture (its
-  region from the inventory, its rendered bake.sh, mirrorcap's version), as a
-  `.pkrvars.json` file;
+  region, VPC and subnet from the inventory, its rendered bake.sh, mirrorcap's
+  version), as a `.pkrvars.json` file;
 - `result`: the AMI ID from Packer's manifest, and the line to put in the inventory.
 
 Run as `python -m mirrorcap.workflow.bake vars|result ...` (make's internal steps).
@@ -32,7 +32,14 @@ def manifest_path(capture: str) -> Path:
     return OUT_DIR / f"{capture}-manifest.json"
 
 
-def packer_vars(capture: str, region: str, rendered: Path, mirrorcap_version: str) -> dict[str, str]:
+def build_subnet(capture) -> str:
+    """Where the build instance runs: the capture's own subnet (a fleet's first), so
+    no default VPC is needed; `-var subnet_id=...` in PACKER_ARGS overrides it."""
+    return capture.fleet.subnet_ids[0] if capture.fleet else capture.subnet_id
+
+
+def packer_vars(capture: str, region: str, rendered: Path, mirrorcap_version: str, vpc_id: str,
+                subnet_id: str) -> dict[str, str]:
     """The template's required variables. The script must exist and be UTF-8 text
     (the template hashes it with Packer's file(), which reads text)."""
     script = bake_script(rendered, capture)
@@ -43,7 +50,7 @@ def packer_vars(capture: str, region: str, rendered: Path, mirrorcap_version: st
     except (OSError, UnicodeDecodeError) as exc:
         raise MirrorcapError([Problem(str(script), "", f"unreadable as UTF-8 text: {exc}", "run `mirrorcap render` again")])
     return {"capture": capture, "region": region, "bake_script": script.as_posix(), "mirrorcap_version": mirrorcap_version,
-            "manifest": manifest_path(capture).as_posix()}
+            "manifest": manifest_path(capture).as_posix(), "vpc_id": vpc_id, "subnet_id": subnet_id}
 
 
 def baked_ami(manifest: Mapping, capture: str, name: str) -> tuple[str, str]:
@@ -87,7 +94,8 @@ def vars_command(
             ours = version("mirrorcap")
         except PackageNotFoundError:
             raise MirrorcapError([Problem("mirrorcap", "version", "not installed", "run `make setup`")])
-        values = packer_vars(capture, by_name[capture].region, rendered, ours)
+        c = by_name[capture]
+        values = packer_vars(capture, c.region, rendered, ours, c.vpc_id, build_subnet(c))
     except MirrorcapError as exc:
         _fail(exc)
     target = out or OUT_DIR / f"{capture}.pkrvars.json"

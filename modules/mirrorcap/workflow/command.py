@@ -11,12 +11,13 @@ from pathlib import Path
 import typer
 
 from ..errors import MirrorcapError, Problem
-from . import review
+from . import cost as costs
+from . import review, reviewed
 
 review_app = typer.Typer(help="Plan review for pull requests, apply and drift workflows (workflows/github/).",
                          no_args_is_help=True)
 
-ChangedOpt = typer.Option(..., "--changed", help="file listing the changed paths, one per line, repository-relative "
+ChangedOpt = typer.Option(None, "--changed", help="file listing the changed paths, one per line, repository-relative "
                           "(`git diff --name-only --no-renames BASE HEAD`: a move lists both paths); - for standard input")
 InventoryOpt = typer.Option("capture.hcl", "--inventory", "-i", help="inventory file (HCL)", envvar="MIRRORCAP_INVENTORY")
 
@@ -83,11 +84,18 @@ def stacks(
     out: Path = typer.Option(Path("cdktf.out"), "--out", help="the synth output directory (make synth)"),
     require_remote_state: bool = typer.Option(False, "--require-remote-state",
                                               help="exit 1 when a selected stack keeps local state (apply from CI)"),
+    every: bool = typer.Option(False, "--all", help="every synthesized stack, whatever changed (the drift check, a run by hand)"),
 ) -> None:
     """Which synthesized stacks a change needs planned, as JSON: {"stacks": [{name, dir, region, remote_state, reasons}], "removed": [...]}."""
     try:
-        paths = _read(changed, "changed-file list", "pass a file of paths, one per line").splitlines()
         known = synthesized(out)
+        if every:
+            chosen = [{**info, "reasons": ["every stack"]} for info in known.values()]
+            print(json.dumps({"stacks": chosen, "removed": []}, indent=2))
+            return
+        if changed is None:
+            raise MirrorcapError([Problem("mirrorcap review stacks", "--changed", "missing", "pass --changed FILE, or --all")])
+        paths = _read(changed, "changed-file list", "pass a file of paths, one per line").splitlines()
         lock = Path(review.lock_path(str(inventory)))
         inv_after = _read(inventory, "inventory", "pass --inventory the inventory file")
         lock_after = review.parse_lock(lock.read_text(encoding="utf-8") if lock.exists() else "", str(lock))
@@ -124,6 +132,7 @@ def comment(
     unaffected: bool = typer.Option(False, "--unaffected", help="the comment for a stack this change no longer touches"),
     removed: bool = typer.Option(False, "--removed", help="the warning for a capture removed from the inventory"),
     inventory: Path = InventoryOpt,
+    destroy_allowed: bool = typer.Option(False, "--destroy-allowed", help=f"the pull request carries the {reviewed.DESTROY_LABEL} label"),
 ) -> None:
     """The pull-request comment for one stack (Markdown, starting with its hidden marker)."""
     if unaffected or removed:
@@ -134,9 +143,10 @@ def comment(
                    if v is None]
         if missing:
             raise MirrorcapError([Problem("mirrorcap review comment", m, "missing", f"pass {m} FILE") for m in missing])
-        plan = None
+        plan = raw = None
         if plan_json is not None:
-            plan = review.summarize_plan(review.parse_plan(_read(plan_json, "plan JSON", review.PLAN_FIX), str(plan_json)))
+            raw = review.parse_plan(_read(plan_json, "plan JSON", review.PLAN_FIX), str(plan_json))
+            plan = review.summarize_plan(raw)
         text = _read(plan_text, "plan text", "pass `terraform show -no-color tfplan` output")
         before = review.parse_lock(_read(lock_before, "lock file", review.LOCK_FIX), str(lock_before))
         after = review.parse_lock(_read(lock_after, "lock file", review.LOCK_FIX), str(lock_after))
@@ -144,15 +154,161 @@ def comment(
         _fail(exc)
     changes = review.session_changes(before.get(stack, {}), after.get(stack, {}))
     sentences = review.session_sentences(stack, changes, plan)
+    extra = {}
+    if raw is not None:
+        changes = reviewed.normalize(raw)
+        extra = {"destroys": reviewed.destroys(changes), "cost": costs.cost_lines(costs.plan_cost(raw)),
+                 "fingerprint": reviewed.fingerprint(changes)}
     print(review.comment(stack, plan=plan, plan_text=text, sessions=sentences, lock_name=lock_after.name, commit=commit,
-                         local_state=local_state), end="")
+                         local_state=local_state, destroy_label=reviewed.DESTROY_LABEL, destroy_allowed=destroy_allowed,
+                         **extra), end="")
+
+
+def _terraform_results(directory: Path) -> list[review.TerraformDrift]:
+    """<directory>/<stack>/exitcode (and plan.json when it differs, plan.log otherwise), as the drift workflow writes them."""
+    out = []
+    for d in sorted(p for p in directory.iterdir() if (p / "exitcode").is_file()):
+        text = (d / "exitcode").read_text().strip()
+        if not text.isdigit():
+            raise MirrorcapError([Problem(str(d / "exitcode"), "", f"{text!r} is not an exit code", "write terraform's exit code")])
+        code = int(text)
+        plan = None
+        if code == 2 and (d / "plan.json").is_file():
+            plan = review.summarize_plan(review.parse_plan(_read(d / "plan.json", "plan JSON", review.PLAN_FIX), str(d / "plan.json")))
+        log = (d / "plan.log").read_text(errors="replace") if (d / "plan.log").is_file() else ""
+        out.append(review.TerraformDrift(d.name, code, plan, "\n".join(log.strip().splitlines()[-30:])))
+    return out
 
 
 @review_app.command()
-def drift(check_json: Path = typer.Option(..., "--check-json", help="`mirrorcap check --json` output")) -> None:
-    """The drift check's findings (or why it could not check) as Markdown, for the job summary."""
+def drift(check_json: Path = typer.Option(..., "--check-json", help="`mirrorcap check --json` output"),
+          terraform: Path = typer.Option(None, "--terraform", help="directory of <stack>/exitcode (+ plan.json, plan.log): "
+                                         "each stack's `terraform plan -detailed-exitcode`")) -> None:
+    """The drift check's findings (or why it could not check), and Terraform's view of each stack, as Markdown.
+    Exit 0: no drift; 1: drift (either kind); 2: something could not be checked."""
     try:
         report = review.parse_check(_read(check_json, "check output", review.CHECK_FIX), str(check_json))
-    except MirrorcapError as exc:
-        _fail(exc)
+        tf = _terraform_results(terraform) if terraform is not None else []
+    except MirrorcapError as exc:  # no report to read: the check could not run
+        print(f"mirrorcap: {exc}", file=sys.stderr)
+        raise typer.Exit(2)
     print(review.drift_summary(report), end="")
+    if tf:
+        print()
+        print(review.terraform_drift_summary(tf), end="")
+    if report.get("drift") is None or any(r.failed for r in tf):
+        raise typer.Exit(2)
+    if report.get("drift") or report.get("findings") or any(r.drift for r in tf):
+        raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------------------
+# Apply what was reviewed
+
+
+@review_app.command()
+def record(
+    stack: str = typer.Option(..., "--stack"),
+    plan_json: Path = typer.Option(..., "--plan-json", help="`terraform show -json tfplan` of the pull request's plan"),
+    stack_dir: Path = typer.Option(..., "--dir", help="the synthesized stack directory (its configuration digest)"),
+    pr: int = typer.Option(None, "--pr", help="the pull request number"),
+    commit: str = typer.Option(..., "--commit", help="the commit planned (the pull request's head)"),
+) -> None:
+    """The reviewed-plan record the plan workflow uploads: changes (sensitive values hashed), fingerprint, digest."""
+    try:
+        plan = review.parse_plan(_read(plan_json, "plan JSON", review.PLAN_FIX), str(plan_json))
+        digest = reviewed.config_digest(stack_dir)
+    except (MirrorcapError, OSError) as exc:
+        _fail(exc if isinstance(exc, MirrorcapError) else MirrorcapError([Problem(str(stack_dir), "", str(exc), "pass --dir the stack directory")]))
+    print(json.dumps(reviewed.record(plan, stack=stack, digest=digest, pr=pr, commit=commit), indent=1, sort_keys=True))
+
+
+def _approved(items: list[str], stack: str) -> list[str]:
+    """`stack=sha256:...` entries (comma- or space-separated) for this stack."""
+    out = []
+    for item in " ".join(items).replace(",", " ").split():
+        name, sep, fp = item.partition("=")
+        if not sep or not fp.startswith("sha256:"):
+            raise MirrorcapError([Problem("--approve", item, "not STACK=sha256:<fingerprint>",
+                                          "copy the stack=fingerprint pair from the refused run's report")])
+        if name == stack:
+            out.append(fp)
+    return out
+
+
+@review_app.command()
+def verify(
+    stack: str = typer.Option(..., "--stack"),
+    plan_json: Path = typer.Option(..., "--plan-json", help="`terraform show -json tfplan` of the fresh plan about to be applied"),
+    reviewed_json: Path = typer.Option(None, "--reviewed", help="the pull request's record (mirrorcap review record); "
+                                       "a path that does not exist means none"),
+    stack_dir: Path = typer.Option(None, "--dir", help="the synthesized stack directory: compared with the record's digest"),
+    approve: list[str] = typer.Option([], "--approve", help="STACK=sha256:<fingerprint> a person approved (run by hand)"),
+    allow_destroy: bool = typer.Option(False, "--allow-destroy", help=f"the {reviewed.DESTROY_LABEL} label, or the run's input"),
+    report: Path = typer.Option(None, "--report", help="write the verdict with its details (Markdown) here"),
+) -> None:
+    """May this fresh plan be applied? Exit 0: yes (it is the reviewed plan, or what is left of it, or approved);
+    1: refused; 3: nothing to apply. One line on standard output says why."""
+    try:
+        plan = review.parse_plan(_read(plan_json, "plan JSON", review.PLAN_FIX), str(plan_json))
+        record_data = None
+        if reviewed_json is not None and reviewed_json.exists():
+            record_data = reviewed.parse_record(_read(reviewed_json, "reviewed plan", reviewed.RECORD_FIX), str(reviewed_json), stack)
+        fps = _approved(approve, stack)
+    except MirrorcapError as exc:
+        print(f"mirrorcap: {exc}", file=sys.stderr)
+        raise typer.Exit(2)
+    v = reviewed.check(plan, record_data, approved=fps, allow_destroy=allow_destroy)
+    print(v.reason)
+    if report is not None:
+        lines = [f"**{stack}**: {v.reason}", f"Fresh plan fingerprint: `{v.fingerprint}`"]
+        if record_data is not None:
+            lines.append(f"Reviewed: pull request #{record_data.get('pr')} at {str(record_data.get('commit'))[:12]}, "
+                         f"fingerprint `{record_data['fingerprint']}`")
+            if stack_dir is not None and stack_dir.is_dir() and reviewed.config_digest(stack_dir) != record_data.get("config_digest"):
+                lines.append("The merged configuration of this stack differs from the one planned in the pull request "
+                             "(the branch was behind its base): only changes the reviewed plan made are applied.")
+        if v.differences:
+            lines.append("Not in the reviewed plan:\n" + "\n".join(f"- {d}" for d in v.differences[:50]))
+        if v.done:
+            lines.append(f"Applied already: {len(v.done)} reviewed change(s).")
+        if not v.apply and not v.nothing:
+            lines.append("To apply this plan as it is, after reading it in the run's summary: run the apply workflow by "
+                         f"hand with approve `{stack}={v.fingerprint}`"
+                         + (" and allow_destroy" if v.gated else "") + ".")
+        report.write_text("\n\n".join(lines) + "\n")
+    raise typer.Exit(0 if v.apply else 3 if v.nothing else 1)
+
+
+def _results(path: Path) -> list[review.StackResult]:
+    """stack<TAB>status<TAB>detail lines (the apply step's log); each stack's report.md beside, when there is one."""
+    out = []
+    for n, line in enumerate(_read(path, "results", "pass the apply step's results file").splitlines(), 1):
+        if not line.strip():
+            continue
+        fields = line.split("\t", 2)
+        if len(fields) != 3 or fields[1] not in review.APPLY_STATUS:
+            raise MirrorcapError([Problem(str(path), f"line {n}", f"expected stack<TAB>status<TAB>detail, got {line!r}",
+                                          "status is one of " + ", ".join(review.APPLY_STATUS))])
+        detail_md = path.parent / fields[0] / "report.md"
+        out.append(review.StackResult(fields[0], fields[1], fields[2], detail_md.read_text() if detail_md.is_file() else ""))
+    return out
+
+
+@review_app.command()
+def applied(
+    results: Path = typer.Option(..., "--results", help="the apply step's stack<TAB>status<TAB>detail lines (may not exist)"),
+    stacks_json: Path = typer.Option(..., "--stacks", help="the stacks the run was to apply (mirrorcap review stacks); "
+                                     "absent: the run stopped before choosing"),
+    commit: str = typer.Option(..., "--commit"),
+    run_url: str = typer.Option(..., "--run-url"),
+) -> None:
+    """The comment for the merged pull request: each stack applied, refused, failed or not reached, and the run."""
+    try:
+        rows = _results(results) if results.exists() else []
+        chosen = None  # no stack list: the run stopped before choosing
+        if stacks_json.exists():
+            chosen = [s["name"] for s in json.loads(_read(stacks_json, "stack list", "pass mirrorcap review stacks' output"))["stacks"]]
+    except (MirrorcapError, ValueError, KeyError, TypeError) as exc:
+        _fail(exc if isinstance(exc, MirrorcapError) else MirrorcapError([Problem(str(stacks_json), "stacks", str(exc), "pass mirrorcap review stacks' output")]))
+    print(review.apply_report(rows, chosen, commit=commit, run_url=run_url), end="")

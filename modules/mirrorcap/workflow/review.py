@@ -7,7 +7,10 @@
 (d) `comment`: the pull-request comment, starting with a hidden marker so a new
     push updates it instead of adding another; the full plan folded and cut to
     fit GitHub's comment limit;
-(e) `drift_summary`: `mirrorcap check --json` -> the scheduled job's summary.
+(e) `drift_summary`: `mirrorcap check --json` and each stack's
+    `terraform plan -detailed-exitcode` -> the scheduled job's summary;
+(f) `apply_report`: what a merge's apply did to each stack -> the comment on
+    the merged pull request.
 """
 
 from __future__ import annotations
@@ -145,8 +148,9 @@ def capture_changes(before: str, after: str, name: str) -> dict[str, str] | None
 def removed_advice(capture: str, inventory: str) -> str:
     return (f'capture "{capture}" was removed from {inventory}: its stack is no longer synthesized, so no plan '
             "destroys what it deployed (the host, its volume and sessions keep running and billing). "
-            f"To remove it: restore the block, run `tools/node_modules/.bin/cdktn destroy {capture}` with AWS credentials "
-            "(the pcap volume and its key refuse until `storage { prevent_destroy = false }`), then remove the block.")
+            f"To remove it: restore the block, run `make destroy STACK={capture}` with AWS credentials (it runs cdktn on "
+            "the Node the project installs, says what is lost and asks first; the pcap volume and its key refuse until "
+            "`storage { prevent_destroy = false }`), then remove the block.")
 
 
 def select_stacks(changed: Iterable[str], known: Sequence[str], *, inventory: str = "capture.hcl",
@@ -428,15 +432,41 @@ def _details(summary: str, body: str) -> str:
     return f"<details><summary>{summary}</summary>\n\n{body}\n\n</details>"
 
 
+def destroy_warning(destroys: Sequence[Any], *, label: str, allowed: bool) -> str:
+    """A GitHub CAUTION block naming every resource the plan deletes or replaces and why;
+    those that lose pcap data are said so, with the label a merge needs to apply them."""
+    replaced = sum(d.action == "replace" for d in destroys)
+    rows = []
+    for d in destroys:
+        what = "**replaced** (destroyed, then created)" if d.action == "replace" else "**destroyed**"
+        loss = f" **Loses {d.data}.**" if d.data else ""
+        rows.append(f"`{d.address}`: {what}: {d.why}.{loss}")
+    lines = ["> [!CAUTION]", f"> **This plan destroys {len(destroys)} resource(s)**: {replaced} replaced, "
+             f"{len(destroys) - replaced} deleted.", ">"]
+    lines += [f"> {row}" for row in _capped([f"- {r}" for r in rows], "- … and {n} more (see the full plan)")]
+    if any(d.data for d in destroys):
+        lines.append(">")
+        lines.append(f"> The `{label}` label is on this pull request: a merge applies this plan." if allowed else
+                     f"> **A merge does not apply this plan** until the `{label}` label is on this pull request "
+                     "(the plan check fails until then).")
+    return "\n".join(lines)
+
+
 def comment(stack: str, *, plan: PlanSummary | None, plan_text: str, sessions: Sequence[str], lock_name: str,
-            commit: str | None = None, local_state: bool = False) -> str:
+            commit: str | None = None, local_state: bool = False, destroys: Sequence[Any] = (), cost: Sequence[str] = (),
+            fingerprint: str | None = None, destroy_label: str = "", destroy_allowed: bool = False) -> str:
     """The pull-request comment for one stack. `plan` None: the plan failed and
-    `plan_text` is Terraform's output."""
+    `plan_text` is Terraform's output. `destroys` (reviewed.destroys), `cost`
+    (cost.cost_lines) and `fingerprint` (reviewed.fingerprint) come from the same plan."""
     parts = [marker(stack), f"### mirrorcap plan: `{stack}`" + (f" at {commit[:12]}" if commit else "")]
     if plan is None or plan.errored:
         parts.append("**The plan failed**: Terraform's output is below. Fix the cause and push again.")
     else:
         parts.append(f"**{plan.line()}**")
+        if destroys:
+            parts.append(destroy_warning(destroys, label=destroy_label, allowed=destroy_allowed))
+        if cost:
+            parts.append("\n".join(cost))
     if local_state:
         parts.append(f'> **Warning**: stack `{stack}` keeps its Terraform state locally, so this plan cannot see what is '
                      'deployed. Declare `backend "s3" { ... }` in its capture block before applying from CI.')
@@ -449,6 +479,9 @@ def comment(stack: str, *, plan: PlanSummary | None, plan_text: str, sessions: S
                        "| | | … and {n} more (see the full plan) |")
         parts.append(_details(f"Resource changes ({len(plan.changes)})", "| | action | address |\n| --- | --- | --- |\n"
                               + "\n".join(rows)))
+    if fingerprint and plan is not None and not plan.errored:
+        parts.append(f"Plan fingerprint `{fingerprint}`: a merge applies this plan, or the part of it not applied yet, "
+                     "and refuses anything else (workflows/README.md).")
     head = "\n\n".join(parts)
     folded = "Full plan" if plan is not None else "Terraform output"
     room = BUDGET - len(head) - len(_details(folded, _fence(""))) - 10
@@ -490,6 +523,46 @@ def _cell(text: Any) -> str:
     return md_escape(text).replace("\\|", "&#124;")
 
 
+@dataclass(frozen=True)
+class TerraformDrift:
+    """One stack's `terraform plan -detailed-exitcode`: 0 in step, 2 differs, anything else could not plan."""
+    stack: str
+    exit_code: int
+    plan: PlanSummary | None = None
+    log_tail: str = ""
+
+    @property
+    def drift(self) -> bool:
+        return self.exit_code == 2
+
+    @property
+    def failed(self) -> bool:
+        return self.exit_code not in (0, 2)
+
+
+def terraform_drift_summary(results: Sequence[TerraformDrift]) -> str:
+    """Each stack planned against its state: in step, differs (what would change), or could not plan (why)."""
+    if not results:
+        return ""
+    lines = ["## terraform plan: " + ("no drift" if not any(r.drift or r.failed for r in results) else
+                                      f"{sum(r.drift for r in results)} stack(s) differ, {sum(r.failed for r in results)} "
+                                      "could not be planned"), ""]
+    for r in results:
+        if r.failed:
+            lines.append(f"- `{r.stack}`: **could not plan** (exit {r.exit_code}):\n\n{_fence(r.log_tail or '(no output)')}\n")
+        elif r.drift:
+            changes = r.plan.changes if r.plan else ()
+            lines.append(f"- `{r.stack}`: **differs from the configuration**: {r.plan.line() if r.plan else 'changes planned'} "
+                         "Changed in the console, or merged and not applied; `make diff STACK=...` shows it, a reviewed "
+                         "pull request (or the apply workflow) brings it back.")
+            lines += [f"  - `{_SYMBOL.get(rc.action, '?')}` {rc.action} `{rc.address}`" for rc in changes[:MAX_LINES]]
+            if len(changes) > MAX_LINES:
+                lines.append(f"  - … and {len(changes) - MAX_LINES} more")
+        else:
+            lines.append(f"- `{r.stack}`: in step with its state")
+    return "\n".join(lines) + "\n"
+
+
 def drift_summary(report: Mapping[str, Any]) -> str:
     """Markdown for the job summary: what drifted and each fix, or why nothing could be checked."""
     if report.get("drift") is None:
@@ -505,3 +578,50 @@ def drift_summary(report: Mapping[str, Any]) -> str:
             f"{_cell(f.get('detail', ''))} | {_cell(f.get('fix', ''))} |" for f in findings]
     return (f"## mirrorcap check: drift in {len(captures)} capture(s)\n\n"
             "| capture | kind | subject | detail | fix |\n| --- | --- | --- | --- | --- |\n" + "\n".join(rows) + "\n")
+
+
+# ---------------------------------------------------------------------------
+# (f) What an apply did, for the merged pull request
+
+APPLY_STATUS = {"applied": "✅ applied", "no-changes": "✅ nothing to apply", "refused": "⛔ not applied (refused)",
+                "failed": "❌ apply failed", "not-started": "⏸ not started"}
+
+
+@dataclass(frozen=True)
+class StackResult:
+    stack: str
+    status: str  # a key of APPLY_STATUS
+    detail: str  # one line
+    report: str = ""  # Markdown: the refusal's differences, the failure's output
+
+
+def apply_marker(commit: str) -> str:
+    return f"<!-- mirrorcap-apply:{commit} -->"
+
+
+def apply_report(results: Sequence[StackResult], expected: Sequence[str] | None, *, commit: str, run_url: str) -> str:
+    """The comment on the merged pull request: per stack applied / nothing / refused /
+    failed, with why, and the run. A stack the run was to apply and never reached
+    (the run stopped) is said so, and so is a run that stopped before it knew which
+    stacks to apply (`expected` None): every merged change ends applied or visibly not."""
+    if expected is None:
+        return (f"{apply_marker(commit)}\n\n### mirrorcap apply at {commit[:12]}: **nothing applied**\n\n"
+                "The run stopped before it chose the stacks to apply (setup, validation or synth failed). "
+                f"[The workflow run]({run_url}) says why; re-run it once fixed, or run the apply workflow by hand.\n")
+    by = {r.stack: r for r in results}
+    rows = [by.get(n) or StackResult(n, "not-started", "the run stopped before this stack: see the run")
+            for n in [*expected, *[r.stack for r in results if r.stack not in expected]]]
+    bad = [r for r in rows if r.status not in ("applied", "no-changes")]
+    head = (f"### mirrorcap apply at {commit[:12]}: " +
+            (f"all {len(rows)} stack(s) applied" if not bad else f"**{len(bad)} of {len(rows)} stack(s) not applied**"))
+    table = ["| stack | result |", "| --- | --- |"]
+    table += [f"| `{r.stack}` | {APPLY_STATUS.get(r.status, r.status)}: {_cell(r.detail)} |" for r in rows]
+    parts = [apply_marker(commit), head, "\n".join(table)]
+    for r in bad:
+        if r.report:
+            parts.append(_details(f"{r.stack}: why", truncate(r.report, 12_000)))
+    if not rows:
+        parts.append("No stack needed applying.")
+    parts.append(f"[The workflow run]({run_url}): its summary has each stack's plan in full.")
+    body = "\n\n".join(parts) + "\n"
+    return body if len(body) <= COMMENT_LIMIT else truncate(body, BUDGET) + "\n"
