@@ -293,3 +293,22 @@ def test_a_campaign_that_has_ended_is_a_warning(workdir):
     write(workdir, minimal('  source {\n    tags = { Service = "web" }\n  }\n  auto_mirror {\n    ends_at = "2020-01-01T00:00:00Z"\n  }'))
     result = mirrorcap("validate", cwd=workdir)
     assert result.returncode == 0 and "auto_mirror > ends_at: 2020-01-01T00:00:00+00:00 has passed" in result.stderr
+
+
+def test_a_capture_without_its_ami_renders_for_the_first_bake_but_is_not_deployed(workdir):
+    """make bake renders before there is an AMI; validate and synth refuse until `ami` names it."""
+    from mirrorcap.synth.pipeline import prepare
+    text = minimal(sources(eni(1)), name="first").replace('  ami       = "ami-0123456789abcdef0"\n', "")
+    write(workdir, text)
+    assert load(workdir / "capture.hcl").captures[0].ami is None
+    rendered = mirrorcap("render", "--out", str(workdir / "rendered"), cwd=workdir)
+    assert rendered.returncode == 0, rendered.stderr
+    assert (workdir / "rendered/first/bake.sh").exists()
+    refused = mirrorcap("validate", cwd=workdir)
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines() == [
+        'mirrorcap: capture.hcl: capture "first" > ami: missing: the capture host boots an AMI with its bake.sh baked in',
+        '  fix: bake it (make bake CAPTURE=first prints the line), then write ami = "ami-..." here']
+    with pytest.raises(MirrorcapError) as e:
+        prepare(workdir / "capture.hcl")
+    assert 'capture "first" > ami: missing' in str(e.value)

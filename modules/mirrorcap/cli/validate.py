@@ -10,6 +10,7 @@ import typer
 
 from ..capacity import estimate_for
 from ..errors import MirrorcapError, Problem
+from ..inventory import unbaked
 from .common import InventoryOpt, ProfileOpt, RoleOpt, access, aws_errors, fail, load_numbered
 
 USAGE = 2  # 1 means "the inventory has problems": a file that is not there is a wrong command line
@@ -28,6 +29,8 @@ def validate(
         fail(MirrorcapError([Problem(str(inventory), "", "file not found", "create it (copy capture.hcl from the repository) "
                                      "or pass --inventory PATH (or set MIRRORCAP_INVENTORY)")]), USAGE)
     inv, numbering = load_numbered(inventory)
+    if unbaked(inv):  # what synth refuses, validate refuses
+        fail(MirrorcapError(unbaked(inv)))
     bandwidth = _validate_live(inventory, inv, source_mtu, target_mtu, access(profile, role_arn)) if live else {}
     sources = sum(len(c.sources) for c in inv.captures)
     print(f"{inventory}: OK: {len(inv.captures)} capture(s), {sources} source(s)")

@@ -16,7 +16,7 @@ from pathlib import Path
 from .. import aws_limits as L
 from ..contract import OWN_TAG_KEYS, OWN_TAG_PREFIX
 from .model import Archive, AutoMirror, Backend, Capture, Fleet, FilterRule, Host, Inventory, Network, PortRange, Source, Storage, TagSource
-from ..errors import Collector
+from ..errors import Collector, Problem
 from .fields import Block
 from .hclfile import read_hcl
 
@@ -78,6 +78,14 @@ def load(path: str | Path) -> Inventory:
     return Inventory(path=str(path), captures=tuple(captures))
 
 
+def unbaked(inventory: Inventory) -> list[Problem]:
+    """What cannot be deployed though it is valid: a capture without the AMI its host boots.
+    (render and make bake need no AMI: the first bake makes it.)"""
+    return [Problem(str(inventory.path), f'capture "{c.name}" > ami', "missing: the capture host boots an AMI with its bake.sh baked in",
+                    f'bake it (make bake CAPTURE={c.name} prints the line), then write ami = "ami-..." here')
+            for c in inventory.captures if not c.ami]
+
+
 def _capture(errors: Collector, name: str, body) -> Capture:
     path = f'capture "{name}"'
     if not re.fullmatch(STACK_NAME, name):
@@ -117,8 +125,7 @@ def _capture(errors: Collector, name: str, body) -> Capture:
         subnet_id="" if fleet else b.string("subnet_id", required=True, **_id("subnet"),
                                             fix='write subnet_id = "subnet-..." (a subnet in the VPC, ideally the production subnet)'),
         instance_type=instance_type,
-        ami=b.string("ami", required=True, **_id("ami"),
-                     fix=f'bake the capture host\'s AMI (make bake CAPTURE={name} prints the line), then write ami = "ami-..."'),
+        ami=b.string("ami", **_id("ami"), fix=f'write ami = "ami-..." (make bake CAPTURE={name} prints the line)') or None,
         root_volume_gib=b.integer("root_volume_gib", Capture.root_volume_gib, lo=8, hi=1024),
         vni=b.integer("vni", required=True, lo=L.VNI_MIN, hi=L.VNI_MAX,
                       fix=f"set vni = <{L.VNI_MIN}-{L.VNI_MAX}>: the VXLAN ID the sessions stamp and the host decapsulates"),

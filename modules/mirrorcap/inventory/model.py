@@ -143,10 +143,11 @@ class Capture:
     subnet_id: str
     vni: int
     backend: Backend
+    instance_type: str = "t3.small"
     # The capture host's image: Amazon Linux 2023 with the capture's bake.sh baked in. Its
     # bootstrap (about 70 KB of scripts and units) cannot travel in EC2's 16 KB of user data.
-    ami: str
-    instance_type: str = "t3.small"
+    # Optional here (the first bake renders before there is an AMI); synth requires it.
+    ami: Optional[str] = None
     root_volume_gib: int = 16
     max_sources_per_target: int = 10
     storage: Storage = field(default_factory=Storage)

@@ -21,7 +21,8 @@ from pathlib import Path
 
 from .. import project
 from ..host.render import user_data_template
-from ..inventory import load
+from ..errors import MirrorcapError
+from ..inventory import load, unbaked
 from ..inventory.model import Inventory
 from ..numbering.plan import locked_numbers
 from ..numbering.sessions import by_capture
@@ -42,6 +43,8 @@ class Prepared:
 
 def prepare(path: str | Path) -> Prepared:
     inventory = load(path)
+    if unbaked(inventory):
+        raise MirrorcapError(unbaked(inventory))
     return Prepared(inventory, by_capture(locked_numbers(inventory)),
                     {c.name: user_data_template(inventory, c) for c in inventory.captures})
 
