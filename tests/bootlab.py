@@ -32,6 +32,7 @@ API::
         m.attach_volume()                          # the volume arrives after boot (volume_id=None at init)
         m.set_imds_interfaces({mac: eni_id})       # what the IMDS answers, live
         m.set_imds("refuse")                       # an IMDS outage, live: "refuse" (nothing listens), "500", "up"
+        m.set_imds_user_data(text)                 # what GET /latest/user-data answers (gzipped), live
         m.reboot()                                 # power cut + boot: same disk, volume, ENI
         m.serve_s3("eu-west-1", ["bucket"])        # S3 (moto) under its real names, TLS with a lab CA the machine trusts
         m.set_s3_reachable(False)                  # an outage (the address is gone), live; True: back, objects kept
@@ -162,7 +163,9 @@ Set BOOTLAB_REQUIRE=1 (CI) to turn every lab skip into a failure.
 
 from __future__ import annotations
 
+import base64
 import ctypes
+import gzip
 import json
 import os
 import re
@@ -408,7 +411,7 @@ def reap_stale() -> None:
 # --------------------------------------------------------------------------- IMDS
 
 IMDS_SERVER = r'''
-import json, sys
+import base64, json, sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 host, port, conf = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 TOKEN = sys.argv[4]
@@ -417,7 +420,7 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
     def reply(self, code, body=""):
-        data = body.encode()
+        data = body if isinstance(body, bytes) else body.encode()
         self.send_response(code)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
@@ -439,6 +442,8 @@ class Handler(BaseHTTPRequestHandler):
         with open(conf) as f:
             c = json.load(f)
         interfaces, paths = c["interfaces"], c.get("paths", {})
+        if self.path == "/latest/user-data":
+            return self.reply(200, base64.b64decode(c["user_data"])) if c.get("user_data") else self.reply(404)
         base = "/latest/meta-data/network/interfaces/macs/"
         if self.path == base:
             return self.reply(200, "\n".join(m + "/" for m in interfaces))
@@ -592,6 +597,7 @@ class Machine:
         self.mirror_mtu = mirror_mtu
         self.sender_mtu = sender_mtu or mirror_mtu
         self.imds_mode = "up"
+        self.imds_user_data = ""  # base64 of what GET /latest/user-data answers (install_user_data sets it)
         self.mirror_iface = MIRROR_IFACE
         self.mirror_mac = mirror_mac
         self.mirror_ip = mirror_ip
@@ -731,7 +737,8 @@ class Machine:
     def _write_imds_conf(self) -> None:
         conf = self.workdir / "imds.json"
         tmp = conf.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"interfaces": self.imds_interfaces, "paths": self.imds_paths, "mode": self.imds_mode}))
+        tmp.write_text(json.dumps({"interfaces": self.imds_interfaces, "paths": self.imds_paths, "mode": self.imds_mode,
+                                   "user_data": self.imds_user_data}))
         tmp.replace(conf)
 
     def set_imds_interfaces(self, interfaces: dict[str, str], paths: dict[str, str] | None = None) -> None:
@@ -739,6 +746,12 @@ class Machine:
         self.imds_interfaces = dict(interfaces)
         if paths is not None:
             self.imds_paths = dict(paths)
+        self._write_imds_conf()
+
+    def set_imds_user_data(self, text: str) -> None:
+        """The instance's user data as IMDS gives it, gzipped (the stack's base64gzip), live: what a
+        deploy that changed it leaves for the next boot (AWS stops the instance, modifies, starts it)."""
+        self.imds_user_data = base64.b64encode(gzip.compress(text.encode(), mtime=0)).decode()
         self._write_imds_conf()
 
     def set_imds(self, mode: str) -> None:
@@ -955,6 +968,7 @@ class Machine:
         multi-user.target (as cloud-final on Debian), output in the journal and on the console.
         Like cloud-init, the per-instance semaphore is taken before the script runs: a script that
         failed (unit failed, system degraded) is not run again on the next boot either."""
+        self.set_imds_user_data(text)
         self.write_file(f"{CLOUD_DIR}/user-data.txt", text, 0o600)
         self.write_file(f"{CLOUD_DIR}/scripts/part-001", text, 0o700)
         self.write_file(f"/etc/systemd/system/{USER_DATA_UNIT}", f"""\

@@ -1184,7 +1184,7 @@ set -euo pipefail
 . "$(dirname "$(readlink -f "$0")")/../lib/mirrorcap/mirrorcap-lib.sh"
 VNIS=${MIRRORCAP_VNIS:?MIRRORCAP_VNIS missing from $ENV_FILE}
 
-units=(mirrorcap.target mirrorcap-storage.service mirrorcap-decap.service mirrorcap-retention.timer)
+units=(mirrorcap.target mirrorcap-settings.service mirrorcap-storage.service mirrorcap-decap.service mirrorcap-retention.timer)
 for vni in $VNIS; do units+=("mirrorcap-capture@$vni.service"); done
 
 systemctl daemon-reload
@@ -1216,6 +1216,105 @@ say "capturing VNI(s) $VNIS: mirrorcap-health tells when it runs"
 MIRRORCAP_USR_LOCAL_SBIN_MIRRORCAP_BOOT
 chmod 0755 '/usr/local/sbin/mirrorcap-boot.mirrorcap-new'
 mv -f '/usr/local/sbin/mirrorcap-boot.mirrorcap-new' '/usr/local/sbin/mirrorcap-boot'
+
+cat > '/usr/local/libexec/mirrorcap/settings.mirrorcap-new' <<'MIRRORCAP_USR_LOCAL_LIBEXEC_MIRRORCAP_SETTINGS'
+#!/usr/bin/python3
+"""mirrorcap-settings: the instance's settings from its current user data, on every boot.
+
+A deploy that changes a capture's settings (a VNI, the rotation...) changes the
+instance's user data, which AWS applies by stopping and starting the instance;
+cloud-init runs user data only on an instance's first boot. So on every boot,
+before storage and decap start, this reads the user data from IMDSv2, takes the
+env file it carries (never runs it: only its MIRRORCAP_ENV block, and only a user
+data of this capture), and when that differs from /etc/mirrorcap/mirrorcap.env,
+writes it and runs mirrorcap-boot, which converges the host on it. When IMDS does
+not answer within a minute the settings stay as they are (decap waits for IMDS
+anyway). Python 3.9 stdlib only.
+"""
+import gzip
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+
+# The shared module: /usr/local/lib/mirrorcap, from /usr/local/libexec/mirrorcap.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "..", "lib", "mirrorcap"))
+import mirrorcap_host as host  # noqa: E402
+
+IMDS = "http://169.254.169.254"
+WAIT_SECONDS = 60
+BOOT = "/usr/local/sbin/mirrorcap-boot"
+# The block user-data.sh.j2 writes the env file from (the renderer's own test reads it back).
+BLOCK = re.compile(r"<<'MIRRORCAP_ENV'\n(.*?)MIRRORCAP_ENV\n", re.S)
+
+
+def log(message):
+    print("mirrorcap-settings: " + message, file=sys.stderr, flush=True)
+
+
+def user_data():
+    """The instance's user data (gzip unpacked), through IMDSv2."""
+    token = urllib.request.urlopen(urllib.request.Request(
+        IMDS + "/latest/api/token", method="PUT", headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"}), timeout=3).read()
+    data = urllib.request.urlopen(urllib.request.Request(
+        IMDS + "/latest/user-data", headers={"X-aws-ec2-metadata-token": token.decode()}), timeout=5).read()
+    return (gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data).decode()
+
+
+def env_block(text, capture):
+    """The env file a user data of `capture` writes, or None for any other user data."""
+    marker = '# mirrorcap first boot for capture "%s" ' % capture
+    if not any(line.startswith(marker) for line in text.split("\n", 3)[1:3]):
+        return None
+    m = BLOCK.search(text)
+    return m.group(1) if m else None
+
+
+def main():
+    try:
+        with open(host.ENV_FILE) as f:
+            current = f.read()
+        capture = host.read_env()["MIRRORCAP_CAPTURE"]
+    except (OSError, KeyError) as e:
+        log("cannot read %s: %s (the user data writes it on the first boot)" % (host.ENV_FILE, e))
+        return 0
+    deadline, error = time.monotonic() + WAIT_SECONDS, None
+    while True:
+        try:
+            text = user_data()
+            break
+        except (OSError, ValueError, EOFError) as e:
+            error = e
+        if time.monotonic() > deadline:
+            log("the instance metadata service (IMDS) gave no user data (%s): keeping the settings in %s" % (error, host.ENV_FILE))
+            return 0
+        time.sleep(2)
+    new = env_block(text, capture)
+    if new is None:
+        log("the instance's user data is not capture %s's: keeping the settings in %s" % (capture, host.ENV_FILE))
+        return 0
+    if new == current:
+        log("settings unchanged")
+        return 0
+    before = dict(line.split("=", 1) for line in current.splitlines() if "=" in line and not line.startswith("#"))
+    after = dict(line.split("=", 1) for line in new.splitlines() if "=" in line and not line.startswith("#"))
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    tmp = host.ENV_FILE + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(new)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, host.ENV_FILE)
+    log("the user data changed %s: converging" % ", ".join("%s (%s -> %s)" % (k, before.get(k), after.get(k)) for k in changed))
+    return subprocess.run([BOOT]).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+MIRRORCAP_USR_LOCAL_LIBEXEC_MIRRORCAP_SETTINGS
+chmod 0755 '/usr/local/libexec/mirrorcap/settings.mirrorcap-new'
+mv -f '/usr/local/libexec/mirrorcap/settings.mirrorcap-new' '/usr/local/libexec/mirrorcap/settings'
 
 cat > '/usr/local/sbin/mirrorcap-health.mirrorcap-new' <<'MIRRORCAP_USR_LOCAL_SBIN_MIRRORCAP_HEALTH'
 #!/usr/bin/python3
@@ -1301,7 +1400,7 @@ def check_stage(report, name, unit):
 
 
 def check_services(report, vnis):
-    units = ["mirrorcap.target", "mirrorcap-storage.service", "mirrorcap-decap.service"]
+    units = ["mirrorcap.target", "mirrorcap-settings.service", "mirrorcap-storage.service", "mirrorcap-decap.service"]
     units += [capture_unit(v) for v in vnis] + ["mirrorcap-retention.timer"]
     out = subprocess.run(["systemctl", "is-active"] + units, capture_output=True, text=True).stdout.split()
     states = dict(zip(units, out + ["unknown"] * (len(units) - len(out))))
@@ -1919,6 +2018,29 @@ MIRRORCAP_ETC_SYSTEMD_SYSTEM_MIRRORCAP_TARGET
 chmod 0644 '/etc/systemd/system/mirrorcap.target.mirrorcap-new'
 mv -f '/etc/systemd/system/mirrorcap.target.mirrorcap-new' '/etc/systemd/system/mirrorcap.target'
 
+cat > '/etc/systemd/system/mirrorcap-settings.service.mirrorcap-new' <<'MIRRORCAP_ETC_SYSTEMD_SYSTEM_MIRRORCAP_SETTINGS_SERVICE'
+[Unit]
+Description=mirrorcap: the instance's settings from its current user data (a deploy may have changed them)
+Documentation=file:///usr/local/share/doc/mirrorcap/README
+Wants=network-online.target
+After=network-online.target
+# Before the volume and the interfaces: they start with the settings the deploy asked for.
+Before=mirrorcap-storage.service mirrorcap-decap.service
+ConditionPathExists=/etc/mirrorcap/mirrorcap.env
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/local/libexec/mirrorcap/settings
+# Bounded: without the metadata service the settings stay as they are.
+TimeoutStartSec=180
+
+[Install]
+WantedBy=mirrorcap.target
+MIRRORCAP_ETC_SYSTEMD_SYSTEM_MIRRORCAP_SETTINGS_SERVICE
+chmod 0644 '/etc/systemd/system/mirrorcap-settings.service.mirrorcap-new'
+mv -f '/etc/systemd/system/mirrorcap-settings.service.mirrorcap-new' '/etc/systemd/system/mirrorcap-settings.service'
+
 cat > '/etc/systemd/system/mirrorcap-storage.service.mirrorcap-new' <<'MIRRORCAP_ETC_SYSTEMD_SYSTEM_MIRRORCAP_STORAGE_SERVICE'
 [Unit]
 Description=mirrorcap: mount the pcap volume at the capture directory
@@ -2095,4 +2217,4 @@ mv -f '/etc/systemd/system/mirrorcap-retention.timer.mirrorcap-new' '/etc/system
 if [ -d /run/systemd/system ]; then
   systemctl daemon-reload
 fi
-echo "mirrorcap bake: installed (15 files)$termshark"
+echo "mirrorcap bake: installed (17 files)$termshark"

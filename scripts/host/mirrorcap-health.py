@@ -81,7 +81,7 @@ def check_stage(report, name, unit):
 
 
 def check_services(report, vnis):
-    units = ["mirrorcap.target", "mirrorcap-storage.service", "mirrorcap-decap.service"]
+    units = ["mirrorcap.target", "mirrorcap-settings.service", "mirrorcap-storage.service", "mirrorcap-decap.service"]
     units += [capture_unit(v) for v in vnis] + ["mirrorcap-retention.timer"]
     out = subprocess.run(["systemctl", "is-active"] + units, capture_output=True, text=True).stdout.split()
     states = dict(zip(units, out + ["unknown"] * (len(units) - len(out))))

@@ -272,11 +272,31 @@ def test_vni_change_converges_the_running_host_and_keeps_unchanged_vnis_capturin
         assert "VNI 777 is no longer configured" in m.journal()
         code, report = health(m, sample=1)
         assert code == 0, failing(report)
-        # And the next boot keeps it so.
-        m.reboot()
+        # Then the deploy of the same change lands: AWS stops the instance, sets its user data, starts
+        # it. The instance's user data is what the host runs on (a change made by hand and never
+        # deployed would be undone at the next boot): the same settings, nothing to converge.
+        m.shutdown()
+        m.set_imds_user_data(render.user_data(b, VOLUME, ENI))
+        m.boot()
         for v in (VNI, 888):
             wait_capturing(m, vni=v)
         assert m.unit_state("mirrorcap-capture@777.service") == "inactive"
+        assert "settings unchanged" in m.journal("mirrorcap-settings.service", boot="0")
+        # A deploy alone changes it again: cloud-init does not run a changed user data (only an
+        # instance's first), mirrorcap-settings applies it before storage, decap and capture start.
+        c = example_with(999)
+        m.shutdown()
+        m.set_imds_user_data(render.user_data(c, VOLUME, ENI))
+        m.boot()
+        for v in (VNI, 999):
+            wait_capturing(m, vni=v)
+        assert m.unit_state("mirrorcap-capture@888.service") == "inactive"
+        assert m.run("ip", "link", "show", "vxlan888").returncode != 0
+        assert "MIRRORCAP_VNIS" in m.journal("mirrorcap-settings.service", boot="0")
+        traffic.replay(traffic.frames(300000, 20, vni=999))
+        wait_for(lambda: set(range(300000, 300020)) <= set(captured(m, 999)), 10, "the deployed VNI's packets")
+        health(m)
+        assert health(m)[0] == 0
 
 
 # --- late_volume and imds_outage: more than 300 s of waiting ------------------------------

@@ -69,7 +69,7 @@ def test_shellcheck_clean():
 
 def test_python_is_39_and_pyflakes_clean():
     assert [p.name for p in PYTHON] == ["mirrorcap-archive-health.py", "mirrorcap-archive.py", "mirrorcap-capture.py",
-                                        "mirrorcap-health-listener.py", "mirrorcap-health.py", "mirrorcap-window.py",
+                                        "mirrorcap-health-listener.py", "mirrorcap-health.py", "mirrorcap-settings.py", "mirrorcap-window.py",
                                         "mirrorcap_host.py"]
     for p in PYTHON:
         ast.parse(p.read_text(), feature_version=(3, 9))  # Amazon Linux 2023's system Python
@@ -103,7 +103,7 @@ def test_units_name_the_installed_scripts_and_the_capture_identity():
     (capture,) = load(EXAMPLE).captures
     files = {f.path: f for f in render.host_files(capture)}
     units = [f for f in files.values() if f.path.startswith(render.UNITS + "/") and f.path.endswith(".service")]
-    assert len(units) == 4
+    assert len(units) == 5
     for unit in units:
         for exe in re.findall(r"^ExecStart=(\S+)", unit.content, re.M):
             assert exe.startswith(contract.LIBEXEC + "/") and files[exe].mode == "0755", (unit.path, exe)
@@ -122,7 +122,7 @@ def test_every_setting_a_script_reads_is_in_the_env_file():
     others = "".join(render.env_file(c, "", "", "b") for c in fleet.captures)
     written = set(re.findall(r"^(MIRRORCAP_\w+)=", env + others, re.M))
     for p in PLAIN:
-        read = set(re.findall(r"MIRRORCAP_[A-Z_]+", p.read_text()))
+        read = set(re.findall(r"MIRRORCAP_[A-Z_]+", p.read_text())) - {"MIRRORCAP_ENV"}  # the user data's heredoc marker
         assert read <= written, (p.name, read - written)
     assert 'MIRRORCAP_PCAP_PATTERN="%s"' % contract.PCAP_PATTERN in env
     assert f"MIRRORCAP_VXLAN_PORT={aws_limits.VXLAN_PORT}\n" in env
@@ -196,3 +196,18 @@ def test_window_and_health_find_exactly_the_pcaps(tmp_path):
     health.check_newest_pcap(report, str(tmp_path), contract.PCAP_PATTERN, "12", 10 ** 9, time.time())
     (check,) = report.checks
     assert check["status"] == "ok" and check["file"] == real_name(12, MOMENTS[-1])
+
+
+def test_settings_reads_back_exactly_the_env_file_the_user_data_writes(tmp_path):
+    """mirrorcap-settings takes the env file out of the instance's current user data (a deploy
+    changed it): for every kind of capture, exactly what render wrote; another capture's, nothing."""
+    settings = host_script("mirrorcap-settings.py")
+    fleet = load_text(minimal(f'\n  archive {{}}\n  fleet {{\n    subnet_ids = ["subnet-0aaaaaaaaaaaaaaa1"]\n  }}\n'
+                              f'  source {{\n    eni_id = "{eni(1)}"\n  }}\n', name="fleet")
+                      .replace('  subnet_id = "subnet-0123456789abcdef0"\n', ""))
+    for capture in [*load(EXAMPLE).captures, *fleet.captures]:
+        text = render.user_data(capture, "vol-0123456789abcdef0", "eni-0123456789abcdef0", "bucket")
+        assert settings.env_block(text, capture.name) == render.env_file(capture, "vol-0123456789abcdef0",
+                                                                          "eni-0123456789abcdef0", "bucket")
+        assert settings.env_block(text, "other") is None
+    assert settings.env_block("#!/bin/bash\necho hello\n", "prod") is None
