@@ -46,7 +46,10 @@ CAPTURE_GROUP = "pcap"  # people who may read pcaps join it
 # tcpdump -G's file name for one VNI (strftime, in UTC): the capture writes it;
 # retention, health and mirrorcap-window find pcaps by it (through the env file).
 PCAP_PATTERN = "vni{vni}_%Y-%m-%dT%H-%M-%SZ.pcap"
-HOST_LIB = "/usr/local/lib/mirrorcap"  # the Python module the host's Python scripts share
+HOST_LIB = "/usr/local/lib/mirrorcap"  # the host's shared libraries (mirrorcap_host.py, mirrorcap-lib.sh)
+# The decapsulating interface of one VNI: decap makes it, capture, health and tcpdump name it
+# (through the env file). Also the kernel's 15-character limit: vxlan + 8 digits fits.
+VXLAN_IFACE = "vxlan{vni}"
 
 # --- Fleets and the pcap archive (issue 14) -----------------------------------
 # An archived pcap's S3 key: the capture, its VNI, the UTC day its name starts,

@@ -65,6 +65,11 @@ def read_env(path=ENV_FILE):
     return values
 
 
+def vxlan_iface(env, vni):
+    """The decapsulating interface of a VNI (decap makes it)."""
+    return env["MIRRORCAP_VXLAN_IFACE"].replace("{vni}", str(vni))
+
+
 def capture_run_dir(vni):
     """The capture unit's RuntimeDirectory=mirrorcap/capture-%i."""
     return os.path.join(RUN_DIR, "capture-%s" % vni)
@@ -407,6 +412,7 @@ VNIS=${MIRRORCAP_VNIS:?MIRRORCAP_VNIS missing from $ENV_FILE}
 VXLAN_PORT=${MIRRORCAP_VXLAN_PORT:?MIRRORCAP_VXLAN_PORT missing from $ENV_FILE}
 VXLAN_OVERHEAD=${MIRRORCAP_VXLAN_OVERHEAD:?MIRRORCAP_VXLAN_OVERHEAD missing from $ENV_FILE}
 MIRROR_MTU=${MIRRORCAP_MIRROR_MTU:?MIRRORCAP_MIRROR_MTU missing from $ENV_FILE}
+VXLAN_IFACE=${MIRRORCAP_VXLAN_IFACE:?MIRRORCAP_VXLAN_IFACE missing from $ENV_FILE}  # vxlan{vni}
 MARK=mirrorcap  # the alias of every vxlan interface this script made
 ENI_ID=${MIRRORCAP_MIRROR_ENI_ID:-}
 if [ -n "$ENI_ID" ]; then
@@ -462,7 +468,7 @@ ip link set dev "$iface" up
 inner_mtu=$((mtu - VXLAN_OVERHEAD))
 
 for vni in $VNIS; do
-  name="vxlan$vni"
+  name=${VXLAN_IFACE//"{vni}"/$vni}
   if ip link show dev "$name" >/dev/null 2>&1; then
     details=$(ip -d link show dev "$name")
     if grep -q "vxlan id $vni " <<<"$details" && grep -q "dev $iface " <<<"$details" && grep -q "dstport $VXLAN_PORT " <<<"$details"; then
@@ -487,8 +493,10 @@ for vni in $VNIS; do
 done
 
 # The VNIs no longer configured: mirrorcap-boot has stopped their capture first.
-for d in /sys/class/net/vxlan*; do
-  name=${d##*/} vni=${d##*/vxlan}
+prefix=${VXLAN_IFACE%%"{vni}"*} suffix=${VXLAN_IFACE#*"{vni}"}
+for d in /sys/class/net/"$prefix"*"$suffix"; do
+  name=${d##*/} vni=${d##*/"$prefix"}
+  vni=${vni%"$suffix"}
   [[ $vni =~ ^[0-9]+$ && $(cat "$d/ifalias" 2>/dev/null) = "$MARK" && " $VNIS " != *" $vni "* ]] || continue
   ip link del dev "$name"
   say "$name removed: VNI $vni is no longer configured (its pcaps stay, under retention)"
@@ -781,7 +789,7 @@ class TruncationCounter:
 
 class Capture:
     def __init__(self, vni, run_dir):
-        self.vni, self.iface, self.run_dir = vni, "vxlan%s" % vni, run_dir
+        self.vni, self.iface, self.run_dir = vni, host.vxlan_iface(host.read_env(), vni), run_dir
         self.log_path = os.path.join(run_dir, "tcpdump.log")
         self.flag = os.path.join(run_dir, "not-writing")  # retention may then take this VNI's newest pcap
         self.record = Record(host.capture_state_file(vni))
@@ -1167,7 +1175,7 @@ mv -f '/usr/local/libexec/mirrorcap/retention.mirrorcap-new' '/usr/local/libexec
 
 cat > '/usr/local/sbin/mirrorcap-boot.mirrorcap-new' <<'MIRRORCAP_USR_LOCAL_SBIN_MIRRORCAP_BOOT'
 #!/bin/bash
-# mirrorcap-boot: capture with the settings in /etc/mirrorcap/mirrorcap.env, now.
+# mirrorcap-boot: capture with the settings in the env file (/etc/mirrorcap), now.
 # Run by the user data, and safe to run by hand after changing the env file: it
 # converges the running host, no reboot needed.
 #  - a VNI no longer configured: its capture is stopped and disabled (then decap
@@ -1226,7 +1234,7 @@ instance's user data, which AWS applies by stopping and starting the instance;
 cloud-init runs user data only on an instance's first boot. So on every boot,
 before storage and decap start, this reads the user data from IMDSv2, takes the
 env file it carries (never runs it: only its MIRRORCAP_ENV block, and only a user
-data of this capture), and when that differs from /etc/mirrorcap/mirrorcap.env,
+data of this capture), and when that differs from the env file (/etc/mirrorcap),
 writes it and runs mirrorcap-boot, which converges the host on it. When IMDS does
 not answer within a minute the settings stay as they are (decap waits for IMDS
 anyway). Python 3.9 stdlib only.
@@ -1573,8 +1581,9 @@ def check_truncated(report, vni, record, state):
         report.add("truncated", "ok", "VNI %s: no packet cut short since the last check (%d in all)" % (vni, total), **data)
 
 
-def lower_iface(vni):
-    out = subprocess.run(["ip", "-d", "-j", "link", "show", "dev", "vxlan%s" % vni], capture_output=True, text=True)
+def lower_iface(iface):
+    """The interface a vxlan interface receives on: the one mirrored traffic reaches."""
+    out = subprocess.run(["ip", "-d", "-j", "link", "show", "dev", iface], capture_output=True, text=True)
     try:
         return json.loads(out.stdout)[0]["linkinfo"]["info_data"]["link"]
     except (ValueError, LookupError, TypeError):
@@ -1629,12 +1638,12 @@ def pcap_vnis(raw):
     return vnis
 
 
-def check_unmatched(report, iface, vnis, vxlan_port, seconds):
+def check_unmatched(report, iface, vnis, vxlan, vxlan_port, seconds):
     if seconds <= 0:
         report.add("unmatched", "skip", "sampling disabled (--sample-seconds 0)")
         return
     if not iface:
-        report.add("unmatched", "fail", "cannot tell the mirror ENI: vxlan%s is missing (check mirrorcap-decap)" % vnis[0])
+        report.add("unmatched", "fail", "cannot tell the mirror ENI: %s is missing (check mirrorcap-decap)" % vxlan)
         return
     # The kernel filter keeps only VXLAN packets whose VNI (UDP payload bytes 4-6)
     # is not configured, so the sample is small even under heavy mirroring.
@@ -1700,7 +1709,8 @@ def main(argv=None):
     state = host.read_json(STATE_FILE, {}) or {}
     report = Report()
     now = time.time()
-    iface = lower_iface(vnis[0]) if vnis else None
+    vxlan = host.vxlan_iface(env, vnis[0]) if vnis else None
+    iface = lower_iface(vxlan) if vxlan else None
     report.run("storage", check_stage, "storage", "mirrorcap-storage.service")
     report.run("decap", check_stage, "decap", "mirrorcap-decap.service")
     report.run("mtu", check_mtu, iface, mirror_mtu, overhead, state)
@@ -1713,7 +1723,7 @@ def main(argv=None):
         report.run("newest-pcap", check_newest_pcap, directory, pattern, vni, stale_after, now)
         report.run("drops", check_drops, vni, pids, record, state)
         report.run("truncated", check_truncated, vni, record, state)
-    report.run("unmatched", check_unmatched, iface, vnis, vxlan_port, args.sample_seconds)
+    report.run("unmatched", check_unmatched, iface, vnis, vxlan, vxlan_port, args.sample_seconds)
     report.run("disk", check_disk, directory, min_free_percent, min_free_gib)
 
     os.makedirs(host.STATE_DIR, exist_ok=True)
@@ -2026,7 +2036,6 @@ Wants=network-online.target
 After=network-online.target
 # Before the volume and the interfaces: they start with the settings the deploy asked for.
 Before=mirrorcap-storage.service mirrorcap-decap.service
-ConditionPathExists=/etc/mirrorcap/mirrorcap.env
 
 [Service]
 Type=oneshot
@@ -2046,7 +2055,6 @@ cat > '/etc/systemd/system/mirrorcap-storage.service.mirrorcap-new' <<'MIRRORCAP
 Description=mirrorcap: mount the pcap volume at the capture directory
 Documentation=file:///usr/local/share/doc/mirrorcap/README
 After=local-fs.target
-ConditionPathExists=/etc/mirrorcap/mirrorcap.env
 
 [Service]
 Type=oneshot
@@ -2071,7 +2079,6 @@ Description=mirrorcap: VXLAN decapsulation on the mirror ENI
 Documentation=file:///usr/local/share/doc/mirrorcap/README
 Wants=network-online.target
 After=network-online.target
-ConditionPathExists=/etc/mirrorcap/mirrorcap.env
 
 [Service]
 Type=oneshot
@@ -2172,7 +2179,6 @@ cat > '/etc/systemd/system/mirrorcap-retention.service.mirrorcap-new' <<'MIRRORC
 Description=mirrorcap: delete old pcaps and keep a free-space floor
 Documentation=file:///usr/local/share/doc/mirrorcap/README
 After=mirrorcap-storage.service
-ConditionPathExists=/etc/mirrorcap/mirrorcap.env
 
 [Service]
 Type=oneshot

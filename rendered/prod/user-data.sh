@@ -23,6 +23,7 @@ MIRRORCAP_SNAPLEN=0
 # The same on every capture host: what mirrorcap's scripts share with its package.
 MIRRORCAP_PCAP_PATTERN="vni{vni}_%Y-%m-%dT%H-%M-%SZ.pcap"
 MIRRORCAP_VXLAN_PORT=4789
+MIRRORCAP_VXLAN_IFACE="vxlan{vni}"
 MIRRORCAP_VXLAN_OVERHEAD=50
 MIRRORCAP_MIRROR_MTU=9001
 MIRRORCAP_RETENTION_COMMAND="/usr/local/libexec/mirrorcap/retention"

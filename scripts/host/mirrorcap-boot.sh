@@ -1,5 +1,5 @@
 #!/bin/bash
-# mirrorcap-boot: capture with the settings in /etc/mirrorcap/mirrorcap.env, now.
+# mirrorcap-boot: capture with the settings in the env file (/etc/mirrorcap), now.
 # Run by the user data, and safe to run by hand after changing the env file: it
 # converges the running host, no reboot needed.
 #  - a VNI no longer configured: its capture is stopped and disabled (then decap

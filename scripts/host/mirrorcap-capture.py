@@ -280,7 +280,7 @@ class TruncationCounter:
 
 class Capture:
     def __init__(self, vni, run_dir):
-        self.vni, self.iface, self.run_dir = vni, "vxlan%s" % vni, run_dir
+        self.vni, self.iface, self.run_dir = vni, host.vxlan_iface(host.read_env(), vni), run_dir
         self.log_path = os.path.join(run_dir, "tcpdump.log")
         self.flag = os.path.join(run_dir, "not-writing")  # retention may then take this VNI's newest pcap
         self.record = Record(host.capture_state_file(vni))

@@ -16,6 +16,7 @@ VNIS=${MIRRORCAP_VNIS:?MIRRORCAP_VNIS missing from $ENV_FILE}
 VXLAN_PORT=${MIRRORCAP_VXLAN_PORT:?MIRRORCAP_VXLAN_PORT missing from $ENV_FILE}
 VXLAN_OVERHEAD=${MIRRORCAP_VXLAN_OVERHEAD:?MIRRORCAP_VXLAN_OVERHEAD missing from $ENV_FILE}
 MIRROR_MTU=${MIRRORCAP_MIRROR_MTU:?MIRRORCAP_MIRROR_MTU missing from $ENV_FILE}
+VXLAN_IFACE=${MIRRORCAP_VXLAN_IFACE:?MIRRORCAP_VXLAN_IFACE missing from $ENV_FILE}  # vxlan{vni}
 MARK=mirrorcap  # the alias of every vxlan interface this script made
 ENI_ID=${MIRRORCAP_MIRROR_ENI_ID:-}
 if [ -n "$ENI_ID" ]; then
@@ -71,7 +72,7 @@ ip link set dev "$iface" up
 inner_mtu=$((mtu - VXLAN_OVERHEAD))
 
 for vni in $VNIS; do
-  name="vxlan$vni"
+  name=${VXLAN_IFACE//"{vni}"/$vni}
   if ip link show dev "$name" >/dev/null 2>&1; then
     details=$(ip -d link show dev "$name")
     if grep -q "vxlan id $vni " <<<"$details" && grep -q "dev $iface " <<<"$details" && grep -q "dstport $VXLAN_PORT " <<<"$details"; then
@@ -96,8 +97,10 @@ for vni in $VNIS; do
 done
 
 # The VNIs no longer configured: mirrorcap-boot has stopped their capture first.
-for d in /sys/class/net/vxlan*; do
-  name=${d##*/} vni=${d##*/vxlan}
+prefix=${VXLAN_IFACE%%"{vni}"*} suffix=${VXLAN_IFACE#*"{vni}"}
+for d in /sys/class/net/"$prefix"*"$suffix"; do
+  name=${d##*/} vni=${d##*/"$prefix"}
+  vni=${vni%"$suffix"}
   [[ $vni =~ ^[0-9]+$ && $(cat "$d/ifalias" 2>/dev/null) = "$MARK" && " $VNIS " != *" $vni "* ]] || continue
   ip link del dev "$name"
   say "$name removed: VNI $vni is no longer configured (its pcaps stay, under retention)"

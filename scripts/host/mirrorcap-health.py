@@ -254,8 +254,9 @@ def check_truncated(report, vni, record, state):
         report.add("truncated", "ok", "VNI %s: no packet cut short since the last check (%d in all)" % (vni, total), **data)
 
 
-def lower_iface(vni):
-    out = subprocess.run(["ip", "-d", "-j", "link", "show", "dev", "vxlan%s" % vni], capture_output=True, text=True)
+def lower_iface(iface):
+    """The interface a vxlan interface receives on: the one mirrored traffic reaches."""
+    out = subprocess.run(["ip", "-d", "-j", "link", "show", "dev", iface], capture_output=True, text=True)
     try:
         return json.loads(out.stdout)[0]["linkinfo"]["info_data"]["link"]
     except (ValueError, LookupError, TypeError):
@@ -310,12 +311,12 @@ def pcap_vnis(raw):
     return vnis
 
 
-def check_unmatched(report, iface, vnis, vxlan_port, seconds):
+def check_unmatched(report, iface, vnis, vxlan, vxlan_port, seconds):
     if seconds <= 0:
         report.add("unmatched", "skip", "sampling disabled (--sample-seconds 0)")
         return
     if not iface:
-        report.add("unmatched", "fail", "cannot tell the mirror ENI: vxlan%s is missing (check mirrorcap-decap)" % vnis[0])
+        report.add("unmatched", "fail", "cannot tell the mirror ENI: %s is missing (check mirrorcap-decap)" % vxlan)
         return
     # The kernel filter keeps only VXLAN packets whose VNI (UDP payload bytes 4-6)
     # is not configured, so the sample is small even under heavy mirroring.
@@ -381,7 +382,8 @@ def main(argv=None):
     state = host.read_json(STATE_FILE, {}) or {}
     report = Report()
     now = time.time()
-    iface = lower_iface(vnis[0]) if vnis else None
+    vxlan = host.vxlan_iface(env, vnis[0]) if vnis else None
+    iface = lower_iface(vxlan) if vxlan else None
     report.run("storage", check_stage, "storage", "mirrorcap-storage.service")
     report.run("decap", check_stage, "decap", "mirrorcap-decap.service")
     report.run("mtu", check_mtu, iface, mirror_mtu, overhead, state)
@@ -394,7 +396,7 @@ def main(argv=None):
         report.run("newest-pcap", check_newest_pcap, directory, pattern, vni, stale_after, now)
         report.run("drops", check_drops, vni, pids, record, state)
         report.run("truncated", check_truncated, vni, record, state)
-    report.run("unmatched", check_unmatched, iface, vnis, vxlan_port, args.sample_seconds)
+    report.run("unmatched", check_unmatched, iface, vnis, vxlan, vxlan_port, args.sample_seconds)
     report.run("disk", check_disk, directory, min_free_percent, min_free_gib)
 
     os.makedirs(host.STATE_DIR, exist_ok=True)

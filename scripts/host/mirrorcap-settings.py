@@ -6,7 +6,7 @@ instance's user data, which AWS applies by stopping and starting the instance;
 cloud-init runs user data only on an instance's first boot. So on every boot,
 before storage and decap start, this reads the user data from IMDSv2, takes the
 env file it carries (never runs it: only its MIRRORCAP_ENV block, and only a user
-data of this capture), and when that differs from /etc/mirrorcap/mirrorcap.env,
+data of this capture), and when that differs from the env file (/etc/mirrorcap),
 writes it and runs mirrorcap-boot, which converges the host on it. When IMDS does
 not answer within a minute the settings stay as they are (decap waits for IMDS
 anyway). Python 3.9 stdlib only.

@@ -59,7 +59,8 @@ def _context(capture: Capture) -> dict:
             "pcap_pattern": contract.PCAP_PATTERN, "termshark_version": TERMSHARK_VERSION,
             "archive_key": contract.ARCHIVE_KEY, "fleet_volume_device": contract.FLEET_VOLUME_DEVICE,
             "health_port": contract.HEALTH_PORT, "archive_backlog_seconds": archive_backlog_seconds(capture),
-            "mirror_mtu": L.MIRROR_TARGET_MTU, "retention_command": retention_command(capture)}
+            "mirror_mtu": L.MIRROR_TARGET_MTU, "retention_command": retention_command(capture),
+            "env_path": contract.ENV_FILE, "env_dir": contract.ENV_FILE.rsplit("/", 1)[0], "vxlan_iface": contract.VXLAN_IFACE}
 
 
 def retention_command(capture: Capture) -> str:
@@ -148,7 +149,7 @@ def env_file(capture: Capture, volume_id: str, eni_id: str, archive_bucket: str 
 def user_data(capture: Capture, volume_id: str, eni_id: str, archive_bucket: str = ARCHIVE_BUCKET_PLACEHOLDER) -> str:
     """What the baked AMI boots with: the instance's settings, then mirrorcap-boot."""
     env = env_file(capture, volume_id, eni_id, archive_bucket)
-    return environment().get_template("user-data.sh.j2").render(capture=capture, env_file=env)
+    return environment().get_template("user-data.sh.j2").render(env_file=env, **_context(capture))
 
 
 # Terraform fills these in from templatefile(); everything else in the user data

@@ -27,6 +27,11 @@ def read_env(path=ENV_FILE):
     return values
 
 
+def vxlan_iface(env, vni):
+    """The decapsulating interface of a VNI (decap makes it)."""
+    return env["MIRRORCAP_VXLAN_IFACE"].replace("{vni}", str(vni))
+
+
 def capture_run_dir(vni):
     """The capture unit's RuntimeDirectory=mirrorcap/capture-%i."""
     return os.path.join(RUN_DIR, "capture-%s" % vni)
