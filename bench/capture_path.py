@@ -40,7 +40,7 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "modules")]
 
 from bootlab import Machine  # noqa: E402
 from capturehost import DIR, VNI, Traffic, baked, unit, wait_capturing  # noqa: E402
-from vxlan import read_pcap, write_pcap  # noqa: E402
+from bootlab.traffic import read_pcap, write_pcap  # noqa: E402
 
 UNIT = unit()
 ENV = "/etc/mirrorcap/mirrorcap.env"

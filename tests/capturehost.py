@@ -7,7 +7,7 @@ boot), then the user data with the IDs Terraform fills in, run once by the lab's
 cloud-init stand-in. Nothing is switched off: the units as rendered, Debian's
 tcpdump, the real systemd.
 
-Traffic is AWS-shaped VXLAN (tests/vxlan.py) replayed with tcpreplay from the
+Traffic is AWS-shaped VXLAN (tests/bootlab/traffic.py) replayed with tcpreplay from the
 sender's namespace; each inner packet carries a tag, so a test counts exactly
 which packets reached a pcap, whole or not.
 """
@@ -18,14 +18,14 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from bootlab import Machine, rootfs
 from helpers import ROOT
 from mirrorcap.host import render
-from vxlan import inner_ipv4, read_pcap, vxlan_frame, write_pcap
+from bootlab import traffic
+from bootlab.traffic import read_pcap
 
 VOLUME, ENI = "vol-0123456789abcdef0", "eni-0123456789abcdef0"
 VNI = 12345
@@ -73,49 +73,14 @@ def bake_image(m: Machine, script: str) -> None:
     assert r.returncode == 0, r.stderr
 
 
-def tag(n: int) -> bytes:
-    return b"MCT%08d" % n
+tag = traffic.tag
 
 
-class Traffic:
-    """AWS-shaped VXLAN to one machine's mirror ENI, replayed with tcpreplay."""
+class Traffic(traffic.Traffic):
+    """AWS-shaped VXLAN to one machine's mirror ENI; frames of the example's VNI unless told."""
 
-    def __init__(self, m: Machine):
-        self.m = m
-        self.n = 0
-
-    def frame(self, vni: int, inner: bytes) -> bytes:
-        self.n += 1
-        return vxlan_frame(vni, inner, dst_mac=self.m.mirror_mac, src_mac=self.m.sender_mac,
-                           dst_ip=self.m.mirror_ip.split("/")[0], src_ip=self.m.sender_ip.split("/")[0], ident=self.n)
-
-    def frames(self, first: int, count: int, vni: int = VNI, size: int = 500) -> list[bytes]:
-        return [self.frame(vni, inner_ipv4(tag(first + i), size)) for i in range(count)]
-
-    def pcap(self, frames: list[bytes]) -> Path:
-        return write_pcap(self.m.workdir / f"replay-{time.monotonic_ns()}.pcap", frames)
-
-    def replay(self, frames: list[bytes], *speed: str) -> str:
-        r = self.m.sender("tcpreplay", "-q", "-i", self.m.sender_iface, *(speed or ("--topspeed",)), str(self.pcap(frames)))
-        assert r.returncode == 0, r.stderr
-        return r.stdout
-
-    def send_once(self, frames: list[bytes]) -> None:
-        """Each frame sent once, whether or not the mirror ENI takes it (as AWS's side does: tcpreplay
-        retries a frame the receiving veth refuses, for ever)."""
-        code = ("import socket, sys\nfrom vxlan import read_pcap\n"
-                "s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)\ns.bind((sys.argv[2], 0))\n"
-                "for _, _, frame in read_pcap(open(sys.argv[1], 'rb').read()):\n"
-                "    try:\n        s.send(frame)\n    except OSError:\n        pass\n")
-        r = subprocess.run(["ip", "netns", "exec", self.m.sender_netns, sys.executable, "-c", code, str(self.pcap(frames)),
-                            self.m.sender_iface], capture_output=True, text=True, env={"PYTHONPATH": str(Path(__file__).parent)})
-        assert r.returncode == 0, r.stderr
-
-    def background(self, frames: list[bytes], pps: int, loop: int = 0) -> subprocess.Popen:
-        """Replays `frames` at `pps`, `loop` times (0: until stopped); stdout carries tcpreplay's counts."""
-        return subprocess.Popen(["ip", "netns", "exec", self.m.sender_netns, "tcpreplay", "-q", "-i", self.m.sender_iface,
-                                 f"--loop={loop}", f"--pps={pps}", str(self.pcap(frames))],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    def __init__(self, m: Machine, vni: int = VNI):
+        super().__init__(m, vni)
 
 
 def sent(replay: subprocess.Popen, timeout: float = 600) -> int:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bootlab-rootfs: build (once) the Debian bookworm root file system that
-# tests/bootlab.py boots with systemd as PID 1.
+# tests/bootlab/ boots with systemd as PID 1.
 #
 #   tools/bootlab-rootfs.sh [CACHE_DIR]           build if needed, print the rootfs path
 #   tools/bootlab-rootfs.sh --check [CACHE_DIR]   print the path and exit 0 if already built, else exit 1

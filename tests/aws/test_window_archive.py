@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from mirrorcap.cli import app
 from mirrorcap.contract import ARCHIVE, ARCHIVE_KEY, PCAP_PATTERN, STACK_KEY, resource_name
-from vxlan import ipv4, mac, udp
+from bootlab.traffic import ipv4, mac, udp
 
 REGION = "eu-west-1"
 VNI = 77

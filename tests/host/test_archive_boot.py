@@ -27,7 +27,7 @@ from mirrorcap import contract
 from mirrorcap.host import render
 from mirrorcap.inventory import load
 from capturehost import Traffic, bake_image, check, health, tag, wait_for
-from vxlan import inner_ipv4, read_pcap
+from bootlab.traffic import inner_ipv4, read_pcap
 
 pytestmark = needs_lab
 

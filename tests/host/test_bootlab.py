@@ -1,4 +1,4 @@
-"""Smoke test of the boot lab itself (tests/bootlab.py): systemd 252 boots as
+"""Smoke test of the boot lab itself (tests/bootlab/): systemd 252 boots as
 PID 1, the fake IMDS, the EBS by-id link, user data once per instance, a disk
 that survives a reboot, sandboxing that is enforced, mounts that land where
 they would on a host, and nothing left behind. Needs root; ~5 s once the

@@ -1,7 +1,7 @@
 """The capture host as production makes it: rendered/prod/bake.sh baked into the image,
 then the committed user data, under a real systemd 252 as PID 1.
 
-This is the proof of the host's normal path. The boot lab (tests/bootlab.py) gives a
+This is the proof of the host's normal path. The boot lab (tests/bootlab/) gives a
 Debian bookworm root (systemd 252, the major version Amazon Linux 2023 ships), a
 veth as the mirror ENI (MTU 9001) with a fake IMDSv2 at 169.254.169.254, and a loop
 device under the NVMe by-id name of the volume. From there on everything is the
@@ -26,7 +26,7 @@ from capturehost import (DIR, ENI, VNI, VOLUME, Traffic, baked, captured, captur
 from helpers import EXAMPLE
 from mirrorcap.host import render
 from mirrorcap.inventory import load
-from vxlan import inner_ipv4, inner_ipv6, read_pcap
+from bootlab.traffic import inner_ipv4, inner_ipv6, read_pcap
 
 pytestmark = needs_lab
 

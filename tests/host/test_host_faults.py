@@ -29,7 +29,7 @@ from bootlab import needs_lab
 from helpers import EXAMPLE
 from mirrorcap.host import render
 from mirrorcap.inventory import load
-from vxlan import inner_ipv4, read_pcap
+from bootlab.traffic import inner_ipv4, read_pcap
 
 pytestmark = needs_lab
 

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from test_host_scripts import host_module, host_script
-from vxlan import inner_ipv4, read_pcap, write_pcap
+from bootlab.traffic import inner_ipv4, read_pcap, write_pcap
 
 host = host_module()
 pytestmark = pytest.mark.skipif(not shutil.which("tcpdump"), reason="tcpdump not installed (make test installs it)")

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import socket
 import struct
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 VXLAN_PORT = 4789
@@ -81,3 +84,49 @@ def read_pcap(data: bytes, times: bool = False) -> list[tuple]:
         records.append((caplen, length, body, sec + frac / per_second) if times else (caplen, length, body))
         pos += 16 + caplen
     return records
+
+
+def tag(n: int) -> bytes:
+    return b"MCT%08d" % n
+
+
+class Traffic:
+    """AWS-shaped VXLAN to one machine's mirror ENI (its sender namespace), replayed with tcpreplay."""
+
+    def __init__(self, m, vni: int):
+        self.m, self.vni = m, vni
+        self.n = 0
+
+    def frame(self, vni: int, inner: bytes) -> bytes:
+        self.n += 1
+        return vxlan_frame(vni, inner, dst_mac=self.m.mirror_mac, src_mac=self.m.sender_mac,
+                           dst_ip=self.m.mirror_ip.split("/")[0], src_ip=self.m.sender_ip.split("/")[0], ident=self.n)
+
+    def frames(self, first: int, count: int, vni: int | None = None, size: int = 500) -> list[bytes]:
+        """`count` tagged frames (tags first, first+1, ...) of `size`-byte inner IPv4 packets."""
+        return [self.frame(vni or self.vni, inner_ipv4(tag(first + i), size)) for i in range(count)]
+
+    def pcap(self, frames: list[bytes]) -> Path:
+        return write_pcap(self.m.workdir / f"replay-{time.monotonic_ns()}.pcap", frames)
+
+    def replay(self, frames: list[bytes], *speed: str) -> str:
+        r = self.m.sender("tcpreplay", "-q", "-i", self.m.sender_iface, *(speed or ("--topspeed",)), str(self.pcap(frames)))
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    def send_once(self, frames: list[bytes]) -> None:
+        """Each frame sent once, whether or not the mirror ENI takes it (as AWS's side does: tcpreplay
+        retries a frame the receiving veth refuses, for ever)."""
+        code = ("import socket, sys\nfrom traffic import read_pcap\n"
+                "s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)\ns.bind((sys.argv[2], 0))\n"
+                "for _, _, frame in read_pcap(open(sys.argv[1], 'rb').read()):\n"
+                "    try:\n        s.send(frame)\n    except OSError:\n        pass\n")
+        r = subprocess.run(["ip", "netns", "exec", self.m.sender_netns, sys.executable, "-c", code, str(self.pcap(frames)),
+                            self.m.sender_iface], capture_output=True, text=True, env={"PYTHONPATH": str(Path(__file__).parent)})
+        assert r.returncode == 0, r.stderr
+
+    def background(self, frames: list[bytes], pps: int, loop: int = 0) -> subprocess.Popen:
+        """Replays `frames` at `pps`, `loop` times (0: until stopped); stdout carries tcpreplay's counts."""
+        return subprocess.Popen(["ip", "netns", "exec", self.m.sender_netns, "tcpreplay", "-q", "-i", self.m.sender_iface,
+                                 f"--loop={loop}", f"--pps={pps}", str(self.pcap(frames))],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
