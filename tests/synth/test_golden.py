@@ -1,6 +1,6 @@
-"""`make synth` output and the lock are byte-identical to what mirrorcap wrote
-before the issue-12 restructure, for the example and every fixture inventory
-(tests/fixtures/golden/, taken with tools/synth_digest.py at commit 8f4c24a)."""
+"""`make synth` output and the lock are byte-identical to the golden digests, for the example and
+every fixture inventory (tests/fixtures/golden/, taken with tools/synth_digest.py). A change of
+output is made on purpose: the digests are taken again in the same commit, which says what changed."""
 
 from __future__ import annotations
 
