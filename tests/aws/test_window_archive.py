@@ -6,7 +6,10 @@ file holds a packet out of order (an NLB delivers out of order; a host stamps wh
 receives) and one holds a packet stamped before its file's name (the kernel hands
 packets over late). The window starts after midnight UTC, so two of the files it
 needs are under the previous day's keys. The extract must be exactly the packets
-of the window (and of the filter), by tshark's reading of every uploaded file."""
+of the window (and of the filter), by tshark's reading of every uploaded file.
+
+The archive buckets are made from the synthesized stacks' own cdk.tf.json (tests/synth_account.py:
+their bucket_prefix and tags as Terraform applies them), so the lookup finds what the stack creates."""
 
 from __future__ import annotations
 
@@ -21,7 +24,8 @@ from moto import mock_aws
 from typer.testing import CliRunner
 
 from mirrorcap.cli import app
-from mirrorcap.contract import ARCHIVE, ARCHIVE_KEY, PCAP_PATTERN, STACK_KEY, resource_name
+from mirrorcap.contract import ARCHIVE_KEY, PCAP_PATTERN
+from synth_account import deploy
 from vxlan import ipv4, mac, udp
 
 REGION = "eu-west-1"
@@ -32,6 +36,7 @@ INVENTORY = f'''
 capture "web" {{
   region = "{REGION}"
   vpc_id = "vpc-0123456789abcdef0"
+  ami    = "ami-0123456789abcdef0"
   vni    = {VNI}
   network {{
     mirror_source_cidrs = ["10.0.0.0/16"]
@@ -53,6 +58,19 @@ capture "solo" {{
   vpc_id    = "vpc-0123456789abcdef0"
   subnet_id = "subnet-0123456789abcdef0"
   vni       = 78
+  network {{
+    mirror_source_cidrs = ["10.0.0.0/16"]
+  }}
+}}
+
+# Another capture's archive in the same account and region: never read for "web".
+capture "other" {{
+  region    = "{REGION}"
+  vpc_id    = "vpc-0123456789abcdef0"
+  subnet_id = "subnet-0123456789abcdef0"
+  ami       = "ami-0123456789abcdef0"
+  vni       = 77
+  archive {{}}
   network {{
     mirror_source_cidrs = ["10.0.0.0/16"]
   }}
@@ -116,32 +134,28 @@ def make_archive(tmp_path: Path):
 
 
 @pytest.fixture
-def archive(tmp_path, monkeypatch):
+def archive(tmp_path, monkeypatch, synthesized):
+    stack = synthesized(INVENTORY)
     for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION}.items():
         monkeypatch.setenv(k, v)
     work = tmp_path / "work"
     work.mkdir()
-    (work / "capture.hcl").write_text(INVENTORY)
     monkeypatch.chdir(work)
     files = make_archive(tmp_path)
     with mock_aws():
         s3 = boto3.client("s3", region_name=REGION)
-        where = {"LocationConstraint": REGION}
-
-        def bucket(name, tags):
-            s3.create_bucket(Bucket=name, CreateBucketConfiguration=where)
-            s3.put_bucket_tagging(Bucket=name, Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in tags.items()]})
-
-        bucket("mirrorcap-web-archive-20261124", {STACK_KEY: "web", "Name": resource_name("web", ARCHIVE)})
-        bucket("mirrorcap-other-archive-1", {STACK_KEY: "other", "Name": resource_name("other", ARCHIVE)})  # another capture's
-        bucket("mirrorcap-untagged", {})
+        built = deploy(stack, work, {}, lambda service: boto3.client(service, region_name=REGION), ["web", "other"], only={"aws_s3_bucket"})
+        bucket = built["web"].resource("aws_s3_bucket", "archive")["bucket"]
+        other = built["other"].resource("aws_s3_bucket", "archive")["bucket"]
+        s3.create_bucket(Bucket="mirrorcap-untagged", CreateBucketConfiguration={"LocationConstraint": REGION})
         for key, path in files.items():
-            s3.upload_file(str(path), "mirrorcap-web-archive-20261124", key)
+            s3.upload_file(str(path), bucket, key)
+            s3.upload_file(str(path), other, key.replace("web/", "other/", 1))  # never read for "web"
         # Never picked up: a key the contract does not name, and a file of another VNI
-        s3.put_object(Bucket="mirrorcap-web-archive-20261124", Key="web/vni77/2026-11-25/i-0aaaaaaaaaaaaaaa1/notes.txt", Body=b"x")
-        s3.put_object(Bucket="mirrorcap-web-archive-20261124", Key="web/vni78/2026-11-25/i-0aaaaaaaaaaaaaaa1/vni78_2026-11-25T00-00-00Z.pcap",
+        s3.put_object(Bucket=bucket, Key="web/vni77/2026-11-25/i-0aaaaaaaaaaaaaaa1/notes.txt", Body=b"x")
+        s3.put_object(Bucket=bucket, Key="web/vni78/2026-11-25/i-0aaaaaaaaaaaaaaa1/vni78_2026-11-25T00-00-00Z.pcap",
                       Body=files[next(iter(files))].read_bytes())
-        yield dict(s3=s3, files=files, work=work, runner=CliRunner())
+        yield dict(s3=s3, files=files, work=work, bucket=bucket, runner=CliRunner())
 
 
 def window(d, *args):
@@ -222,17 +236,17 @@ def test_refusals_exit_2_with_field_and_fix(archive):
     assert r.exit_code == 2 and "mirrorcap-nowhere does not exist" in r.stderr and "fix: " in r.stderr
     r = window(d, "--at", "2026-11-25T00:00:45Z", "--out", "x.pcap", "--port", "5000", "--bpf", "this is not bpf")
     assert r.exit_code == 2 and "tcpdump failed" in r.stderr
-    assert sorted(p.name for p in d["work"].iterdir()) == ["capture.hcl", "mine.pcap"]
+    assert sorted(p.name for p in d["work"].iterdir()) == ["capture.hcl", "capture.lock.json", "mine.pcap"]
 
 
 def test_a_capture_whose_bucket_is_not_deployed(archive):
     d = archive
-    d["s3"].delete_bucket_tagging(Bucket="mirrorcap-web-archive-20261124")
+    d["s3"].delete_bucket_tagging(Bucket=d["bucket"])
     r = window(d, "--at", "2026-11-25T00:00:45Z", "--out", "x.pcap")
     assert r.exit_code == 2 and "no bucket in eu-west-1 named mirrorcap-... is tagged mirrorcap:stack=web" in r.stderr
     assert "make deploy STACK=web" in r.stderr and "--bucket" in r.stderr
     # given by name, the bucket is read without its tags
-    r = window(d, "--at", "2026-11-25T00:00:45Z", "--window", "5s", "--out", "x.pcap", "--bucket", "mirrorcap-web-archive-20261124")
+    r = window(d, "--at", "2026-11-25T00:00:45Z", "--window", "5s", "--out", "x.pcap", "--bucket", d["bucket"])
     assert r.exit_code == 0, r.stderr
 
 
