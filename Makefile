@@ -9,6 +9,10 @@ VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 CDKTN := $(CURDIR)/tools/node_modules/.bin/cdktn
 INVENTORY ?= capture.hcl
+# Where synth writes: the rendered bootstrap and cdktn's output (tests and bench/fleet_scale.py
+# run this same target on inventories elsewhere).
+RENDERED ?= rendered
+OUT ?= cdktf.out
 STACK ?=
 export PATH := $(BIN):$(PATH)
 export CHECKPOINT_DISABLE := 1
@@ -45,8 +49,8 @@ setup: $(VENV)/.installed tools/node_modules/.installed
 # (formatted HCL, what reviewers read).
 synth: setup
 	$(BIN)/mirrorcap sessions --write --inventory $(INVENTORY) >/dev/null
-	$(BIN)/mirrorcap render --inventory $(INVENTORY)
-	MIRRORCAP_REVIEW_HCL=1 $(CDKTN) synth --output cdktf.out
+	$(BIN)/mirrorcap render --inventory $(INVENTORY) --out $(RENDERED)
+	MIRRORCAP_REVIEW_HCL=1 $(CDKTN) synth --output $(OUT)
 
 # Plan / apply one stack against real AWS (credentials from the environment).
 # cdktn re-runs main.py without MIRRORCAP_REVIEW_HCL (no review copy is written).
