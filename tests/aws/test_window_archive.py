@@ -13,6 +13,8 @@ their bucket_prefix and tags as Terraform applies them), so the lookup finds wha
 
 from __future__ import annotations
 
+import os
+import shutil
 import struct
 import subprocess
 from datetime import datetime, timedelta, timezone
@@ -45,6 +47,7 @@ capture "web" {{
     subnet_ids = ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"]
   }}
   archive {{
+    retention_days   = 36500  # the fixed dates below stay inside it
     reader_role_arns = ["arn:aws:iam::123456789012:role/pcap-readers"]
   }}
   source {{
@@ -150,7 +153,7 @@ def archive(tmp_path, monkeypatch, synthesized):
         s3.create_bucket(Bucket="mirrorcap-untagged", CreateBucketConfiguration={"LocationConstraint": REGION})
         for key, path in files.items():
             s3.upload_file(str(path), bucket, key)
-            s3.upload_file(str(path), other, key.replace("web/", "other/", 1))  # never read for "web"
+            s3.upload_file(str(path), other, key.replace("web/", "other/", 1).replace("vni77", "vni99"))  # read by no window here
         # Never picked up: a key the contract does not name, and a file of another VNI
         s3.put_object(Bucket=bucket, Key="web/vni77/2026-11-25/i-0aaaaaaaaaaaaaaa1/notes.txt", Body=b"x")
         s3.put_object(Bucket=bucket, Key="web/vni78/2026-11-25/i-0aaaaaaaaaaaaaaa1/vni78_2026-11-25T00-00-00Z.pcap",
@@ -268,3 +271,86 @@ def test_access_denied_names_the_reader_roles(archive, monkeypatch):
     r = run()
     assert r.exit_code == 2, (r.stdout, r.stderr)
     assert "access denied" in r.stderr and "arn:aws:iam::123456789012:role/pcap-readers" in r.stderr and "--role-arn" in r.stderr
+
+
+def test_a_key_no_host_writes_is_never_read_nor_written_outside_the_private_directory(archive, tmp_path, monkeypatch):
+    """Anyone who may write to the bucket could plant keys: a `..` instance segment once made window
+    write to $TMPDIR/vni<VNI>/..., world-readable, through a link planted there."""
+    d = archive
+    scratch, victim = tmp_path / "scratch", tmp_path / "victim"
+    scratch.mkdir()
+    victim.mkdir()
+    (scratch / "vni77").symlink_to(victim)  # where the `..` key used to land
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    monkeypatch.setattr("tempfile.tempdir", None)  # read $TMPDIR again
+    planted = write_pcap(tmp_path / "planted.pcap", [(T0.timestamp() + 225, 0x7FFD, 5000)])
+    hostile = ["web/vni77/2026-11-25/../vni77_2026-11-25T00-00-40Z.pcap",
+               "web/vni77/2026-11-25/i-0aaaaaaaaaaaaaaa1/../../../vni77_2026-11-25T00-00-40Z.pcap",
+               "web/vni77/2026-11-25/i-0AAAAAAAAAAAAAAA1/vni77_2026-11-25T00-00-40Z.pcap",  # not an instance ID as IMDS gives it
+               "web/vni77/2026-11-25/i-0aaaaaaaaaaaaaaa1/vni77_2026-11-25T0-0-40Z.pcap"]  # strptime would read this name
+    for key in hostile:
+        d["s3"].upload_file(str(planted), d["bucket"], key)
+    out = d["work"] / "cut.pcap"
+    at = T0 + timedelta(seconds=225)
+    r = window(d, "--at", at.isoformat(), "--window", "30s", "--out", str(out))
+    assert r.exit_code == 0, r.stderr
+    assert "key(s) in s3://" in r.stderr and "not what a host writes and were not read" in r.stderr
+    assert 0x7FFD not in {p[1] for p in packets(out)}  # the planted pcap's packet
+    assert list(victim.iterdir()) == [] and list(scratch.iterdir()) == [scratch / "vni77"]  # nothing outside, nothing left
+
+
+def test_downloads_are_new_files_with_the_pcaps_mode(archive, tmp_path):
+    from mirrorcap.archive import s3 as archive_s3
+    from mirrorcap.archive.index import parse_key
+    d = archive
+    key, obj = next((k, d["s3"].head_object(Bucket=d["bucket"], Key=k)) for k in d["files"])
+    pcap = parse_key("web", key, obj["ContentLength"], obj["LastModified"])
+    root = tmp_path / "private"
+    root.mkdir(mode=0o700)
+    old = os.umask(0)
+    try:
+        path = archive_s3.download(d["s3"], d["bucket"], pcap, root)
+        assert path.read_bytes() == d["files"][key].read_bytes() and oct(path.stat().st_mode & 0o777) == "0o640"
+        assert oct(path.parent.stat().st_mode & 0o777) == "0o700"
+        with pytest.raises(FileExistsError):  # never over a file already there
+            archive_s3.download(d["s3"], d["bucket"], pcap, root)
+    finally:
+        os.umask(old)
+
+
+def test_a_span_longer_than_the_archive_keeps_is_cut_to_its_retention_and_said(archive):
+    """--before 20000d once made 19,718 S3 listings, one per day asked for."""
+    d = archive
+    r = d["runner"].invoke(app, ["window", "--capture", "other", "--at", "now", "--before", "20000d", "--after", "0", "--out", "x.pcap"])
+    assert r.exit_code == 1, r.stderr
+    assert "note: the window starts at" in r.stderr and "the archive keeps 15 days (archive > retention_days)" in r.stderr
+    listed = r.stderr.split("(listed ")[1].rstrip(")\n").split(", ")
+    assert 15 <= len(listed) <= 18  # the retention's days and the slack, not 20,000
+    r = d["runner"].invoke(app, ["window", "--capture", "other", "--at", "now", "--after", "20000d", "--out", "x.pcap"])
+    assert r.exit_code == 1 and "note: the window ends now" in r.stderr and len(r.stderr.split("(listed ")[1].split(", ")) <= 3
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--at", "0001-01-01T00:00:00Z"], "outside what the archive can hold"),
+    (["--at", "9999-12-31T23:59:59Z"], "outside what the archive can hold"),
+    (["--at", "2026-11-25T00:00:45Z", "--window", "99999999999d"], "--window '99999999999d' is longer than any archive keeps"),
+    (["--at", "2026-11-25T00:00:45Z", "--before", "1e400s"], "is not a duration"),
+])
+def test_dates_and_spans_no_archive_holds_are_refused_in_one_line(archive, args, words):
+    r = window(archive, *args, "--out", "x.pcap")
+    assert r.exit_code == 2 and words in r.stderr and "fix: " in r.stderr, r.stderr
+    assert r.exception is None or isinstance(r.exception, SystemExit), r.exception  # no traceback
+
+
+def test_missing_wireshark_tools_are_named_before_anything_is_downloaded(archive, tmp_path, monkeypatch):
+    d = archive
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("tshark", "tcpdump"):  # mergecap is missing
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    monkeypatch.setenv("PATH", str(bin_dir))
+    got = []
+    monkeypatch.setattr("mirrorcap.archive.s3.download", lambda *a: got.append(a))
+    r = window(d, "--at", "2026-11-25T00:00:45Z", "--out", "x.pcap")
+    assert r.exit_code == 2 and "PATH: mergecap: not found" in r.stderr and "apt install tshark wireshark-common" in r.stderr
+    assert got == [] and not (d["work"] / "x.pcap").exists()
