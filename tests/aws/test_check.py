@@ -169,3 +169,17 @@ def test_no_network_is_not_called_missing_credentials(tmp_path):
     report = json.loads(r.stdout)
     assert r.returncode == 2 and report["error"][0]["field"] == "network", report
     assert "Could not connect to the endpoint URL" in report["error"][0]["message"] and "credentials" not in r.stderr.lower()
+
+
+@pytest.mark.parametrize("url,words", [("http://[::1", "Invalid IPv6 URL"), ("not a url", "Invalid endpoint"),
+                                       ("http://127.0.0.1:99999", "Port out of range"), ("http://host:abc", "Port could not be cast")])
+def test_an_unusable_endpoint_url_is_reported_in_the_json_not_a_traceback(tmp_path, url, words):
+    """botocore refuses some URLs when it makes a client and others when it signs the first request, both with a bare ValueError."""
+    for args in (["check", "--json"], ["validate", "--live"]):
+        r = cli(tmp_path, *args, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_ENDPOINT_URL=url, AWS_MAX_ATTEMPTS="1")
+        assert "Traceback" not in r.stderr and words in r.stderr and "fix: correct or unset AWS_ENDPOINT_URL" in r.stderr, r.stderr
+        if args[0] == "check":
+            report = json.loads(r.stdout)  # still one JSON object
+            assert r.returncode == 2 and report["drift"] is None and report["error"][0]["field"] == "endpoint"
+        else:
+            assert r.returncode == 1

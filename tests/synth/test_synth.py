@@ -380,6 +380,36 @@ def test_terraform_reads_inventory_text_literally(odd, tmp_path, review_hcl):
     assert json.loads(variables["MIRRORCAP_SELECTORS"])[0]["tags"] == ODD["selector"]
 
 
+ESCAPED = {  # as written in the inventory's HCL: the text it stands for
+    r'say \"hi\" $${literal} %%{ if } ${bare} back\\slash': 'say "hi" ${literal} %{ if } ${bare} back\\slash',
+    r'\"all quoted\"': '"all quoted"',
+    r'$${"}': '${"}',
+}
+
+
+@pytest.fixture(scope="module")
+def escaped(tmp_path_factory) -> Path:
+    """An inventory whose descriptions use HCL's escapes, written as a user writes them."""
+    work = tmp_path_factory.mktemp("escaped")
+    body = "".join(f'  source {{\n    eni_id = "eni-{n:017x}"\n    description = "{hcl}"\n  }}\n' for n, hcl in enumerate(ESCAPED))
+    rule = '  filter {\n    rule {\n      direction = "ingress"\n      description = "%s"\n    }\n  }\n' % next(iter(ESCAPED))
+    write(work, minimal(body + rule))
+    assert mirrorcap("sessions", "--write", cwd=work).returncode == 0
+    r = synth(work)
+    assert r.returncode == 0, r.stderr
+    return work
+
+
+@pytest.mark.parametrize("review_hcl", [False, True], ids=["cdk.tf.json", "cdk.tf"])
+def test_hcl_escapes_reach_terraform_as_the_text_written(escaped, tmp_path, review_hcl):
+    """`\\"` a quote and `$${` the text `${`, in Terraform as in the inventory (once `$${` arrived doubled)."""
+    _, planned, _ = terraform_reads(escaped / "cdktf.out" / "stacks" / "test", review_hcl, tmp_path / "tf")
+    sessions = {k: v["description"] for k, v in planned.items() if k.startswith("aws_ec2_traffic_mirror_session.")}
+    assert sessions == {f'aws_ec2_traffic_mirror_session.source["eni-{n:017x}"]': f"mirrorcap test: {text}"
+                        for n, text in enumerate(ESCAPED.values())}
+    assert planned["aws_ec2_traffic_mirror_filter_rule.filter_rule_ingress_100"]["description"] == next(iter(ESCAPED.values()))
+
+
 @pytest.mark.parametrize("fixture,stack", [("example", "prod"), ("edge", "blue"), ("edge", "green"), ("odd", "odd"),
                                            ("fleet", "fleet"), ("fleet", "solo")])
 def test_the_review_copy_is_what_terraform_runs(request, tmp_path, fixture, stack):

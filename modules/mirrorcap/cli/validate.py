@@ -9,7 +9,9 @@ from pathlib import Path
 import typer
 
 from ..capacity import estimate_for
-from .common import InventoryOpt, ProfileOpt, RoleOpt, access, aws_errors, load_numbered
+from ..errors import MirrorcapError
+from ..host.render import check_user_data_sizes
+from .common import InventoryOpt, ProfileOpt, RoleOpt, access, aws_errors, fail, load_numbered
 
 
 def validate(
@@ -22,6 +24,10 @@ def validate(
 ) -> None:
     """Check the inventory and its lock file; exit 1 with every problem found."""
     inv, numbering = load_numbered(inventory)
+    try:
+        check_user_data_sizes(inv)  # what synth refuses (an archive or a fleet without a baked `ami`)
+    except MirrorcapError as exc:
+        fail(exc)
     bandwidth = _validate_live(inventory, inv, source_mtu, target_mtu, access(profile, role_arn)) if live else {}
     sources = sum(len(c.sources) for c in inv.captures)
     print(f"{inventory}: OK: {len(inv.captures)} capture(s), {sources} source(s)")

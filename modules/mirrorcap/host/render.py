@@ -246,6 +246,19 @@ def check_user_data_size(inventory: Inventory, capture: Capture, text: str | Non
             f"bake an AMI with rendered/{capture.name}/bake.sh (Packer, EC2 Image Builder) and set `ami`")])
 
 
+def check_user_data_sizes(inventory: Inventory) -> None:
+    """Every capture's user data within EC2's limit, or every one that is not (validate and render
+    refuse what synth would: an archive or a fleet without `ami` is over it)."""
+    problems = []
+    for capture in inventory.captures:
+        try:
+            check_user_data_size(inventory, capture)
+        except MirrorcapError as exc:
+            problems += exc.problems
+    if problems:
+        raise MirrorcapError(problems)
+
+
 def rendered_tree(inventory: Inventory) -> dict[str, tuple[str, int]]:
     """Relative path -> (content, mode) for everything under rendered/."""
     tree: dict[str, tuple[str, int]] = {}
