@@ -67,12 +67,11 @@ class Mirroring:
         Adding or removing a source touches only its own key in the plan, and
         synth creates one construct however many sources there are. Where the
         map lives decides plan time: Terraform evaluates a resource's `for_each`
-        expression again for every instance, a local once. Measured with
-        terraform 1.11 and hashicorp/aws 5.100 against moto, 1,000 sessions: the
-        map inline in `for_each` planned in 211 s, in `locals` in about 10 s, and
-        split over 16 resources with inline maps in 19 s (bench/fleet_scale.py
-        compares the shapes). The instance sources' lookup takes its list from
-        `locals` for the same reason.
+        expression again for every instance, a local once. bench/fleet_scale.py
+        (terraform 1.11, hashicorp/aws 5.100, moto, 1,000 sessions, medians of 5
+        rounds): from `locals` 24 s, split over 16 resources with inline maps (the
+        earlier shape) 39 s; one inline map takes minutes. The instance sources'
+        lookup takes its list from `locals` for the same reason.
         """
         if not capture.sources:
             return {}
