@@ -14,6 +14,7 @@ little before a file's name.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -49,6 +50,7 @@ def day_prefix(capture: str, vni: int, day: date) -> str:
     return ARCHIVE_KEY.split("{instance}")[0].format(capture=capture, vni=vni, date=day.isoformat())
 
 
+@functools.lru_cache(maxsize=16)
 def _key_pattern(capture: str) -> re.Pattern:
     fields = {**_FIELDS, "capture": re.escape(capture)}
     return re.compile("".join(fields[p[1:-1]] if p.startswith("{") else re.escape(p) for p in re.split(r"(\{\w+\})", ARCHIVE_KEY) if p))
