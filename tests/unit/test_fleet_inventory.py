@@ -89,3 +89,13 @@ def test_a_fleet_with_a_baked_ami_passes_validate(workdir):
     write(workdir, FLEET.replace('vni    = 77', 'vni    = 77\n  ami    = "ami-0123456789abcdef0"') % (FLEET_BLOCK + "\n" + ARCHIVE_BLOCK))
     result = mirrorcap("validate", cwd=workdir)
     assert result.returncode == 0, result.stderr
+
+
+def test_a_fleet_without_ami_renders_for_the_bake_though_validate_refuses_it(workdir):
+    """make bake renders the bake.sh that makes the AMI before there is one: only deploying needs `ami`."""
+    write(workdir, FLEET % (FLEET_BLOCK + "\n" + ARCHIVE_BLOCK))
+    assert mirrorcap("sessions", "--write", cwd=workdir).returncode == 0
+    result = mirrorcap("render", "--out", "rendered", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    assert (workdir / "rendered" / "web" / "bake.sh").is_file()
+    assert mirrorcap("validate", cwd=workdir).returncode == 1

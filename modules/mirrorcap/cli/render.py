@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from ..errors import MirrorcapError
-from ..host.render import check_user_data_sizes, render_paths, rendered_tree
+from ..host.render import render_paths, rendered_tree
 from ..host.tree import diff_tree, write_tree
 from .common import InventoryOpt, fail, load_numbered
 
@@ -22,7 +22,6 @@ def render(
     """Render the host bootstrap (bake.sh, user data, scripts, units) for each capture."""
     inv, _ = load_numbered(inventory)
     try:
-        check_user_data_sizes(inv)
         tree = rendered_tree(inv)
     except MirrorcapError as exc:
         fail(exc)

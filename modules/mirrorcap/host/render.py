@@ -247,8 +247,9 @@ def check_user_data_size(inventory: Inventory, capture: Capture, text: str | Non
 
 
 def check_user_data_sizes(inventory: Inventory) -> None:
-    """Every capture's user data within EC2's limit, or every one that is not (validate and render
-    refuse what synth would: an archive or a fleet without `ami` is over it)."""
+    """Every capture's user data within EC2's limit, or every one that is not: validate refuses what synth
+    would (an archive or a fleet without `ami` is over it). Render does not: `make bake` renders the
+    bake.sh that makes the AMI before there is one."""
     problems = []
     for capture in inventory.captures:
         try:
