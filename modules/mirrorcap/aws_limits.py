@@ -48,6 +48,13 @@ USER_DATA_MAX_BYTES = 16384
 
 
 
+# One subnet per Availability Zone (a load balancer takes one per AZ); no region has more
+# than 6 AZs (us-east-1).
+MAX_AZS = 6
+# Hosts per AZ a fleet may ask for (fleet > max_per_az).
+MAX_HOSTS_PER_AZ = 100
+
+
 def sources_per_target(instance_type: str) -> int:
     if instance_type in LARGE_TARGET_INSTANCE_TYPES:
         return SOURCES_PER_ENI_TARGET_LARGE

@@ -38,6 +38,26 @@ BASELINE_GBPS = {
 }
 
 
+# What a command line may ask about: beyond these the answer is no capture host, only arithmetic
+# (1e300 Mbit/s once came back as a NaN).
+INPUT_BOUNDS = {  # flag: (lowest, highest, what, an example)
+    "--rate": (0.001, 1_000_000, "Mbit/s of mirrored traffic (1 Tbit/s at most)", "--rate 50"),
+    "--retention": (0.01, 36500, "days of pcaps kept", "--retention 15"),
+    "--avg-packet": (64, 9216, "bytes per packet (a 9216-byte jumbo frame at most)", "--avg-packet 500"),
+    "--instance-gbps": (0.001, 3200, "Gbit/s of baseline bandwidth (EC2's largest is 3,200)", "--instance-gbps 12.5"),
+    "--tag-instances": (0, L.SESSIONS_PER_ACCOUNT, f"instances ({L.SESSIONS_PER_ACCOUNT:,} sessions per account at most)",
+                        "--tag-instances 20"),
+}
+
+
+def input_problem(flag: str, value) -> Optional[tuple[str, str]]:
+    """(what is wrong, the fix) for a command-line number outside INPUT_BOUNDS[flag], or None."""
+    lo, hi, what, example = INPUT_BOUNDS[flag]
+    if value is None or (math.isfinite(value) and lo <= value <= hi):
+        return None
+    return f"{value!r} is out of range: {what}, from {lo:g} to {hi:,}", f"pass a number in that range, e.g. {example}"
+
+
 @dataclass(frozen=True)
 class Prices:
     region: str = "us-east-1"
@@ -241,9 +261,13 @@ def fleet_estimate(rate_mbps: float, retention_days: float, *, azs: int, min_per
     hosts = per_az * azs
     per_host = estimate(rate_mbps / hosts, retention_days, sources=0, prices=prices, **host)
     problems = list(per_host.problems)
-    if per_az > max_per_az:
+    if per_az > L.MAX_HOSTS_PER_AZ:
+        problems.append(f"fleet: {rate_mbps:g} Mbit/s needs {per_az} host(s) per AZ (one sustains {top:.0f} Mbit/s), more than a "
+                        f"fleet takes ({L.MAX_HOSTS_PER_AZ} per AZ, fleet > max_per_az): pick a larger instance_type or storage, "
+                        "add AZs (fleet > subnet_ids), or split the sources over several captures")
+    elif per_az > max_per_az:
         problems.append(f"fleet: {rate_mbps:g} Mbit/s needs {per_az} host(s) per AZ (one sustains {top:.0f} Mbit/s); "
-                        f"max_per_az is {max_per_az}: raise fleet > max_per_az, or pick a larger instance_type")
+                        f"max_per_az is {max_per_az}: raise fleet > max_per_az to {per_az}, or pick a larger instance_type")
     disk_bytes_s = per_host.disk_mib_s * MIB * hosts
     s3_gib = round(disk_bytes_s * archive_days * 86400 / GIB, 1)
     puts = int(hosts * vnis * HOURS_PER_MONTH * 3600 / rotate_seconds)

@@ -1,26 +1,49 @@
-"""`mirrorcap check [--fix] [--json]` against a moto account built like a deployed stack."""
+"""`mirrorcap check [--fix] [--json]` against a moto account holding what the synthesized stack declares
+(tests/synth_account.py builds it from cdk.tf.json: names, tags and references as Terraform applies them)."""
 
 from __future__ import annotations
 
 import json
 
+import boto3
 import pytest
 from fake_aws import launch, moto_ec2
+from synth_account import deploy
 from typer.testing import CliRunner
 
 from mirrorcap.cli import app
-from mirrorcap.contract import FILTER, HOST, MANAGED_BY, RUNTIME_OWNER_KEY, STACK_KEY, TARGET, resource_name
+from mirrorcap.contract import RUNTIME_OWNER_KEY
 
 REGION = "us-east-1"
-STACK = [{"Key": STACK_KEY, "Value": "prod"}, {"Key": MANAGED_BY[0], "Value": MANAGED_BY[1]}]
-
-
-def tagged(name, extra=()):
-    return [{"Key": "Name", "Value": name}, *STACK, *extra]
+# The inventory as written, synthesized once; its IDs are swapped for the fake account's in each test.
+VPC, SUBNET, WEB1, API_ENI = "vpc-0123456789abcdef0", "subnet-0123456789abcdef0", "i-0123456789abcdef0", "eni-0123456789abcdef0"
+INVENTORY = f'''
+capture "prod" {{
+  region    = "{REGION}"
+  vpc_id    = "{VPC}"
+  subnet_id = "{SUBNET}"
+  ami       = "ami-0123456789abcdef0"
+  vni       = 12345
+  network {{
+    mirror_source_cidrs = ["10.0.0.0/16"]
+  }}
+  source {{
+    instance_id = "{WEB1}"
+  }}
+  source {{
+    eni_id = "{API_ENI}"
+  }}
+  source {{
+    tags = {{ Service = "web" }}
+  }}
+  auto_mirror {{}}
+}}
+'''
 
 
 @pytest.fixture
-def deployed(tmp_path, monkeypatch):
+def deployed(tmp_path, monkeypatch, synthesized):
+    stack = synthesized(INVENTORY)
     monkeypatch.chdir(tmp_path)
     with moto_ec2(monkeypatch, REGION) as ec2:
         vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
@@ -29,45 +52,23 @@ def deployed(tmp_path, monkeypatch):
         def launch_here(tags, n=1):
             return launch(ec2, subnet, tags, n)
 
-        (host, _), = launch_here(tagged(resource_name("prod", HOST)))
-        mirror_eni = ec2.create_network_interface(SubnetId=subnet)["NetworkInterface"]["NetworkInterfaceId"]
-        target = ec2.create_traffic_mirror_target(NetworkInterfaceId=mirror_eni, TagSpecifications=[
-            {"ResourceType": "traffic-mirror-target", "Tags": tagged(resource_name("prod", TARGET))}])["TrafficMirrorTarget"]["TrafficMirrorTargetId"]
-        mfilter = ec2.create_traffic_mirror_filter(TagSpecifications=[
-            {"ResourceType": "traffic-mirror-filter", "Tags": tagged(resource_name("prod", FILTER))}])["TrafficMirrorFilter"]["TrafficMirrorFilterId"]
         (web1, web1_eni), = launch_here([{"Key": "Service", "Value": "web"}])
         api_eni = ec2.create_network_interface(SubnetId=subnet)["NetworkInterface"]["NetworkInterfaceId"]
-        (tmp_path / "capture.hcl").write_text(f'''
-capture "prod" {{
-  region    = "{REGION}"
-  vpc_id    = "{vpc}"
-  subnet_id = "{subnet}"
-  ami       = "ami-0123456789abcdef0"
-  vni       = 12345
-  network {{
-    mirror_source_cidrs = ["10.0.0.0/16"]
-  }}
-  source {{
-    instance_id = "{web1}"
-  }}
-  source {{
-    eni_id = "{api_eni}"
-  }}
-  source {{
-    tags = {{ Service = "web" }}
-  }}
-  auto_mirror {{}}
-}}
-''')
+        ids = {VPC: vpc, SUBNET: subnet, WEB1: web1, API_ENI: api_eni}
+        built = deploy(stack, tmp_path, ids, lambda service: boto3.client(service, region_name=REGION), ["prod"])["prod"]
+        host = built.resource("aws_instance", "capture_instance")["id"]
+        target = built.resource("aws_ec2_traffic_mirror_target", "mirror_target")["id"]
+        mfilter = built.resource("aws_ec2_traffic_mirror_filter", "mirror_filter")["id"]
+        sessions = built.resource("aws_ec2_traffic_mirror_session", "source")
+        assert set(sessions) == {web1, api_eni}  # one per explicit source, keyed by its ID
+        # Drift: the API's session recreated by hand with a stale VNI
+        old = ec2.describe_traffic_mirror_sessions(TrafficMirrorSessionIds=[sessions[api_eni]["id"]])["TrafficMirrorSessions"][0]
+        ec2.delete_traffic_mirror_session(TrafficMirrorSessionId=old["TrafficMirrorSessionId"])
+        ec2.create_traffic_mirror_session(NetworkInterfaceId=api_eni, TrafficMirrorTargetId=target, TrafficMirrorFilterId=mfilter,
+                                          SessionNumber=old["SessionNumber"], VirtualNetworkId=999,
+                                          TagSpecifications=[{"ResourceType": "traffic-mirror-session", "Tags": old["Tags"]}])
         runner = CliRunner()
-        assert runner.invoke(app, ["sessions", "--write"]).exit_code == 0
-        lock = json.loads((tmp_path / "capture.lock.json").read_text())
-        # What Terraform created for the two explicit sources (the API one with a stale VNI)
-        for eni, vni in ((web1_eni, 12345), (api_eni, 999)):
-            ec2.create_traffic_mirror_session(NetworkInterfaceId=eni, TrafficMirrorTargetId=target, TrafficMirrorFilterId=mfilter,
-                                              SessionNumber=1, VirtualNetworkId=vni,
-                                              TagSpecifications=[{"ResourceType": "traffic-mirror-session", "Tags": STACK}])
-        yield dict(ec2=ec2, runner=runner, launch=launch_here, host=host, target=target, web1=web1, api_eni=api_eni, lock=lock)
+        yield dict(ec2=ec2, runner=runner, launch=launch_here, host=host, target=target, web1=web1, api_eni=api_eni)
 
 
 def check(d, *args):
@@ -169,3 +170,17 @@ def test_no_network_is_not_called_missing_credentials(tmp_path):
     report = json.loads(r.stdout)
     assert r.returncode == 2 and report["error"][0]["field"] == "network", report
     assert "Could not connect to the endpoint URL" in report["error"][0]["message"] and "credentials" not in r.stderr.lower()
+
+
+@pytest.mark.parametrize("url,words", [("http://[::1", "Invalid IPv6 URL"), ("not a url", "Invalid endpoint"),
+                                       ("http://127.0.0.1:99999", "Port out of range"), ("http://host:abc", "Port could not be cast")])
+def test_an_unusable_endpoint_url_is_reported_in_the_json_not_a_traceback(tmp_path, url, words):
+    """botocore refuses some URLs when it makes a client and others when it signs the first request, both with a bare ValueError."""
+    for args in (["check", "--json"], ["validate", "--live"]):
+        r = cli(tmp_path, *args, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_ENDPOINT_URL=url, AWS_MAX_ATTEMPTS="1")
+        assert "Traceback" not in r.stderr and words in r.stderr and "fix: correct or unset AWS_ENDPOINT_URL" in r.stderr, r.stderr
+        if args[0] == "check":
+            report = json.loads(r.stdout)  # still one JSON object
+            assert r.returncode == 2 and report["drift"] is None and report["error"][0]["field"] == "endpoint"
+        else:
+            assert r.returncode == 1

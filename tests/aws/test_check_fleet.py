@@ -1,5 +1,6 @@
-"""`mirrorcap check` on a fleet: a moto account with the NLB, its target group and the
-Auto Scaling group found by the contract's tags and names, sources in two AZs."""
+"""`mirrorcap check` on a fleet: a moto account holding what the synthesized fleet stack declares
+(tests/synth_account.py: the NLB, its target group, the Auto Scaling group and the mirror target made
+from cdk.tf.json, with their tags), sources in two AZs."""
 
 from __future__ import annotations
 
@@ -8,32 +9,27 @@ import json
 import boto3
 import pytest
 from fake_aws import AMI, launch, moto_ec2
+from synth_account import deploy
 from typer.testing import CliRunner
 
 from mirrorcap.account.drift import fleet_capacity
 from mirrorcap.cli import app
-from mirrorcap.contract import FILTER, FLEET, HEALTH_PORT, MANAGED_BY, NLB, STACK_KEY, TARGET, TARGETS, resource_name
+from mirrorcap.contract import FLEET, resource_name
 
 REGION = "us-east-1"
-STACK = [{"Key": STACK_KEY, "Value": "web"}, {"Key": MANAGED_BY[0], "Value": MANAGED_BY[1]}]
-
-
-def tagged(name):
-    return [{"Key": "Name", "Value": name}, *STACK]
-
-
-INVENTORY = '''
+VPC, A, B, BAKED = "vpc-0123456789abcdef0", "subnet-0aaaaaaaaaaaaaaa1", "subnet-0bbbbbbbbbbbbbbb2", "ami-0123456789abcdef0"
+INVENTORY = f'''
 capture "web" {{
-  region = "{region}"
-  vpc_id = "{vpc}"
-  ami    = "ami-0123456789abcdef0"
+  region = "{REGION}"
+  vpc_id = "{VPC}"
+  ami    = "{BAKED}"
   vni    = 77
   network {{
     mirror_source_cidrs = ["10.0.0.0/16"]
   }}
   fleet {{
-    subnet_ids = ["{a}", "{b}"]
-    cross_zone = {cross}
+    subnet_ids = ["{A}", "{B}"]
+    cross_zone = false
   }}
   archive {{}}
   source {{
@@ -45,36 +41,23 @@ capture "web" {{
 
 
 @pytest.fixture
-def fleet(tmp_path, monkeypatch):
+def fleet(tmp_path, monkeypatch, synthesized):
+    stack = synthesized(INVENTORY)
     monkeypatch.chdir(tmp_path)
     with moto_ec2(monkeypatch, REGION) as ec2:
         elbv2, asg = boto3.client("elbv2", region_name=REGION), boto3.client("autoscaling", region_name=REGION)
         vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
         a, b = (ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=f"{REGION}{z}")["Subnet"]["SubnetId"]
                 for i, z in ((1, "a"), (2, "b")))
-        lb = elbv2.create_load_balancer(Name="mirrorcap-web-nlb", Type="network", Scheme="internal", Subnets=[a, b],
-                                        Tags=tagged(resource_name("web", NLB)))["LoadBalancers"][0]["LoadBalancerArn"]
-        tg = elbv2.create_target_group(Name="mirrorcap-web-targets", Protocol="UDP", Port=4789, VpcId=vpc, TargetType="instance",
-                                       HealthCheckProtocol="HTTP", HealthCheckPort=str(HEALTH_PORT),
-                                       Tags=tagged(resource_name("web", TARGETS)))["TargetGroups"][0]["TargetGroupArn"]
-        elbv2.create_listener(LoadBalancerArn=lb, Protocol="UDP", Port=4789, DefaultActions=[{"Type": "forward", "TargetGroupArn": tg}])
-        ec2.create_traffic_mirror_target(NetworkLoadBalancerArn=lb, TagSpecifications=[
-            {"ResourceType": "traffic-mirror-target", "Tags": tagged(resource_name("web", TARGET))}])
-        ec2.create_traffic_mirror_filter(TagSpecifications=[
-            {"ResourceType": "traffic-mirror-filter", "Tags": tagged(resource_name("web", FILTER))}])
-        ec2.create_launch_template(LaunchTemplateName="mirrorcap-web", LaunchTemplateData={"ImageId": AMI, "InstanceType": "t3.small"})
-        asg.create_auto_scaling_group(AutoScalingGroupName=resource_name("web", FLEET), MinSize=2, MaxSize=4, DesiredCapacity=2,
-                                      LaunchTemplate={"LaunchTemplateName": "mirrorcap-web", "Version": "$Latest"},
-                                      VPCZoneIdentifier=f"{a},{b}", TargetGroupARNs=[tg],
-                                      Tags=[{"Key": k["Key"], "Value": k["Value"], "PropagateAtLaunch": True} for k in STACK])
+        ids = {VPC: vpc, A: a, B: b, BAKED: AMI}
+        deploy(stack, tmp_path, ids, lambda service: boto3.client(service, region_name=REGION), ["web"])
         launch(ec2, a, [{"Key": "Service", "Value": "web"}])  # a source in us-east-1a
 
-        def inventory(cross="false"):
-            (tmp_path / "capture.hcl").write_text(INVENTORY.format(region=REGION, vpc=vpc, a=a, b=b, cross=cross))
-        inventory()
+        def inventory(cross="false"):  # what the check reads of cross-zone is the inventory's setting
+            text = (tmp_path / "capture.hcl").read_text()
+            (tmp_path / "capture.hcl").write_text(text.replace(f"cross_zone = {'false' if cross == 'true' else 'true'}", f"cross_zone = {cross}"))
         runner = CliRunner()
-        assert runner.invoke(app, ["sessions", "--write"]).exit_code == 0
-        yield dict(ec2=ec2, elbv2=elbv2, asg=asg, tg=tg, runner=runner, inventory=inventory, launch=lambda: launch(ec2, b, [{"Key": "Service", "Value": "web"}]))
+        yield dict(ec2=ec2, elbv2=elbv2, asg=asg, runner=runner, inventory=inventory, launch=lambda: launch(ec2, b, [{"Key": "Service", "Value": "web"}]))
 
 
 def check(d, *args):

@@ -6,10 +6,15 @@ file holds a packet out of order (an NLB delivers out of order; a host stamps wh
 receives) and one holds a packet stamped before its file's name (the kernel hands
 packets over late). The window starts after midnight UTC, so two of the files it
 needs are under the previous day's keys. The extract must be exactly the packets
-of the window (and of the filter), by tshark's reading of every uploaded file."""
+of the window (and of the filter), by tshark's reading of every uploaded file.
+
+The archive buckets are made from the synthesized stacks' own cdk.tf.json (tests/synth_account.py:
+their bucket_prefix and tags as Terraform applies them), so the lookup finds what the stack creates."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import struct
 import subprocess
 from datetime import datetime, timedelta, timezone
@@ -21,7 +26,8 @@ from moto import mock_aws
 from typer.testing import CliRunner
 
 from mirrorcap.cli import app
-from mirrorcap.contract import ARCHIVE, ARCHIVE_KEY, PCAP_PATTERN, STACK_KEY, resource_name
+from mirrorcap.contract import ARCHIVE_KEY, PCAP_PATTERN
+from synth_account import deploy
 from bootlab.traffic import ipv4, mac, udp
 
 REGION = "eu-west-1"
@@ -41,6 +47,7 @@ capture "web" {{
     subnet_ids = ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"]
   }}
   archive {{
+    retention_days   = 36500  # the fixed dates below stay inside it
     reader_role_arns = ["arn:aws:iam::123456789012:role/pcap-readers"]
   }}
   source {{
@@ -55,6 +62,19 @@ capture "solo" {{
   subnet_id = "subnet-0123456789abcdef0"
   ami       = "ami-0123456789abcdef0"
   vni       = 78
+  network {{
+    mirror_source_cidrs = ["10.0.0.0/16"]
+  }}
+}}
+
+# Another capture's archive in the same account and region: never read for "web".
+capture "other" {{
+  region    = "{REGION}"
+  vpc_id    = "vpc-0123456789abcdef0"
+  subnet_id = "subnet-0123456789abcdef0"
+  ami       = "ami-0123456789abcdef0"
+  vni       = 77
+  archive {{}}
   network {{
     mirror_source_cidrs = ["10.0.0.0/16"]
   }}
@@ -118,32 +138,28 @@ def make_archive(tmp_path: Path):
 
 
 @pytest.fixture
-def archive(tmp_path, monkeypatch):
+def archive(tmp_path, monkeypatch, synthesized):
+    stack = synthesized(INVENTORY)
     for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION}.items():
         monkeypatch.setenv(k, v)
     work = tmp_path / "work"
     work.mkdir()
-    (work / "capture.hcl").write_text(INVENTORY)
     monkeypatch.chdir(work)
     files = make_archive(tmp_path)
     with mock_aws():
         s3 = boto3.client("s3", region_name=REGION)
-        where = {"LocationConstraint": REGION}
-
-        def bucket(name, tags):
-            s3.create_bucket(Bucket=name, CreateBucketConfiguration=where)
-            s3.put_bucket_tagging(Bucket=name, Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in tags.items()]})
-
-        bucket("mirrorcap-web-archive-20261124", {STACK_KEY: "web", "Name": resource_name("web", ARCHIVE)})
-        bucket("mirrorcap-other-archive-1", {STACK_KEY: "other", "Name": resource_name("other", ARCHIVE)})  # another capture's
-        bucket("mirrorcap-untagged", {})
+        built = deploy(stack, work, {}, lambda service: boto3.client(service, region_name=REGION), ["web", "other"], only={"aws_s3_bucket"})
+        bucket = built["web"].resource("aws_s3_bucket", "archive")["bucket"]
+        other = built["other"].resource("aws_s3_bucket", "archive")["bucket"]
+        s3.create_bucket(Bucket="mirrorcap-untagged", CreateBucketConfiguration={"LocationConstraint": REGION})
         for key, path in files.items():
-            s3.upload_file(str(path), "mirrorcap-web-archive-20261124", key)
+            s3.upload_file(str(path), bucket, key)
+            s3.upload_file(str(path), other, key.replace("web/", "other/", 1).replace("vni77", "vni99"))  # read by no window here
         # Never picked up: a key the contract does not name, and a file of another VNI
-        s3.put_object(Bucket="mirrorcap-web-archive-20261124", Key="web/vni77/2026-11-25/i-0aaaaaaaaaaaaaaa1/notes.txt", Body=b"x")
-        s3.put_object(Bucket="mirrorcap-web-archive-20261124", Key="web/vni78/2026-11-25/i-0aaaaaaaaaaaaaaa1/vni78_2026-11-25T00-00-00Z.pcap",
+        s3.put_object(Bucket=bucket, Key="web/vni77/2026-11-25/i-0aaaaaaaaaaaaaaa1/notes.txt", Body=b"x")
+        s3.put_object(Bucket=bucket, Key="web/vni78/2026-11-25/i-0aaaaaaaaaaaaaaa1/vni78_2026-11-25T00-00-00Z.pcap",
                       Body=files[next(iter(files))].read_bytes())
-        yield dict(s3=s3, files=files, work=work, runner=CliRunner())
+        yield dict(s3=s3, files=files, work=work, bucket=bucket, runner=CliRunner())
 
 
 def window(d, *args):
@@ -224,17 +240,17 @@ def test_refusals_exit_2_with_field_and_fix(archive):
     assert r.exit_code == 2 and "mirrorcap-nowhere does not exist" in r.stderr and "fix: " in r.stderr
     r = window(d, "--at", "2026-11-25T00:00:45Z", "--out", "x.pcap", "--port", "5000", "--bpf", "this is not bpf")
     assert r.exit_code == 2 and "tcpdump failed" in r.stderr
-    assert sorted(p.name for p in d["work"].iterdir()) == ["capture.hcl", "mine.pcap"]
+    assert sorted(p.name for p in d["work"].iterdir()) == ["capture.hcl", "capture.lock.json", "mine.pcap"]
 
 
 def test_a_capture_whose_bucket_is_not_deployed(archive):
     d = archive
-    d["s3"].delete_bucket_tagging(Bucket="mirrorcap-web-archive-20261124")
+    d["s3"].delete_bucket_tagging(Bucket=d["bucket"])
     r = window(d, "--at", "2026-11-25T00:00:45Z", "--out", "x.pcap")
     assert r.exit_code == 2 and "no bucket in eu-west-1 named mirrorcap-... is tagged mirrorcap:stack=web" in r.stderr
     assert "make deploy STACK=web" in r.stderr and "--bucket" in r.stderr
     # given by name, the bucket is read without its tags
-    r = window(d, "--at", "2026-11-25T00:00:45Z", "--window", "5s", "--out", "x.pcap", "--bucket", "mirrorcap-web-archive-20261124")
+    r = window(d, "--at", "2026-11-25T00:00:45Z", "--window", "5s", "--out", "x.pcap", "--bucket", d["bucket"])
     assert r.exit_code == 0, r.stderr
 
 
@@ -256,3 +272,86 @@ def test_access_denied_names_the_reader_roles(archive, monkeypatch):
     r = run()
     assert r.exit_code == 2, (r.stdout, r.stderr)
     assert "access denied" in r.stderr and "arn:aws:iam::123456789012:role/pcap-readers" in r.stderr and "--role-arn" in r.stderr
+
+
+def test_a_key_no_host_writes_is_never_read_nor_written_outside_the_private_directory(archive, tmp_path, monkeypatch):
+    """Anyone who may write to the bucket could plant keys: a `..` instance segment once made window
+    write to $TMPDIR/vni<VNI>/..., world-readable, through a link planted there."""
+    d = archive
+    scratch, victim = tmp_path / "scratch", tmp_path / "victim"
+    scratch.mkdir()
+    victim.mkdir()
+    (scratch / "vni77").symlink_to(victim)  # where the `..` key used to land
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    monkeypatch.setattr("tempfile.tempdir", None)  # read $TMPDIR again
+    planted = write_pcap(tmp_path / "planted.pcap", [(T0.timestamp() + 225, 0x7FFD, 5000)])
+    hostile = ["web/vni77/2026-11-25/../vni77_2026-11-25T00-00-40Z.pcap",
+               "web/vni77/2026-11-25/i-0aaaaaaaaaaaaaaa1/../../../vni77_2026-11-25T00-00-40Z.pcap",
+               "web/vni77/2026-11-25/i-0AAAAAAAAAAAAAAA1/vni77_2026-11-25T00-00-40Z.pcap",  # not an instance ID as IMDS gives it
+               "web/vni77/2026-11-25/i-0aaaaaaaaaaaaaaa1/vni77_2026-11-25T0-0-40Z.pcap"]  # strptime would read this name
+    for key in hostile:
+        d["s3"].upload_file(str(planted), d["bucket"], key)
+    out = d["work"] / "cut.pcap"
+    at = T0 + timedelta(seconds=225)
+    r = window(d, "--at", at.isoformat(), "--window", "30s", "--out", str(out))
+    assert r.exit_code == 0, r.stderr
+    assert "key(s) in s3://" in r.stderr and "not what a host writes and were not read" in r.stderr
+    assert 0x7FFD not in {p[1] for p in packets(out)}  # the planted pcap's packet
+    assert list(victim.iterdir()) == [] and list(scratch.iterdir()) == [scratch / "vni77"]  # nothing outside, nothing left
+
+
+def test_downloads_are_new_files_with_the_pcaps_mode(archive, tmp_path):
+    from mirrorcap.archive import s3 as archive_s3
+    from mirrorcap.archive.index import parse_key
+    d = archive
+    key, obj = next((k, d["s3"].head_object(Bucket=d["bucket"], Key=k)) for k in d["files"])
+    pcap = parse_key("web", key, obj["ContentLength"], obj["LastModified"])
+    root = tmp_path / "private"
+    root.mkdir(mode=0o700)
+    old = os.umask(0)
+    try:
+        path = archive_s3.download(d["s3"], d["bucket"], pcap, root)
+        assert path.read_bytes() == d["files"][key].read_bytes() and oct(path.stat().st_mode & 0o777) == "0o640"
+        assert oct(path.parent.stat().st_mode & 0o777) == "0o700"
+        with pytest.raises(FileExistsError):  # never over a file already there
+            archive_s3.download(d["s3"], d["bucket"], pcap, root)
+    finally:
+        os.umask(old)
+
+
+def test_a_span_longer_than_the_archive_keeps_is_cut_to_its_retention_and_said(archive):
+    """--before 20000d once made 19,718 S3 listings, one per day asked for."""
+    d = archive
+    r = d["runner"].invoke(app, ["window", "--capture", "other", "--at", "now", "--before", "20000d", "--after", "0", "--out", "x.pcap"])
+    assert r.exit_code == 1, r.stderr
+    assert "note: the window starts at" in r.stderr and "the archive keeps 15 days (archive > retention_days)" in r.stderr
+    listed = r.stderr.split("(listed ")[1].rstrip(")\n").split(", ")
+    assert 15 <= len(listed) <= 18  # the retention's days and the slack, not 20,000
+    r = d["runner"].invoke(app, ["window", "--capture", "other", "--at", "now", "--after", "20000d", "--out", "x.pcap"])
+    assert r.exit_code == 1 and "note: the window ends now" in r.stderr and len(r.stderr.split("(listed ")[1].split(", ")) <= 3
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--at", "0001-01-01T00:00:00Z"], "outside what the archive can hold"),
+    (["--at", "9999-12-31T23:59:59Z"], "outside what the archive can hold"),
+    (["--at", "2026-11-25T00:00:45Z", "--window", "99999999999d"], "--window '99999999999d' is longer than any archive keeps"),
+    (["--at", "2026-11-25T00:00:45Z", "--before", "1e400s"], "is not a duration"),
+])
+def test_dates_and_spans_no_archive_holds_are_refused_in_one_line(archive, args, words):
+    r = window(archive, *args, "--out", "x.pcap")
+    assert r.exit_code == 2 and words in r.stderr and "fix: " in r.stderr, r.stderr
+    assert r.exception is None or isinstance(r.exception, SystemExit), r.exception  # no traceback
+
+
+def test_missing_wireshark_tools_are_named_before_anything_is_downloaded(archive, tmp_path, monkeypatch):
+    d = archive
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("tshark", "tcpdump"):  # mergecap is missing
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    monkeypatch.setenv("PATH", str(bin_dir))
+    got = []
+    monkeypatch.setattr("mirrorcap.archive.s3.download", lambda *a: got.append(a))
+    r = window(d, "--at", "2026-11-25T00:00:45Z", "--out", "x.pcap")
+    assert r.exit_code == 2 and "PATH: mergecap: not found" in r.stderr and "apt install tshark wireshark-common" in r.stderr
+    assert got == [] and not (d["work"] / "x.pcap").exists()

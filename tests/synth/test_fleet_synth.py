@@ -17,11 +17,10 @@ from fnmatch import fnmatchcase
 
 import pytest
 
-from helpers import FIXTURES, mirrorcap, stack_json, synth, write
+from helpers import FIXTURES, mirrorcap, sessions_of, stack_json, synth, write
 from mirrorcap import aws_limits as L
 from mirrorcap.contract import ARCHIVE_BUCKET_VAR, FLEET_VOLUME_DEVICE, HEALTH_PORT, STACK_KEY
 from mirrorcap.inventory import load
-from mirrorcap.stack.mirroring import SHARDS, shard
 
 KEY = "${aws_kms_key.pcap_key.arn}"
 READERS = ["arn:aws:iam::111122223333:role/pcap-readers", "arn:aws:iam::111122223333:role/incident-response"]
@@ -132,11 +131,9 @@ def test_one_nlb_mirror_target_and_one_session_per_explicit_source_with_locked_n
     target = one(doc, "aws_ec2_traffic_mirror_target")
     assert target["network_load_balancer_arn"] == "${aws_lb.fleet_nlb.arn}" and "network_interface_id" not in target
     assert target["depends_on"] == ["aws_lb_listener.fleet_vxlan"]
-    shards = resources(doc, "aws_ec2_traffic_mirror_session")
-    assert all(s["traffic_mirror_target_id"] == "${aws_ec2_traffic_mirror_target.mirror_target.id}" for s in shards.values())
+    assert one(doc, "aws_ec2_traffic_mirror_session")["traffic_mirror_target_id"] == "${aws_ec2_traffic_mirror_target.mirror_target.id}"
     lock = json.loads((fleet / "capture.lock.json").read_text())["captures"]["fleet"]
-    per_source = {k: v for s in shards.values() for k, v in s["for_each"].items()}
-    assert set(shards) == {f"source{shard(k)}" for k in per_source}  # each source in its own shard's resource
+    per_source = sessions_of(doc)
     assert set(per_source) == {s.id for s in capture.sources} == set(lock)
     assert {k: v["session_number"] for k, v in per_source.items()} == lock
     assert per_source["eni-0fedcba9876543210"]["session_number"] == 7 and per_source["eni-0fedcba9876543210"]["virtual_network_id"] == 5000
@@ -303,7 +300,7 @@ def test_every_reference_in_the_fleet_stacks_names_a_declared_resource(doc, solo
         assert used <= declared, used - declared
 
 
-def test_a_thousand_sources_are_one_stack(tmp_path):
+def test_a_thousand_sources_are_one_stack_and_one_session_resource(tmp_path):
     text = (FIXTURES / "fleet.hcl").read_text()
     text = text[:text.index('capture "solo"')]  # the fleet alone
     many = "".join(f'  source {{\n    eni_id = "eni-{n:017x}"\n  }}\n' for n in range(1000))
@@ -314,20 +311,7 @@ def test_a_thousand_sources_are_one_stack(tmp_path):
     assert r.returncode == 0, r.stderr
     assert [p.name for p in (tmp_path / "cdktf.out" / "stacks").iterdir()] == ["fleet"]
     doc = stack_json(tmp_path, "fleet")
-    shards = resources(doc, "aws_ec2_traffic_mirror_session")
-    assert sum(len(s["for_each"]) for s in shards.values()) == 1003
-    # Spread over every shard, none near the instance counts Terraform plans slowly (see stack/mirroring.py).
-    assert len(shards) == SHARDS and max(len(s["for_each"]) for s in shards.values()) < 100
-    ids = doc["output"]["session_ids"]["value"]
-    assert ids.startswith("${merge(") and ids.count("aws_ec2_traffic_mirror_session.source_") == SHARDS
-
-
-def test_a_sources_shard_is_the_same_in_every_synth():
-    """A source's resource address must not move between synths (a moved session is a destroy and a
-    create: a gap in mirroring): the shard is a function of the source ID alone, the same in any process."""
-    ids = [f"eni-{n:017x}" for n in range(200)] + ["i-0123456789abcdef0"]
-    probe = "import json, sys; from mirrorcap.stack.mirroring import shard; print(json.dumps([shard(i) for i in json.loads(sys.argv[1])]))"
-    runs = [subprocess.run([sys.executable, "-c", probe, json.dumps(ids)], env={**os.environ, "PYTHONHASHSEED": seed},
-                           capture_output=True, text=True, check=True).stdout for seed in ("1", "2")]
-    assert json.loads(runs[0]) == json.loads(runs[1]) == [shard(i) for i in ids]
-    assert len(set(json.loads(runs[0]))) == SHARDS  # 201 sources reach every shard
+    # One resource whose for_each is a map in locals: every session in one plan, each addressed by its source ID.
+    assert list(resources(doc, "aws_ec2_traffic_mirror_session")) == ["source"] and len(sessions_of(doc)) == 1003
+    assert doc["output"]["session_ids"]["value"] == \
+        "${{for source, session in aws_ec2_traffic_mirror_session.source : source => session.id}}"

@@ -1,7 +1,6 @@
-"""`make synth` output and the lock are byte-identical to the golden digests, for the
-example and every fixture inventory (tests/fixtures/golden/, taken with
-tools/synth_digest.py). A change of output is deliberate: its commit retakes them and
-says what changed (last: `ami` became required, so the AL2023 SSM parameter went)."""
+"""`make synth` output and the lock are byte-identical to the golden digests, for the example and
+every fixture inventory (tests/fixtures/golden/, taken with tools/synth_digest.py). A change of
+output is made on purpose: the digests are taken again in the same commit, which says what changed."""
 
 from __future__ import annotations
 

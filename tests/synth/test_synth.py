@@ -14,7 +14,7 @@ from pathlib import Path
 import hcl2
 import pytest
 
-from helpers import EXAMPLE, ROOT, minimal, mirrorcap, stack_json, synth, tree, write
+from helpers import EXAMPLE, ROOT, minimal, mirrorcap, sessions_of, stack_json, synth, tree, write
 from synthesized import ODD, prepare
 from mirrorcap import aws_limits as L
 from mirrorcap.errors import MirrorcapError
@@ -73,13 +73,6 @@ def test_example_pcap_volume_st1_encrypted_protected_and_attached(example):
     assert att["volume_id"] == "${aws_ebs_volume.pcap_volume.id}" and att["stop_instance_before_detaching"] is True
 
 
-def sessions_of(doc: dict) -> dict:
-    """The per-source values of the one for_each session resource, keyed by source ID."""
-    (name,) = resources(doc, "aws_ec2_traffic_mirror_session")
-    assert name == "source"
-    return doc["resource"]["aws_ec2_traffic_mirror_session"]["source"]["for_each"]
-
-
 def test_example_sessions_use_locked_numbers_and_vni(example):
     doc = stack_json(example, "prod")
     lock = json.loads((ROOT / "capture.lock.json").read_text())["captures"]["prod"]
@@ -88,7 +81,10 @@ def test_example_sessions_use_locked_numbers_and_vni(example):
     assert {s["virtual_network_id"] for s in by_source.values()} == {12345}
     assert by_source["i-0123456789abcdef0"]["network_interface_id"] == \
         '${data.aws_instance.source_instance["i-0123456789abcdef0"].network_interface_id}'
-    assert doc["data"]["aws_instance"]["source_instance"]["for_each"] == '${toset(["i-0123456789abcdef0"])}'
+    assert doc["data"]["aws_instance"]["source_instance"]["for_each"] == "${toset(local.instance_sources)}"
+    assert doc["locals"]["instance_sources"] == ["i-0123456789abcdef0"]
+    # The map lives in locals: Terraform evaluates a resource's for_each per instance, a local once (stack/mirroring.py).
+    assert doc["resource"]["aws_ec2_traffic_mirror_session"]["source"]["for_each"] == "${local.sessions}"
     assert by_source["eni-0fedcba9876543210"]["packet_length"] == 1500
     assert "packet_length" not in by_source["eni-0123456789abcdef0"]  # whole packets
     s = doc["resource"]["aws_ec2_traffic_mirror_session"]["source"]
@@ -227,7 +223,7 @@ def terraform_evaluates_sessions(doc: dict, workdir: Path, instance_enis: dict[s
     session = {k: v for k, v in doc["resource"]["aws_ec2_traffic_mirror_session"]["source"].items() if k != "//"}
     for_each = session.pop("for_each")
     text = json.dumps({
-        "locals": {"source_instance": {i: {"network_interface_id": e} for i, e in instance_enis.items()},
+        "locals": {**doc["locals"], "source_instance": {i: {"network_interface_id": e} for i, e in instance_enis.items()},
                    "target": {"id": "tmt-0123456789abcdef0"}, "filter": {"id": "tmf-0123456789abcdef0"}},
         "resource": {"terraform_data": {"source": {"for_each": for_each, "input": session}}},
         "output": {"session_ids": doc["output"]["session_ids"]},
@@ -346,7 +342,7 @@ def terraform_reads(stack_dir: Path, review_hcl: bool, workdir: Path) -> tuple[d
     else:
         doc = json.loads((workdir / "cdk.tf.json").read_text())
         (provider,) = doc.pop("provider")["aws"]
-        doc["locals"] = {**provider, "default_tags": provider["default_tags"][0]}
+        doc["locals"] = {**doc.get("locals", {}), **provider, "default_tags": provider["default_tags"][0]}
         doc["terraform"] = pinned
         (workdir / "cdk.tf.json").write_text(json.dumps(doc))
     (workdir / "probe.tf.json").write_text(json.dumps({"output": {"tags": {"value": "${local.default_tags.tags}"}}}))
@@ -378,6 +374,36 @@ def test_terraform_reads_inventory_text_literally(odd, tmp_path, review_hcl):
     assert rules == ODD["rules"]
     variables = planned["aws_lambda_function.remirror"]["environment"][0]["variables"]
     assert json.loads(variables["MIRRORCAP_SELECTORS"])[0]["tags"] == ODD["selector"]
+
+
+ESCAPED = {  # as written in the inventory's HCL: the text it stands for
+    r'say \"hi\" $${literal} %%{ if } ${bare} back\\slash': 'say "hi" ${literal} %{ if } ${bare} back\\slash',
+    r'\"all quoted\"': '"all quoted"',
+    r'$${"}': '${"}',
+}
+
+
+@pytest.fixture(scope="module")
+def escaped(tmp_path_factory) -> Path:
+    """An inventory whose descriptions use HCL's escapes, written as a user writes them."""
+    work = tmp_path_factory.mktemp("escaped")
+    body = "".join(f'  source {{\n    eni_id = "eni-{n:017x}"\n    description = "{hcl}"\n  }}\n' for n, hcl in enumerate(ESCAPED))
+    rule = '  filter {\n    rule {\n      direction = "ingress"\n      description = "%s"\n    }\n  }\n' % next(iter(ESCAPED))
+    write(work, minimal(body + rule))
+    assert mirrorcap("sessions", "--write", cwd=work).returncode == 0
+    r = synth(work)
+    assert r.returncode == 0, r.stderr
+    return work
+
+
+@pytest.mark.parametrize("review_hcl", [False, True], ids=["cdk.tf.json", "cdk.tf"])
+def test_hcl_escapes_reach_terraform_as_the_text_written(escaped, tmp_path, review_hcl):
+    """`\\"` a quote and `$${` the text `${`, in Terraform as in the inventory (once `$${` arrived doubled)."""
+    _, planned, _ = terraform_reads(escaped / "cdktf.out" / "stacks" / "test", review_hcl, tmp_path / "tf")
+    sessions = {k: v["description"] for k, v in planned.items() if k.startswith("aws_ec2_traffic_mirror_session.")}
+    assert sessions == {f'aws_ec2_traffic_mirror_session.source["eni-{n:017x}"]': f"mirrorcap test: {text}"
+                        for n, text in enumerate(ESCAPED.values())}
+    assert planned["aws_ec2_traffic_mirror_filter_rule.filter_rule_ingress_100"]["description"] == next(iter(ESCAPED.values()))
 
 
 @pytest.mark.parametrize("fixture,stack", [("example", "prod"), ("edge", "blue"), ("edge", "green"), ("odd", "odd"),

@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 
 import tf_emulator as T
-from helpers import EXAMPLE, ROOT, mirrorcap, synth
+from helpers import EXAMPLE, ROOT, for_each_of, mirrorcap, synth
 from mirrorcap.inventory import load
 
 TERRAFORM, TERRAFORM_VERSION = T.find_terraform()
@@ -176,8 +176,8 @@ def resource_addresses(doc: dict) -> set[str]:
     for rtype, named in doc["resource"].items():
         if rtype in SKIPPED_IN_EMULATOR:
             continue
-        for name, body in named.items():
-            each = body.get("for_each")
+        for name in named:
+            each = for_each_of(doc, "resource", rtype, name)
             assert each is None or isinstance(each, dict), f"{rtype}.{name}: for_each {each!r} cannot be expanded here"
             out |= {f'{rtype}.{name}["{k}"]' for k in each} if each else {f"{rtype}.{name}"}
     return out

@@ -79,8 +79,8 @@ def test_more_than_one_volume_holds_is_said_so():
 
 
 @pytest.mark.parametrize("args, words", [
-    (["--rate", "inf"], "positive finite numbers"), (["--rate", "nan"], "positive finite numbers"),
-    (["--rate", "0"], "positive finite numbers"), (["--rate", "5", "--price", "instance_hour=abc"], "'abc' is not a price in USD"),
+    (["--rate", "inf"], "--rate: inf is out of range"), (["--rate", "nan"], "--rate: nan is out of range"),
+    (["--rate", "0"], "--rate: 0.0 is out of range"), (["--rate", "5", "--price", "instance_hour=abc"], "'abc' is not a price in USD"),
     (["--rate", "5", "--price", "instance_hour=-1"], "'-1' is not a price in USD"), (["--rate", "5", "--price", "foo=1"], "'foo' is not a price name"),
     (["--rate", "5", "--capture", "nope"], "no capture named nope"),
 ])

@@ -66,6 +66,14 @@ BAD = {
     "bad reader": (FLEET % (FLEET_BLOCK + ARCHIVE_BLOCK.replace(":role/", ":user/")), "archive > reader_role_arns[0]", "IAM role ARN"),
     "unknown fleet field": (FLEET % (FLEET_BLOCK.replace("max_per_az", "max_per_zone") + ARCHIVE_BLOCK), "fleet > max_per_zone",
                             "did you mean"),
+    # Once accepted: a fleet of no hosts mirrors into nothing; a fleet in more AZs than a region has
+    "no hosts": (FLEET % (FLEET_BLOCK.replace("max_per_az = 3", "min_per_az = 0\n    desired_per_az = 0") + ARCHIVE_BLOCK),
+                 "fleet > desired_per_az", "0 hosts: the NLB would drop every mirrored packet"),
+    "50 subnets": (FLEET % ("  fleet {\n    subnet_ids = [" + ", ".join(f'"subnet-{n:017x}"' for n in range(50)) + "]\n  }\n"
+                            + ARCHIVE_BLOCK), "fleet > subnet_ids", "50 subnets: a fleet takes one per Availability Zone"),
+    # Once passed validate and failed only at synth
+    "fleet without a baked ami": ((FLEET % (FLEET_BLOCK + "\n" + ARCHIVE_BLOCK)).replace('  ami    = "ami-0123456789abcdef0"\n', ""),
+                                  'capture "web" > ami', "missing: the capture host boots an AMI"),
 }
 
 
@@ -77,3 +85,19 @@ def test_a_wrong_fleet_or_archive_names_the_field_and_the_fix(workdir, case):
     assert result.returncode == 1, result.stdout
     assert field in result.stderr and words in result.stderr and "fix:" in result.stderr, result.stderr
     assert sorted(p.name for p in workdir.iterdir()) == ["capture.hcl"]
+
+
+def test_a_fleet_with_a_baked_ami_passes_validate(workdir):
+    write(workdir, FLEET.replace('vni    = 77', 'vni    = 77\n  ami    = "ami-0123456789abcdef0"') % (FLEET_BLOCK + "\n" + ARCHIVE_BLOCK))
+    result = mirrorcap("validate", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_fleet_without_ami_renders_for_the_bake_though_validate_refuses_it(workdir):
+    """make bake renders the bake.sh that makes the AMI before there is one: only deploying needs `ami`."""
+    write(workdir, (FLEET % (FLEET_BLOCK + "\n" + ARCHIVE_BLOCK)).replace('  ami    = "ami-0123456789abcdef0"\n', ""))
+    assert mirrorcap("sessions", "--write", cwd=workdir).returncode == 0
+    result = mirrorcap("render", "--out", "rendered", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    assert (workdir / "rendered" / "web" / "bake.sh").is_file()
+    assert mirrorcap("validate", cwd=workdir).returncode == 1

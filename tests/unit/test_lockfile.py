@@ -32,6 +32,13 @@ BROKEN = {
     "number is a string": (json.dumps({"version": 1, "captures": {"prod": {"eni-1": "2"}}}), "captures.prod.eni-1", "'2' is not a session number"),
     "number is a bool": (json.dumps({"version": 1, "captures": {"prod": {"eni-1": True}}}), "captures.prod.eni-1", "True is not a session number"),
     "not utf-8": (b"\xff\xfe{}", "", "capture.lock.json"),
+    # Once renumbered without a word: a lock change is a session change, so a number outside AWS's range is refused
+    "number 0": (json.dumps({"version": 1, "captures": {"prod": {"eni-1": 0}}}), "captures.prod.eni-1", "session number 0 is outside 1-32766"),
+    "number -3": (json.dumps({"version": 1, "captures": {"prod": {"eni-1": -3}}}), "captures.prod.eni-1", "session number -3 is outside"),
+    "number 40000": (json.dumps({"version": 1, "captures": {"prod": {"eni-1": 40000}}}), "captures.prod.eni-1", "40000 is outside 1-32766"),
+    # Once read last-wins
+    "a source twice": ('{"version": 1, "captures": {"prod": {"eni-1": 1, "eni-1": 2}}}', "", "key 'eni-1' is given twice"),
+    "a capture twice": ('{"version": 1, "captures": {"prod": {}, "prod": {"eni-1": 2}}}', "", "key 'prod' is given twice"),
 }
 
 
@@ -55,3 +62,27 @@ def test_a_lock_that_is_not_a_regular_file_is_refused_without_blocking(tmp_path,
     with pytest.raises(MirrorcapError) as exc:
         lockfile.read(path)
     assert str(path) in str(exc.value)
+
+
+def test_a_lock_that_is_a_link_is_written_through_to_its_file(tmp_path):
+    shared = tmp_path / "shared" / "prod.lock.json"
+    shared.parent.mkdir()
+    lockfile.write(shared, {("prod", "eni-1"): 1})
+    link = tmp_path / "capture.lock.json"
+    link.symlink_to(shared)
+    assert lockfile.write(link, {("prod", "eni-1"): 1, ("prod", "eni-2"): 2}) is True
+    assert link.is_symlink() and os.readlink(link) == str(shared)  # still a link, to the same file
+    assert lockfile.read(shared) == {("prod", "eni-1"): 1, ("prod", "eni-2"): 2}
+
+
+@pytest.mark.parametrize("where", ["nothing", "a directory"])
+def test_a_lock_link_to_no_regular_file_is_refused_not_replaced(tmp_path, where):
+    target = tmp_path / "elsewhere"
+    if where == "a directory":
+        target.mkdir()
+    link = tmp_path / "capture.lock.json"
+    link.symlink_to(target)
+    with pytest.raises(MirrorcapError) as exc:
+        lockfile.write(link, {("prod", "eni-1"): 1})
+    assert "is a link to" in str(exc.value) and "fix: point the link at the lock file" in str(exc.value)
+    assert link.is_symlink() and (target.is_dir() if where == "a directory" else not target.exists())

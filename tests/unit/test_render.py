@@ -10,10 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from helpers import EXAMPLE, ROOT, minimal, mirrorcap, sources, eni, tree, write
+from helpers import EXAMPLE, FIXTURES, ROOT, minimal, mirrorcap, sources, eni, tree, write
+from kinds import WALK, capture_as
 from mirrorcap.inventory import load
 from mirrorcap.host.render import rendered_tree
 from mirrorcap.host.tree import write_tree
+from typer.testing import CliRunner
+
+from mirrorcap.cli import app
 
 
 def test_committed_rendered_dir_is_up_to_date():
@@ -199,3 +203,29 @@ def test_render_replaces_an_earlier_render_or_an_empty_directory_whole(tmp_path)
     write_tree(rendered_tree(inventory), empty)
     assert tree(empty) == tree(out)
     assert sorted(os.listdir(tmp_path)) == ["capture.hcl", "empty", "rendered"]  # no staging or .old left
+
+
+@pytest.mark.parametrize("fixture,names", [(EXAMPLE, ["prod"]), (FIXTURES / "fleet.hcl", ["fleet", "solo"])], ids=["example", "fleet"])
+def test_a_capture_changing_kind_is_rendered_whole_without_what_its_old_kind_needed(tmp_path, fixture, names):
+    """single -> archive -> fleet -> archive -> single -> fleet -> single: each render leaves
+    exactly the new layout (the archive's retention replaces the plain one, a fleet adds its
+    files, going back removes them), and never touches a file no render writes."""
+    runner, text, out = CliRunner(), fixture.read_text(), tmp_path / "rendered"
+    inventory = tmp_path / "capture.hcl"
+    for name in names:
+        for kind in WALK:
+            text = capture_as(text, name, kind)
+            inventory.write_text(text)
+            for args in (["sessions", "--write"], ["render", "--out", str(out)]):
+                r = runner.invoke(app, [*args, "--inventory", str(inventory)])
+                assert r.exit_code == 0, (name, kind, r.stderr)
+            want = rendered_tree(load(inventory))
+            assert {k: v.decode() for k, v in tree(out).items()} == {k: content for k, (content, _) in want.items()}, (name, kind)
+            assert all((out / k).stat().st_mode & 0o777 == mode for k, (_, mode) in want.items())
+    # A file of someone's among them is still refused, whatever the kind change
+    (out / names[0] / "files" / "notes.txt").write_text("mine\n")
+    before = snapshot(tmp_path)
+    inventory.write_text(capture_as(text, names[0], "fleet"))
+    r = runner.invoke(app, ["render", "--out", str(out), "--inventory", str(inventory)])
+    assert r.exit_code == 1 and "notes.txt, which `mirrorcap render` does not write" in r.stderr
+    assert {k: v for k, v in snapshot(tmp_path).items() if k != "capture.hcl"} == {k: v for k, v in before.items() if k != "capture.hcl"}

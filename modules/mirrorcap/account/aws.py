@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Optional
+from urllib.parse import urlsplit
 
 from botocore.exceptions import ClientError
 
@@ -33,22 +34,39 @@ class Access:
         import boto3
         session = boto3.Session(profile_name=self.profile) if self.profile else boto3.Session()
         if self.role_arn:
-            creds = session.client("sts", region_name=region).assume_role(
+            creds = client(session, "sts", region).assume_role(
                 RoleArn=self.role_arn, RoleSessionName="mirrorcap-cli")["Credentials"]
             session = boto3.Session(aws_access_key_id=creds["AccessKeyId"], aws_secret_access_key=creds["SecretAccessKey"],
                                     aws_session_token=creds["SessionToken"])
         return session
 
     def ec2(self, region: str):
-        return self.session(region).client("ec2", region_name=region)
+        return client(self.session(region), "ec2", region)
 
     def s3(self, region: str):
-        return self.session(region).client("s3", region_name=region)
+        return client(self.session(region), "s3", region)
 
     def fleet(self, region: str) -> "FleetClients":
         """EC2, ELBv2 and Auto Scaling clients on one session (one AssumeRole): the fleet drift check's reads."""
         session = self.session(region)
-        return FleetClients(*(session.client(s, region_name=region) for s in ("ec2", "elbv2", "autoscaling")))
+        return FleetClients(*(client(session, s, region) for s in ("ec2", "elbv2", "autoscaling")))
+
+
+ENDPOINT_FIX = ("correct or unset AWS_ENDPOINT_URL (or AWS_ENDPOINT_URL_<SERVICE>, or endpoint_url in the profile): "
+                "a URL like https://host:port")
+
+
+def client(session, service: str, region: str):
+    """A client whose endpoint URL is usable, or a MirrorcapError naming it. botocore refuses some bad
+    URLs here and others only when it signs the first request (a port out of range), each with a
+    bare ValueError: the URL is parsed now as the signer will."""
+    from ..errors import MirrorcapError, Problem
+    try:
+        made = session.client(service, region_name=region)
+        urlsplit(made.meta.endpoint_url).port
+    except ValueError as exc:
+        raise MirrorcapError([Problem("AWS", "endpoint", f"the {service} endpoint URL is not usable: {exc}", ENDPOINT_FIX)])
+    return made
 
 
 @dataclass(frozen=True)

@@ -10,13 +10,15 @@ mirrorcap:stack = <capture> and Name = resource_name(capture, "archive").
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from botocore.exceptions import ClientError
 
 from ..contract import ARCHIVE, ARCHIVE_BUCKET_PREFIX, STACK_KEY, resource_name
 from ..errors import MirrorcapError, Problem
-from .index import ArchivedPcap, parse_key
+from . import localfile
+from .index import ArchivedPcap, local_parts, parse_key
 
 DENIED = ("AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "403")
 
@@ -68,18 +70,23 @@ def find_bucket(s3, capture) -> str:
                                   f"deploy the capture's stack (make deploy STACK={name}), or pass the bucket as --bucket")])
 
 
-def list_prefix(s3, bucket: str, capture: str, prefix: str) -> list[ArchivedPcap]:
-    """The archived pcaps under a key prefix; other keys (not named by the contract) are ignored."""
-    out = []
+def list_prefix(s3, bucket: str, capture: str, prefix: str) -> tuple[list[ArchivedPcap], list[str]]:
+    """(the archived pcaps under a key prefix, the other keys there): only keys exactly as a host
+    writes them are pcaps (index.parse_key); the others are never read."""
+    out, others = [], []
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for obj in page.get("Contents", []):
             p = parse_key(capture, obj["Key"], obj["Size"], obj["LastModified"])
-            if p is not None:
+            if p is None:
+                others.append(obj["Key"])
+            else:
                 out.append(p)
-    return out
+    return out, others
 
 
-def download(s3, bucket: str, key: str, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    s3.download_file(bucket, key, str(path))
-    return path
+def download(s3, bucket: str, pcap: ArchivedPcap, root: Path) -> Path:
+    """The pcap into a new file under `root` (localfile.create: exclusive, no link followed, 0640)."""
+    parts = local_parts(pcap)
+    with os.fdopen(localfile.create(root, parts), "wb") as f:
+        s3.download_fileobj(bucket, pcap.key, f)
+    return root.joinpath(*parts)

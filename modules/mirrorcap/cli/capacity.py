@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from ..capacity import Prices, estimate_for, fleet_estimate_for, hosts_needed
+from ..capacity import Prices, estimate_for, fleet_estimate_for, hosts_needed, input_problem
 from ..errors import MirrorcapError, Problem
 from ..inventory import load
 from .common import InventoryOpt, fail
@@ -50,6 +50,11 @@ def capacity(
     """Volume size, disk throughput, network headroom and monthly cost for a traffic rate.
 
     Exit 0: it fits; 1: it does not fit; 2: the command line or the inventory is wrong."""
+    wrong = [Problem("command line", flag, *bad) for flag, value in (("--rate", rate), ("--retention", retention),
+             ("--avg-packet", avg_packet), ("--instance-gbps", instance_gbps), ("--tag-instances", tag_instances))
+             if (bad := input_problem(flag, value))]
+    if wrong:
+        fail(MirrorcapError(wrong), USAGE)
     try:
         inv = load(inventory)
     except MirrorcapError as exc:

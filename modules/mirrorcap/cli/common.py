@@ -45,7 +45,7 @@ def aws_problem(exc: Exception) -> Problem:
 
 
 def aws_errors(fn):
-    """No traceback for what the account says: missing credentials, denied calls, no network."""
+    """No traceback for what the account says: missing credentials, denied calls, no network, an unusable endpoint."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         from botocore.exceptions import BotoCoreError, ClientError
@@ -53,6 +53,8 @@ def aws_errors(fn):
             return fn(*args, **kwargs)
         except (ClientError, BotoCoreError) as exc:
             fail(MirrorcapError([aws_problem(exc)]))
+        except MirrorcapError as exc:
+            fail(exc)
     return wrapper
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from ..errors import MirrorcapError
-from ..host.render import rendered_tree
+from ..host.render import render_paths, rendered_tree
 from ..host.tree import diff_tree, write_tree
 from .common import InventoryOpt, fail, load_numbered
 
@@ -33,7 +33,7 @@ def render(
         print(f"{out}: up to date ({len(tree)} files)")
         return
     try:
-        write_tree(tree, out)
+        write_tree(tree, out, render_paths())
     except MirrorcapError as exc:
         fail(exc)
     print(f"wrote {len(tree)} files to {out}")

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import typer
 
+from ..errors import MirrorcapError
 from ..numbering import lockfile
-from .common import InventoryOpt, load_numbered
+from .common import InventoryOpt, fail, load_numbered
 
 
 def sessions(
@@ -40,8 +41,12 @@ def sessions(
         for (capture, source), old, new in numbering.changes:
             print(f"{numbering.lock_path.name}: {capture} {source}: session number "
                   f"{old if old is not None else '(none)'} -> {new if new is not None else '(removed)'}", file=sys.stderr)
-        changed = lockfile.write(numbering.lock_path, numbering.numbers)
-        print(f"{'wrote' if changed else 'unchanged'}: {numbering.lock_path}", file=sys.stderr)
+        try:
+            changed = lockfile.write(numbering.lock_path, numbering.numbers)
+        except MirrorcapError as exc:
+            fail(exc)
+        through = f" (through the link, to {lockfile.write_target(numbering.lock_path)})" if numbering.lock_path.is_symlink() else ""
+        print(f"{'wrote' if changed else 'unchanged'}: {numbering.lock_path}{through}", file=sys.stderr)
     elif check and numbering.changes:
         print(f"mirrorcap: {numbering.lock_path} is out of date: run `mirrorcap sessions --write` and commit it", file=sys.stderr)
         raise typer.Exit(1)

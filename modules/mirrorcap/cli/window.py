@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from datetime import timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import typer
@@ -37,7 +37,7 @@ def window(
     """Find, download and merge the archived pcaps of every host covering a moment, cut to the window and filtered.
 
     Exit 0: written to --out; 1: no archived pcap covers the window; 2: could not (usage, inventory, bucket, access)."""
-    from ..archive.window import Query, bounds, extract, find, require_archive
+    from ..archive.window import TOOLS_FIX, Query, bounds, extract, find, missing_tools, require_archive
     q = Query(at=at, window=span, before=before, after=after, vni=vni, host=host, port=port, bpf=bpf, display=display)
     try:
         inv = load(inventory)
@@ -49,13 +49,23 @@ def window(
         if vni is not None and vni not in c.vnis:
             raise MirrorcapError([Problem(str(inventory), "--vni", f"capture {capture} mirrors no VNI {vni}",
                                           "use one of: " + ", ".join(map(str, c.vnis)))])
-        begin, end = bounds(q)
+        window_bounds = bounds(q, c.archive_retention_days, datetime.now(timezone.utc))
+        begin, end = window_bounds.begin, window_bounds.end
+        for note in window_bounds.notes:
+            print(f"mirrorcap: note: {note}", file=sys.stderr)
+        missing = missing_tools(q)
+        if missing:
+            raise MirrorcapError([Problem("PATH", ", ".join(missing), "not found: mirrorcap window merges, cuts and filters "
+                                          "the downloaded pcaps with them", TOOLS_FIX)])
         if os.path.lexists(out):
             raise MirrorcapError([Problem("command line", "--out", f"{out} exists", "pick another --out (mirrorcap window never overwrites a file)")])
         if not out.parent.resolve().is_dir():
             raise MirrorcapError([Problem("command line", "--out", f"{out.parent} is not a directory", "create it, or write elsewhere")])
         s3 = access(profile, role_arn).s3(c.region)
         found = find(s3, c, begin, end, [vni] if vni is not None else list(c.vnis), bucket)
+        if found.ignored:
+            print(f"mirrorcap: warning: {len(found.ignored)} key(s) in s3://{found.bucket} are not what a host writes and were "
+                  f"not read, e.g. {found.ignored[0]!r} (who else writes to the archive?)", file=sys.stderr)
         print(f"window {begin.astimezone(timezone.utc).isoformat()} .. {end.astimezone(timezone.utc).isoformat()} (UTC), {len(found.pcaps)} pcap(s) in s3://{found.bucket}")
         for f in found.pcaps:
             print(f"  {f['key']}  {f['start']:%H:%M:%S} .. {f['end']:%H:%M:%S}  {f['bytes']} bytes")

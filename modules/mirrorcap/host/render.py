@@ -120,6 +120,17 @@ FLEET_FILES = (
 )
 
 
+# A capture's directory under rendered/: these three beside files/, which mirrors the host.
+TOP_FILES = {"bake.sh": 0o755, "user-data.sh": 0o755, "mirrorcap.env": 0o644}
+
+
+def render_paths() -> frozenset[str]:
+    """Every path a render may write in a capture's directory, whatever the capture's kind
+    (one host, archive, fleet): a capture that changes kind rewrites an earlier render of
+    another layout, while a file no render writes is still someone's (host/tree.py)."""
+    return frozenset(TOP_FILES) | {f"files{dest}" for _, dest, _ in HOST_FILES + ARCHIVE_FILES + FLEET_FILES}
+
+
 def host_file_sources(capture: Capture) -> tuple[tuple[str, str, str], ...]:
     """(source in scripts/host, path on the host, mode) of every file this capture's hosts get."""
     files = HOST_FILES
@@ -200,9 +211,10 @@ def rendered_tree(inventory: Inventory) -> dict[str, tuple[str, int]]:
     for capture in inventory.captures:
         base = capture.name
         files = host_files(capture)
-        tree[f"{base}/bake.sh"] = (bake_script(capture, files), 0o755)
-        tree[f"{base}/user-data.sh"] = (user_data(capture, VOLUME_PLACEHOLDER, ENI_PLACEHOLDER), 0o755)
-        tree[f"{base}/mirrorcap.env"] = (env_file(capture, VOLUME_PLACEHOLDER, ENI_PLACEHOLDER), 0o644)
+        top = {"bake.sh": bake_script(capture, files), "user-data.sh": user_data(capture, VOLUME_PLACEHOLDER, ENI_PLACEHOLDER),
+               "mirrorcap.env": env_file(capture, VOLUME_PLACEHOLDER, ENI_PLACEHOLDER)}
+        for name, mode in TOP_FILES.items():
+            tree[f"{base}/{name}"] = (top[name], mode)
         for f in files:
             tree[f"{base}/files{f.path}"] = (f.content, int(f.mode, 8))
     return tree

@@ -1,7 +1,10 @@
 """rendered/ on disk: written all or nothing, and only over what a render wrote.
 
 `mirrorcap render` replaces the directory only when it is missing, empty or an
-earlier render (every file one a render writes): never someone's own files.
+earlier render (every file one a render writes, for a capture of any kind: a
+capture that gains `archive {}` or becomes a fleet drops files an earlier render
+wrote): never someone's own files. The new tree replaces the old one whole, so
+what a render no longer writes is gone.
 """
 
 from __future__ import annotations
@@ -65,12 +68,13 @@ def replace_problem(out: Path, layout: frozenset[str]) -> str | None:
     return f"holds {stray}, which `mirrorcap render` does not write" if stray else None
 
 
-def write_tree(tree: dict[str, tuple[str, int]], out: Path) -> None:
+def write_tree(tree: dict[str, tuple[str, int]], out: Path, ours: frozenset[str] = frozenset()) -> None:
     """Replace `out` with exactly `tree`, all or nothing (built beside it, then swapped).
 
-    Refused, with nothing written, unless `out` is missing, empty or an
+    ours: the paths inside a capture's directory that any render writes (render.render_paths()),
+    besides this tree's. Refused, with nothing written, unless `out` is missing, empty or an
     earlier render (replace_problem)."""
-    problem = replace_problem(out, capture_layout(tree))
+    problem = replace_problem(out, capture_layout(tree) | ours)
     if problem:
         raise MirrorcapError([Problem(str(out.absolute()), "", f"{problem}: mirrorcap replaces only a directory it wrote",
                                       "pass --out a new or empty directory, or one an earlier `mirrorcap render` wrote "

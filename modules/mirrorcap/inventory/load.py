@@ -6,6 +6,7 @@ written anywhere while loading.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
 import unicodedata
@@ -14,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 from .. import aws_limits as L
+from .. import regions
 from ..contract import OWN_TAG_KEYS, OWN_TAG_PREFIX
 from .model import Archive, AutoMirror, Backend, Capture, Fleet, FilterRule, Host, Inventory, Network, PortRange, Source, Storage, TagSource
 from ..errors import Collector, Problem
@@ -36,6 +38,9 @@ KMS_KEY = r"(?:arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(?:key/[0-9a-f-]{36}|alias/[
 REGION = r"[a-z]{2}(?:-gov|-iso[a-z]*)?-[a-z]+-\d"
 STACK_NAME = r"[a-z][a-z0-9-]{0,31}"
 INSTANCE_TYPE = r"[a-z][a-z0-9-]*\.[a-z0-9]+"
+# S3's naming rules for a general purpose bucket (S3 User Guide, "General purpose bucket naming rules").
+S3_BUCKET = (r"(?!\d+\.\d+\.\d+\.\d+$)(?!xn--|sthree-|amzn-s3-demo-)(?!.*\.\.)(?!.*(?:-s3alias|--ol-s3|\.mrap|--x-s3|--table-s3)$)"
+             r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 # Backend settings cannot be escaped like other text: Terraform reads them from
 # cdk.tf.json literally, OpenTofu as templates. So what the two would read
 # differently (`${`, `%{`), or cdk.tf cannot show (quotes, backslashes, control
@@ -51,6 +56,8 @@ CAPTURE_FIELDS = {
     "fleet", "archive",
 }
 ROLE_ARN = r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+"
+# Instance sizes that cannot run the capture (DESIGN.md: t3.micro froze under tshark).
+TOO_SMALL = ("nano", "micro")
 
 
 def _id(kind: str) -> dict:
@@ -92,8 +99,11 @@ def _capture(errors: Collector, name: str, body) -> Capture:
         errors.add(path, f"capture name {name!r} is not usable as a stack name",
                    "use 1-32 characters: lowercase letters, digits and dashes, starting with a letter (e.g. \"prod\")")
     b = Block(errors, path, body, CAPTURE_FIELDS)
-    region = b.string("region", required=True, pattern=REGION, what="an AWS region name", fix='write e.g. region = "ap-northeast-1"')
+    region = _region(b, "region", required=True)
     instance_type = b.string("instance_type", Capture.instance_type, pattern=INSTANCE_TYPE, what="an EC2 instance type", fix='write e.g. instance_type = "t3.small"')
+    if instance_type.rsplit(".", 1)[-1] in TOO_SMALL:
+        errors.add(f"{path} > instance_type", f"{instance_type} is too small for a capture host (t3.micro froze under tshark; "
+                   "tcpdump, its watcher and the archive's uploader need the memory)", 'use t3.small or larger, e.g. instance_type = "t3.small"')
     fleet = _fleet(errors, path, b.single_block("fleet")) if b.has("fleet") else None
     archive = _archive(errors, path, b.single_block("archive")) if b.has("archive") else None
     if fleet:
@@ -145,6 +155,18 @@ def _capture(errors: Collector, name: str, body) -> Capture:
     )
 
 
+def _region(b: Block, key: str, *, required: bool = False, default: str = "") -> str:
+    """A region the pinned botocore knows (regions.known), with the nearest names as the fix."""
+    value = b.string(key, default, required=required, pattern=REGION, what="an AWS region name", fix=f'write e.g. {key} = "ap-northeast-1"')
+    if value and value not in regions.known():
+        close = difflib.get_close_matches(value, sorted(regions.known()), n=3)
+        b.errors.add(b.field(key), f"{value!r} is not an AWS region this mirrorcap knows",
+                     ("did you mean " + " or ".join(close) + "? " if close else "") +
+                     "use a region's code (aws ec2 describe-regions); a region newer than this mirrorcap's botocore needs an update")
+        return default
+    return value
+
+
 def _fleet(errors: Collector, parent: str, body) -> Fleet:
     path = f"{parent} > fleet"
     b = Block(errors, path, body, {"subnet_ids", "min_per_az", "desired_per_az", "max_per_az", "cross_zone"})
@@ -154,10 +176,16 @@ def _fleet(errors: Collector, parent: str, body) -> Fleet:
     for i, sid in enumerate(subnets):
         if sid in subnets[:i]:
             errors.add(f"{path} > subnet_ids[{i}]", f"{sid} is listed twice", "list each subnet once")
-    lo = b.integer("min_per_az", Fleet.min_per_az, lo=0, hi=100)
-    hi = b.integer("max_per_az", Fleet.max_per_az, lo=1, hi=100)
-    desired = b.integer("desired_per_az", Fleet.desired_per_az, lo=0, hi=100)
-    if not lo <= desired <= hi:
+    if len(subnets) > L.MAX_AZS:
+        errors.add(f"{path} > subnet_ids", f"{len(subnets)} subnets: a fleet takes one per Availability Zone and no region has more "
+                   f"than {L.MAX_AZS}", f"list at most {L.MAX_AZS} subnets, one in each AZ the sources run in")
+    lo = b.integer("min_per_az", Fleet.min_per_az, lo=0, hi=L.MAX_HOSTS_PER_AZ)
+    hi = b.integer("max_per_az", Fleet.max_per_az, lo=1, hi=L.MAX_HOSTS_PER_AZ)
+    desired = b.integer("desired_per_az", Fleet.desired_per_az, lo=0, hi=L.MAX_HOSTS_PER_AZ)
+    if desired == 0:
+        errors.add(f"{path} > desired_per_az", "0 hosts: the NLB would drop every mirrored packet while the sessions still cost",
+                   "set desired_per_az = 1 or more; to stop capturing, remove the sources (or the capture) and deploy")
+    elif not lo <= desired <= hi:
         errors.add(f"{path} > desired_per_az", f"hosts per AZ must be min <= desired <= max (here {lo} <= {desired} <= {hi})",
                    "raise max_per_az or lower min_per_az/desired_per_az")
     return Fleet(subnet_ids=subnets, min_per_az=lo, desired_per_az=desired, max_per_az=hi,
@@ -390,9 +418,12 @@ def _auto_mirror(errors: Collector, parent: str, entries: list) -> AutoMirror | 
 def _host(errors: Collector, parent: str, body, volume_gib: int) -> Host:
     b = Block(errors, f"{parent} > host", body, {"rotate_seconds", "retention_days", "min_free_percent", "min_free_gib",
                                                  "stale_after_seconds", "buffer_kib", "snaplen", "capture_dir"})
-    # A floor at or above the volume size would make retention delete every pcap but the newest.
-    min_free_gib = b.integer("min_free_gib", Host.min_free_gib, lo=0, hi=max(0, volume_gib - 1),
-                             fix=f"keep it under the pcap volume's {volume_gib} GiB (0 = percent floor only)")
+    # A floor near the volume's size leaves pcaps no room: retention would delete every pcap but the
+    # newest. At most 90% of it, like min_free_percent.
+    most = volume_gib * 9 // 10
+    min_free_gib = b.integer("min_free_gib", Host.min_free_gib, lo=0, hi=most,
+                             fix=f"keep at most {most} GiB (90%) of the pcap volume's {volume_gib} GiB free, or grow "
+                                 "storage > size_gib (0 = percent floor only)")
     return Host(
         min_free_gib=min_free_gib,
         stale_after_seconds=b.integer("stale_after_seconds", Host.stale_after_seconds, lo=30, hi=86400,
@@ -486,9 +517,11 @@ def _backend(errors: Collector, parent: str, name: str, region: str, entries: li
     bpath = f'{path} "{kind}"'
     if kind == "local":
         b = Block(errors, bpath, body, {"path"})
-        return Backend(kind="local", path=b.string("path", f"../../../terraform.{name}.tfstate", pattern=f"{STATE_CHAR}+",
-                                                   what=f"a state file path {STATE_TEXT}",
-                                                   fix=f'write a plain path, e.g. path = "../../../terraform.{name}.tfstate"'))
+        # Relative to the stack's directory; a .tfstate file, never any other file Terraform would overwrite.
+        return Backend(kind="local", path=b.string("path", f"../../../terraform.{name}.tfstate", pattern=rf"(?!/){STATE_CHAR}*\.tfstate",
+                                                   what=f"a relative path to a .tfstate file {STATE_TEXT}",
+                                                   fix=f'write a path relative to cdktf.out/stacks/{name}, ending in .tfstate, '
+                                                       f'e.g. path = "../../../terraform.{name}.tfstate"'))
     if kind != "s3":
         errors.add(bpath, f"backend type {kind!r} is not supported", 'use backend "s3" (remote state) or remove the block for local state')
         return Backend(kind="local")
@@ -496,12 +529,13 @@ def _backend(errors: Collector, parent: str, name: str, region: str, entries: li
     dynamodb = b.string("dynamodb_table", pattern=r"[A-Za-z0-9_.-]{3,255}", what="a DynamoDB table name", fix="use the lock table's name")
     backend = Backend(
         kind="s3",
-        bucket=b.string("bucket", required=True, pattern=r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", what="an S3 bucket name",
-                        fix="set bucket = \"<existing state bucket>\" (3-63 lowercase letters, digits, dots, dashes)"),
-        key=b.string("key", f"mirrorcap/{name}.tfstate", pattern=rf"(?:(?!\s){STATE_CHAR})+\.tfstate",
-                     what=f"a state object key ending in .tfstate, {STATE_TEXT}",
+        bucket=b.string("bucket", required=True, pattern=S3_BUCKET, what="an S3 bucket name (S3's naming rules)",
+                        fix="set bucket = \"<existing state bucket>\": 3-63 lowercase letters, digits, dots, dashes, starting and "
+                            "ending with a letter or digit, not shaped like an IP address, no '..', no prefix xn--/sthree-"),
+        key=b.string("key", f"mirrorcap/{name}.tfstate", pattern=rf"(?!/)(?!.*//)(?:(?!\s){STATE_CHAR})+\.tfstate",
+                     what=f"a state object key ending in .tfstate, not starting with '/', no '//', {STATE_TEXT}",
                      fix=f'e.g. key = "mirrorcap/{name}.tfstate"'),
-        region=b.string("region", region, pattern=REGION, what="an AWS region name", fix="the bucket's region, e.g. \"eu-west-1\""),
+        region=_region(b, "region", default=region),
         # S3 native locking (Terraform/OpenTofu >= 1.10) unless the user kept a DynamoDB lock table.
         use_lockfile=b.boolean("use_lockfile", not dynamodb),
         dynamodb_table=dynamodb,

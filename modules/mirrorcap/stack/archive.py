@@ -25,7 +25,7 @@ from cdktn_provider_aws.s3_bucket_server_side_encryption_configuration import (
     S3BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultA)
 from cdktn_provider_aws.s3_bucket_versioning import S3BucketVersioningA, S3BucketVersioningVersioningConfiguration
 
-from ..contract import resource_name
+from ..contract import ARCHIVE, ARCHIVE_BUCKET_PREFIX, resource_name
 from ..inventory.model import Capture
 from .literal import literal
 from .policy import policy_document
@@ -43,7 +43,7 @@ SSE_HEADER, KMS_KEY_HEADER = "s3:x-amz-server-side-encryption", "s3:x-amz-server
 
 def bucket_prefix(capture: str) -> str:
     """`mirrorcap-<capture>-`, the capture name cut to fit (names are [a-z][a-z0-9-]{0,31}: valid in S3)."""
-    head = "mirrorcap-"
+    head = ARCHIVE_BUCKET_PREFIX  # `mirrorcap window` lists buckets by it
     return head + capture[:BUCKET_PREFIX_MAX - len(head) - 1] + "-"
 
 
@@ -96,7 +96,7 @@ def host_policy(capture: Capture, *, bucket_arn: str, key_arn: str) -> dict:
 
 class ArchiveBucket:
     def __init__(self, stack: TerraformStack, capture: Capture, *, key_arn: str, host_role_name: str, host_role_arn: str):
-        S3Bucket(stack, "archive", bucket_prefix=bucket_prefix(capture.name), force_destroy=False, tags=named(capture, "archive"))
+        S3Bucket(stack, "archive", bucket_prefix=bucket_prefix(capture.name), force_destroy=False, tags=named(capture, ARCHIVE))
         bucket, bucket_arn = ref("aws_s3_bucket", "archive"), ref("aws_s3_bucket", "archive", "arn")
         self.name = ref("aws_s3_bucket", "archive", "bucket")
         public_access = S3BucketPublicAccessBlock(stack, "archive_public_access", bucket=bucket, block_public_acls=True, block_public_policy=True,

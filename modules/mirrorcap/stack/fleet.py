@@ -26,7 +26,7 @@ from cdktn_provider_aws.lb_target_group import LbTargetGroup, LbTargetGroupHealt
 from cdktn_provider_aws.security_group import SecurityGroup, SecurityGroupIngress
 
 from ..aws_limits import VXLAN_PORT
-from ..contract import FLEET_VOLUME_DEVICE, HEALTH_PORT, HOST, resource_name
+from ..contract import FLEET, FLEET_VOLUME_DEVICE, HEALTH_PORT, HOST, NLB, TARGETS, resource_name
 from ..inventory.model import Capture
 from .host import METADATA_OPTIONS, user_data_expression
 from .refs import data_ref, ref
@@ -61,7 +61,7 @@ class CaptureFleet:
            enable_cross_zone_load_balancing=fleet.cross_zone,
            # Like the pcap volumes: destroying the capture must be a decision.
            enable_deletion_protection=capture.storage.prevent_destroy,
-           tags=named(capture, "fleet"))
+           tags=named(capture, NLB))  # `mirrorcap check` finds it by this Name (contract.NLB)
         self.nlb_arn = nlb_arn = ref("aws_lb", "fleet_nlb", "arn")
         # UDP: the NLB keeps each packet's source IP (it cannot be turned off for UDP), so the
         # hosts see the mirror sources themselves: the mirror security group applies unchanged.
@@ -70,11 +70,11 @@ class CaptureFleet:
                       health_check=LbTargetGroupHealthCheck(
                           enabled=True, protocol="HTTP", port=str(HEALTH_PORT), path="/", matcher="200",
                           interval=HEALTH_INTERVAL_SECONDS, healthy_threshold=HEALTH_THRESHOLD, unhealthy_threshold=HEALTH_THRESHOLD),
-                      tags=named(capture, "fleet"))
+                      tags=named(capture, TARGETS))
         target_group_arn = ref("aws_lb_target_group", "fleet_targets", "arn")
         self.listener = LbListener(stack, "fleet_vxlan", load_balancer_arn=nlb_arn, protocol="UDP", port=VXLAN_PORT,
                                    default_action=[LbListenerDefaultAction(type="forward", target_group_arn=target_group_arn)],
-                                   tags=named(capture, "fleet"))
+                                   tags=named(capture, NLB))
 
         # --- Health checks reach the hosts from the NLB's nodes, in the fleet's subnets ---------
         cidrs = []
@@ -96,7 +96,7 @@ class CaptureFleet:
         s = capture.storage
         host_tags = {**default_tags(capture), **named(capture, HOST)}
         LaunchTemplate(
-            stack, "fleet_template", name=resource_name(capture.name, "fleet"),
+            stack, "fleet_template", name=resource_name(capture.name, FLEET),
             description=f"mirrorcap {capture.name}: capture fleet host", image_id=ami, instance_type=capture.instance_type,
             iam_instance_profile=LaunchTemplateIamInstanceProfile(name=instance_profile),
             ebs_optimized="true", monitoring=LaunchTemplateMonitoring(enabled=True),
@@ -124,13 +124,13 @@ class CaptureFleet:
                 LaunchTemplateTagSpecifications(resource_type="volume", tags={**default_tags(capture), **named(capture, "pcaps")}),
                 LaunchTemplateTagSpecifications(resource_type="network-interface", tags=host_tags),
             ],
-            tags=named(capture, "fleet"))
+            tags=named(capture, FLEET))
 
         # --- The group -------------------------------------------------------------------------------
         low, desired, high = group_sizes(capture)
-        group_tags = {**default_tags(capture), **named(capture, "fleet")}  # default_tags do not reach an Auto Scaling group
+        group_tags = {**default_tags(capture), **named(capture, FLEET)}  # default_tags do not reach an Auto Scaling group
         AutoscalingGroup(
-            stack, "fleet", name=resource_name(capture.name, "fleet"), vpc_zone_identifier=subnets,
+            stack, "fleet", name=resource_name(capture.name, FLEET), vpc_zone_identifier=subnets,
             min_size=low, desired_capacity=desired, max_size=high,
             launch_template=AutoscalingGroupLaunchTemplate(id=ref("aws_launch_template", "fleet_template"),
                                                            version=ref("aws_launch_template", "fleet_template", "latest_version")),

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 from typing import Mapping
 
-from cdktn import TerraformIterator, TerraformStack, Token
+from cdktn import TerraformLocal, TerraformStack, Token
 from cdktn_provider_aws.data_aws_instance import DataAwsInstance
 from cdktn_provider_aws.ec2_traffic_mirror_filter import Ec2TrafficMirrorFilter
 from cdktn_provider_aws.ec2_traffic_mirror_filter_rule import (
@@ -19,6 +18,11 @@ from ..inventory.model import Capture
 from .literal import literal
 from .refs import EACH_KEY, data_ref, each, ref
 from .tags import named
+
+
+# The names a plan shows: aws_ec2_traffic_mirror_session.source["<source ID>"], data.aws_instance.source_instance["i-..."].
+SESSIONS_RESOURCE, INSTANCE_LOOKUP = "source", "source_instance"
+SESSIONS_LOCAL, INSTANCES_LOCAL = "sessions", "instance_sources"
 
 
 @functools.cache
@@ -57,68 +61,43 @@ class Mirroring:
 
     @staticmethod
     def _sessions(stack: TerraformStack, capture: Capture, numbers: Mapping[str, int], target_id: str, filter_id: str):
-        """One for_each resource keyed by source ID: `aws_ec2_traffic_mirror_session.source["eni-..."]`.
+        """One resource keyed by source ID, `aws_ec2_traffic_mirror_session.source["eni-..."]`, whose
+        `for_each` is a map in `locals` (`local.sessions`); returns the {source: session ID} expression.
 
         Adding or removing a source touches only its own key in the plan, and
-        synth creates one construct however many sources there are. for_each is
-        set as an override: a TerraformIterator costs more to resolve at synth
-        than the constructs it saves.
-
-        A fleet's sessions are spread over SHARDS resources (`source_00` ...) by
-        a stable hash of the source ID: Terraform's plan time grows faster than
-        linearly with one resource's instance count (measured with terraform
-        1.11.4 and the AWS provider: 1,000 sessions in one resource planned in
-        430 s, the same in ten resources of 100 in 24 s). A source's shard never
-        changes, so adding one still plans exactly one create.
+        synth creates one construct however many sources there are. Where the
+        map lives decides plan time: Terraform evaluates a resource's `for_each`
+        expression again for every instance, a local once. bench/fleet_scale.py
+        (terraform 1.11, hashicorp/aws 5.100, moto, 1,000 sessions, medians of 5
+        rounds): from `locals` 24 s, split over 16 resources with inline maps (the
+        earlier shape) 39 s; one inline map takes minutes. The instance sources'
+        lookup takes its list from `locals` for the same reason.
         """
         if not capture.sources:
             return {}
-        groups = _shards(capture) if capture.fleet else {"": list(capture.sources)}
-        ids = []
-        for suffix, sources in sorted(groups.items()):
-            ids.append(_session_resource(stack, capture, numbers, target_id, filter_id, suffix, sources))
-        return ids[0] if len(ids) == 1 else "${merge(" + ", ".join(i[2:-1] for i in ids) + ")}"
-
-
-SHARDS = 16
-
-
-def shard(source_id: str) -> str:
-    """A fleet source's resource-name suffix: stable for the source, whatever else the inventory holds."""
-    return f"_{int(hashlib.sha256(source_id.encode()).hexdigest(), 16) % SHARDS:02d}"
-
-
-def _shards(capture: Capture) -> dict[str, list]:
-    groups: dict[str, list] = {}
-    for source in capture.sources:
-        groups.setdefault(shard(source.id), []).append(source)
-    return groups
-
-
-def _session_resource(stack: TerraformStack, capture: Capture, numbers: Mapping[str, int], target_id: str, filter_id: str,
-                      suffix: str, sources: list) -> str:
-    """The sessions of `sources` as one for_each resource `source{suffix}`; returns its {source: session ID} map."""
-    name, lookup = f"source{suffix}", f"source_instance{suffix}"
-    instances = sorted(s.id for s in sources if s.is_instance)
-    if instances:
-        # An instance source mirrors its primary ENI, looked up at plan time.
-        DataAwsInstance(stack, lookup, for_each=TerraformIterator.from_list(instances), instance_id=EACH_KEY)
-    per_source = {}
-    for source in sources:
-        per_source[source.id] = {
-            "network_interface_id": data_ref("aws_instance", f'{lookup}["{source.id}"]', "network_interface_id")
-            if source.is_instance else source.id,
-            "session_number": numbers[source.id],
-            "virtual_network_id": source.vni if source.vni is not None else capture.vni,
-            "packet_length": source.packet_length,  # None: dropped from the map, looked up with a null default
-            "description": literal(f"mirrorcap {capture.name}: {source.description or source.id}"),
-        }
-    session = Ec2TrafficMirrorSession(
-        stack, name, network_interface_id=each("network_interface_id"),
-        traffic_mirror_target_id=target_id, traffic_mirror_filter_id=filter_id,
-        session_number=number(each("session_number")), virtual_network_id=number(each("virtual_network_id")),
-        packet_length=number('${lookup(each.value, "packet_length", null)}'),
-        description=each("description"),
-        tags={"Name": resource_name(capture.name, EACH_KEY), SOURCE_KEY: EACH_KEY})
-    session.add_override("for_each", per_source)
-    return f"${{{{for source, session in aws_ec2_traffic_mirror_session.{name} : source => session.id}}}}"
+        instances = sorted(s.id for s in capture.sources if s.is_instance)
+        if instances:
+            # An instance source mirrors its primary ENI, looked up at plan time.
+            TerraformLocal(stack, INSTANCES_LOCAL, instances)
+            lookup = DataAwsInstance(stack, INSTANCE_LOOKUP, instance_id=EACH_KEY)
+            lookup.add_override("for_each", "${toset(local.%s)}" % INSTANCES_LOCAL)
+        per_source = {}
+        for source in capture.sources:
+            per_source[source.id] = {
+                "network_interface_id": data_ref("aws_instance", f'{INSTANCE_LOOKUP}["{source.id}"]', "network_interface_id")
+                if source.is_instance else source.id,
+                "session_number": numbers[source.id],
+                "virtual_network_id": source.vni if source.vni is not None else capture.vni,
+                "packet_length": source.packet_length,  # None: dropped from the map, looked up with a null default
+                "description": literal(f"mirrorcap {capture.name}: {source.description or source.id}"),
+            }
+        TerraformLocal(stack, SESSIONS_LOCAL, per_source)
+        session = Ec2TrafficMirrorSession(
+            stack, SESSIONS_RESOURCE, network_interface_id=each("network_interface_id"),
+            traffic_mirror_target_id=target_id, traffic_mirror_filter_id=filter_id,
+            session_number=number(each("session_number")), virtual_network_id=number(each("virtual_network_id")),
+            packet_length=number('${lookup(each.value, "packet_length", null)}'),
+            description=each("description"),
+            tags={"Name": resource_name(capture.name, EACH_KEY), SOURCE_KEY: EACH_KEY})
+        session.add_override("for_each", "${local.%s}" % SESSIONS_LOCAL)
+        return f"${{{{for source, session in aws_ec2_traffic_mirror_session.{SESSIONS_RESOURCE} : source => session.id}}}}"

@@ -21,10 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any, Iterable, Mapping, Sequence
 
-import hcl2
-from lark.exceptions import LarkError
-
+from .. import jsontext
 from ..errors import MirrorcapError, Problem
+from ..inventory.hclfile import parse_hcl
 
 # ---------------------------------------------------------------------------
 # Inputs read from text (a file of this checkout, or `git show BASE:path`)
@@ -36,8 +35,6 @@ LOCK_FIX = "pass the lock file next to the inventory (capture.lock.json), or an 
 PLAN_FIX = "pass `terraform show -json <saved plan file>` output (a plan, not the state)"
 
 Lock = Mapping[str, Mapping[str, int]]  # capture -> source ID -> session number
-
-_HCL = hcl2.SerializationOptions(strip_string_quotes=True, explicit_blocks=False, with_comments=False)
 
 
 def lock_path(inventory: str) -> str:
@@ -51,7 +48,7 @@ def parse_lock(text: str, name: str) -> dict[str, dict[str, int]]:
     if not text.strip():
         return {}
     try:
-        data = json.loads(text)
+        data = jsontext.loads(text)
     except ValueError as exc:
         raise MirrorcapError([Problem(name, "", f"not a JSON lock file: {exc}", LOCK_FIX)])
     if not isinstance(data, dict) or data.get("version") != LOCK_VERSION or not isinstance(data.get("captures"), dict):
@@ -65,10 +62,11 @@ def parse_lock(text: str, name: str) -> dict[str, dict[str, int]]:
 
 
 def parse_plan(text: str, name: str) -> dict:
+    """`terraform show -json` of a saved plan, checked to be the shape summarize_plan reads."""
     try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise MirrorcapError([Problem(name, "", f"not JSON: {exc}", PLAN_FIX)])
+        data = jsontext.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise MirrorcapError([Problem(name, "", f"not JSON: {str(exc)[:200] or 'nested too deeply'}", PLAN_FIX)])
     if not isinstance(data, dict) or "format_version" not in data:
         raise MirrorcapError([Problem(name, "format_version", "not Terraform's JSON output", PLAN_FIX)])
     if "planned_values" not in data and "resource_changes" not in data:
@@ -76,7 +74,39 @@ def parse_plan(text: str, name: str) -> dict:
                                       PLAN_FIX)])
     if not isinstance(data.get("resource_changes", []), list):
         raise MirrorcapError([Problem(name, "resource_changes", "expected a list", PLAN_FIX)])
+    if not isinstance(data.get("errored", False), bool):
+        raise MirrorcapError([Problem(name, "errored", "expected true or false", PLAN_FIX)])
+    for i, rc in enumerate(data.get("resource_changes", [])):
+        wrong = _resource_change_problem(rc)
+        if wrong:
+            raise MirrorcapError([Problem(name, f"resource_changes[{i}]{wrong[0]}", wrong[1], PLAN_FIX)])
     return data
+
+
+_KNOWN_ACTIONS = {"no-op", "create", "read", "update", "delete", "forget"}
+
+
+def _resource_change_problem(rc: Any) -> tuple[str, str] | None:
+    """(where, what) is not as Terraform writes a resource change, or None."""
+    if not isinstance(rc, dict):
+        return "", "expected an object"
+    for key in ("address", "type", "mode"):
+        if key in rc and not isinstance(rc[key], str):
+            return f".{key}", "expected a string"
+    if "index" in rc and not (rc["index"] is None or isinstance(rc["index"], (str, int)) and not isinstance(rc["index"], bool)):
+        return ".index", "expected a string or a number (a for_each key or a count index)"
+    change = rc.get("change")
+    if not isinstance(change, dict):
+        return ".change", "expected an object"
+    actions = change.get("actions")
+    if not isinstance(actions, list) or not all(isinstance(a, str) and a in _KNOWN_ACTIONS for a in actions):
+        return ".change.actions", f"expected a list of Terraform's actions ({', '.join(sorted(_KNOWN_ACTIONS))})"
+    for key in ("before", "after"):
+        if change.get(key) is not None and not isinstance(change[key], dict):
+            return f".change.{key}", "expected an object or null"
+    if not isinstance(change.get("importing") or {}, dict):
+        return ".change.importing", "expected an object"
+    return None
 
 
 # ---------------------------------------------------------------------------
@@ -113,10 +143,7 @@ def _norm(path: str) -> str:
 
 def inventory_captures(text: str, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """(capture name -> its block's values, every other top-level value), comments ignored."""
-    try:
-        data = hcl2.loads(text, serialization_options=_HCL)
-    except (LarkError, ValueError) as exc:
-        raise MirrorcapError([Problem(name, "", f"HCL syntax error: {exc}", "fix the HCL syntax (mirrorcap validate shows where)")])
+    data = parse_hcl(text, name)
     captures: dict[str, Any] = {}
     for block in data.pop("capture", None) or []:
         if isinstance(block, dict):
@@ -369,11 +396,29 @@ def marker(stack: str) -> str:
     return f"<!-- mirrorcap-review:{stack} -->"
 
 
+# Characters that change how text around them is shown without being seen: terminal escapes (ESC and
+# every C0/C1 control) and Unicode's bidirectional controls (U+202E turns text around: "Trojan
+# Source"), zero-width and other format characters. Shown by their code point instead.
+_UNSEEN = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb]")
+
+
+def inert(text: str) -> str:
+    """`text` with every unseen character (_UNSEEN) written as <U+XXXX>: what is shown is what it holds."""
+    return _UNSEEN.sub(lambda m: f"<U+{ord(m.group(0)):04X}>", str(text))
+
+
+# GitHub links bare URLs, www. names and e-mail addresses by itself (GFM autolinks): a description must
+# not become a link in a comment the bot posts. A zero-width joiner breaks the pattern, not the text.
+_AUTOLINK = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*):(?=//)|\b(www)\.")
+
+
 def md_escape(text: str) -> str:
-    """Inventory text (descriptions) as inert Markdown on one line: no markup, no HTML, no @mentions."""
-    text = " ".join(str(text).split())
+    """Inventory or plan text (descriptions) as inert Markdown on one line: no markup, no HTML,
+    no @mentions, no links, no unseen characters."""
+    text = " ".join(inert(text).split())
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     text = re.sub(r"([\\`*_\[\]|~#!])", r"\\\1", text)
+    text = _AUTOLINK.sub(lambda m: f"{m.group(1)}:\u2060" if m.group(1) else "www\u2060.", text)
     return text.replace("@", "@\u200b")
 
 
@@ -393,6 +438,13 @@ def _capped(rows: Sequence[str], more: str) -> list[str]:
 
 def _bullets(lines: Sequence[str], what: str) -> str:
     return "\n".join(_capped([f"- {line}" for line in lines], f"- … and {{n}} more {what} (see the full plan)"))
+
+
+def _code(text: str) -> str:
+    """`text` as an inline code span on one line (in a table cell): seen as it is, closed by nothing in it."""
+    text = " ".join(inert(text).split()).replace("|", "\\|")
+    ticks = "`" * (max((len(m) for m in re.findall(r"`+", text)), default=0) + 1)
+    return f"{ticks} {text} {ticks}" if text.startswith("`") or text.endswith("`") else f"{ticks}{text}{ticks}"
 
 
 def _fence(text: str) -> str:
@@ -475,7 +527,7 @@ def comment(stack: str, *, plan: PlanSummary | None, plan_text: str, sessions: S
     else:
         parts.append(f"Mirror sessions: no session number changes in `{lock_name}`.")
     if plan is not None and plan.changes:
-        rows = _capped([f"| `{_SYMBOL.get(rc.action, '?')}` | {rc.action} | `{rc.address}` |" for rc in plan.changes],
+        rows = _capped([f"| `{_SYMBOL.get(rc.action, '?')}` | {md_escape(rc.action)} | {_code(rc.address)} |" for rc in plan.changes],
                        "| | | … and {n} more (see the full plan) |")
         parts.append(_details(f"Resource changes ({len(plan.changes)})", "| | action | address |\n| --- | --- | --- |\n"
                               + "\n".join(rows)))
@@ -485,7 +537,7 @@ def comment(stack: str, *, plan: PlanSummary | None, plan_text: str, sessions: S
     head = "\n\n".join(parts)
     folded = "Full plan" if plan is not None else "Terraform output"
     room = BUDGET - len(head) - len(_details(folded, _fence(""))) - 10
-    parts.append(_details(folded, _fence(truncate(plan_text, max(room, 0)))))
+    parts.append(_details(folded, _fence(truncate(inert(plan_text), max(room, 0)))))
     body = "\n\n".join(parts) + "\n"
     if len(body) > COMMENT_LIMIT:  # only the lists and the folded text grow; both are capped above
         raise AssertionError(f"comment for {stack} is {len(body)} characters, over GitHub's {COMMENT_LIMIT}")
@@ -511,7 +563,7 @@ CHECK_FIX = "pass the output of `mirrorcap check --json` (one JSON object, print
 
 def parse_check(text: str, name: str) -> dict:
     try:
-        data = json.loads(text)
+        data = jsontext.loads(text)
     except ValueError as exc:
         raise MirrorcapError([Problem(name, "", f"not JSON ({exc}): did `mirrorcap check` run at all?", CHECK_FIX)])
     if not isinstance(data, dict) or "drift" not in data or not isinstance(data.get("findings", []), list):

@@ -1,0 +1,152 @@
+"""Inputs that once ended in a traceback, in arithmetic on nonsense, or in a silent change: each now
+ends in one line naming the place, one naming the fix, and exit 1 or 2 (or, where it is no error,
+an inert rendering). The inventory's own cases are in test_inventory.py / test_fleet_inventory.py,
+the lock's in test_lockfile.py, window's and check's against moto in tests/aws/."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from helpers import EXAMPLE, ROOT, minimal, write
+from mirrorcap.capacity import fleet_estimate
+from mirrorcap.cli import app
+from mirrorcap.inventory import load
+from mirrorcap.workflow import review as R
+
+RECORDED = ROOT / "tests" / "fixtures" / "review"
+
+
+def run(*args: str, **kw):
+    return CliRunner().invoke(app, list(args), **kw)
+
+
+def one_problem(stderr: str) -> tuple[str, str]:
+    """The cause line and the fix line of a single problem (and nothing else, no traceback)."""
+    lines = stderr.rstrip("\n").split("\n")
+    assert len(lines) == 2 and lines[0].startswith("mirrorcap: ") and lines[1].startswith("  fix: "), stderr
+    return lines[0], lines[1]
+
+
+# --- capacity: numbers no capture host has -------------------------------------------------------
+
+@pytest.mark.parametrize("args,flag", [
+    (["--rate", "nan"], "--rate"), (["--rate", "1e300"], "--rate"), (["--rate", "-5"], "--rate"), (["--rate", "0"], "--rate"),
+    (["--rate", "50", "--instance-gbps", "nan"], "--instance-gbps"), (["--rate", "50", "--instance-gbps", "-1"], "--instance-gbps"),
+    (["--rate", "50", "--instance-gbps", "inf"], "--instance-gbps"), (["--rate", "50", "--retention", "inf"], "--retention"),
+    (["--rate", "50", "--retention", "-1"], "--retention"), (["--rate", "50", "--avg-packet", "10"], "--avg-packet"),
+    (["--rate", "50", "--tag-instances", "20000"], "--tag-instances"),
+])
+def test_capacity_refuses_numbers_no_host_has(args, flag):
+    r = run("capacity", "-i", str(EXAMPLE), *args)
+    assert r.exit_code == 2 and (r.exception is None or isinstance(r.exception, SystemExit))
+    cause, fix = one_problem(r.stderr)
+    assert f"command line: {flag}: " in cause and "is out of range" in cause and "nan" not in fix
+
+
+def test_fleet_advice_never_exceeds_what_a_fleet_takes():
+    """A rate needing 525 hosts per AZ once got the advice "raise max_per_az", which validate caps at 100."""
+    big = fleet_estimate(60_000, 1, azs=2, archive_days=1, volume_type="gp3", volume_gib=1000, instance_type="t3.small")
+    assert big.hosts_per_az > 100
+    (problem,) = [p for p in big.problems if p.startswith("fleet:")]
+    assert "more than a fleet takes (100 per AZ" in problem and "split the sources" in problem and "raise fleet > max_per_az" not in problem
+    some = fleet_estimate(500, 1, azs=2, archive_days=1, volume_type="gp3", volume_gib=1000, instance_type="t3.small", max_per_az=1)
+    (problem,) = [p for p in some.problems if p.startswith("fleet:")]
+    assert f"raise fleet > max_per_az to {some.hosts_per_az}" in problem and some.hosts_per_az <= 100
+
+
+# --- review: a plan or a lock that is not what Terraform or mirrorcap writes ------------------------
+
+PLAN = {"format_version": "1.2", "planned_values": {}}
+MALFORMED = {
+    "a change that is a number": ({**PLAN, "resource_changes": [1]}, "resource_changes[0]: expected an object"),
+    "change not an object": ({**PLAN, "resource_changes": [{"change": "create"}]}, "resource_changes[0].change: expected an object"),
+    "actions a string": ({**PLAN, "resource_changes": [{"change": {"actions": "create"}}]}, "resource_changes[0].change.actions"),
+    "an unknown action": ({**PLAN, "resource_changes": [{"change": {"actions": ["explode"]}}]}, "resource_changes[0].change.actions"),
+    "after a list": ({**PLAN, "resource_changes": [{"change": {"actions": ["create"], "after": []}}]}, "resource_changes[0].change.after"),
+    "address a number": ({**PLAN, "resource_changes": [{"address": 5, "change": {"actions": ["create"]}}]},
+                         "resource_changes[0].address: expected a string"),
+    "index an object": ({**PLAN, "resource_changes": [{"index": {}, "change": {"actions": ["create"]}}]}, "resource_changes[0].index"),
+    "importing a list": ({**PLAN, "resource_changes": [{"change": {"actions": ["no-op"], "importing": [1]}}]}, "change.importing"),
+    "errored a string": ({**PLAN, "errored": "yes"}, "errored: expected true or false"),
+    "resource_changes an object": ({**PLAN, "resource_changes": {}}, "resource_changes: expected a list"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_review_refuses_a_malformed_plan_in_one_line(tmp_path, case):
+    plan, words = MALFORMED[case]
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    r = run("review", "comment", "--stack", "prod", "--plan-json", str(tmp_path / "plan.json"), "--plan-text", str(RECORDED / "plan.txt"),
+            "--lock-before", str(RECORDED / "lock-before.json"), "--lock-after", str(RECORDED / "lock-after.json"))
+    assert r.exit_code == 1, r.output
+    cause, fix = one_problem(r.stderr)
+    assert words in cause and "terraform show -json" in fix
+
+
+def test_review_refuses_repeated_keys_and_deep_json(tmp_path):
+    for text, words in (('{"format_version": "1.2", "format_version": "1.1", "resource_changes": []}', "given twice"),
+                        ('{"format_version": "1", "resource_changes": ' + "[" * 100000 + "]" * 100000 + "}", "not JSON")):
+        with pytest.raises(Exception) as e:
+            R.parse_plan(text, "plan.json")
+        assert words in str(e.value) and "fix:" in str(e.value)
+    with pytest.raises(Exception, match="given twice"):
+        R.parse_lock('{"version": 1, "captures": {"prod": {"eni-1": 1, "eni-1": 2}}}', "lock.json")
+
+
+# --- review: text from descriptions reaches the pull request inert ------------------------------------
+
+HOSTILE = "web\u202egpj.exe \x1b[31mred\x1b[0m see https://evil.example/login or www.evil.example"
+
+
+def test_the_comment_shows_unseen_characters_and_links_nothing():
+    plan = R.summarize_plan({**PLAN, "resource_changes": [
+        {"address": f'aws_ec2_traffic_mirror_session.source["eni-1\u202e"]', "mode": "managed", "type": R.SESSION_TYPE,
+         "index": "eni-1", "change": {"actions": ["create"], "before": None, "after": {"description": f"mirrorcap prod: {HOSTILE}"}}}]})
+    sentences = R.session_sentences("prod", [R.SessionChange("eni-1", "new", None, 1)], plan)
+    body = R.comment("prod", plan=plan, plan_text=f"  + description = \"{HOSTILE}\"\n", sessions=sentences, lock_name="capture.lock.json")
+    assert "\u202e" not in body and "\x1b" not in body  # neither in the sentence, the table nor the folded plan
+    assert body.count("U+202E") == 3 and body.count("U+001B") == 4  # each shown where it was (sentence: once, plan: once, address)
+    rendered, folded = body.split("<summary>Full plan</summary>")
+    assert "https://" not in rendered and "www.evil" not in rendered  # GitHub would link them (not inside the plan's code fence)
+    assert "https:\u2060//evil.example/login" in rendered and "www\u2060.evil.example" in rendered  # the text still reads the same
+    assert folded.count("```") == 2  # the plan stays fenced
+    drift = R.drift_summary({"drift": True, "findings": [{"capture": "prod", "kind": "x", "subject": "s", "detail": HOSTILE, "fix": "f"}]})
+    assert "\u202e" not in drift and "\x1b" not in drift and "https://" not in drift
+
+
+# --- the inventory's text reaches Terraform as written ---------------------------------------------
+
+def test_hcl_escapes_are_the_text_they_stand_for(workdir):
+    """`\\"` is a quote and `$${` is the text `${` (HCL's template escape): once `$${` reached Terraform doubled."""
+    text = minimal('  source {\n    eni_id = "eni-0000000000000001a"\n'
+                   '    description = "say \\"hi\\" $${literal} %%{ if } ${bare} back\\\\slash"\n  }')
+    c, = load(write(workdir, text)).captures
+    assert c.sources[0].description == 'say "hi" ${literal} %{ if } ${bare} back\\slash'
+
+
+# --- the lock: numbers out of AWS's range are refused, not renumbered ---------------------------------
+
+@pytest.mark.parametrize("number", [0, -3, 40000])
+def test_sessions_write_refuses_a_lock_number_out_of_range_and_changes_nothing(workdir, number):
+    write(workdir, minimal('  source {\n    eni_id = "eni-0000000000000001a"\n  }'))
+    lock = workdir / "capture.lock.json"
+    lock.write_text(json.dumps({"version": 1, "captures": {"test": {"eni-0000000000000001a": number}}}))
+    before = lock.read_bytes()
+    r = run("sessions", "--write", "-i", str(workdir / "capture.hcl"))
+    assert r.exit_code == 1
+    cause, fix = one_problem(r.stderr)
+    assert f"captures.test.eni-0000000000000001a: session number {number} is outside 1-32766" in cause and "delete this entry" in fix
+    assert lock.read_bytes() == before
+
+
+def test_sessions_write_says_it_wrote_through_the_link(workdir):
+    write(workdir, minimal('  source {\n    eni_id = "eni-0000000000000001a"\n  }'))
+    real = workdir / "shared.lock.json"
+    real.write_text(json.dumps({"version": 1, "captures": {}}))
+    (workdir / "capture.lock.json").symlink_to(real)
+    r = run("sessions", "--write", "-i", str(workdir / "capture.hcl"))
+    assert r.exit_code == 0 and f"(through the link, to {real})" in r.stderr
+    assert (workdir / "capture.lock.json").is_symlink() and "eni-0000000000000001a" in real.read_text()
