@@ -1809,14 +1809,28 @@ def parse_time(text):
         raise Usage("--at %r is not a date and time: write e.g. 2026-11-25T10:15:00+09:00" % text)
     if t.tzinfo is None:
         raise Usage("--at %r has no time zone: pcaps are named in UTC, so add one, e.g. %s+09:00 or %sZ" % (text, text, text))
-    return t
+    try:
+        return t.astimezone(dt.timezone.utc)
+    except OverflowError:
+        raise Usage("--at %r is outside the years 1-9999 in UTC: pick a moment pcaps can hold" % text)
 
 
 def parse_span(text, flag):
     m = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd]?)", text or "")
     if not m:
         raise Usage("%s %r is not a duration: write e.g. 90s, 5m, 1h" % (flag, text))
-    return dt.timedelta(seconds=float(m.group(1)) * UNITS[m.group(2) or "s"])
+    try:
+        return dt.timedelta(seconds=float(m.group(1)) * UNITS[m.group(2) or "s"])
+    except OverflowError:
+        raise Usage("%s %r is too long: write a span of days, e.g. 2d" % (flag, text))
+
+
+def span_around(at, before, after):
+    """The window as (begin, end); Usage when it reaches past the calendar's ends."""
+    try:
+        return at - before, at + after
+    except OverflowError:
+        raise Usage("the window around --at %s reaches outside the years 1-9999: shorten --window/--before/--after" % at.isoformat())
 
 
 def pcaps(directory, pattern, vni=None):
@@ -1962,7 +1976,7 @@ def main(argv=None):
         at = parse_time(args.at)
         before = parse_span(args.before or args.window, "--before" if args.before else "--window")
         after = parse_span(args.after or args.window, "--after" if args.after else "--window")
-        begin, end = at - before, at + after
+        begin, end = span_around(at, before, after)
         default_dir, pattern = settings(args.env_file)
         directory = args.dir or default_dir
         files = covering(pcaps(directory, pattern, args.vni), begin, end)

@@ -216,3 +216,21 @@ def test_settings_reads_back_exactly_the_env_file_the_user_data_writes(tmp_path)
                                                                           "eni-0123456789abcdef0", "bucket")
         assert settings.env_block(text, "other") is None
     assert settings.env_block("#!/bin/bash\necho hello\n", "prod") is None
+
+
+@pytest.mark.parametrize("argv", [
+    ["--at", "now", "--window", "99999999999d"],
+    ["--at", "now", "--before", "9" * 400],
+    ["--at", "0001-01-01T00:00:00Z"],
+    ["--at", "9999-12-31T23:59:59Z"],
+    ["--at", "0001-01-01T00:00:00+05:00"],
+    ["--at", "9999-12-31T23:00:00-05:00"],
+])
+def test_window_refuses_moments_and_spans_past_the_calendar(tmp_path, capsys, argv):
+    """A span or moment that overflows the calendar is a usage error (exit 2, one line), not a traceback."""
+    window = host_script("mirrorcap-window.py")
+    env = tmp_path / "mirrorcap.env"
+    env.write_text(f"MIRRORCAP_CAPTURE_DIR={tmp_path}\nMIRRORCAP_PCAP_PATTERN={contract.PCAP_PATTERN}\n")
+    assert window.main([*argv, "--env-file", str(env)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mirrorcap-window: ") and err.count("\n") == 1 and "Traceback" not in err
