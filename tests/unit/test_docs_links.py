@@ -31,7 +31,9 @@ def slug(heading: str) -> str:
     """GitHub's anchor for a heading: its text (code spans' content, a link's text), lowercased,
     punctuation but `-` and `_` dropped, spaces as `-`."""
     text = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", heading)
-    text = re.sub(r"<[^>]+>", "", text).replace("`", "")
+    # HTML tags drop out, but not `<name>` in a code span: that is text.
+    text = "".join(part if part.startswith("`") else re.sub(r"<[^>]+>", "", part)
+                   for part in re.split(r"(`[^`]*`)", text)).replace("`", "")
     text = "".join(ch for ch in text.lower() if ch.isalnum() or ch in " -_")
     return text.replace(" ", "-")
 
@@ -84,8 +86,10 @@ def test_the_docs_exist_and_the_readme_links_every_page():
 
 def test_the_checker_finds_what_is_broken(tmp_path):
     page = tmp_path / "page.md"
-    (tmp_path / "other.md").write_text("# Other page\n\n## Plan time at 1,000 sources\n\n## `mirrorcap check`\n")
+    (tmp_path / "other.md").write_text("# Other page\n\n## Plan time at 1,000 sources\n\n## `mirrorcap check`\n\n"
+                                       "## `capture \"<name>\" > storage`\n\n## <a id=\"x\"></a>Seen <b>twice</b>\n\n## Seen twice\n")
     page.write_text("# Page\n\n[ok](other.md#plan-time-at-1000-sources) [ok](other.md#mirrorcap-check) [ok](#page)\n"
+                    "[ok](other.md#capture-name--storage) [ok](other.md#seen-twice) [ok](other.md#seen-twice-1)\n"
                     "[gone](missing.md) [bad anchor](other.md#nowhere) [self](#not-here) [web](https://example.com/x)\n"
                     "`[in code](missing-too.md)`\n\n```\n[in a block](missing-three.md)\n```\n")
     (tmp_path / "repo").mkdir()
