@@ -3,7 +3,7 @@
 # The IDs below are placeholders: replace them with your own, then
 #   make synth     # validate, number the sessions, write cdktf.out/stacks/<name>/
 #   make diff STACK=prod / make deploy STACK=prod   (needs AWS credentials)
-# Reference for every field: README.md, "Inventory reference".
+# Reference for every field: docs/inventory.md.
 
 capture "prod" {
   region    = "ap-northeast-1"

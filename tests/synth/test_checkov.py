@@ -62,7 +62,7 @@ ACCEPTED_FLEET = {
     # NLB access logs record TLS requests only: a UDP 4789 listener would log nothing.
     ("CKV_AWS_91", NLB): "access logging",
 }
-# Cross-zone off is the fleet's default, chosen (README, "Fleets"): a node forwards only to hosts in its
+# Cross-zone off is the fleet's default, chosen (docs/fleets.md): a node forwards only to hosts in its
 # own AZ, so mirrored traffic pays no inter-AZ transfer; `cross_zone = true` turns it on (and the check passes).
 ACCEPTED_ZONAL = {("CKV_AWS_152", NLB): "cross-zone load balancing"}
 
