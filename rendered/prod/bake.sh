@@ -1819,18 +1819,18 @@ def parse_span(text, flag):
     m = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd]?)", text or "")
     if not m:
         raise Usage("%s %r is not a duration: write e.g. 90s, 5m, 1h" % (flag, text))
-    try:
-        return dt.timedelta(seconds=float(m.group(1)) * UNITS[m.group(2) or "s"])
-    except OverflowError:
-        raise Usage("%s %r is too long: write a span of days, e.g. 2d" % (flag, text))
+    return dt.timedelta(seconds=float(m.group(1)) * UNITS[m.group(2) or "s"])  # OverflowError past ~2.7 million years
 
 
-def span_around(at, before, after):
-    """The window as (begin, end); Usage when it reaches past the calendar's ends."""
+def span_around(at, spans):
+    """The window as (begin, end) from (text, flag) before and after; Usage when a span or the
+    window reaches past the calendar's ends."""
     try:
+        before, after = (parse_span(text, flag) for text, flag in spans)
         return at - before, at + after
     except OverflowError:
-        raise Usage("the window around --at %s reaches outside the years 1-9999: shorten --window/--before/--after" % at.isoformat())
+        raise Usage("the window around --at %s reaches outside the years 1-9999: shorten %s" % (
+            at.isoformat(), " or ".join(dict.fromkeys(flag for _, flag in spans))))
 
 
 def pcaps(directory, pattern, vni=None):
@@ -1974,9 +1974,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     try:
         at = parse_time(args.at)
-        before = parse_span(args.before or args.window, "--before" if args.before else "--window")
-        after = parse_span(args.after or args.window, "--after" if args.after else "--window")
-        begin, end = span_around(at, before, after)
+        begin, end = span_around(at, [(args.before or args.window, "--before" if args.before else "--window"),
+                                      (args.after or args.window, "--after" if args.after else "--window")])
         default_dir, pattern = settings(args.env_file)
         directory = args.dir or default_dir
         files = covering(pcaps(directory, pattern, args.vni), begin, end)

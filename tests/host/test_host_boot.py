@@ -194,7 +194,6 @@ def test_a_second_boot_keeps_the_volume_and_captures_again(host):
     m.reboot()  # a power cut: what tcpdump held in its buffer is gone, its last record may be torn
     wait_capturing(m)
     assert m.run("blkid", "-p", "-o", "value", "-s", "UUID", m.volume_node).stdout.strip() == uuid  # not reformatted
-    after = pcaps(m)
     for name, data in before.items():  # every whole record kept, byte for byte (a torn tail cut off)
         if len(data) < 24:
             continue  # not even a whole header: it held no packet, and went (a new pcap may have its name)
@@ -212,13 +211,20 @@ def test_a_second_boot_keeps_the_volume_and_captures_again(host):
     traffic.replay(traffic.frames(95000, 20))
     wait_for(lambda: set(range(95000, 95020)) <= set(captured(m)), 10, "capture after the reboot")
     # The user data again, by hand: nothing lost, nothing reformatted, still capturing, no gap.
+    held = {name: m.path(f"{DIR}/{name}").read_bytes() for name in pcaps(m)}
     again = m.run("bash", "/var/lib/cloud/instance/user-data.txt", timeout=120)
     assert again.returncode == 0, again.stderr
     wait_capturing(m)
     assert m.run("blkid", "-p", "-o", "value", "-s", "UUID", m.volume_node).stdout.strip() == uuid
-    assert set(after) <= set(pcaps(m))
+    evidence = "\n".join(m.journal(u, boot="0")[-3000:] for u in (UNIT, "mirrorcap-retention.service", "mirrorcap-boot.service"))
+    for name, data in held.items():  # every packet the pcaps held is still there, byte for byte
+        whole = 24 + sum(16 + c for c, _, _ in read_pcap(data))
+        if whole > 24:
+            assert m.path(f"{DIR}/{name}").exists() and m.path(f"{DIR}/{name}").read_bytes()[:whole] == data[:whole], \
+                f"{name} ({len(data)} bytes before the user data ran again): {sorted(pcaps(m))}\n{evidence}"
+    assert set(range(95000, 95020)) <= set(captured(m)), evidence
     time.sleep(2)
-    assert capture_state(m)["gaps_total"] == gaps + 1
+    assert capture_state(m)["gaps_total"] == gaps + 1, f"{capture_state(m)['gaps'][-1]}\n{evidence}"
 
 
 def dos_partition_table(image: Path) -> None:

@@ -14,6 +14,7 @@ disk_full, torn, vni_change, late_volume, mtu, kill_storm, imds_outage, remedy.
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import json
 import re
@@ -26,7 +27,7 @@ import pytest
 from capturehost import (DIR, ENI, VNI, VOLUME, Traffic, baked, captured, captured_times, capture_state, check, failing,
                          health, pcaps, sent, stop, tag, tcpdump_pid, unit, wait_capturing, wait_for, writing)
 from bootlab import needs_lab
-from helpers import EXAMPLE
+from helpers import EXAMPLE, ROOT
 from mirrorcap.host import render
 from mirrorcap.inventory import load
 from bootlab.traffic import inner_ipv4, read_pcap
@@ -299,6 +300,14 @@ def test_vni_change_converges_the_running_host_and_keeps_unchanged_vnis_capturin
         assert health(m)[0] == 0
 
 
+def script_constant(script: str, name: str):
+    """A module-level constant of a shipped host script, as the host reads it."""
+    for node in ast.parse((ROOT / "scripts" / "host" / script).read_text()).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise LookupError(f"{script} sets no {name}")
+
+
 # --- late_volume and imds_outage: more than 300 s of waiting ------------------------------
 
 @pytest.fixture(scope="module")
@@ -309,7 +318,9 @@ def long_wait(tmp_path_factory):
         m.set_imds("refuse")
         m.boot(until=("starting", "running", "degraded"))
         booted, seen = time.time(), {}
-        wait_for(lambda: m.unit_state("mirrorcap-decap.service") == "activating", 60, "decap waiting")
+        # decap starts after mirrorcap-settings has waited its bounded time for IMDS
+        settings_wait = script_constant("mirrorcap-settings.py", "WAIT_SECONDS")
+        wait_for(lambda: m.unit_state("mirrorcap-decap.service") == "activating", settings_wait + 90, "decap waiting")
         time.sleep(20)
         seen["refused"] = health(m)
         seen["multi-user"] = m.unit_state("multi-user.target")
