@@ -10,13 +10,13 @@ from pathlib import Path
 import typer
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ..account.drift import check_capture, locate
+from ..account_checks.drift import check_capture, locate
 from ..errors import MirrorcapError, Problem
 from ..inventory import load
-from ..live.ec2 import reconcile
+from ..remirror.ec2 import reconcile
 from ..numbering.plan import numbers_for
 from ..numbering.sessions import by_capture
-from ..runtime_settings import settings_for
+from ..remirror_settings import settings_for
 from .common import InventoryOpt, ProfileOpt, RoleOpt, access, aws_problem
 
 CHECK_DRIFT, CHECK_FAILED = 1, 2

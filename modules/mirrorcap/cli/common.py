@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from ..account.aws import Access
+from ..account_checks.clients import Access
 from ..errors import MirrorcapError, Problem
 from ..inventory import DEFAULT_INVENTORY, load
 from ..inventory.model import Inventory

@@ -50,9 +50,9 @@ def validate(
 @aws_errors
 def _validate_live(inventory: Path, inv, source_mtu: int, target_mtu: int, aws) -> dict[str, float]:
     """Print what the account says; return each capture's baseline bandwidth (Gbit/s) from the API."""
-    from ..account.aws import baseline_gbps
-    from ..account.drift import locate
-    from ..account.preflight import preflight
+    from ..account_checks.clients import baseline_gbps
+    from ..account_checks.drift import locate
+    from ..account_checks.preflight import preflight
     errors, bandwidth = 0, {}
     for c in inv.captures:
         ec2 = aws.ec2(c.region)
