@@ -57,7 +57,7 @@ synth: setup
 # is written). The preflight says in one line what would stop cdktn (unknown stack,
 # no or refused credentials, no terraform >= 1.10, no state bucket) instead of a
 # Node stack trace. cdktn runs on the venv's Node (PATH above), not a system one.
-PREFLIGHT = $(BIN)/python -m mirrorcap.workflow.deploy preflight
+PREFLIGHT = $(BIN)/mirrorcap preflight
 diff: setup
 	@$(PREFLIGHT) diff --stack "$(STACK)" --inventory $(INVENTORY)
 	$(CDKTN) diff $(STACK)
@@ -81,7 +81,7 @@ output: setup
 # (versioned, encrypted, public access blocked, TLS only; S3 native locking).
 state-bucket: setup
 	@$(PREFLIGHT) state-bucket --inventory $(INVENTORY)
-	@$(BIN)/python -m mirrorcap.workflow.deploy state-bucket --inventory $(INVENTORY) $(if $(CAPTURE),--capture $(CAPTURE))
+	@$(BIN)/mirrorcap state-bucket --inventory $(INVENTORY) $(if $(CAPTURE),--capture $(CAPTURE))
 
 # The Debian packages the suite runs for real (installed once when root;
 # otherwise one line says what is missing and how to install it).
@@ -130,7 +130,7 @@ bake:
 	if [ "$$major" -lt 1 ] || { [ "$$major" = 1 ] && [ "$$minor" -lt 10 ]; }; then echo "bake: packer $$major.$$minor is older than 1.10 (no packer init): install a current Packer, then run make bake again"; exit 1; fi
 	@$(MAKE) --no-print-directory setup
 	$(BIN)/mirrorcap render --inventory $(INVENTORY)
-	$(BIN)/python -m mirrorcap.workflow.bake vars --capture $(CAPTURE) --inventory $(INVENTORY)
+	$(BIN)/mirrorcap bake vars --capture $(CAPTURE) --inventory $(INVENTORY)
 	packer init packer
 	packer build -var-file=cdktf.out/bake/$(CAPTURE).pkrvars.json $(PACKER_ARGS) packer
-	@$(BIN)/python -m mirrorcap.workflow.bake result --capture $(CAPTURE) --inventory $(INVENTORY)
+	@$(BIN)/mirrorcap bake result --capture $(CAPTURE) --inventory $(INVENTORY)

@@ -8,9 +8,7 @@ from pathlib import Path
 
 import typer
 
-from ..errors import MirrorcapError
-from ..numbering import lockfile
-from .common import InventoryOpt, fail, load_numbered
+from .common import FINDINGS, InventoryOpt, load_numbered, reported
 
 
 def sessions(
@@ -19,7 +17,10 @@ def sessions(
     check: bool = typer.Option(False, "--check", help="exit 1 if the lock file is out of date (for CI)"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
-    """Compute mirror session numbers: unique per source ENI, stable across edits."""
+    """Compute mirror session numbers: unique per source ENI, stable across edits.
+
+    Exit 0: done; 1: --check found the lock file out of date; 2: the inventory or its lock is wrong."""
+    from ..numbering import lockfile
     inv, numbering = load_numbered(inventory)
     rows = []
     for capture in inv.captures:
@@ -41,12 +42,10 @@ def sessions(
         for (capture, source), old, new in numbering.changes:
             print(f"{numbering.lock_path.name}: {capture} {source}: session number "
                   f"{old if old is not None else '(none)'} -> {new if new is not None else '(removed)'}", file=sys.stderr)
-        try:
+        with reported():
             changed = lockfile.write(numbering.lock_path, numbering.numbers)
-        except MirrorcapError as exc:
-            fail(exc)
         through = f" (through the link, to {lockfile.write_target(numbering.lock_path)})" if numbering.lock_path.is_symlink() else ""
         print(f"{'wrote' if changed else 'unchanged'}: {numbering.lock_path}{through}", file=sys.stderr)
     elif check and numbering.changes:
         print(f"mirrorcap: {numbering.lock_path} is out of date: run `mirrorcap sessions --write` and commit it", file=sys.stderr)
-        raise typer.Exit(1)
+        raise typer.Exit(FINDINGS)
