@@ -16,7 +16,7 @@ from botocore.exceptions import ClientError
 
 from ..inventory.model import Capture
 from ..remirror.ec2 import describe_enis, existing_enis, observe, sessions_where, tags_of
-from .aws import (auto_scaling_group, describe_instances, load_balancers, primary_eni, target_groups, target_health,
+from .clients import (auto_scaling_group, describe_instances, load_balancers, primary_eni, target_groups, target_health,
                   traffic_mirror_filters, traffic_mirror_targets)
 from ..contract import FILTER, FLEET, HEALTH_PORT, HOST, NLB, STACK_KEY, TARGET, TARGETS, resource_name
 from ..remirror.reconcile import plan

@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 
 from .. import aws_limits as L
 from ..inventory.model import Capture
-from .aws import describe_instances, dry_run_session, hypervisors, network_interface, primary_eni, subnet
+from .clients import describe_instances, dry_run_session, hypervisors, network_interface, primary_eni, subnet
 
 
 @dataclass(frozen=True)
