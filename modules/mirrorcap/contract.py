@@ -34,9 +34,21 @@ HOST = "host"
 TARGET = "target"
 FILTER = "filter"
 
-# --- The re-mirroring Lambda's environment (Settings.to_env / from_env) -----
-LAMBDA_ENV = ("MIRRORCAP_CAPTURE", "MIRRORCAP_TARGET_ID", "MIRRORCAP_FILTER_ID", "MIRRORCAP_VNI",
-              "MIRRORCAP_MAX_SOURCES", "MIRRORCAP_VPC_ID", "MIRRORCAP_SELECTORS", "MIRRORCAP_ENDS_AT")
+# --- Mirror sessions -----------------------------------------------------------
+def session_description(capture: str, label: str) -> str:
+    """A stack's session description: the capture, then the source's description or ID.
+    The pull-request comment reads the label back (session_label)."""
+    return f"mirrorcap {capture}: {label}"
+
+
+def session_label(capture: str, description: str) -> str:
+    """What session_description was given for `capture`; a description it did not write, whole."""
+    return description.removeprefix(session_description(capture, ""))
+
+
+def vni_of(own: int | None, capture_vni: int) -> int:
+    """The VNI a source (or tag selector) is mirrored with: its own, else its capture's."""
+    return own if own is not None else capture_vni
 
 # --- The capture host ---------------------------------------------------------
 ENV_FILE = "/etc/mirrorcap/mirrorcap.env"  # written by the user data; every host script reads it

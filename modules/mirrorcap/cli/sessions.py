@@ -20,13 +20,14 @@ def sessions(
     """Compute mirror session numbers: unique per source ENI, stable across edits.
 
     Exit 0: done; 1: --check found the lock file out of date; 2: the inventory or its lock is wrong."""
+    from ..contract import vni_of
     from ..numbering import lockfile
     inv, numbering = load_numbered(inventory)
     rows = []
     for capture in inv.captures:
         for s in capture.sources:
             rows.append({"capture": capture.name, "source": s.id, "session_number": numbering.numbers[(capture.name, s.id)],
-                         "vni": s.vni if s.vni is not None else capture.vni, "fixed": s.session_number is not None,
+                         "vni": vni_of(s.vni, capture.vni), "fixed": s.session_number is not None,
                          "description": s.description})
     if as_json:
         print(json.dumps({"lock_file": str(numbering.lock_path), "up_to_date": not numbering.changes, "sessions": rows}, indent=2))

@@ -19,7 +19,6 @@ from .. import regions
 from ..contract import OWN_TAG_KEYS, OWN_TAG_PREFIX
 from .model import Archive, AutoMirror, Backend, Capture, Fleet, FilterRule, Host, Inventory, Network, PortRange, Source, Storage, TagSource
 from ..errors import Collector, Problem
-from ..project import DEFAULT_INVENTORY
 from .fields import Block
 from .hclfile import read_hcl
 

@@ -24,6 +24,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from .. import jsontext
 from ..errors import MirrorcapError, Problem
 from ..inventory.hclfile import parse_hcl
+from ..contract import session_label
 from ..numbering import lockfile
 from ..numbering.sessions import by_capture
 
@@ -321,8 +322,7 @@ def _label(stack: str, source: str, rc: ResourceChange | None) -> str:
     values = (rc.after or rc.before) if rc else {}
     description = values.get("description") if isinstance(values, Mapping) else None
     if isinstance(description, str):
-        # mirroring.py describes a session as "mirrorcap <capture>: <description or source ID>"
-        text = description.removeprefix(f"mirrorcap {stack}: ")
+        text = session_label(stack, description)
         if text and text != source:
             short = text if len(text) <= LABEL_CHARS else text[:LABEL_CHARS - 1] + "…"
             return f"{ident} {md_escape(short)}"
