@@ -22,3 +22,15 @@ def test_a_missing_inventory_is_exit_2_naming_the_file(tmp_path, args):
 def test_a_wrong_command_line_is_exit_2(tmp_path):
     r = mirrorcap("sessions", "--no-such-flag", cwd=tmp_path)
     assert r.returncode == 2 and "No such option" in r.stderr
+
+
+def test_review_verify_says_nothing_to_apply_with_4(tmp_path):
+    """The apply workflow tells "nothing to apply" (4) from "may apply" (0) and "refused" (1) by the code alone."""
+    import json
+
+    from helpers import ROOT
+    plan = json.loads((ROOT / "tests" / "fixtures" / "review" / "plan.json").read_text())  # a real plan
+    plan["resource_changes"] = [dict(rc, change={**rc["change"], "actions": ["no-op"]}) for rc in plan.get("resource_changes", [])]
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    r = mirrorcap("review", "verify", "--stack", "prod", "--plan-json", "plan.json", cwd=tmp_path)
+    assert (r.returncode, r.stdout.strip()) == (4, "no changes: nothing to apply"), r.stderr
