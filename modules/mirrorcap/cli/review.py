@@ -55,14 +55,14 @@ def stacks(
         selection = review.select_stacks(paths, list(known), inventory=inputs.repo_relative(inventory) if base else str(inventory),
                                          inventory_before=inv_before, inventory_after=inv_after,
                                          lock_before=lock_before, lock_after=lock_after)
-        chosen = [{**known[n], "reasons": why} for n, why in selection.stacks.items()]
-        local = [s["name"] for s in chosen if not s["remote_state"]]
-        if require_remote_state and local:
-            raise MirrorcapError([Problem(str(inventory), f'capture "{n}" > backend', "keeps its Terraform state on the runner, "
-                                          "which forgets it after every run (the next apply would create everything again)",
-                                          'declare backend "s3" { bucket = "..." } in the capture block') for n in local])
     except MirrorcapError as exc:
-        fail(exc, FINDINGS if require_remote_state and local else USAGE)
+        fail(exc)
+    chosen = [{**known[n], "reasons": why} for n, why in selection.stacks.items()]
+    local = [s["name"] for s in chosen if not s["remote_state"]]
+    if require_remote_state and local:
+        fail(MirrorcapError([Problem(str(inventory), f'capture "{n}" > backend', "keeps its Terraform state on the runner, "
+                                     "which forgets it after every run (the next apply would create everything again)",
+                                     'declare backend "s3" { bucket = "..." } in the capture block') for n in local]), FINDINGS)
     print(json.dumps({"stacks": chosen, "removed": [{"name": n, "advice": a} for n, a in selection.removed.items()]}, indent=2))
 
 
