@@ -57,31 +57,37 @@ synth: setup
 # is written). The preflight says in one line what would stop cdktn (unknown stack,
 # no or refused credentials, no terraform >= 1.10, no state bucket) instead of a
 # Node stack trace. cdktn runs on the venv's Node (PATH above), not a system one.
-PREFLIGHT = $(BIN)/python -m mirrorcap.workflow.deploy preflight
-diff: setup
+PREFLIGHT = $(BIN)/mirrorcap preflight
+# The preflight needs only the venv: it says what stops cdktn before the cdktn CLI is installed.
+CDKTN_CLI = @$(MAKE) --no-print-directory tools/node_modules/.installed
+diff: $(VENV)/.installed
 	@$(PREFLIGHT) diff --stack "$(STACK)" --inventory $(INVENTORY)
+	$(CDKTN_CLI)
 	$(CDKTN) diff $(STACK)
 
-deploy: setup
+deploy: $(VENV)/.installed
 	@$(PREFLIGHT) deploy --stack "$(STACK)" --inventory $(INVENTORY)
+	$(CDKTN_CLI)
 	$(CDKTN) deploy $(STACK)
 
 # Says what is lost (the pcap volume, its key, the archive) and asks for the
 # stack's name (or CONFIRM=<stack> without a terminal, which also approves cdktn's plan).
 CONFIRM ?=
-destroy: setup
+destroy: $(VENV)/.installed
 	@$(PREFLIGHT) destroy --stack "$(STACK)" --inventory $(INVENTORY) --confirm "$(CONFIRM)"
+	$(CDKTN_CLI)
 	$(CDKTN) destroy $(STACK) $(if $(CONFIRM),--auto-approve)
 
-output: setup
+output: $(VENV)/.installed
 	@$(PREFLIGHT) output --stack "$(STACK)" --inventory $(INVENTORY)
+	$(CDKTN_CLI)
 	$(CDKTN) output $(STACK)
 
 # Once per account: the S3 buckets the inventory's backend "s3" blocks name
 # (versioned, encrypted, public access blocked, TLS only; S3 native locking).
-state-bucket: setup
+state-bucket: $(VENV)/.installed
 	@$(PREFLIGHT) state-bucket --inventory $(INVENTORY)
-	@$(BIN)/python -m mirrorcap.workflow.deploy state-bucket --inventory $(INVENTORY) $(if $(CAPTURE),--capture $(CAPTURE))
+	@$(BIN)/mirrorcap state-bucket --inventory $(INVENTORY) $(if $(CAPTURE),--capture $(CAPTURE))
 
 # The Debian packages the suite runs for real (installed once when root;
 # otherwise one line says what is missing and how to install it).
@@ -97,9 +103,21 @@ boot-lab: host-packages
 # KIND=unit|synth|aws|host runs one kind of test alone (tests/<kind>/): unit is
 # pure Python, synth runs the real cdktn synth and terraform, aws runs against
 # moto / botocore's Stubber, host boots the capture host under systemd (root).
+# Each kind installs what it runs, no more; no KIND: everything.
+#   unit:  the venv, and the Debian tools some tests run for real (jq, shellcheck, tcpdump)
+#   synth: + the cdktn CLI and its HCL formatter (tools/node_modules), checkov
+#   aws:   the venv (moto, boto3), and the Debian tools (mergecap, editcap, tshark for window)
+#   host:  the venv, the cdktn CLI, the Debian packages and the boot lab's root
+# terraform and packer are found on PATH (their tests are skipped, saying why, without).
 KIND ?=
-test: setup .venv-checkov/.installed boot-lab
-	CHECKOV=$(CURDIR)/.venv-checkov/bin/checkov $(BIN)/python -m pytest $(if $(KIND),tests/$(KIND)) $(PYTEST_ARGS)
+TEST_NEEDS_unit := $(VENV)/.installed host-packages
+TEST_NEEDS_synth := setup .venv-checkov/.installed
+TEST_NEEDS_aws := $(VENV)/.installed host-packages
+TEST_NEEDS_host := setup boot-lab
+TEST_NEEDS_ := setup .venv-checkov/.installed boot-lab
+test: $(TEST_NEEDS_$(KIND))
+	@case "$(KIND)" in ""|unit|synth|aws|host) ;; *) echo "make test: KIND=$(KIND): use unit, synth, aws or host (or no KIND for everything)"; exit 2 ;; esac
+	$(if $(filter $(KIND),unit aws host),,CHECKOV=$(CURDIR)/.venv-checkov/bin/checkov) $(BIN)/python -m pytest $(if $(KIND),tests/$(KIND)) $(PYTEST_ARGS)
 
 bench: setup
 	$(BIN)/python bench/synth_scale.py
@@ -142,7 +160,7 @@ bake:
 	if [ "$$major" -lt 1 ] || { [ "$$major" = 1 ] && [ "$$minor" -lt 10 ]; }; then echo "bake: packer $$major.$$minor is older than 1.10 (no packer init): install a current Packer, then run make bake again"; exit 1; fi
 	@$(MAKE) --no-print-directory setup
 	$(BIN)/mirrorcap render --inventory $(INVENTORY)
-	$(BIN)/python -m mirrorcap.workflow.bake vars --capture $(CAPTURE) --inventory $(INVENTORY)
+	$(BIN)/mirrorcap bake vars --capture $(CAPTURE) --inventory $(INVENTORY)
 	packer init packer
 	packer build -var-file=cdktf.out/bake/$(CAPTURE).pkrvars.json $(PACKER_ARGS) packer
-	@$(BIN)/python -m mirrorcap.workflow.bake result --capture $(CAPTURE) --inventory $(INVENTORY)
+	@$(BIN)/mirrorcap bake result --capture $(CAPTURE) --inventory $(INVENTORY)

@@ -8,11 +8,11 @@ formatted cdk.tf that `make synth` writes), in a fresh process; peak RSS is the 
 (Python or the jsii Node child). Two layouts, since an ENI target takes at most
 10 sources (100 on the largest instance types): t3.small hosts of 10 sources,
 and m5.24xlarge hosts of 100.
-Targets (issue 2): 1,000 sources < 8 s; 1,000-source run <= 1.5x the 1-source run.
+Targets: 1,000 sources < 8 s; 1,000-source run <= 1.5x the 1-source run.
 
 --plain also runs synth.pipeline.synth_file (the same steps with no overlap of
 the provider load) in the same rounds, paired with main.py (synth.overlap): the
-overlap stays only while it earns its place (issue 12).
+overlap stays only while it earns its place.
 """
 
 from __future__ import annotations

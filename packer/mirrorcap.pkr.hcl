@@ -2,7 +2,7 @@
 # rendered/<capture>/bake.sh run on it once (packages, the mirrorcap user and
 # group, scripts, systemd units), so a host boots into capture without baking
 # itself. `make bake CAPTURE=<name>` renders, then runs this with the variables
-# from the inventory (python -m mirrorcap.workflow.bake vars); packer/README.md
+# from the inventory (mirrorcap bake vars); packer/README.md
 # takes the AMI ID on to `ami = "ami-..."` in the inventory.
 
 variable "capture" {

@@ -1,8 +1,8 @@
 """Digest of what `make synth` writes for one inventory: every JSON and .tf file
 under cdktf.out (stacks, review HCL, manifest) and the lock, each as sha256.
 
-The golden digests in tests/fixtures/golden/ were taken before the issue-12
-restructure; tests/synth/test_golden.py holds every later commit to them.
+The golden digests in tests/fixtures/golden/ pin what synth writes; tests/synth/test_golden.py
+holds every commit to them (a change of output regenerates them on purpose).
 The re-mirroring Lambda's asset directory is named by the zip's hash and the
 zip is code, so that one path segment is masked: the code inside it is
 tested on its own (tests/aws, tests/unit/test_remirror_plan.py).

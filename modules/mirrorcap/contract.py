@@ -34,9 +34,21 @@ HOST = "host"
 TARGET = "target"
 FILTER = "filter"
 
-# --- The re-mirroring Lambda's environment (Settings.to_env / from_env) -----
-LAMBDA_ENV = ("MIRRORCAP_CAPTURE", "MIRRORCAP_TARGET_ID", "MIRRORCAP_FILTER_ID", "MIRRORCAP_VNI",
-              "MIRRORCAP_MAX_SOURCES", "MIRRORCAP_VPC_ID", "MIRRORCAP_SELECTORS", "MIRRORCAP_ENDS_AT")
+# --- Mirror sessions -----------------------------------------------------------
+def session_description(capture: str, label: str) -> str:
+    """A stack's session description: the capture, then the source's description or ID.
+    The pull-request comment reads the label back (session_label)."""
+    return f"mirrorcap {capture}: {label}"
+
+
+def session_label(capture: str, description: str) -> str:
+    """What session_description was given for `capture`; a description it did not write, whole."""
+    return description.removeprefix(session_description(capture, ""))
+
+
+def vni_of(own: int | None, capture_vni: int) -> int:
+    """The VNI a source (or tag selector) is mirrored with: its own, else its capture's."""
+    return own if own is not None else capture_vni
 
 # --- The capture host ---------------------------------------------------------
 ENV_FILE = "/etc/mirrorcap/mirrorcap.env"  # written by the user data; every host script reads it
@@ -51,7 +63,7 @@ HOST_LIB = "/usr/local/lib/mirrorcap"  # the host's shared libraries (mirrorcap_
 # (through the env file). Also the kernel's 15-character limit: vxlan + 8 digits fits.
 VXLAN_IFACE = "vxlan{vni}"
 
-# --- Fleets and the pcap archive (issue 14) -----------------------------------
+# --- Fleets and the pcap archive ----------------------------------------------
 # An archived pcap's S3 key: the capture, its VNI, the UTC day its name starts,
 # the host that wrote it, the file name as tcpdump wrote it.
 ARCHIVE_KEY = "{capture}/vni{vni}/{date}/{instance}/{file}"
@@ -61,7 +73,7 @@ ARCHIVE_BUCKET_VAR = "archive_bucket"
 FLEET_VOLUME_DEVICE = "/dev/sdf"  # a fleet host's pcap volume, from its launch template
 HEALTH_PORT = 8081  # a fleet host answers the NLB's health check here: 200 only when mirrorcap-health passes
 
-# A fleet's and the archive's resources (issue 14): how the stack names them and
+# A fleet's and the archive's resources: how the stack names them and
 # `mirrorcap check` / `mirrorcap window` find them. ELBv2 names are limited to
 # 32 characters and S3 bucket names are global, so these are found by tags
 # (STACK_KEY valued with the capture, Name = resource_name(capture, role)),

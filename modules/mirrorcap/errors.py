@@ -1,8 +1,26 @@
-"""Errors that reach the user: each names the file, the field and the fix."""
+"""Errors that reach the user: each names the file, the field and the fix; and the exit codes.
+
+Exit codes, the same for every command (cron, CI and make tell the outcomes apart by them):
+
+    0  done: valid, no drift, it fits, up to date, written, may apply
+    1  findings: problems in the inventory (validate), drift, does not fit, stale, refused
+    2  usage or input: a wrong command line; an inventory or input file missing, unreadable or invalid
+    3  could not reach AWS: no or refused credentials, no network, a denied call
+    4  `review verify` only: the fresh plan changes nothing (nothing to apply)
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+OK, FINDINGS, USAGE, AWS_UNREACHABLE, NOTHING_TO_APPLY = 0, 1, 2, 3, 4
+EXIT_CODES = {
+    OK: "done (valid, no drift, fits, up to date, written)",
+    FINDINGS: "findings (inventory problems, drift, does not fit, stale, refused)",
+    USAGE: "usage or input error (command line; missing or invalid inventory or input file)",
+    AWS_UNREACHABLE: "could not reach AWS (credentials, network, a denied call)",
+    NOTHING_TO_APPLY: "review verify: nothing to apply",
+}
 
 
 @dataclass(frozen=True)

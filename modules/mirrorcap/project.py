@@ -16,6 +16,7 @@ from pathlib import Path
 from .errors import MirrorcapError, Problem
 
 MARKERS = ("cdktf.json", "scripts")
+DEFAULT_INVENTORY = "capture.hcl"  # the inventory every command reads unless told otherwise
 
 
 def _is_project(d: Path) -> bool:

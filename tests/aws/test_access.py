@@ -6,7 +6,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from mirrorcap.account.aws import Access
+from mirrorcap.account_checks.clients import Access
 
 REGION = "eu-west-1"
 

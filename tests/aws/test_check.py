@@ -153,14 +153,14 @@ def cli(tmp_path, *args, **env):
 
 
 def test_no_credentials_is_a_clear_error_not_a_traceback(tmp_path):
-    """check: exit 2 (could not check), never 1 (drift), so cron can tell them apart; validate --live: 1."""
-    for args, code in ((["check"], 2), (["validate", "--live"], 1)):
+    """check and validate --live: exit 3 (could not reach AWS), never 1 (drift), so cron can tell them apart."""
+    for args, code in ((["check"], 3), (["validate", "--live"], 3)):  # could not reach AWS
         r = cli(tmp_path, *args)
         assert r.returncode == code and "Traceback" not in r.stderr
         assert "Unable to locate credentials" in r.stderr and "fix: configure AWS credentials" in r.stderr
     r = cli(tmp_path, "check", "--json")
     report = json.loads(r.stdout)  # one JSON object, also on an error
-    assert r.returncode == 2 and report["drift"] is None and report["error"][0]["field"] == "credentials"
+    assert r.returncode == 3 and report["drift"] is None and report["error"][0]["field"] == "credentials"
 
 
 def test_no_network_is_not_called_missing_credentials(tmp_path):
@@ -168,7 +168,7 @@ def test_no_network_is_not_called_missing_credentials(tmp_path):
     r = cli(tmp_path, "check", "--json", AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
             AWS_ENDPOINT_URL="http://127.0.0.1:9", AWS_MAX_ATTEMPTS="1")
     report = json.loads(r.stdout)
-    assert r.returncode == 2 and report["error"][0]["field"] == "network", report
+    assert r.returncode == 3 and report["error"][0]["field"] == "network", report
     assert "Could not connect to the endpoint URL" in report["error"][0]["message"] and "credentials" not in r.stderr.lower()
 
 

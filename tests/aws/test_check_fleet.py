@@ -12,7 +12,7 @@ from fake_aws import AMI, launch, moto_ec2
 from synth_account import deploy
 from typer.testing import CliRunner
 
-from mirrorcap.account.drift import fleet_capacity
+from mirrorcap.account_checks.drift import fleet_capacity
 from mirrorcap.cli import app
 from mirrorcap.contract import FLEET, resource_name
 

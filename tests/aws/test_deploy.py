@@ -1,4 +1,4 @@
-"""make's laptop path (mirrorcap.workflow.deploy) against moto: the state bucket
+"""make's laptop path (mirrorcap preflight / state-bucket, workflow/deploy.py) against moto: the state bucket
 `make state-bucket` creates (versioned, encrypted, private, TLS only; a lock table
 when the backend names one), and the preflight that runs before cdktn: the state
 bucket missing, then there; destroy's prevent_destroy and confirmation."""
@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 import tf_emulator as T
 from helpers import minimal, write
+from mirrorcap.cli import app
 from mirrorcap.workflow import deploy
 
 TERRAFORM, WHY = T.find_terraform()
@@ -38,7 +39,7 @@ def inventory(workdir, bucket="team-tfstate", extra="", body=""):
 
 
 def run(*args, input=None):
-    return CliRunner().invoke(deploy.app, list(args), input=input)
+    return CliRunner().invoke(app, list(args), input=input)
 
 
 def test_state_bucket_is_created_versioned_encrypted_private_and_tls_only(aws, workdir):

@@ -10,7 +10,7 @@ from fake_aws import launch, moto_ec2
 from typer.testing import CliRunner
 
 from mirrorcap.cli import app
-from mirrorcap.account.aws import dry_run_session
+from mirrorcap.account_checks.clients import dry_run_session
 
 REGION = "us-east-1"
 

@@ -17,11 +17,11 @@ import pytest
 from botocore.stub import Stubber
 from fake_aws import launch, moto_ec2
 
-from mirrorcap.live import handler as lambda_handler
-from mirrorcap.live.ec2 import apply, reconcile
+from mirrorcap.remirror import handler as lambda_handler
+from mirrorcap.remirror.ec2 import apply, reconcile
 from mirrorcap.contract import RUNTIME_OWNER_KEY, SOURCE_KEY
-from mirrorcap.live.model import Selector, Settings
-from mirrorcap.live.reconcile import Changes, Create, Delete
+from mirrorcap.remirror.model import Selector, Settings
+from mirrorcap.remirror.reconcile import Changes, Create, Delete
 
 REGION = "ap-northeast-1"
 WEB = [{"Key": "Service", "Value": "web"}, {"Key": "Environment", "Value": "prod"}]

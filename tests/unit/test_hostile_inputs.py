@@ -81,7 +81,7 @@ def test_review_refuses_a_malformed_plan_in_one_line(tmp_path, case):
     (tmp_path / "plan.json").write_text(json.dumps(plan))
     r = run("review", "comment", "--stack", "prod", "--plan-json", str(tmp_path / "plan.json"), "--plan-text", str(RECORDED / "plan.txt"),
             "--lock-before", str(RECORDED / "lock-before.json"), "--lock-after", str(RECORDED / "lock-after.json"))
-    assert r.exit_code == 1, r.output
+    assert r.exit_code == 2, r.output
     cause, fix = one_problem(r.stderr)
     assert words in cause and "terraform show -json" in fix
 
@@ -136,7 +136,7 @@ def test_sessions_write_refuses_a_lock_number_out_of_range_and_changes_nothing(w
     lock.write_text(json.dumps({"version": 1, "captures": {"test": {"eni-0000000000000001a": number}}}))
     before = lock.read_bytes()
     r = run("sessions", "--write", "-i", str(workdir / "capture.hcl"))
-    assert r.exit_code == 1
+    assert r.exit_code == 2
     cause, fix = one_problem(r.stderr)
     assert f"captures.test.eni-0000000000000001a: session number {number} is outside 1-32766" in cause and "delete this entry" in fix
     assert lock.read_bytes() == before

@@ -7,7 +7,7 @@
   metadata_options and imds_support, so there the full validate skips, saying so.
 - Always: what the template must do (IMDSv2, encryption, AL2023, the tags, no
   key of its own) read from the file with python-hcl2, and its variables against
-  a fresh `mirrorcap render` of the example (python -m mirrorcap.workflow.bake vars).
+  a fresh `mirrorcap render` of the example (mirrorcap bake vars).
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def rendered(tmp_path_factory) -> Path:
     shutil.copy(ROOT / "capture.lock.json", work / "capture.lock.json")
     r = mirrorcap("render", "--out", "rendered", cwd=work)
     assert r.returncode == 0, r.stderr
-    r = subprocess.run([sys.executable, "-m", "mirrorcap.workflow.bake", "vars", "--capture", "prod"], cwd=work, env=env(),
+    r = subprocess.run([sys.executable, "-m", "mirrorcap", "bake", "vars", "--capture", "prod"], cwd=work, env=env(),
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "cdktf.out/bake/prod.pkrvars.json"
@@ -237,9 +237,9 @@ def test_vars_refuse_a_missing_render_and_an_unknown_capture(tmp_path):
         packer_vars("prod", "eu-west-1", tmp_path / "rendered", "0.1.0", "vpc-0123456789abcdef0", "subnet-0123456789abcdef0")
     shutil.copy(EXAMPLE, tmp_path / "capture.hcl")
     shutil.copy(ROOT / "capture.lock.json", tmp_path / "capture.lock.json")
-    r = subprocess.run([sys.executable, "-m", "mirrorcap.workflow.bake", "vars", "--capture", "nope"], cwd=tmp_path, env=env(),
+    r = subprocess.run([sys.executable, "-m", "mirrorcap", "bake", "vars", "--capture", "nope"], cwd=tmp_path, env=env(),
                        capture_output=True, text=True)
-    assert r.returncode == 1 and "no capture named 'nope'" in r.stderr and "use one of: prod" in r.stderr
+    assert r.returncode == 2 and "no capture named nope" in r.stderr and "use one of: prod" in r.stderr
 
 
 def test_the_baked_ami_is_read_from_packers_manifest(tmp_path):
@@ -253,7 +253,7 @@ def test_the_baked_ami_is_read_from_packers_manifest(tmp_path):
     out = tmp_path / "cdktf.out" / "bake"
     out.mkdir(parents=True)
     (out / "prod-manifest.json").write_text(json.dumps(manifest))
-    r = subprocess.run([sys.executable, "-m", "mirrorcap.workflow.bake", "result", "--capture", "prod"], cwd=tmp_path, env=env(),
+    r = subprocess.run([sys.executable, "-m", "mirrorcap", "bake", "result", "--capture", "prod"], cwd=tmp_path, env=env(),
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert 'ami = "ami-0123456789abcdef0"' in r.stdout and 'in capture "prod" of capture.hcl' in r.stdout

@@ -8,8 +8,8 @@ from hypothesis import given, settings as hsettings, strategies as st
 
 from mirrorcap import aws_limits as L
 from mirrorcap.contract import CREATED_KEY, RUNTIME_OWNER_KEY, SOURCE_KEY
-from mirrorcap.live.model import Instance, Observed, Selector, Session, Settings
-from mirrorcap.live.reconcile import Create, plan
+from mirrorcap.remirror.model import Instance, Observed, Selector, Session, Settings
+from mirrorcap.remirror.reconcile import Create, plan
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 WEB = {"Service": "web", "Environment": "prod"}

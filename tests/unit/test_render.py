@@ -124,7 +124,7 @@ def test_render_refuses_what_validate_refuses_about_session_numbers(tmp_path):
     write(tmp_path, two_captures_one_eni("    session_number = 5\n", "    session_number = 5\n"))
     for args in (["validate"], ["render", "--out", "rendered"]):
         result = mirrorcap(*args, cwd=tmp_path)
-        assert result.returncode == 1 and "session_number" in result.stderr and "fix:" in result.stderr, (args, result.stderr)
+        assert result.returncode == (1 if args[0] == "validate" else 2) and "session_number" in result.stderr and "fix:" in result.stderr, (args, result.stderr)
     assert not (tmp_path / "rendered").exists()
 
 
@@ -144,7 +144,7 @@ def test_version():
 def test_bad_inventory_renders_nothing(tmp_path):
     write(tmp_path, minimal("  host {\n    capture_dir = \"relative/dir\"\n  }"))
     result = mirrorcap("render", "--out", "rendered", cwd=tmp_path)
-    assert result.returncode == 1 and "host > capture_dir" in result.stderr and "fix:" in result.stderr
+    assert result.returncode == 2 and "host > capture_dir" in result.stderr and "fix:" in result.stderr
     assert not (tmp_path / "rendered").exists()
 
 
@@ -167,7 +167,7 @@ def test_render_out_dot_in_a_project_refuses_and_keeps_everything(tmp_path):
     (project / "src" / "tool.py").write_text("print('mine')\n")
     before = snapshot(tmp_path)
     result = mirrorcap("render", "--out", ".", cwd=project)
-    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr
     assert f"{project}: holds capture.hcl, which `mirrorcap render` does not write" in result.stderr
     assert "fix: pass --out a new or empty directory" in result.stderr
     assert snapshot(tmp_path) == before
@@ -186,7 +186,7 @@ def test_render_refuses_what_it_did_not_write_and_writes_nothing(tmp_path, kind)
         (out / "prod" / "files" / "etc" / "notes.txt").write_text("mine\n")
     before = snapshot(tmp_path)
     result = mirrorcap("render", "--inventory", str(EXAMPLE), "--out", str(out), cwd=tmp_path)
-    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert result.stderr.startswith(f"mirrorcap: {out}: ") and "fix:" in result.stderr
     assert snapshot(tmp_path) == before
 
@@ -227,5 +227,5 @@ def test_a_capture_changing_kind_is_rendered_whole_without_what_its_old_kind_nee
     before = snapshot(tmp_path)
     inventory.write_text(capture_as(text, names[0], "fleet"))
     r = runner.invoke(app, ["render", "--out", str(out), "--inventory", str(inventory)])
-    assert r.exit_code == 1 and "notes.txt, which `mirrorcap render` does not write" in r.stderr
+    assert r.exit_code == 2 and "notes.txt, which `mirrorcap render` does not write" in r.stderr
     assert {k: v for k, v in snapshot(tmp_path).items() if k != "capture.hcl"} == {k: v for k, v in before.items() if k != "capture.hcl"}

@@ -203,21 +203,13 @@ esac
 '''
 
 MIRRORCAP_SHIM = """#!{python}
-# mirrorcap review (as cli.py mounts it), and `check` answering $CHECK_JSON / $CHECK_RC (AWS stood in)
+# mirrorcap (the real app), and `check` answering $CHECK_JSON / $CHECK_RC (AWS stood in)
 import os, sys
 if sys.argv[1:2] == ["check"]:
     sys.stdout.write(open(os.environ["CHECK_JSON"]).read())
     sys.exit(int(os.environ.get("CHECK_RC", "0")))
-import typer
-from mirrorcap.workflow.command import review_app
-app = typer.Typer()
-app.add_typer(review_app, name="review")
-
-@app.callback()
-def main() -> None:
-    '''shim'''
-
-app()
+from mirrorcap.cli import app
+app(prog_name="mirrorcap")
 """
 
 
@@ -490,7 +482,7 @@ def test_the_queue_gives_up_visibly(gh_repo):
     ({"drift": False, "findings": [], "fixed": {}}, 2, 1),  # changed in the console: only Terraform sees it
     ({"drift": True, "findings": [{"capture": "prod", "kind": "missing-session", "subject": "eni-1", "detail": "gone",
                                    "fix": "make deploy STACK=prod"}], "fixed": {}}, 0, 1),
-    ({"drift": False, "findings": [], "fixed": {}}, 1, 2),  # a plan that errors: could not check
+    ({"drift": False, "findings": [], "fixed": {}}, 1, 3),  # a plan that errors: could not check (reach) the account
 ])
 def test_drift_reports_mirrorcap_check_and_terraform_plan(gh_repo, check, tf_code, expected):
     tf = gh_repo["tmp"] / "bin" / "terraform"

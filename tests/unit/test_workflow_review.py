@@ -102,7 +102,7 @@ def test_state_json_and_garbage_are_refused_naming_the_file_and_the_fix():
         R.parse_plan("Error: no plan", "plan.json")
     with pytest.raises(MirrorcapError, match=r"old.lock.json: version: expected a version 1"):
         R.parse_lock('{"version": 2, "captures": {}}', "old.lock.json")
-    with pytest.raises(MirrorcapError, match=r"x.json: captures.prod: expected a map"):
+    with pytest.raises(MirrorcapError, match=r"x.json: captures.prod.eni-1: True is not a session number"):
         R.parse_lock('{"version": 1, "captures": {"prod": {"eni-1": true}}}', "x.json")
     assert R.parse_lock("", "absent") == {}  # no lock at the base: every session is new
 
@@ -185,10 +185,10 @@ def test_the_marker_is_the_first_line_of_every_kind_of_comment():
 
 def test_comment_command_names_what_is_missing_or_wrong():
     r = run("comment", "--stack", "prod", "--plan-text", str(RECORDED / "plan.txt"))
-    assert r.exit_code == 1 and "--lock-before: missing" in r.stderr and "fix: pass --lock-after FILE" in r.stderr
+    assert r.exit_code == 2 and "--lock-before: missing" in r.stderr and "fix: pass --lock-after FILE" in r.stderr
     r = run("comment", "--stack", "prod", "--plan-json", str(RECORDED / "lock-after.json"), "--plan-text", str(RECORDED / "plan.txt"),
             "--lock-before", str(RECORDED / "lock-before.json"), "--lock-after", str(RECORDED / "lock-after.json"))
-    assert r.exit_code == 1 and "lock-after.json: format_version: not Terraform's JSON output" in r.stderr
+    assert r.exit_code == 2 and "lock-after.json: format_version: not Terraform's JSON output" in r.stderr
 
 
 # ---------------------------------------------------------------------------
@@ -298,14 +298,14 @@ def test_stacks_command_compares_with_the_base_revision(tmp_path, monkeypatch):
     r = run("stacks", "--changed", "-", "--base", "HEAD", "--require-remote-state", input="capture.hcl\n")
     assert r.exit_code == 1 and 'capture.hcl: capture "stage" > backend: keeps its Terraform state on the runner' in r.stderr
     r = run("stacks", "--changed", "-", "--base", "no-such-rev", input="capture.hcl\n")
-    assert r.exit_code == 1 and "--base: 'no-such-rev' is not a commit" in r.stderr and "fetch-depth: 0" in r.stderr
+    assert r.exit_code == 2 and "--base: 'no-such-rev' is not a commit" in r.stderr and "fetch-depth: 0" in r.stderr
 
 
 def test_stacks_command_without_a_synth_says_to_run_it(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "capture.hcl").write_text(TWO)
     r = run("stacks", "--changed", "-", input="capture.hcl\n")
-    assert r.exit_code == 1 and "cdktf.out/manifest.json: stacks: no synthesized stacks" in r.stderr and "make synth" in r.stderr
+    assert r.exit_code == 2 and "cdktf.out/manifest.json: stacks: no synthesized stacks" in r.stderr and "make synth" in r.stderr
 
 
 # ---------------------------------------------------------------------------
@@ -323,8 +323,8 @@ def test_drift_summary_for_drift_no_drift_and_could_not_check(tmp_path):
     failed = {"drift": None, "findings": [], "fixed": {}, "error": [
         {"file": "AWS", "field": "credentials", "message": "Unable to locate credentials", "fix": "configure AWS credentials"}]}
     assert "could not check" in R.drift_summary(failed) and "AWS: credentials: Unable to locate credentials" in R.drift_summary(failed)
-    # the command's exit code is the job's: 1 drift, 0 none, 2 could not check (no report at all included)
-    for report, code in ((drift, 1), ({"drift": False, "findings": [], "fixed": {}}, 0), (failed, 2)):
+    # the command's exit code is the job's: 1 drift, 0 none, 3 could not reach AWS, 2 no report at all
+    for report, code in ((drift, 1), ({"drift": False, "findings": [], "fixed": {}}, 0), (failed, 3)):
         (tmp_path / "check.json").write_text(json.dumps(report))
         r = run("drift", "--check-json", str(tmp_path / "check.json"))
         assert r.exit_code == code and r.output == R.drift_summary(report)

@@ -24,7 +24,7 @@ import yaml
 
 from helpers import BIN, ROOT, env, mirrorcap
 from mirrorcap.workflow import review
-from mirrorcap.workflow.command import review_app
+from mirrorcap.cli import app
 
 WORKFLOWS = sorted((ROOT / "workflows" / "github").glob("*.yml"))
 ACTIONLINT = next((str(p) for p in (BIN / "actionlint",) if p.exists()), None) or shutil.which("actionlint")
@@ -102,13 +102,7 @@ def test_roles_and_permissions_are_split_as_documented():
 
 
 def review_commands() -> click.Group:
-    root = typer.Typer()
-    root.add_typer(review_app, name="review")
-
-    @root.callback()
-    def main() -> None:
-        """test app"""
-    return typer.main.get_command(root).commands["review"]
+    return typer.main.get_command(app).commands["review"]
 
 
 def test_every_mirrorcap_command_and_option_the_workflows_run_exists():
@@ -164,17 +158,9 @@ echo "${args//$'\n'/ }" >> "$GH_LOG"
 if [[ " $* " == *" --paginate "* ]]; then printf '%b' "$EXISTING"; fi
 """
 MIRRORCAP_SHIM = """#!{python}
-# `mirrorcap review`, mounted as cli.py mounts it
-import typer
-from mirrorcap.workflow.command import review_app
-app = typer.Typer()
-app.add_typer(review_app, name="review")
-
-@app.callback()
-def main() -> None:
-    '''shim'''
-
-app()
+# `mirrorcap`, the real app
+from mirrorcap.cli import app
+app(prog_name="mirrorcap")
 """
 
 

@@ -1,4 +1,4 @@
-"""The pcap archive of a capture (issue 14): the S3 objects the hosts upload,
+"""The pcap archive of a capture: the S3 objects the hosts upload,
 found by the contract's key layout (contract.ARCHIVE_KEY), fetched and merged,
 cut and filtered by the host's own mirrorcap-window code (hostcode.py).
 

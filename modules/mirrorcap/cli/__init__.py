@@ -1,17 +1,28 @@
-"""`mirrorcap` command line. Commands are thin: parse options, call the package, print.
+"""`mirrorcap`: the one command line. Commands are thin: parse options, call the package, print.
 
-One module per command; common.py holds what they share (the inventory
-option, AWS access, how a problem ends a command).
+One module per command (review and bake are groups of steps, one module each); common.py holds
+what they share: the inventory and AWS options, how a problem ends a command, and the exit codes
+(errors.EXIT_CODES, the same for every command, in every --help):
+
+    0  done: valid, no drift, it fits, up to date, written, may apply
+    1  findings: problems in the inventory (validate), drift, does not fit, stale, refused
+    2  usage or input: a wrong command line; an inventory or input file missing, unreadable or invalid
+    3  could not reach AWS: no or refused credentials, no network, a denied call
+    4  `review verify` only: the fresh plan changes nothing (nothing to apply)
+
+Importing this package loads Typer and nothing heavy: each command imports boto3, the HCL parser,
+Jinja2 or cdktn when it runs (tests/unit/test_cli_imports.py holds it to that).
 """
 
 from __future__ import annotations
 
 import typer
 
-from ..workflow.command import review_app
-from . import capacity, check, render, sessions, validate, window
+from . import bake, capacity, check, preflight, render, review, sessions, state_bucket, validate, window
+from .common import CONTEXT, EXIT_CODES_HELP
 
-app = typer.Typer(help="Packet capture on AWS with VPC Traffic Mirroring.", no_args_is_help=True)
+app = typer.Typer(help="Packet capture on AWS with VPC Traffic Mirroring.", no_args_is_help=True,
+                  context_settings=CONTEXT, epilog=EXIT_CODES_HELP)
 
 
 def _version(value: bool) -> None:
@@ -25,6 +36,11 @@ def _version(value: bool) -> None:
 def main(_version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version and exit")) -> None:
     """Packet capture on AWS with VPC Traffic Mirroring."""
 
+
 for command in (validate.validate, sessions.sessions, render.render, capacity.capacity, check.check, window.window):
-    app.command()(command)
-app.add_typer(review_app, name="review")  # the pull-request workflow's own steps (workflows/github/)
+    app.command(epilog=EXIT_CODES_HELP)(command)
+# make's steps around cdktn and Packer (make diff|deploy|destroy|output|state-bucket, make bake)
+app.command(epilog=EXIT_CODES_HELP)(preflight.preflight)
+app.command("state-bucket", epilog=EXIT_CODES_HELP)(state_bucket.state_bucket)
+app.add_typer(bake.bake_app, name="bake")
+app.add_typer(review.review_app, name="review")  # the pull-request workflow's own steps (workflows/github/)

@@ -10,10 +10,7 @@ import typer
 
 from ..capacity import Prices, estimate_for, fleet_estimate_for, hosts_needed, input_problem
 from ..errors import MirrorcapError, Problem
-from ..inventory import load
-from .common import InventoryOpt, fail
-
-USAGE = 2  # capacity: 1 means "does not fit", so a bad command line is 2
+from .common import FINDINGS, USAGE, InventoryOpt, capture_named, fail, load_inventory
 
 
 def _price_overrides(items: list[str]) -> dict[str, float]:
@@ -55,13 +52,8 @@ def capacity(
              if (bad := input_problem(flag, value))]
     if wrong:
         fail(MirrorcapError(wrong), USAGE)
-    try:
-        inv = load(inventory)
-    except MirrorcapError as exc:
-        fail(exc, USAGE)
-    c = next((x for x in inv.captures if capture in (None, x.name)), None)
-    if c is None:
-        fail(MirrorcapError([Problem(str(inventory), "--capture", f"no capture named {capture}", "use one of: " + ", ".join(x.name for x in inv.captures))]), USAGE)
+    inv = load_inventory(inventory)
+    c = inv.captures[0] if capture is None else capture_named(inv, capture, inventory)
     prices = Prices().with_overrides(_price_overrides(price))
     try:
         e = estimate_for(c, rate, retention if retention is not None else c.host.retention_days, tag_instances, avg_packet_bytes=avg_packet,
@@ -89,7 +81,7 @@ def capacity(
         _verdict(e, f"  fleet     a single host no longer fits: {needed} hosts needed at this rate: "
                     "add fleet {} (an NLB target, hosts in every AZ) and archive {} to the capture" if needed and needed > 1 else None)
     if not e.ok:
-        raise typer.Exit(1)
+        raise typer.Exit(FINDINGS)
 
 
 def _fleet(c, rate, retention, tag_instances, avg_packet, prices, instance_gbps, as_json) -> None:
@@ -115,7 +107,7 @@ def _fleet(c, rate, retention, tag_instances, avg_packet, prices, instance_gbps,
               f"{u['nlcu_hour']}/NLCU-h (override: --price NAME=USD)")
         _verdict(f)
     if not f.ok:
-        raise typer.Exit(1)
+        raise typer.Exit(FINDINGS)
 
 
 def usd(amount) -> str:

@@ -8,18 +8,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import typer
-from botocore.exceptions import BotoCoreError, ClientError
 
-from ..account.drift import check_capture, locate
 from ..errors import MirrorcapError, Problem
-from ..inventory import load
-from ..live.ec2 import reconcile
-from ..numbering.plan import numbers_for
-from ..numbering.sessions import by_capture
-from ..runtime_settings import settings_for
-from .common import InventoryOpt, ProfileOpt, RoleOpt, access, aws_problem
-
-CHECK_DRIFT, CHECK_FAILED = 1, 2
+from .common import FINDINGS, InventoryOpt, ProfileOpt, RoleOpt, access, is_aws_error, missing_inventory, problems_of
 
 
 def check(
@@ -32,15 +23,18 @@ def check(
 ) -> None:
     """Compare the inventory with the live account (AWS credentials needed).
 
-    Exit 0: no drift; 1: drift; 2: could not check (inventory, credentials, network, permissions): cron can tell them apart."""
+    Exit 0: no drift; 1: drift; 2: could not check the inventory (missing, invalid, --capture);
+    3: could not reach AWS (credentials, network, permissions): cron can tell them apart."""
     try:
         findings, fixed = _check(inventory, capture, fix, access(profile, role_arn))
-    except (MirrorcapError, ClientError, BotoCoreError) as exc:
-        problems = exc.problems if isinstance(exc, MirrorcapError) else [aws_problem(exc)]
+    except Exception as exc:
+        if not (isinstance(exc, MirrorcapError) or is_aws_error(exc)):
+            raise
+        problems, code = problems_of(exc)
         if as_json:
             print(json.dumps({"drift": None, "error": [vars(p) for p in problems], "findings": [], "fixed": {}}, indent=2))
         print(f"mirrorcap: could not check: {MirrorcapError(problems)}", file=sys.stderr)
-        raise typer.Exit(CHECK_FAILED)
+        raise typer.Exit(code)
     if as_json:
         print(json.dumps({"drift": bool(findings), "findings": [f.as_dict() for f in findings], "fixed": fixed}, indent=2))
     else:
@@ -53,10 +47,18 @@ def check(
             for f in findings:
                 print(f"{f.capture:<12} {f.kind:<17} {f.subject:<26} {f.detail}\n{'':<57} fix: {f.fix}")
     if findings:
-        raise typer.Exit(CHECK_DRIFT)
+        raise typer.Exit(FINDINGS)
 
 
 def _check(inventory: Path, capture: list[str], fix: bool, aws) -> tuple[list, dict]:
+    from ..account_checks.drift import check_capture, locate
+    from ..inventory import load
+    from ..numbering.plan import numbers_for
+    from ..numbering.sessions import by_capture
+    from ..remirror.ec2 import reconcile
+    from ..remirror_settings import settings_for
+    if not inventory.exists():
+        raise MirrorcapError([missing_inventory(inventory)])
     inv = load(inventory)
     numbers = numbers_for(inv).numbers
     unknown = sorted(set(capture) - {c.name for c in inv.captures})

@@ -1,31 +1,67 @@
-"""What every command shares: the inventory option, how to reach AWS, how to fail."""
+"""What every command shares: the exit codes, the inventory and AWS options, how a problem ends a command.
+
+Exit codes (errors.EXIT_CODES, the one table; also the epilog of every --help):
+
+    0  done: valid, no drift, it fits, up to date, written, may apply
+    1  findings: problems in the inventory (validate), drift, does not fit, stale, refused
+    2  usage or input: a wrong command line; an inventory or input file missing, unreadable or invalid
+    3  could not reach AWS: no or refused credentials, no network, a denied call
+    4  `review verify` only: the fresh plan changes nothing (nothing to apply)
+
+Nothing heavy is imported here or by the command modules at import time (boto3, hcl2, jinja2,
+cdktn...): `mirrorcap --help` stays fast, each command loads what it uses when it runs.
+"""
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Iterator, NoReturn
 
 import typer
 
-from ..account.aws import Access
-from ..errors import MirrorcapError, Problem
-from ..inventory import DEFAULT_INVENTORY, load
-from ..inventory.model import Inventory
-from ..numbering.plan import Numbering, numbers_for
+from ..errors import AWS_UNREACHABLE, EXIT_CODES, FINDINGS, NOTHING_TO_APPLY, OK, USAGE, MirrorcapError, Problem
+from ..project import DEFAULT_INVENTORY
+
+# The codes, re-exported: the commands take them from here with the helpers below.
+__all__ = ["OK", "FINDINGS", "USAGE", "AWS_UNREACHABLE", "NOTHING_TO_APPLY"]
+
+if TYPE_CHECKING:
+    from ..account_checks.clients import Access
+    from ..inventory.model import Inventory
+    from ..numbering.plan import Numbering
+
+# Click rewraps help text unless a paragraph starts with \b: the table keeps its lines.
+EXIT_CODES_HELP = "\b\nExit codes:\n" + "\n".join(f"  {code}  {meaning}" for code, meaning in EXIT_CODES.items())
+CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 InventoryOpt = typer.Option(DEFAULT_INVENTORY, "--inventory", "-i", help="inventory file (HCL)", envvar="MIRRORCAP_INVENTORY")
 ProfileOpt = typer.Option(None, "--profile", help="AWS named profile (default: the standard credential chain)")
 RoleOpt = typer.Option(None, "--role-arn", help="IAM role to assume for the account's calls (e.g. a read-only audit role)")
 
 
+def sub_app(help: str) -> typer.Typer:
+    """A group of commands (review, bake), with the same help options and exit-code table."""
+    return typer.Typer(help=help, no_args_is_help=True, context_settings=CONTEXT, epilog=EXIT_CODES_HELP)
+
+
 def access(profile: str | None, role_arn: str | None) -> Access:
+    from ..account_checks.clients import Access
     return Access(profile=profile, role_arn=role_arn)
 
 
-def fail(exc: MirrorcapError, code: int = 1) -> None:
+def fail(exc: MirrorcapError, code: int = USAGE) -> NoReturn:
     print(f"mirrorcap: {exc}", file=sys.stderr)
     raise typer.Exit(code)
+
+
+def is_aws_error(exc: BaseException) -> bool:
+    """A botocore error (only loaded by a command that reached for AWS, so only then imported here)."""
+    if "botocore" not in sys.modules:
+        return False
+    from botocore.exceptions import BotoCoreError, ClientError
+    return isinstance(exc, (BotoCoreError, ClientError))
 
 
 def aws_problem(exc: Exception) -> Problem:
@@ -44,26 +80,56 @@ def aws_problem(exc: Exception) -> Problem:
     return Problem("AWS", type(exc).__name__, str(exc), "check the AWS configuration (profile, region, credentials)")
 
 
-def aws_errors(fn):
-    """No traceback for what the account says: missing credentials, denied calls, no network, an unusable endpoint."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from botocore.exceptions import BotoCoreError, ClientError
-        try:
-            return fn(*args, **kwargs)
-        except (ClientError, BotoCoreError) as exc:
-            fail(MirrorcapError([aws_problem(exc)]))
-        except MirrorcapError as exc:
-            fail(exc)
-    return wrapper
+def problems_of(exc: BaseException) -> tuple[list[Problem], int]:
+    """An error's problems and its exit code: AWS's are 3, the rest are the input's (2)."""
+    if isinstance(exc, MirrorcapError):
+        return exc.problems, USAGE
+    return [aws_problem(exc)], AWS_UNREACHABLE
 
 
-def load_numbered(inventory: Path) -> tuple[Inventory, Numbering]:
-    """The inventory and its session numbers, or every problem with them and exit 1:
-    validate, sessions and render refuse the same inputs."""
+@contextlib.contextmanager
+def reported(code: int = USAGE) -> Iterator[None]:
+    """Inside: a MirrorcapError ends the command with `code` (default 2), an AWS error with 3;
+    each printed as its problems (file, field, fix), never a traceback."""
     try:
+        yield
+    except MirrorcapError as exc:
+        fail(exc, code)
+    except Exception as exc:
+        if not is_aws_error(exc):
+            raise
+        fail(MirrorcapError([aws_problem(exc)]), AWS_UNREACHABLE)
+
+
+def missing_inventory(inventory: Path) -> Problem:
+    return Problem(str(inventory), "", "file not found", "create it (copy capture.hcl from the repository) "
+                   "or pass --inventory PATH (or set MIRRORCAP_INVENTORY)")
+
+
+def load_inventory(inventory: Path) -> Inventory:
+    """The inventory, or every problem with it and exit 2 (a missing file too)."""
+    if not inventory.exists():  # a file that is there but unusable (a fifo, too big...) is load's to name
+        fail(MirrorcapError([missing_inventory(inventory)]))
+    from ..inventory import load
+    with reported():
+        return load(inventory)
+
+
+def load_numbered(inventory: Path, code: int = USAGE) -> tuple[Inventory, Numbering]:
+    """The inventory and its session numbers, or every problem with them and exit `code`
+    (2; validate's 1: there, the problems are what was asked for). A missing file is always 2."""
+    if not inventory.exists():
+        fail(MirrorcapError([missing_inventory(inventory)]))
+    from ..inventory import load
+    from ..numbering.plan import numbers_for
+    with reported(code):
         inv = load(inventory)
         return inv, numbers_for(inv)
-    except MirrorcapError as exc:
-        fail(exc)
-        raise  # not reached: fail() exits
+
+
+def capture_named(inv: Inventory, name: str, inventory: Path, field: str = "--capture"):
+    c = next((x for x in inv.captures if x.name == name), None)
+    if c is None:
+        fail(MirrorcapError([Problem(str(inventory), field, f"no capture named {name}",
+                                     "use one of: " + ", ".join(x.name for x in inv.captures))]))
+    return c

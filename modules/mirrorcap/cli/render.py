@@ -7,10 +7,7 @@ from pathlib import Path
 
 import typer
 
-from ..errors import MirrorcapError
-from ..host.render import render_paths, rendered_tree
-from ..host.tree import diff_tree, write_tree
-from .common import InventoryOpt, fail, load_numbered
+from .common import FINDINGS, InventoryOpt, load_numbered, reported
 
 
 def render(
@@ -19,21 +16,21 @@ def render(
                              help="output directory, replaced whole; refused unless missing, empty or an earlier render"),
     check: bool = typer.Option(False, "--check", help="write nothing; exit 1 if OUT differs from a fresh render"),
 ) -> None:
-    """Render the host bootstrap (bake.sh, user data, scripts, units) for each capture."""
+    """Render the host bootstrap (bake.sh, user data, scripts, units) for each capture.
+
+    Exit 0: written (or up to date); 1: --check found OUT stale; 2: the inventory or OUT is wrong."""
+    from ..host.render import render_paths, rendered_tree
+    from ..host.tree import diff_tree, write_tree
     inv, _ = load_numbered(inventory)
-    try:
+    with reported():
         tree = rendered_tree(inv)
-    except MirrorcapError as exc:
-        fail(exc)
     if check:
         stale = diff_tree(tree, out)
         if stale:
             print(f"mirrorcap: {out} is stale ({len(stale)} file(s), e.g. {stale[0]}): run `mirrorcap render` and commit it", file=sys.stderr)
-            raise typer.Exit(1)
+            raise typer.Exit(FINDINGS)
         print(f"{out}: up to date ({len(tree)} files)")
         return
-    try:
+    with reported():
         write_tree(tree, out, render_paths())
-    except MirrorcapError as exc:
-        fail(exc)
     print(f"wrote {len(tree)} files to {out}")

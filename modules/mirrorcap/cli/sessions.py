@@ -8,9 +8,7 @@ from pathlib import Path
 
 import typer
 
-from ..errors import MirrorcapError
-from ..numbering import lockfile
-from .common import InventoryOpt, fail, load_numbered
+from .common import FINDINGS, InventoryOpt, load_numbered, reported
 
 
 def sessions(
@@ -19,13 +17,17 @@ def sessions(
     check: bool = typer.Option(False, "--check", help="exit 1 if the lock file is out of date (for CI)"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
-    """Compute mirror session numbers: unique per source ENI, stable across edits."""
+    """Compute mirror session numbers: unique per source ENI, stable across edits.
+
+    Exit 0: done; 1: --check found the lock file out of date; 2: the inventory or its lock is wrong."""
+    from ..contract import vni_of
+    from ..numbering import lockfile
     inv, numbering = load_numbered(inventory)
     rows = []
     for capture in inv.captures:
         for s in capture.sources:
             rows.append({"capture": capture.name, "source": s.id, "session_number": numbering.numbers[(capture.name, s.id)],
-                         "vni": s.vni if s.vni is not None else capture.vni, "fixed": s.session_number is not None,
+                         "vni": vni_of(s.vni, capture.vni), "fixed": s.session_number is not None,
                          "description": s.description})
     if as_json:
         print(json.dumps({"lock_file": str(numbering.lock_path), "up_to_date": not numbering.changes, "sessions": rows}, indent=2))
@@ -41,12 +43,10 @@ def sessions(
         for (capture, source), old, new in numbering.changes:
             print(f"{numbering.lock_path.name}: {capture} {source}: session number "
                   f"{old if old is not None else '(none)'} -> {new if new is not None else '(removed)'}", file=sys.stderr)
-        try:
+        with reported():
             changed = lockfile.write(numbering.lock_path, numbering.numbers)
-        except MirrorcapError as exc:
-            fail(exc)
         through = f" (through the link, to {lockfile.write_target(numbering.lock_path)})" if numbering.lock_path.is_symlink() else ""
         print(f"{'wrote' if changed else 'unchanged'}: {numbering.lock_path}{through}", file=sys.stderr)
     elif check and numbering.changes:
         print(f"mirrorcap: {numbering.lock_path} is out of date: run `mirrorcap sessions --write` and commit it", file=sys.stderr)
-        raise typer.Exit(1)
+        raise typer.Exit(FINDINGS)

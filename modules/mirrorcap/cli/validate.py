@@ -8,12 +8,8 @@ from pathlib import Path
 
 import typer
 
-from ..capacity import estimate_for
-from ..errors import MirrorcapError, Problem
-from ..inventory import unbaked
-from .common import InventoryOpt, ProfileOpt, RoleOpt, access, aws_errors, fail, load_numbered
-
-USAGE = 2  # 1 means "the inventory has problems": a file that is not there is a wrong command line
+from ..errors import MirrorcapError
+from .common import FINDINGS, InventoryOpt, ProfileOpt, RoleOpt, access, fail, load_numbered, reported
 
 
 def validate(
@@ -24,14 +20,19 @@ def validate(
     profile: str = ProfileOpt,
     role_arn: str = RoleOpt,
 ) -> None:
-    """Check the inventory and its lock file; exit 1 with every problem found, 2 when the inventory file does not exist."""
-    if not inventory.exists():  # a file that is there but unusable (a fifo, too big...) is a finding: load says which
-        fail(MirrorcapError([Problem(str(inventory), "", "file not found", "create it (copy capture.hcl from the repository) "
-                                     "or pass --inventory PATH (or set MIRRORCAP_INVENTORY)")]), USAGE)
-    inv, numbering = load_numbered(inventory)
+    """Check the inventory and its lock file.
+
+    Exit 0: valid; 1: every problem found (in the file, or what the account says with --live);
+    2: the inventory file does not exist; 3: could not reach AWS (--live)."""
+    from ..capacity import estimate_for
+    from ..inventory import unbaked
+    inv, numbering = load_numbered(inventory, FINDINGS)
     if unbaked(inv):  # what synth refuses, validate refuses
-        fail(MirrorcapError(unbaked(inv)))
-    bandwidth = _validate_live(inventory, inv, source_mtu, target_mtu, access(profile, role_arn)) if live else {}
+        fail(MirrorcapError(unbaked(inv)), FINDINGS)
+    bandwidth = {}
+    if live:
+        with reported(FINDINGS):
+            bandwidth = _validate_live(inventory, inv, source_mtu, target_mtu, access(profile, role_arn))
     sources = sum(len(c.sources) for c in inv.captures)
     print(f"{inventory}: OK: {len(inv.captures)} capture(s), {sources} source(s)")
     now = datetime.now(timezone.utc)
@@ -47,12 +48,11 @@ def validate(
         print(f"note: {numbering.lock_path.name} needs updating: run `mirrorcap sessions --write`")
 
 
-@aws_errors
 def _validate_live(inventory: Path, inv, source_mtu: int, target_mtu: int, aws) -> dict[str, float]:
     """Print what the account says; return each capture's baseline bandwidth (Gbit/s) from the API."""
-    from ..account.aws import baseline_gbps
-    from ..account.drift import locate
-    from ..account.preflight import preflight
+    from ..account_checks.clients import baseline_gbps
+    from ..account_checks.drift import locate
+    from ..account_checks.preflight import preflight
     errors, bandwidth = 0, {}
     for c in inv.captures:
         ec2 = aws.ec2(c.region)
@@ -64,5 +64,5 @@ def _validate_live(inventory: Path, inv, source_mtu: int, target_mtu: int, aws) 
             errors += f.severity == "error"
             print(f'{f.severity}: {inventory}: capture "{f.capture}" > {f.field}: {f.message}\n  fix: {f.fix}', file=sys.stderr)
     if errors:
-        raise typer.Exit(1)
+        raise typer.Exit(FINDINGS)
     return bandwidth

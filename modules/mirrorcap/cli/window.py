@@ -8,13 +8,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import typer
-from botocore.exceptions import BotoCoreError, ClientError
 
 from ..errors import MirrorcapError, Problem
-from ..inventory import load
-from .common import InventoryOpt, ProfileOpt, RoleOpt, access, aws_problem
-
-FOUND, NOTHING, FAILED = 0, 1, 2
+from .common import FINDINGS, InventoryOpt, ProfileOpt, RoleOpt, access, capture_named, load_inventory, reported
 
 
 def window(
@@ -36,15 +32,12 @@ def window(
 ) -> None:
     """Find, download and merge the archived pcaps of every host covering a moment, cut to the window and filtered.
 
-    Exit 0: written to --out; 1: no archived pcap covers the window; 2: could not (usage, inventory, bucket, access)."""
+    Exit 0: written to --out; 1: no archived pcap covers the window; 2: usage, inventory, --out or the
+    tools; 3: could not reach AWS (credentials, network, the bucket denied)."""
     from ..archive.window import TOOLS_FIX, Query, bounds, extract, find, missing_tools, require_archive
     q = Query(at=at, window=span, before=before, after=after, vni=vni, host=host, port=port, bpf=bpf, display=display)
-    try:
-        inv = load(inventory)
-        c = next((x for x in inv.captures if x.name == capture), None)
-        if c is None:
-            raise MirrorcapError([Problem(str(inventory), "--capture", f"no capture named {capture}",
-                                          "use one of: " + ", ".join(x.name for x in inv.captures))])
+    c = capture_named(load_inventory(inventory), capture, inventory)
+    with reported():
         require_archive(c, str(inventory))
         if vni is not None and vni not in c.vnis:
             raise MirrorcapError([Problem(str(inventory), "--vni", f"capture {capture} mirrors no VNI {vni}",
@@ -72,12 +65,6 @@ def window(
         if not found.pcaps:
             days = ", ".join(d.isoformat() for d in found.listed_days)
             print(f"mirrorcap: no archived pcap covers the window (listed {days})", file=sys.stderr)
-            raise typer.Exit(NOTHING)
+            raise typer.Exit(FINDINGS)
         extract(s3, c, found, q, out)
-    except MirrorcapError as exc:
-        print(f"mirrorcap: {exc}", file=sys.stderr)
-        raise typer.Exit(FAILED)
-    except (ClientError, BotoCoreError) as exc:
-        print(f"mirrorcap: {MirrorcapError([aws_problem(exc)])}", file=sys.stderr)
-        raise typer.Exit(FAILED)
     print(f"wrote {out}", file=sys.stderr)

@@ -8,6 +8,7 @@ from a variable (the capture directory and the capture identity).
 
 from __future__ import annotations
 
+import ast
 import functools
 import gzip
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from .. import aws_limits as L
 from .. import contract, project
 from ..inventory.model import Capture, Inventory
 from ..errors import MirrorcapError, Problem
+from ..stack.literal import escape as template_escape
 
 TERMSHARK_VERSION = "v2.4.0"
 # Placeholders in rendered/ where Terraform supplies the real IDs in user data.
@@ -69,10 +71,24 @@ def retention_command(capture: Capture) -> str:
     return f"{contract.LIBEXEC}/archive retention" if capture.archive is not None else f"{contract.LIBEXEC}/retention"
 
 
+ARCHIVE_RUN_SECONDS = 60  # mirrorcap-archive.timer: OnUnitInactiveSec=1min
+
+
+@functools.lru_cache(maxsize=1)
+def archive_backoff_seconds() -> tuple[int, ...]:
+    """The uploader's waits after failed runs, from scripts/host/mirrorcap-archive.py: the script
+    ships as it is, so its BACKOFF_SECONDS is the one definition and this reads it."""
+    path = project.scripts_dir() / "host" / "mirrorcap-archive.py"
+    for node in ast.parse(path.read_text(encoding="utf-8"), str(path)).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "BACKOFF_SECONDS" for t in node.targets):
+            return tuple(ast.literal_eval(node.value))
+    raise LookupError(f"{path}: no BACKOFF_SECONDS")
+
+
 def archive_backlog_seconds(capture: Capture) -> int:
     """How old the oldest closed, unconfirmed pcap may get before health fails: three
-    rotations, plus the uploader's longest backoff (5 minutes) and a run."""
-    return 3 * capture.host.rotate_seconds + 360
+    rotations, plus the uploader's longest back-off and a run."""
+    return 3 * capture.host.rotate_seconds + max(archive_backoff_seconds()) + ARCHIVE_RUN_SECONDS
 
 
 UNITS = "/etc/systemd/system"
@@ -181,7 +197,7 @@ def user_data_template(inventory: Inventory, capture: Capture) -> str:
     check_user_data_size(inventory, capture, text.replace(_SENTINEL["volume_id"], SAMPLE_IDS[0])
                          .replace(_SENTINEL["eni_id"], SAMPLE_IDS[1])
                          .replace(_SENTINEL[contract.ARCHIVE_BUCKET_VAR], SAMPLE_BUCKET))
-    text = text.replace("${", "$${").replace("%{", "%%{")
+    text = template_escape(text)
     for name, sentinel in _SENTINEL.items():
         text = text.replace(sentinel, TEMPLATE_VARS[name])
     return text

@@ -4,6 +4,7 @@ load.py reads and validates; fields.py checks one field at a time; hclfile.py
 and inputfile.py read a file safely (regular, bounded, parsed as data only).
 """
 
-from .load import DEFAULT_INVENTORY, load, unbaked
+from ..project import DEFAULT_INVENTORY
+from .load import load, unbaked
 
 __all__ = ["DEFAULT_INVENTORY", "load", "unbaked"]

@@ -22,7 +22,6 @@ from ..errors import Collector, Problem
 from .fields import Block
 from .hclfile import read_hcl
 
-DEFAULT_INVENTORY = "capture.hcl"
 
 HEX_ID = r"(?:[0-9a-f]{8}|[0-9a-f]{17})"
 ID_PATTERNS = {

@@ -38,20 +38,30 @@ def read(path: Path) -> dict[Key, int]:
     if not path.exists():
         return {}
     try:
-        data = jsontext.loads(read_text(path, FIX))
-    except (OSError, ValueError) as exc:
+        text = read_text(path, FIX)
+    except (OSError, ValueError) as exc:  # ValueError: not UTF-8
         raise MirrorcapError([Problem(str(path), "", f"not a readable JSON lock file: {exc}", FIX)])
+    return parse(text, str(path))
+
+
+def parse(text: str, name: str, fix: str = FIX) -> dict[Key, int]:
+    """A lock file's text (from disk, or a git revision's): {(capture, source): number}, or the problem
+    naming `name` and the field."""
+    try:
+        data = jsontext.loads(text)
+    except ValueError as exc:
+        raise MirrorcapError([Problem(name, "", f"not a readable JSON lock file: {exc}", fix)])
     if not isinstance(data, dict) or data.get("version") != VERSION or not isinstance(data.get("captures"), dict):
-        raise MirrorcapError([Problem(str(path), "version", f"expected a version {VERSION} mirrorcap lock file", FIX)])
+        raise MirrorcapError([Problem(name, "version", f"expected a version {VERSION} mirrorcap lock file", fix)])
     out: dict[Key, int] = {}
     for capture, sources in data["captures"].items():
         if not isinstance(sources, dict):
-            raise MirrorcapError([Problem(str(path), f"captures.{capture}", "expected a map of source ID to session number", FIX)])
+            raise MirrorcapError([Problem(name, f"captures.{capture}", "expected a map of source ID to session number", fix)])
         for source, number in sources.items():
             if isinstance(number, bool) or not isinstance(number, int):
-                raise MirrorcapError([Problem(str(path), f"captures.{capture}.{source}", f"{number!r} is not a session number", FIX)])
+                raise MirrorcapError([Problem(name, f"captures.{capture}.{source}", f"{number!r} is not a session number", fix)])
             if not L.SESSION_NUMBER_MIN <= number <= L.SESSION_NUMBER_MAX:
-                raise MirrorcapError([Problem(str(path), f"captures.{capture}.{source}",
+                raise MirrorcapError([Problem(name, f"captures.{capture}.{source}",
                                               f"session number {number} is outside {L.SESSION_NUMBER_MIN}-{L.SESSION_NUMBER_MAX}",
                                               "restore the lock from version control, or delete this entry and run `mirrorcap sessions "
                                               "--write` (the source then gets the lowest free number, printed)")])

@@ -1,8 +1,8 @@
-"""The re-mirroring Lambda's zip: the live/ folder plus the mirrorcap modules it
+"""The re-mirroring Lambda's zip: the remirror/ folder plus the mirrorcap modules it
 may import, built at synth, byte-identical for identical code.
 
-What the zip carries is not a hand-kept list: it is live/ and the import
-closure of its modules, which may reach outside live/ only into ALLOWED (the
+What the zip carries is not a hand-kept list: it is remirror/ and the import
+closure of its modules, which may reach outside remirror/ only into ALLOWED (the
 Lambda runtime has the standard library and boto3, nothing else of ours).
 Fixed timestamps and permissions and a sorted file list, so the same source
 gives the same zip, the same asset hash and no diff in the plan.
@@ -16,17 +16,21 @@ import zipfile
 from pathlib import Path
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # modules/mirrorcap
-RUNTIME = "live"
-# Beyond live/: the shared names, AWS's limits and session numbering (the
+RUNTIME = "remirror"
+# Inside the zip the runtime's package is mirrorcap.live: the handler string is part of every
+# deployed function's configuration, and a new one would change each stack's plan for no gain.
+# Its modules import each other relatively, so the package's name is free to differ.
+ZIP_PACKAGE = "live"
+# Beyond remirror/: the shared names, AWS's limits and session numbering (the
 # Lambda numbers sessions exactly as the stack does).
 ALLOWED = ("mirrorcap.contract", "mirrorcap.aws_limits", "mirrorcap.numbering.sessions")
 THIRD_PARTY = ("boto3", "botocore")  # in the Lambda runtime
-HANDLER = "mirrorcap.live.handler.handler"
+HANDLER = f"mirrorcap.{ZIP_PACKAGE}.handler.handler"
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
 def _module(rel: str) -> str:
-    """'live/ec2.py' -> 'mirrorcap.live.ec2'."""
+    """'remirror/ec2.py' -> 'mirrorcap.remirror.ec2'."""
     parts = ["mirrorcap", *Path(rel).with_suffix("").parts]
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
@@ -62,7 +66,7 @@ def forbidden(module: str, rel: str) -> bool:
 
 
 def files() -> list[str]:
-    """live/ and its closure, as paths under modules/mirrorcap; raises on an import the Lambda cannot satisfy."""
+    """remirror/ and its closure, as paths under modules/mirrorcap; raises on an import the Lambda cannot satisfy."""
     todo = sorted(str(p.relative_to(PACKAGE_ROOT)) for p in (PACKAGE_ROOT / RUNTIME).glob("*.py"))
     seen: set[str] = set()
     while todo:
@@ -80,12 +84,18 @@ def files() -> list[str]:
     return sorted(seen)
 
 
+def zip_name(rel: str) -> str:
+    """Where a source file goes in the zip: remirror/x.py as mirrorcap/live/x.py, the rest as it is."""
+    head, _, rest = rel.partition("/")
+    return f"mirrorcap/{ZIP_PACKAGE}/{rest}" if head == RUNTIME and rest else f"mirrorcap/{rel}"
+
+
 def build(dest: Path) -> Path:
     contents = files()  # before anything is written: a forbidden import leaves no zip
     dest.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(dest, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
         for rel in contents:
-            info = zipfile.ZipInfo(f"mirrorcap/{rel}", date_time=_EPOCH)
+            info = zipfile.ZipInfo(zip_name(rel), date_time=_EPOCH)
             info.external_attr = 0o644 << 16
             info.compress_type = zipfile.ZIP_DEFLATED
             zf.writestr(info, (PACKAGE_ROOT / rel).read_bytes())

@@ -22,7 +22,7 @@ from cdktn_provider_aws.lambda_permission import LambdaPermission
 from ..inventory.model import Capture
 from ..contract import RUNTIME_OWNER_KEY, resource_name
 from .lambda_zip import HANDLER
-from ..runtime_settings import settings_for
+from ..remirror_settings import settings_for
 from .literal import literal
 from .policy import policy_document
 from .tags import named

@@ -12,8 +12,11 @@ knowledge, so it is tested here rather than in YAML:
   whether a merge's fresh plan is the reviewed one (or what is left of it);
   destroys and the pcap-data gate;
 - cost.py: a plan's monthly cost change, priced with capacity.py's model;
-- command.py: the `mirrorcap review ...` commands that read files and print;
+- inputs.py: what the review commands read besides a plan (git revisions,
+  cdktn's manifest, the drift and apply steps' result files);
 - bake.py: the Packer variables for one capture's rendered bake.sh;
 - deploy.py: make's preflight before cdktn (diff, deploy, destroy, output) and
   the remote-state bucket (make state-bucket).
+
+Their commands (`mirrorcap review|bake|preflight|state-bucket`) are in cli/.
 """

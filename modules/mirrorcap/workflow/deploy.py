@@ -10,7 +10,7 @@
   enforced, TLS only; S3 native locking needs nothing more (a `dynamodb_table`
   gets its table).
 
-Run as `python -m mirrorcap.workflow.deploy ...` (make's internal steps).
+Its commands are `mirrorcap preflight ACTION` and `mirrorcap state-bucket` (cli/), make's internal steps.
 """
 
 from __future__ import annotations
@@ -20,23 +20,17 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
-import typer
-
-from ..errors import MirrorcapError
-
-app = typer.Typer(help="make diff/deploy/destroy/output/state-bucket: mirrorcap's steps.", no_args_is_help=True,
-                  add_completion=False)
+from ..errors import AWS_UNREACHABLE, FINDINGS, USAGE, MirrorcapError
 MIN_TERRAFORM = (1, 10)
 
 
 class Stop(Exception):
     """One line for the person at the terminal, and the exit code."""
 
-    def __init__(self, line: str, code: int = 1):
+    def __init__(self, line: str, code: int = FINDINGS):
         super().__init__(line)
         self.code = code
 
@@ -48,10 +42,10 @@ def _capture(inventory: Path, stack: str):
     except MirrorcapError as exc:
         first = exc.problems[0]
         raise Stop(f"{first.file}: {first.field + ': ' if first.field else ''}{first.message} (run `mirrorcap validate` for "
-                   "every problem)", 2)
+                   "every problem)", USAGE)
     names = [c.name for c in inv.captures]
     if stack not in names:
-        raise Stop(f"no capture named {stack!r} in {inventory}: use one of {', '.join(names)}", 2)
+        raise Stop(f"no capture named {stack!r} in {inventory}: use one of {', '.join(names)}", USAGE)
     return inv.capture(stack)
 
 
@@ -67,30 +61,30 @@ def credentials(region: str) -> str:
     try:
         session = _session(region)
         if session.get_credentials() is None:
-            raise Stop(f"no AWS credentials: {fix}")
+            raise Stop(f"no AWS credentials: {fix}", AWS_UNREACHABLE)
         return session.client("sts").get_caller_identity()["Arn"]
     except ProfileNotFound as exc:
-        raise Stop(f"{exc}: check AWS_PROFILE against ~/.aws/config")
+        raise Stop(f"{exc}: check AWS_PROFILE against ~/.aws/config", AWS_UNREACHABLE)
     except NoCredentialsError:
-        raise Stop(f"no AWS credentials: {fix}")
+        raise Stop(f"no AWS credentials: {fix}", AWS_UNREACHABLE)
     except ClientError as exc:
         err = exc.response.get("Error", {})
-        raise Stop(f"AWS refused the credentials ({err.get('Code')}: {err.get('Message', '')}): {fix}")
+        raise Stop(f"AWS refused the credentials ({err.get('Code')}: {err.get('Message', '')}): {fix}", AWS_UNREACHABLE)
     except BotoCoreError as exc:
-        raise Stop(f"cannot reach AWS with these credentials ({exc}): check the network, or log in again (`aws sso login`)")
+        raise Stop(f"cannot reach AWS with these credentials ({exc}): check the network, or log in again (`aws sso login`)", AWS_UNREACHABLE)
 
 
 def terraform() -> str:
     path = shutil.which("terraform") or shutil.which("tofu")
     if path is None:
-        raise Stop("no terraform on PATH: install Terraform >= 1.10 (or OpenTofu >= 1.10), which cdktn runs")
+        raise Stop("no terraform on PATH: install Terraform >= 1.10 (or OpenTofu >= 1.10), which cdktn runs", USAGE)
     out = subprocess.run([path, "version", "-json"], capture_output=True, text=True, env={**os.environ, "TF_CLI_CONFIG_FILE": os.devnull})
     try:
         version = json.loads(out.stdout)["terraform_version"]
     except (ValueError, KeyError):
-        raise Stop(f"`{path} version -json` did not answer: install Terraform >= 1.10")
+        raise Stop(f"`{path} version -json` did not answer: install Terraform >= 1.10", USAGE)
     if tuple(int(x) for x in re.findall(r"\d+", version)[:2]) < MIN_TERRAFORM:
-        raise Stop(f"terraform {version} is older than 1.10 (S3 native state locking): install a current Terraform")
+        raise Stop(f"terraform {version} is older than 1.10 (S3 native state locking): install a current Terraform", USAGE)
     return version
 
 
@@ -108,9 +102,9 @@ def state_bucket_exists(capture) -> None:
             raise Stop(f"the state bucket {b.bucket} does not exist: create it once with `make state-bucket` "
                        f"(versioned, encrypted, private)")
         raise Stop(f"the state bucket {b.bucket} answers {code}: these credentials cannot use it (another account's "
-                   "bucket, or s3:ListBucket missing)")
+                   "bucket, or s3:ListBucket missing)", AWS_UNREACHABLE)
     except BotoCoreError as exc:
-        raise Stop(f"cannot reach the state bucket {b.bucket}: {exc}")
+        raise Stop(f"cannot reach the state bucket {b.bucket}: {exc}", AWS_UNREACHABLE)
 
 
 def destroy_warning(capture) -> list[str]:
@@ -136,42 +130,29 @@ def confirm_destroy(capture, confirm: Optional[str], interactive: bool) -> None:
     if confirm == capture.name:
         return
     if confirm:
-        raise Stop(f"CONFIRM={confirm} is not the stack's name ({capture.name}): nothing destroyed", 2)
+        raise Stop(f"CONFIRM={confirm} is not the stack's name ({capture.name}): nothing destroyed", USAGE)
     if not interactive:
-        raise Stop(f"no terminal to confirm on: run `make destroy STACK={capture.name} CONFIRM={capture.name}`", 2)
+        raise Stop(f"no terminal to confirm on: run `make destroy STACK={capture.name} CONFIRM={capture.name}`", USAGE)
     answer = input(f"Type {capture.name} to destroy it (copy the pcaps you need first): ").strip()
     if answer != capture.name:
-        raise Stop("not confirmed: nothing destroyed", 2)
+        raise Stop("not confirmed: nothing destroyed", USAGE)
 
 
-@app.command()
-def preflight(
-    action: str = typer.Argument(..., help="diff | deploy | destroy | output | state-bucket"),
-    stack: str = typer.Option(None, "--stack"),
-    inventory: Path = typer.Option("capture.hcl", "--inventory", "-i", envvar="MIRRORCAP_INVENTORY"),
-    confirm: str = typer.Option(None, "--confirm", envvar="CONFIRM", help="destroy: the stack's name, typed ahead"),
-) -> None:
-    """Exit 0 when cdktn can run; otherwise one line saying what to do."""
-    try:
-        if action == "state-bucket":
-            from ..inventory import load
-            captures = load(inventory).captures
-            credentials(next((c.backend.region or c.region for c in captures if c.backend.kind == "s3"), captures[0].region))
-            return
-        if not stack:
-            raise Stop(f"usage: make {action} STACK=<capture name>", 2)
-        capture = _capture(inventory, stack)
-        credentials(capture.backend.region or capture.region)
-        terraform()
-        state_bucket_exists(capture)
-        if action == "destroy":
-            confirm_destroy(capture, confirm, sys.stdin.isatty())
-    except Stop as stop:
-        print(f"make {action}: {stop}", file=sys.stderr)
-        raise typer.Exit(stop.code)
-    except MirrorcapError as exc:
-        print(f"make {action}: {exc.problems[0]}", file=sys.stderr)
-        raise typer.Exit(2)
+def preflight(action: str, stack: str | None, inventory: Path, confirm: str | None, interactive: bool) -> None:
+    """Return when cdktn can run `make ACTION`; otherwise Stop with one line saying what to do."""
+    if action == "state-bucket":
+        from ..inventory import load
+        captures = load(inventory).captures
+        credentials(next((c.backend.region or c.region for c in captures if c.backend.kind == "s3"), captures[0].region))
+        return
+    if not stack:
+        raise Stop(f"usage: make {action} STACK=<capture name>", USAGE)
+    capture = _capture(inventory, stack)
+    credentials(capture.backend.region or capture.region)
+    terraform()
+    state_bucket_exists(capture)
+    if action == "destroy":
+        confirm_destroy(capture, confirm, interactive)
 
 
 # ---------------------------------------------------------------------------
@@ -191,7 +172,7 @@ def ensure_state_bucket(session, bucket: str, region: str, kms_key_id: str = "",
     except ClientError as exc:
         if str(exc.response.get("Error", {}).get("Code")) not in ("404", "NoSuchBucket", "NotFound"):
             raise Stop(f"the bucket {bucket} exists but these credentials cannot use it ({exc.response['Error'].get('Code')}): "
-                       "bucket names are global: pick another in backend \"s3\" { bucket = ... }")
+                       "bucket names are global: pick another in backend \"s3\" { bucket = ... }", USAGE)
         args = {"Bucket": bucket}
         if region != "us-east-1":  # us-east-1 refuses a LocationConstraint naming itself
             args["CreateBucketConfiguration"] = {"LocationConstraint": region}
@@ -227,39 +208,21 @@ def ensure_state_bucket(session, bucket: str, region: str, kms_key_id: str = "",
     return done
 
 
-@app.command("state-bucket")
-def state_bucket(
-    inventory: Path = typer.Option("capture.hcl", "--inventory", "-i", envvar="MIRRORCAP_INVENTORY"),
-    capture: str = typer.Option(None, "--capture", help="only this capture's bucket"),
-) -> None:
-    """Create the state buckets the inventory's backend "s3" blocks name (once; safe to run again)."""
-    from botocore.exceptions import BotoCoreError, ClientError
+def state_buckets(inventory: Path, capture: str | None) -> Iterator[str]:
+    """Create the state buckets the inventory's backend "s3" blocks name; what was done, one line each."""
     from ..inventory import load
     try:
-        try:
-            captures = [c for c in load(inventory).captures if capture in (None, c.name)]
-        except MirrorcapError as exc:
-            raise Stop(str(exc.problems[0]), 2)
-        if not captures:
-            raise Stop(f"no capture named {capture!r} in {inventory}", 2)
-        buckets = {}
-        for c in captures:
-            b = c.backend
-            if b.kind == "s3":
-                buckets.setdefault((b.bucket, b.region or c.region), (b.kms_key_id, b.dynamodb_table))
-        if not buckets:
-            raise Stop(f'no capture in {inventory} declares backend "s3" {{ bucket = "..." }}: nothing to create', 2)
-        for (bucket, region), (kms, table) in sorted(buckets.items()):
-            for line in ensure_state_bucket(_session(region), bucket, region, kms, table):
-                print(f"make state-bucket: {line}")
-    except Stop as stop:
-        print(f"make state-bucket: {stop}", file=sys.stderr)
-        raise typer.Exit(stop.code)
-    except (ClientError, BotoCoreError) as exc:
-        from ..cli.common import aws_problem
-        print(f"make state-bucket: {aws_problem(exc)}", file=sys.stderr)
-        raise typer.Exit(1)
-
-
-if __name__ == "__main__":
-    app()
+        captures = [c for c in load(inventory).captures if capture in (None, c.name)]
+    except MirrorcapError as exc:
+        raise Stop(str(exc.problems[0]), USAGE)
+    if not captures:
+        raise Stop(f"no capture named {capture!r} in {inventory}", USAGE)
+    buckets = {}
+    for c in captures:
+        b = c.backend
+        if b.kind == "s3":
+            buckets.setdefault((b.bucket, b.region or c.region), (b.kms_key_id, b.dynamodb_table))
+    if not buckets:
+        raise Stop(f'no capture in {inventory} declares backend "s3" {{ bucket = "..." }}: nothing to create', USAGE)
+    for (bucket, region), (kms, table) in sorted(buckets.items()):
+        yield from ensure_state_bucket(_session(region), bucket, region, kms, table)

@@ -24,13 +24,13 @@ from typing import Any, Iterable, Mapping, Sequence
 from .. import jsontext
 from ..errors import MirrorcapError, Problem
 from ..inventory.hclfile import parse_hcl
+from ..contract import session_label
+from ..numbering import lockfile
+from ..numbering.sessions import by_capture
 
 # ---------------------------------------------------------------------------
 # Inputs read from text (a file of this checkout, or `git show BASE:path`)
 
-# numbering/lockfile.py's format. Read here from text rather than through
-# lockfile.read: the "before" lock is a git revision, not a file on disk.
-LOCK_VERSION = 1
 LOCK_FIX = "pass the lock file next to the inventory (capture.lock.json), or an empty file where none existed"
 PLAN_FIX = "pass `terraform show -json <saved plan file>` output (a plan, not the state)"
 
@@ -38,27 +38,16 @@ Lock = Mapping[str, Mapping[str, int]]  # capture -> source ID -> session number
 
 
 def lock_path(inventory: str) -> str:
-    """The lock beside an inventory, as numbering/lockfile.path_for names it (capture.hcl -> capture.lock.json)."""
-    p = PurePosixPath(inventory)
-    return str(p.with_name(p.stem + ".lock.json"))
+    """The lock beside an inventory (capture.hcl -> capture.lock.json), repository-relative."""
+    return lockfile.path_for(inventory).as_posix()
 
 
 def parse_lock(text: str, name: str) -> dict[str, dict[str, int]]:
-    """capture -> source -> number. An empty text is no lock at all (the base branch had none)."""
+    """capture -> source -> number, read as numbering reads the lock. An empty text is no lock at all
+    (the base branch had none)."""
     if not text.strip():
         return {}
-    try:
-        data = jsontext.loads(text)
-    except ValueError as exc:
-        raise MirrorcapError([Problem(name, "", f"not a JSON lock file: {exc}", LOCK_FIX)])
-    if not isinstance(data, dict) or data.get("version") != LOCK_VERSION or not isinstance(data.get("captures"), dict):
-        raise MirrorcapError([Problem(name, "version", f"expected a version {LOCK_VERSION} mirrorcap lock file", LOCK_FIX)])
-    out: dict[str, dict[str, int]] = {}
-    for capture, sources in data["captures"].items():
-        if not isinstance(sources, dict) or any(isinstance(n, bool) or not isinstance(n, int) for n in sources.values()):
-            raise MirrorcapError([Problem(name, f"captures.{capture}", "expected a map of source ID to session number", LOCK_FIX)])
-        out[capture] = dict(sources)
-    return out
+    return by_capture(lockfile.parse(text, name, LOCK_FIX))
 
 
 def parse_plan(text: str, name: str) -> dict:
@@ -333,8 +322,7 @@ def _label(stack: str, source: str, rc: ResourceChange | None) -> str:
     values = (rc.after or rc.before) if rc else {}
     description = values.get("description") if isinstance(values, Mapping) else None
     if isinstance(description, str):
-        # mirroring.py describes a session as "mirrorcap <capture>: <description or source ID>"
-        text = description.removeprefix(f"mirrorcap {stack}: ")
+        text = session_label(stack, description)
         if text and text != source:
             short = text if len(text) <= LABEL_CHARS else text[:LABEL_CHARS - 1] + "…"
             return f"{ident} {md_escape(short)}"

@@ -1,4 +1,5 @@
-"""The re-mirroring Lambda's runtime. This folder is its zip (stack/lambda_zip.py).
+"""The re-mirroring Lambda's runtime. This folder is its zip (stack/lambda_zip.py),
+where it is the package mirrorcap.live (the handler deployed functions name).
 
 It may import only the standard library, boto3/botocore, its own modules and
 the few mirrorcap modules lambda_zip.ALLOWED names (the contract, AWS limits,

@@ -1,9 +1,10 @@
-"""Inventory capture -> reconciler `Settings`. CLI side only (not in the Lambda zip)."""
+"""An inventory capture as the re-mirroring reconciler's `Settings`: built at synth (the Lambda's
+environment) and by `mirrorcap check --fix`; never in the Lambda's zip (it reads the inventory)."""
 
 from __future__ import annotations
 
 from .inventory.model import Capture
-from .live.model import Selector, Settings
+from .remirror.model import Selector, Settings
 
 
 def settings_for(capture: Capture, *, target_id: str, filter_id: str) -> Settings:

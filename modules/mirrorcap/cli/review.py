@@ -1,78 +1,21 @@
-"""`mirrorcap review ...`: the workflow's steps that are mirrorcap's own. Thin:
-read files, call review.py, print. Wired into the CLI as a Typer sub-app."""
+"""`mirrorcap review ...`: the GitHub workflows' steps that are mirrorcap's own (workflows/github/).
+Thin: read the files, call workflow/ (review, reviewed, cost, inputs), print."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import typer
 
 from ..errors import MirrorcapError, Problem
-from . import cost as costs
-from . import review, reviewed
+from ..workflow.reviewed import DESTROY_LABEL
+from .common import AWS_UNREACHABLE, FINDINGS, NOTHING_TO_APPLY, USAGE, InventoryOpt, fail, sub_app
 
-review_app = typer.Typer(help="Plan review for pull requests, apply and drift workflows (workflows/github/).",
-                         no_args_is_help=True)
+review_app = sub_app("Plan review for pull requests, apply and drift workflows (workflows/github/).")
 
 ChangedOpt = typer.Option(None, "--changed", help="file listing the changed paths, one per line, repository-relative "
                           "(`git diff --name-only --no-renames BASE HEAD`: a move lists both paths); - for standard input")
-InventoryOpt = typer.Option("capture.hcl", "--inventory", "-i", help="inventory file (HCL)", envvar="MIRRORCAP_INVENTORY")
-
-
-def _fail(exc: MirrorcapError) -> None:
-    print(f"mirrorcap: {exc}", file=sys.stderr)
-    raise typer.Exit(1)
-
-
-def _read(path: Path, what: str, fix: str) -> str:
-    try:
-        return sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise MirrorcapError([Problem(str(path), "", f"cannot read the {what}: {exc}", fix)])
-
-
-def _git(*args: str) -> subprocess.CompletedProcess:
-    try:
-        return subprocess.run(["git", *args], capture_output=True, text=True)
-    except OSError as exc:
-        raise MirrorcapError([Problem("--base", "", f"cannot run git: {exc}", "install git, or leave out --base")])
-
-
-def _at_base(base: str, path: Path) -> str:
-    """`path` (relative to the working directory) as it was at `base`; "" where it did not exist."""
-    shown = _git("show", f"{base}:./{path.as_posix()}")
-    return shown.stdout if shown.returncode == 0 else ""
-
-
-def _repo_relative(path: Path) -> str:
-    prefix = _git("rev-parse", "--show-prefix")
-    return (prefix.stdout.strip() if prefix.returncode == 0 else "") + path.as_posix()
-
-
-def synthesized(out: Path) -> dict[str, dict]:
-    """Every stack `make synth` wrote, from cdktn's manifest: its directory, region and state backend."""
-    manifest_path = out / "manifest.json"
-    fix = "run `make synth` first (it writes cdktf.out/), or pass --out the synth output directory"
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        stacks = manifest["stacks"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise MirrorcapError([Problem(str(manifest_path), "stacks", f"no synthesized stacks: {exc}", fix)])
-    info = {}
-    for name, stack in stacks.items():
-        directory = out / stack["workingDirectory"]
-        try:
-            doc = json.loads((directory / "cdk.tf.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise MirrorcapError([Problem(str(directory / "cdk.tf.json"), "", f"unreadable: {exc}", fix)])
-        backend = doc.get("terraform", {}).get("backend") or {}
-        providers = doc.get("provider", {}).get("aws") or [{}]
-        info[name] = {"name": name, "dir": directory.as_posix(), "region": providers[0].get("region"),
-                      "remote_state": bool(set(backend) - {"local"})}
-    return info
 
 
 @review_app.command()
@@ -86,37 +29,40 @@ def stacks(
                                               help="exit 1 when a selected stack keeps local state (apply from CI)"),
     every: bool = typer.Option(False, "--all", help="every synthesized stack, whatever changed (the drift check, a run by hand)"),
 ) -> None:
-    """Which synthesized stacks a change needs planned, as JSON: {"stacks": [{name, dir, region, remote_state, reasons}], "removed": [...]}."""
+    """Which synthesized stacks a change needs planned, as JSON: {"stacks": [{name, dir, region, remote_state, reasons}], "removed": [...]}.
+
+    Exit 0: chosen; 1: --require-remote-state and a chosen stack keeps local state; 2: an input is wrong."""
+    from ..workflow import inputs, review
     try:
-        known = synthesized(out)
+        known = inputs.synthesized(out)
         if every:
             chosen = [{**info, "reasons": ["every stack"]} for info in known.values()]
             print(json.dumps({"stacks": chosen, "removed": []}, indent=2))
             return
         if changed is None:
             raise MirrorcapError([Problem("mirrorcap review stacks", "--changed", "missing", "pass --changed FILE, or --all")])
-        paths = _read(changed, "changed-file list", "pass a file of paths, one per line").splitlines()
+        paths = inputs.read(changed, "changed-file list", "pass a file of paths, one per line").splitlines()
         lock = Path(review.lock_path(str(inventory)))
-        inv_after = _read(inventory, "inventory", "pass --inventory the inventory file")
+        inv_after = inputs.read(inventory, "inventory", "pass --inventory the inventory file")
         lock_after = review.parse_lock(lock.read_text(encoding="utf-8") if lock.exists() else "", str(lock))
         inv_before = lock_before = None
         if base is not None:
-            if _git("rev-parse", "--verify", "--quiet", f"{base}^{{commit}}").returncode != 0:
+            if inputs.git("rev-parse", "--verify", "--quiet", f"{base}^{{commit}}").returncode != 0:
                 raise MirrorcapError([Problem("--base", "", f"{base!r} is not a commit of this repository",
                                               "fetch the history first (actions/checkout with fetch-depth: 0), or pass a commit SHA")])
-            inv_before = _at_base(base, inventory)
-            lock_before = review.parse_lock(_at_base(base, lock), f"{lock} at {base}")
-        selection = review.select_stacks(paths, list(known), inventory=_repo_relative(inventory) if base else str(inventory),
+            inv_before = inputs.at_base(base, inventory)
+            lock_before = review.parse_lock(inputs.at_base(base, lock), f"{lock} at {base}")
+        selection = review.select_stacks(paths, list(known), inventory=inputs.repo_relative(inventory) if base else str(inventory),
                                          inventory_before=inv_before, inventory_after=inv_after,
                                          lock_before=lock_before, lock_after=lock_after)
-        chosen = [{**known[n], "reasons": why} for n, why in selection.stacks.items()]
-        local = [s["name"] for s in chosen if not s["remote_state"]]
-        if require_remote_state and local:
-            raise MirrorcapError([Problem(str(inventory), f'capture "{n}" > backend', "keeps its Terraform state on the runner, "
-                                          "which forgets it after every run (the next apply would create everything again)",
-                                          'declare backend "s3" { bucket = "..." } in the capture block') for n in local])
     except MirrorcapError as exc:
-        _fail(exc)
+        fail(exc)
+    chosen = [{**known[n], "reasons": why} for n, why in selection.stacks.items()]
+    local = [s["name"] for s in chosen if not s["remote_state"]]
+    if require_remote_state and local:
+        fail(MirrorcapError([Problem(str(inventory), f'capture "{n}" > backend', "keeps its Terraform state on the runner, "
+                                     "which forgets it after every run (the next apply would create everything again)",
+                                     'declare backend "s3" { bucket = "..." } in the capture block') for n in local]), FINDINGS)
     print(json.dumps({"stacks": chosen, "removed": [{"name": n, "advice": a} for n, a in selection.removed.items()]}, indent=2))
 
 
@@ -132,9 +78,11 @@ def comment(
     unaffected: bool = typer.Option(False, "--unaffected", help="the comment for a stack this change no longer touches"),
     removed: bool = typer.Option(False, "--removed", help="the warning for a capture removed from the inventory"),
     inventory: Path = InventoryOpt,
-    destroy_allowed: bool = typer.Option(False, "--destroy-allowed", help=f"the pull request carries the {reviewed.DESTROY_LABEL} label"),
+    destroy_allowed: bool = typer.Option(False, "--destroy-allowed", help=f"the pull request carries the {DESTROY_LABEL} label"),
 ) -> None:
-    """The pull-request comment for one stack (Markdown, starting with its hidden marker)."""
+    """The pull-request comment for one stack (Markdown, starting with its hidden marker). Exit 2: an input is wrong."""
+    from ..workflow import cost as costs
+    from ..workflow import inputs, review, reviewed
     if unaffected or removed:
         print(review.unaffected_comment(stack, commit) if unaffected else review.removed_comment(stack, str(inventory)), end="")
         return
@@ -145,13 +93,13 @@ def comment(
             raise MirrorcapError([Problem("mirrorcap review comment", m, "missing", f"pass {m} FILE") for m in missing])
         plan = raw = None
         if plan_json is not None:
-            raw = review.parse_plan(_read(plan_json, "plan JSON", review.PLAN_FIX), str(plan_json))
+            raw = review.parse_plan(inputs.read(plan_json, "plan JSON", review.PLAN_FIX), str(plan_json))
             plan = review.summarize_plan(raw)
-        text = _read(plan_text, "plan text", "pass `terraform show -no-color tfplan` output")
-        before = review.parse_lock(_read(lock_before, "lock file", review.LOCK_FIX), str(lock_before))
-        after = review.parse_lock(_read(lock_after, "lock file", review.LOCK_FIX), str(lock_after))
+        text = inputs.read(plan_text, "plan text", "pass `terraform show -no-color tfplan` output")
+        before = review.parse_lock(inputs.read(lock_before, "lock file", review.LOCK_FIX), str(lock_before))
+        after = review.parse_lock(inputs.read(lock_after, "lock file", review.LOCK_FIX), str(lock_after))
     except MirrorcapError as exc:
-        _fail(exc)
+        fail(exc)
     changes = review.session_changes(before.get(stack, {}), after.get(stack, {}))
     sentences = review.session_sentences(stack, changes, plan)
     extra = {}
@@ -164,42 +112,29 @@ def comment(
                          **extra), end="")
 
 
-def _terraform_results(directory: Path) -> list[review.TerraformDrift]:
-    """<directory>/<stack>/exitcode (and plan.json when it differs, plan.log otherwise), as the drift workflow writes them."""
-    out = []
-    for d in sorted(p for p in directory.iterdir() if (p / "exitcode").is_file()):
-        text = (d / "exitcode").read_text().strip()
-        if not text.isdigit():
-            raise MirrorcapError([Problem(str(d / "exitcode"), "", f"{text!r} is not an exit code", "write terraform's exit code")])
-        code = int(text)
-        plan = None
-        if code == 2 and (d / "plan.json").is_file():
-            plan = review.summarize_plan(review.parse_plan(_read(d / "plan.json", "plan JSON", review.PLAN_FIX), str(d / "plan.json")))
-        log = (d / "plan.log").read_text(errors="replace") if (d / "plan.log").is_file() else ""
-        out.append(review.TerraformDrift(d.name, code, plan, "\n".join(log.strip().splitlines()[-30:])))
-    return out
-
-
 @review_app.command()
 def drift(check_json: Path = typer.Option(..., "--check-json", help="`mirrorcap check --json` output"),
           terraform: Path = typer.Option(None, "--terraform", help="directory of <stack>/exitcode (+ plan.json, plan.log): "
                                          "each stack's `terraform plan -detailed-exitcode`")) -> None:
     """The drift check's findings (or why it could not check), and Terraform's view of each stack, as Markdown.
-    Exit 0: no drift; 1: drift (either kind); 2: something could not be checked."""
+    Exit 0: no drift; 1: drift (either kind); 2: an input is unreadable, or the check could not read the
+    inventory; 3: the check or a Terraform plan could not reach the account."""
+    from ..workflow import inputs, review
     try:
-        report = review.parse_check(_read(check_json, "check output", review.CHECK_FIX), str(check_json))
-        tf = _terraform_results(terraform) if terraform is not None else []
+        report = review.parse_check(inputs.read(check_json, "check output", review.CHECK_FIX), str(check_json))
+        tf = inputs.terraform_results(terraform) if terraform is not None else []
     except MirrorcapError as exc:  # no report to read: the check could not run
-        print(f"mirrorcap: {exc}", file=sys.stderr)
-        raise typer.Exit(2)
+        fail(exc)
     print(review.drift_summary(report), end="")
     if tf:
         print()
         print(review.terraform_drift_summary(tf), end="")
-    if report.get("drift") is None or any(r.failed for r in tf):
-        raise typer.Exit(2)
+    if report.get("drift") is None:
+        raise typer.Exit(AWS_UNREACHABLE if all(e.get("file") == "AWS" for e in report.get("error") or [{}]) else USAGE)
+    if any(r.failed for r in tf):
+        raise typer.Exit(AWS_UNREACHABLE)
     if report.get("drift") or report.get("findings") or any(r.drift for r in tf):
-        raise typer.Exit(1)
+        raise typer.Exit(FINDINGS)
 
 
 # ---------------------------------------------------------------------------
@@ -215,25 +150,13 @@ def record(
     commit: str = typer.Option(..., "--commit", help="the commit planned (the pull request's head)"),
 ) -> None:
     """The reviewed-plan record the plan workflow uploads: changes (sensitive values hashed), fingerprint, digest."""
+    from ..workflow import inputs, review, reviewed
     try:
-        plan = review.parse_plan(_read(plan_json, "plan JSON", review.PLAN_FIX), str(plan_json))
+        plan = review.parse_plan(inputs.read(plan_json, "plan JSON", review.PLAN_FIX), str(plan_json))
         digest = reviewed.config_digest(stack_dir)
     except (MirrorcapError, OSError) as exc:
-        _fail(exc if isinstance(exc, MirrorcapError) else MirrorcapError([Problem(str(stack_dir), "", str(exc), "pass --dir the stack directory")]))
+        fail(exc if isinstance(exc, MirrorcapError) else MirrorcapError([Problem(str(stack_dir), "", str(exc), "pass --dir the stack directory")]))
     print(json.dumps(reviewed.record(plan, stack=stack, digest=digest, pr=pr, commit=commit), indent=1, sort_keys=True))
-
-
-def _approved(items: list[str], stack: str) -> list[str]:
-    """`stack=sha256:...` entries (comma- or space-separated) for this stack."""
-    out = []
-    for item in " ".join(items).replace(",", " ").split():
-        name, sep, fp = item.partition("=")
-        if not sep or not fp.startswith("sha256:"):
-            raise MirrorcapError([Problem("--approve", item, "not STACK=sha256:<fingerprint>",
-                                          "copy the stack=fingerprint pair from the refused run's report")])
-        if name == stack:
-            out.append(fp)
-    return out
 
 
 @review_app.command()
@@ -244,20 +167,20 @@ def verify(
                                        "a path that does not exist means none"),
     stack_dir: Path = typer.Option(None, "--dir", help="the synthesized stack directory: compared with the record's digest"),
     approve: list[str] = typer.Option([], "--approve", help="STACK=sha256:<fingerprint> a person approved (run by hand)"),
-    allow_destroy: bool = typer.Option(False, "--allow-destroy", help=f"the {reviewed.DESTROY_LABEL} label, or the run's input"),
+    allow_destroy: bool = typer.Option(False, "--allow-destroy", help=f"the {DESTROY_LABEL} label, or the run's input"),
     report: Path = typer.Option(None, "--report", help="write the verdict with its details (Markdown) here"),
 ) -> None:
     """May this fresh plan be applied? Exit 0: yes (it is the reviewed plan, or what is left of it, or approved);
-    1: refused; 3: nothing to apply. One line on standard output says why."""
+    1: refused; 2: an input is wrong; 4: nothing to apply. One line on standard output says why."""
+    from ..workflow import inputs, review, reviewed
     try:
-        plan = review.parse_plan(_read(plan_json, "plan JSON", review.PLAN_FIX), str(plan_json))
+        plan = review.parse_plan(inputs.read(plan_json, "plan JSON", review.PLAN_FIX), str(plan_json))
         record_data = None
         if reviewed_json is not None and reviewed_json.exists():
-            record_data = reviewed.parse_record(_read(reviewed_json, "reviewed plan", reviewed.RECORD_FIX), str(reviewed_json), stack)
-        fps = _approved(approve, stack)
+            record_data = reviewed.parse_record(inputs.read(reviewed_json, "reviewed plan", reviewed.RECORD_FIX), str(reviewed_json), stack)
+        fps = inputs.approved(approve, stack)
     except MirrorcapError as exc:
-        print(f"mirrorcap: {exc}", file=sys.stderr)
-        raise typer.Exit(2)
+        fail(exc)
     v = reviewed.check(plan, record_data, approved=fps, allow_destroy=allow_destroy)
     print(v.reason)
     if report is not None:
@@ -277,22 +200,7 @@ def verify(
                          f"hand with approve `{stack}={v.fingerprint}`"
                          + (" and allow_destroy" if v.gated else "") + ".")
         report.write_text("\n\n".join(lines) + "\n")
-    raise typer.Exit(0 if v.apply else 3 if v.nothing else 1)
-
-
-def _results(path: Path) -> list[review.StackResult]:
-    """stack<TAB>status<TAB>detail lines (the apply step's log); each stack's report.md beside, when there is one."""
-    out = []
-    for n, line in enumerate(_read(path, "results", "pass the apply step's results file").splitlines(), 1):
-        if not line.strip():
-            continue
-        fields = line.split("\t", 2)
-        if len(fields) != 3 or fields[1] not in review.APPLY_STATUS:
-            raise MirrorcapError([Problem(str(path), f"line {n}", f"expected stack<TAB>status<TAB>detail, got {line!r}",
-                                          "status is one of " + ", ".join(review.APPLY_STATUS))])
-        detail_md = path.parent / fields[0] / "report.md"
-        out.append(review.StackResult(fields[0], fields[1], fields[2], detail_md.read_text() if detail_md.is_file() else ""))
-    return out
+    raise typer.Exit(0 if v.apply else NOTHING_TO_APPLY if v.nothing else FINDINGS)
 
 
 @review_app.command()
@@ -304,11 +212,12 @@ def applied(
     run_url: str = typer.Option(..., "--run-url"),
 ) -> None:
     """The comment for the merged pull request: each stack applied, refused, failed or not reached, and the run."""
+    from ..workflow import inputs, review
     try:
-        rows = _results(results) if results.exists() else []
+        rows = inputs.results(results) if results.exists() else []
         chosen = None  # no stack list: the run stopped before choosing
         if stacks_json.exists():
-            chosen = [s["name"] for s in json.loads(_read(stacks_json, "stack list", "pass mirrorcap review stacks' output"))["stacks"]]
+            chosen = [s["name"] for s in json.loads(inputs.read(stacks_json, "stack list", "pass mirrorcap review stacks' output"))["stacks"]]
     except (MirrorcapError, ValueError, KeyError, TypeError) as exc:
-        _fail(exc if isinstance(exc, MirrorcapError) else MirrorcapError([Problem(str(stacks_json), "stacks", str(exc), "pass mirrorcap review stacks' output")]))
+        fail(exc if isinstance(exc, MirrorcapError) else MirrorcapError([Problem(str(stacks_json), "stacks", str(exc), "pass mirrorcap review stacks' output")]))
     print(review.apply_report(rows, chosen, commit=commit, run_url=run_url), end="")

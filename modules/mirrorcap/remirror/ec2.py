@@ -10,7 +10,7 @@ from typing import Callable, Iterable
 
 from botocore.exceptions import ClientError
 
-from ..contract import CREATED_KEY, RUNTIME_OWNER_KEY, SOURCE_KEY, STACK_KEY, resource_name
+from ..contract import CREATED_KEY, RUNTIME_OWNER_KEY, SOURCE_KEY, STACK_KEY, resource_name, session_description
 from .model import Instance, Observed, Session, Settings
 from .reconcile import Changes, plan
 
@@ -114,7 +114,7 @@ def apply(ec2, settings: Settings, changes: Changes, now: datetime) -> dict[str,
     for c in changes.creates:
         args = dict(NetworkInterfaceId=c.eni_id, TrafficMirrorTargetId=settings.target_id, TrafficMirrorFilterId=settings.filter_id,
                     SessionNumber=c.number, VirtualNetworkId=c.vni,
-                    Description=f"mirrorcap {settings.capture}: {c.instance_id} (auto)",
+                    Description=session_description(settings.capture, f"{c.instance_id} (auto)"),
                     TagSpecifications=[{"ResourceType": "traffic-mirror-session", "Tags": [
                         {"Key": "Name", "Value": resource_name(settings.capture, c.instance_id)},
                         {"Key": RUNTIME_OWNER_KEY, "Value": settings.capture},

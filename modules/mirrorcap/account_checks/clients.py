@@ -1,6 +1,6 @@
 """The CLI's way into the account: clients (profile, assume-role; EC2, S3, ELBv2, Auto Scaling) and the
 EC2 reads the drift check and pre-flight make. The reads the re-mirroring
-Lambda shares (instances, sessions, ENIs) live in live/ec2.py and are reused.
+Lambda shares (instances, sessions, ENIs) live in remirror/ec2.py and are reused.
 
 A capture's region is the inventory's: every client is for the region of the
 capture it checks, so there is no region override.
@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from botocore.exceptions import ClientError
 
 from .. import aws_limits as L
-from ..live.ec2 import describe_instances, primary_eni
+from ..remirror.ec2 import describe_instances, primary_eni
 
 __all__ = ["Access", "FleetClients", "load_balancers", "target_groups", "target_health", "auto_scaling_group", "describe_instances", "primary_eni", "traffic_mirror_targets", "traffic_mirror_filters",
            "subnet", "network_interface", "hypervisors", "baseline_gbps", "dry_run_session"]

@@ -1,0 +1,32 @@
+"""`mirrorcap preflight ACTION`: make's step before cdktn (diff, deploy, destroy, output, state-bucket)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from ..errors import MirrorcapError
+from .common import USAGE, InventoryOpt
+
+
+def preflight(
+    action: str = typer.Argument(..., help="diff | deploy | destroy | output | state-bucket"),
+    stack: str = typer.Option(None, "--stack"),
+    inventory: Path = InventoryOpt,
+    confirm: str = typer.Option(None, "--confirm", envvar="CONFIRM", help="destroy: the stack's name, typed ahead"),
+) -> None:
+    """Would cdktn run? Otherwise one line saying what to do, instead of a Node stack trace.
+
+    Exit 0: it can; 1: something stands in the way (no state bucket, prevent_destroy); 2: usage, the
+    inventory, terraform, an unconfirmed destroy; 3: no or refused AWS credentials, AWS unreachable."""
+    from ..workflow.deploy import Stop, preflight as check
+    try:
+        check(action, stack, inventory, confirm, sys.stdin.isatty())
+    except Stop as stop:
+        print(f"make {action}: {stop}", file=sys.stderr)
+        raise typer.Exit(stop.code)
+    except MirrorcapError as exc:
+        print(f"make {action}: {exc.problems[0]}", file=sys.stderr)
+        raise typer.Exit(USAGE)
