@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from ..workflow.command import review_app
-from . import capacity, check, render, sessions, validate, window
+from . import capacity, check, find, index, render, sessions, validate, window
 
 app = typer.Typer(help="Packet capture on AWS with VPC Traffic Mirroring.", no_args_is_help=True)
 
@@ -25,6 +25,6 @@ def _version(value: bool) -> None:
 def main(_version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version and exit")) -> None:
     """Packet capture on AWS with VPC Traffic Mirroring."""
 
-for command in (validate.validate, sessions.sessions, render.render, capacity.capacity, check.check, window.window):
+for command in (validate.validate, sessions.sessions, render.render, capacity.capacity, check.check, window.window, find.find, index.index):
     app.command()(command)
 app.add_typer(review_app, name="review")  # the pull-request workflow's own steps (workflows/github/)
