@@ -17,10 +17,12 @@ alike, so a query decided on the flow holds for each of its packets:
          packet with fragment offset 0; IPv6 only right after the fixed header), else null
   first/last  times of its first and last packet, nanoseconds since the epoch (UTC)
   packets/bytes  count and original lengths
-  ranges the byte ranges of the file holding its packets, as a flat list of
-         (gap since the previous range's end, length) pairs. Ranges are whole
-         chunks: runs of records starting at the first record at or past each
-         CHUNK bytes, so a range always begins and ends on a record boundary.
+  chunks the parts of the file holding its packets, as a flat list of (gap since
+         the previous run's end, length) pairs counted in chunks. A chunk is a run of
+         whole records, from the first record at or past each CHUNK bytes: the file
+         line's `chunks` holds where each begins (each as the distance from the
+         one before; the last entry is where the whole records end), so every byte
+         range begins and ends on a record boundary.
 
 Times in the pcap come from its packets, never its name.
 """
@@ -197,13 +199,10 @@ def vni_of(name):
 
 
 # --- building an index ----------------------------------------------------------------
-def build(data, name, vni=None):
-    """The index of a pcap/pcapng's bytes: (file line, [flow lines])."""
-    meta = header(data)
+def _walk(data, meta):
+    """Every record, any format: {flow key: [first, last, packets, bytes, chunk runs]} and the rest."""
     flows = {}
     chunk, boundary, chunk_starts = -1, 0, []
-    first = last = None
-    packets = total = 0
     for o, ts, linktype, caplen, length, frame in records(data, meta):
         if o >= boundary:
             chunk += 1
@@ -214,51 +213,124 @@ def build(data, name, vni=None):
         if f is None:
             flows[key] = [ts, ts, 1, length, [chunk, chunk]]
         else:
-            if ts < f[0]:
-                f[0] = ts
-            if ts > f[1]:
-                f[1] = ts
-            f[2] += 1
-            f[3] += length
-            runs = f[4]
-            if runs[-1] != chunk:
-                if runs[-1] == chunk - 1:
-                    runs[-1] = chunk
-                else:
-                    runs.append(chunk)
-                    runs.append(chunk)
-        if first is None or ts < first:
-            first = ts
-        if last is None or ts > last:
-            last = ts
-        packets += 1
-        total += length
+            _count(f, ts, length, chunk)
+    return flows, chunk_starts
+
+
+def _count(f, ts, length, chunk):
+    if ts > f[1]:
+        f[1] = ts
+    elif ts < f[0]:
+        f[0] = ts
+    f[2] += 1
+    f[3] += length
+    runs = f[4]
+    if runs[-1] != chunk:
+        if runs[-1] == chunk - 1:
+            runs[-1] = chunk
+        else:
+            runs += (chunk, chunk)
+
+
+def _walk_pcap(data, meta):
+    """_walk for a pcap, the hot loop of indexing at rotation: the bytes that decide an Ethernet
+    IPv4/IPv6 frame's flow key are taken as one string and looked up; only a string not seen
+    before is decoded (flow_key), so each flow is decoded once, not each packet."""
+    linktype, tsres = meta["ifaces"][0]
+    unpack = struct.Struct(meta["endian"] + "IIII").unpack_from
+    per_sec = 10 ** tsres
+    flows, seen = {}, {}
+    chunk, boundary, chunk_starts = -1, 0, []
+    ether = linktype == LINKTYPE_ETHERNET
+    o, n = 24, len(data)
+    while o + 16 <= n:
+        sec, frac, caplen, length = unpack(data, o)
+        f = o + 16
+        nxt = f + caplen
+        if nxt > n:
+            break  # torn
+        if o >= boundary:
+            chunk += 1
+            chunk_starts.append(o)
+            boundary = o - o % CHUNK + CHUNK
+        ts = sec * per_sec + frac
+        raw = None
+        if ether:
+            et = data[f + 12:f + 14]
+            if et == b"\x08\x00":
+                if caplen >= 38 and data[f + 14] == 0x45:  # flags/fragment offset, TTL, protocol, addresses, ports
+                    raw = data[f + 20:f + 24] + data[f + 26:f + 38]
+            elif et == b"\x86\xdd" and caplen >= 58:  # next header, addresses, 4 bytes after the fixed header
+                raw = data[f + 20:f + 21] + data[f + 22:f + 58]
+        st = seen.get(raw) if raw is not None else None
+        if st is None:
+            key = flow_key(data, linktype, f, caplen)
+            st = flows.get(key)
+            if st is None:
+                st = flows[key] = [ts, ts, 0, 0, [chunk, chunk]]
+            if raw is not None:
+                seen[raw] = st
+        if ts > st[1]:
+            st[1] = ts
+        elif ts < st[0]:
+            st[0] = ts
+        st[2] += 1
+        st[3] += length
+        runs = st[4]
+        if runs[-1] != chunk:
+            if runs[-1] == chunk - 1:
+                runs[-1] = chunk
+            else:
+                runs += (chunk, chunk)
+        o = nxt
+    meta["stop"] = o
+    scale = 10 ** (9 - tsres)
+    for st in flows.values():
+        st[0] *= scale
+        st[1] *= scale
+    return flows, chunk_starts
+
+
+def build(data, name, vni=None):
+    """The index of a pcap/pcapng's bytes: (file line, [flow lines])."""
+    meta = header(data)
+    flows, chunk_starts = (_walk_pcap if meta["format"] == "pcap" else _walk)(data, meta)
     records_end = meta.pop("stop")
-    chunk_starts.append(records_end)
+    stats = list(flows.values())
     line = dict(kind="file", v=VERSION, pcap=os.path.basename(name), size=len(data), end=records_end,
                 format=meta["format"], endian=meta["endian"], ifaces=meta["ifaces"], vni=vni,
-                first=first, last=last, packets=packets, bytes=total, flows=len(flows))
+                first=min((s[0] for s in stats), default=None), last=max((s[1] for s in stats), default=None),
+                packets=sum(s[2] for s in stats), bytes=sum(s[3] for s in stats), flows=len(flows),
+                chunks=[b - a for a, b in zip([0] + chunk_starts, chunk_starts + [records_end])])
     rows = []
     for (fam, proto, src, dst, ports), (f_first, f_last, n, nbytes, runs) in flows.items():
         flat, prev = [], 0
         for i in range(0, len(runs), 2):
-            a, b = chunk_starts[runs[i]], chunk_starts[runs[i + 1] + 1]
-            flat += [a - prev, b - a]
-            prev = b
+            flat += [runs[i] - prev, runs[i + 1] + 1 - runs[i]]
+            prev = runs[i + 1] + 1
         sp, dp = struct.unpack(">HH", ports) if ports else (None, None)
         rows.append(dict(kind="flow", fam=fam, proto=proto, sa=src.hex(), da=dst.hex(), sp=sp, dp=dp, vni=vni,
-                         first=f_first, last=f_last, packets=n, bytes=nbytes, ranges=flat))
+                         first=f_first, last=f_last, packets=n, bytes=nbytes, chunks=flat))
     rows.sort(key=lambda r: (r["first"], r["fam"], r["sa"], r["da"]))
     return line, rows
 
 
-def ranges(flat):
-    """[(start, end)] of a flow line's `ranges`."""
+def chunk_offsets(line):
+    """Where each chunk of the file begins, and (last) where its whole records end."""
+    out, at = [], 0
+    for d in line["chunks"]:
+        at += d
+        out.append(at)
+    return out
+
+
+def ranges(offsets, flat):
+    """[(start, end)] byte ranges of a flow line's `chunks`, with chunk_offsets(file line)."""
     out, prev = [], 0
     for i in range(0, len(flat), 2):
         a = prev + flat[i]
         prev = a + flat[i + 1]
-        out.append((a, prev))
+        out.append((offsets[a], offsets[prev]))
     return out
 
 
