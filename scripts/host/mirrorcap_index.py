@@ -28,9 +28,11 @@ Times in the pcap come from its packets, never its name.
 """
 import gzip
 import json
+import mmap
 import os
 import re
 import struct
+import sys
 
 VERSION = 1
 SUFFIX = ".idx.json.gz"  # beside the pcap: NAME.pcap -> NAME.pcap.idx.json.gz
@@ -108,12 +110,14 @@ def records(data, meta, start=None, end=None):
             ifaces.append([linktype, _tsresol(data, o, blen, endian)])
         elif btype in (6, 3):  # enhanced / simple packet
             if btype == 6:
+                if blen < 32:
+                    break  # no room for its own header: not a packet block
                 iface, hi, lo, caplen, length = struct.unpack_from(endian + "IIIII", data, o + 8)
                 frame = o + 28
             else:
                 iface, hi, lo, length = 0, 0, 0, u32.unpack_from(data, o + 8)[0]
                 caplen, frame = min(length, blen - 16), o + 12
-            if iface < len(ifaces):
+            if iface < len(ifaces) and frame + caplen <= o + blen:
                 linktype, tsres = ifaces[iface]
                 ticks = (hi << 32) | lo
                 ts = ticks * 10 ** (9 - tsres) if tsres <= 9 else ticks // 10 ** (tsres - 9)
@@ -347,8 +351,14 @@ def index_path(pcap):
 def write(pcap, out=None, vni=None):
     """Index `pcap` into `out` (default: beside it), replaced whole. Returns (file line, flows)."""
     with open(pcap, "rb") as f:
-        data = f.read()
-    line, rows = build(data, pcap, vni_of(pcap) if vni is None else vni)
+        size = os.fstat(f.fileno()).st_size
+        # Mapped, not read: a pcap of a few GiB costs page cache, not the indexer's memory.
+        data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        try:
+            line, rows = build(data, pcap, vni_of(pcap) if vni is None else vni)
+        finally:
+            if size:
+                data.close()
     out = out or index_path(pcap)
     tmp = "%s.%d.tmp" % (out, os.getpid())
     try:
@@ -368,3 +378,36 @@ def read(path):
     if not lines or lines[0].get("kind") != "file" or lines[0].get("v") != VERSION:
         raise IndexError_("%s is not a mirrorcap index (version %d)" % (path, VERSION))
     return lines[0], lines[1:]
+
+
+def main(argv):
+    """mirrorcap_index.py PCAP...: what the capture runs on each pcap tcpdump closed. A pcap that
+    cannot be indexed gets NAME.pcap.idx-failed (why) instead, which health reports; it is still
+    kept, archived and found by its time."""
+    if len(argv) < 2:
+        print("usage: mirrorcap_index.py PCAP... (writes PCAP%s beside each)" % SUFFIX, file=sys.stderr)
+        return 2
+    failed = 0
+    for pcap in argv[1:]:
+        marker = pcap + FAILED_SUFFIX
+        try:
+            line, _rows = write(pcap)
+        except Exception as e:  # noqa: BLE001 - whatever a hostile or broken file does, it is reported, not fatal
+            failed += 1
+            why = "%s: %s" % (type(e).__name__, e)
+            print("mirrorcap-index: %s: not indexed: %s" % (os.path.basename(pcap), why), file=sys.stderr, flush=True)
+            try:
+                with open(marker, "w") as f:
+                    f.write(why[:500] + "\n")
+            except OSError:
+                pass
+            continue
+        if os.path.exists(marker):
+            os.unlink(marker)
+        print("mirrorcap-index: %s: %d packets, %d flows" % (os.path.basename(pcap), line["packets"], line["flows"]),
+              file=sys.stderr, flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 import sys
 from pathlib import Path
 
@@ -16,7 +17,7 @@ def index(files: list[Path] = typer.Argument(..., help="pcap or pcapng files; ea
     for f in files:
         try:
             line, _rows = ix.write(str(f))
-        except (OSError, ix.IndexError_) as e:
+        except (OSError, ValueError, struct.error, ix.IndexError_) as e:
             print(f"mirrorcap: {f}: {e}\n  fix: give a pcap or pcapng file you can read, in a directory you can write",
                   file=sys.stderr)
             failed += 1

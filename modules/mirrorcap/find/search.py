@@ -69,7 +69,7 @@ def sources(directory: Path, index_dir: Path | None = None, progress=None) -> tu
                 progress(f"indexing {p.name}")
             try:
                 meta, _ = ix.write(str(p), str(out))
-            except (OSError, ix.IndexError_) as e:
+            except (OSError, ValueError, struct.error, ix.IndexError_) as e:
                 skipped.append((str(p), f"cannot index: {e}"))
                 continue
         found.append(Source(p, out, meta))
