@@ -17,7 +17,13 @@ FOUND, NOTHING, FAILED = 0, 1, 2
 def find(
     query: str = typer.Argument(..., help="tcpdump-like: host/net/port (src|dst), tcp/udp/icmp, ip/ip6/arp, vni N, "
                                 "and/or/not, ( ), after 15m ago, before 2026-12-03T14:10Z, around 14:05 ±2m"),
-    directory: Path = typer.Option(..., "--dir", help="a directory of pcap/pcapng files (any names); missing indexes are built"),
+    directory: Path = typer.Option(None, "--dir", help="a directory of pcap/pcapng files (any names); missing indexes are built"),
+    capture: str = typer.Option(None, "--capture", "-c", help="instead of --dir: this capture's S3 archive (ranged GETs)"),
+    bucket: str = typer.Option(None, "--bucket", help="with --capture: the archive bucket (default: found by its tags)"),
+    inventory: Path = typer.Option("capture.hcl", "--inventory", "-i", help="inventory file (HCL), for --capture",
+                                   envvar="MIRRORCAP_INVENTORY"),
+    profile: str = typer.Option(None, "--profile", help="AWS named profile, for --capture"),
+    role_arn: str = typer.Option(None, "--role-arn", help="IAM role to assume to read the archive, for --capture"),
     out: Path = typer.Option(None, "--out", help="write the matching packets here, one time-ordered pcap; never overwritten"),
     flows: bool = typer.Option(False, "--flows", help="list the matching flows (no packet is read)"),
     as_json: bool = typer.Option(False, "--json", help="with --flows: one JSON object per flow"),
@@ -30,6 +36,7 @@ def find(
     from ..errors import MirrorcapError, Problem
     from ..find.query import QueryError, parse
     from ..find.search import collect, flow_view, note, search, write_pcap
+    cache = None  # an archive's indexes, while they are read
     try:
         try:
             node = parse(query)
@@ -44,8 +51,14 @@ def find(
                 raise MirrorcapError([Problem("command line", "--out", f"{out} exists", "pick another --out (find never overwrites a file)")])
             if not out.parent.resolve().is_dir():
                 raise MirrorcapError([Problem("command line", "--out", f"{out.parent} is not a directory", "create it, or write elsewhere")])
+        if (directory is None) == (capture is None):
+            raise MirrorcapError([Problem("command line", "--dir / --capture", "say where to look: one of them",
+                                          "--dir PATH (pcaps on this machine) or --capture NAME (its S3 archive)")])
         progress = (lambda m: print(f"mirrorcap: {m}", file=sys.stderr)) if not as_json else None
-        found = search(directory, node, index_dir, progress)
+        if capture is not None:
+            found, cache = _archive(node, capture, bucket, inventory, profile, role_arn, progress)
+        else:
+            found, cache = search(directory, node, index_dir, progress), None
         for name, why in found.skipped:
             note(f"skipped {name}: {why}")
         if flows:
@@ -65,13 +78,51 @@ def find(
             note(f"no packet matches (read {found.index_bytes} B of indexes)")
             raise typer.Exit(NOTHING)
         write_pcap(out, pkts)
-        note(f"wrote {out}: {len(pkts)} packet(s); read {found.index_bytes} B of indexes and {found.fetched_bytes} B of pcaps")
+        remote = f" ({found.remote_bytes} B of them fetched from S3 by range)" if capture else ""
+        note(f"wrote {out}: {len(pkts)} packet(s); read {found.index_bytes} B of indexes and {found.fetched_bytes} B of pcaps{remote}")
     except MirrorcapError as exc:
         print(f"mirrorcap: {exc}", file=sys.stderr)
         raise typer.Exit(FAILED)
+    finally:
+        if cache is not None:
+            cache.cleanup()
     if open_:
         viewer = shutil.which("wireshark") or shutil.which("termshark")
         if viewer is None:
             note("--open: neither wireshark nor termshark is on PATH; open the file yourself")
         else:
             subprocess.run([viewer, "-r", str(out)], check=False)
+
+
+def _archive(node, capture, bucket, inventory, profile, role_arn, progress):
+    """Found flows over a capture's archive, and the temporary directory holding its indexes."""
+    from datetime import datetime, timezone
+
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from ..archive.window import require_archive
+    from ..errors import MirrorcapError, Problem
+    from ..find.archive import archive_sources, cache_dir
+    from ..find.search import note, search_sources
+    from ..inventory import load
+    from .common import access, aws_problem
+    inv = load(inventory)
+    c = next((x for x in inv.captures if x.name == capture), None)
+    if c is None:
+        raise MirrorcapError([Problem(str(inventory), "--capture", f"no capture named {capture}",
+                                      "use one of: " + ", ".join(x.name for x in inv.captures))])
+    require_archive(c, str(inventory))
+    cache = cache_dir()
+    try:
+        s3 = access(profile, role_arn).s3(c.region)
+        srcs, listing, whole = archive_sources(s3, c, node, bucket, Path(cache.name), datetime.now(timezone.utc), progress)
+        if whole:
+            note(f"{len(whole)} archived pcap(s) have no index (it failed on the host): read whole, e.g. {whole[0]}")
+        found = search_sources(srcs, node)
+    except (ClientError, BotoCoreError) as exc:
+        cache.cleanup()
+        raise MirrorcapError([aws_problem(exc)])
+    except BaseException:
+        cache.cleanup()
+        raise
+    return found, cache

@@ -25,9 +25,14 @@ FLOW_COLUMNS = ("{kind: 'VARCHAR', fam: 'VARCHAR', proto: 'INTEGER', sa: 'VARCHA
 
 @dataclass
 class Source:
-    pcap: Path
+    pcap: Path | None  # a local file; None when fetch reads it (an archived pcap)
     index: Path
     meta: dict  # the index's file line
+    fetch: object = None  # (start, end) -> those bytes of the pcap, for one not on this machine
+    name: str = ""  # what to call it in progress and --flows (default: the local file's name)
+
+    def label(self) -> str:
+        return self.name or (self.pcap.name if self.pcap else self.index.name)
 
 
 @dataclass
@@ -36,7 +41,8 @@ class Found:
     sources: dict[str, Source]
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, why) not a pcap we read
     index_bytes: int = 0
-    fetched_bytes: int = 0
+    fetched_bytes: int = 0  # of pcaps, read for the answer
+    remote_bytes: int = 0  # of those, fetched from S3 (ranged GETs)
 
 
 def sources(directory: Path, index_dir: Path | None = None, progress=None) -> tuple[list[Source], list[tuple[str, str]]]:
@@ -94,10 +100,13 @@ def select_flows(srcs: list[Source], node: Node) -> list[dict]:
         con.close()
 
 
-def _merged(ranges):
+FETCH_GAP = 256 << 10  # fetched ranges closer than this are one request: fewer GETs, a little more data
+
+
+def _merged(ranges, gap: int = 0):
     out = []
     for a, b in sorted(ranges):
-        if out and a <= out[-1][1]:
+        if out and a - out[-1][1] <= gap:
             out[-1][1] = max(out[-1][1], b)
         else:
             out.append([a, b])
@@ -111,25 +120,45 @@ def packets(src: Source, flows: list[dict], node: Node, counter: list | None = N
     keep = predicate(node)
     vni = src.meta.get("vni")
     offsets = ix.chunk_offsets(src.meta)
-    wanted = _merged(r for f in flows for r in ix.ranges(offsets, f["chunks"]))
+    wanted = _merged((r for f in flows for r in ix.ranges(offsets, f["chunks"])), FETCH_GAP if src.fetch else 0)
     meta = dict(format=src.meta["format"], endian=src.meta["endian"], ifaces=[list(x) for x in src.meta["ifaces"]])
-    with open(src.pcap, "rb") as fh:
+    with (open(src.pcap, "rb") if src.pcap is not None else _Nothing()) as fh:
         for a, b in wanted:
-            fh.seek(a)
-            data = fh.read(b - a)
+            if src.fetch is not None:
+                data = src.fetch(a, b)
+            else:
+                fh.seek(a)
+                data = fh.read(b - a)
             if counter is not None:
                 counter[0] += len(data)
+                if src.fetch is not None:
+                    counter[1] += len(data)
             for o, ts, linktype, caplen, length, frame in ix.records(data, meta, 0, len(data)):
                 if keep(ix.flow_key(data, linktype, frame, caplen), vni, ts):
                     tsres = meta["ifaces"][0][1] if meta["format"] == "pcap" else 9
                     yield ts, linktype, tsres, data[frame:frame + caplen], length, a + o
 
 
+class _Nothing:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
 def search(directory: Path, node: Node, index_dir: Path | None = None, progress=None) -> Found:
     srcs, skipped = sources(directory, index_dir, progress)
+    return search_sources(srcs, node, skipped)
+
+
+def search_sources(srcs: list[Source], node: Node, skipped=()) -> Found:
     flows = select_flows(srcs, node)
     by_name = {str(s.index): s for s in srcs}
-    return Found(flows, by_name, skipped, index_bytes=sum(s.index.stat().st_size for s in srcs))
+    for f in flows:
+        if by_name[f["filename"]].name:
+            f["source"] = by_name[f["filename"]].name
+    return Found(flows, by_name, list(skipped), index_bytes=sum(s.index.stat().st_size for s in srcs))
 
 
 def collect(found: Found, node: Node, progress=None) -> list[tuple]:
@@ -137,13 +166,13 @@ def collect(found: Found, node: Node, progress=None) -> list[tuple]:
     per_file: dict[str, list[dict]] = {}
     for f in found.flows:
         per_file.setdefault(f["filename"], []).append(f)
-    out, counter = [], [0]
+    out, counter = [], [0, 0]
     for n, (name, flows) in enumerate(sorted(per_file.items())):
         if progress:
-            progress(f"reading {n + 1}/{len(per_file)}: {found.sources[name].pcap.name}")
+            progress(f"reading {n + 1}/{len(per_file)}: {found.sources[name].label()}")
         for p in packets(found.sources[name], flows, node, counter):
             out.append((p[0], n, p[5], p))
-    found.fetched_bytes = counter[0]
+    found.fetched_bytes, found.remote_bytes = counter
     out.sort(key=lambda x: x[:3])
     return [x[3] for x in out]
 
@@ -179,7 +208,7 @@ def flow_view(f: dict, ix=None) -> dict:
         return datetime.fromtimestamp(ns / 1e9, timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
     proto = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp6", 132: "sctp"}.get(f["proto"], f["proto"])
-    return dict(file=Path(f["filename"]).name[:-len(indexer().SUFFIX)], fam=f["fam"], proto=proto, src=addr(f["sa"]),
+    return dict(file=f.get("source") or Path(f["filename"]).name[:-len(indexer().SUFFIX)], fam=f["fam"], proto=proto, src=addr(f["sa"]),
                 dst=addr(f["da"]), sport=f["sp"], dport=f["dp"], vni=f["vni"], first=iso(f["first"]), last=iso(f["last"]),
                 packets=f["packets"], bytes=f["bytes"])
 
