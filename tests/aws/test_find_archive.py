@@ -85,9 +85,10 @@ def test_find_over_the_archive_fetches_ranges_and_answers_like_tcpdump(archive):
 
 
 def test_flows_over_the_archive_name_the_archived_pcap(archive):
-    r = CliRunner().invoke(app, ["find", "arp", "--capture", "web", "--bucket", BUCKET, "--inventory", str(archive["inventory"]),
-                                 "--flows", "--json"])
+    since = (T0 - timedelta(minutes=1)).isoformat().replace("+00:00", "Z")
+    r = CliRunner().invoke(app, ["find", f"arp and after {since}", "--capture", "web", "--bucket", BUCKET, "--inventory",
+                                 str(archive["inventory"]), "--flows", "--json"])
     assert r.exit_code == 0, r.output
     assert "web/vni77/2026-11-24/i-0aaaaaaaaaaaaaaa1/" in r.stdout and '"fam": "arp"' in r.stdout
-    r = CliRunner().invoke(app, ["find", "arp", "--capture", "solo", "--inventory", str(archive["inventory"]), "--flows"])
+    r = CliRunner().invoke(app, ["find", "arp", "--capture", "solo", "--inventory", str(archive["inventory"]), "--flows"])  # no archive
     assert r.exit_code == 2 and "archive" in r.output

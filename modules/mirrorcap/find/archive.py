@@ -24,12 +24,14 @@ from .hostindex import indexer
 from .query import NS, Node, time_bounds
 from .search import Source
 
-DEFAULT_DAYS = 15  # how far back a query without a start looks, for an archive that keeps forever
+MAX_DAYS = 15  # how far back a query without 'after' looks: each day is a listing per VNI
 
 
 def window_of(node: Node, retention_days, now: datetime) -> tuple[datetime, datetime]:
+    """The time range whose archived pcaps the query reads: its own, or the last MAX_DAYS
+    (the archive's retention when shorter) when it says no start."""
     lo, hi = time_bounds(node)
-    days = int(retention_days) if retention_days else DEFAULT_DAYS
+    days = min(int(retention_days), MAX_DAYS) if retention_days else MAX_DAYS
     begin = datetime.fromtimestamp(lo / NS, timezone.utc) if lo is not None else now - timedelta(days=days)
     end = datetime.fromtimestamp(hi / NS, timezone.utc) if hi is not None else now
     return begin, min(end, now + timedelta(minutes=5))
