@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..errors import MirrorcapError, Problem
 from .hostindex import indexer
-from .query import Node, predicate, sql
+from .query import Node, predicate, sql, time_bounds
 
 FLOW_COLUMNS = ("{kind: 'VARCHAR', fam: 'VARCHAR', proto: 'INTEGER', sa: 'VARCHAR', da: 'VARCHAR', sp: 'INTEGER', "
                 "dp: 'INTEGER', vni: 'BIGINT', first: 'BIGINT', last: 'BIGINT', packets: 'BIGINT', bytes: 'BIGINT', "
@@ -65,8 +65,8 @@ def sources(directory: Path, index_dir: Path | None = None, progress=None) -> tu
         meta = None
         if out.exists():
             try:
-                meta, _ = ix.read(str(out))
-            except (OSError, ValueError, ix.IndexError_):
+                meta = ix.read_meta(str(out))
+            except (OSError, ValueError, EOFError, ix.IndexError_):
                 meta = None
             if meta is not None and meta.get("size") != p.stat().st_size:
                 meta = None  # the pcap grew (or was cut) since: index it again
@@ -152,7 +152,15 @@ def search(directory: Path, node: Node, index_dir: Path | None = None, progress=
     return search_sources(srcs, node, skipped)
 
 
+def in_time(srcs: list[Source], node: Node) -> list[Source]:
+    """The sources whose packets' time range meets the query's (a file without packets has none)."""
+    lo, hi = time_bounds(node)
+    return [s for s in srcs if s.meta.get("first") is not None
+            and (lo is None or s.meta["last"] >= lo) and (hi is None or s.meta["first"] < hi)]
+
+
 def search_sources(srcs: list[Source], node: Node, skipped=()) -> Found:
+    srcs = in_time(srcs, node)
     flows = select_flows(srcs, node)
     by_name = {str(s.index): s for s in srcs}
     for f in flows:
