@@ -148,7 +148,8 @@ def fleet(hosts: int, days: int, per_day: int, kib: int) -> dict:
         paths, t_index = [], 0.0
         for h in range(hosts):
             for k in range(days * per_day):
-                t0 = now_us - (days * per_day - k) * step + h * 1000
+                # the newest files start 10 minutes before the run: "the last hour" holds them
+                t0 = now_us - (days * per_day - 1 - k) * step - 600 * 10 ** 6 + h * 1000
                 p = d / f"i-{h:017x}-vni7_{k:05d}.pcap"
                 generate(p, kib / 1024, 300, seed=h * 100000 + k, t0_us=t0, needle=1 if k % 7 == 0 or k == days * per_day - 1 else 0)
                 c = time.process_time()

@@ -92,7 +92,7 @@ def select_flows(srcs: list[Source], node: Node) -> list[dict]:
     try:
         rel = con.execute(
             f"SELECT filename, fam, proto, sa, da, sp, dp, vni, first, last, packets, bytes, chunks "
-            f"FROM read_json(?, format='newline_delimited', columns={FLOW_COLUMNS}, filename=true, compression='gzip') "
+            f"FROM read_json(?, format='newline_delimited', columns={FLOW_COLUMNS}, filename=true, compression='gzip', auto_detect=false) "
             f"WHERE kind = 'flow' AND {sql(node)} ORDER BY first, filename", [files])
         names = [d[0] for d in rel.description]
         return [dict(zip(names, row)) for row in rel.fetchall()]
