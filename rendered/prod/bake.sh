@@ -609,6 +609,15 @@ def write(pcap, out=None, vni=None):
     return line, rows
 
 
+def read_meta(path):
+    """The file line of an index file alone (what deciding by time needs)."""
+    with gzip.open(path, "rt") as f:
+        line = json.loads(f.readline() or "{}")
+    if line.get("kind") != "file" or line.get("v") != VERSION:
+        raise IndexError_("%s is not a mirrorcap index (version %d)" % (path, VERSION))
+    return line
+
+
 def read(path):
     """(file line, [flow lines]) of an index file."""
     with gzip.open(path, "rt") as f:
