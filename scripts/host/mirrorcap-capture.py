@@ -293,8 +293,10 @@ class Indexer:
     def __init__(self):
         self.queue, self.proc = [], None
 
-    def add(self, path):
-        if path and path not in self.queue and not any(os.path.exists(path + s) for s in self.SUFFIXES):
+    def add(self, path, again=False):
+        """Index `path` when it has none; `again`: even then (it was just closed: an index written
+        while tcpdump still wrote it, by `mirrorcap find --dir` on the host, is of part of it)."""
+        if path and path not in self.queue and (again or not any(os.path.exists(path + s) for s in self.SUFFIXES)):
             self.queue.append(path)
 
     def tick(self):
@@ -436,7 +438,7 @@ class Capture:
         self.record.save()
         self.repair(path)
         if path and os.path.exists(path):
-            self.indexer.add(path)
+            self.indexer.add(path, again=True)
         self.need_room = room or free_bytes(self.directory) < RESUME_FREE_BYTES
         self.set_flag(self.need_room)
         self.next_start = time.monotonic() + restart_in
@@ -483,7 +485,7 @@ class Capture:
         current = self.tcpdump.open_pcap(self.directory)
         if current is not None and current != self.watched:
             if self.watched is not None and self.watched[0] != current[0]:
-                self.indexer.add(self.watched[0])  # rotated: tcpdump closed it
+                self.indexer.add(self.watched[0], again=True)  # rotated: tcpdump closed it
             self.watched, self.rx_at_growth, self.pending = current, rx, None
         elif rx > self.rx_at_growth:
             self.pending = self.pending or now
