@@ -67,6 +67,10 @@ VXLAN_IFACE = "vxlan{vni}"
 # An archived pcap's S3 key: the capture, its VNI, the UTC day its name starts,
 # the host that wrote it, the file name as tcpdump wrote it.
 ARCHIVE_KEY = "{capture}/vni{vni}/{date}/{instance}/{file}"
+# A pcap's packet index: beside the pcap on the host (NAME.pcap + INDEX_SUFFIX, written at
+# rotation by scripts/host/mirrorcap_index.py) and in the archive (its key + INDEX_SUFFIX).
+INDEX_SUFFIX = ".idx.json.gz"
+ARCHIVE_INDEX_KEY = ARCHIVE_KEY + INDEX_SUFFIX
 # The Terraform templatefile() variable carrying the archive bucket's name into
 # the user data; present only for a capture with `archive {}`.
 ARCHIVE_BUCKET_VAR = "archive_bucket"

@@ -235,6 +235,433 @@ MIRRORCAP_USR_LOCAL_LIB_MIRRORCAP_MIRRORCAP_HOST_PY
 chmod 0644 '/usr/local/lib/mirrorcap/mirrorcap_host.py.mirrorcap-new'
 mv -f '/usr/local/lib/mirrorcap/mirrorcap_host.py.mirrorcap-new' '/usr/local/lib/mirrorcap/mirrorcap_host.py'
 
+cat > '/usr/local/lib/mirrorcap/mirrorcap_index.py.mirrorcap-new' <<'MIRRORCAP_USR_LOCAL_LIB_MIRRORCAP_MIRRORCAP_INDEX_PY'
+"""The packet index of one pcap: its time range, and one row per flow with where its packets lie.
+
+Written beside every closed pcap by the host (mirrorcap-index, at rotation) and by
+`mirrorcap index` / `mirrorcap find --dir` on any machine: one implementation, so
+both write the same bytes. Python 3.9 stdlib only (the host has no pip).
+
+Format: gzip'd newline-delimited JSON (DuckDB and Athena read it as it is).
+The first line describes the file (kind "file"), each other line one flow
+(kind "flow"): the packets of one direction that every query primitive sees
+alike, so a query decided on the flow holds for each of its packets:
+
+  fam    "ip", "ip6", "arp", "rarp", or "other" (no address tcpdump reads)
+  proto  the protocol `tcp`/`udp`/`icmp` test (IPv6: the header after a fragment header)
+  sa/da  addresses as fixed-width lowercase hex (8 digits IPv4, 32 IPv6): a
+         network is a range of strings, which plain SQL compares
+  sp/dp  ports where tcpdump's `port` reads them (TCP, UDP, SCTP; IPv4 only in a
+         packet with fragment offset 0; IPv6 only right after the fixed header), else null
+  first/last  times of its first and last packet, nanoseconds since the epoch (UTC)
+  packets/bytes  count and original lengths
+  chunks the parts of the file holding its packets, as a flat list of (gap since
+         the previous run's end, length) pairs counted in chunks. A chunk is a run of
+         whole records, from the first record at or past each CHUNK bytes: the file
+         line's `chunks` holds where each begins (each as the distance from the
+         one before; the last entry is where the whole records end), so every byte
+         range begins and ends on a record boundary.
+
+Times in the pcap come from its packets, never its name.
+"""
+import gzip
+import json
+import mmap
+import os
+import re
+import struct
+import sys
+
+VERSION = 1
+SUFFIX = ".idx.json.gz"  # beside the pcap: NAME.pcap -> NAME.pcap.idx.json.gz
+FAILED_SUFFIX = ".idx-failed"  # beside a pcap whose index could not be written: why
+CHUNK = 64 << 10
+
+PCAP_MAGIC = {b"\xd4\xc3\xb2\xa1": ("<", 6), b"\xa1\xb2\xc3\xd4": (">", 6),
+              b"\x4d\x3c\xb2\xa1": ("<", 9), b"\xa1\xb2\x3c\x4d": (">", 9)}
+PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
+LINKTYPE_ETHERNET, LINKTYPE_RAW, LINKTYPE_IPV4, LINKTYPE_IPV6, LINKTYPE_SLL = 1, 101, 228, 229, 113
+PORT_PROTOS = (6, 17, 132)  # tcp, udp, sctp
+VNI_NAME = re.compile(r"vni(\d+)_")
+
+
+class IndexError_(Exception):
+    """A file that is not a pcap or pcapng this reads."""
+
+
+# --- reading records --------------------------------------------------------------
+def header(data):
+    """What a reader of `data` (the file's bytes) needs, as the index's file line keeps it."""
+    magic = data[:4]
+    if magic in PCAP_MAGIC:
+        if len(data) < 24:
+            raise IndexError_("a pcap file header is 24 bytes, this file has %d" % len(data))
+        endian, tsres = PCAP_MAGIC[magic]
+        return dict(format="pcap", endian=endian, ifaces=[[struct.unpack_from(endian + "I", data, 20)[0] & 0xFFFF, tsres]])
+    if magic == PCAPNG_SHB:
+        if len(data) < 12:
+            raise IndexError_("the pcapng section header is cut short")
+        bom = data[8:12]
+        endian = "<" if bom == b"\x4d\x3c\x2b\x1a" else ">" if bom == b"\x1a\x2b\x3c\x4d" else None
+        if endian is None:
+            raise IndexError_("pcapng byte-order magic is wrong")
+        return dict(format="pcapng", endian=endian, ifaces=[])
+    raise IndexError_("not a pcap or pcapng file (it starts %s)" % data[:4].hex())
+
+
+def records(data, meta, start=None, end=None):
+    """(offset, ts_ns, linktype, caplen, origlen, frame offset) of each whole record of data[start:end];
+    meta["stop"] is then where the whole records end.
+
+    pcapng interface blocks met on the way are added to meta["ifaces"] (their link
+    type and time resolution): a reader of a range has them from the index."""
+    endian, ifaces = meta["endian"], meta["ifaces"]
+    end = len(data) if end is None else min(end, len(data))
+    if meta["format"] == "pcap":
+        o = 24 if start is None else start
+        rec = struct.Struct(endian + "IIII")
+        linktype, tsres = ifaces[0]
+        scale = 1000 if tsres == 6 else 1
+        unpack = rec.unpack_from
+        while o + 16 <= end:
+            sec, frac, caplen, length = unpack(data, o)
+            if o + 16 + caplen > end:
+                break  # torn
+            yield o, sec * 1000000000 + frac * scale, linktype, caplen, length, o + 16
+            o += 16 + caplen
+        meta["stop"] = o
+        return
+    o = 0 if start is None else start
+    u32 = struct.Struct(endian + "I")
+    while o + 12 <= end:
+        btype, blen = struct.unpack_from(endian + "II", data, o)
+        if blen < 12 or o + blen > end:
+            break
+        if btype == 0x0A0D0D0A:
+            bom = data[o + 8:o + 12]
+            endian = "<" if bom == b"\x4d\x3c\x2b\x1a" else ">"
+            meta["endian"] = endian
+            u32 = struct.Struct(endian + "I")
+            del ifaces[:]  # a new section numbers its interfaces again
+        elif btype == 1:  # interface description
+            linktype = struct.unpack_from(endian + "H", data, o + 8)[0]
+            ifaces.append([linktype, _tsresol(data, o, blen, endian)])
+        elif btype in (6, 3):  # enhanced / simple packet
+            if btype == 6:
+                if blen < 32:
+                    break  # no room for its own header: not a packet block
+                iface, hi, lo, caplen, length = struct.unpack_from(endian + "IIIII", data, o + 8)
+                frame = o + 28
+            else:
+                iface, hi, lo, length = 0, 0, 0, u32.unpack_from(data, o + 8)[0]
+                caplen, frame = min(length, blen - 16), o + 12
+            if iface < len(ifaces) and frame + caplen <= o + blen:
+                linktype, tsres = ifaces[iface]
+                ticks = (hi << 32) | lo
+                ts = ticks * 10 ** (9 - tsres) if tsres <= 9 else ticks // 10 ** (tsres - 9)
+                yield o, ts, linktype, caplen, length, frame
+        o += blen
+    meta["stop"] = o
+
+
+def _tsresol(data, o, blen, endian):
+    """if_tsresol of an interface block (6, microseconds, when absent; a power of ten)."""
+    p, stop = o + 16, o + blen - 4
+    while p + 4 <= stop:
+        code, length = struct.unpack_from(endian + "HH", data, p)
+        if code == 0:
+            break
+        if code == 9 and length >= 1:
+            v = data[p + 4]
+            return v if not v & 0x80 else 6  # powers of two are rare: read as microseconds
+        p += 4 + (length + 3) // 4 * 4
+    return 6
+
+
+# --- what tcpdump's primitives see of one frame ---------------------------------------
+def flow_key(data, linktype, frame, caplen):
+    """(fam, proto, src bytes, dst bytes, sport, dport) as `host`, `net`, `port`, `tcp`,
+    `udp` and `icmp` read them from one frame: libpcap's own tests, re-done."""
+    stop = frame + caplen
+    if linktype == LINKTYPE_ETHERNET:
+        if caplen < 14:
+            return OTHER
+        etype = data[frame + 12] << 8 | data[frame + 13]
+        net = frame + 14
+    elif linktype == LINKTYPE_SLL:
+        if caplen < 16:
+            return OTHER
+        etype = data[frame + 14] << 8 | data[frame + 15]
+        net = frame + 16
+    elif linktype in (LINKTYPE_RAW, LINKTYPE_IPV4, LINKTYPE_IPV6, 12, 14):
+        if caplen < 1:
+            return OTHER
+        version = data[frame] >> 4
+        etype = 0x0800 if version == 4 else 0x86DD if version == 6 else 0
+        net = frame
+    else:
+        return OTHER
+    if etype == 0x0800:
+        if net + 20 > stop:
+            return OTHER
+        proto = data[net + 9]
+        ports = None
+        if proto in PORT_PROTOS and not (data[net + 6] & 0x1F or data[net + 7]):
+            t = net + (data[net] & 0x0F) * 4
+            if t + 4 <= stop:
+                ports = data[t:t + 4]
+        return ("ip", proto, data[net + 12:net + 16], data[net + 16:net + 20], ports)
+    if etype == 0x86DD:
+        if net + 40 > stop:
+            return OTHER
+        nh = data[net + 6]
+        ports = None
+        if nh == 44:
+            proto = data[net + 40] if net + 41 <= stop else 44
+        else:
+            proto = nh
+            if nh in PORT_PROTOS and net + 44 <= stop:
+                ports = data[net + 40:net + 44]
+        return ("ip6", proto, data[net + 8:net + 24], data[net + 24:net + 40], ports)
+    if etype in (0x0806, 0x8035):
+        # libpcap reads arp[14:4] and arp[24:4] whatever the hardware address length
+        if net + 28 > stop:
+            return OTHER
+        return ("arp" if etype == 0x0806 else "rarp", None, data[net + 14:net + 18], data[net + 24:net + 28], None)
+    return OTHER
+
+
+OTHER = ("other", None, b"", b"", None)
+
+
+def vni_of(name):
+    """The VNI in a pcap's name as the host writes it (vni<N>_...), None otherwise."""
+    m = VNI_NAME.match(os.path.basename(name))
+    return int(m.group(1)) if m else None
+
+
+# --- building an index ----------------------------------------------------------------
+def _walk(data, meta):
+    """Every record, any format: {flow key: [first, last, packets, bytes, chunk runs]} and the rest."""
+    flows = {}
+    chunk, boundary, chunk_starts = -1, 0, []
+    for o, ts, linktype, caplen, length, frame in records(data, meta):
+        if o >= boundary:
+            chunk += 1
+            chunk_starts.append(o)
+            boundary = o - o % CHUNK + CHUNK
+        key = flow_key(data, linktype, frame, caplen)
+        f = flows.get(key)
+        if f is None:
+            flows[key] = [ts, ts, 1, length, [chunk, chunk]]
+        else:
+            _count(f, ts, length, chunk)
+    return flows, chunk_starts
+
+
+def _count(f, ts, length, chunk):
+    if ts > f[1]:
+        f[1] = ts
+    elif ts < f[0]:
+        f[0] = ts
+    f[2] += 1
+    f[3] += length
+    runs = f[4]
+    if runs[-1] != chunk:
+        if runs[-1] == chunk - 1:
+            runs[-1] = chunk
+        else:
+            runs += (chunk, chunk)
+
+
+def _walk_pcap(data, meta):
+    """_walk for a pcap, the hot loop of indexing at rotation: the bytes that decide an Ethernet
+    IPv4/IPv6 frame's flow key are taken as one string and looked up; only a string not seen
+    before is decoded (flow_key), so each flow is decoded once, not each packet."""
+    linktype, tsres = meta["ifaces"][0]
+    unpack = struct.Struct(meta["endian"] + "IIII").unpack_from
+    per_sec = 10 ** tsres
+    flows, seen = {}, {}
+    chunk, boundary, chunk_starts = -1, 0, []
+    ether = linktype == LINKTYPE_ETHERNET
+    o, n = 24, len(data)
+    while o + 16 <= n:
+        sec, frac, caplen, length = unpack(data, o)
+        f = o + 16
+        nxt = f + caplen
+        if nxt > n:
+            break  # torn
+        if o >= boundary:
+            chunk += 1
+            chunk_starts.append(o)
+            boundary = o - o % CHUNK + CHUNK
+        ts = sec * per_sec + frac
+        raw = None
+        if ether:
+            et = data[f + 12:f + 14]
+            if et == b"\x08\x00":
+                if caplen >= 38 and data[f + 14] == 0x45:  # flags/fragment offset, TTL, protocol, addresses, ports
+                    raw = data[f + 20:f + 24] + data[f + 26:f + 38]
+            elif et == b"\x86\xdd" and caplen >= 58:  # next header, addresses, 4 bytes after the fixed header
+                raw = data[f + 20:f + 21] + data[f + 22:f + 58]
+        st = seen.get(raw) if raw is not None else None
+        if st is None:
+            key = flow_key(data, linktype, f, caplen)
+            st = flows.get(key)
+            if st is None:
+                st = flows[key] = [ts, ts, 0, 0, [chunk, chunk]]
+            if raw is not None:
+                seen[raw] = st
+        if ts > st[1]:
+            st[1] = ts
+        elif ts < st[0]:
+            st[0] = ts
+        st[2] += 1
+        st[3] += length
+        runs = st[4]
+        if runs[-1] != chunk:
+            if runs[-1] == chunk - 1:
+                runs[-1] = chunk
+            else:
+                runs += (chunk, chunk)
+        o = nxt
+    meta["stop"] = o
+    scale = 10 ** (9 - tsres)
+    for st in flows.values():
+        st[0] *= scale
+        st[1] *= scale
+    return flows, chunk_starts
+
+
+def build(data, name, vni=None):
+    """The index of a pcap/pcapng's bytes: (file line, [flow lines])."""
+    meta = header(data)
+    flows, chunk_starts = (_walk_pcap if meta["format"] == "pcap" else _walk)(data, meta)
+    records_end = meta.pop("stop")
+    stats = list(flows.values())
+    line = dict(kind="file", v=VERSION, pcap=os.path.basename(name), size=len(data), end=records_end,
+                format=meta["format"], endian=meta["endian"], ifaces=meta["ifaces"], vni=vni,
+                first=min((s[0] for s in stats), default=None), last=max((s[1] for s in stats), default=None),
+                packets=sum(s[2] for s in stats), bytes=sum(s[3] for s in stats), flows=len(flows),
+                chunks=[b - a for a, b in zip([0] + chunk_starts, chunk_starts + [records_end])])
+    rows = []
+    for (fam, proto, src, dst, ports), (f_first, f_last, n, nbytes, runs) in flows.items():
+        flat, prev = [], 0
+        for i in range(0, len(runs), 2):
+            flat += [runs[i] - prev, runs[i + 1] + 1 - runs[i]]
+            prev = runs[i + 1] + 1
+        sp, dp = struct.unpack(">HH", ports) if ports else (None, None)
+        rows.append(dict(kind="flow", fam=fam, proto=proto, sa=src.hex(), da=dst.hex(), sp=sp, dp=dp, vni=vni,
+                         first=f_first, last=f_last, packets=n, bytes=nbytes, chunks=flat))
+    rows.sort(key=lambda r: (r["first"], r["fam"], r["sa"], r["da"]))
+    return line, rows
+
+
+def chunk_offsets(line):
+    """Where each chunk of the file begins, and (last) where its whole records end."""
+    out, at = [], 0
+    for d in line["chunks"]:
+        at += d
+        out.append(at)
+    return out
+
+
+def ranges(offsets, flat):
+    """[(start, end)] byte ranges of a flow line's `chunks`, with chunk_offsets(file line)."""
+    out, prev = [], 0
+    for i in range(0, len(flat), 2):
+        a = prev + flat[i]
+        prev = a + flat[i + 1]
+        out.append((offsets[a], offsets[prev]))
+    return out
+
+
+def encode(line, rows):
+    """The index file's bytes (gzip with no name or time in its header: the same pcap, the same bytes)."""
+    text = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in [line] + rows).encode()
+    return gzip.compress(text, 6, mtime=0)
+
+
+def index_path(pcap):
+    return pcap + SUFFIX
+
+
+def write(pcap, out=None, vni=None):
+    """Index `pcap` into `out` (default: beside it), replaced whole. Returns (file line, flows)."""
+    with open(pcap, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        # Mapped, not read: a pcap of a few GiB costs page cache, not the indexer's memory.
+        data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        try:
+            line, rows = build(data, pcap, vni_of(pcap) if vni is None else vni)
+        finally:
+            if size:
+                data.close()
+    out = out or index_path(pcap)
+    tmp = "%s.%d.tmp" % (out, os.getpid())
+    try:
+        with open(tmp, "wb") as f:
+            f.write(encode(line, rows))
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return line, rows
+
+
+def read_meta(path):
+    """The file line of an index file alone (what deciding by time needs)."""
+    with gzip.open(path, "rt") as f:
+        line = json.loads(f.readline() or "{}")
+    if line.get("kind") != "file" or line.get("v") != VERSION:
+        raise IndexError_("%s is not a mirrorcap index (version %d)" % (path, VERSION))
+    return line
+
+
+def read(path):
+    """(file line, [flow lines]) of an index file."""
+    with gzip.open(path, "rt") as f:
+        lines = [json.loads(x) for x in f if x.strip()]
+    if not lines or lines[0].get("kind") != "file" or lines[0].get("v") != VERSION:
+        raise IndexError_("%s is not a mirrorcap index (version %d)" % (path, VERSION))
+    return lines[0], lines[1:]
+
+
+def main(argv):
+    """mirrorcap_index.py PCAP...: what the capture runs on each pcap tcpdump closed. A pcap that
+    cannot be indexed gets NAME.pcap.idx-failed (why) instead, which health reports; it is still
+    kept, archived and found by its time."""
+    if len(argv) < 2:
+        print("usage: mirrorcap_index.py PCAP... (writes PCAP%s beside each)" % SUFFIX, file=sys.stderr)
+        return 2
+    failed = 0
+    for pcap in argv[1:]:
+        marker = pcap + FAILED_SUFFIX
+        try:
+            line, _rows = write(pcap)
+        except Exception as e:  # noqa: BLE001 - whatever a hostile or broken file does, it is reported, not fatal
+            failed += 1
+            why = "%s: %s" % (type(e).__name__, e)
+            print("mirrorcap-index: %s: not indexed: %s" % (os.path.basename(pcap), why), file=sys.stderr, flush=True)
+            try:
+                with open(marker, "w") as f:
+                    f.write(why[:500] + "\n")
+            except OSError:
+                pass
+            continue
+        if os.path.exists(marker):
+            os.unlink(marker)
+        print("mirrorcap-index: %s: %d packets, %d flows" % (os.path.basename(pcap), line["packets"], line["flows"]),
+              file=sys.stderr, flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
+MIRRORCAP_USR_LOCAL_LIB_MIRRORCAP_MIRRORCAP_INDEX_PY
+chmod 0644 '/usr/local/lib/mirrorcap/mirrorcap_index.py.mirrorcap-new'
+mv -f '/usr/local/lib/mirrorcap/mirrorcap_index.py.mirrorcap-new' '/usr/local/lib/mirrorcap/mirrorcap_index.py'
+
 cat > '/usr/local/lib/mirrorcap/mirrorcap-lib.sh.mirrorcap-new' <<'MIRRORCAP_USR_LOCAL_LIB_MIRRORCAP_MIRRORCAP_LIB_SH'
 # mirrorcap-lib.sh: what the host's shell scripts share; sourced, never run.
 # Installed as /usr/local/lib/mirrorcap/mirrorcap-lib.sh: reads the env file, names
@@ -535,6 +962,10 @@ since that packet, from per-tick samples kept in the RuntimeDirectory). Kernel
 drops of each tcpdump and truncated packets (an IP length beyond the frame, as
 AWS cuts packets over the target's MTU) are counted there too.
 Exit 1 when the volume is not mounted (systemd starts the unit again).
+
+Every pcap tcpdump closes (it rotated, or stopped) gets its packet index beside it
+(mirrorcap_index.py in a child: niced, without CAP_NET_RAW, one at a time); the
+closed pcaps a previous run left without one get it when the watcher starts.
 Python 3.9 stdlib only (Amazon Linux 2023's system Python).
 """
 import ctypes
@@ -548,7 +979,8 @@ import sys
 import time
 
 # The shared module: /usr/local/lib/mirrorcap, from /usr/local/libexec/mirrorcap.
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "..", "lib", "mirrorcap"))
+HOST_LIB = os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "..", "lib", "mirrorcap")
+sys.path.insert(0, HOST_LIB)
 import mirrorcap_host as host  # noqa: E402
 
 TICK = 0.25
@@ -787,6 +1219,52 @@ class TruncationCounter:
         return packets
 
 
+class Indexer:
+    """The packet index of each closed pcap, written by one child at a time: a burst of
+    rotations never takes more than one core from tcpdump. A pcap it could not index
+    gets NAME.idx-failed (mirrorcap_index.py writes it), which health reports."""
+
+    SUFFIXES = (".idx.json.gz", ".idx-failed")  # mirrorcap_index.SUFFIX, FAILED_SUFFIX
+
+    def __init__(self):
+        self.queue, self.proc = [], None
+
+    def add(self, path, again=False):
+        """Index `path` when it has none; `again`: even then (it was just closed: an index written
+        while tcpdump still wrote it, by `mirrorcap find --dir` on the host, is of part of it)."""
+        if path and path not in self.queue and (again or not any(os.path.exists(path + s) for s in self.SUFFIXES)):
+            self.queue.append(path)
+
+    def tick(self):
+        if self.proc is not None and self.proc.poll() is None:
+            return
+        self.proc = None
+        while self.queue:
+            path = self.queue.pop(0)
+            if os.path.exists(path):
+                try:
+                    self.proc = subprocess.Popen([sys.executable, os.path.join(HOST_LIB, "mirrorcap_index.py"), path],
+                                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, preexec_fn=self.weaken)
+                except OSError as e:
+                    log("cannot index %s: %s" % (os.path.basename(path), e))
+                    continue
+                return
+
+    @staticmethod
+    def weaken():
+        """The child parses what the network sent: lower priority than tcpdump, no capability
+        (PR_CAP_AMBIENT_CLEAR_ALL: a user's exec keeps none), gone with the watcher."""
+        os.nice(10)
+        libc = ctypes.CDLL(None)
+        libc.prctl(47, 4, 0, 0, 0)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait()
+
+
 class Capture:
     def __init__(self, vni, run_dir):
         self.vni, self.iface, self.run_dir = vni, host.vxlan_iface(host.read_env(), vni), run_dir
@@ -794,6 +1272,7 @@ class Capture:
         self.flag = os.path.join(run_dir, "not-writing")  # retention may then take this VNI's newest pcap
         self.record = Record(host.capture_state_file(vni))
         self.tcpdump = self.truncation = self.samples = None
+        self.indexer = Indexer()
         self.stopping = self.reload_requested = False
         self.need_room = False
         self.young_deaths = 0
@@ -894,6 +1373,8 @@ class Capture:
         self.record.restarted(reason)
         self.record.save()
         self.repair(path)
+        if path and os.path.exists(path):
+            self.indexer.add(path, again=True)
         self.need_room = room or free_bytes(self.directory) < RESUME_FREE_BYTES
         self.set_flag(self.need_room)
         self.next_start = time.monotonic() + restart_in
@@ -939,6 +1420,8 @@ class Capture:
                              BACKOFF[min(self.young_deaths, len(BACKOFF) - 1)])
         current = self.tcpdump.open_pcap(self.directory)
         if current is not None and current != self.watched:
+            if self.watched is not None and self.watched[0] != current[0]:
+                self.indexer.add(self.watched[0], again=True)  # rotated: tcpdump closed it
             self.watched, self.rx_at_growth, self.pending = current, rx, None
         elif rx > self.rx_at_growth:
             self.pending = self.pending or now
@@ -969,6 +1452,11 @@ class Capture:
                 reason = "capture was stopped (systemctl stop or restart)"
             self.open_gap(reason, None)
         self.repair(None)
+        for name in os.listdir(self.directory):
+            if name.startswith("vni%s_" % self.vni) and name.endswith(".tmp"):  # an index a kill cut short
+                os.unlink(os.path.join(self.directory, name))
+        for name in reversed(self.pcaps()):  # newest first: the likeliest to be asked for
+            self.indexer.add(os.path.join(self.directory, name))
 
     def pcaps(self):
         """This VNI's pcaps, oldest first (their names carry their UTC start time)."""
@@ -1000,6 +1488,7 @@ class Capture:
         while not self.stopping:
             if self.reload_requested:
                 self.reload()
+            self.indexer.tick()
             if self.tcpdump is None:
                 self.beat()
                 if self.need_room and not self.room() or time.monotonic() < self.next_start:
@@ -1025,6 +1514,7 @@ class Capture:
             self.lose("settings changed: %s" % " ".join(self.command))
 
     def stop(self):
+        self.indexer.stop()
         if self.tcpdump is not None:
             tcpdump, self.tcpdump = self.tcpdump, None
             tcpdump.stop()
@@ -1075,6 +1565,7 @@ cat > '/usr/local/libexec/mirrorcap/retention.mirrorcap-new' <<'MIRRORCAP_USR_LO
 # free too little; retention then deletes none and says what fills the volume.
 # Logs every deletion. Runs as the capture user, who owns the directory: every
 # minute (its timer), and from a capture that found the volume full; one at a time.
+# A pcap's packet index (NAME.idx.json.gz, or NAME.idx-failed) goes with it.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=mirrorcap-lib.sh
 . "$(dirname "$(readlink -f "$0")")/../../lib/mirrorcap/mirrorcap-lib.sh"
@@ -1138,7 +1629,7 @@ for entry in "${files[@]}"; do
   read -r mtime bytes name <<<"$entry"
   mtime=${mtime%%.*}
   if ((mtime < cutoff)) && ! protected "$name"; then
-    rm -f -- "$DIR/$name"
+    rm -f -- "$DIR/$name" "$DIR/$name.idx.json.gz" "$DIR/$name.idx-failed"
     log "deleted $name (older than $DAYS days)"
     deleted=$((deleted + 1))
   else
@@ -1163,11 +1654,16 @@ else
     read -r size avail < <(df -P -B1 "$DIR" | awk 'NR == 2 { print $2, $4 }')
     ((avail < floor)) || break
     protected "$name" && continue
-    rm -f -- "$DIR/$name"
+    rm -f -- "$DIR/$name" "$DIR/$name.idx.json.gz" "$DIR/$name.idx-failed"
     log "deleted $name ($why)"
     deleted=$((deleted + 1))
   done
 fi
+# An index whose pcap is gone (written while its pcap was being deleted) goes too.
+shopt -s nullglob
+for idx in "$DIR"/*.idx.json.gz "$DIR"/*.idx-failed; do
+  [ -e "${idx%.idx*}" ] || rm -f -- "$idx"
+done
 log "done: $deleted file(s) deleted, $(( ${#files[@]} - deleted )) kept"
 MIRRORCAP_USR_LOCAL_LIBEXEC_MIRRORCAP_RETENTION
 chmod 0755 '/usr/local/libexec/mirrorcap/retention.mirrorcap-new'
@@ -1531,6 +2027,41 @@ def check_newest_pcap(report, directory, pattern, vni, stale_after, now):
         report.add("newest-pcap", "ok", detail, **data)
 
 
+INDEX_SUFFIX, INDEX_FAILED_SUFFIX = ".idx.json.gz", ".idx-failed"  # mirrorcap_index.SUFFIX, FAILED_SUFFIX
+INDEX_LATE_SECONDS = 600  # a closed pcap is indexed within seconds of its rotation
+
+
+def check_index(report, directory, pattern, vni, now):
+    """Closed pcaps without their packet index: still kept, archived and found by time, but
+    `mirrorcap find` reads them whole. A warning, never a failed host."""
+    pcaps = sorted(glob.glob(os.path.join(directory, host.pcap_glob(pattern, vni))))[:-1]  # the newest is being written
+    failed, late = [], []
+    for path in pcaps:
+        if os.path.exists(path + INDEX_FAILED_SUFFIX):
+            failed.append(path)
+        elif not os.path.exists(path + INDEX_SUFFIX):
+            try:
+                if now - os.stat(path).st_mtime > INDEX_LATE_SECONDS:
+                    late.append(path)
+            except OSError:
+                pass
+    data = dict(vni=vni, closed=len(pcaps), index_failed=len(failed), index_late=len(late))
+    if not failed and not late:
+        report.add("index", "ok", "VNI %s: every closed pcap (%d) has its packet index" % (vni, len(pcaps)), **data)
+        return
+    parts = []
+    if failed:
+        try:
+            with open(failed[-1] + INDEX_FAILED_SUFFIX) as f:
+                why = f.read().strip()
+        except OSError:
+            why = "?"
+        parts.append("%d pcap(s) could not be indexed (latest %s: %s)" % (len(failed), os.path.basename(failed[-1]), why))
+    if late:
+        parts.append("%d closed more than %ds ago have no index yet (journalctl -u %s)" % (len(late), INDEX_LATE_SECONDS, capture_unit(vni)))
+    report.add("index", "warn", "VNI %s: %s; they are kept and found by time, and read whole" % (vni, "; ".join(parts)), **data)
+
+
 def tcpdump_counters(pid, log, timeout=2.0):
     """Ask tcpdump for its counters (SIGUSR1) and read them from its log."""
     try:
@@ -1721,6 +2252,7 @@ def main(argv=None):
         report.run("writing", check_writing, vni, record, state, now)
         report.run("restarts", check_restarts, vni, record, now)
         report.run("newest-pcap", check_newest_pcap, directory, pattern, vni, stale_after, now)
+        report.run("index", check_index, directory, pattern, vni, now)
         report.run("drops", check_drops, vni, pids, record, state)
         report.run("truncated", check_truncated, vni, record, state)
     report.run("unmatched", check_unmatched, iface, vnis, vxlan, vxlan_port, args.sample_seconds)
@@ -2236,4 +2768,4 @@ mv -f '/etc/systemd/system/mirrorcap-retention.timer.mirrorcap-new' '/etc/system
 if [ -d /run/systemd/system ]; then
   systemctl daemon-reload
 fi
-echo "mirrorcap bake: installed (17 files)$termshark"
+echo "mirrorcap bake: installed (18 files)$termshark"

@@ -37,6 +37,9 @@ IMDS = "http://169.254.169.254"
 BACKOFF_SECONDS = (60, 120, 240, 300)  # after 1, 2, 3, 4+ failed runs in a row
 UPLOAD_TIMEOUT_SECONDS = 3600  # one pcap (a few GiB at most)
 PUT_MAX_BYTES = 5 << 30  # S3's limit for one PUT: a larger pcap needs a shorter rotate_seconds
+# A pcap's packet index (mirrorcap_index.SUFFIX) is uploaded beside it, under its key plus the
+# suffix (contract.ARCHIVE_INDEX_KEY); a failed one's marker stays on the host.
+INDEX_SUFFIXES = (".idx.json.gz", ".idx-failed")
 
 
 def log(message):
@@ -140,6 +143,7 @@ def load_state(state_dir=STATE_DIR):
     except (OSError, ValueError):
         state = {}
     state.setdefault("confirmed", {})
+    state.setdefault("indexes", {})  # uploads of packet indexes, as "confirmed" is of pcaps
     state.setdefault("failed_runs", 0)
     state.setdefault("retry_at", 0)
     return state
@@ -202,9 +206,13 @@ def upload(s, state, now, force=False):
     state["confirmed"] = {n: r for n, r in state["confirmed"].items() if n in files}
     pending = sorted((files[n][1], n) for n in closed_pcaps(files, s.pattern, s.vnis)
                      if not confirmed(state["confirmed"].get(n), *files[n]))
+    indexes = index_files(s.directory, closed_pcaps(files, s.pattern, s.vnis))
+    state.setdefault("indexes", {})
+    state["indexes"] = {n: r for n, r in state["indexes"].items() if n in indexes}
+    pending_indexes = [n for n in sorted(indexes) if not confirmed(state["indexes"].get(n), *indexes[n])]
     run = dict(at=now, uploaded=0, pending=len(pending), error=None)
     state["last_run"] = run
-    if not pending:
+    if not pending and not pending_indexes:
         state.update(failed_runs=0, retry_at=0)
         return
     try:
@@ -237,7 +245,43 @@ def upload(s, state, now, force=False):
         run["pending"] -= 1
         save_state(state)  # each confirmation at once: retention may delete it from now on
         log("archived %s -> s3://%s/%s (%d bytes, SHA-256 %s confirmed by S3)" % (name, s.bucket, key, st.st_size, checksum))
+    for name in pending_indexes:
+        path = os.path.join(s.directory, name + INDEX_SUFFIXES[0])
+        key = archive_key(s.key_format, s.prefix, s.pattern, name, state["instance_id"]) + INDEX_SUFFIXES[0]
+        try:
+            st = os.stat(path)
+            checksum = sha256_b64(path)
+        except OSError as e:
+            log("%s: %s (skipped)" % (os.path.basename(path), e))
+            continue
+        error = put_object(s, path, key, checksum)
+        if error:
+            return failed(state, run, now, "%s -> s3://%s/%s: %s" % (os.path.basename(path), s.bucket, key, error))
+        state["indexes"][name] = dict(key=key, size=st.st_size, mtime_ns=st.st_mtime_ns)
+        save_state(state)
+        log("archived the index of %s -> s3://%s/%s" % (name, s.bucket, key))
     state.update(failed_runs=0, retry_at=0)
+
+
+def index_files(directory, names):
+    """{pcap name: (size, mtime_ns) of its packet index} for the pcaps among `names` that have one."""
+    found = {}
+    for name in names:
+        try:
+            st = os.stat(os.path.join(directory, name + INDEX_SUFFIXES[0]), follow_symlinks=False)
+        except OSError:
+            continue
+        found[name] = (st.st_size, st.st_mtime_ns)
+    return found
+
+
+def remove_indexes(directory, name):
+    """A deleted pcap's index (or failure marker) goes with it."""
+    for suffix in INDEX_SUFFIXES:
+        try:
+            os.unlink(os.path.join(directory, name + suffix))
+        except FileNotFoundError:
+            pass
 
 
 def failed(state, run, now, error):
@@ -273,6 +317,13 @@ def retention(s, state, now):
                 log("deleted %s (%s)" % (name, reason))
             except FileNotFoundError:
                 pass
+            remove_indexes(s.directory, name)
+        for entry in os.scandir(s.directory):  # an index written while its pcap was being deleted
+            for suffix in INDEX_SUFFIXES:
+                if entry.name.endswith(suffix) and entry.is_file(follow_symlinks=False) \
+                        and host.pcap_start(s.pattern, entry.name[:-len(suffix)]) is not None \
+                        and not os.path.exists(os.path.join(s.directory, entry.name[:-len(suffix)])):
+                    remove_indexes(s.directory, entry.name[:-len(suffix)])
         count, age, oldest = backlog(files, state["confirmed"], s.pattern, writing, now)
         if below_floor(s, need):
             log("WARNING: free space still under the floor: %d closed pcap(s) are not archived yet (never deleted)%s; "

@@ -26,6 +26,10 @@ since that packet, from per-tick samples kept in the RuntimeDirectory). Kernel
 drops of each tcpdump and truncated packets (an IP length beyond the frame, as
 AWS cuts packets over the target's MTU) are counted there too.
 Exit 1 when the volume is not mounted (systemd starts the unit again).
+
+Every pcap tcpdump closes (it rotated, or stopped) gets its packet index beside it
+(mirrorcap_index.py in a child: niced, without CAP_NET_RAW, one at a time); the
+closed pcaps a previous run left without one get it when the watcher starts.
 Python 3.9 stdlib only (Amazon Linux 2023's system Python).
 """
 import ctypes
@@ -39,7 +43,8 @@ import sys
 import time
 
 # The shared module: /usr/local/lib/mirrorcap, from /usr/local/libexec/mirrorcap.
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "..", "lib", "mirrorcap"))
+HOST_LIB = os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "..", "lib", "mirrorcap")
+sys.path.insert(0, HOST_LIB)
 import mirrorcap_host as host  # noqa: E402
 
 TICK = 0.25
@@ -278,6 +283,52 @@ class TruncationCounter:
         return packets
 
 
+class Indexer:
+    """The packet index of each closed pcap, written by one child at a time: a burst of
+    rotations never takes more than one core from tcpdump. A pcap it could not index
+    gets NAME.idx-failed (mirrorcap_index.py writes it), which health reports."""
+
+    SUFFIXES = (".idx.json.gz", ".idx-failed")  # mirrorcap_index.SUFFIX, FAILED_SUFFIX
+
+    def __init__(self):
+        self.queue, self.proc = [], None
+
+    def add(self, path, again=False):
+        """Index `path` when it has none; `again`: even then (it was just closed: an index written
+        while tcpdump still wrote it, by `mirrorcap find --dir` on the host, is of part of it)."""
+        if path and path not in self.queue and (again or not any(os.path.exists(path + s) for s in self.SUFFIXES)):
+            self.queue.append(path)
+
+    def tick(self):
+        if self.proc is not None and self.proc.poll() is None:
+            return
+        self.proc = None
+        while self.queue:
+            path = self.queue.pop(0)
+            if os.path.exists(path):
+                try:
+                    self.proc = subprocess.Popen([sys.executable, os.path.join(HOST_LIB, "mirrorcap_index.py"), path],
+                                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, preexec_fn=self.weaken)
+                except OSError as e:
+                    log("cannot index %s: %s" % (os.path.basename(path), e))
+                    continue
+                return
+
+    @staticmethod
+    def weaken():
+        """The child parses what the network sent: lower priority than tcpdump, no capability
+        (PR_CAP_AMBIENT_CLEAR_ALL: a user's exec keeps none), gone with the watcher."""
+        os.nice(10)
+        libc = ctypes.CDLL(None)
+        libc.prctl(47, 4, 0, 0, 0)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait()
+
+
 class Capture:
     def __init__(self, vni, run_dir):
         self.vni, self.iface, self.run_dir = vni, host.vxlan_iface(host.read_env(), vni), run_dir
@@ -285,6 +336,7 @@ class Capture:
         self.flag = os.path.join(run_dir, "not-writing")  # retention may then take this VNI's newest pcap
         self.record = Record(host.capture_state_file(vni))
         self.tcpdump = self.truncation = self.samples = None
+        self.indexer = Indexer()
         self.stopping = self.reload_requested = False
         self.need_room = False
         self.young_deaths = 0
@@ -385,6 +437,8 @@ class Capture:
         self.record.restarted(reason)
         self.record.save()
         self.repair(path)
+        if path and os.path.exists(path):
+            self.indexer.add(path, again=True)
         self.need_room = room or free_bytes(self.directory) < RESUME_FREE_BYTES
         self.set_flag(self.need_room)
         self.next_start = time.monotonic() + restart_in
@@ -430,6 +484,8 @@ class Capture:
                              BACKOFF[min(self.young_deaths, len(BACKOFF) - 1)])
         current = self.tcpdump.open_pcap(self.directory)
         if current is not None and current != self.watched:
+            if self.watched is not None and self.watched[0] != current[0]:
+                self.indexer.add(self.watched[0], again=True)  # rotated: tcpdump closed it
             self.watched, self.rx_at_growth, self.pending = current, rx, None
         elif rx > self.rx_at_growth:
             self.pending = self.pending or now
@@ -460,6 +516,11 @@ class Capture:
                 reason = "capture was stopped (systemctl stop or restart)"
             self.open_gap(reason, None)
         self.repair(None)
+        for name in os.listdir(self.directory):
+            if name.startswith("vni%s_" % self.vni) and name.endswith(".tmp"):  # an index a kill cut short
+                os.unlink(os.path.join(self.directory, name))
+        for name in reversed(self.pcaps()):  # newest first: the likeliest to be asked for
+            self.indexer.add(os.path.join(self.directory, name))
 
     def pcaps(self):
         """This VNI's pcaps, oldest first (their names carry their UTC start time)."""
@@ -491,6 +552,7 @@ class Capture:
         while not self.stopping:
             if self.reload_requested:
                 self.reload()
+            self.indexer.tick()
             if self.tcpdump is None:
                 self.beat()
                 if self.need_room and not self.room() or time.monotonic() < self.next_start:
@@ -516,6 +578,7 @@ class Capture:
             self.lose("settings changed: %s" % " ".join(self.command))
 
     def stop(self):
+        self.indexer.stop()
         if self.tcpdump is not None:
             tcpdump, self.tcpdump = self.tcpdump, None
             tcpdump.stop()

@@ -204,6 +204,41 @@ def check_newest_pcap(report, directory, pattern, vni, stale_after, now):
         report.add("newest-pcap", "ok", detail, **data)
 
 
+INDEX_SUFFIX, INDEX_FAILED_SUFFIX = ".idx.json.gz", ".idx-failed"  # mirrorcap_index.SUFFIX, FAILED_SUFFIX
+INDEX_LATE_SECONDS = 600  # a closed pcap is indexed within seconds of its rotation
+
+
+def check_index(report, directory, pattern, vni, now):
+    """Closed pcaps without their packet index: still kept, archived and found by time, but
+    `mirrorcap find` reads them whole. A warning, never a failed host."""
+    pcaps = sorted(glob.glob(os.path.join(directory, host.pcap_glob(pattern, vni))))[:-1]  # the newest is being written
+    failed, late = [], []
+    for path in pcaps:
+        if os.path.exists(path + INDEX_FAILED_SUFFIX):
+            failed.append(path)
+        elif not os.path.exists(path + INDEX_SUFFIX):
+            try:
+                if now - os.stat(path).st_mtime > INDEX_LATE_SECONDS:
+                    late.append(path)
+            except OSError:
+                pass
+    data = dict(vni=vni, closed=len(pcaps), index_failed=len(failed), index_late=len(late))
+    if not failed and not late:
+        report.add("index", "ok", "VNI %s: every closed pcap (%d) has its packet index" % (vni, len(pcaps)), **data)
+        return
+    parts = []
+    if failed:
+        try:
+            with open(failed[-1] + INDEX_FAILED_SUFFIX) as f:
+                why = f.read().strip()
+        except OSError:
+            why = "?"
+        parts.append("%d pcap(s) could not be indexed (latest %s: %s)" % (len(failed), os.path.basename(failed[-1]), why))
+    if late:
+        parts.append("%d closed more than %ds ago have no index yet (journalctl -u %s)" % (len(late), INDEX_LATE_SECONDS, capture_unit(vni)))
+    report.add("index", "warn", "VNI %s: %s; they are kept and found by time, and read whole" % (vni, "; ".join(parts)), **data)
+
+
 def tcpdump_counters(pid, log, timeout=2.0):
     """Ask tcpdump for its counters (SIGUSR1) and read them from its log."""
     try:
@@ -394,6 +429,7 @@ def main(argv=None):
         report.run("writing", check_writing, vni, record, state, now)
         report.run("restarts", check_restarts, vni, record, now)
         report.run("newest-pcap", check_newest_pcap, directory, pattern, vni, stale_after, now)
+        report.run("index", check_index, directory, pattern, vni, now)
         report.run("drops", check_drops, vni, pids, record, state)
         report.run("truncated", check_truncated, vni, record, state)
     report.run("unmatched", check_unmatched, iface, vnis, vxlan, vxlan_port, args.sample_seconds)

@@ -12,6 +12,7 @@
 # free too little; retention then deletes none and says what fills the volume.
 # Logs every deletion. Runs as the capture user, who owns the directory: every
 # minute (its timer), and from a capture that found the volume full; one at a time.
+# A pcap's packet index (NAME.idx.json.gz, or NAME.idx-failed) goes with it.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=mirrorcap-lib.sh
 . "$(dirname "$(readlink -f "$0")")/../../lib/mirrorcap/mirrorcap-lib.sh"
@@ -75,7 +76,7 @@ for entry in "${files[@]}"; do
   read -r mtime bytes name <<<"$entry"
   mtime=${mtime%%.*}
   if ((mtime < cutoff)) && ! protected "$name"; then
-    rm -f -- "$DIR/$name"
+    rm -f -- "$DIR/$name" "$DIR/$name.idx.json.gz" "$DIR/$name.idx-failed"
     log "deleted $name (older than $DAYS days)"
     deleted=$((deleted + 1))
   else
@@ -100,9 +101,14 @@ else
     read -r size avail < <(df -P -B1 "$DIR" | awk 'NR == 2 { print $2, $4 }')
     ((avail < floor)) || break
     protected "$name" && continue
-    rm -f -- "$DIR/$name"
+    rm -f -- "$DIR/$name" "$DIR/$name.idx.json.gz" "$DIR/$name.idx-failed"
     log "deleted $name ($why)"
     deleted=$((deleted + 1))
   done
 fi
+# An index whose pcap is gone (written while its pcap was being deleted) goes too.
+shopt -s nullglob
+for idx in "$DIR"/*.idx.json.gz "$DIR"/*.idx-failed; do
+  [ -e "${idx%.idx*}" ] || rm -f -- "$idx"
+done
 log "done: $deleted file(s) deleted, $(( ${#files[@]} - deleted )) kept"

@@ -70,7 +70,7 @@ def test_shellcheck_clean():
 def test_python_is_39_and_pyflakes_clean():
     assert [p.name for p in PYTHON] == ["mirrorcap-archive-health.py", "mirrorcap-archive.py", "mirrorcap-capture.py",
                                         "mirrorcap-health-listener.py", "mirrorcap-health.py", "mirrorcap-settings.py", "mirrorcap-window.py",
-                                        "mirrorcap_host.py"]
+                                        "mirrorcap_host.py", "mirrorcap_index.py"]
     for p in PYTHON:
         ast.parse(p.read_text(), feature_version=(3, 9))  # Amazon Linux 2023's system Python
     result = subprocess.run([sys.executable, "-m", "pyflakes", *map(str, PYTHON)], capture_output=True, text=True)

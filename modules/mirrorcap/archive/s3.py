@@ -15,7 +15,7 @@ from pathlib import Path
 
 from botocore.exceptions import ClientError
 
-from ..contract import ARCHIVE, ARCHIVE_BUCKET_PREFIX, STACK_KEY, resource_name
+from ..contract import ARCHIVE, ARCHIVE_BUCKET_PREFIX, INDEX_SUFFIX, STACK_KEY, resource_name
 from ..errors import MirrorcapError, Problem
 from . import localfile
 from .index import ArchivedPcap, local_parts, parse_key
@@ -78,7 +78,10 @@ def list_prefix(s3, bucket: str, capture: str, prefix: str) -> tuple[list[Archiv
         for obj in page.get("Contents", []):
             p = parse_key(capture, obj["Key"], obj["Size"], obj["LastModified"])
             if p is None:
-                others.append(obj["Key"])
+                key = obj["Key"]
+                if key.endswith(INDEX_SUFFIX) and parse_key(capture, key[:-len(INDEX_SUFFIX)], 0, obj["LastModified"]):
+                    continue  # a pcap's packet index, beside it (contract.ARCHIVE_INDEX_KEY): not a pcap
+                others.append(key)
             else:
                 out.append(p)
     return out, others

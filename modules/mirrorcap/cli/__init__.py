@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import typer
 
-from . import bake, capacity, check, preflight, render, review, sessions, state_bucket, validate, window
+from . import bake, capacity, check, find, index, preflight, render, review, sessions, state_bucket, validate, window
 from .common import CONTEXT, EXIT_CODES_HELP
 
 app = typer.Typer(help="Packet capture on AWS with VPC Traffic Mirroring.", no_args_is_help=True,
@@ -37,7 +37,7 @@ def main(_version: bool = typer.Option(False, "--version", callback=_version, is
     """Packet capture on AWS with VPC Traffic Mirroring."""
 
 
-for command in (validate.validate, sessions.sessions, render.render, capacity.capacity, check.check, window.window):
+for command in (validate.validate, sessions.sessions, render.render, capacity.capacity, check.check, window.window, find.find, index.index):
     app.command(epilog=EXIT_CODES_HELP)(command)
 # make's steps around cdktn and Packer (make diff|deploy|destroy|output|state-bucket, make bake)
 app.command(epilog=EXIT_CODES_HELP)(preflight.preflight)

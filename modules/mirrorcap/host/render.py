@@ -95,6 +95,7 @@ UNITS = "/etc/systemd/system"
 # scripts/host/<source> -> where the host has it (and its mode); a .j2 source is rendered.
 HOST_FILES = (
     ("mirrorcap_host.py", f"{contract.HOST_LIB}/mirrorcap_host.py", "0644"),  # shared by the Python scripts
+    ("mirrorcap_index.py", f"{contract.HOST_LIB}/mirrorcap_index.py", "0644"),  # the capture runs it on each closed pcap
     ("mirrorcap-lib.sh", f"{contract.HOST_LIB}/mirrorcap-lib.sh", "0644"),  # shared by the shell scripts
     ("mirrorcap-storage.sh", f"{contract.LIBEXEC}/storage", "0755"),
     ("mirrorcap-decap.sh", f"{contract.LIBEXEC}/decap", "0755"),

@@ -1,0 +1,115 @@
+"""`mirrorcap find QUERY`: the packets a query takes, read through the packet indexes, never whole files."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import typer
+
+from .common import FINDINGS, OK, InventoryOpt, ProfileOpt, RoleOpt, reported
+
+
+def find(
+    query: str = typer.Argument(..., help="tcpdump-like: host/net/port (src|dst), tcp/udp/icmp, ip/ip6/arp, vni N, "
+                                "and/or/not, ( ), after 15m ago, before 2026-12-03T14:10Z, around 14:05 ±2m"),
+    directory: Path = typer.Option(None, "--dir", help="a directory of pcap/pcapng files (any names); missing indexes are built"),
+    capture: str = typer.Option(None, "--capture", "-c", help="instead of --dir: this capture's S3 archive (ranged GETs)"),
+    bucket: str = typer.Option(None, "--bucket", help="with --capture: the archive bucket (default: found by its tags)"),
+    inventory: Path = InventoryOpt,
+    profile: str = ProfileOpt,
+    role_arn: str = RoleOpt,
+    out: Path = typer.Option(None, "--out", help="write the matching packets here, one time-ordered pcap; never overwritten"),
+    flows: bool = typer.Option(False, "--flows", help="list the matching flows (no packet is read)"),
+    as_json: bool = typer.Option(False, "--json", help="with --flows: one JSON object per flow"),
+    open_: bool = typer.Option(False, "--open", help="open --out in Wireshark (or termshark) when written"),
+    index_dir: Path = typer.Option(None, "--index-dir", help="where to build indexes when --dir is not writable (default: a temp dir)"),
+) -> None:
+    """Find the packets a query takes, reading only the byte ranges its indexes name.
+
+    Exit 0: found (written to --out, or listed); 1: nothing matches; 2: could not (query, files, --out);
+    3: could not read the archive (AWS)."""
+    from ..errors import MirrorcapError, Problem
+    from ..find.query import QueryError, parse
+    from ..find.search import collect, flow_view, note, search, write_pcap
+    cache = None  # an archive's indexes, while they are read
+    try:
+        with reported():  # input problems exit 2, AWS's 3
+            try:
+                node = parse(query)
+            except QueryError as e:
+                raise MirrorcapError([Problem("command line", "QUERY", e.message, f"{e.fix}\n  {e.query}\n  {' ' * e.pos}^")])
+            if not flows and out is None:
+                raise MirrorcapError([Problem("command line", "--out", "nowhere to put the packets", "give --out FILE, or --flows to list the flows")])
+            if as_json and not flows:
+                raise MirrorcapError([Problem("command line", "--json", "--json lists flows", "add --flows")])
+            if out is not None:
+                if os.path.lexists(out):
+                    raise MirrorcapError([Problem("command line", "--out", f"{out} exists", "pick another --out (find never overwrites a file)")])
+                if not out.parent.resolve().is_dir():
+                    raise MirrorcapError([Problem("command line", "--out", f"{out.parent} is not a directory", "create it, or write elsewhere")])
+            if (directory is None) == (capture is None):
+                raise MirrorcapError([Problem("command line", "--dir / --capture", "say where to look: one of them",
+                                              "--dir PATH (pcaps on this machine) or --capture NAME (its S3 archive)")])
+            progress = (lambda m: print(f"mirrorcap: {m}", file=sys.stderr)) if not as_json else None
+            if capture is not None:
+                found, cache = _archive(node, capture, bucket, inventory, profile, role_arn, progress)
+            else:
+                found, cache = search(directory, node, index_dir, progress), None
+            for name, why in found.skipped:
+                note(f"skipped {name}: {why}")
+            if flows:
+                views = [flow_view(f) for f in found.flows]
+                if as_json:
+                    for v in views:
+                        print(json.dumps(v))
+                else:
+                    for v in views:
+                        ports = f":{v['sport']} > {v['dst']}:{v['dport']}" if v["sport"] is not None else f" > {v['dst']}"
+                        print(f"{v['first']}  {v['last']}  {v['fam']:4} {str(v['proto']):5} {v['src']}{ports}  "
+                              f"vni={v['vni']}  {v['packets']} pkts {v['bytes']} B  {v['file']}")
+                if out is None:
+                    raise typer.Exit(OK if views else FINDINGS)
+            pkts = collect(found, node, progress)
+            if not pkts:
+                note(f"no packet matches (read {found.index_bytes} B of indexes)")
+                raise typer.Exit(FINDINGS)
+            write_pcap(out, pkts)
+            remote = f" ({found.remote_bytes} B of them fetched from S3 by range)" if capture else ""
+            note(f"wrote {out}: {len(pkts)} packet(s); read {found.index_bytes} B of indexes and {found.fetched_bytes} B of pcaps{remote}")
+    finally:
+        if cache is not None:
+            cache.cleanup()
+    if open_:
+        viewer = shutil.which("wireshark") or shutil.which("termshark")
+        if viewer is None:
+            note("--open: neither wireshark nor termshark is on PATH; open the file yourself")
+        else:
+            subprocess.run([viewer, "-r", str(out)], check=False)
+
+
+def _archive(node, capture, bucket, inventory, profile, role_arn, progress):
+    """Found flows over a capture's archive, and the temporary directory holding its indexes."""
+    from datetime import datetime, timezone
+
+    from ..archive.window import require_archive
+    from ..find.archive import archive_sources, cache_dir
+    from ..find.search import note, search_sources
+    from .common import access, capture_named, load_inventory
+    c = capture_named(load_inventory(inventory), capture, inventory)
+    require_archive(c, str(inventory))
+    cache = cache_dir()
+    try:
+        s3 = access(profile, role_arn).s3(c.region)
+        srcs, listing, whole = archive_sources(s3, c, node, bucket, Path(cache.name), datetime.now(timezone.utc), progress)
+        if whole:
+            note(f"{len(whole)} archived pcap(s) have no index (it failed on the host): read whole, e.g. {whole[0]}")
+        found = search_sources(srcs, node)
+    except BaseException:  # AWS's errors too: reported() turns them into exit 3
+        cache.cleanup()
+        raise
+    return found, cache

@@ -1,0 +1,225 @@
+"""`mirrorcap find` over a directory: index what has none, pick flows with DuckDB, read only their ranges.
+
+The SQL runs on the index files as they are (gzip'd JSON lines); the ranges it
+names are read from the pcaps, every packet in them decided by the query's
+predicate (the index narrows, the packet decides), merged in time order.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import MirrorcapError, Problem
+from .hostindex import indexer
+from .query import Node, predicate, sql, time_bounds
+
+FLOW_COLUMNS = ("{kind: 'VARCHAR', fam: 'VARCHAR', proto: 'INTEGER', sa: 'VARCHAR', da: 'VARCHAR', sp: 'INTEGER', "
+                "dp: 'INTEGER', vni: 'BIGINT', first: 'BIGINT', last: 'BIGINT', packets: 'BIGINT', bytes: 'BIGINT', "
+                "chunks: 'BIGINT[]'}")
+
+
+@dataclass
+class Source:
+    pcap: Path | None  # a local file; None when fetch reads it (an archived pcap)
+    index: Path
+    meta: dict  # the index's file line
+    fetch: object = None  # (start, end) -> those bytes of the pcap, for one not on this machine
+    name: str = ""  # what to call it in progress and --flows (default: the local file's name)
+
+    def label(self) -> str:
+        return self.name or (self.pcap.name if self.pcap else self.index.name)
+
+
+@dataclass
+class Found:
+    flows: list[dict]
+    sources: dict[str, Source]
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, why) not a pcap we read
+    index_bytes: int = 0
+    fetched_bytes: int = 0  # of pcaps, read for the answer
+    remote_bytes: int = 0  # of those, fetched from S3 (ranged GETs)
+
+
+def sources(directory: Path, index_dir: Path | None = None, progress=None) -> tuple[list[Source], list[tuple[str, str]]]:
+    """Every pcap/pcapng file directly in `directory`, each with a current index (built when missing
+    or older than its pcap: beside it when the directory is writable, else in index_dir)."""
+    ix = indexer()
+    if not directory.is_dir():
+        raise MirrorcapError([Problem("command line", "--dir", f"{directory} is not a directory", "give the directory holding the pcaps")])
+    found, skipped = [], []
+    writable = os.access(directory, os.W_OK)
+    for p in sorted(directory.iterdir()):
+        if not p.is_file() or p.is_symlink() or p.name.endswith((ix.SUFFIX, ix.FAILED_SUFFIX, ".tmp")):
+            continue
+        with open(p, "rb") as f:
+            magic = f.read(4)
+        if magic not in ix.PCAP_MAGIC and magic != ix.PCAPNG_SHB:
+            skipped.append((str(p), "not a pcap or pcapng file"))
+            continue
+        out = Path(ix.index_path(str(p))) if writable else (index_dir or Path(tempfile.gettempdir())) / (p.name + ix.SUFFIX)
+        meta = None
+        if out.exists():
+            try:
+                meta = ix.read_meta(str(out))
+            except (OSError, ValueError, EOFError, ix.IndexError_):
+                meta = None
+            if meta is not None and meta.get("size") != p.stat().st_size:
+                meta = None  # the pcap grew (or was cut) since: index it again
+        if meta is None:
+            if progress:
+                progress(f"indexing {p.name}")
+            try:
+                meta, _ = ix.write(str(p), str(out))
+            except (OSError, ValueError, struct.error, ix.IndexError_) as e:
+                skipped.append((str(p), f"cannot index: {e}"))
+                continue
+        found.append(Source(p, out, meta))
+    return found, skipped
+
+
+def select_flows(srcs: list[Source], node: Node) -> list[dict]:
+    """The flow rows of `srcs` that may hold a packet of the query, each with its pcap's name, oldest first."""
+    import duckdb
+    if not srcs:
+        return []
+    files = [str(s.index) for s in srcs]
+    con = duckdb.connect()
+    try:
+        rel = con.execute(
+            f"SELECT filename, fam, proto, sa, da, sp, dp, vni, first, last, packets, bytes, chunks "
+            f"FROM read_json(?, format='newline_delimited', columns={FLOW_COLUMNS}, filename=true, compression='gzip', auto_detect=false) "
+            f"WHERE kind = 'flow' AND {sql(node)} ORDER BY first, filename", [files])
+        names = [d[0] for d in rel.description]
+        return [dict(zip(names, row)) for row in rel.fetchall()]
+    finally:
+        con.close()
+
+
+FETCH_GAP = 256 << 10  # fetched ranges closer than this are one request: fewer GETs, a little more data
+
+
+def _merged(ranges, gap: int = 0):
+    out = []
+    for a, b in sorted(ranges):
+        if out and a - out[-1][1] <= gap:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return out
+
+
+def packets(src: Source, flows: list[dict], node: Node, counter: list | None = None):
+    """(ts_ns, linktype, tsres, frame bytes, original length, offset) of every packet of `src` that the
+    query takes, reading only the ranges of `flows`."""
+    ix = indexer()
+    keep = predicate(node)
+    vni = src.meta.get("vni")
+    offsets = ix.chunk_offsets(src.meta)
+    wanted = _merged((r for f in flows for r in ix.ranges(offsets, f["chunks"])), FETCH_GAP if src.fetch else 0)
+    meta = dict(format=src.meta["format"], endian=src.meta["endian"], ifaces=[list(x) for x in src.meta["ifaces"]])
+    with (open(src.pcap, "rb") if src.pcap is not None else _Nothing()) as fh:
+        for a, b in wanted:
+            if src.fetch is not None:
+                data = src.fetch(a, b)
+            else:
+                fh.seek(a)
+                data = fh.read(b - a)
+            if counter is not None:
+                counter[0] += len(data)
+                if src.fetch is not None:
+                    counter[1] += len(data)
+            for o, ts, linktype, caplen, length, frame in ix.records(data, meta, 0, len(data)):
+                if keep(ix.flow_key(data, linktype, frame, caplen), vni, ts):
+                    tsres = meta["ifaces"][0][1] if meta["format"] == "pcap" else 9
+                    yield ts, linktype, tsres, data[frame:frame + caplen], length, a + o
+
+
+class _Nothing:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def search(directory: Path, node: Node, index_dir: Path | None = None, progress=None) -> Found:
+    srcs, skipped = sources(directory, index_dir, progress)
+    return search_sources(srcs, node, skipped)
+
+
+def in_time(srcs: list[Source], node: Node) -> list[Source]:
+    """The sources whose packets' time range meets the query's (a file without packets has none)."""
+    lo, hi = time_bounds(node)
+    return [s for s in srcs if s.meta.get("first") is not None
+            and (lo is None or s.meta["last"] >= lo) and (hi is None or s.meta["first"] < hi)]
+
+
+def search_sources(srcs: list[Source], node: Node, skipped=()) -> Found:
+    srcs = in_time(srcs, node)
+    flows = select_flows(srcs, node)
+    by_name = {str(s.index): s for s in srcs}
+    for f in flows:
+        if by_name[f["filename"]].name:
+            f["source"] = by_name[f["filename"]].name
+    return Found(flows, by_name, list(skipped), index_bytes=sum(s.index.stat().st_size for s in srcs))
+
+
+def collect(found: Found, node: Node, progress=None) -> list[tuple]:
+    """Every matching packet of the found flows, in time order (ties: file, then place in it)."""
+    per_file: dict[str, list[dict]] = {}
+    for f in found.flows:
+        per_file.setdefault(f["filename"], []).append(f)
+    out, counter = [], [0, 0]
+    for n, (name, flows) in enumerate(sorted(per_file.items())):
+        if progress:
+            progress(f"reading {n + 1}/{len(per_file)}: {found.sources[name].label()}")
+        for p in packets(found.sources[name], flows, node, counter):
+            out.append((p[0], n, p[5], p))
+    found.fetched_bytes, found.remote_bytes = counter
+    out.sort(key=lambda x: x[:3])
+    return [x[3] for x in out]
+
+
+def write_pcap(path: Path, pkts: list[tuple]) -> None:
+    """One pcap of `pkts` (nanosecond when any input was); never overwrites."""
+    linktypes = {p[1] for p in pkts} or {1}
+    if len(linktypes) > 1:
+        raise MirrorcapError([Problem("command line", "QUERY", f"the matching packets have link types {sorted(linktypes)}: "
+                                      "one pcap holds one", "narrow the query or --dir to files of one link type")])
+    nano = any(p[2] != 6 for p in pkts)
+    magic = 0xA1B23C4D if nano else 0xA1B2C3D4
+    unit = 1 if nano else 1000
+    snap = max([len(p[3]) for p in pkts] + [262144])
+    with open(path, "xb") as f:
+        f.write(struct.pack("<IHHiIII", magic, 2, 4, 0, 0, snap, linktypes.pop()))
+        per = 10 ** 9 // unit
+        for ts, _lt, _res, frame, length, _o in pkts:
+            t = ts // unit
+            f.write(struct.pack("<IIII", t // per, t % per, len(frame), length))
+            f.write(frame)
+
+
+def flow_view(f: dict, ix=None) -> dict:
+    """A flow row for people: addresses as text, times as ISO UTC."""
+    import ipaddress
+    from datetime import datetime, timezone
+
+    def addr(h):
+        return str(ipaddress.ip_address(bytes.fromhex(h))) if h and len(h) in (8, 32) else None
+
+    def iso(ns):
+        return datetime.fromtimestamp(ns / 1e9, timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+    proto = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp6", 132: "sctp"}.get(f["proto"], f["proto"])
+    return dict(file=f.get("source") or Path(f["filename"]).name[:-len(indexer().SUFFIX)], fam=f["fam"], proto=proto, src=addr(f["sa"]),
+                dst=addr(f["da"]), sport=f["sp"], dport=f["dp"], vni=f["vni"], first=iso(f["first"]), last=iso(f["last"]),
+                packets=f["packets"], bytes=f["bytes"])
+
+
+def note(message: str) -> None:
+    print(f"mirrorcap: {message}", file=sys.stderr)

@@ -1,0 +1,90 @@
+"""A booted capture host indexes every pcap it closes: the index beside the pcap, written as the
+capture user, read by `mirrorcap find` without building it again; retention sweeps an index whose
+pcap is gone; health says every closed pcap has its index.
+
+The boot lab as in test_host_boot.py: a capture rotating every 30 s, baked, booted with its user
+data, sent AWS-shaped VXLAN carrying tagged inner packets."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from bootlab import Machine, needs_lab, rootfs
+from bootlab.traffic import inner_ipv4
+from capturehost import Traffic, bake_image, check, health, tag, wait_for
+from helpers import eni, minimal, sources, write
+from mirrorcap import contract
+from mirrorcap.find.hostindex import indexer
+from mirrorcap.find.query import parse
+from mirrorcap.find.search import collect, search
+from mirrorcap.host import render
+from mirrorcap.inventory import load
+
+pytestmark = needs_lab
+
+VOLUME, ENI = "vol-0a1b2c3d4e5f60719", "eni-0a1b2c3d4e5f60719"
+DIR = "/var/log/tcpdump"
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    d = tmp_path_factory.mktemp("index")
+    body = sources(eni(1)) + "\n  host {\n    rotate_seconds = 30\n  }\n"
+    capture = load(write(d, minimal(body, name="idx"))).captures[0]
+    with Machine(rootfs(), d, "index", eni_id=ENI, volume_id=VOLUME) as m:
+        bake_image(m, render.bake_script(capture, render.host_files(capture)))
+        m.install_user_data(render.user_data(capture, VOLUME, ENI))
+        m.boot()
+        unit = f"mirrorcap-capture@{capture.vnis[0]}.service"
+        wait_for(lambda: m.unit_state(unit) == "active" and list(m.path(DIR).glob("vni*_*.pcap")), 120, "capture")
+        traffic = Traffic(m, capture.vnis[0])
+        m.sender_proc = traffic.background([traffic.frame(capture.vnis[0], inner_ipv4(tag(i))) for i in range(40)], pps=40)
+        try:
+            yield m, capture.vnis[0]
+        finally:
+            m.sender_proc.terminate()
+            m.sender_proc.wait(10)
+
+
+def closed(m):
+    return sorted(m.path(DIR).glob("vni*_*.pcap"))[:-1]
+
+
+def test_a_rotated_pcap_gets_its_index_beside_it(host, tmp_path):
+    m, vni = host
+    wait_for(lambda: closed(m) and all((p.parent / (p.name + contract.INDEX_SUFFIX)).exists() for p in closed(m)),
+             150, "a rotated pcap and its index")
+    pcap = closed(m)[0]
+    idx = pcap.parent / (pcap.name + contract.INDEX_SUFFIX)
+    owner = m.run("stat", "-c", "%U %a", f"{DIR}/{idx.name}").stdout.split()
+    assert owner == ["mirrorcap", "640"]  # the capture's user and umask: readable by the pcap group
+    assert "mirrorcap-index: %s:" % pcap.name in m.journal(f"mirrorcap-capture@{vni}.service")
+    # mirrorcap find reads it as the host wrote it (same size: not built again) and answers like tcpdump.
+    for p in closed(m):
+        shutil.copy(p, tmp_path / p.name)
+        shutil.copy(p.parent / (p.name + contract.INDEX_SUFFIX), tmp_path / (p.name + contract.INDEX_SUFFIX))
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    node = parse(f"vni {vni} and udp")
+    got = collect(search(tmp_path, node), node)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    ix = indexer()
+    want = []
+    for p in closed(m):
+        data = subprocess.run(["tcpdump", "-r", str(tmp_path / p.name), "-w", "-", "udp"], capture_output=True, check=True).stdout
+        want += [(ts // 1000, data[f:f + c]) for _o, ts, _lt, c, _l, f in ix.records(data, ix.header(data))]
+    assert len(want) > 10 and sorted((p[0] // 1000, bytes(p[3])) for p in got) == sorted(want)
+    code, report = health(m)
+    assert check(report, "index", vni)["status"] == "ok", report
+
+
+def test_retention_sweeps_an_index_whose_pcap_is_gone(host):
+    m, _vni = host
+    orphan = f"{DIR}/vni{_vni}_2020-01-01T00-00-00Z.pcap{contract.INDEX_SUFFIX}"
+    m.run("runuser", "-u", "mirrorcap", "--", "touch", orphan, check=True)
+    r = m.run("systemctl", "start", "mirrorcap-retention.service", timeout=120)
+    assert r.returncode == 0, r.stderr + m.journal("mirrorcap-retention.service")
+    assert not m.path(orphan).exists()
+    assert all((p.parent / (p.name + contract.INDEX_SUFFIX)).exists() for p in closed(m))
