@@ -79,7 +79,7 @@ def test_relative_links_resolve(page):
 def test_the_docs_exist_and_the_readme_links_every_page():
     readme = {t.partition("#")[0] for t in links(ROOT / "README.md")}
     for name in ("inventory", "capture-host", "fleets", "operations", "workflow", "architecture", "security", "benchmarks",
-                 "commands"):
+                 "commands", "find"):
         assert (ROOT / "docs" / f"{name}.md").is_file(), name
         assert f"docs/{name}.md" in readme, f"README.md does not link docs/{name}.md"
 

@@ -213,7 +213,7 @@ def _storage(errors: Collector, parent: str, body) -> Storage:
     return Storage(
         size_gib=size, type=vtype,
         kms_key_id=b.string("kms_key_id", pattern=KMS_KEY, what="a KMS key ID, alias or ARN",
-                            fix="use a key ARN, key ID, or alias/NAME; remove it to use the AWS-managed aws/ebs key") or None,
+                            fix="use a key ARN, key ID, or alias/NAME; remove it to have the stack create a dedicated key for the capture") or None,
         iops=iops, throughput_mibps=throughput,
         prevent_destroy=b.boolean("prevent_destroy", Storage.prevent_destroy),
         expected_mbps=b.integer("expected_mbps", 0, lo=1, hi=100_000,

@@ -66,7 +66,9 @@ class AutoMirror:
 class Storage:
     size_gib: int = 300
     type: str = "st1"
-    kms_key_id: Optional[str] = None  # None = the AWS-managed aws/ebs key
+    # None: the stack creates a dedicated customer-managed key for the capture's volumes
+    # (stack/kms.py: rotated yearly, usable only through EBS, and S3 with an archive).
+    kms_key_id: Optional[str] = None
     iops: Optional[int] = None  # gp3 only
     throughput_mibps: Optional[int] = None  # gp3 only
     prevent_destroy: bool = True  # pcaps are evidence: destroying the stack must be a decision
