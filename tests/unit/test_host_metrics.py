@@ -117,3 +117,11 @@ def test_health_warns_when_metrics_keep_failing_and_stays_healthy(health, tmp_pa
         (check,) = report.checks
         assert check["name"] == "metrics" and check["status"] == status and words in check["detail"], check
         assert report.healthy
+
+
+def test_a_fleet_host_names_its_group_as_the_stack_names_it(tmp_path):
+    text = minimal(f'\n  archive {{}}\n  fleet {{\n    subnet_ids = ["subnet-0aaaaaaaaaaaaaaa1"]\n  }}\n'
+                   f'  source {{\n    eni_id = "{eni(1)}"\n  }}\n', name="web").replace('  subnet_id = "subnet-0123456789abcdef0"\n', "")
+    (capture,) = load(write(tmp_path, text)).captures
+    env = render.env_file(capture, "", "", "bucket")
+    assert f"MIRRORCAP_FLEET_GROUP={contract.resource_name('web', contract.FLEET)}\n" in env
