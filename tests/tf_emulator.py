@@ -308,7 +308,7 @@ def emulator():
 
 
 # Endpoint arguments of the provider's `endpoints` block, canonical names (aliases conflict).
-ENDPOINT_SERVICES = ("ec2", "iam", "sts", "ssm", "lambda", "events", "logs", "kms", "s3")
+ENDPOINT_SERVICES = ("ec2", "iam", "sts", "ssm", "lambda", "events", "logs", "kms", "s3", "sns", "cloudwatch")
 
 
 def emulator_override(mirror: Mirror, url: str) -> dict:

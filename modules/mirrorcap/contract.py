@@ -93,3 +93,19 @@ ARCHIVE = "archive"  # aws_s3_bucket: tagged Name = resource_name(capture, ARCHI
 # `mirrorcap window` lists buckets with it as ListBuckets' Prefix, in the
 # capture's region, then keeps the one whose tags name the capture.
 ARCHIVE_BUCKET_PREFIX = "mirrorcap-"
+
+# --- Health as CloudWatch metrics, and the stack's alarms on them -------------------
+# Every host publishes these once a minute (mirrorcap-metrics.timer); the stack's alarms
+# read them and the hosts' IAM policy allows PutMetricData only into this namespace.
+METRICS_NAMESPACE = "mirrorcap"
+METRIC_CAPTURING = "Capturing"  # 1: tcpdump runs and writes; 0: not (per VNI)
+METRIC_PACKETS_LOST = "PacketsLost"  # packets lost since the previous datapoint: kernel drops + gaps (per VNI)
+METRIC_DISK_FREE = "DiskFreePercent"  # free space on the pcap volume
+METRIC_ARCHIVE_BACKLOG = "ArchiveBacklog"  # closed pcaps not yet confirmed by S3 (`archive {}` only)
+# Dimensions. Each datum goes out twice: with DIM_CAPTURE (+ DIM_VNI), what the alarms read
+# (a replaced host or a fleet keeps one series), and with the host's own dimensions added.
+DIM_CAPTURE = "Capture"
+DIM_VNI = "VNI"
+DIM_INSTANCE = "InstanceId"
+DIM_FLEET = "AutoScalingGroupName"  # a fleet host's group: resource_name(capture, FLEET)
+METRICS_PERIOD_SECONDS = 60  # the publishing interval, and the alarms' period

@@ -14,7 +14,7 @@ TERMSHARK_VERSION=v2.4.0
 termshark=""
 
 if command -v dnf >/dev/null 2>&1; then
-  dnf install -y -q tcpdump wireshark-cli xfsprogs iproute curl-minimal python3
+  dnf install -y -q tcpdump wireshark-cli xfsprogs iproute curl-minimal python3 awscli-2
   if ! command -v termshark >/dev/null 2>&1; then
     dnf install -y -q golang
     build=$(mktemp -d)
@@ -33,7 +33,7 @@ fi
 getent group pcap >/dev/null || groupadd --system pcap
 id -u mirrorcap >/dev/null 2>&1 || useradd --system --gid pcap --no-create-home --home-dir /nonexistent --shell /sbin/nologin mirrorcap
 
-install -d -m 0755 /etc/mirrorcap /etc/systemd/system /usr/local/bin /usr/local/lib/mirrorcap /usr/local/libexec/mirrorcap /usr/local/sbin
+install -d -m 0755 /etc/mirrorcap /etc/systemd/system /etc/systemd/system/mirrorcap.target.d /usr/local/bin /usr/local/lib/mirrorcap /usr/local/libexec/mirrorcap /usr/local/sbin
 
 cat > '/usr/local/lib/mirrorcap/mirrorcap_host.py.mirrorcap-new' <<'MIRRORCAP_USR_LOCAL_LIB_MIRRORCAP_MIRRORCAP_HOST_PY'
 """What the host's Python scripts share: the env file, the pcap names, where
@@ -1829,7 +1829,8 @@ interfaces: made, or what they wait for), mtu (the NIC's, against what mirrored
 traffic needs), services, and per VNI: tcpdump, writing (the capture's loss
 record: an open gap, gaps and what they lost), restarts (flapping), newest-pcap,
 drops (kernel), truncated (packets cut short before they arrived); then
-unmatched (VNIs no interface accepts) and disk: see the README. Losses are
+unmatched (VNIs no interface accepts), disk and metrics (is mirrorcap-metrics
+publishing to CloudWatch: a warning, never a failure): see the README. Losses are
 reported once ("since the last check", remembered across reboots). Exit 0 when
 healthy (warnings allowed), 1 when not, 2 when it cannot run. Runs as root
 (signals tcpdump, samples the mirror ENI). Python 3.9 stdlib only.
@@ -1855,6 +1856,8 @@ COUNTERS = re.compile(r"(\d+) packets? captured[,\s]+(\d+) packets? received by 
 HEARTBEAT_SECONDS = 5  # the capture's watcher writes its heartbeat four times a second
 FLAPPING = (3, 600)  # this many restarts in this many seconds
 STATE_FILE = os.path.join(host.STATE_DIR, "health-state.json")  # what was reported already
+METRICS_FILE = os.path.join(host.STATE_DIR, "metrics.json")  # mirrorcap-metrics' last runs
+METRICS_FAILURES = 2  # one failed publish can be a blip; two in a row are worth saying
 AGAIN = "systemctl start mirrorcap.target"
 
 
@@ -2218,6 +2221,22 @@ def check_disk(report, directory, min_free_percent, min_free_gib):
         report.add("disk", "ok", "%s: %.1f%% (%.1f GiB) free" % (directory, percent, gib), **data)
 
 
+def check_metrics(report, path=METRICS_FILE):
+    """Whether the alarms get their datapoints. A warning at most: publishing is never the capture's health."""
+    m = host.read_json(path, {}) or {}
+    failures, last = int(m.get("failures") or 0), m.get("last_published")
+    data = dict(last_published=last, failures=failures, last_error=m.get("last_error"))
+    if failures >= METRICS_FAILURES:
+        since = "%s UTC" % time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(last)) if last else "this host started"
+        report.add("metrics", "warn", "not published since %s (%d attempts in a row failed; the last: %s; "
+                   "journalctl -u mirrorcap-metrics.service): the capture's alarms see no data"
+                   % (since, failures, m.get("last_error")), **data)
+    elif last:
+        report.add("metrics", "ok", "published to CloudWatch at %s" % when(last), **data)
+    else:
+        report.add("metrics", "ok", "not published yet (mirrorcap-metrics.timer runs every minute)", **data)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="mirrorcap-health", description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
@@ -2257,6 +2276,7 @@ def main(argv=None):
         report.run("truncated", check_truncated, vni, record, state)
     report.run("unmatched", check_unmatched, iface, vnis, vxlan, vxlan_port, args.sample_seconds)
     report.run("disk", check_disk, directory, min_free_percent, min_free_gib)
+    report.run("metrics", check_metrics)
 
     os.makedirs(host.STATE_DIR, exist_ok=True)
     host.write_json(STATE_FILE, state)
@@ -2765,7 +2785,249 @@ MIRRORCAP_ETC_SYSTEMD_SYSTEM_MIRRORCAP_RETENTION_TIMER
 chmod 0644 '/etc/systemd/system/mirrorcap-retention.timer.mirrorcap-new'
 mv -f '/etc/systemd/system/mirrorcap-retention.timer.mirrorcap-new' '/etc/systemd/system/mirrorcap-retention.timer'
 
+cat > '/usr/local/libexec/mirrorcap/metrics.mirrorcap-new' <<'MIRRORCAP_USR_LOCAL_LIBEXEC_MIRRORCAP_METRICS'
+#!/usr/bin/python3
+"""mirrorcap-metrics: this host's health as CloudWatch metrics, for the stack's alarms.
+
+Run once a minute by mirrorcap-metrics.timer: runs mirrorcap-health, turns its
+report into datapoints and publishes them with the AWS CLI (credentials: the
+instance role, through IMDSv2) into MIRRORCAP_METRICS_NAMESPACE:
+
+  Capturing        per VNI: 1 when its tcpdump runs and writes, else 0
+  PacketsLost      per VNI: packets lost since the last datapoint published
+                   (kernel drops + what the capture's gaps lost)
+  DiskFreePercent  free space on the pcap volume (when it is mounted)
+  ArchiveBacklog   closed pcaps S3 has not confirmed (a capture that archives)
+
+Each datum goes out with the capture's dimensions (what the alarms read: one series
+whichever host publishes it) and again with this host's (instance, fleet group).
+Publishing never touches capture or health: a failure is recorded in metrics.json
+(health's "metrics" check reads it) and the losses wait for the next success.
+Runs as root (mirrorcap-health signals tcpdump). Python 3.9 stdlib only.
+"""
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+# The shared module: /usr/local/lib/mirrorcap, from /usr/local/libexec/mirrorcap.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "..", "lib", "mirrorcap"))
+import mirrorcap_host as host  # noqa: E402
+
+STATE_FILE = os.path.join(host.STATE_DIR, "metrics.json")
+IMDS = "http://169.254.169.254"
+PER_CALL = 20  # datums per PutMetricData: what every CloudWatch API version accepts
+HEALTH_TIMEOUT_SECONDS = 60
+PUT_TIMEOUT_SECONDS = 30
+
+
+def log(message):
+    print("mirrorcap-metrics: " + message, file=sys.stderr, flush=True)
+
+
+class Names:
+    """The namespace, metric and dimension names, from the env file (contract.py's, rendered)."""
+
+    def __init__(self, env):
+        self.namespace = env["MIRRORCAP_METRICS_NAMESPACE"]
+        self.capturing, self.lost, self.disk_free, self.backlog = env["MIRRORCAP_METRICS_NAMES"].split()
+        self.capture, self.vni, self.instance, self.fleet = env["MIRRORCAP_METRICS_DIMENSIONS"].split()
+
+
+def grown(totals, key, total):
+    """How much a cumulative count grew since `totals` last held it (all of it when it shrank: it started over)."""
+    before = totals.get(key)
+    totals[key] = total
+    if before is None or total < before:
+        return total
+    return total - before
+
+
+def measure(report, vnis, totals):
+    """[(metric, value, unit, vni or None)] from a health report; `totals` (the cumulative loss
+    counts last published) is updated in place."""
+    checks = report.get("checks", [])
+
+    def of(name, vni=None):
+        return [c for c in checks if c.get("name") == name and (vni is None or c.get("vni") == vni)]
+
+    points = []
+    for vni in vnis:
+        running = [c["status"] for c in of("tcpdump", vni) + of("writing", vni)]
+        points.append(("capturing", 1 if running and all(s == "ok" for s in running) else 0, "None", vni))
+        lost = 0
+        for c in of("writing", vni):
+            lost += grown(totals, "gaps:%s" % vni, int(c.get("lost_packets_max") or 0))
+        for c in of("drops", vni):
+            if "dropped_total" in c:  # absent when tcpdump gave no counters: the next run counts them
+                lost += grown(totals, "drops:%s" % vni, int(c["dropped_total"]))
+        points.append(("lost", lost, "Count", vni))
+    for c in of("disk"):
+        if "free_percent" in c:
+            points.append(("disk_free", float(c["free_percent"]), "Percent", None))
+    for c in of("archive"):
+        if "backlog" in c:
+            points.append(("backlog", int(c["backlog"]), "Count", None))
+    return points
+
+
+def datums(points, names, capture, instance, fleet_group, at):
+    """Each point with the capture's dimensions, then with this host's."""
+    stamp = dt.datetime.fromtimestamp(at, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    out = []
+    for metric, value, unit, vni in points:
+        common = [{"Name": names.capture, "Value": capture}]
+        own = common + [{"Name": names.instance, "Value": instance}]
+        if fleet_group:
+            own.append({"Name": names.fleet, "Value": fleet_group})
+        if vni is not None:
+            common = common + [{"Name": names.vni, "Value": str(vni)}]
+            own = own + [{"Name": names.vni, "Value": str(vni)}]
+        for dims in (common, own):
+            out.append({"MetricName": getattr(names, metric), "Dimensions": dims, "Value": value, "Unit": unit,
+                        "Timestamp": stamp})
+    return out
+
+
+def instance_id():
+    token = urllib.request.urlopen(urllib.request.Request(
+        IMDS + "/latest/api/token", method="PUT", headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"}), timeout=5).read()
+    return urllib.request.urlopen(urllib.request.Request(
+        IMDS + "/latest/meta-data/instance-id", headers={"X-aws-ec2-metadata-token": token.decode()}),
+        timeout=5).read().decode().strip()
+
+
+def health_report():
+    r = subprocess.run(["mirrorcap-health", "--json", "--sample-seconds", "0"], stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=HEALTH_TIMEOUT_SECONDS)
+    try:
+        return json.loads(r.stdout)
+    except ValueError:
+        raise RuntimeError("mirrorcap-health exited %d: %s" % (r.returncode, r.stderr.strip()[-300:]))
+
+
+def put(region, namespace, data):
+    """Publish; None when CloudWatch accepted every datum, else why not."""
+    for i in range(0, len(data), PER_CALL):
+        cmd = ["aws", "cloudwatch", "put-metric-data", "--region", region, "--namespace", namespace,
+               "--metric-data", json.dumps(data[i:i + PER_CALL]), "--no-cli-pager",
+               "--cli-connect-timeout", "5", "--cli-read-timeout", "10"]
+        env = dict(os.environ, AWS_RETRY_MODE="standard", AWS_MAX_ATTEMPTS="2")
+        try:
+            r = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env,
+                               timeout=PUT_TIMEOUT_SECONDS)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return "aws cloudwatch put-metric-data: %s" % e
+        if r.returncode != 0:
+            return (r.stderr.strip() or "aws exited with %d" % r.returncode).splitlines()[-1][:400]
+    return None
+
+
+def publish(env, state, now, report=None):
+    """One run: measure, publish, record the outcome in `state`. Returns the error or None."""
+    state["last_attempt"] = now
+    totals = dict(state.get("totals") or {})
+    try:
+        names = Names(env)
+        if report is None:
+            report = health_report()
+        points = measure(report, env["MIRRORCAP_VNIS"].split(), totals)
+        data = datums(points, names, env["MIRRORCAP_CAPTURE"], instance_id(), env.get("MIRRORCAP_FLEET_GROUP", ""), now)
+        error = put(env["MIRRORCAP_REGION"], names.namespace, data)
+    except (OSError, KeyError, ValueError, RuntimeError, subprocess.SubprocessError) as e:
+        error = "%s: %s" % (type(e).__name__, e)
+    if error:
+        state["failures"] = int(state.get("failures") or 0) + 1
+        state["last_error"] = error
+    else:  # the losses just published are not counted again
+        state.update(totals=totals, failures=0, last_error=None, last_published=now, published=len(data))
+    return error
+
+
+def main(argv):
+    if len(argv) != 1:
+        print("usage: mirrorcap-metrics (run by mirrorcap-metrics.timer)", file=sys.stderr)
+        return 2
+    try:
+        env = host.read_env()
+    except OSError as e:
+        log("cannot read %s: %s" % (host.ENV_FILE, e))
+        return 2
+    state = host.read_json(STATE_FILE, {}) or {}
+    error = publish(env, state, time.time())
+    os.makedirs(host.STATE_DIR, exist_ok=True)
+    host.write_json(STATE_FILE, state)
+    if error:
+        log("NOT PUBLISHED (%d run(s) in a row): %s" % (state["failures"], error))
+    else:
+        log("published %d datapoints to %s" % (state["published"], env.get("MIRRORCAP_METRICS_NAMESPACE")))
+    return 0  # a failed publish is health's to report, not a failed unit
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
+MIRRORCAP_USR_LOCAL_LIBEXEC_MIRRORCAP_METRICS
+chmod 0755 '/usr/local/libexec/mirrorcap/metrics.mirrorcap-new'
+mv -f '/usr/local/libexec/mirrorcap/metrics.mirrorcap-new' '/usr/local/libexec/mirrorcap/metrics'
+
+cat > '/etc/systemd/system/mirrorcap-metrics.service.mirrorcap-new' <<'MIRRORCAP_ETC_SYSTEMD_SYSTEM_MIRRORCAP_METRICS_SERVICE'
+[Unit]
+Description=mirrorcap: publish mirrorcap-health's verdict as CloudWatch metrics
+Documentation=file:///usr/local/share/doc/mirrorcap/README
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Type=oneshot
+# Root: mirrorcap-health signals tcpdump for its counters. Writes only health's and its own
+# state; credentials: the instance role (IMDSv2); PutMetricData into one namespace only (IAM).
+ExecStart=/usr/local/libexec/mirrorcap/metrics
+Nice=10
+NoNewPrivileges=yes
+ProtectSystem=strict
+StateDirectory=mirrorcap
+ReadWritePaths=-/run/mirrorcap
+ProtectHome=read-only
+PrivateTmp=yes
+PrivateDevices=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK
+TimeoutStartSec=150
+MIRRORCAP_ETC_SYSTEMD_SYSTEM_MIRRORCAP_METRICS_SERVICE
+chmod 0644 '/etc/systemd/system/mirrorcap-metrics.service.mirrorcap-new'
+mv -f '/etc/systemd/system/mirrorcap-metrics.service.mirrorcap-new' '/etc/systemd/system/mirrorcap-metrics.service'
+
+cat > '/etc/systemd/system/mirrorcap-metrics.timer.mirrorcap-new' <<'MIRRORCAP_ETC_SYSTEMD_SYSTEM_MIRRORCAP_METRICS_TIMER'
+[Unit]
+Description=mirrorcap: publish the capture's health as CloudWatch metrics every minute
+
+[Timer]
+# The alarms' period is a minute: one datapoint per minute each. A run that has not
+# finished is not started twice.
+OnActiveSec=0
+OnUnitInactiveSec=1min
+AccuracySec=5s
+
+[Install]
+WantedBy=timers.target
+MIRRORCAP_ETC_SYSTEMD_SYSTEM_MIRRORCAP_METRICS_TIMER
+chmod 0644 '/etc/systemd/system/mirrorcap-metrics.timer.mirrorcap-new'
+mv -f '/etc/systemd/system/mirrorcap-metrics.timer.mirrorcap-new' '/etc/systemd/system/mirrorcap-metrics.timer'
+
+cat > '/etc/systemd/system/mirrorcap.target.d/metrics.conf.mirrorcap-new' <<'MIRRORCAP_ETC_SYSTEMD_SYSTEM_MIRRORCAP_TARGET_D_METRICS_CONF'
+# mirrorcap: every capture host publishes its health as CloudWatch metrics (the
+# stack's alarms read them): the capture's target brings the publisher's timer.
+[Unit]
+Wants=mirrorcap-metrics.timer
+MIRRORCAP_ETC_SYSTEMD_SYSTEM_MIRRORCAP_TARGET_D_METRICS_CONF
+chmod 0644 '/etc/systemd/system/mirrorcap.target.d/metrics.conf.mirrorcap-new'
+mv -f '/etc/systemd/system/mirrorcap.target.d/metrics.conf.mirrorcap-new' '/etc/systemd/system/mirrorcap.target.d/metrics.conf'
+
 if [ -d /run/systemd/system ]; then
   systemctl daemon-reload
 fi
-echo "mirrorcap bake: installed (18 files)$termshark"
+echo "mirrorcap bake: installed (22 files)$termshark"

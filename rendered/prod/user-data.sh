@@ -9,6 +9,7 @@ install -d -m 0755 /etc/mirrorcap
 cat > /etc/mirrorcap/mirrorcap.env.tmp <<'MIRRORCAP_ENV'
 # /etc/mirrorcap/mirrorcap.env: instance-specific settings for capture "prod".
 MIRRORCAP_CAPTURE=prod
+MIRRORCAP_REGION=ap-northeast-1
 MIRRORCAP_VOLUME_ID=REPLACE-with-pcap_volume_id-output
 MIRRORCAP_MIRROR_ENI_ID=REPLACE-with-mirror_eni_id-output
 MIRRORCAP_VNIS="12345"
@@ -29,6 +30,11 @@ MIRRORCAP_MIRROR_MTU=9001
 MIRRORCAP_RETENTION_COMMAND="/usr/local/libexec/mirrorcap/retention"
 MIRRORCAP_CAPTURE_USER=mirrorcap
 MIRRORCAP_CAPTURE_GROUP=pcap
+# mirrorcap-metrics: the namespace, then the metric names (capturing, packets lost, disk
+# free, archive backlog) and the dimension names (capture, VNI, instance, fleet group).
+MIRRORCAP_METRICS_NAMESPACE=mirrorcap
+MIRRORCAP_METRICS_NAMES="Capturing PacketsLost DiskFreePercent ArchiveBacklog"
+MIRRORCAP_METRICS_DIMENSIONS="Capture VNI InstanceId AutoScalingGroupName"
 MIRRORCAP_ENV
 mv -f /etc/mirrorcap/mirrorcap.env.tmp /etc/mirrorcap/mirrorcap.env
 if [ -x /usr/local/sbin/mirrorcap-boot ]; then

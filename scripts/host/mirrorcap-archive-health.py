@@ -78,7 +78,7 @@ def main(argv=None):
         check_disk(report, *args)
         check_archive(report, archive)
 
-    health.check_disk = check_disk_then_archive  # the plain health's last check
+    health.check_disk = check_disk_then_archive  # after the plain health's disk check
     return health.main(argv)
 
 

@@ -6,7 +6,8 @@ interfaces: made, or what they wait for), mtu (the NIC's, against what mirrored
 traffic needs), services, and per VNI: tcpdump, writing (the capture's loss
 record: an open gap, gaps and what they lost), restarts (flapping), newest-pcap,
 drops (kernel), truncated (packets cut short before they arrived); then
-unmatched (VNIs no interface accepts) and disk: see the README. Losses are
+unmatched (VNIs no interface accepts), disk and metrics (is mirrorcap-metrics
+publishing to CloudWatch: a warning, never a failure): see the README. Losses are
 reported once ("since the last check", remembered across reboots). Exit 0 when
 healthy (warnings allowed), 1 when not, 2 when it cannot run. Runs as root
 (signals tcpdump, samples the mirror ENI). Python 3.9 stdlib only.
@@ -32,6 +33,8 @@ COUNTERS = re.compile(r"(\d+) packets? captured[,\s]+(\d+) packets? received by 
 HEARTBEAT_SECONDS = 5  # the capture's watcher writes its heartbeat four times a second
 FLAPPING = (3, 600)  # this many restarts in this many seconds
 STATE_FILE = os.path.join(host.STATE_DIR, "health-state.json")  # what was reported already
+METRICS_FILE = os.path.join(host.STATE_DIR, "metrics.json")  # mirrorcap-metrics' last runs
+METRICS_FAILURES = 2  # one failed publish can be a blip; two in a row are worth saying
 AGAIN = "systemctl start mirrorcap.target"
 
 
@@ -395,6 +398,22 @@ def check_disk(report, directory, min_free_percent, min_free_gib):
         report.add("disk", "ok", "%s: %.1f%% (%.1f GiB) free" % (directory, percent, gib), **data)
 
 
+def check_metrics(report, path=METRICS_FILE):
+    """Whether the alarms get their datapoints. A warning at most: publishing is never the capture's health."""
+    m = host.read_json(path, {}) or {}
+    failures, last = int(m.get("failures") or 0), m.get("last_published")
+    data = dict(last_published=last, failures=failures, last_error=m.get("last_error"))
+    if failures >= METRICS_FAILURES:
+        since = "%s UTC" % time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(last)) if last else "this host started"
+        report.add("metrics", "warn", "not published since %s (%d attempts in a row failed; the last: %s; "
+                   "journalctl -u mirrorcap-metrics.service): the capture's alarms see no data"
+                   % (since, failures, m.get("last_error")), **data)
+    elif last:
+        report.add("metrics", "ok", "published to CloudWatch at %s" % when(last), **data)
+    else:
+        report.add("metrics", "ok", "not published yet (mirrorcap-metrics.timer runs every minute)", **data)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="mirrorcap-health", description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
@@ -434,6 +453,7 @@ def main(argv=None):
         report.run("truncated", check_truncated, vni, record, state)
     report.run("unmatched", check_unmatched, iface, vnis, vxlan, vxlan_port, args.sample_seconds)
     report.run("disk", check_disk, directory, min_free_percent, min_free_gib)
+    report.run("metrics", check_metrics)
 
     os.makedirs(host.STATE_DIR, exist_ok=True)
     host.write_json(STATE_FILE, state)

@@ -35,6 +35,7 @@ API::
         m.set_imds_user_data(text)                 # what GET /latest/user-data answers (gzipped), live
         m.reboot()                                 # power cut + boot: same disk, volume, ENI
         m.serve_s3("eu-west-1", ["bucket"])        # S3 (moto) under its real names, TLS with a lab CA the machine trusts
+        m.cloudwatch("get_metric_statistics", ...) # what the machine published to CloudWatch (the same moto server)
         m.set_s3_reachable(False)                  # an outage (the address is gone), live; True: back, objects kept
         m.s3_objects("bucket")                     # {key: bytes} as the S3 server holds them
     # __exit__: killed, detached, deleted; the workdir stays (disk, volume image, console.log)
@@ -141,7 +142,9 @@ The machine, and how it differs from an EC2 host (each deliberately):
   names in its /etc/hosts: the AWS CLI reaches "S3" by its real endpoint,
   with credentials from the IMDS's instance role (the IMDS always answers
   iam/security-credentials/ and instance-id). Objects live in the server's
-  memory for the machine's lifetime; an outage removes the address.
+  memory for the machine's lifetime; an outage removes the address. The same
+  server answers CloudWatch at monitoring.<region>.amazonaws.com (in the
+  certificate and /etc/hosts too); ``m.cloudwatch(op, **kwargs)`` reads it.
 * Hostname: the machine's name (its UTS namespace; the rootfs has no /etc/hostname).
 
 Shutdown is a power cut for userspace (PID 1 is SIGKILLed by its host PID, the

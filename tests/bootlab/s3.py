@@ -1,5 +1,6 @@
 """S3 for the machine (a moto server under S3's real names, TLS from a lab CA the
-machine trusts) and the instance role's credentials the IMDS hands out."""
+machine trusts; the same server answers CloudWatch's monitoring.<region> endpoint)
+and the instance role's credentials the IMDS hands out."""
 
 from __future__ import annotations
 
@@ -29,6 +30,17 @@ if op == "dump":
 else:
     getattr(s3, op)(**kwargs)
     print("{}")
+'''
+
+CLOUDWATCH_CLIENT = r'''
+import json, sys, boto3, urllib3
+urllib3.disable_warnings()
+addr, region, op, kwargs = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+cw = boto3.client("cloudwatch", region_name=region, endpoint_url="https://%s" % addr, verify=False,
+                  aws_access_key_id="lab", aws_secret_access_key="lab")
+out = getattr(cw, op)(**kwargs)
+out.pop("ResponseMetadata", None)
+print(json.dumps(out, default=str))
 '''
 
 
@@ -65,8 +77,10 @@ class S3:
         Before boot or live: the CA and /etc/hosts go into the machine either way."""
         self.open()
         self.s3_region = region
-        names = [f"s3.{region}.amazonaws.com", *(f"{b}.s3.{region}.amazonaws.com" for b in buckets)]
-        cert, key, ca = _lab_certificate(self.workdir / "s3-tls", [f"s3.{region}.amazonaws.com", f"*.s3.{region}.amazonaws.com"])
+        names = [f"s3.{region}.amazonaws.com", *(f"{b}.s3.{region}.amazonaws.com" for b in buckets),
+                 f"monitoring.{region}.amazonaws.com"]
+        cert, key, ca = _lab_certificate(self.workdir / "s3-tls", [f"s3.{region}.amazonaws.com", f"*.s3.{region}.amazonaws.com",
+                                                                   f"monitoring.{region}.amazonaws.com"])
         self.write_file("/usr/local/share/ca-certificates/mirrorcap-bootlab-s3.crt", ca.read_text())
         hosts = self.read_file("/etc/hosts") if (self.pid or self._exists_offline("/etc/hosts")) else ""
         self.write_file("/etc/hosts", hosts + f"{S3_ADDR} {' '.join(names)}\n")
@@ -97,6 +111,14 @@ class S3:
     def s3_objects(self, bucket: str) -> dict[str, bytes]:
         """Every object of `bucket` as the S3 server holds it."""
         return {k: bytes.fromhex(v) for k, v in self._s3_call("dump", Bucket=bucket).items()}
+
+    def cloudwatch(self, op: str, **kwargs) -> dict:
+        """A CloudWatch call (boto3) to the machine's moto server, from the host: what the machine published."""
+        p = _sh("nsenter", f"--net=/run/netns/{self.netns}", sys.executable, "-c", CLOUDWATCH_CLIENT, "127.0.0.1",
+                self.s3_region, op, json.dumps(kwargs, default=str), check=False, timeout=60)
+        if p.returncode != 0:
+            raise RuntimeError(f"CloudWatch {op}: {p.stderr.strip()[-2000:]}")
+        return json.loads(p.stdout)
 
     def _s3_call(self, op: str, **kwargs):
         """boto3 against the machine's S3, from the host in the machine's netns (its server is only there)."""

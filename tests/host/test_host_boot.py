@@ -117,7 +117,10 @@ def test_health_is_healthy_counts_only_the_units_tcpdump_and_sees_other_vnis(hos
     traffic.replay(traffic.frames(40000, 10))
     code, report = health(m, sample=1)
     assert code == 0, report
-    assert {c["name"]: c["status"] for c in report["checks"]} == {
+    statuses = {c["name"]: c["status"] for c in report["checks"]}
+    # This lab serves no CloudWatch: whether the publisher failed twice yet depends on the clock (never a failure).
+    assert statuses.pop("metrics") in ("ok", "warn")
+    assert statuses == {
         "storage": "ok", "decap": "ok", "mtu": "ok", "services": "ok", "tcpdump": "ok", "writing": "ok", "restarts": "ok",
         "newest-pcap": "ok", "drops": "ok", "truncated": "ok", "unmatched": "ok", "disk": "ok"}
     # A person's tcpdump on the same interface is neither counted nor signalled.

@@ -43,6 +43,10 @@ ACCEPTED_KEY = {
     ("CKV_AWS_111", KEY_POLICY): "write access without resource constraint",
     ("CKV_AWS_356", KEY_POLICY): "'*' as the resource",
 }
+# The alarm topic's key (stack/alarms.py), when the stack creates the topic: the same three, for the
+# same reason; use is bounded by kms:ViaService (SNS in the capture's region) or to CloudWatch's alarms.
+ALARM_KEY_POLICY = "data.alarm_key_policy"
+ACCEPTED_ALARM_KEY = {(check, ALARM_KEY_POLICY): why for (check, _), why in ACCEPTED_KEY.items()}
 
 # The archive bucket (`archive {}`, stack/archive.py).
 BUCKET = "aws_s3_bucket.archive"
@@ -83,6 +87,7 @@ def test_checkov_passes(request, fixture, stack):
     doc = json.loads((work / "cdktf.out" / "stacks" / stack / "cdk.tf.json").read_text())
     expected = set(ACCEPTED) if "remirror" in doc["resource"].get("aws_lambda_function", {}) else set()
     expected |= set(ACCEPTED_KEY) if "pcap_key" in doc["resource"].get("aws_kms_key", {}) else set()
+    expected |= set(ACCEPTED_ALARM_KEY) if "alarm_key" in doc["resource"].get("aws_kms_key", {}) else set()
     expected |= set(ACCEPTED_ARCHIVE) if "archive" in doc["resource"].get("aws_s3_bucket", {}) else set()
     nlb = doc["resource"].get("aws_lb", {}).get("fleet_nlb")
     expected |= set(ACCEPTED_FLEET) if nlb else set()

@@ -145,7 +145,7 @@ def test_one_nlb_mirror_target_and_one_session_per_explicit_source_with_locked_n
 
 def test_outputs_of_a_fleet(doc):
     assert set(doc["output"]) == {"nlb_arn", "asg_name", "archive_bucket", "mirror_target_id", "mirror_filter_id", "session_ids",
-                                  "remirror_function"}
+                                  "remirror_function", "alarm_topic_arn"}
     assert doc["output"]["archive_bucket"]["value"] == "${aws_s3_bucket.archive.bucket}"
 
 

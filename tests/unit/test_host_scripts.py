@@ -69,7 +69,7 @@ def test_shellcheck_clean():
 
 def test_python_is_39_and_pyflakes_clean():
     assert [p.name for p in PYTHON] == ["mirrorcap-archive-health.py", "mirrorcap-archive.py", "mirrorcap-capture.py",
-                                        "mirrorcap-health-listener.py", "mirrorcap-health.py", "mirrorcap-settings.py", "mirrorcap-window.py",
+                                        "mirrorcap-health-listener.py", "mirrorcap-health.py", "mirrorcap-metrics.py", "mirrorcap-settings.py", "mirrorcap-window.py",
                                         "mirrorcap_host.py", "mirrorcap_index.py"]
     for p in PYTHON:
         ast.parse(p.read_text(), feature_version=(3, 9))  # Amazon Linux 2023's system Python
@@ -103,7 +103,7 @@ def test_units_name_the_installed_scripts_and_the_capture_identity():
     (capture,) = load(EXAMPLE).captures
     files = {f.path: f for f in render.host_files(capture)}
     units = [f for f in files.values() if f.path.startswith(render.UNITS + "/") and f.path.endswith(".service")]
-    assert len(units) == 5
+    assert len(units) == 6
     for unit in units:
         for exe in re.findall(r"^ExecStart=(\S+)", unit.content, re.M):
             assert exe.startswith(contract.LIBEXEC + "/") and files[exe].mode == "0755", (unit.path, exe)

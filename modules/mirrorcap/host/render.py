@@ -62,7 +62,15 @@ def _context(capture: Capture) -> dict:
             "archive_key": contract.ARCHIVE_KEY, "fleet_volume_device": contract.FLEET_VOLUME_DEVICE,
             "health_port": contract.HEALTH_PORT, "archive_backlog_seconds": archive_backlog_seconds(capture),
             "mirror_mtu": L.MIRROR_TARGET_MTU, "retention_command": retention_command(capture),
-            "env_path": contract.ENV_FILE, "env_dir": contract.ENV_FILE.rsplit("/", 1)[0], "vxlan_iface": contract.VXLAN_IFACE}
+            "env_path": contract.ENV_FILE, "env_dir": contract.ENV_FILE.rsplit("/", 1)[0], "vxlan_iface": contract.VXLAN_IFACE,
+            "fleet_group": contract.resource_name(capture.name, contract.FLEET), "metrics": METRICS}
+
+
+# What mirrorcap-metrics publishes, named once in the contract (the env file carries it to the host).
+METRICS = {"namespace": contract.METRICS_NAMESPACE,
+           "names": (contract.METRIC_CAPTURING, contract.METRIC_PACKETS_LOST, contract.METRIC_DISK_FREE,
+                     contract.METRIC_ARCHIVE_BACKLOG),
+           "dimensions": (contract.DIM_CAPTURE, contract.DIM_VNI, contract.DIM_INSTANCE, contract.DIM_FLEET)}
 
 
 def retention_command(capture: Capture) -> str:
@@ -112,6 +120,11 @@ HOST_FILES = (
     ("mirrorcap-capture@.service.j2", f"{UNITS}/mirrorcap-capture@.service", "0644"),
     ("mirrorcap-retention.service.j2", f"{UNITS}/mirrorcap-retention.service", "0644"),
     ("mirrorcap-retention.timer", f"{UNITS}/mirrorcap-retention.timer", "0644"),
+    # Health as CloudWatch metrics, every minute: the stack's alarms read them.
+    ("mirrorcap-metrics.py", f"{contract.LIBEXEC}/metrics", "0755"),
+    ("mirrorcap-metrics.service", f"{UNITS}/mirrorcap-metrics.service", "0644"),
+    ("mirrorcap-metrics.timer", f"{UNITS}/mirrorcap-metrics.timer", "0644"),
+    ("mirrorcap-metrics.conf", f"{UNITS}/mirrorcap.target.d/metrics.conf", "0644"),
 )
 # Only in a capture with `archive {}` (the others' user data stays as small as it was).
 # Its retention is the archive's (deletes only what S3 confirmed): the shell one is not

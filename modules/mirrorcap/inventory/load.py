@@ -17,7 +17,7 @@ from pathlib import Path
 from .. import aws_limits as L
 from .. import regions
 from ..contract import OWN_TAG_KEYS, OWN_TAG_PREFIX
-from .model import Archive, AutoMirror, Backend, Capture, Fleet, FilterRule, Host, Inventory, Network, PortRange, Source, Storage, TagSource
+from .model import Alarms, Archive, AutoMirror, Backend, Capture, Fleet, FilterRule, Host, Inventory, Network, PortRange, Source, Storage, TagSource
 from ..errors import Collector, Problem
 from .fields import Block
 from .hclfile import read_hcl
@@ -52,9 +52,11 @@ PROTOCOLS = {"all": None, "tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58}
 CAPTURE_FIELDS = {
     "region", "vpc_id", "subnet_id", "instance_type", "ami", "root_volume_gib", "vni",
     "max_sources_per_target", "tags", "storage", "network", "filter", "source", "host", "backend", "auto_mirror",
-    "fleet", "archive",
+    "fleet", "archive", "alarms",
 }
 ROLE_ARN = r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+"
+# A standard SNS topic's ARN (CloudWatch alarm actions cannot publish to a FIFO topic).
+SNS_TOPIC_ARN = r"arn:aws[a-z-]*:sns:([a-z0-9-]+):\d{12}:[A-Za-z0-9_-]{1,256}"
 # Instance sizes that cannot run the capture (DESIGN.md: t3.micro froze under tshark).
 TOO_SMALL = ("nano", "micro")
 
@@ -151,6 +153,7 @@ def _capture(errors: Collector, name: str, body) -> Capture:
         backend=_backend(errors, path, name, region, b.blocks("backend")),
         fleet=fleet,
         archive=archive,
+        alarms=_alarms(errors, path, region, b.single_block("alarms")),
     )
 
 
@@ -197,6 +200,19 @@ def _archive(errors: Collector, parent: str, body) -> Archive:
     readers = b.string_list("reader_role_arns", pattern=ROLE_ARN, what="an IAM role ARN",
                             fix="use arn:aws:iam::<account>:role/<name>: the roles allowed to read the pcaps")
     return Archive(retention_days=days, reader_role_arns=readers)
+
+
+def _alarms(errors: Collector, parent: str, region: str, body) -> Alarms:
+    b = Block(errors, f"{parent} > alarms", body, {"topic_arn"})
+    fix = (f'write topic_arn = "arn:aws:sns:{region or "<region>"}:<account>:<topic>" (a standard topic in the capture\'s '
+           "region whose key policy, if encrypted, lets cloudwatch.amazonaws.com use the key), or remove it: the stack "
+           "creates an encrypted topic")
+    arn = b.string("topic_arn", pattern=SNS_TOPIC_ARN, what="a standard SNS topic ARN", fix=fix)
+    if arn and region and arn.split(":")[3] != region:
+        errors.add(b.field("topic_arn"), f"the topic is in {arn.split(':')[3]}, the capture in {region}: "
+                   "a CloudWatch alarm notifies a topic in its own region only", fix)
+        arn = ""
+    return Alarms(topic_arn=arn or None)
 
 
 def _storage(errors: Collector, parent: str, body) -> Storage:

@@ -124,6 +124,14 @@ class Archive:
 
 
 @dataclass(frozen=True)
+class Alarms:
+    """The capture's CloudWatch alarms (not capturing, packets lost, disk free low, archive
+    backlog) notify this SNS topic; None: the stack creates one (encrypted) and outputs its ARN."""
+
+    topic_arn: Optional[str] = None
+
+
+@dataclass(frozen=True)
 class Backend:
     kind: str  # "s3" | "local"
     bucket: str = ""
@@ -163,6 +171,7 @@ class Capture:
     tags: tuple[tuple[str, str], ...] = ()
     fleet: Optional[Fleet] = None  # None: one capture host with its mirror ENI as the target
     archive: Optional[Archive] = None
+    alarms: Alarms = field(default_factory=Alarms)
 
     @property
     def target_kind(self) -> str:

@@ -10,6 +10,7 @@ from cdktn_provider_aws.data_aws_caller_identity import DataAwsCallerIdentity
 from cdktn_provider_aws.provider import AwsProvider, AwsProviderDefaultTags
 
 from ..inventory.model import Backend, Capture
+from .alarms import CaptureAlarms
 from .host import CaptureHost
 from .iam import InstanceRole
 from .kms import volume_key
@@ -56,6 +57,10 @@ class CaptureStack(TerraformStack):
                                archive_bucket=ARCHIVE_BUCKET_EXPRESSION if archive else None)
             mirroring = Mirroring(self, capture, target_eni_id=host.eni_id, numbers=numbers)
         target_id, filter_id = mirroring.target_id, mirroring.filter_id
+        alarms = CaptureAlarms(self, capture, partition=role.partition, account=account,
+                               host_role_name=ref("aws_iam_role", "host_role", "name"))
+        TerraformOutput(self, "alarm_topic_arn", value=alarms.topic_arn,
+                        description="SNS topic the capture's alarms notify (subscribe whoever is paged)")
         if capture.auto_mirror and capture.auto_mirror.deploy_lambda:
             remirror = Remirror(self, capture, partition=role.partition, account=account, target_id=target_id, filter_id=filter_id,
                                 package_zip=remirror_zip)

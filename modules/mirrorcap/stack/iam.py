@@ -1,5 +1,6 @@
-"""Instance role: Session Manager and nothing else (the host needs no AWS API), except, with
-`archive {}`, writing its pcaps to the archive bucket (stack/archive.py attaches that policy)."""
+"""Instance role: Session Manager, and publishing the host's health metrics into mirrorcap's
+namespace (stack/alarms.py attaches that policy); with `archive {}`, writing its pcaps to the
+archive bucket too (stack/archive.py attaches that policy)."""
 
 from __future__ import annotations
 
@@ -27,8 +28,8 @@ class InstanceRole:
         DataAwsPartition(stack, "current")
         self.partition = data_ref("aws_partition", "current", "partition")
         IamRole(stack, "host_role", name=resource_name(capture.name, HOST),
-                       description="mirrorcap capture host: SSM Session Manager only" if capture.archive is None else
-                       "mirrorcap capture host: SSM Session Manager, pcap archive writes",
+                       description="mirrorcap capture host: SSM Session Manager, health metrics" if capture.archive is None else
+                       "mirrorcap capture host: SSM Session Manager, health metrics, pcap archive writes",
                        assume_role_policy=ASSUME_EC2, tags=named(capture, HOST))
         role_name = ref("aws_iam_role", "host_role", "name")
         IamRolePolicyAttachment(stack, "host_ssm_core", role=role_name,
