@@ -56,6 +56,7 @@ capture "one" {{
     subnet_ids = ["subnet-0123456789abcdef0"]
   }}
   archive {{ {UNKNOWN} = 1 }}
+  alarms {{ {UNKNOWN} = 1 }}
   backend "s3" {{
     {UNKNOWN} = 1
     bucket = "state-bucket"
