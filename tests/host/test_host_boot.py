@@ -122,7 +122,7 @@ def test_health_is_healthy_counts_only_the_units_tcpdump_and_sees_other_vnis(hos
     assert statuses.pop("metrics") in ("ok", "warn")
     assert statuses == {
         "storage": "ok", "decap": "ok", "mtu": "ok", "services": "ok", "tcpdump": "ok", "writing": "ok", "restarts": "ok",
-        "newest-pcap": "ok", "drops": "ok", "truncated": "ok", "unmatched": "ok", "disk": "ok"}
+        "newest-pcap": "ok", "index": "ok", "drops": "ok", "truncated": "ok", "unmatched": "ok", "disk": "ok"}
     # A person's tcpdump on the same interface is neither counted nor signalled.
     foreign = m.run("sh", "-c", f"tcpdump -i vxlan{VNI} -w /dev/null >/tmp/foreign.log 2>&1 & echo $!").stdout.strip()
     try:
