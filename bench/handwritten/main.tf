@@ -1,4 +1,4 @@
-# A hand-written root module with the same resources as mirrorcap's fleet stack for
+# A hand-written root module with the same resources as mirrorcap's fleet stack (alarms included) for
 # bench/fleet_scale.py (the fleet, its archive, N explicit ENI sources; no tag sources, so no
 # re-mirroring Lambda): written as a Terraform user would, not generated. The bench plans it in the
 # same run as mirrorcap's synthesized stack, against the same moto account.
@@ -140,7 +140,7 @@ resource "aws_kms_key" "pcaps" {
   policy = jsonencode({
     Version = "2012-10-17"
     Statement = [
-      { Sid    = "AccountAdministersTheKey", Effect = "Allow", Principal = { AWS = "${local.account}:root" }, Resource = "*",
+      { Sid = "AccountAdministersTheKey", Effect = "Allow", Principal = { AWS = "${local.account}:root" }, Resource = "*",
         Action = ["kms:Create*", "kms:Describe*", "kms:Enable*", "kms:List*", "kms:Put*", "kms:Update*", "kms:Revoke*", "kms:Disable*",
       "kms:Get*", "kms:Delete*", "kms:TagResource", "kms:UntagResource", "kms:ScheduleKeyDeletion", "kms:CancelKeyDeletion"] },
       { Sid = "UseOnlyThroughEbs", Effect = "Allow", Principal = { AWS = "${local.account}:root" }, Resource = "*", Action = local.key_users,
@@ -151,7 +151,7 @@ resource "aws_kms_key" "pcaps" {
       { Sid = "UseThroughS3ForTheArchive", Effect = "Allow", Principal = { AWS = "${local.account}:root" }, Resource = "*", Action = local.key_users,
       Condition = { StringEquals = merge({ "kms:ViaService" = "s3.${var.region}.amazonaws.com" }, local.in_account) } },
       { Sid = "AutoScalingEncryptsTheFleetsVolumes", Effect = "Allow", Principal = { AWS = local.autoscaler }, Resource = "*", Action = local.key_users },
-      { Sid       = "AutoScalingGrantsOnlyForEbs", Effect = "Allow", Principal = { AWS = local.autoscaler }, Resource = "*", Action = "kms:CreateGrant",
+      { Sid = "AutoScalingGrantsOnlyForEbs", Effect = "Allow", Principal = { AWS = local.autoscaler }, Resource = "*", Action = "kms:CreateGrant",
       Condition = { Bool = { "kms:GrantIsForAWSResource" = "true" } } },
     ]
   })
@@ -239,7 +239,7 @@ resource "aws_s3_bucket_policy" "archive" {
     Statement = [
       { Sid = "DenyPlainHttp", Effect = "Deny", Principal = { AWS = "*" }, Action = "s3:*", Resource = [aws_s3_bucket.archive.arn, local.objects],
       Condition = { Bool = { "aws:SecureTransport" = "false" } } },
-      { Sid      = "HostsWriteTheirCapture", Effect = "Allow", Principal = { AWS = aws_iam_role.host.arn }, Action = "s3:PutObject",
+      { Sid = "HostsWriteTheirCapture", Effect = "Allow", Principal = { AWS = aws_iam_role.host.arn }, Action = "s3:PutObject",
       Resource = "${aws_s3_bucket.archive.arn}/${local.name}/*" },
       { Sid = "NobodyElseWrites", Effect = "Deny", Principal = { AWS = "*" }, Action = "s3:PutObject", Resource = local.objects,
       Condition = { ArnNotEquals = { "aws:PrincipalArn" = aws_iam_role.host.arn } } },
@@ -439,3 +439,115 @@ output "archive_bucket" { value = aws_s3_bucket.archive.bucket }
 output "mirror_target_id" { value = aws_ec2_traffic_mirror_target.fleet.id }
 output "mirror_filter_id" { value = aws_ec2_traffic_mirror_filter.all.id }
 output "session_ids" { value = { for source, session in aws_ec2_traffic_mirror_session.source : source => session.id } }
+
+# --- Alarms: the hosts publish their health, CloudWatch pages through an encrypted topic ---------
+
+locals {
+  vni = 4242
+}
+
+resource "aws_iam_role_policy" "metrics" {
+  name = "${local.prefix}-metrics"
+  role = aws_iam_role.host.name
+  policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [{ Sid = "PublishHealthMetrics", Effect = "Allow", Action = "cloudwatch:PutMetricData", Resource = "*",
+    Condition = { StringEquals = { "cloudwatch:namespace" = "mirrorcap" } } }]
+  })
+}
+
+resource "aws_kms_key" "alarms" {
+  description             = "mirrorcap ${local.name}: the alarm topic"
+  deletion_window_in_days = 30
+  enable_key_rotation     = true
+  policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [
+      { Sid = "AccountAdministersTheKey", Effect = "Allow", Principal = { AWS = "${local.account}:root" }, Resource = "*",
+        Action = ["kms:Create*", "kms:Describe*", "kms:Enable*", "kms:List*", "kms:Put*", "kms:Update*", "kms:Revoke*", "kms:Disable*",
+      "kms:Get*", "kms:Delete*", "kms:TagResource", "kms:UntagResource", "kms:ScheduleKeyDeletion", "kms:CancelKeyDeletion"] },
+      { Sid    = "UseOnlyThroughSns", Effect = "Allow", Principal = { AWS = "${local.account}:root" }, Resource = "*",
+        Action = ["kms:Decrypt", "kms:GenerateDataKey*"],
+      Condition = { StringEquals = merge({ "kms:ViaService" = "sns.${var.region}.amazonaws.com" }, local.in_account) } },
+      { Sid = "CloudWatchPublishesAlarms", Effect = "Allow", Principal = { Service = "cloudwatch.amazonaws.com" }, Resource = "*",
+      Action = ["kms:Decrypt", "kms:GenerateDataKey*"] },
+    ]
+  })
+  tags = { Name = "${local.prefix}-alarms" }
+}
+
+resource "aws_kms_alias" "alarms" {
+  name          = "alias/${local.prefix}-alarms"
+  target_key_id = aws_kms_key.alarms.key_id
+}
+
+resource "aws_sns_topic" "alarms" {
+  name              = "${local.prefix}-alarms"
+  kms_master_key_id = aws_kms_key.alarms.arn
+  tags              = { Name = "${local.prefix}-alarms" }
+}
+
+resource "aws_cloudwatch_metric_alarm" "not_capturing" {
+  alarm_name          = "${local.prefix}-not-capturing-vni${local.vni}"
+  alarm_description   = "mirrorcap ${local.name}: VNI ${local.vni} is not being captured, or no host reports it"
+  namespace           = "mirrorcap"
+  metric_name         = "Capturing"
+  dimensions          = { Capture = local.name, VNI = tostring(local.vni) }
+  statistic           = "Minimum"
+  period              = 60
+  evaluation_periods  = 3
+  datapoints_to_alarm = 2
+  comparison_operator = "LessThanThreshold"
+  threshold           = 1
+  treat_missing_data  = "breaching"
+  alarm_actions       = [aws_sns_topic.alarms.arn]
+  ok_actions          = [aws_sns_topic.alarms.arn]
+}
+
+resource "aws_cloudwatch_metric_alarm" "packets_lost" {
+  alarm_name          = "${local.prefix}-packets-lost-vni${local.vni}"
+  alarm_description   = "mirrorcap ${local.name}: VNI ${local.vni} lost packets"
+  namespace           = "mirrorcap"
+  metric_name         = "PacketsLost"
+  dimensions          = { Capture = local.name, VNI = tostring(local.vni) }
+  statistic           = "Sum"
+  period              = 60
+  evaluation_periods  = 1
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 0
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = [aws_sns_topic.alarms.arn]
+  ok_actions          = [aws_sns_topic.alarms.arn]
+}
+
+resource "aws_cloudwatch_metric_alarm" "disk_free_low" {
+  alarm_name          = "${local.prefix}-disk-free-low"
+  alarm_description   = "mirrorcap ${local.name}: the pcap volume has under 5% free for 5 minutes"
+  namespace           = "mirrorcap"
+  metric_name         = "DiskFreePercent"
+  dimensions          = { Capture = local.name }
+  statistic           = "Minimum"
+  period              = 60
+  evaluation_periods  = 5
+  comparison_operator = "LessThanThreshold"
+  threshold           = 5
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = [aws_sns_topic.alarms.arn]
+  ok_actions          = [aws_sns_topic.alarms.arn]
+}
+
+resource "aws_cloudwatch_metric_alarm" "archive_backlog" {
+  alarm_name          = "${local.prefix}-archive-backlog"
+  alarm_description   = "mirrorcap ${local.name}: over 4 closed pcaps wait for their upload to S3"
+  namespace           = "mirrorcap"
+  metric_name         = "ArchiveBacklog"
+  dimensions          = { Capture = local.name }
+  statistic           = "Maximum"
+  period              = 60
+  evaluation_periods  = 2
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 4
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = [aws_sns_topic.alarms.arn]
+  ok_actions          = [aws_sns_topic.alarms.arn]
+}
