@@ -37,7 +37,8 @@ install -d -m 0755 /etc/mirrorcap /etc/systemd/system /etc/systemd/system/mirror
 
 cat > '/usr/local/lib/mirrorcap/mirrorcap_host.py.mirrorcap-new' <<'MIRRORCAP_USR_LOCAL_LIB_MIRRORCAP_MIRRORCAP_HOST_PY'
 """What the host's Python scripts share: the env file, the pcap names, where
-state lives, and reading a pcap's end (the last whole record, a torn tail).
+state lives, reading a pcap's end (the last whole record, a torn tail), and
+calling the AWS CLI.
 
 Installed as /usr/local/lib/mirrorcap/mirrorcap_host.py; the host's Python
 scripts import it from there. Python 3.9 stdlib only.
@@ -47,6 +48,7 @@ import json
 import os
 import re
 import struct
+import subprocess
 
 ENV_FILE = "/etc/mirrorcap/mirrorcap.env"
 RUN_DIR = "/run/mirrorcap"  # what a boot forgets: heartbeats, what storage and decap wait for
@@ -231,6 +233,21 @@ def repair(path):
     if end < size:
         os.truncate(path, end)
     return size - end
+
+
+def aws_cli(args, *, attempts, connect_timeout, read_timeout, timeout):
+    """Run `aws ARGS...` (the instance role, through IMDSv2): (its result, None), or
+    (None, why not) in one line when it could not run, timed out or failed."""
+    cmd = ["aws", *args, "--no-cli-pager", "--cli-connect-timeout", str(connect_timeout),
+           "--cli-read-timeout", str(read_timeout)]
+    env = dict(os.environ, AWS_RETRY_MODE="standard", AWS_MAX_ATTEMPTS=str(attempts))
+    try:
+        r = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return None, "aws %s: %s" % (" ".join(args[:2]), e)
+    if r.returncode != 0:
+        return None, (r.stderr.strip() or "aws exited with %d" % r.returncode).splitlines()[-1][:400]
+    return r, None
 MIRRORCAP_USR_LOCAL_LIB_MIRRORCAP_MIRRORCAP_HOST_PY
 chmod 0644 '/usr/local/lib/mirrorcap/mirrorcap_host.py.mirrorcap-new'
 mv -f '/usr/local/lib/mirrorcap/mirrorcap_host.py.mirrorcap-new' '/usr/local/lib/mirrorcap/mirrorcap_host.py'
@@ -2912,17 +2929,11 @@ def health_report():
 def put(region, namespace, data):
     """Publish; None when CloudWatch accepted every datum, else why not."""
     for i in range(0, len(data), PER_CALL):
-        cmd = ["aws", "cloudwatch", "put-metric-data", "--region", region, "--namespace", namespace,
-               "--metric-data", json.dumps(data[i:i + PER_CALL]), "--no-cli-pager",
-               "--cli-connect-timeout", "5", "--cli-read-timeout", "10"]
-        env = dict(os.environ, AWS_RETRY_MODE="standard", AWS_MAX_ATTEMPTS="2")
-        try:
-            r = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env,
-                               timeout=PUT_TIMEOUT_SECONDS)
-        except (OSError, subprocess.TimeoutExpired) as e:
-            return "aws cloudwatch put-metric-data: %s" % e
-        if r.returncode != 0:
-            return (r.stderr.strip() or "aws exited with %d" % r.returncode).splitlines()[-1][:400]
+        _, error = host.aws_cli(["cloudwatch", "put-metric-data", "--region", region, "--namespace", namespace,
+                                 "--metric-data", json.dumps(data[i:i + PER_CALL])],
+                                attempts=2, connect_timeout=5, read_timeout=10, timeout=PUT_TIMEOUT_SECONDS)
+        if error:
+            return error
     return None
 
 

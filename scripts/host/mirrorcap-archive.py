@@ -23,7 +23,6 @@ import fcntl
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import time
 import urllib.request
@@ -176,17 +175,11 @@ def sha256_b64(path):
 
 def put_object(s, path, key, checksum):
     """Upload one file; None when S3 confirmed it with `checksum`, else why not."""
-    cmd = ["aws", "s3api", "put-object", "--region", s.region, "--bucket", s.bucket, "--key", key, "--body", path,
-           "--checksum-algorithm", "SHA256", "--checksum-sha256", checksum,
-           "--output", "json", "--no-cli-pager", "--cli-connect-timeout", "10", "--cli-read-timeout", "120"]
-    env = dict(os.environ, AWS_RETRY_MODE="standard", AWS_MAX_ATTEMPTS="3")
-    try:
-        r = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env,
-                           timeout=UPLOAD_TIMEOUT_SECONDS)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return "aws s3api put-object: %s" % e
-    if r.returncode != 0:
-        return (r.stderr.strip() or "aws exited with %d" % r.returncode).splitlines()[-1][:400]
+    r, error = host.aws_cli(["s3api", "put-object", "--region", s.region, "--bucket", s.bucket, "--key", key, "--body", path,
+                             "--checksum-algorithm", "SHA256", "--checksum-sha256", checksum, "--output", "json"],
+                            attempts=3, connect_timeout=10, read_timeout=120, timeout=UPLOAD_TIMEOUT_SECONDS)
+    if error:
+        return error
     try:
         answered = json.loads(r.stdout or "{}").get("ChecksumSHA256")
     except ValueError:

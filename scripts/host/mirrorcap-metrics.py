@@ -124,17 +124,11 @@ def health_report():
 def put(region, namespace, data):
     """Publish; None when CloudWatch accepted every datum, else why not."""
     for i in range(0, len(data), PER_CALL):
-        cmd = ["aws", "cloudwatch", "put-metric-data", "--region", region, "--namespace", namespace,
-               "--metric-data", json.dumps(data[i:i + PER_CALL]), "--no-cli-pager",
-               "--cli-connect-timeout", "5", "--cli-read-timeout", "10"]
-        env = dict(os.environ, AWS_RETRY_MODE="standard", AWS_MAX_ATTEMPTS="2")
-        try:
-            r = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env,
-                               timeout=PUT_TIMEOUT_SECONDS)
-        except (OSError, subprocess.TimeoutExpired) as e:
-            return "aws cloudwatch put-metric-data: %s" % e
-        if r.returncode != 0:
-            return (r.stderr.strip() or "aws exited with %d" % r.returncode).splitlines()[-1][:400]
+        _, error = host.aws_cli(["cloudwatch", "put-metric-data", "--region", region, "--namespace", namespace,
+                                 "--metric-data", json.dumps(data[i:i + PER_CALL])],
+                                attempts=2, connect_timeout=5, read_timeout=10, timeout=PUT_TIMEOUT_SECONDS)
+        if error:
+            return error
     return None
 
 

@@ -1,5 +1,6 @@
 """What the host's Python scripts share: the env file, the pcap names, where
-state lives, and reading a pcap's end (the last whole record, a torn tail).
+state lives, reading a pcap's end (the last whole record, a torn tail), and
+calling the AWS CLI.
 
 Installed as /usr/local/lib/mirrorcap/mirrorcap_host.py; the host's Python
 scripts import it from there. Python 3.9 stdlib only.
@@ -9,6 +10,7 @@ import json
 import os
 import re
 import struct
+import subprocess
 
 ENV_FILE = "/etc/mirrorcap/mirrorcap.env"
 RUN_DIR = "/run/mirrorcap"  # what a boot forgets: heartbeats, what storage and decap wait for
@@ -193,3 +195,18 @@ def repair(path):
     if end < size:
         os.truncate(path, end)
     return size - end
+
+
+def aws_cli(args, *, attempts, connect_timeout, read_timeout, timeout):
+    """Run `aws ARGS...` (the instance role, through IMDSv2): (its result, None), or
+    (None, why not) in one line when it could not run, timed out or failed."""
+    cmd = ["aws", *args, "--no-cli-pager", "--cli-connect-timeout", str(connect_timeout),
+           "--cli-read-timeout", str(read_timeout)]
+    env = dict(os.environ, AWS_RETRY_MODE="standard", AWS_MAX_ATTEMPTS=str(attempts))
+    try:
+        r = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return None, "aws %s: %s" % (" ".join(args[:2]), e)
+    if r.returncode != 0:
+        return None, (r.stderr.strip() or "aws exited with %d" % r.returncode).splitlines()[-1][:400]
+    return r, None

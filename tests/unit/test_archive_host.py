@@ -129,7 +129,7 @@ def test_put_object_is_confirmed_by_the_checksum_s3_answers(tmp_path, monkeypatc
     def run(cmd, **kw):
         seen["cmd"] = cmd
         return answers.pop(0)
-    monkeypatch.setattr(archive.subprocess, "run", run)
+    monkeypatch.setattr(archive.host.subprocess, "run", run)  # the shared aws_cli runs it
     answers = [R(0, json.dumps({"ETag": '"x"', "ChecksumSHA256": "abc="})), R(0, json.dumps({"ETag": '"x"'})),
                R(254, "", "An error occurred (BadDigest) when calling the PutObject operation")]
     s = FakeSettings(tmp_path)
