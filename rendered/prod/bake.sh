@@ -14,7 +14,7 @@ TERMSHARK_VERSION=v2.4.0
 termshark=""
 
 if command -v dnf >/dev/null 2>&1; then
-  dnf install -y -q tcpdump wireshark-cli xfsprogs iproute curl-minimal python3 awscli-2
+  dnf install -y -q tcpdump wireshark-cli xfsprogs iproute curl-minimal python3 python3-numpy awscli-2
   if ! command -v termshark >/dev/null 2>&1; then
     dnf install -y -q golang
     build=$(mktemp -d)
@@ -257,7 +257,9 @@ cat > '/usr/local/lib/mirrorcap/mirrorcap_index.py.mirrorcap-new' <<'MIRRORCAP_U
 
 Written beside every closed pcap by the host (mirrorcap-index, at rotation) and by
 `mirrorcap index` / `mirrorcap find --dir` on any machine: one implementation, so
-both write the same bytes. Python 3.9 stdlib only (the host has no pip).
+both write the same bytes. Python 3.9 and, where installed, numpy (the host: the
+distribution's python3-numpy, installed at bake; the host has no pip): without it, a
+plain loop writes the same index, slower.
 
 Format: gzip'd newline-delimited JSON (DuckDB and Athena read it as it is).
 The first line describes the file (kind "file"), each other line one flow
@@ -288,11 +290,15 @@ import os
 import re
 import struct
 import sys
+from itertools import repeat
 
 VERSION = 1
 SUFFIX = ".idx.json.gz"  # beside the pcap: NAME.pcap -> NAME.pcap.idx.json.gz
 FAILED_SUFFIX = ".idx-failed"  # beside a pcap whose index could not be written: why
 CHUNK = 64 << 10
+# where the vectorized walk reads a frame, 8 bytes each: Ethernet type and the IPv4 version/IHL,
+# then the bytes of IPv4's and IPv6's headers a flow key holds
+WORDS_AT = (12, 20, 22, 28, 30, 38, 46, 50)
 
 PCAP_MAGIC = {b"\xd4\xc3\xb2\xa1": ("<", 6), b"\xa1\xb2\xc3\xd4": (">", 6),
               b"\x4d\x3c\xb2\xa1": ("<", 9), b"\xa1\xb2\x3c\x4d": (">", 9)}
@@ -550,10 +556,212 @@ def _walk_pcap(data, meta):
     return flows, chunk_starts
 
 
+def _numpy():
+    """numpy when installed (the host: python3-numpy, from the distribution, at bake), else None:
+    the pure-Python walk writes the same index, slower."""
+    try:
+        import numpy
+    except ImportError:
+        return None
+    return numpy
+
+
+def _walk_pcap_vectorized(data, meta, np):
+    """_walk for an Ethernet pcap, the hot loop of indexing at rotation: the record chain in
+    Python (each record's length says where the next one begins: sequential by nature, and the
+    only per-record Python left), the rest with numpy over BLOCK records at a time (memory stays
+    bounded whatever the file's size). Frames whose flow key fixed bytes decide (IPv4 without
+    options, IPv6) are grouped by those bytes and each group is decoded once by flow_key; every
+    other frame is decoded alone by flow_key. Flows, counts and chunk runs come out as _walk's,
+    exactly (tests compare), with each flow's runs already flat. None: walk it the plain way."""
+    tsres = meta["ifaces"][0][1]
+    n = len(data)
+    u32 = struct.Struct(meta["endian"] + "I").unpack_from
+    acc = _FlowTotals(np)
+    fid_of, runs, chunk_starts = {}, [], []
+    o, last_block, chunks = 24, -1, 0
+    while True:
+        chain = []
+        add = chain.append
+        for _ in repeat(None, BLOCK):
+            if o + 16 > n:
+                break
+            nxt = o + 16 + u32(data, o + 8)[0]
+            if nxt > n:
+                break  # torn
+            add(o)
+            o = nxt
+        if not chain:
+            break
+        offs = np.array(chain, dtype=np.int64)
+        del chain
+        ts, length, fid = _block_flows(data, meta, np, offs, fid_of)
+        if fid is None:
+            return None
+        # chunks: a new one starts at the first record in each CHUNK-sized block of the file
+        block = offs // CHUNK
+        starts = np.empty(len(offs), dtype=bool)
+        starts[0] = block[0] != last_block
+        np.not_equal(block[1:], block[:-1], out=starts[1:])
+        chunk = chunks + np.cumsum(starts) - 1
+        chunks += int(starts.sum())
+        last_block = int(block[-1])
+        chunk_starts += offs[starts].tolist()
+        # per flow, its records in file order
+        order = np.argsort(fid, kind="stable")
+        sfid, schunk = fid[order], chunk[order]
+        begin = np.empty(len(offs), dtype=bool)
+        begin[0] = True
+        np.not_equal(sfid[1:], sfid[:-1], out=begin[1:])
+        at = np.flatnonzero(begin)
+        acc.add(len(fid_of), sfid[at], np.minimum.reduceat(ts[order], at), np.maximum.reduceat(ts[order], at),
+                np.diff(np.append(at, len(offs))), np.add.reduceat(length[order], at))
+        # runs of consecutive chunks: a new one where the flow changes or a chunk is skipped
+        run = begin.copy()
+        run[1:] |= schunk[1:] > schunk[:-1] + 1
+        ends = np.empty(len(offs), dtype=bool)
+        ends[:-1] = run[1:]
+        ends[-1] = True
+        runs.append((sfid[run], schunk[run], schunk[ends]))
+    meta["stop"] = o
+    if not fid_of:
+        return {}, []
+    flats = _flat_runs(np, runs, len(fid_of))
+    scale = 10 ** (9 - tsres)
+    flows = {}
+    for k, f_, l_, c, b, flat in zip(fid_of, acc.first[:len(fid_of)].tolist(), acc.last[:len(fid_of)].tolist(),
+                                      acc.packets[:len(fid_of)].tolist(), acc.bytes[:len(fid_of)].tolist(), flats):
+        flows[k] = [f_ * scale, l_ * scale, c, b, flat]
+    return flows, chunk_starts
+
+
+BLOCK = 1 << 18  # records the vectorized walk holds at once: ~100 MiB of arrays at most
+
+
+def _block_flows(data, meta, np, offs, fid_of):
+    """(times, original lengths, flow ids) of the records at `offs`; a flow met for the first time
+    gets the next id in `fid_of` (flow key -> id), in the order _walk meets them. Flow ids None:
+    two keys mixed alike (the caller walks the plain way)."""
+    n = len(data)
+    tsres = meta["ifaces"][0][1]
+    # Unaligned words at every byte offset of the file, as views (no copy): one gather reads 4
+    # or 8 bytes. A position past the end is clamped; what it reads there is never used.
+    hdr = np.ndarray(shape=(n - 3,), dtype=meta["endian"] + "u4", buffer=data, strides=(1,))
+    lw = np.ndarray(shape=(n - 7,), dtype="<u8", buffer=data, strides=(1,))
+    try:
+        # each record's header and the frame bytes a flow key needs, gathered a record at a time
+        head = hdr[offs[:, None] + np.array([0, 4, 8, 12])].astype(np.int64)
+        frame = offs + 16
+        w = lw[np.minimum(frame[:, None] + np.array(WORDS_AT), n - 8)]
+    finally:
+        hdr = lw = None  # no view of the file may outlive the walk: it is unmapped next
+    ts = head[:, 0] * 10 ** tsres + head[:, 1]
+    caplen, length = head[:, 2], head[:, 3]
+    w12 = w[:, 0]
+    v4 = (w12 & 0xFFFFFF == 0x450008) & (caplen >= 38)  # type 0x0800, version 4 with IHL 5
+    v6 = (w12 & 0xFFFF == 0xDD86) & (caplen >= 58)  # type 0x86DD
+    is_fast = v4 | v6
+    fast = np.flatnonzero(is_fast)
+    is4 = v4[fast]
+    w = w[fast]
+    key = np.zeros((len(fast), 7), dtype=np.uint64)
+    key[:, 6] = is4
+    # IPv4: flags and fragment offset, protocol, addresses, ports (not TTL or checksum);
+    # IPv6: next header, addresses, and the 4 bytes after the fixed header
+    key[:, 0] = np.where(is4, w[:, 1] & np.uint64(0xFFFF0000FF00FFFF), w[:, 1] & np.uint64(0xFF))
+    key[:, 1] = np.where(is4, w[:, 3], w[:, 2])
+    key[:, 2] = w[:, 4]
+    key[:, 3:6] = w[:, 5:8]
+    key[is4, 3:6] = 0
+    # Group equal keys through a 64-bit mix of their words; a collision is caught below.
+    mix = key[:, 0].copy()
+    for col in range(1, 7):
+        mix = (mix * np.uint64(0x9E3779B97F4A7C15)) ^ key[:, col]
+    _u, group_first, group_of = np.unique(mix, return_index=True, return_inverse=True)
+    group_of = group_of.reshape(-1)
+    if not (key == key[group_first][group_of]).all():
+        return ts, length, None
+    rep = fast[group_first]
+    slow = np.flatnonzero(~is_fast)
+    picked = np.concatenate([rep, slow])
+    fid_at = np.empty(len(picked), dtype=np.int64)
+    for _p, at, cap, i in sorted(zip(picked.tolist(), frame[picked].tolist(), caplen[picked].tolist(), range(len(picked)))):
+        fid_at[i] = fid_of.setdefault(flow_key(data, LINKTYPE_ETHERNET, at, cap), len(fid_of))
+    fid = np.empty(len(offs), dtype=np.int64)
+    fid[fast] = fid_at[:len(rep)][group_of]
+    fid[slow] = fid_at[len(rep):]
+    return ts, length, fid
+
+
+class _FlowTotals:
+    """Each flow's first and last time, packets and bytes, over the blocks of a walk."""
+
+    def __init__(self, np):
+        self.np = np
+        self.first = self.last = self.packets = self.bytes = np.empty(0, dtype=np.int64)
+
+    def add(self, flows, ids, first, last, packets, nbytes):
+        np = self.np
+        if flows > len(self.first):
+            grow = max(flows, 2 * len(self.first)) - len(self.first)
+            big = np.iinfo(np.int64)
+            self.first = np.append(self.first, np.full(grow, big.max, dtype=np.int64))
+            self.last = np.append(self.last, np.full(grow, big.min, dtype=np.int64))
+            self.packets = np.append(self.packets, np.zeros(grow, dtype=np.int64))
+            self.bytes = np.append(self.bytes, np.zeros(grow, dtype=np.int64))
+        self.first[ids] = np.minimum(self.first[ids], first)
+        self.last[ids] = np.maximum(self.last[ids], last)
+        self.packets[ids] += packets
+        self.bytes[ids] += nbytes
+
+
+def _flat_runs(np, runs, count):
+    """Each flow's chunk runs, as the index writes them: (gap since the flow's previous run
+    ended, length) pairs. `runs`: per block, (flow, first chunk, last chunk) of each run; a
+    chunk that goes on into the next block joins the runs on either side."""
+    flow = np.concatenate([r[0] for r in runs])
+    a = np.concatenate([r[1] for r in runs])
+    b = np.concatenate([r[2] for r in runs])
+    order = np.argsort(flow, kind="stable")
+    flow, a, b = flow[order], a[order], b[order]
+    new = np.ones(len(flow), dtype=bool)
+    new[1:] = (flow[1:] != flow[:-1]) | (a[1:] > b[:-1] + 1)
+    at = np.flatnonzero(new)
+    flow, a, b = flow[at], a[at], np.maximum.reduceat(b, at)
+    prev_end = np.zeros(len(a), dtype=np.int64)
+    prev_end[1:] = b[:-1] + 1
+    prev_end[np.flatnonzero(np.append(True, flow[1:] != flow[:-1]))] = 0  # a flow's first run counts from chunk 0
+    flat = np.empty(2 * len(a), dtype=np.int64)
+    flat[0::2] = a - prev_end
+    flat[1::2] = b + 1 - a
+    flat = flat.tolist()
+    cut = (2 * np.cumsum(np.bincount(flow, minlength=count))).tolist()
+    return [flat[i:j] for i, j in zip([0] + cut, cut)]
+
+
+def _flatten(flows):
+    """Each flow's chunk runs [first, last, ...] as the index writes them: (gap since the
+    previous run's end, length) pairs."""
+    for st in flows.values():
+        runs, flat, prev = st[4], [], 0
+        for i in range(0, len(runs), 2):
+            flat += [runs[i] - prev, runs[i + 1] + 1 - runs[i]]
+            prev = runs[i + 1] + 1
+        st[4] = flat
+
+
 def build(data, name, vni=None):
     """The index of a pcap/pcapng's bytes: (file line, [flow lines])."""
     meta = header(data)
-    flows, chunk_starts = (_walk_pcap if meta["format"] == "pcap" else _walk)(data, meta)
+    walked = None
+    if meta["format"] == "pcap" and meta["ifaces"][0][0] == LINKTYPE_ETHERNET and len(data) >= 8:
+        np = _numpy()
+        if np is not None:
+            walked = _walk_pcap_vectorized(data, meta, np)
+    if walked is None:
+        walked = (_walk_pcap if meta["format"] == "pcap" else _walk)(data, meta)
+        _flatten(walked[0])
+    flows, chunk_starts = walked
     records_end = meta.pop("stop")
     stats = list(flows.values())
     line = dict(kind="file", v=VERSION, pcap=os.path.basename(name), size=len(data), end=records_end,
@@ -562,11 +770,7 @@ def build(data, name, vni=None):
                 packets=sum(s[2] for s in stats), bytes=sum(s[3] for s in stats), flows=len(flows),
                 chunks=[b - a for a, b in zip([0] + chunk_starts, chunk_starts + [records_end])])
     rows = []
-    for (fam, proto, src, dst, ports), (f_first, f_last, n, nbytes, runs) in flows.items():
-        flat, prev = [], 0
-        for i in range(0, len(runs), 2):
-            flat += [runs[i] - prev, runs[i + 1] + 1 - runs[i]]
-            prev = runs[i + 1] + 1
+    for (fam, proto, src, dst, ports), (f_first, f_last, n, nbytes, flat) in flows.items():
         sp, dp = struct.unpack(">HH", ports) if ports else (None, None)
         rows.append(dict(kind="flow", fam=fam, proto=proto, sa=src.hex(), da=dst.hex(), sp=sp, dp=dp, vni=vni,
                          first=f_first, last=f_last, packets=n, bytes=nbytes, chunks=flat))
@@ -596,7 +800,7 @@ def ranges(offsets, flat):
 def encode(line, rows):
     """The index file's bytes (gzip with no name or time in its header: the same pcap, the same bytes)."""
     text = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in [line] + rows).encode()
-    return gzip.compress(text, 6, mtime=0)
+    return gzip.compress(text, 1, mtime=0)  # level 1: a quarter larger than 6, a seventh of its CPU
 
 
 def index_path(pcap):
@@ -1242,6 +1446,8 @@ class Indexer:
     gets NAME.idx-failed (mirrorcap_index.py writes it), which health reports."""
 
     SUFFIXES = (".idx.json.gz", ".idx-failed")  # mirrorcap_index.SUFFIX, FAILED_SUFFIX
+    # numpy's BLAS would start a thread per CPU at import: the indexer needs none (one core at most)
+    ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
 
     def __init__(self):
         self.queue, self.proc = [], None
@@ -1261,7 +1467,8 @@ class Indexer:
             if os.path.exists(path):
                 try:
                     self.proc = subprocess.Popen([sys.executable, os.path.join(HOST_LIB, "mirrorcap_index.py"), path],
-                                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, preexec_fn=self.weaken)
+                                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, preexec_fn=self.weaken,
+                                                 env=self.ENV)
                 except OSError as e:
                     log("cannot index %s: %s" % (os.path.basename(path), e))
                     continue
