@@ -600,6 +600,8 @@ def main(argv):
     if len(argv) < 2:
         print("usage: mirrorcap_index.py PCAP... (writes PCAP%s beside each)" % SUFFIX, file=sys.stderr)
         return 2
+    np = _numpy()
+    walk = "numpy %s walk" % np.__version__ if np is not None else "plain walk: numpy is not installed"
     failed = 0
     for pcap in argv[1:]:
         marker = pcap + FAILED_SUFFIX
@@ -617,7 +619,7 @@ def main(argv):
             continue
         if os.path.exists(marker):
             os.unlink(marker)
-        print("mirrorcap-index: %s: %d packets, %d flows" % (os.path.basename(pcap), line["packets"], line["flows"]),
+        print("mirrorcap-index: %s: %d packets, %d flows (%s)" % (os.path.basename(pcap), line["packets"], line["flows"], walk),
               file=sys.stderr, flush=True)
     return 1 if failed else 0
 
