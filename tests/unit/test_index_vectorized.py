@@ -5,6 +5,8 @@ in little- and big-endian pcaps, in micro- and nanoseconds, in one block of reco
 
 from __future__ import annotations
 
+import gzip
+import json
 import random
 import struct
 
@@ -70,7 +72,11 @@ def test_the_numpy_walk_writes_the_plain_walks_bytes(monkeypatch, seed, count, n
     assert fast is not None
     assert (fast[0], fast[1], meta["stop"]) == walked(ix, data)
     assert list(fast[0]) == list(walked(ix, data)[0])  # flows in the order they are met, too
-    assert ix.encode(*ix.build(data, "vni7_x.pcap", 7)) == plain(ix, data, monkeypatch)
+    line, rows = ix.build(data, "vni7_x.pcap", 7)
+    assert ix.encode(line, rows) == plain(ix, data, monkeypatch)
+    # each line is what json.dumps writes
+    text = gzip.decompress(ix.encode(line, rows)).decode()
+    assert text == "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in [line] + rows)
 
 
 def test_the_host_path_takes_the_numpy_walk(monkeypatch, tmp_path):

@@ -41,9 +41,6 @@ VERSION = 1
 SUFFIX = ".idx.json.gz"  # beside the pcap: NAME.pcap -> NAME.pcap.idx.json.gz
 FAILED_SUFFIX = ".idx-failed"  # beside a pcap whose index could not be written: why
 CHUNK = 64 << 10
-# where the vectorized walk reads a frame, 8 bytes each: Ethernet type and the IPv4 version/IHL,
-# then the bytes of IPv4's and IPv6's headers a flow key holds
-WORDS_AT = (12, 20, 22, 28, 30, 38, 46, 50)
 
 PCAP_MAGIC = {b"\xd4\xc3\xb2\xa1": ("<", 6), b"\xa1\xb2\xc3\xd4": (">", 6),
               b"\x4d\x3c\xb2\xa1": ("<", 9), b"\xa1\xb2\x3c\x4d": (">", 9)}
@@ -389,38 +386,41 @@ def _block_flows(data, meta, np, offs, fid_of):
     two keys mixed alike (the caller walks the plain way)."""
     n = len(data)
     tsres = meta["ifaces"][0][1]
-    # Unaligned words at every byte offset of the file, as views (no copy): one gather reads 4
-    # or 8 bytes. A position past the end is clamped; what it reads there is never used.
-    hdr = np.ndarray(shape=(n - 3,), dtype=meta["endian"] + "u4", buffer=data, strides=(1,))
-    lw = np.ndarray(shape=(n - 7,), dtype="<u8", buffer=data, strides=(1,))
+    rec = _record_dtype(np, meta["endian"])
+    # One gather per record of its header and the frame bytes a flow key needs (a view of the file
+    # as overlapping records at every byte offset: no copy until the gather). Records too close to
+    # the end for the whole span are read alone, padded with zeros that are never used.
+    at_end = offs > n - rec.itemsize
+    view = np.ndarray(shape=(n - rec.itemsize + 1,), dtype=rec, buffer=data, strides=(1,)) if n >= rec.itemsize else None
     try:
-        # each record's header and the frame bytes a flow key needs, gathered a record at a time
-        head = hdr[offs[:, None] + np.array([0, 4, 8, 12])].astype(np.int64)
-        frame = offs + 16
-        w = lw[np.minimum(frame[:, None] + np.array(WORDS_AT), n - 8)]
+        r = view[offs[~at_end]] if view is not None else np.zeros(0, dtype=rec)
     finally:
-        hdr = lw = None  # no view of the file may outlive the walk: it is unmapped next
-    ts = head[:, 0] * 10 ** tsres + head[:, 1]
-    caplen, length = head[:, 2], head[:, 3]
-    w12 = w[:, 0]
-    v4 = (w12 & 0xFFFFFF == 0x450008) & (caplen >= 38)  # type 0x0800, version 4 with IHL 5
-    v6 = (w12 & 0xFFFF == 0xDD86) & (caplen >= 58)  # type 0x86DD
+        view = None  # no view of the file may outlive the walk: it is unmapped next
+    if at_end.any():
+        tail = np.frombuffer(b"".join(data[o:o + rec.itemsize].ljust(rec.itemsize, b"\0") for o in offs[at_end].tolist()), dtype=rec)
+        r = np.concatenate([r, tail])
+    ts = r["sec"].astype(np.int64) * 10 ** tsres + r["frac"]
+    caplen, length = r["caplen"].astype(np.int64), r["len"].astype(np.int64)
+    frame = offs + 16
+    w0, w1, w3 = r["w0"], r["w1"], r["w3"]
+    v4 = (w0 & 0xFFFFFF == 0x450008) & (caplen >= 38)  # type 0x0800, version 4 with IHL 5
+    v6 = (w0 & 0xFFFF == 0xDD86) & (caplen >= 58)  # type 0x86DD
     is_fast = v4 | v6
     fast = np.flatnonzero(is_fast)
     is4 = v4[fast]
-    w = w[fast]
-    key = np.zeros((len(fast), 7), dtype=np.uint64)
-    key[:, 6] = is4
+    key = np.zeros((len(fast), 6), dtype=np.uint64)
+    key[:, 5] = is4
     # IPv4: flags and fragment offset, protocol, addresses, ports (not TTL or checksum);
-    # IPv6: next header, addresses, and the 4 bytes after the fixed header
-    key[:, 0] = np.where(is4, w[:, 1] & np.uint64(0xFFFF0000FF00FFFF), w[:, 1] & np.uint64(0xFF))
-    key[:, 1] = np.where(is4, w[:, 3], w[:, 2])
-    key[:, 2] = w[:, 4]
-    key[:, 3:6] = w[:, 5:8]
-    key[is4, 3:6] = 0
+    # IPv6: next header, addresses, and the 4 bytes after the fixed header (not the hop limit)
+    key[:, 0] = w1[fast] & np.where(is4, np.uint64(0xFFFF0000FF00FFFF), np.uint64(0xFFFFFFFFFFFF00FF))
+    key[:, 1] = r["w2"][fast]
+    key[:, 2] = w3[fast] & np.where(is4, np.uint64(0xFFFF), np.uint64(0xFFFFFFFFFFFFFFFF))
+    six = fast[~is4]
+    key[~is4, 3] = r["w4"][six]
+    key[~is4, 4] = r["w5"][six] & np.uint64(0xFFFFFFFFFFFF)
     # Group equal keys through a 64-bit mix of their words; a collision is caught below.
     mix = key[:, 0].copy()
-    for col in range(1, 7):
+    for col in range(1, 6):
         mix = (mix * np.uint64(0x9E3779B97F4A7C15)) ^ key[:, col]
     _u, group_first, group_of = np.unique(mix, return_index=True, return_inverse=True)
     group_of = group_of.reshape(-1)
@@ -436,6 +436,14 @@ def _block_flows(data, meta, np, offs, fid_of):
     fid[fast] = fid_at[:len(rep)][group_of]
     fid[slow] = fid_at[len(rep):]
     return ts, length, fid
+
+
+def _record_dtype(np, endian):
+    """What the numpy walk reads of a record: its header (in the file's byte order), then its frame's
+    bytes 12 to 60 as little-endian words (the Ethernet type, then IPv4's or IPv6's header)."""
+    return np.dtype(dict(names=["sec", "frac", "caplen", "len", "w0", "w1", "w2", "w3", "w4", "w5"],
+                         formats=[endian + "u4"] * 4 + ["<u8"] * 6,
+                         offsets=[0, 4, 8, 12, 28, 36, 44, 52, 60, 68], itemsize=76))
 
 
 class _FlowTotals:
@@ -544,8 +552,23 @@ def ranges(offsets, flat):
 
 def encode(line, rows):
     """The index file's bytes (gzip with no name or time in its header: the same pcap, the same bytes)."""
-    text = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in [line] + rows).encode()
+    text = (json.dumps(line, separators=(",", ":")) + "\n" + "".join(map(_flow_json, rows))).encode()
     return gzip.compress(text, 1, mtime=0)  # level 1: a quarter larger than 6, a seventh of its CPU
+
+
+def _flow_json(r):
+    """A flow line, as json.dumps(r, separators=(",", ":")) writes it (tests compare), in a
+    fraction of its time: every value is a number, null, or a string of [0-9a-z]."""
+    return FLOW_LINE % (r["fam"], _num(r["proto"]), r["sa"], r["da"], _num(r["sp"]), _num(r["dp"]), _num(r["vni"]),
+                        r["first"], r["last"], r["packets"], r["bytes"], ",".join(map(str, r["chunks"])))
+
+
+FLOW_LINE = ('{"kind":"flow","fam":"%s","proto":%s,"sa":"%s","da":"%s","sp":%s,"dp":%s,"vni":%s,'
+             '"first":%d,"last":%d,"packets":%d,"bytes":%d,"chunks":[%s]}\n')
+
+
+def _num(v):
+    return "null" if v is None else "%d" % v
 
 
 def index_path(pcap):
