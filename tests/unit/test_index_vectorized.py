@@ -49,7 +49,7 @@ def plain(ix, data, monkeypatch):
 def walked(ix, data):
     meta = ix.header(data)
     flows, starts = ix._walk(data, meta)
-    ix._flatten(flows)
+    ix._flatten(flows, starts, meta["stop"])
     return flows, starts, meta["stop"]
 
 
@@ -111,3 +111,36 @@ def test_keys_that_mix_alike_fall_back_to_the_plain_walk(monkeypatch):
         assert ix._walk_pcap_vectorized(data, ix.header(data), np) is None
         fallback = ix.encode(*ix.build(data, "vni7_x.pcap", 7))
     assert fallback == plain(ix, data, monkeypatch)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10 ** 6), count=st.integers(1, 600), chunk=st.sampled_from([64 << 10, 700, 200]),
+       pcapng=st.booleans())
+def test_a_flows_ranges_hold_every_packet_of_it_and_begin_and_end_on_one(tmp_path_factory, seed, count, chunk, pcapng):
+    """Read back through its ranges, a flow has every one of its packets, and each range starts with
+    one of them and ends with one (trim cuts the chunks' other flows off both ends)."""
+    ix = indexer()
+    d = tmp_path_factory.mktemp("r")
+    pkts = findtraffic.packets(seed, count)
+    path = d / ("x.pcapng" if pcapng else "x.pcap")
+    (findtraffic.write_pcapng if pcapng else findtraffic.write_pcap)(path, pkts)
+    data = path.read_bytes()
+    old = ix.CHUNK
+    ix.CHUNK = chunk
+    try:
+        line, rows = ix.build(data, str(path))
+    finally:
+        ix.CHUNK = old
+    offsets = ix.chunk_offsets(line)
+    for r in rows:
+        want = (r["fam"], r["proto"], bytes.fromhex(r["sa"]), bytes.fromhex(r["da"]),
+                None if r["sp"] is None else struct.pack(">HH", r["sp"], r["dp"]))
+        seen = 0
+        for a, b in ix.ranges(offsets, r["chunks"], r["trim"]):
+            meta = dict(format=line["format"], endian=line["endian"], ifaces=[list(x) for x in line["ifaces"]])
+            keys = [ix.flow_key(data[a:b], lt, fr, cap) for _o, _t, lt, cap, _l, fr in ix.records(data[a:b], meta, 0, b - a)]
+            keys = [(k[0], k[1], bytes(k[2]), bytes(k[3]), None if k[4] is None else bytes(k[4])) for k in keys]
+            assert keys and keys[0] == want and keys[-1] == want
+            assert meta["stop"] == b - a  # whole records, to the end of the range
+            seen += keys.count(want)
+        assert seen == r["packets"]

@@ -25,6 +25,10 @@ alike, so a query decided on the flow holds for each of its packets:
          line's `chunks` holds where each begins (each as the distance from the
          one before; the last entry is where the whole records end), so every byte
          range begins and ends on a record boundary.
+  trim   per run of `chunks`, (bytes from the start of its first chunk to the flow's
+         first record in it, bytes from the end of the flow's last record in it to the
+         end of its last chunk): the run's exact span, so a flow with a packet here
+         and there is read a packet at a time, not a chunk at a time.
 
 Times in the pcap come from its packets, never its name.
 """
@@ -37,7 +41,7 @@ import struct
 import sys
 from itertools import repeat
 
-VERSION = 1
+VERSION = 2  # 2: trim
 SUFFIX = ".idx.json.gz"  # beside the pcap: NAME.pcap -> NAME.pcap.idx.json.gz
 FAILED_SUFFIX = ".idx-failed"  # beside a pcap whose index could not be written: why
 CHUNK = 64 << 10
@@ -92,6 +96,7 @@ def records(data, meta, start=None, end=None):
             sec, frac, caplen, length = unpack(data, o)
             if o + 16 + caplen > end:
                 break  # torn
+            meta["end"] = o + 16 + caplen
             yield o, sec * 1000000000 + frac * scale, linktype, caplen, length, o + 16
             o += 16 + caplen
         meta["stop"] = o
@@ -124,6 +129,7 @@ def records(data, meta, start=None, end=None):
                 linktype, tsres = ifaces[iface]
                 ticks = (hi << 32) | lo
                 ts = ticks * 10 ** (9 - tsres) if tsres <= 9 else ticks // 10 ** (tsres - 9)
+                meta["end"] = o + blen
                 yield o, ts, linktype, caplen, length, frame
         o += blen
     meta["stop"] = o
@@ -207,7 +213,9 @@ def vni_of(name):
 
 # --- building an index ----------------------------------------------------------------
 def _walk(data, meta):
-    """Every record, any format: {flow key: [first, last, packets, bytes, chunk runs]} and the rest."""
+    """Every record, any format: {flow key: [first, last, packets, bytes, chunk runs, run spans]} and
+    where each chunk starts. A run is [first chunk, last chunk], its span [first record's offset,
+    last record's end]."""
     flows = {}
     chunk, boundary, chunk_starts = -1, 0, []
     for o, ts, linktype, caplen, length, frame in records(data, meta):
@@ -218,13 +226,13 @@ def _walk(data, meta):
         key = flow_key(data, linktype, frame, caplen)
         f = flows.get(key)
         if f is None:
-            flows[key] = [ts, ts, 1, length, [chunk, chunk]]
+            flows[key] = [ts, ts, 1, length, [chunk, chunk], [o, meta["end"]]]
         else:
-            _count(f, ts, length, chunk)
+            _count(f, ts, length, chunk, o, meta["end"])
     return flows, chunk_starts
 
 
-def _count(f, ts, length, chunk):
+def _count(f, ts, length, chunk, o, end):
     if ts > f[1]:
         f[1] = ts
     elif ts < f[0]:
@@ -232,11 +240,12 @@ def _count(f, ts, length, chunk):
     f[2] += 1
     f[3] += length
     runs = f[4]
-    if runs[-1] != chunk:
-        if runs[-1] == chunk - 1:
-            runs[-1] = chunk
-        else:
-            runs += (chunk, chunk)
+    if runs[-1] == chunk or runs[-1] == chunk - 1:
+        runs[-1] = chunk
+        f[5][-1] = end
+    else:
+        runs += (chunk, chunk)
+        f[5] += (o, end)
 
 
 def _walk_pcap(data, meta):
@@ -274,7 +283,7 @@ def _walk_pcap(data, meta):
             key = flow_key(data, linktype, f, caplen)
             st = flows.get(key)
             if st is None:
-                st = flows[key] = [ts, ts, 0, 0, [chunk, chunk]]
+                st = flows[key] = [ts, ts, 0, 0, [chunk, chunk], [o, nxt]]
             if raw is not None:
                 seen[raw] = st
         if ts > st[1]:
@@ -284,11 +293,12 @@ def _walk_pcap(data, meta):
         st[2] += 1
         st[3] += length
         runs = st[4]
-        if runs[-1] != chunk:
-            if runs[-1] == chunk - 1:
-                runs[-1] = chunk
-            else:
-                runs += (chunk, chunk)
+        if runs[-1] == chunk or runs[-1] == chunk - 1:
+            runs[-1] = chunk
+            st[5][-1] = nxt
+        else:
+            runs += (chunk, chunk)
+            st[5] += (o, nxt)
         o = nxt
     meta["stop"] = o
     scale = 10 ** (9 - tsres)
@@ -337,7 +347,7 @@ def _walk_pcap_vectorized(data, meta, np):
             break
         offs = np.array(chain, dtype=np.int64)
         del chain
-        ts, length, fid = _block_flows(data, meta, np, offs, fid_of)
+        ts, length, caplen, fid = _block_flows(data, meta, np, offs, fid_of)
         if fid is None:
             return None
         # chunks: a new one starts at the first record in each CHUNK-sized block of the file
@@ -351,7 +361,7 @@ def _walk_pcap_vectorized(data, meta, np):
         chunk_starts += offs[starts].tolist()
         # per flow, its records in file order
         order = np.argsort(fid, kind="stable")
-        sfid, schunk = fid[order], chunk[order]
+        sfid, schunk, soffs = fid[order], chunk[order], offs[order]
         begin = np.empty(len(offs), dtype=bool)
         begin[0] = True
         np.not_equal(sfid[1:], sfid[:-1], out=begin[1:])
@@ -364,16 +374,16 @@ def _walk_pcap_vectorized(data, meta, np):
         ends = np.empty(len(offs), dtype=bool)
         ends[:-1] = run[1:]
         ends[-1] = True
-        runs.append((sfid[run], schunk[run], schunk[ends]))
+        runs.append((sfid[run], schunk[run], schunk[ends], soffs[run], soffs[ends] + 16 + caplen[order][ends]))
     meta["stop"] = o
     if not fid_of:
         return {}, []
-    flats = _flat_runs(np, runs, len(fid_of))
+    flats = _flat_runs(np, runs, len(fid_of), chunk_starts, o)
     scale = 10 ** (9 - tsres)
     flows = {}
-    for k, f_, l_, c, b, flat in zip(fid_of, acc.first[:len(fid_of)].tolist(), acc.last[:len(fid_of)].tolist(),
-                                      acc.packets[:len(fid_of)].tolist(), acc.bytes[:len(fid_of)].tolist(), flats):
-        flows[k] = [f_ * scale, l_ * scale, c, b, flat]
+    for k, f_, l_, c, b, (flat, trim) in zip(fid_of, acc.first[:len(fid_of)].tolist(), acc.last[:len(fid_of)].tolist(),
+                                              acc.packets[:len(fid_of)].tolist(), acc.bytes[:len(fid_of)].tolist(), flats):
+        flows[k] = [f_ * scale, l_ * scale, c, b, flat, trim]
     return flows, chunk_starts
 
 
@@ -381,7 +391,7 @@ BLOCK = 1 << 18  # records the vectorized walk holds at once: ~100 MiB of arrays
 
 
 def _block_flows(data, meta, np, offs, fid_of):
-    """(times, original lengths, flow ids) of the records at `offs`; a flow met for the first time
+    """(times, original lengths, captured lengths, flow ids) of the records at `offs`; a flow met for the first time
     gets the next id in `fid_of` (flow key -> id), in the order _walk meets them. Flow ids None:
     two keys mixed alike (the caller walks the plain way)."""
     n = len(data)
@@ -425,7 +435,7 @@ def _block_flows(data, meta, np, offs, fid_of):
     _u, group_first, group_of = np.unique(mix, return_index=True, return_inverse=True)
     group_of = group_of.reshape(-1)
     if not (key == key[group_first][group_of]).all():
-        return ts, length, None
+        return ts, length, caplen, None
     rep = fast[group_first]
     slow = np.flatnonzero(~is_fast)
     picked = np.concatenate([rep, slow])
@@ -435,7 +445,7 @@ def _block_flows(data, meta, np, offs, fid_of):
     fid = np.empty(len(offs), dtype=np.int64)
     fid[fast] = fid_at[:len(rep)][group_of]
     fid[slow] = fid_at[len(rep):]
-    return ts, length, fid
+    return ts, length, caplen, fid
 
 
 def _record_dtype(np, endian):
@@ -468,39 +478,43 @@ class _FlowTotals:
         self.bytes[ids] += nbytes
 
 
-def _flat_runs(np, runs, count):
-    """Each flow's chunk runs, as the index writes them: (gap since the flow's previous run
-    ended, length) pairs. `runs`: per block, (flow, first chunk, last chunk) of each run; a
-    chunk that goes on into the next block joins the runs on either side."""
-    flow = np.concatenate([r[0] for r in runs])
-    a = np.concatenate([r[1] for r in runs])
-    b = np.concatenate([r[2] for r in runs])
+def _flat_runs(np, runs, count, chunk_starts, records_end):
+    """Each flow's (chunks, trim) as the index writes them (see the module's docstring). `runs`: per
+    block, (flow, first chunk, last chunk, first record's offset, last record's end) of each run;
+    a chunk that goes on into the next block joins the runs on either side."""
+    flow, a, b, start, end = (np.concatenate([r[i] for r in runs]) for i in range(5))
     order = np.argsort(flow, kind="stable")
-    flow, a, b = flow[order], a[order], b[order]
+    flow, a, b, start, end = flow[order], a[order], b[order], start[order], end[order]
     new = np.ones(len(flow), dtype=bool)
     new[1:] = (flow[1:] != flow[:-1]) | (a[1:] > b[:-1] + 1)
     at = np.flatnonzero(new)
-    flow, a, b = flow[at], a[at], np.maximum.reduceat(b, at)
+    flow, a, b, start, end = flow[at], a[at], np.maximum.reduceat(b, at), start[at], np.maximum.reduceat(end, at)
     prev_end = np.zeros(len(a), dtype=np.int64)
     prev_end[1:] = b[:-1] + 1
     prev_end[np.flatnonzero(np.append(True, flow[1:] != flow[:-1]))] = 0  # a flow's first run counts from chunk 0
+    bounds = np.array(chunk_starts + [records_end], dtype=np.int64)
     flat = np.empty(2 * len(a), dtype=np.int64)
     flat[0::2] = a - prev_end
     flat[1::2] = b + 1 - a
-    flat = flat.tolist()
+    trim = np.empty(2 * len(a), dtype=np.int64)
+    trim[0::2] = start - bounds[a]
+    trim[1::2] = bounds[b + 1] - end
+    flat, trim = flat.tolist(), trim.tolist()
     cut = (2 * np.cumsum(np.bincount(flow, minlength=count))).tolist()
-    return [flat[i:j] for i, j in zip([0] + cut, cut)]
+    return [(flat[i:j], trim[i:j]) for i, j in zip([0] + cut, cut)]
 
 
-def _flatten(flows):
-    """Each flow's chunk runs [first, last, ...] as the index writes them: (gap since the
-    previous run's end, length) pairs."""
+def _flatten(flows, chunk_starts, records_end):
+    """Each flow's chunk runs [first, last, ...] and their spans, as the index writes them:
+    chunks and trim (see the module's docstring)."""
+    bounds = chunk_starts + [records_end]
     for st in flows.values():
-        runs, flat, prev = st[4], [], 0
+        runs, spans, flat, trim, prev = st[4], st[5], [], [], 0
         for i in range(0, len(runs), 2):
             flat += [runs[i] - prev, runs[i + 1] + 1 - runs[i]]
+            trim += [spans[i] - bounds[runs[i]], bounds[runs[i + 1] + 1] - spans[i + 1]]
             prev = runs[i + 1] + 1
-        st[4] = flat
+        st[4], st[5] = flat, trim
 
 
 def build(data, name, vni=None):
@@ -513,9 +527,10 @@ def build(data, name, vni=None):
             walked = _walk_pcap_vectorized(data, meta, np)
     if walked is None:
         walked = (_walk_pcap if meta["format"] == "pcap" else _walk)(data, meta)
-        _flatten(walked[0])
+        _flatten(walked[0], walked[1], meta["stop"])
     flows, chunk_starts = walked
     records_end = meta.pop("stop")
+    meta.pop("end", None)
     stats = list(flows.values())
     line = dict(kind="file", v=VERSION, pcap=os.path.basename(name), size=len(data), end=records_end,
                 format=meta["format"], endian=meta["endian"], ifaces=meta["ifaces"], vni=vni,
@@ -523,10 +538,10 @@ def build(data, name, vni=None):
                 packets=sum(s[2] for s in stats), bytes=sum(s[3] for s in stats), flows=len(flows),
                 chunks=[b - a for a, b in zip([0] + chunk_starts, chunk_starts + [records_end])])
     rows = []
-    for (fam, proto, src, dst, ports), (f_first, f_last, n, nbytes, flat) in flows.items():
+    for (fam, proto, src, dst, ports), (f_first, f_last, n, nbytes, flat, trim) in flows.items():
         sp, dp = struct.unpack(">HH", ports) if ports else (None, None)
         rows.append(dict(kind="flow", fam=fam, proto=proto, sa=src.hex(), da=dst.hex(), sp=sp, dp=dp, vni=vni,
-                         first=f_first, last=f_last, packets=n, bytes=nbytes, chunks=flat))
+                         first=f_first, last=f_last, packets=n, bytes=nbytes, chunks=flat, trim=trim))
     rows.sort(key=lambda r: (r["first"], r["fam"], r["sa"], r["da"]))
     return line, rows
 
@@ -540,13 +555,14 @@ def chunk_offsets(line):
     return out
 
 
-def ranges(offsets, flat):
-    """[(start, end)] byte ranges of a flow line's `chunks`, with chunk_offsets(file line)."""
+def ranges(offsets, flat, trim):
+    """[(start, end)] byte ranges of a flow line's `chunks` and `trim`, with chunk_offsets(file line):
+    each from the flow's first record in a run of chunks to the end of its last one there."""
     out, prev = [], 0
     for i in range(0, len(flat), 2):
         a = prev + flat[i]
         prev = a + flat[i + 1]
-        out.append((offsets[a], offsets[prev]))
+        out.append((offsets[a] + trim[i], offsets[prev] - trim[i + 1]))
     return out
 
 
@@ -560,11 +576,12 @@ def _flow_json(r):
     """A flow line, as json.dumps(r, separators=(",", ":")) writes it (tests compare), in a
     fraction of its time: every value is a number, null, or a string of [0-9a-z]."""
     return FLOW_LINE % (r["fam"], _num(r["proto"]), r["sa"], r["da"], _num(r["sp"]), _num(r["dp"]), _num(r["vni"]),
-                        r["first"], r["last"], r["packets"], r["bytes"], ",".join(map(str, r["chunks"])))
+                        r["first"], r["last"], r["packets"], r["bytes"], ",".join(map(str, r["chunks"])),
+                        ",".join(map(str, r["trim"])))
 
 
 FLOW_LINE = ('{"kind":"flow","fam":"%s","proto":%s,"sa":"%s","da":"%s","sp":%s,"dp":%s,"vni":%s,'
-             '"first":%d,"last":%d,"packets":%d,"bytes":%d,"chunks":[%s]}\n')
+             '"first":%d,"last":%d,"packets":%d,"bytes":%d,"chunks":[%s],"trim":[%s]}\n')
 
 
 def _num(v):
