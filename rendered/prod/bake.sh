@@ -280,10 +280,11 @@ alike, so a query decided on the flow holds for each of its packets:
          line's `chunks` holds where each begins (each as the distance from the
          one before; the last entry is where the whole records end), so every byte
          range begins and ends on a record boundary.
-  trim   per run of `chunks`, (bytes from the start of its first chunk to the flow's
-         first record in it, bytes from the end of the flow's last record in it to the
-         end of its last chunk): the run's exact span, so a flow with a packet here
-         and there is read a packet at a time, not a chunk at a time.
+  span   per run of `chunks`, (bytes from the start of its first chunk to the flow's
+         first record in it, bytes from there to the end of the flow's last record in
+         the run): the run's exact span, so a flow with a packet here and there is read
+         a packet at a time, not a chunk at a time (a length, not an end: a lone
+         packet's is one of few values, which compress well).
 
 Times in the pcap come from its packets, never its name.
 """
@@ -296,7 +297,7 @@ import struct
 import sys
 from itertools import repeat
 
-VERSION = 2  # 2: trim
+VERSION = 2  # 2: span
 SUFFIX = ".idx.json.gz"  # beside the pcap: NAME.pcap -> NAME.pcap.idx.json.gz
 FAILED_SUFFIX = ".idx-failed"  # beside a pcap whose index could not be written: why
 CHUNK = 64 << 10
@@ -636,9 +637,9 @@ def _walk_pcap_vectorized(data, meta, np):
     flats = _flat_runs(np, runs, len(fid_of), chunk_starts, o)
     scale = 10 ** (9 - tsres)
     flows = {}
-    for k, f_, l_, c, b, (flat, trim) in zip(fid_of, acc.first[:len(fid_of)].tolist(), acc.last[:len(fid_of)].tolist(),
+    for k, f_, l_, c, b, (flat, span) in zip(fid_of, acc.first[:len(fid_of)].tolist(), acc.last[:len(fid_of)].tolist(),
                                               acc.packets[:len(fid_of)].tolist(), acc.bytes[:len(fid_of)].tolist(), flats):
-        flows[k] = [f_ * scale, l_ * scale, c, b, flat, trim]
+        flows[k] = [f_ * scale, l_ * scale, c, b, flat, span]
     return flows, chunk_starts
 
 
@@ -734,7 +735,7 @@ class _FlowTotals:
 
 
 def _flat_runs(np, runs, count, chunk_starts, records_end):
-    """Each flow's (chunks, trim) as the index writes them (see the module's docstring). `runs`: per
+    """Each flow's (chunks, span) as the index writes them (see the module's docstring). `runs`: per
     block, (flow, first chunk, last chunk, first record's offset, last record's end) of each run;
     a chunk that goes on into the next block joins the runs on either side."""
     flow, a, b, start, end = (np.concatenate([r[i] for r in runs]) for i in range(5))
@@ -751,25 +752,25 @@ def _flat_runs(np, runs, count, chunk_starts, records_end):
     flat = np.empty(2 * len(a), dtype=np.int64)
     flat[0::2] = a - prev_end
     flat[1::2] = b + 1 - a
-    trim = np.empty(2 * len(a), dtype=np.int64)
-    trim[0::2] = start - bounds[a]
-    trim[1::2] = bounds[b + 1] - end
-    flat, trim = flat.tolist(), trim.tolist()
+    span = np.empty(2 * len(a), dtype=np.int64)
+    span[0::2] = start - bounds[a]
+    span[1::2] = end - start
+    flat, span = flat.tolist(), span.tolist()
     cut = (2 * np.cumsum(np.bincount(flow, minlength=count))).tolist()
-    return [(flat[i:j], trim[i:j]) for i, j in zip([0] + cut, cut)]
+    return [(flat[i:j], span[i:j]) for i, j in zip([0] + cut, cut)]
 
 
 def _flatten(flows, chunk_starts, records_end):
     """Each flow's chunk runs [first, last, ...] and their spans, as the index writes them:
-    chunks and trim (see the module's docstring)."""
+    chunks and span (see the module's docstring)."""
     bounds = chunk_starts + [records_end]
     for st in flows.values():
-        runs, spans, flat, trim, prev = st[4], st[5], [], [], 0
+        runs, spans, flat, span, prev = st[4], st[5], [], [], 0
         for i in range(0, len(runs), 2):
             flat += [runs[i] - prev, runs[i + 1] + 1 - runs[i]]
-            trim += [spans[i] - bounds[runs[i]], bounds[runs[i + 1] + 1] - spans[i + 1]]
+            span += [spans[i] - bounds[runs[i]], spans[i + 1] - spans[i]]
             prev = runs[i + 1] + 1
-        st[4], st[5] = flat, trim
+        st[4], st[5] = flat, span
 
 
 def build(data, name, vni=None):
@@ -793,10 +794,10 @@ def build(data, name, vni=None):
                 packets=sum(s[2] for s in stats), bytes=sum(s[3] for s in stats), flows=len(flows),
                 chunks=[b - a for a, b in zip([0] + chunk_starts, chunk_starts + [records_end])])
     rows = []
-    for (fam, proto, src, dst, ports), (f_first, f_last, n, nbytes, flat, trim) in flows.items():
+    for (fam, proto, src, dst, ports), (f_first, f_last, n, nbytes, flat, span) in flows.items():
         sp, dp = struct.unpack(">HH", ports) if ports else (None, None)
         rows.append(dict(kind="flow", fam=fam, proto=proto, sa=src.hex(), da=dst.hex(), sp=sp, dp=dp, vni=vni,
-                         first=f_first, last=f_last, packets=n, bytes=nbytes, chunks=flat, trim=trim))
+                         first=f_first, last=f_last, packets=n, bytes=nbytes, chunks=flat, span=span))
     rows.sort(key=lambda r: (r["first"], r["fam"], r["sa"], r["da"]))
     return line, rows
 
@@ -810,14 +811,15 @@ def chunk_offsets(line):
     return out
 
 
-def ranges(offsets, flat, trim):
-    """[(start, end)] byte ranges of a flow line's `chunks` and `trim`, with chunk_offsets(file line):
+def ranges(offsets, flat, span):
+    """[(start, end)] byte ranges of a flow line's `chunks` and `span`, with chunk_offsets(file line):
     each from the flow's first record in a run of chunks to the end of its last one there."""
     out, prev = [], 0
     for i in range(0, len(flat), 2):
         a = prev + flat[i]
         prev = a + flat[i + 1]
-        out.append((offsets[a] + trim[i], offsets[prev] - trim[i + 1]))
+        start = offsets[a] + span[i]
+        out.append((start, start + span[i + 1]))
     return out
 
 
@@ -832,11 +834,11 @@ def _flow_json(r):
     fraction of its time: every value is a number, null, or a string of [0-9a-z]."""
     return FLOW_LINE % (r["fam"], _num(r["proto"]), r["sa"], r["da"], _num(r["sp"]), _num(r["dp"]), _num(r["vni"]),
                         r["first"], r["last"], r["packets"], r["bytes"], ",".join(map(str, r["chunks"])),
-                        ",".join(map(str, r["trim"])))
+                        ",".join(map(str, r["span"])))
 
 
 FLOW_LINE = ('{"kind":"flow","fam":"%s","proto":%s,"sa":"%s","da":"%s","sp":%s,"dp":%s,"vni":%s,'
-             '"first":%d,"last":%d,"packets":%d,"bytes":%d,"chunks":[%s],"trim":[%s]}\n')
+             '"first":%d,"last":%d,"packets":%d,"bytes":%d,"chunks":[%s],"span":[%s]}\n')
 
 
 def _num(v):

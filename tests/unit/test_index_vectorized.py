@@ -118,7 +118,7 @@ def test_keys_that_mix_alike_fall_back_to_the_plain_walk(monkeypatch):
        pcapng=st.booleans())
 def test_a_flows_ranges_hold_every_packet_of_it_and_begin_and_end_on_one(tmp_path_factory, seed, count, chunk, pcapng):
     """Read back through its ranges, a flow has every one of its packets, and each range starts with
-    one of them and ends with one (trim cuts the chunks' other flows off both ends)."""
+    one of them and ends with one (span cuts the chunks' other flows off both ends)."""
     ix = indexer()
     d = tmp_path_factory.mktemp("r")
     pkts = findtraffic.packets(seed, count)
@@ -136,7 +136,7 @@ def test_a_flows_ranges_hold_every_packet_of_it_and_begin_and_end_on_one(tmp_pat
         want = (r["fam"], r["proto"], bytes.fromhex(r["sa"]), bytes.fromhex(r["da"]),
                 None if r["sp"] is None else struct.pack(">HH", r["sp"], r["dp"]))
         seen = 0
-        for a, b in ix.ranges(offsets, r["chunks"], r["trim"]):
+        for a, b in ix.ranges(offsets, r["chunks"], r["span"]):
             meta = dict(format=line["format"], endian=line["endian"], ifaces=[list(x) for x in line["ifaces"]])
             keys = [ix.flow_key(data[a:b], lt, fr, cap) for _o, _t, lt, cap, _l, fr in ix.records(data[a:b], meta, 0, b - a)]
             keys = [(k[0], k[1], bytes(k[2]), bytes(k[3]), None if k[4] is None else bytes(k[4])) for k in keys]
