@@ -160,7 +160,8 @@ def in_time(srcs: list[Source], node: Node) -> list[Source]:
 
 
 def search_sources(srcs: list[Source], node: Node, skipped=()) -> Found:
-    srcs = in_time(srcs, node)
+    from .prune import may_take
+    srcs = [s for s in in_time(srcs, node) if may_take(node, s.meta)]
     flows = select_flows(srcs, node)
     by_name = {str(s.index): s for s in srcs}
     for f in flows:
