@@ -55,7 +55,7 @@ def walked(ix, data):
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 10 ** 6), count=st.integers(1, 900), nano=st.booleans(), big=st.booleans(),
-       snap=st.sampled_from([None, None, 20, 37, 38, 57, 58, 64]), block=st.sampled_from([1 << 18, 1, 7, 100]),
+       snap=st.sampled_from([None, None, 20, 37, 38, 57, 58, 64]), block=st.sampled_from([16 << 20, 1, 100, 3000]),
        torn=st.integers(0, 30), chunk=st.sampled_from([64 << 10, 1000, 300]))
 def test_the_numpy_walk_writes_the_plain_walks_bytes(monkeypatch, seed, count, nano, big, snap, block, torn, chunk):
     """(Small blocks and chunks so that a few hundred packets cross many of both.)"""

@@ -46,7 +46,6 @@ import re
 import struct
 import sys
 import zlib
-from itertools import repeat
 
 VERSION = 2  # 2: span
 SUFFIX = ".idx.json.gz"  # beside the pcap: NAME.pcap -> NAME.pcap.idx.json.gz
@@ -328,7 +327,7 @@ def _numpy():
 def _walk_pcap_vectorized(data, meta, np):
     """_walk for an Ethernet pcap, the hot loop of indexing at rotation: the record chain in
     Python (each record's length says where the next one begins: sequential by nature, and the
-    only per-record Python left), the rest with numpy over BLOCK records at a time (memory stays
+    only per-record Python left), the rest with numpy over BLOCK bytes at a time (memory stays
     bounded whatever the file's size). Frames whose flow key fixed bytes decide (IPv4 without
     options, IPv6) are grouped by those bytes and each group is decoded once by flow_key; every
     other frame is decoded alone by flow_key. Flows, counts and chunk runs come out as _walk's,
@@ -337,24 +336,23 @@ def _walk_pcap_vectorized(data, meta, np):
     n = len(data)
     u32 = struct.Struct(meta["endian"] + "I").unpack_from
     acc = _FlowTotals(np)
-    fid_of, runs, chunk_starts = {}, [], []
+    fid_of, seen, runs, chunk_starts = {}, {}, [], []
     o, last_block, chunks = 24, -1, 0
     while True:
         chain = []
         add = chain.append
-        for _ in repeat(None, BLOCK):
-            if o + 16 > n:
-                break
-            nxt = o + 16 + u32(data, o + 8)[0]
-            if nxt > n:
-                break  # torn
+        lim = min(n - 16, o + BLOCK)  # a record starting at or before lim has its whole header
+        while o <= lim:
             add(o)
-            o = nxt
+            o += 16 + u32(data, o + 8)[0]
+        if o > n:  # the last record is torn: where the whole records end
+            o = chain.pop()
+            n = o  # (nothing after it is a record)
         if not chain:
             break
         offs = np.array(chain, dtype=np.int64)
         del chain
-        ts, length, caplen, fid = _block_flows(data, meta, np, offs, fid_of)
+        ts, length, caplen, fid = _block_flows(data, meta, np, offs, fid_of, seen)
         if fid is None:
             return None
         # chunks: a new one starts at the first record in each CHUNK-sized block of the file
@@ -394,12 +392,13 @@ def _walk_pcap_vectorized(data, meta, np):
     return flows, chunk_starts
 
 
-BLOCK = 1 << 18  # records the vectorized walk holds at once: ~100 MiB of arrays at most
+BLOCK = 32 << 20  # bytes of the file the vectorized walk takes at once: ~50k records of mirrored traffic
 
 
-def _block_flows(data, meta, np, offs, fid_of):
+def _block_flows(data, meta, np, offs, fid_of, seen):
     """(times, original lengths, captured lengths, flow ids) of the records at `offs`; a flow met for the first time
-    gets the next id in `fid_of` (flow key -> id), in the order _walk meets them. Flow ids None:
+    gets the next id in `fid_of` (flow key -> id), in the order _walk meets them; `seen`: key bytes
+    -> id, of the groups met so far. Flow ids None:
     two keys mixed alike (the caller walks the plain way)."""
     n = len(data)
     tsres = meta["ifaces"][0][1]
@@ -445,10 +444,25 @@ def _block_flows(data, meta, np, offs, fid_of):
         return ts, length, caplen, None
     rep = fast[group_first]
     slow = np.flatnonzero(~is_fast)
-    picked = np.concatenate([rep, slow])
-    fid_at = np.empty(len(picked), dtype=np.int64)
-    for _p, at, cap, i in sorted(zip(picked.tolist(), frame[picked].tolist(), caplen[picked].tolist(), range(len(picked)))):
-        fid_at[i] = fid_of.setdefault(flow_key(data, LINKTYPE_ETHERNET, at, cap), len(fid_of))
+    # A group whose key bytes an earlier block met has its flow already; the others, and every
+    # frame without fixed key bytes, are decoded by flow_key in file order (new flows get the
+    # next ids in the order _walk meets them).
+    fid_at = np.empty(len(rep) + len(slow), dtype=np.int64)
+    todo = []
+    raw = key[group_first].tobytes()
+    width = key.shape[1] * 8
+    for g, p in enumerate(rep.tolist()):
+        known = seen.get(raw[g * width:(g + 1) * width])
+        if known is None:
+            todo.append((p, g))
+        else:
+            fid_at[g] = known
+    todo += [(p, len(rep) + i) for i, p in enumerate(slow.tolist())]
+    todo.sort()
+    for p, i in todo:
+        fid_at[i] = fid = fid_of.setdefault(flow_key(data, LINKTYPE_ETHERNET, int(frame[p]), int(caplen[p])), len(fid_of))
+        if i < len(rep):
+            seen[raw[i * width:(i + 1) * width]] = fid
     fid = np.empty(len(offs), dtype=np.int64)
     fid[fast] = fid_at[:len(rep)][group_of]
     fid[slow] = fid_at[len(rep):]
