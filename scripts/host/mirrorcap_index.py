@@ -630,24 +630,10 @@ def ranges(offsets, flat, span):
 
 def encode(line, rows):
     """The index file's bytes (gzip with no name or time in its header: the same pcap, the same bytes)."""
-    text = (json.dumps(line, separators=(",", ":")) + "\n" + "".join(map(_flow_json, rows))).encode()
+    # One call of json's C encoder for every line, then a line each: no value holds "},{" (no
+    # object nests in another; strings are hex, names and fixed words), so only lines part there.
+    text = (json.dumps([line] + rows, separators=(",", ":"))[1:-1].replace("},{", "}\n{") + "\n").encode()
     return gzip.compress(text, 1, mtime=0)  # level 1: a quarter larger than 6, a seventh of its CPU
-
-
-def _flow_json(r):
-    """A flow line, as json.dumps(r, separators=(",", ":")) writes it (tests compare), in a
-    fraction of its time: every value is a number, null, or a string of [0-9a-z]."""
-    return FLOW_LINE % (r["fam"], _num(r["proto"]), r["sa"], r["da"], _num(r["sp"]), _num(r["dp"]), _num(r["vni"]),
-                        r["first"], r["last"], r["packets"], r["bytes"], ",".join(map(str, r["chunks"])),
-                        ",".join(map(str, r["span"])))
-
-
-FLOW_LINE = ('{"kind":"flow","fam":"%s","proto":%s,"sa":"%s","da":"%s","sp":%s,"dp":%s,"vni":%s,'
-             '"first":%d,"last":%d,"packets":%d,"bytes":%d,"chunks":[%s],"span":[%s]}\n')
-
-
-def _num(v):
-    return "null" if v is None else "%d" % v
 
 
 def index_path(pcap):
