@@ -26,15 +26,18 @@ import argparse
 import json
 import os
 import random
+import re
 import struct
 import sys
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "modules")]
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "aws"), str(ROOT / "modules")]
 
+from mirrorcap.contract import PCAP_PATTERN  # noqa: E402
 from mirrorcap.find.hostindex import indexer  # noqa: E402
 from mirrorcap.find.query import parse  # noqa: E402
 from mirrorcap.find.search import collect, search  # noqa: E402
@@ -178,12 +181,15 @@ def fleet(hosts: int, days: int, per_day: int, kib: int, flows: int) -> dict:
         d = Path(tmp)
         now_us = int(time.time()) * 10 ** 6
         step = 86400 * 10 ** 6 // per_day
-        paths, t_index = [], 0.0
+        paths, t_index, archived = [], 0.0, []
         for h in range(hosts):
             for k in range(days * per_day):
                 # the newest files start 10 minutes before the run: "the last hour" holds them
                 t0 = now_us - (days * per_day - 1 - k) * step - 600 * 10 ** 6 + h * 1000
-                p = d / f"i-{h:017x}-vni7_{k:05d}.pcap"
+                start = datetime.fromtimestamp(t0 // 10 ** 6, timezone.utc)
+                instance, name = f"i-{h:017x}", start.strftime(PCAP_PATTERN.replace("{vni}", str(ARCHIVE_VNI)))
+                p = d / f"{instance}-{name}"
+                archived.append((p, instance, name, start))
                 generate(p, kib / 1024, flows, seed=h * 100000 + k, t0_us=t0, needle=1 if k % 7 == 0 or k == days * per_day - 1 else 0)
                 c = time.process_time()
                 ix.write(str(p))
@@ -205,7 +211,62 @@ def fleet(hosts: int, days: int, per_day: int, kib: int, flows: int) -> dict:
             data = subprocess.run(["tcpdump", "-r", str(p), "-w", "-", "host 10.200.0.1 and port 5432"], capture_output=True).stdout
             n += sum(1 for _ in ix.records(data, ix.header(data))) if data else 0
         out["tcpdump -r every file"] = dict(seconds=round(time.perf_counter() - t, 2), packets=n, pcap_bytes_read=pcap_bytes)
+        out.update(archive(archived, d, pcap_bytes, days))
         return out
+
+
+ARCHIVE_VNI = 77  # the VNI of tests/aws/test_window_archive.py's capture "web" (an archive {} fleet)
+
+
+def archive(files, work: Path, pcap_bytes: int, days: int) -> dict:
+    """The same pcaps as capture "web"'s archive in S3 (moto, in this process: no network, so the
+    times are of the work, not of S3's latency), each host's index at its archive key: `mirrorcap
+    find --capture` (indexes, then ranged GETs) against `mirrorcap window` (every pcap of the window
+    downloaded, merged, filtered with tcpdump) for the same flow over every day."""
+    import boto3
+    from moto import mock_aws
+    from typer.testing import CliRunner
+
+    from mirrorcap.cli import app
+    from mirrorcap.contract import ARCHIVE_INDEX_KEY, ARCHIVE_KEY
+    from test_window_archive import INVENTORY, REGION
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION=REGION)
+    ix = indexer()
+    inventory = work / "bench.hcl"
+    inventory.write_text(INVENTORY)
+    bucket = "mirrorcap-bench-archive"
+    out = {}
+    with mock_aws():
+        s3 = boto3.client("s3", region_name=REGION)
+        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+        for p, instance, name, start in files:
+            fields = dict(capture="web", vni=ARCHIVE_VNI, date=start.date().isoformat(), instance=instance, file=name)
+            s3.put_object(Bucket=bucket, Key=ARCHIVE_KEY.format(**fields), Body=p.read_bytes())
+            idx = work / "archive-index.tmp"
+            ix.write(str(p), str(idx), vni=ARCHIVE_VNI)  # what the host wrote (its file is vni<N>_...)
+            s3.put_object(Bucket=bucket, Key=ARCHIVE_INDEX_KEY.format(**fields), Body=idx.read_bytes())
+        query, bpf = "host 10.200.0.1 and port 5432", "host 10.200.0.1 and port 5432"
+        runner = CliRunner()
+        found = work / "found.pcap"
+        t = time.perf_counter()
+        r = runner.invoke(app, ["find", query, "--capture", "web", "--bucket", bucket, "--inventory", str(inventory), "--out", str(found)])
+        wall = time.perf_counter() - t
+        assert r.exit_code == 0, r.output
+        m = re.search(r"(\d+) packet\(s\); read (\d+) B of indexes and (\d+) B of pcaps \((\d+) B", r.output)
+        out["archive: find one flow, all days"] = dict(query=query, seconds=round(wall, 2), packets=int(m.group(1)),
+                                                      index_bytes_read=int(m.group(2)), pcap_bytes_fetched=int(m.group(4)),
+                                                      pcap_share=round(int(m.group(4)) / pcap_bytes, 5))
+        middle = files[0][3] + (files[-1][3] - files[0][3]) / 2
+        window = work / "window.pcap"
+        t = time.perf_counter()
+        r = runner.invoke(app, ["window", "--capture", "web", "--bucket", bucket, "--inventory", str(inventory),
+                                "--at", middle.isoformat(), "--window", f"{days // 2 + 1}d", "--bpf", bpf, "--out", str(window)])
+        wall = time.perf_counter() - t
+        assert r.exit_code == 0, r.output
+        data = window.read_bytes()
+        out["archive: mirrorcap window, same flow"] = dict(seconds=round(wall, 2), packets=sum(1 for _ in ix.records(data, ix.header(data))),
+                                                          pcap_bytes_fetched=pcap_bytes)
+    return out
 
 
 def _find(d, node):
