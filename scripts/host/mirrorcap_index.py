@@ -365,13 +365,13 @@ def _walk_pcap_vectorized(data, meta, np):
         last_block = int(block[-1])
         chunk_starts += offs[starts].tolist()
         # per flow, its records in file order
-        order = np.argsort(fid, kind="stable")
-        sfid, schunk, soffs = fid[order], chunk[order], offs[order]
+        order = _by_flow(np, fid)
+        sfid, schunk, soffs, sts = fid[order], chunk[order], offs[order], ts[order]
         begin = np.empty(len(offs), dtype=bool)
         begin[0] = True
         np.not_equal(sfid[1:], sfid[:-1], out=begin[1:])
         at = np.flatnonzero(begin)
-        acc.add(len(fid_of), sfid[at], np.minimum.reduceat(ts[order], at), np.maximum.reduceat(ts[order], at),
+        acc.add(len(fid_of), sfid[at], np.minimum.reduceat(sts, at), np.maximum.reduceat(sts, at),
                 np.diff(np.append(at, len(offs))), np.add.reduceat(length[order], at))
         # runs of consecutive chunks: a new one where the flow changes or a chunk is skipped
         run = begin.copy()
@@ -438,8 +438,7 @@ def _block_flows(data, meta, np, offs, fid_of, seen):
     mix = key[:, 0].copy()
     for col in range(1, 6):
         mix = (mix * np.uint64(0x9E3779B97F4A7C15)) ^ key[:, col]
-    _u, group_first, group_of = np.unique(mix, return_index=True, return_inverse=True)
-    group_of = group_of.reshape(-1)
+    group_first, group_of = _groups(np, mix)
     if not (key == key[group_first][group_of]).all():
         return ts, length, caplen, None
     rep = fast[group_first]
@@ -475,6 +474,32 @@ def _record_dtype(np, endian):
     return np.dtype(dict(names=["sec", "frac", "caplen", "len", "w0", "w1", "w2", "w3", "w4", "w5"],
                          formats=[endian + "u4"] * 4 + ["<u8"] * 6,
                          offsets=[0, 4, 8, 12, 28, 36, 44, 52, 60, 68], itemsize=76))
+
+
+def _groups(np, values):
+    """(index of each distinct value's first record, each record's group): np.unique's return_index
+    and return_inverse, without its stable sort (the first of a group is its smallest index)."""
+    order = np.argsort(values)
+    sorted_values = values[order]
+    new = np.empty(len(values), dtype=bool)
+    new[:1] = True
+    np.not_equal(sorted_values[1:], sorted_values[:-1], out=new[1:])
+    at = np.flatnonzero(new)
+    group_of = np.empty(len(values), dtype=np.int64)
+    group_of[order] = np.cumsum(new) - 1
+    return np.minimum.reduceat(order, at) if len(at) else at, group_of
+
+
+def _by_flow(np, fid):
+    """The records' order sorted by flow id, stable (file order within a flow). Ids are renumbered
+    densely for the block first, so that up to 65,536 flows in a block sort as 16-bit keys (numpy's
+    radix sort) rather than 64-bit ones."""
+    present = np.flatnonzero(np.bincount(fid))
+    if len(present) > 1 << 16:
+        return np.argsort(fid, kind="stable")
+    dense = np.zeros(int(fid.max()) + 1, dtype=np.uint16)
+    dense[present] = np.arange(len(present), dtype=np.uint16)
+    return np.argsort(dense[fid], kind="stable")
 
 
 class _FlowTotals:
