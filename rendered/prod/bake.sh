@@ -274,17 +274,12 @@ alike, so a query decided on the flow holds for each of its packets:
          packet with fragment offset 0; IPv6 only right after the fixed header), else null
   first/last  times of its first and last packet, nanoseconds since the epoch (UTC)
   packets/bytes  count and original lengths
-  chunks the parts of the file holding its packets, as a flat list of (gap since
-         the previous run's end, length) pairs counted in chunks. A chunk is a run of
-         whole records, from the first record at or past each CHUNK bytes: the file
-         line's `chunks` holds where each begins (each as the distance from the
-         one before; the last entry is where the whole records end), so every byte
-         range begins and ends on a record boundary.
-  span   per run of `chunks`, (bytes from the start of its first chunk to the flow's
-         first record in it, bytes from there to the end of the flow's last record in
-         the run): the run's exact span, so a flow with a packet here and there is read
-         a packet at a time, not a chunk at a time (a length, not an end: a lone
-         packet's is one of few values, which compress well).
+  runs   where its packets lie: byte ranges of the file, each from one of its records to
+         the end of one of its records, as base64 of unsigned LEB128 varints, two a range:
+         (start - the previous range's end, length). A range is a run of the flow's
+         records in consecutive chunks (a chunk: the whole records from the first one at or
+         past each CHUNK bytes of the file), so a busy flow is a few long ranges and a flow
+         with a packet here and there a range a packet.
 
 The file line's `bloom` is a Bloom filter of the file's addresses ("a" + sa/da) and ports
 ("p" + sp/dp): a reader asking for one host or port skips a file whose filter lacks it
@@ -293,6 +288,7 @@ about 3 % of files that lack the item are read anyway).
 
 Times in the pcap come from its packets, never its name.
 """
+import base64
 import gzip
 import json
 import mmap
@@ -302,7 +298,7 @@ import struct
 import sys
 import zlib
 
-VERSION = 2  # 2: span
+VERSION = 2  # 2: runs (byte ranges), bloom
 SUFFIX = ".idx.json.gz"  # beside the pcap: NAME.pcap -> NAME.pcap.idx.json.gz
 FAILED_SUFFIX = ".idx-failed"  # beside a pcap whose index could not be written: why
 CHUNK = 64 << 10
@@ -474,15 +470,13 @@ def vni_of(name):
 
 # --- building an index ----------------------------------------------------------------
 def _walk(data, meta):
-    """Every record, any format: {flow key: [first, last, packets, bytes, chunk runs, run spans]} and
-    where each chunk starts. A run is [first chunk, last chunk], its span [first record's offset,
-    last record's end]."""
+    """Every record, any format: {flow key: [first, last, packets, bytes, chunk runs, run spans]}. A
+    run is [first chunk, last chunk], its span [first record's offset, last record's end]."""
     flows = {}
-    chunk, boundary, chunk_starts = -1, 0, []
+    chunk, boundary = -1, 0
     for o, ts, linktype, caplen, length, frame in records(data, meta):
         if o >= boundary:
             chunk += 1
-            chunk_starts.append(o)
             boundary = o - o % CHUNK + CHUNK
         key = flow_key(data, linktype, frame, caplen)
         f = flows.get(key)
@@ -490,7 +484,7 @@ def _walk(data, meta):
             flows[key] = [ts, ts, 1, length, [chunk, chunk], [o, meta["end"]]]
         else:
             _count(f, ts, length, chunk, o, meta["end"])
-    return flows, chunk_starts
+    return flows
 
 
 def _count(f, ts, length, chunk, o, end):
@@ -517,7 +511,7 @@ def _walk_pcap(data, meta):
     unpack = struct.Struct(meta["endian"] + "IIII").unpack_from
     per_sec = 10 ** tsres
     flows, seen = {}, {}
-    chunk, boundary, chunk_starts = -1, 0, []
+    chunk, boundary = -1, 0
     ether = linktype == LINKTYPE_ETHERNET
     o, n = 24, len(data)
     while o + 16 <= n:
@@ -528,7 +522,6 @@ def _walk_pcap(data, meta):
             break  # torn
         if o >= boundary:
             chunk += 1
-            chunk_starts.append(o)
             boundary = o - o % CHUNK + CHUNK
         ts = sec * per_sec + frac
         raw = None
@@ -566,7 +559,7 @@ def _walk_pcap(data, meta):
     for st in flows.values():
         st[0] *= scale
         st[1] *= scale
-    return flows, chunk_starts
+    return flows
 
 
 def _numpy():
@@ -586,12 +579,12 @@ def _walk_pcap_vectorized(data, meta, np):
     bounded whatever the file's size). Frames whose flow key fixed bytes decide (IPv4 without
     options, IPv6) are grouped by those bytes and each group is decoded once by flow_key; every
     other frame is decoded alone by flow_key. Flows, counts and chunk runs come out as _walk's,
-    exactly (tests compare), with each flow's runs already flat. None: walk it the plain way."""
+    exactly (tests compare), with each flow's runs already encoded. None: walk it the plain way."""
     tsres = meta["ifaces"][0][1]
     n = len(data)
     u32 = struct.Struct(meta["endian"] + "I").unpack_from
     acc = _FlowTotals(np)
-    fid_of, seen, runs, chunk_starts = {}, {}, [], []
+    fid_of, seen, runs = {}, {}, []
     o, last_block, chunks = 24, -1, 0
     while True:
         chain = []
@@ -618,15 +611,14 @@ def _walk_pcap_vectorized(data, meta, np):
         chunk = chunks + np.cumsum(starts) - 1
         chunks += int(starts.sum())
         last_block = int(block[-1])
-        chunk_starts += offs[starts].tolist()
         # per flow, its records in file order
-        order = np.argsort(fid, kind="stable")
-        sfid, schunk, soffs = fid[order], chunk[order], offs[order]
+        order = _by_flow(np, fid)
+        sfid, schunk, soffs, sts = fid[order], chunk[order], offs[order], ts[order]
         begin = np.empty(len(offs), dtype=bool)
         begin[0] = True
         np.not_equal(sfid[1:], sfid[:-1], out=begin[1:])
         at = np.flatnonzero(begin)
-        acc.add(len(fid_of), sfid[at], np.minimum.reduceat(ts[order], at), np.maximum.reduceat(ts[order], at),
+        acc.add(len(fid_of), sfid[at], np.minimum.reduceat(sts, at), np.maximum.reduceat(sts, at),
                 np.diff(np.append(at, len(offs))), np.add.reduceat(length[order], at))
         # runs of consecutive chunks: a new one where the flow changes or a chunk is skipped
         run = begin.copy()
@@ -637,14 +629,14 @@ def _walk_pcap_vectorized(data, meta, np):
         runs.append((sfid[run], schunk[run], schunk[ends], soffs[run], soffs[ends] + 16 + caplen[order][ends]))
     meta["stop"] = o
     if not fid_of:
-        return {}, []
-    flats = _flat_runs(np, runs, len(fid_of), chunk_starts, o)
+        return {}
+    encoded = _encoded_runs(np, runs, len(fid_of))
     scale = 10 ** (9 - tsres)
     flows = {}
-    for k, f_, l_, c, b, (flat, span) in zip(fid_of, acc.first[:len(fid_of)].tolist(), acc.last[:len(fid_of)].tolist(),
-                                              acc.packets[:len(fid_of)].tolist(), acc.bytes[:len(fid_of)].tolist(), flats):
-        flows[k] = [f_ * scale, l_ * scale, c, b, flat, span]
-    return flows, chunk_starts
+    for k, f_, l_, c, b, r in zip(fid_of, acc.first[:len(fid_of)].tolist(), acc.last[:len(fid_of)].tolist(),
+                                   acc.packets[:len(fid_of)].tolist(), acc.bytes[:len(fid_of)].tolist(), encoded):
+        flows[k] = [f_ * scale, l_ * scale, c, b, r]
+    return flows
 
 
 BLOCK = 32 << 20  # bytes of the file the vectorized walk takes at once: ~50k records of mirrored traffic
@@ -693,8 +685,7 @@ def _block_flows(data, meta, np, offs, fid_of, seen):
     mix = key[:, 0].copy()
     for col in range(1, 6):
         mix = (mix * np.uint64(0x9E3779B97F4A7C15)) ^ key[:, col]
-    _u, group_first, group_of = np.unique(mix, return_index=True, return_inverse=True)
-    group_of = group_of.reshape(-1)
+    group_first, group_of = _groups(np, mix)
     if not (key == key[group_first][group_of]).all():
         return ts, length, caplen, None
     rep = fast[group_first]
@@ -732,6 +723,32 @@ def _record_dtype(np, endian):
                          offsets=[0, 4, 8, 12, 28, 36, 44, 52, 60, 68], itemsize=76))
 
 
+def _groups(np, values):
+    """(index of each distinct value's first record, each record's group): np.unique's return_index
+    and return_inverse, without its stable sort (the first of a group is its smallest index)."""
+    order = np.argsort(values)
+    sorted_values = values[order]
+    new = np.empty(len(values), dtype=bool)
+    new[:1] = True
+    np.not_equal(sorted_values[1:], sorted_values[:-1], out=new[1:])
+    at = np.flatnonzero(new)
+    group_of = np.empty(len(values), dtype=np.int64)
+    group_of[order] = np.cumsum(new) - 1
+    return np.minimum.reduceat(order, at) if len(at) else at, group_of
+
+
+def _by_flow(np, fid):
+    """The records' order sorted by flow id, stable (file order within a flow). Ids are renumbered
+    densely for the block first, so that up to 65,536 flows in a block sort as 16-bit keys (numpy's
+    radix sort) rather than 64-bit ones."""
+    present = np.flatnonzero(np.bincount(fid))
+    if len(present) > 1 << 16:
+        return np.argsort(fid, kind="stable")
+    dense = np.zeros(int(fid.max()) + 1, dtype=np.uint16)
+    dense[present] = np.arange(len(present), dtype=np.uint16)
+    return np.argsort(dense[fid], kind="stable")
+
+
 class _FlowTotals:
     """Each flow's first and last time, packets and bytes, over the blocks of a walk."""
 
@@ -754,43 +771,67 @@ class _FlowTotals:
         self.bytes[ids] += nbytes
 
 
-def _flat_runs(np, runs, count, chunk_starts, records_end):
-    """Each flow's (chunks, span) as the index writes them (see the module's docstring). `runs`: per
-    block, (flow, first chunk, last chunk, first record's offset, last record's end) of each run;
-    a chunk that goes on into the next block joins the runs on either side."""
+def _encoded_runs(np, runs, count):
+    """Each flow's `runs` (see the module's docstring). `runs`: per block, (flow, first chunk, last
+    chunk, first record's offset, last record's end) of each run; a chunk that goes on into the
+    next block joins the runs on either side."""
     flow, a, b, start, end = (np.concatenate([r[i] for r in runs]) for i in range(5))
     order = np.argsort(flow, kind="stable")
     flow, a, b, start, end = flow[order], a[order], b[order], start[order], end[order]
     new = np.ones(len(flow), dtype=bool)
     new[1:] = (flow[1:] != flow[:-1]) | (a[1:] > b[:-1] + 1)
     at = np.flatnonzero(new)
-    flow, a, b, start, end = flow[at], a[at], np.maximum.reduceat(b, at), start[at], np.maximum.reduceat(end, at)
-    prev_end = np.zeros(len(a), dtype=np.int64)
-    prev_end[1:] = b[:-1] + 1
-    prev_end[np.flatnonzero(np.append(True, flow[1:] != flow[:-1]))] = 0  # a flow's first run counts from chunk 0
-    bounds = np.array(chunk_starts + [records_end], dtype=np.int64)
-    flat = np.empty(2 * len(a), dtype=np.int64)
-    flat[0::2] = a - prev_end
-    flat[1::2] = b + 1 - a
-    span = np.empty(2 * len(a), dtype=np.int64)
-    span[0::2] = start - bounds[a]
-    span[1::2] = end - start
-    flat, span = flat.tolist(), span.tolist()
-    cut = (2 * np.cumsum(np.bincount(flow, minlength=count))).tolist()
-    return [(flat[i:j], span[i:j]) for i, j in zip([0] + cut, cut)]
+    flow, start, end = flow[at], start[at], np.maximum.reduceat(end, at)
+    gap = np.empty(len(start), dtype=np.int64)
+    gap[0] = start[0]
+    gap[1:] = start[1:] - end[:-1]
+    first = np.flatnonzero(np.append(True, flow[1:] != flow[:-1]))
+    gap[first] = start[first]  # a flow's first range counts from the start of the file
+    values = np.empty(2 * len(start), dtype=np.int64)
+    values[0::2] = gap
+    values[1::2] = end - start
+    encoded, ends = _leb128(np, values)
+    cut = ends[2 * np.cumsum(np.bincount(flow, minlength=count)) - 1].tolist()
+    return [base64.b64encode(encoded[i:j]).decode() for i, j in zip([0] + cut, cut)]
 
 
-def _flatten(flows, chunk_starts, records_end):
-    """Each flow's chunk runs [first, last, ...] and their spans, as the index writes them:
-    chunks and span (see the module's docstring)."""
-    bounds = chunk_starts + [records_end]
+def _leb128(np, values):
+    """(bytes of each non-negative value as an unsigned LEB128 varint, one after another; where each
+    value's bytes end)."""
+    size = np.ones(len(values), dtype=np.int64)
+    for shift in range(7, 64, 7):
+        size += values >= (1 << shift)
+    ends = np.cumsum(size)
+    out = np.empty(int(ends[-1]) if len(ends) else 0, dtype=np.uint8)
+    at = ends - size
+    for k in range(int(size.max()) if len(size) else 0):
+        more = size > k
+        byte = (values[more] >> (7 * k)) & 0x7F
+        byte |= (size[more] > k + 1) * 0x80
+        out[at[more] + k] = byte
+    return out.tobytes(), ends
+
+
+def leb128(values):
+    """_leb128 for a list, in plain Python (the plain walk's, and the test's)."""
+    out = bytearray()
+    for v in values:
+        while v >= 0x80:
+            out.append(v & 0x7F | 0x80)
+            v >>= 7
+        out.append(v)
+    return bytes(out)
+
+
+def _flatten(flows):
+    """Each flow's runs (chunk runs [first, last, ...] and their spans [first record, last record's
+    end, ...]) as the index writes them: `runs` (see the module's docstring)."""
     for st in flows.values():
-        runs, spans, flat, span, prev = st[4], st[5], [], [], 0
-        for i in range(0, len(runs), 2):
-            flat += [runs[i] - prev, runs[i + 1] + 1 - runs[i]]
-            span += [spans[i] - bounds[runs[i]], spans[i + 1] - spans[i]]
-            prev = runs[i + 1] + 1
-        st[4], st[5] = flat, span
+        spans, values, prev = st[5], [], 0
+        for i in range(0, len(spans), 2):
+            values += [spans[i] - prev, spans[i + 1] - spans[i]]
+            prev = spans[i + 1]
+        st[4:] = [base64.b64encode(leb128(values)).decode()]
 
 
 def build(data, name, vni=None):
@@ -803,21 +844,20 @@ def build(data, name, vni=None):
             walked = _walk_pcap_vectorized(data, meta, np)
     if walked is None:
         walked = (_walk_pcap if meta["format"] == "pcap" else _walk)(data, meta)
-        _flatten(walked[0], walked[1], meta["stop"])
-    flows, chunk_starts = walked
+        _flatten(walked)
+    flows = walked
     records_end = meta.pop("stop")
     meta.pop("end", None)
     stats = list(flows.values())
     line = dict(kind="file", v=VERSION, pcap=os.path.basename(name), size=len(data), end=records_end,
                 format=meta["format"], endian=meta["endian"], ifaces=meta["ifaces"], vni=vni,
                 first=min((s[0] for s in stats), default=None), last=max((s[1] for s in stats), default=None),
-                packets=sum(s[2] for s in stats), bytes=sum(s[3] for s in stats), flows=len(flows),
-                chunks=[b - a for a, b in zip([0] + chunk_starts, chunk_starts + [records_end])])
+                packets=sum(s[2] for s in stats), bytes=sum(s[3] for s in stats), flows=len(flows))
     rows = []
-    for (fam, proto, src, dst, ports), (f_first, f_last, n, nbytes, flat, span) in flows.items():
+    for (fam, proto, src, dst, ports), (f_first, f_last, n, nbytes, runs) in flows.items():
         sp, dp = struct.unpack(">HH", ports) if ports else (None, None)
         rows.append(dict(kind="flow", fam=fam, proto=proto, sa=src.hex(), da=dst.hex(), sp=sp, dp=dp, vni=vni,
-                         first=f_first, last=f_last, packets=n, bytes=nbytes, chunks=flat, span=span))
+                         first=f_first, last=f_last, packets=n, bytes=nbytes, runs=runs))
     rows.sort(key=lambda r: (r["first"], r["fam"], r["sa"], r["da"]))
     line["bloom"] = bloom(rows)
     return line, rows
@@ -862,24 +902,21 @@ def may_hold(line, item):
     return True
 
 
-def chunk_offsets(line):
-    """Where each chunk of the file begins, and (last) where its whole records end."""
-    out, at = [], 0
-    for d in line["chunks"]:
-        at += d
-        out.append(at)
-    return out
-
-
-def ranges(offsets, flat, span):
-    """[(start, end)] byte ranges of a flow line's `chunks` and `span`, with chunk_offsets(file line):
-    each from the flow's first record in a run of chunks to the end of its last one there."""
-    out, prev = [], 0
-    for i in range(0, len(flat), 2):
-        a = prev + flat[i]
-        prev = a + flat[i + 1]
-        start = offsets[a] + span[i]
-        out.append((start, start + span[i + 1]))
+def ranges(runs):
+    """[(start, end)] byte ranges of a flow line's `runs`."""
+    data, out, at, value, shift, pair = base64.b64decode(runs), [], 0, 0, 0, []
+    for byte in data:
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if byte & 0x80:
+            continue
+        pair.append(value)
+        value = shift = 0
+        if len(pair) == 2:
+            start = at + pair[0]
+            at = start + pair[1]
+            out.append((start, at))
+            pair = []
     return out
 
 

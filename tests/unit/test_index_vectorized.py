@@ -48,9 +48,9 @@ def plain(ix, data, monkeypatch):
 
 def walked(ix, data):
     meta = ix.header(data)
-    flows, starts = ix._walk(data, meta)
-    ix._flatten(flows, starts, meta["stop"])
-    return flows, starts, meta["stop"]
+    flows = ix._walk(data, meta)
+    ix._flatten(flows)
+    return flows, meta["stop"]
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -70,10 +70,14 @@ def test_the_numpy_walk_writes_the_plain_walks_bytes(monkeypatch, seed, count, n
     meta = ix.header(data)
     fast = ix._walk_pcap_vectorized(data, meta, np)
     assert fast is not None
-    assert (fast[0], fast[1], meta["stop"]) == walked(ix, data)
-    assert list(fast[0]) == list(walked(ix, data)[0])  # flows in the order they are met, too
+    assert (fast, meta["stop"]) == walked(ix, data)
+    assert list(fast) == list(walked(ix, data)[0])  # flows in the order they are met, too
     line, rows = ix.build(data, "vni7_x.pcap", 7)
     assert ix.encode(line, rows) == plain(ix, data, monkeypatch)
+    # runs decode to ranges that follow each other, each a whole number of records
+    for r in rows:
+        spans = ix.ranges(r["runs"])
+        assert spans and all(a < b for a, b in spans) and all(b1 <= a2 for (_a1, b1), (a2, _b2) in zip(spans, spans[1:]))
     # each line is what json.dumps writes
     text = gzip.decompress(ix.encode(line, rows)).decode()
     assert text == "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in [line] + rows)
@@ -114,7 +118,7 @@ def test_keys_that_mix_alike_fall_back_to_the_plain_walk(monkeypatch):
        pcapng=st.booleans())
 def test_a_flows_ranges_hold_every_packet_of_it_and_begin_and_end_on_one(tmp_path_factory, seed, count, chunk, pcapng):
     """Read back through its ranges, a flow has every one of its packets, and each range starts with
-    one of them and ends with one (span cuts the chunks' other flows off both ends)."""
+    one of them and ends with one (a range is cut to the flow's own records)."""
     ix = indexer()
     d = tmp_path_factory.mktemp("r")
     pkts = findtraffic.packets(seed, count)
@@ -127,12 +131,11 @@ def test_a_flows_ranges_hold_every_packet_of_it_and_begin_and_end_on_one(tmp_pat
         line, rows = ix.build(data, str(path))
     finally:
         ix.CHUNK = old
-    offsets = ix.chunk_offsets(line)
     for r in rows:
         want = (r["fam"], r["proto"], bytes.fromhex(r["sa"]), bytes.fromhex(r["da"]),
                 None if r["sp"] is None else struct.pack(">HH", r["sp"], r["dp"]))
         seen = 0
-        for a, b in ix.ranges(offsets, r["chunks"], r["span"]):
+        for a, b in ix.ranges(r["runs"]):
             meta = dict(format=line["format"], endian=line["endian"], ifaces=[list(x) for x in line["ifaces"]])
             keys = [ix.flow_key(data[a:b], lt, fr, cap) for _o, _t, lt, cap, _l, fr in ix.records(data[a:b], meta, 0, b - a)]
             keys = [(k[0], k[1], bytes(k[2]), bytes(k[3]), None if k[4] is None else bytes(k[4])) for k in keys]
@@ -140,3 +143,19 @@ def test_a_flows_ranges_hold_every_packet_of_it_and_begin_and_end_on_one(tmp_pat
             assert meta["stop"] == b - a  # whole records, to the end of the range
             seen += keys.count(want)
         assert seen == r["packets"]
+
+
+@given(values=st.lists(st.one_of(st.integers(0, 300), st.integers(0, 1 << 40), st.sampled_from(
+    [0, 127, 128, (1 << 14) - 1, 1 << 14, (1 << 21) - 1, 1 << 35, (1 << 63) - 1])), max_size=50))
+def test_the_vectorized_varints_are_the_plain_ones_and_decode_back(values):
+    ix = indexer()
+    encoded, ends = ix._leb128(np, np.array(values, dtype=np.int64))
+    assert encoded == ix.leb128(values)
+    assert list(ends) == [len(ix.leb128(values[:i + 1])) for i in range(len(values))]
+    pairs = values[:len(values) // 2 * 2]
+    runs = __import__("base64").b64encode(ix.leb128(pairs)).decode()
+    at, want = 0, []
+    for i in range(0, len(pairs), 2):
+        want.append((at + pairs[i], at + pairs[i] + pairs[i + 1]))
+        at = want[-1][1]
+    assert ix.ranges(runs) == want
