@@ -102,6 +102,7 @@ def main() -> int:
     ap.add_argument("--files-per-day", type=int, default=24, help="rotations per host and day (scaled: 24 = hourly)")
     ap.add_argument("--file-kib", type=int, default=128, help="each pcap's size (scaled down from a real fleet's)")
     ap.add_argument("--file-flows", type=int, default=20, help="flows in each of the fleet's pcaps")
+    ap.add_argument("--rounds", type=int, default=5, help="runs of each CPU measurement (the least is reported)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "find_index.json")
     args = ap.parse_args()
     ix = indexer()
@@ -115,19 +116,26 @@ def main() -> int:
             meta = ix.header(data)
             return sum(1 for _ in ix.records(data, meta))
 
-        packets, base_cpu, _ = cpu(baseline)
-        (line, rows), index_cpu, index_wall = cpu(lambda: ix.write(str(pcap)))
-        index_size = Path(ix.index_path(str(pcap))).stat().st_size
-        host_cpu = host_index_cpu(pcap)
+        # Each CPU figure is the least of ROUNDS runs, taken in turn (a busy machine only adds).
         tiny = d / "vni7_tiny.pcap"
         generate(tiny, 0.01, 10, seed=9)
-        startup_cpu = host_index_cpu(tiny)  # the child's Python and numpy start-up, paid once a pcap
         real_numpy = ix._numpy
-        ix._numpy = lambda: None  # the plain walk, as a host without python3-numpy would run it
-        try:
-            (plain_line, plain_rows), plain_cpu, _ = cpu(lambda: ix.write(str(pcap), str(d / "plain.idx.json.gz")))
-        finally:
-            ix._numpy = real_numpy
+        base, host, startup, plain, inproc = [], [], [], [], []
+        for _ in range(args.rounds):
+            packets, c, _ = cpu(baseline)
+            base.append(c)
+            (line, rows), c, index_wall = cpu(lambda: ix.write(str(pcap)))
+            inproc.append(c)
+            host.append(host_index_cpu(pcap))
+            startup.append(host_index_cpu(tiny))  # the child's Python and numpy start-up, paid once a pcap
+            ix._numpy = lambda: None  # the plain walk, as a host without python3-numpy would run it
+            try:
+                (plain_line, plain_rows), c, _ = cpu(lambda: ix.write(str(pcap), str(d / "plain.idx.json.gz")))
+                plain.append(c)
+            finally:
+                ix._numpy = real_numpy
+        base_cpu, index_cpu, host_cpu, startup_cpu, plain_cpu = map(min, (base, inproc, host, startup, plain))
+        index_size = Path(ix.index_path(str(pcap))).stat().st_size
         assert (plain_line, plain_rows) == (line, rows), "the plain walk wrote another index"
         busiest = max(rows, key=lambda r: r["packets"])
         quiet = min((r for r in rows if r["fam"] == "ip" and r["sp"]), key=lambda r: r["packets"])
@@ -143,7 +151,7 @@ def main() -> int:
     rate_gbps = size * 8 / host_cpu / 1e9
     per_gbit = size * 8 / 1e9
     steady = (host_cpu - startup_cpu) / per_gbit  # a core's share per Gbit/s once started
-    result = dict(pcap_bytes=size, packets=packets, flows=line["flows"], mean_frame=round(line["bytes"] / packets),
+    result = dict(rounds=args.rounds, pcap_bytes=size, packets=packets, flows=line["flows"], mean_frame=round(line["bytes"] / packets),
                   baseline_cpu_s=round(base_cpu, 3), index_cpu_s=round(index_cpu, 3), index_wall_s=round(index_wall, 3),
                   host_index_cpu_s=round(host_cpu, 3), plain_walk_index_cpu_s=round(plain_cpu, 3),
                   index_gbit_per_core_s=round(rate_gbps, 3), core_share_at_1gbps=round(1 / rate_gbps, 3),
