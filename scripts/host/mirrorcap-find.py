@@ -127,22 +127,23 @@ def sources(directory):
         if fd is None:
             continue
         try:
-            data = mapped(fd)
-            try:
-                if data[:4] not in ix.PCAP_MAGIC and data[:4] != ix.PCAPNG_SHB:
-                    skipped.append((name, "not a pcap or pcapng file"))
+            size = os.fstat(fd).st_size
+            magic = os.pread(fd, 4, 0)
+            if magic not in ix.PCAP_MAGIC and magic != ix.PCAPNG_SHB:
+                skipped.append((name, "not a pcap or pcapng file"))
+                continue
+            index = read_index(path + ix.SUFFIX, size)
+            if index is None:
+                data = mapped(fd)  # mapped only to index it (the pcap being written, a failed one)
+                try:
+                    index = ix.build(data, name, ix.vni_of(name))  # in memory: nothing written beside the pcap
+                except (ValueError, struct.error, ix.IndexError_) as e:
+                    skipped.append((name, "cannot index: %s" % e))
                     continue
-                index = read_index(path + ix.SUFFIX, len(data))
-                if index is None:
-                    try:
-                        index = ix.build(data, name, ix.vni_of(name))  # in memory: nothing written beside the pcap
-                    except (ValueError, struct.error, ix.IndexError_) as e:
-                        skipped.append((name, "cannot index: %s" % e))
-                        continue
-                    built += 1
-            finally:
-                if len(data):
-                    data.close()
+                finally:
+                    if len(data):
+                        data.close()
+                built += 1
         finally:
             os.close(fd)
         found.append((name, path) + tuple(index))
