@@ -34,7 +34,8 @@ PACKAGES=(systemd systemd-sysv dbus tcpdump iproute2 xfsprogs util-linux mount c
 # python3-certifi: Debian's returns the system store, which the AWS CLI then trusts.
 # tshark (with mergecap): Wireshark's command-line tools, as the bake installs them on
 # Amazon Linux 2023 (wireshark-cli): mirrorcap-window runs them on the host.
-APT_PACKAGES=(awscli ca-certificates python3-certifi tshark)
+# python3-numpy: the packet indexer's fast walk, as the bake installs it (python3-numpy).
+APT_PACKAGES=(awscli ca-certificates python3-certifi tshark python3-numpy)
 # shellcheck disable=SC2206
 EXTRA=(${BOOTLAB_EXTRA_PACKAGES:-})
 

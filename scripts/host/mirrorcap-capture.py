@@ -289,6 +289,8 @@ class Indexer:
     gets NAME.idx-failed (mirrorcap_index.py writes it), which health reports."""
 
     SUFFIXES = (".idx.json.gz", ".idx-failed")  # mirrorcap_index.SUFFIX, FAILED_SUFFIX
+    # numpy's BLAS would start a thread per CPU at import: the indexer needs none (one core at most)
+    ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
 
     def __init__(self):
         self.queue, self.proc = [], None
@@ -308,7 +310,8 @@ class Indexer:
             if os.path.exists(path):
                 try:
                     self.proc = subprocess.Popen([sys.executable, os.path.join(HOST_LIB, "mirrorcap_index.py"), path],
-                                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, preexec_fn=self.weaken)
+                                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, preexec_fn=self.weaken,
+                                                 env=self.ENV)
                 except OSError as e:
                     log("cannot index %s: %s" % (os.path.basename(path), e))
                     continue

@@ -157,6 +157,8 @@ def select(srcs, tree):
     for name, _path, line, flows in srcs:
         if line.get("first") is None or (lo is not None and line["last"] < lo) or (hi is not None and line["first"] >= hi):
             continue
+        if not mq.file_may_take(tree, line, ix.may_hold):
+            continue  # the file line's VNI and Bloom filter: none of its flows can hold a packet of the query
         rows += [dict(r, source=name) for r in flows if r.get("kind") == "flow" and mq.flow_may_match(tree, r)]
     rows.sort(key=lambda r: (r["first"], r["source"]))
     return rows
@@ -172,7 +174,7 @@ def packets(srcs, rows, tree, max_bytes):
     out, size, read = [], 24, 0
     for n, (name, path, line, _flows) in enumerate(s for s in srcs if s[0] in by_source):
         offsets = ix.chunk_offsets(line)
-        wanted = sorted(rg for r in by_source[name] for rg in ix.ranges(offsets, r["chunks"]))
+        wanted = sorted(rg for r in by_source[name] for rg in ix.ranges(offsets, r["chunks"], r["span"]))
         merged = []
         for a, b in wanted:
             if merged and a <= merged[-1][1]:
@@ -261,7 +263,7 @@ def run(request, env):
     info = dict(files=len(srcs), indexed_here=built, skipped=len(skipped), skipped_names=skipped[:MAX_SKIPPED],
                 flows=len(rows))
     if flows:
-        content = "".join(json.dumps({k: v for k, v in r.items() if k != "chunks"}, separators=(",", ":")) + "\n"
+        content = "".join(json.dumps({k: v for k, v in r.items() if k not in ("chunks", "span")}, separators=(",", ":")) + "\n"
                           for r in rows).encode()
         count, read = len(rows), 0
     else:

@@ -157,6 +157,25 @@ def _exact(op, a, row):
     raise AssertionError(op)
 
 
+# --- an index's file line ----------------------------------------------------------------
+def file_may_take(tree, line, may_hold):
+    """False only when no flow of the file can hold a packet the query takes, decided on its index's
+    file line alone (its VNI, and its Bloom filter through mirrorcap_index.may_hold). Conservative:
+    a term the filter cannot decide (net, protocols, time, anything under `not`) may hold."""
+    op, a = tree[0], tree[1:]
+    if op == "and":
+        return file_may_take(a[0], line, may_hold) and file_may_take(a[1], line, may_hold)
+    if op == "or":
+        return file_may_take(a[0], line, may_hold) or file_may_take(a[1], line, may_hold)
+    if op == "host":
+        return may_hold(line, "a" + a[2])
+    if op == "port":
+        return may_hold(line, "p%d" % a[1])
+    if op == "vni":
+        return line.get("vni") is None or line["vni"] == a[0]
+    return True  # not, net, proto, fam, time (the file's time range is decided apart)
+
+
 def time_bounds(tree):
     """[lo, hi) holding every packet the query can take (None: unbounded on that side)."""
     op, a = tree[0], tree[1:]

@@ -7,6 +7,8 @@ data, sent AWS-shaped VXLAN carrying tagged inner packets."""
 
 from __future__ import annotations
 
+import re
+
 import shutil
 import subprocess
 
@@ -61,7 +63,10 @@ def test_a_rotated_pcap_gets_its_index_beside_it(host, tmp_path):
     idx = pcap.parent / (pcap.name + contract.INDEX_SUFFIX)
     owner = m.run("stat", "-c", "%U %a", f"{DIR}/{idx.name}").stdout.split()
     assert owner == ["mirrorcap", "640"]  # the capture's user and umask: readable by the pcap group
-    assert "mirrorcap-index: %s:" % pcap.name in m.journal(f"mirrorcap-capture@{vni}.service")
+    journal = m.journal(f"mirrorcap-capture@{vni}.service")
+    assert "mirrorcap-index: %s:" % pcap.name in journal
+    # the fast walk, inside the capture's sandbox: the distribution's numpy imports there
+    assert re.search(r"mirrorcap-index: %s: \d+ packets, \d+ flows \(numpy [\d.]+ walk\)" % re.escape(pcap.name), journal), journal
     # mirrorcap find reads it as the host wrote it (same size: not built again) and answers like tcpdump.
     for p in closed(m):
         shutil.copy(p, tmp_path / p.name)

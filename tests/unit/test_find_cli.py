@@ -59,7 +59,7 @@ def test_a_torn_pcap_is_indexed_up_to_its_last_whole_record(pcaps):
     line, rows = indexer().write(str(torn))
     assert line["packets"] == 799 and line["end"] < line["size"] == len(whole) - 7
     offsets = indexer().chunk_offsets(line)
-    assert max(b for r in rows for _a, b in indexer().ranges(offsets, r["chunks"])) == line["end"]
+    assert max(b for r in rows for _a, b in indexer().ranges(offsets, r["chunks"], r["span"])) == line["end"]
 
 
 @pytest.mark.skipif(shutil.which("tcpdump") is None, reason="tcpdump is not installed")

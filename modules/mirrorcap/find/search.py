@@ -20,7 +20,7 @@ from .query import Node, predicate, sql, time_bounds
 
 FLOW_COLUMNS = ("{kind: 'VARCHAR', fam: 'VARCHAR', proto: 'INTEGER', sa: 'VARCHAR', da: 'VARCHAR', sp: 'INTEGER', "
                 "dp: 'INTEGER', vni: 'BIGINT', first: 'BIGINT', last: 'BIGINT', packets: 'BIGINT', bytes: 'BIGINT', "
-                "chunks: 'BIGINT[]'}")
+                "chunks: 'BIGINT[]', span: 'BIGINT[]'}")
 
 
 @dataclass
@@ -91,7 +91,7 @@ def select_flows(srcs: list[Source], node: Node) -> list[dict]:
     con = duckdb.connect()
     try:
         rel = con.execute(
-            f"SELECT filename, fam, proto, sa, da, sp, dp, vni, first, last, packets, bytes, chunks "
+            f"SELECT filename, fam, proto, sa, da, sp, dp, vni, first, last, packets, bytes, chunks, span "
             f"FROM read_json(?, format='newline_delimited', columns={FLOW_COLUMNS}, filename=true, compression='gzip', auto_detect=false) "
             f"WHERE kind = 'flow' AND {sql(node)} ORDER BY first, filename", [files])
         names = [d[0] for d in rel.description]
@@ -120,7 +120,7 @@ def packets(src: Source, flows: list[dict], node: Node, counter: list | None = N
     keep = predicate(node)
     vni = src.meta.get("vni")
     offsets = ix.chunk_offsets(src.meta)
-    wanted = _merged((r for f in flows for r in ix.ranges(offsets, f["chunks"])), FETCH_GAP if src.fetch else 0)
+    wanted = _merged((r for f in flows for r in ix.ranges(offsets, f["chunks"], f["span"])), FETCH_GAP if src.fetch else 0)
     meta = dict(format=src.meta["format"], endian=src.meta["endian"], ifaces=[list(x) for x in src.meta["ifaces"]])
     with (open(src.pcap, "rb") if src.pcap is not None else _Nothing()) as fh:
         for a, b in wanted:
@@ -160,7 +160,8 @@ def in_time(srcs: list[Source], node: Node) -> list[Source]:
 
 
 def search_sources(srcs: list[Source], node: Node, skipped=()) -> Found:
-    srcs = in_time(srcs, node)
+    from .prune import may_take
+    srcs = [s for s in in_time(srcs, node) if may_take(node, s.meta)]
     flows = select_flows(srcs, node)
     by_name = {str(s.index): s for s in srcs}
     for f in flows:
