@@ -59,6 +59,8 @@ CAPTURE_GROUP = "pcap"  # people who may read pcaps join it
 # retention, health and mirrorcap-window find pcaps by it (through the env file).
 PCAP_PATTERN = "vni{vni}_%Y-%m-%dT%H-%M-%SZ.pcap"
 HOST_LIB = "/usr/local/lib/mirrorcap"  # the host's shared libraries (mirrorcap_host.py, mirrorcap-lib.sh)
+# What `mirrorcap find --capture` runs on a host without an archive, through Systems Manager (as root).
+FIND_COMMAND = "/usr/local/sbin/mirrorcap-find"
 # The decapsulating interface of one VNI: decap makes it, capture, health and tcpdump name it
 # (through the env file). Also the kernel's 15-character limit: vxlan + 8 digits fits.
 VXLAN_IFACE = "vxlan{vni}"

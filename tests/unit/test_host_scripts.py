@@ -69,8 +69,8 @@ def test_shellcheck_clean():
 
 def test_python_is_39_and_pyflakes_clean():
     assert [p.name for p in PYTHON] == ["mirrorcap-archive-health.py", "mirrorcap-archive.py", "mirrorcap-capture.py",
-                                        "mirrorcap-health-listener.py", "mirrorcap-health.py", "mirrorcap-metrics.py", "mirrorcap-settings.py", "mirrorcap-window.py",
-                                        "mirrorcap_host.py", "mirrorcap_index.py"]
+                                        "mirrorcap-find.py", "mirrorcap-health-listener.py", "mirrorcap-health.py", "mirrorcap-metrics.py", "mirrorcap-settings.py", "mirrorcap-window.py",
+                                        "mirrorcap_host.py", "mirrorcap_index.py", "mirrorcap_query.py"]
     for p in PYTHON:
         ast.parse(p.read_text(), feature_version=(3, 9))  # Amazon Linux 2023's system Python
     result = subprocess.run([sys.executable, "-m", "pyflakes", *map(str, PYTHON)], capture_output=True, text=True)
@@ -87,7 +87,8 @@ def test_the_rendered_tree_installs_the_plain_files_as_they_are():
 
 @pytest.mark.parametrize("path, args, code", [("usr/local/libexec/mirrorcap/capture", [], 2),
                                               ("usr/local/sbin/mirrorcap-health", ["--help"], 0),
-                                              ("usr/local/bin/mirrorcap-window", ["--help"], 0)])
+                                              ("usr/local/bin/mirrorcap-window", ["--help"], 0),
+                                              ("usr/local/sbin/mirrorcap-find", ["--help"], 0)])
 def test_each_python_script_finds_the_shared_module_where_the_host_has_it(path, args, code):
     """Run from rendered/, which lays the files out as the host does: the import path is the host's."""
     assert contract.HOST_LIB == "/usr/local/lib/mirrorcap"

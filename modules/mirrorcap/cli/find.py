@@ -18,7 +18,11 @@ def find(
     query: str = typer.Argument(..., help="tcpdump-like: host/net/port (src|dst), tcp/udp/icmp, ip/ip6/arp, vni N, "
                                 "and/or/not, ( ), after 15m ago, before 2026-12-03T14:10Z, around 14:05 ±2m"),
     directory: Path = typer.Option(None, "--dir", help="a directory of pcap/pcapng files (any names); missing indexes are built"),
-    capture: str = typer.Option(None, "--capture", "-c", help="instead of --dir: this capture's S3 archive (ranged GETs)"),
+    capture: str = typer.Option(None, "--capture", "-c", help="instead of --dir: this capture's S3 archive (ranged GETs); "
+                                "without an archive, its host, through Systems Manager"),
+    instance: str = typer.Option(None, "--instance", help="with --capture: run the query on this host through Systems Manager "
+                                 "(e.g. a fleet host's pcaps not yet archived)"),
+    max_size: int = typer.Option(64, "--max-size", min=1, help="through Systems Manager: the largest result fetched, MiB"),
     bucket: str = typer.Option(None, "--bucket", help="with --capture: the archive bucket (default: found by its tags)"),
     inventory: Path = InventoryOpt,
     profile: str = ProfileOpt,
@@ -31,11 +35,11 @@ def find(
 ) -> None:
     """Find the packets a query takes, reading only the byte ranges its indexes name.
 
-    Exit 0: found (written to --out, or listed); 1: nothing matches; 2: could not (query, files, --out);
-    3: could not read the archive (AWS)."""
+    Exit 0: found (written to --out, or listed); 1: nothing matches; 2: could not (query, files, --out, too big);
+    3: could not read the archive or reach the host (AWS)."""
     from ..errors import MirrorcapError, Problem
     from ..find.query import QueryError, parse
-    from ..find.search import collect, flow_view, note, search, write_pcap
+    from ..find.search import note, search
     cache = None  # an archive's indexes, while they are read
     try:
         with reported():  # input problems exit 2, AWS's 3
@@ -54,33 +58,20 @@ def find(
                     raise MirrorcapError([Problem("command line", "--out", f"{out.parent} is not a directory", "create it, or write elsewhere")])
             if (directory is None) == (capture is None):
                 raise MirrorcapError([Problem("command line", "--dir / --capture", "say where to look: one of them",
-                                              "--dir PATH (pcaps on this machine) or --capture NAME (its S3 archive)")])
+                                              "--dir PATH (pcaps on this machine) or --capture NAME (its S3 archive, or its host)")])
+            if instance is not None and capture is None:
+                raise MirrorcapError([Problem("command line", "--instance", "--instance needs --capture (its region)",
+                                              "add --capture NAME")])
             progress = (lambda m: print(f"mirrorcap: {m}", file=sys.stderr)) if not as_json else None
-            if capture is not None:
-                found, cache = _archive(node, capture, bucket, inventory, profile, role_arn, progress)
+            if capture is not None and _by_ssm(capture, instance, inventory):
+                from .find_ssm import find_on_host
+                find_on_host(node, capture, instance, inventory, profile, role_arn, out, flows, as_json, max_size << 20, progress)
             else:
-                found, cache = search(directory, node, index_dir, progress), None
-            for name, why in found.skipped:
-                note(f"skipped {name}: {why}")
-            if flows:
-                views = [flow_view(f) for f in found.flows]
-                if as_json:
-                    for v in views:
-                        print(json.dumps(v))
+                if capture is not None:
+                    found, cache = _archive(node, capture, bucket, inventory, profile, role_arn, progress)
                 else:
-                    for v in views:
-                        ports = f":{v['sport']} > {v['dst']}:{v['dport']}" if v["sport"] is not None else f" > {v['dst']}"
-                        print(f"{v['first']}  {v['last']}  {v['fam']:4} {str(v['proto']):5} {v['src']}{ports}  "
-                              f"vni={v['vni']}  {v['packets']} pkts {v['bytes']} B  {v['file']}")
-                if out is None:
-                    raise typer.Exit(OK if views else FINDINGS)
-            pkts = collect(found, node, progress)
-            if not pkts:
-                note(f"no packet matches (read {found.index_bytes} B of indexes)")
-                raise typer.Exit(FINDINGS)
-            write_pcap(out, pkts)
-            remote = f" ({found.remote_bytes} B of them fetched from S3 by range)" if capture else ""
-            note(f"wrote {out}: {len(pkts)} packet(s); read {found.index_bytes} B of indexes and {found.fetched_bytes} B of pcaps{remote}")
+                    found, cache = search(directory, node, index_dir, progress), None
+                _answer(found, node, out, flows, as_json, capture, progress)
     finally:
         if cache is not None:
             cache.cleanup()
@@ -90,6 +81,41 @@ def find(
             note("--open: neither wireshark nor termshark is on PATH; open the file yourself")
         else:
             subprocess.run([viewer, "-r", str(out)], check=False)
+
+
+def _answer(found, node, out, flows, as_json, capture, progress):
+    """What the indexes found, listed and/or written to --out (exit 1 when nothing matches)."""
+    from ..find.search import collect, flow_view, note, write_pcap
+    for name, why in found.skipped:
+        note(f"skipped {name}: {why}")
+    if flows:
+        views = [flow_view(f) for f in found.flows]
+        print_flows(views, as_json)
+        if out is None:
+            raise typer.Exit(OK if views else FINDINGS)
+    pkts = collect(found, node, progress)
+    if not pkts:
+        note(f"no packet matches (read {found.index_bytes} B of indexes)")
+        raise typer.Exit(FINDINGS)
+    write_pcap(out, pkts)
+    remote = f" ({found.remote_bytes} B of them fetched from S3 by range)" if capture else ""
+    note(f"wrote {out}: {len(pkts)} packet(s); read {found.index_bytes} B of indexes and {found.fetched_bytes} B of pcaps{remote}")
+
+
+def print_flows(views: list[dict], as_json: bool) -> None:
+    for v in views:
+        if as_json:
+            print(json.dumps(v))
+        else:
+            ports = f":{v['sport']} > {v['dst']}:{v['dport']}" if v["sport"] is not None else f" > {v['dst']}"
+            print(f"{v['first']}  {v['last']}  {v['fam']:4} {str(v['proto']):5} {v['src']}{ports}  "
+                  f"vni={v['vni']}  {v['packets']} pkts {v['bytes']} B  {v['file']}")
+
+
+def _by_ssm(capture: str, instance: str | None, inventory: Path) -> bool:
+    """--capture goes through Systems Manager to its host when --instance names one or the capture has no archive."""
+    from .common import capture_named, load_inventory
+    return instance is not None or capture_named(load_inventory(inventory), capture, inventory).archive is None
 
 
 def _archive(node, capture, bucket, inventory, profile, role_arn, progress):

@@ -9,8 +9,8 @@
     TIME    := 2026-12-03T14:10Z (an offset or Z required) | 14:05 (today, UTC) | now | DURATION ago
 
 A parsed query compiles two ways that agree by construction: to a predicate on one
-packet (its flow key, VNI and time: exact, what tcpdump's filter decides) and to a
-SQL condition on an index's flow rows (exact for everything but time, where it keeps
+packet (its flow key, VNI and time: exact, what tcpdump's filter decides; evaluated by
+scripts/host/mirrorcap_query.py, which the host runs too) and to a SQL condition on an index's flow rows (exact for everything but time, where it keeps
 every flow that may hold a matching packet; the predicate then decides).
 """
 
@@ -25,7 +25,6 @@ NS = 1_000_000_000
 TOKEN = re.compile(r"\s*(\(|\)|&&|\|\||!|±|[^\s()!±]+)")
 DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 UNIT_NS = {"ms": NS // 1000, "s": NS, "m": 60 * NS, "h": 3600 * NS, "d": 86400 * NS}
-V4_FAMS = ("ip", "arp", "rarp")  # where libpcap's `host`/`net` of an IPv4 address look
 
 
 class QueryError(ValueError):
@@ -242,52 +241,19 @@ def time_bounds(node: Node) -> tuple[int | None, int | None]:
 
 
 # --- one packet ----------------------------------------------------------------------
+def tree(node: Node) -> list:
+    """The query as the JSON tree scripts/host/mirrorcap_query.py evaluates (times already absolute)."""
+    if node.op in ("and", "or", "not"):
+        return [node.op, *(tree(x) for x in node.args)]
+    return [node.op, *node.args]
+
+
 def predicate(node: Node):
-    """A function (key, vni, ts_ns) -> bool deciding one packet; key as mirrorcap_index.flow_key gives it."""
-    op, a = node.op, node.args
-    if op == "and":
-        l, r = predicate(a[0]), predicate(a[1])
-        return lambda k, v, t: l(k, v, t) and r(k, v, t)
-    if op == "or":
-        l, r = predicate(a[0]), predicate(a[1])
-        return lambda k, v, t: l(k, v, t) or r(k, v, t)
-    if op == "not":
-        inner = predicate(a[0])
-        return lambda k, v, t: not inner(k, v, t)
-    if op in ("host", "net"):
-        direction, version = a[0], a[1]
-        fams = V4_FAMS if version == 4 else ("ip6",)
-        if op == "host":
-            want = bytes.fromhex(a[2])
-            test = lambda x: x == want  # noqa: E731
-        else:
-            lo, hi = bytes.fromhex(a[2]), bytes.fromhex(a[3])
-            test = lambda x: len(x) == len(lo) and lo <= x <= hi  # noqa: E731
-        if direction == "src":
-            return lambda k, v, t: k[0] in fams and test(k[2])
-        if direction == "dst":
-            return lambda k, v, t: k[0] in fams and test(k[3])
-        return lambda k, v, t: k[0] in fams and (test(k[2]) or test(k[3]))
-    if op == "port":
-        direction, port = a
-        want = port.to_bytes(2, "big")
-        if direction == "src":
-            return lambda k, v, t: k[4] is not None and k[4][:2] == want
-        if direction == "dst":
-            return lambda k, v, t: k[4] is not None and k[4][2:] == want
-        return lambda k, v, t: k[4] is not None and (k[4][:2] == want or k[4][2:] == want)
-    if op == "proto":
-        proto, name = a
-        fams = ("ip",) if name == "icmp" else ("ip", "ip6")
-        return lambda k, v, t: k[0] in fams and k[1] == proto
-    if op == "fam":
-        return lambda k, v, t: k[0] == a[0]
-    if op == "vni":
-        return lambda k, v, t: v == a[0]
-    if op == "time":
-        lo, hi = a
-        return lambda k, v, t: (lo is None or t >= lo) and (hi is None or t < hi)
-    raise AssertionError(op)
+    """A function (key, vni, ts_ns) -> bool deciding one packet; key as mirrorcap_index.flow_key gives it.
+    The host's evaluator decides it: the same code the host runs under mirrorcap-find."""
+    from .hostindex import hostquery
+    q = hostquery()
+    return q.predicate(q.check(tree(node)))
 
 
 # --- an index's flow rows --------------------------------------------------------------

@@ -104,6 +104,7 @@ UNITS = "/etc/systemd/system"
 HOST_FILES = (
     ("mirrorcap_host.py", f"{contract.HOST_LIB}/mirrorcap_host.py", "0644"),  # shared by the Python scripts
     ("mirrorcap_index.py", f"{contract.HOST_LIB}/mirrorcap_index.py", "0644"),  # the capture runs it on each closed pcap
+    ("mirrorcap_query.py", f"{contract.HOST_LIB}/mirrorcap_query.py", "0644"),  # what a query takes: mirrorcap-find's and the CLI's
     ("mirrorcap-lib.sh", f"{contract.HOST_LIB}/mirrorcap-lib.sh", "0644"),  # shared by the shell scripts
     ("mirrorcap-storage.sh", f"{contract.LIBEXEC}/storage", "0755"),
     ("mirrorcap-decap.sh", f"{contract.LIBEXEC}/decap", "0755"),
@@ -113,6 +114,7 @@ HOST_FILES = (
     ("mirrorcap-settings.py", f"{contract.LIBEXEC}/settings", "0755"),
     ("mirrorcap-health.py", "/usr/local/sbin/mirrorcap-health", "0755"),
     ("mirrorcap-window.py", "/usr/local/bin/mirrorcap-window", "0755"),
+    ("mirrorcap-find.py", contract.FIND_COMMAND, "0755"),  # `mirrorcap find --capture` through Systems Manager
     ("mirrorcap.target", f"{UNITS}/mirrorcap.target", "0644"),
     ("mirrorcap-settings.service", f"{UNITS}/mirrorcap-settings.service", "0644"),
     ("mirrorcap-storage.service", f"{UNITS}/mirrorcap-storage.service", "0644"),
