@@ -3298,8 +3298,7 @@ def packets(srcs, rows, tree, max_bytes):
         by_source.setdefault(r["source"], []).append(r)
     out, size, read = [], 24, 0
     for n, (name, path, line, _flows) in enumerate(s for s in srcs if s[0] in by_source):
-        offsets = ix.chunk_offsets(line)
-        wanted = sorted(rg for r in by_source[name] for rg in ix.ranges(offsets, r["chunks"], r["span"]))
+        wanted = sorted(rg for r in by_source[name] for rg in ix.ranges(r["runs"]))
         merged = []
         for a, b in wanted:
             if merged and a <= merged[-1][1]:
@@ -3388,7 +3387,7 @@ def run(request, env):
     info = dict(files=len(srcs), indexed_here=built, skipped=len(skipped), skipped_names=skipped[:MAX_SKIPPED],
                 flows=len(rows))
     if flows:
-        content = "".join(json.dumps({k: v for k, v in r.items() if k not in ("chunks", "span")}, separators=(",", ":")) + "\n"
+        content = "".join(json.dumps({k: v for k, v in r.items() if k != "runs"}, separators=(",", ":")) + "\n"
                           for r in rows).encode()
         count, read = len(rows), 0
     else:
