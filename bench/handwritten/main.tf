@@ -117,7 +117,8 @@ resource "aws_iam_role_policy" "archive" {
   policy = jsonencode({
     Version = "2012-10-17"
     Statement = [
-      { Sid = "ArchivePcaps", Effect = "Allow", Action = "s3:PutObject", Resource = "${aws_s3_bucket.archive.arn}/${local.name}/*" },
+      { Sid = "ArchivePcaps", Effect = "Allow", Action = "s3:PutObject",
+      Resource = ["${aws_s3_bucket.archive.arn}/${local.name}/*", "${aws_s3_bucket.archive.arn}/index/${local.name}/*"] },
       { Sid = "WithTheCapturesKey", Effect = "Allow", Action = ["kms:GenerateDataKey", "kms:Encrypt"], Resource = aws_kms_key.pcaps.arn,
       Condition = { StringEquals = { "kms:ViaService" = "s3.${var.region}.amazonaws.com" } } },
     ]
@@ -240,7 +241,7 @@ resource "aws_s3_bucket_policy" "archive" {
       { Sid = "DenyPlainHttp", Effect = "Deny", Principal = { AWS = "*" }, Action = "s3:*", Resource = [aws_s3_bucket.archive.arn, local.objects],
       Condition = { Bool = { "aws:SecureTransport" = "false" } } },
       { Sid = "HostsWriteTheirCapture", Effect = "Allow", Principal = { AWS = aws_iam_role.host.arn }, Action = "s3:PutObject",
-      Resource = "${aws_s3_bucket.archive.arn}/${local.name}/*" },
+      Resource = ["${aws_s3_bucket.archive.arn}/${local.name}/*", "${aws_s3_bucket.archive.arn}/index/${local.name}/*"] },
       { Sid = "NobodyElseWrites", Effect = "Deny", Principal = { AWS = "*" }, Action = "s3:PutObject", Resource = local.objects,
       Condition = { ArnNotEquals = { "aws:PrincipalArn" = aws_iam_role.host.arn } } },
       { Sid = "OnlyTheCapturesKey", Effect = "Deny", Principal = { AWS = "*" }, Action = "s3:PutObject", Resource = local.objects,

@@ -145,7 +145,10 @@ def test_one_nlb_mirror_target_and_one_session_per_explicit_source_with_locked_n
 
 def test_outputs_of_a_fleet(doc):
     assert set(doc["output"]) == {"nlb_arn", "asg_name", "archive_bucket", "mirror_target_id", "mirror_filter_id", "session_ids",
-                                  "remirror_function", "alarm_topic_arn"}
+                                  "remirror_function", "alarm_topic_arn", "athena_workgroup", "glue_database", "glue_table",
+                                  "athena_results_bucket"}
+    assert doc["output"]["athena_workgroup"]["value"] == "mirrorcap-fleet-athena" == doc["resource"]["aws_athena_workgroup"]["athena"]["name"]
+    assert doc["output"]["glue_database"]["value"] == "mirrorcap_fleet"
     assert doc["output"]["archive_bucket"]["value"] == "${aws_s3_bucket.archive.bucket}"
 
 
@@ -226,6 +229,9 @@ def test_only_the_hosts_write_and_only_their_capture_with_the_key(policy):
     assert not decide(policy, HOST, "s3:PutObject", pcap, **{"s3:x-amz-server-side-encryption": "aws:kms:dsse"})
     assert not decide(policy, HOST, "s3:PutObject", pcap, **{"s3:x-amz-server-side-encryption-aws-kms-key-id": KEY_ARN + "2"})
     assert not decide(policy, HOST, "s3:PutObject", f"{BUCKET}/other/x.pcap")
+    # its indexes, under the index prefix (contract.ARCHIVE_INDEX_KEY), and no other capture's
+    assert decide(policy, HOST, "s3:PutObject", f"{BUCKET}/index/fleet/vni4242/2026-11-25/i-1/x.pcap.idx.json.gz")
+    assert not decide(policy, HOST, "s3:PutObject", f"{BUCKET}/index/other/vni4242/2026-11-25/i-1/x.pcap.idx.json.gz")
     assert not decide(policy, HOST, "s3:PutObject", pcap, **{"aws:SecureTransport": "false"})
     for other in READERS + [ROOT, ADMIN]:
         assert not decide(policy, other, "s3:PutObject", pcap), other
