@@ -28,7 +28,7 @@ $(VENV)/.installed: pyproject.toml
 	# cdktn runs `python -O main.py`: cache the optimized bytecode of what synth
 	# imports now (pip only writes the plain .pyc), even where the environment
 	# sets PYTHONDONTWRITEBYTECODE; otherwise every synth recompiles ~200 modules (~1.3 s).
-	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -O -c 'import mirrorcap.synth.overlap, mirrorcap.cli, mirrorcap.stack.capture_stack, mirrorcap.stack.lambda_zip, mirrorcap.stack.fleet, mirrorcap.stack.archive'
+	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -O -c 'import mirrorcap.synth.overlap, mirrorcap.cli, mirrorcap.stack.capture_stack, mirrorcap.stack.lambda_zip, mirrorcap.stack.fleet, mirrorcap.stack.archive, mirrorcap.stack.athena'
 	touch $@
 
 tools/node_modules/.installed: tools/package.json tools/package-lock.json $(VENV)/.installed

@@ -117,7 +117,8 @@ resource "aws_iam_role_policy" "archive" {
   policy = jsonencode({
     Version = "2012-10-17"
     Statement = [
-      { Sid = "ArchivePcaps", Effect = "Allow", Action = "s3:PutObject", Resource = "${aws_s3_bucket.archive.arn}/${local.name}/*" },
+      { Sid = "ArchivePcaps", Effect = "Allow", Action = "s3:PutObject",
+      Resource = ["${aws_s3_bucket.archive.arn}/${local.name}/*", "${aws_s3_bucket.archive.arn}/index/${local.name}/*"] },
       { Sid = "WithTheCapturesKey", Effect = "Allow", Action = ["kms:GenerateDataKey", "kms:Encrypt"], Resource = aws_kms_key.pcaps.arn,
       Condition = { StringEquals = { "kms:ViaService" = "s3.${var.region}.amazonaws.com" } } },
     ]
@@ -240,7 +241,7 @@ resource "aws_s3_bucket_policy" "archive" {
       { Sid = "DenyPlainHttp", Effect = "Deny", Principal = { AWS = "*" }, Action = "s3:*", Resource = [aws_s3_bucket.archive.arn, local.objects],
       Condition = { Bool = { "aws:SecureTransport" = "false" } } },
       { Sid = "HostsWriteTheirCapture", Effect = "Allow", Principal = { AWS = aws_iam_role.host.arn }, Action = "s3:PutObject",
-      Resource = "${aws_s3_bucket.archive.arn}/${local.name}/*" },
+      Resource = ["${aws_s3_bucket.archive.arn}/${local.name}/*", "${aws_s3_bucket.archive.arn}/index/${local.name}/*"] },
       { Sid = "NobodyElseWrites", Effect = "Deny", Principal = { AWS = "*" }, Action = "s3:PutObject", Resource = local.objects,
       Condition = { ArnNotEquals = { "aws:PrincipalArn" = aws_iam_role.host.arn } } },
       { Sid = "OnlyTheCapturesKey", Effect = "Deny", Principal = { AWS = "*" }, Action = "s3:PutObject", Resource = local.objects,
@@ -254,6 +255,145 @@ resource "aws_s3_bucket_policy" "archive" {
       { Sid = "NobodyReads", Effect = "Deny", Principal = { AWS = "*" }, Action = ["s3:GetObject", "s3:GetObjectVersion"], Resource = local.objects },
     ]
   })
+}
+
+# --- Athena over the archived packet indexes ------------------------------------------------
+
+resource "aws_glue_catalog_database" "index" {
+  name = "mirrorcap_${local.name}"
+}
+
+resource "aws_glue_catalog_table" "flows" {
+  database_name = aws_glue_catalog_database.index.name
+  name          = "flows"
+  table_type    = "EXTERNAL_TABLE"
+  parameters = {
+    EXTERNAL                       = "TRUE"
+    classification                 = "json"
+    "projection.enabled"           = "true"
+    "projection.vni.type"          = "enum"
+    "projection.vni.values"        = tostring(local.vni)
+    "projection.day.type"          = "date"
+    "projection.day.format"        = "yyyy-MM-dd"
+    "projection.day.range"         = "NOW-16DAYS,NOW"
+    "projection.day.interval"      = "1"
+    "projection.day.interval.unit" = "DAYS"
+    "storage.location.template"    = "s3://${aws_s3_bucket.archive.bucket}/index/${local.name}/vni$${vni}/$${day}/"
+  }
+  partition_keys {
+    name = "vni"
+    type = "int"
+  }
+  partition_keys {
+    name = "day"
+    type = "string"
+  }
+  storage_descriptor {
+    location      = "s3://${aws_s3_bucket.archive.bucket}/index/${local.name}/"
+    input_format  = "org.apache.hadoop.mapred.TextInputFormat"
+    output_format = "org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat"
+    ser_de_info {
+      serialization_library = "org.openx.data.jsonserde.JsonSerDe"
+    }
+    dynamic "columns" {
+      for_each = [["kind", "string"], ["fam", "string"], ["proto", "int"], ["sa", "string"], ["da", "string"], ["sp", "int"],
+        ["dp", "int"], ["first", "bigint"], ["last", "bigint"], ["packets", "bigint"], ["bytes", "bigint"], ["runs", "string"]]
+      content {
+        name = columns.value[0]
+        type = columns.value[1]
+      }
+    }
+  }
+}
+
+resource "aws_s3_bucket" "athena_results" {
+  bucket_prefix = "mirrorcap-athena-${local.name}-"
+  force_destroy = true
+  tags          = { Name = "${local.prefix}-athena-results" }
+}
+
+resource "aws_s3_bucket_public_access_block" "athena_results" {
+  bucket                  = aws_s3_bucket.athena_results.id
+  block_public_acls       = true
+  block_public_policy     = true
+  ignore_public_acls      = true
+  restrict_public_buckets = true
+}
+
+resource "aws_s3_bucket_ownership_controls" "athena_results" {
+  bucket = aws_s3_bucket.athena_results.id
+  rule {
+    object_ownership = "BucketOwnerEnforced"
+  }
+}
+
+resource "aws_s3_bucket_versioning" "athena_results" {
+  bucket = aws_s3_bucket.athena_results.id
+  versioning_configuration {
+    status = "Enabled"
+  }
+}
+
+resource "aws_s3_bucket_server_side_encryption_configuration" "athena_results" {
+  bucket = aws_s3_bucket.athena_results.id
+  rule {
+    bucket_key_enabled = true
+    apply_server_side_encryption_by_default {
+      sse_algorithm     = "aws:kms"
+      kms_master_key_id = aws_kms_key.pcaps.arn
+    }
+  }
+}
+
+resource "aws_s3_bucket_lifecycle_configuration" "athena_results" {
+  bucket = aws_s3_bucket.athena_results.id
+  rule {
+    id     = "expire-results"
+    status = "Enabled"
+    filter {
+      prefix = ""
+    }
+    expiration {
+      days = 1
+    }
+    noncurrent_version_expiration {
+      noncurrent_days = 1
+    }
+    abort_incomplete_multipart_upload {
+      days_after_initiation = 1
+    }
+  }
+}
+
+resource "aws_s3_bucket_policy" "athena_results" {
+  bucket     = aws_s3_bucket.athena_results.id
+  depends_on = [aws_s3_bucket_public_access_block.athena_results]
+  policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [
+      { Sid = "DenyPlainHttp", Effect = "Deny", Principal = { AWS = "*" }, Action = "s3:*",
+        Resource = [aws_s3_bucket.athena_results.arn, "${aws_s3_bucket.athena_results.arn}/*"],
+      Condition = { Bool = { "aws:SecureTransport" = "false" } } },
+    ]
+  })
+}
+
+resource "aws_athena_workgroup" "athena" {
+  name          = "${local.prefix}-athena"
+  force_destroy = true
+  tags          = { Name = "${local.prefix}-athena" }
+  configuration {
+    enforce_workgroup_configuration    = true
+    publish_cloudwatch_metrics_enabled = true
+    bytes_scanned_cutoff_per_query     = 21474836480
+    result_configuration {
+      output_location = "s3://${aws_s3_bucket.athena_results.bucket}/"
+      encryption_configuration {
+        encryption_option = "SSE_KMS"
+        kms_key_arn       = aws_kms_key.pcaps.arn
+      }
+    }
+  }
 }
 
 # --- The fleet: NLB, template, group ---------------------------------------------------------
@@ -436,6 +576,10 @@ resource "aws_ec2_traffic_mirror_session" "source" {
 output "nlb_arn" { value = aws_lb.fleet.arn }
 output "asg_name" { value = aws_autoscaling_group.fleet.name }
 output "archive_bucket" { value = aws_s3_bucket.archive.bucket }
+output "athena_workgroup" { value = aws_athena_workgroup.athena.name }
+output "glue_database" { value = aws_glue_catalog_database.index.name }
+output "glue_table" { value = aws_glue_catalog_table.flows.name }
+output "athena_results_bucket" { value = aws_s3_bucket.athena_results.bucket }
 output "mirror_target_id" { value = aws_ec2_traffic_mirror_target.fleet.id }
 output "mirror_filter_id" { value = aws_ec2_traffic_mirror_filter.all.id }
 output "session_ids" { value = { for source, session in aws_ec2_traffic_mirror_session.source : source => session.id } }

@@ -70,9 +70,25 @@ VXLAN_IFACE = "vxlan{vni}"
 # the host that wrote it, the file name as tcpdump wrote it.
 ARCHIVE_KEY = "{capture}/vni{vni}/{date}/{instance}/{file}"
 # A pcap's packet index: beside the pcap on the host (NAME.pcap + INDEX_SUFFIX, written at
-# rotation by scripts/host/mirrorcap_index.py) and in the archive (its key + INDEX_SUFFIX).
+# rotation by scripts/host/mirrorcap_index.py); in the archive under its own prefix, the pcap's
+# key with INDEX_PREFIX before and INDEX_SUFFIX after, so that a table over the indexes
+# (stack/athena.py: index/<capture>/vni<VNI>/<date>/) holds no pcap. Indexes older hosts
+# uploaded beside their pcaps (key + INDEX_SUFFIX) are not read.
 INDEX_SUFFIX = ".idx.json.gz"
-ARCHIVE_INDEX_KEY = ARCHIVE_KEY + INDEX_SUFFIX
+INDEX_PREFIX = "index/"
+ARCHIVE_INDEX_KEY = INDEX_PREFIX + ARCHIVE_KEY + INDEX_SUFFIX
+
+
+def archive_index_key(pcap_key: str) -> str:
+    """The archive key of an archived pcap's index (ARCHIVE_INDEX_KEY of the same fields)."""
+    return INDEX_PREFIX + pcap_key + INDEX_SUFFIX
+
+
+def archived_pcap_key(index_key: str) -> str | None:
+    """The archived pcap an index key is for; None for a key that is not an index's."""
+    if not (index_key.startswith(INDEX_PREFIX) and index_key.endswith(INDEX_SUFFIX)):
+        return None
+    return index_key[len(INDEX_PREFIX):-len(INDEX_SUFFIX)] or None
 # The Terraform templatefile() variable carrying the archive bucket's name into
 # the user data; present only for a capture with `archive {}`.
 ARCHIVE_BUCKET_VAR = "archive_bucket"
@@ -95,6 +111,17 @@ ARCHIVE = "archive"  # aws_s3_bucket: tagged Name = resource_name(capture, ARCHI
 # `mirrorcap window` lists buckets with it as ListBuckets' Prefix, in the
 # capture's region, then keeps the one whose tags name the capture.
 ARCHIVE_BUCKET_PREFIX = "mirrorcap-"
+# `archive {}` also defines (stack/athena.py) a Glue table over the archived indexes and an Athena
+# workgroup that queries it (`mirrorcap find --engine athena`). Glue and Athena names are
+# lowercase letters, digits and underscores: the capture's hyphens become underscores
+# (capture names have no underscore, so no two captures share a database).
+ATHENA = "athena"  # aws_athena_workgroup: named resource_name(capture, ATHENA)
+ATHENA_RESULTS = "athena-results"  # its result bucket: tagged Name = resource_name(capture, ATHENA_RESULTS)
+FLOWS_TABLE = "flows"
+
+
+def glue_database(capture: str) -> str:
+    return "mirrorcap_" + capture.replace("-", "_")
 
 # --- Health as CloudWatch metrics, and the stack's alarms on them -------------------
 # Every host publishes these once a minute (mirrorcap-metrics.timer); the stack's alarms

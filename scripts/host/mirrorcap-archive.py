@@ -36,8 +36,8 @@ IMDS = "http://169.254.169.254"
 BACKOFF_SECONDS = (60, 120, 240, 300)  # after 1, 2, 3, 4+ failed runs in a row
 UPLOAD_TIMEOUT_SECONDS = 3600  # one pcap (a few GiB at most)
 PUT_MAX_BYTES = 5 << 30  # S3's limit for one PUT: a larger pcap needs a shorter rotate_seconds
-# A pcap's packet index (mirrorcap_index.SUFFIX) is uploaded beside it, under its key plus the
-# suffix (contract.ARCHIVE_INDEX_KEY); a failed one's marker stays on the host.
+# A pcap's packet index (mirrorcap_index.SUFFIX) is uploaded under MIRRORCAP_ARCHIVE_INDEX_KEY
+# (contract.ARCHIVE_INDEX_KEY: a prefix of its own); a failed one's marker stays on the host.
 INDEX_SUFFIXES = (".idx.json.gz", ".idx-failed")
 
 
@@ -119,6 +119,7 @@ class Settings:
         self.region = env["MIRRORCAP_ARCHIVE_REGION"]
         self.prefix = env["MIRRORCAP_ARCHIVE_PREFIX"]
         self.key_format = env["MIRRORCAP_ARCHIVE_KEY"]
+        self.index_key_format = env["MIRRORCAP_ARCHIVE_INDEX_KEY"]
         self.backlog_seconds = int(env["MIRRORCAP_ARCHIVE_BACKLOG_SECONDS"])
         self.retention_days = int(env["MIRRORCAP_RETENTION_DAYS"])
         self.min_free_percent = float(env.get("MIRRORCAP_MIN_FREE_PERCENT", "0"))
@@ -240,7 +241,7 @@ def upload(s, state, now, force=False):
         log("archived %s -> s3://%s/%s (%d bytes, SHA-256 %s confirmed by S3)" % (name, s.bucket, key, st.st_size, checksum))
     for name in pending_indexes:
         path = os.path.join(s.directory, name + INDEX_SUFFIXES[0])
-        key = archive_key(s.key_format, s.prefix, s.pattern, name, state["instance_id"]) + INDEX_SUFFIXES[0]
+        key = archive_key(s.index_key_format, s.prefix, s.pattern, name, state["instance_id"])
         try:
             st = os.stat(path)
             checksum = sha256_b64(path)

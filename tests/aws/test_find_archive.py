@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from helpers import write
 from mirrorcap.cli import app
-from mirrorcap.contract import ARCHIVE_INDEX_KEY, ARCHIVE_KEY, PCAP_PATTERN
+from mirrorcap.contract import ARCHIVE_INDEX_KEY, ARCHIVE_KEY, PCAP_PATTERN, archive_index_key
 from mirrorcap.find.hostindex import indexer
 from test_window_archive import INVENTORY, REGION, VNI
 
@@ -50,7 +50,7 @@ def archive(tmp_path, monkeypatch):
             s3.upload_file(str(local), BUCKET, key)
             if n != 1:  # the second file's index failed on its host: none in the archive
                 ix.write(str(local), str(local) + ".idx")
-                s3.upload_file(str(local) + ".idx", BUCKET, key + ".idx.json.gz")
+                s3.upload_file(str(local) + ".idx", BUCKET, archive_index_key(key))
         yield dict(files=files, inventory=inventory, tmp=tmp_path, s3=s3)
 
 
@@ -81,7 +81,7 @@ def test_find_over_the_archive_fetches_ranges_and_answers_like_tcpdump(archive):
     fetched = int(re.search(r"\((\d+) B of them fetched from S3 by range\)", r.output).group(1))
     indexed = sum(p.stat().st_size for k, p in archive["files"].items() if not k.endswith(sorted(archive["files"])[1]))
     assert 0 < fetched < indexed / 2  # ranges, not files
-    assert ARCHIVE_INDEX_KEY.endswith(".idx.json.gz")
+    assert ARCHIVE_INDEX_KEY.startswith("index/") and ARCHIVE_INDEX_KEY.endswith(".idx.json.gz")
 
 
 def test_flows_over_the_archive_name_the_archived_pcap(archive):

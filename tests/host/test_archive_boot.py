@@ -97,11 +97,11 @@ def test_closed_pcaps_reach_s3_under_the_contracts_keys_byte_for_byte(host):
     for name in done:
         assert objects.get(key(m, name)) == local[name], name  # identical bytes, under the contract's key
     assert key(m, sorted(local)[-1]) not in objects  # the file tcpdump writes is never uploaded
-    # A closed pcap's packet index goes up beside it (the capture writes it seconds after the rotation).
+    # A closed pcap's packet index goes up under the index prefix (the capture writes it seconds after the rotation).
     idx = f"{DIR}/{done[0]}{contract.INDEX_SUFFIX}"
     wait_for(lambda: m.path(idx).exists(), 60, "the first closed pcap's index")
     assert upload(m) == "inactive"
-    assert m.s3_objects(BUCKET)[key(m, done[0]) + contract.INDEX_SUFFIX] == m.path(idx).read_bytes()
+    assert m.s3_objects(BUCKET)[contract.archive_index_key(key(m, done[0]))] == m.path(idx).read_bytes()
     assert any(tags(objects[key(m, n)]) for n in done)  # real captured traffic
     assert "SHA-256" in m.journal("mirrorcap-archive.service") and "confirmed by S3" in m.journal("mirrorcap-archive.service")
     code, report = health(m)
@@ -156,7 +156,7 @@ def test_an_outage_keeps_every_unarchived_pcap_reports_the_backlog_and_the_retry
     # Every replayed tag reached S3 (some pcap holds it), none was lost to the outage.
     archived = set()
     for k, data in m.s3_objects(BUCKET).items():
-        if not k.endswith(contract.INDEX_SUFFIX):  # a pcap's packet index, beside it
+        if not k.startswith(contract.INDEX_PREFIX):  # a pcap's packet index (contract.ARCHIVE_INDEX_KEY)
             archived |= tags(data)
     assert set(range(40)) <= archived
 
@@ -275,9 +275,10 @@ def test_two_fleet_hosts_each_archive_their_share_and_together_everything(tmp_pa
         seen: dict[int, int] = {}
         for m in hosts:
             for k, data in m.s3_objects(BUCKET).items():
+                if k.startswith(contract.INDEX_PREFIX):  # a pcap's packet index (contract.ARCHIVE_INDEX_KEY)
+                    assert k.startswith(f"{contract.INDEX_PREFIX}fleet/vni{FLEET_VNI}/") and f"/{m.instance_id}/" in k, k
+                    continue
                 assert k.startswith(f"fleet/vni{FLEET_VNI}/") and f"/{m.instance_id}/" in k, k
-                if k.endswith(contract.INDEX_SUFFIX):
-                    continue  # a pcap's packet index, beside it
                 for t in tags(data):
                     seen[t] = seen.get(t, 0) + 1
         assert {t for t in seen if t < 400} == set(range(400)) and all(seen[t] == 1 for t in range(400))

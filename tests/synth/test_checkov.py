@@ -60,6 +60,18 @@ ACCEPTED_ARCHIVE = {
     # Nothing consumes bucket events: each host logs its own uploads, mirrorcap-health reports a backlog.
     ("CKV2_AWS_62", BUCKET): "event notifications",
 }
+# The Athena workgroup's result bucket (`archive {}`, stack/athena.py): query results only, each a copy of
+# what the indexes in the archive say, expired after a day.
+RESULTS = "aws_s3_bucket.athena_results"
+ACCEPTED_ATHENA = {
+    # Who ran which query is Athena's own history and CloudTrail (StartQueryExecution); the results are
+    # written by Athena for the caller, read back at once by the same caller.
+    ("CKV_AWS_18", RESULTS): "access logging",
+    # A copy of a day-old query result in a second region protects nothing: the query can be run again.
+    ("CKV_AWS_144", RESULTS): "cross-region replication",
+    # Nothing consumes result events: the CLI polls GetQueryExecution.
+    ("CKV2_AWS_62", RESULTS): "event notifications",
+}
 # A fleet's NLB (`fleet {}`, stack/fleet.py).
 NLB = "resource.fleet_nlb"
 ACCEPTED_FLEET = {
@@ -89,6 +101,7 @@ def test_checkov_passes(request, fixture, stack):
     expected |= set(ACCEPTED_KEY) if "pcap_key" in doc["resource"].get("aws_kms_key", {}) else set()
     expected |= set(ACCEPTED_ALARM_KEY) if "alarm_key" in doc["resource"].get("aws_kms_key", {}) else set()
     expected |= set(ACCEPTED_ARCHIVE) if "archive" in doc["resource"].get("aws_s3_bucket", {}) else set()
+    expected |= set(ACCEPTED_ATHENA) if "athena_results" in doc["resource"].get("aws_s3_bucket", {}) else set()
     nlb = doc["resource"].get("aws_lb", {}).get("fleet_nlb")
     expected |= set(ACCEPTED_FLEET) if nlb else set()
     expected |= set(ACCEPTED_ZONAL) if nlb and nlb["enable_cross_zone_load_balancing"] is False else set()

@@ -32,9 +32,10 @@ def test_the_fleet_benchmark_runs_every_shape_on_the_same_resources(tmp_path):
     report = json.loads(out.read_text())
     (row,) = report["rows"]
     creates = {shape: row[shape]["creates"] for shape in ("mirrorcap", "shards16", "hand-var", "hand-local")}
-    # The fleet's 25 resources, its alarms' 8 (the hosts' metrics policy, the topic, its key and alias, 4 alarms)
+    # The fleet's 25 resources, its alarms' 8 (the hosts' metrics policy, the topic, its key and alias, 4 alarms),
+    # the archive's Athena 10 (Glue database and table, workgroup, result bucket and its 6 settings and policy)
     # and one session per source, in every shape (the hand-written module has the same resources)
-    assert set(creates.values()) == {25 + 8 + 3}, creates
+    assert set(creates.values()) == {25 + 8 + 10 + 3}, creates
     assert row["synth_s"] > 0 and all(row[s]["plan_s"] > 0 and row[s]["init_s"] > 0 for s in creates)
     assert row["mirrorcap"]["edit_to_plan_s"] == pytest.approx(row["synth_s"] + row["mirrorcap"]["plan_s"], abs=0.02)
     assert "paired ratio, mirrorcap edit -> planned / hand-var plan: median" in r.stdout

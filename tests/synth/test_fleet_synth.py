@@ -145,23 +145,26 @@ def test_one_nlb_mirror_target_and_one_session_per_explicit_source_with_locked_n
 
 def test_outputs_of_a_fleet(doc):
     assert set(doc["output"]) == {"nlb_arn", "asg_name", "archive_bucket", "mirror_target_id", "mirror_filter_id", "session_ids",
-                                  "remirror_function", "alarm_topic_arn"}
+                                  "remirror_function", "alarm_topic_arn", "athena_workgroup", "glue_database", "glue_table",
+                                  "athena_results_bucket"}
+    assert doc["output"]["athena_workgroup"]["value"] == "mirrorcap-fleet-athena" == doc["resource"]["aws_athena_workgroup"]["athena"]["name"]
+    assert doc["output"]["glue_database"]["value"] == "mirrorcap_fleet"
     assert doc["output"]["archive_bucket"]["value"] == "${aws_s3_bucket.archive.bucket}"
 
 
 def test_bucket_is_kms_encrypted_versioned_private_and_expires(doc, capture):
-    bucket = one(doc, "aws_s3_bucket")
+    bucket = resources(doc, "aws_s3_bucket")["archive"]
     assert bucket["bucket_prefix"] == "mirrorcap-fleet-" and bucket["force_destroy"] is False
-    (rule,) = one(doc, "aws_s3_bucket_server_side_encryption_configuration")["rule"]
+    (rule,) = resources(doc, "aws_s3_bucket_server_side_encryption_configuration")["archive_encryption"]["rule"]
     assert rule["apply_server_side_encryption_by_default"] == {"sse_algorithm": "aws:kms", "kms_master_key_id": KEY}
     assert rule["bucket_key_enabled"] is True
-    assert one(doc, "aws_s3_bucket_versioning")["versioning_configuration"] == {"status": "Enabled"}
-    pab = one(doc, "aws_s3_bucket_public_access_block")
+    assert resources(doc, "aws_s3_bucket_versioning")["archive_versioning"]["versioning_configuration"] == {"status": "Enabled"}
+    pab = resources(doc, "aws_s3_bucket_public_access_block")["archive_public_access"]
     assert all(pab[k] is True for k in ("block_public_acls", "block_public_policy", "ignore_public_acls", "restrict_public_buckets"))
-    (life,) = one(doc, "aws_s3_bucket_lifecycle_configuration")["rule"]
+    (life,) = resources(doc, "aws_s3_bucket_lifecycle_configuration")["archive_lifecycle"]["rule"]
     assert life["status"] == "Enabled" and life["expiration"] == [{"days": 90}] == [{"days": capture.archive_retention_days}]
     assert life["noncurrent_version_expiration"][0]["noncurrent_days"] <= 30
-    assert one(doc, "aws_s3_bucket_policy")["policy"] == "${data.aws_iam_policy_document.archive_bucket_policy.json}"
+    assert resources(doc, "aws_s3_bucket_policy")["archive_policy"]["policy"] == "${data.aws_iam_policy_document.archive_bucket_policy.json}"
 
 
 # --- The bucket policy, by what it decides ------------------------------------------------------
@@ -226,6 +229,9 @@ def test_only_the_hosts_write_and_only_their_capture_with_the_key(policy):
     assert not decide(policy, HOST, "s3:PutObject", pcap, **{"s3:x-amz-server-side-encryption": "aws:kms:dsse"})
     assert not decide(policy, HOST, "s3:PutObject", pcap, **{"s3:x-amz-server-side-encryption-aws-kms-key-id": KEY_ARN + "2"})
     assert not decide(policy, HOST, "s3:PutObject", f"{BUCKET}/other/x.pcap")
+    # its indexes, under the index prefix (contract.ARCHIVE_INDEX_KEY), and no other capture's
+    assert decide(policy, HOST, "s3:PutObject", f"{BUCKET}/index/fleet/vni4242/2026-11-25/i-1/x.pcap.idx.json.gz")
+    assert not decide(policy, HOST, "s3:PutObject", f"{BUCKET}/index/other/vni4242/2026-11-25/i-1/x.pcap.idx.json.gz")
     assert not decide(policy, HOST, "s3:PutObject", pcap, **{"aws:SecureTransport": "false"})
     for other in READERS + [ROOT, ADMIN]:
         assert not decide(policy, other, "s3:PutObject", pcap), other
@@ -254,7 +260,7 @@ def test_the_account_still_manages_the_bucket(policy):
 def test_hosts_get_put_and_the_key_through_s3_nothing_else(doc):
     statements = doc["data"]["aws_iam_policy_document"]["host_archive_permissions"]["statement"]
     assert {(tuple(s["actions"]), tuple(s["resources"])) for s in statements} == {
-        (("s3:PutObject",), ("${aws_s3_bucket.archive.arn}/fleet/*",)),
+        (("s3:PutObject",), ("${aws_s3_bucket.archive.arn}/fleet/*", "${aws_s3_bucket.archive.arn}/index/fleet/*")),
         (("kms:GenerateDataKey", "kms:Encrypt"), (KEY,))}
     attached = resources(doc, "aws_iam_role_policy")["host_archive"]
     assert attached["role"] == "${aws_iam_role.host_role.name}"
@@ -274,8 +280,8 @@ def test_the_key_serves_s3_and_auto_scaling(doc):
 def test_a_single_host_with_archive_keeps_its_eni_target_and_gets_the_bucket(solo):
     assert one(solo, "aws_ec2_traffic_mirror_target")["network_interface_id"] == "${aws_network_interface.mirror_eni.id}"
     assert "aws_lb" not in solo["resource"] and "aws_autoscaling_group" not in solo["resource"]
-    assert one(solo, "aws_s3_bucket")["bucket_prefix"] == "mirrorcap-solo-"
-    (life,) = one(solo, "aws_s3_bucket_lifecycle_configuration")["rule"]
+    assert resources(solo, "aws_s3_bucket")["archive"]["bucket_prefix"] == "mirrorcap-solo-"
+    (life,) = resources(solo, "aws_s3_bucket_lifecycle_configuration")["archive_lifecycle"]["rule"]
     assert life["expiration"] == [{"days": 15}]  # no retention_days: the host's
     assert resources(solo, "aws_iam_role_policy")["host_archive"]["role"] == "${aws_iam_role.host_role.name}"
     ud = one(solo, "aws_instance")["user_data_base64"]

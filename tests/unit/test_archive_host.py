@@ -168,6 +168,7 @@ def test_only_a_capture_that_archives_gets_the_archive_files_and_its_bucket(arch
     assert "MIRRORCAP_ARCHIVE_BUCKET=my-bucket\n" in env and "MIRRORCAP_TARGET_KIND=eni\n" in env
     assert "MIRRORCAP_ARCHIVE_REGION=eu-west-1\n" in env and "MIRRORCAP_ARCHIVE_PREFIX=solo\n" in env
     assert f'MIRRORCAP_ARCHIVE_KEY="{contract.ARCHIVE_KEY}"' in env
+    assert f'MIRRORCAP_ARCHIVE_INDEX_KEY="{contract.ARCHIVE_INDEX_KEY}"' in env
     unit = {f.path: f.content for f in render.host_files(archived)}["/etc/systemd/system/mirrorcap-retention.service"]
     assert "ExecStart=/usr/local/libexec/mirrorcap/archive retention\n" in unit
 

@@ -56,9 +56,10 @@ class FakeSettings:
     def __init__(self, d):
         self.directory, self.pattern, self.vnis = str(d), contract.PCAP_PATTERN, ["1"]
         self.bucket, self.region, self.prefix, self.key_format = "b", "eu-west-1", "cap", contract.ARCHIVE_KEY
+        self.index_key_format = contract.ARCHIVE_INDEX_KEY
 
 
-def test_the_archive_uploads_each_closed_pcaps_index_beside_it(tmp_path, monkeypatch):
+def test_the_archive_uploads_each_closed_pcaps_index_under_the_index_prefix(tmp_path, monkeypatch):
     names = ["vni1_2026-11-25T10-00-00Z.pcap", "vni1_2026-11-25T10-10-00Z.pcap", "vni1_2026-11-25T10-20-00Z.pcap"]
     for n in names:
         (tmp_path / n).write_bytes(b"x" * 10)
@@ -69,6 +70,9 @@ def test_the_archive_uploads_each_closed_pcaps_index_beside_it(tmp_path, monkeyp
     monkeypatch.setattr(archive, "put_object", lambda s, path, key, checksum: calls.append((os.path.basename(path), key)))
     archive.upload(FakeSettings(tmp_path), state, time.time())
     key = contract.ARCHIVE_INDEX_KEY.format(capture="cap", vni=1, date="2026-11-25", instance="i-1", file=names[0])
+    assert key == "index/cap/vni1/2026-11-25/i-1/" + names[0] + contract.INDEX_SUFFIX
+    assert key == contract.archive_index_key(contract.ARCHIVE_KEY.format(capture="cap", vni=1, date="2026-11-25", instance="i-1",
+                                                                          file=names[0]))
     assert (names[0] + contract.INDEX_SUFFIX, key) in calls and len(calls) == 3
     assert list(state["indexes"]) == [names[0]]
     calls.clear()

@@ -80,7 +80,7 @@ def list_prefix(s3, bucket: str, capture: str, prefix: str) -> tuple[list[Archiv
             if p is None:
                 key = obj["Key"]
                 if key.endswith(INDEX_SUFFIX) and parse_key(capture, key[:-len(INDEX_SUFFIX)], 0, obj["LastModified"]):
-                    continue  # a pcap's packet index, beside it (contract.ARCHIVE_INDEX_KEY): not a pcap
+                    continue  # an older host's index, beside its pcap (now under contract.INDEX_PREFIX): not a pcap
                 others.append(key)
             else:
                 out.append(p)

@@ -24,6 +24,8 @@ def find(
                                  "(e.g. a fleet host's pcaps not yet archived)"),
     max_size: int = typer.Option(64, "--max-size", min=1, help="through Systems Manager: the largest result fetched, MiB"),
     bucket: str = typer.Option(None, "--bucket", help="with --capture: the archive bucket (default: found by its tags)"),
+    engine: str = typer.Option("duckdb", "--engine", help="with --capture: duckdb (indexes read here) or athena (the stack's "
+                               "workgroup runs the same SQL over the archive's Glue table)"),
     inventory: Path = InventoryOpt,
     profile: str = ProfileOpt,
     role_arn: str = RoleOpt,
@@ -62,16 +64,29 @@ def find(
             if instance is not None and capture is None:
                 raise MirrorcapError([Problem("command line", "--instance", "--instance needs --capture (its region)",
                                               "add --capture NAME")])
+            if engine not in ("duckdb", "athena"):
+                raise MirrorcapError([Problem("command line", "--engine", f"unknown engine {engine!r}", "--engine duckdb or --engine athena")])
+            if engine == "athena" and capture is None:
+                raise MirrorcapError([Problem("command line", "--engine", "athena queries a capture's archive",
+                                              "add --capture NAME (or drop --engine athena to search --dir here)")])
+            if engine == "athena" and bucket is not None:
+                raise MirrorcapError([Problem("command line", "--bucket", "athena reads the bucket its Glue table names",
+                                              "drop --bucket (or use --engine duckdb)")])
+            if engine == "athena" and instance is not None:
+                raise MirrorcapError([Problem("command line", "--instance", "--instance runs the query on that host; athena reads the archive",
+                                              "drop one of --instance and --engine athena")])
             progress = (lambda m: print(f"mirrorcap: {m}", file=sys.stderr)) if not as_json else None
-            if capture is not None and _by_ssm(capture, instance, inventory):
+            if capture is not None and engine == "duckdb" and _by_ssm(capture, instance, inventory):
                 from .find_ssm import find_on_host
                 find_on_host(node, capture, instance, inventory, profile, role_arn, out, flows, as_json, max_size << 20, progress)
             else:
-                if capture is not None:
+                if capture is not None and engine == "athena":
+                    found, cache = _athena(node, capture, inventory, profile, role_arn, progress)
+                elif capture is not None:
                     found, cache = _archive(node, capture, bucket, inventory, profile, role_arn, progress)
                 else:
                     found, cache = search(directory, node, index_dir, progress), None
-                _answer(found, node, out, flows, as_json, capture, progress)
+                _answer(found, node, out, flows, as_json, capture, progress, "Athena scanned" if engine == "athena" else "read")
     finally:
         if cache is not None:
             cache.cleanup()
@@ -83,7 +98,7 @@ def find(
             subprocess.run([viewer, "-r", str(out)], check=False)
 
 
-def _answer(found, node, out, flows, as_json, capture, progress):
+def _answer(found, node, out, flows, as_json, capture, progress, read="read"):
     """What the indexes found, listed and/or written to --out (exit 1 when nothing matches)."""
     from ..find.search import collect, flow_view, note, write_pcap
     for name, why in found.skipped:
@@ -95,11 +110,11 @@ def _answer(found, node, out, flows, as_json, capture, progress):
             raise typer.Exit(OK if views else FINDINGS)
     pkts = collect(found, node, progress)
     if not pkts:
-        note(f"no packet matches (read {found.index_bytes} B of indexes)")
+        note(f"no packet matches ({read} {found.index_bytes} B of indexes)")
         raise typer.Exit(FINDINGS)
     write_pcap(out, pkts)
     remote = f" ({found.remote_bytes} B of them fetched from S3 by range)" if capture else ""
-    note(f"wrote {out}: {len(pkts)} packet(s); read {found.index_bytes} B of indexes and {found.fetched_bytes} B of pcaps{remote}")
+    note(f"wrote {out}: {len(pkts)} packet(s); {read} {found.index_bytes} B of indexes and {found.fetched_bytes} B of pcaps{remote}")
 
 
 def print_flows(views: list[dict], as_json: bool) -> None:
@@ -136,6 +151,28 @@ def _archive(node, capture, bucket, inventory, profile, role_arn, progress):
             note(f"{len(whole)} archived pcap(s) have no index (it failed on the host): read whole, e.g. {whole[0]}")
         found = search_sources(srcs, node)
     except BaseException:  # AWS's errors too: reported() turns them into exit 3
+        cache.cleanup()
+        raise
+    return found, cache
+
+
+def _athena(node, capture, inventory, profile, role_arn, progress):
+    """Found flows of Athena's query over the capture's Glue table, and the temporary directory holding their indexes."""
+    from ..archive.window import require_archive
+    from ..find.archive import cache_dir
+    from ..account_checks.clients import client
+    from ..find.athena import athena_found, athena_sql, run
+    from .common import AWS_UNREACHABLE, access, capture_named, load_inventory, reported
+    c = capture_named(load_inventory(inventory), capture, inventory)
+    require_archive(c, str(inventory))
+    cache = cache_dir()
+    try:
+        with reported(AWS_UNREACHABLE):  # the workgroup missing, a failed query: exit 3 like AWS's own errors
+            session = access(profile, role_arn).session(c.region)  # one session (one AssumeRole) for both clients
+            rows, stats = run(client(session, "athena", c.region), c, athena_sql(c.name, node), progress=progress)
+            found = athena_found(client(session, "s3", c.region), rows, Path(cache.name), int(stats.get("DataScannedInBytes") or 0),
+                                 progress)
+    except BaseException:
         cache.cleanup()
         raise
     return found, cache

@@ -2,7 +2,7 @@
 
 The pcaps whose span can hold a packet of the query's time range are found as
 `mirrorcap window` finds them (every host, every VNI, the day before included);
-each one's index is read from beside it (contract.ARCHIVE_INDEX_KEY), and only the
+each one's index is read from the index prefix (contract.ARCHIVE_INDEX_KEY), and only the
 byte ranges of the flows the query picks are fetched (S3 ranged GETs). A pcap with
 no index in the archive (its index failed on the host) is still found by its time:
 it is downloaded whole and indexed here.
@@ -19,7 +19,7 @@ from botocore.exceptions import ClientError
 from ..archive import localfile
 from ..archive.index import local_parts
 from ..archive.window import find as find_pcaps
-from ..contract import INDEX_SUFFIX
+from ..contract import INDEX_SUFFIX, archive_index_key
 from .hostindex import indexer
 from .query import NS, Node, time_bounds
 from .search import Source
@@ -60,7 +60,7 @@ def archive_sources(s3, capture, node: Node, bucket: str | None, cache: Path, no
         if progress:
             progress(f"index {n + 1}/{len(found.pcaps)}: {p.key}")
         try:
-            body = s3.get_object(Bucket=found.bucket, Key=p.key + INDEX_SUFFIX)["Body"].read()
+            body = s3.get_object(Bucket=found.bucket, Key=archive_index_key(p.key))["Body"].read()
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404"):
                 raise
@@ -72,7 +72,7 @@ def archive_sources(s3, capture, node: Node, bucket: str | None, cache: Path, no
             meta, _ = ix.read(str(index))
             srcs.append(Source(None, index, meta, fetch=Fetcher(s3, found.bucket, p.key), name=p.key))
             continue
-        # No index beside it (it failed on the host): found by its time, read whole.
+        # No index archived (it failed on the host, or an older host put it beside the pcap): found by its time, read whole.
         with open(localfile.create(cache, parts), "wb") as out:
             s3.download_fileobj(found.bucket, p.key, out)
         local = cache.joinpath(*parts)

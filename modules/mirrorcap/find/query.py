@@ -268,11 +268,12 @@ def sql(node: Node, negate: bool = False) -> str:
         joiner = {("and", False): "AND", ("and", True): "OR", ("or", False): "OR", ("or", True): "AND"}[(op, negate)]
         return f"({sql(a[0], negate)} {joiner} {sql(a[1], negate)})"
     if op == "time":
+        # "first"/"last" quoted: keywords in Athena's SQL (DuckDB reads them quoted alike)
         lo, hi = a
         if not negate:
-            parts = ([f"last >= {lo}"] if lo is not None else []) + ([f"first < {hi}"] if hi is not None else [])
+            parts = ([f'"last" >= {int(lo)}'] if lo is not None else []) + ([f'"first" < {int(hi)}'] if hi is not None else [])
             return "(" + " AND ".join(parts) + ")"
-        parts = ([f"first < {lo}"] if lo is not None else []) + ([f"last >= {hi}"] if hi is not None else [])
+        parts = ([f'"first" < {int(lo)}'] if lo is not None else []) + ([f'"last" >= {int(hi)}'] if hi is not None else [])
         return "(" + " OR ".join(parts) + ")"
     cond = _exact(op, a)
     return f"(NOT coalesce({cond}, false))" if negate else f"coalesce({cond}, false)"

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from ..errors import MirrorcapError, Problem
 from .hostindex import indexer
-from .query import Node, predicate, sql, time_bounds
+from .query import Node, predicate, time_bounds
+from .select import flows_sql
 
 FLOW_COLUMNS = ("{kind: 'VARCHAR', fam: 'VARCHAR', proto: 'INTEGER', sa: 'VARCHAR', da: 'VARCHAR', sp: 'INTEGER', "
                 "dp: 'INTEGER', vni: 'BIGINT', first: 'BIGINT', last: 'BIGINT', packets: 'BIGINT', bytes: 'BIGINT', "
@@ -90,10 +91,9 @@ def select_flows(srcs: list[Source], node: Node) -> list[dict]:
     files = [str(s.index) for s in srcs]
     con = duckdb.connect()
     try:
-        rel = con.execute(
-            f"SELECT filename, fam, proto, sa, da, sp, dp, vni, first, last, packets, bytes, runs "
-            f"FROM read_json(?, format='newline_delimited', columns={FLOW_COLUMNS}, filename=true, compression='gzip', auto_detect=false) "
-            f"WHERE kind = 'flow' AND {sql(node)} ORDER BY first, filename", [files])
+        relation = (f"read_json(?, format='newline_delimited', columns={FLOW_COLUMNS}, filename=true, compression='gzip', "
+                    "auto_detect=false)")
+        rel = con.execute(flows_sql(node, relation, "filename"), [files])
         names = [d[0] for d in rel.description]
         return [dict(zip(names, row)) for row in rel.fetchall()]
     finally:

@@ -3,7 +3,8 @@
 Encrypted with the capture's key (SSE-KMS, bucket key on), versioned, never
 public, TLS only, expired after the archive's retention. The bucket policy is
 the access list: only the capture hosts' role writes, and only under
-`<capture>/`, only with the capture's key; only the reader roles read objects.
+`<capture>/` (pcaps) and `index/<capture>/` (their indexes), only with the capture's
+key; only the reader roles read objects.
 The account keeps managing the bucket (its policy, its configuration): nothing
 denies bucket-level actions except plain HTTP.
 """
@@ -25,7 +26,7 @@ from cdktn_provider_aws.s3_bucket_server_side_encryption_configuration import (
     S3BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultA)
 from cdktn_provider_aws.s3_bucket_versioning import S3BucketVersioningA, S3BucketVersioningVersioningConfiguration
 
-from ..contract import ARCHIVE, ARCHIVE_BUCKET_PREFIX, resource_name
+from ..contract import ARCHIVE, ARCHIVE_BUCKET_PREFIX, INDEX_PREFIX, resource_name
 from ..inventory.model import Capture
 from .literal import literal
 from .policy import policy_document
@@ -47,6 +48,11 @@ def bucket_prefix(capture: str) -> str:
     return head + capture[:BUCKET_PREFIX_MAX - len(head) - 1] + "-"
 
 
+def written(capture: Capture, bucket_arn: str) -> list[str]:
+    """What the hosts write: pcaps under <capture>/, their indexes under index/<capture>/ (contract.ARCHIVE_INDEX_KEY)."""
+    return [f"{bucket_arn}/{capture.name}/*", f"{bucket_arn}/{INDEX_PREFIX}{capture.name}/*"]
+
+
 def bucket_policy(capture: Capture, *, bucket_arn: str, host_role_arn: str, key_arn: str) -> dict:
     objects = f"{bucket_arn}/*"
     everyone = {"AWS": "*"}
@@ -55,7 +61,7 @@ def bucket_policy(capture: Capture, *, bucket_arn: str, host_role_arn: str, key_
         {"Sid": "DenyPlainHttp", "Effect": "Deny", "Principal": everyone, "Action": "s3:*",
          "Resource": [bucket_arn, objects], "Condition": {"Bool": {"aws:SecureTransport": "false"}}},
         {"Sid": "HostsWriteTheirCapture", "Effect": "Allow", "Principal": {"AWS": host_role_arn}, "Action": "s3:PutObject",
-         "Resource": f"{bucket_arn}/{capture.name}/*"},
+         "Resource": written(capture, bucket_arn)},
         # aws:PrincipalArn is the role's ARN for its sessions (the hosts' instance profile).
         {"Sid": "NobodyElseWrites", "Effect": "Deny", "Principal": everyone, "Action": "s3:PutObject", "Resource": objects,
          "Condition": {"ArnNotEquals": {"aws:PrincipalArn": host_role_arn}}},
@@ -88,7 +94,7 @@ def host_policy(capture: Capture, *, bucket_arn: str, key_arn: str) -> dict:
     """The hosts' new permissions: write their capture's prefix, and the key for it through S3.
     One PutObject per pcap (the host's uploader): no kms:Decrypt, which only a multipart upload needs."""
     return {"Version": "2012-10-17", "Statement": [
-        {"Sid": "ArchivePcaps", "Effect": "Allow", "Action": "s3:PutObject", "Resource": f"{bucket_arn}/{capture.name}/*"},
+        {"Sid": "ArchivePcaps", "Effect": "Allow", "Action": "s3:PutObject", "Resource": written(capture, bucket_arn)},
         {"Sid": "WithTheCapturesKey", "Effect": "Allow", "Action": ["kms:GenerateDataKey", "kms:Encrypt"],
          "Resource": key_arn, "Condition": {"StringEquals": {"kms:ViaService": f"s3.{capture.region}.amazonaws.com"}}},
     ]}

@@ -46,6 +46,13 @@ class CaptureStack(TerraformStack):
             archive = ArchiveBucket(self, capture, key_arn=key_arn, host_role_name=ref("aws_iam_role", "host_role", "name"),
                                     host_role_arn=ref("aws_iam_role", "host_role", "arn"))
             TerraformOutput(self, "archive_bucket", value=archive.name, description="S3 bucket the hosts archive closed pcaps to")
+            from .athena import IndexTable
+            athena = IndexTable(self, capture, key_arn=key_arn, archive_bucket=archive.name)
+            TerraformOutput(self, "athena_workgroup", value=athena.workgroup,
+                            description="Athena workgroup of mirrorcap find --engine athena")
+            TerraformOutput(self, "glue_database", value=athena.database, description="Glue database of the archived indexes")
+            TerraformOutput(self, "glue_table", value=athena.table, description="Glue table over the archived indexes (one row per flow)")
+            TerraformOutput(self, "athena_results_bucket", value=athena.results_bucket, description="S3 bucket of the workgroup's query results")
         if capture.fleet:
             from .fleet import CaptureFleet
             fleet = CaptureFleet(self, capture, management_sg_id=sgs.management_id, mirror_sg_id=sgs.mirror_id,

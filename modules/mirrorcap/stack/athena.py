@@ -1,0 +1,141 @@
+"""`archive {}`: a Glue table over the archived packet indexes and an Athena workgroup to query it.
+
+`mirrorcap find --engine athena` runs there the same SELECT the DuckDB path runs
+(find/flows_sql.py). The table is the index files as they are (gzip'd JSON lines,
+openx JSON SerDe), partitioned by VNI and by the UTC day a pcap starts, both
+projected (no crawler, no partition to add): Athena builds each partition's
+location from `storage.location.template`, which must name every partition column.
+The hosts' instance directories lie under a partition's location; Athena reads
+every object under it ("Athena reads all data stored in the Amazon S3 folder
+that you specify", Athena user guide, "Specify a table location in Amazon S3").
+
+The workgroup enforces its configuration (a client cannot send results elsewhere
+or unencrypted), writes results to a bucket of its own, encrypted with the capture's
+key and expired after RESULT_DAYS, and cancels a query past BYTES_SCANNED_CUTOFF.
+"""
+
+from __future__ import annotations
+
+from cdktn import TerraformStack
+from cdktn_provider_aws.athena_workgroup import (
+    AthenaWorkgroup, AthenaWorkgroupConfiguration, AthenaWorkgroupConfigurationResultConfiguration,
+    AthenaWorkgroupConfigurationResultConfigurationEncryptionConfiguration)
+from cdktn_provider_aws.glue_catalog_database import GlueCatalogDatabase
+from cdktn_provider_aws.glue_catalog_table import (
+    GlueCatalogTable, GlueCatalogTablePartitionKeys, GlueCatalogTableStorageDescriptor, GlueCatalogTableStorageDescriptorColumns,
+    GlueCatalogTableStorageDescriptorSerDeInfo)
+from cdktn_provider_aws.s3_bucket import S3Bucket
+from cdktn_provider_aws.s3_bucket_lifecycle_configuration import (
+    S3BucketLifecycleConfiguration, S3BucketLifecycleConfigurationRule, S3BucketLifecycleConfigurationRuleAbortIncompleteMultipartUpload,
+    S3BucketLifecycleConfigurationRuleExpiration, S3BucketLifecycleConfigurationRuleFilter,
+    S3BucketLifecycleConfigurationRuleNoncurrentVersionExpiration)
+from cdktn_provider_aws.s3_bucket_ownership_controls import S3BucketOwnershipControls, S3BucketOwnershipControlsRule
+from cdktn_provider_aws.s3_bucket_policy import S3BucketPolicy
+from cdktn_provider_aws.s3_bucket_public_access_block import S3BucketPublicAccessBlock
+from cdktn_provider_aws.s3_bucket_server_side_encryption_configuration import (
+    S3BucketServerSideEncryptionConfigurationA, S3BucketServerSideEncryptionConfigurationRuleA,
+    S3BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultA)
+from cdktn_provider_aws.s3_bucket_versioning import S3BucketVersioningA, S3BucketVersioningVersioningConfiguration
+
+from ..contract import ATHENA, ATHENA_RESULTS, FLOWS_TABLE, INDEX_PREFIX, glue_database, resource_name
+from ..inventory.model import Capture
+from .policy import policy_document
+from .refs import ref
+from .tags import named
+
+# The flow rows' columns as Glue (Hive) types, in the index's order (scripts/host/mirrorcap_index.py).
+# `vni` is not among them: every row of a file has the file's VNI, which is its partition's.
+FLOW_COLUMNS = (("kind", "string"), ("fam", "string"), ("proto", "int"), ("sa", "string"), ("da", "string"), ("sp", "int"),
+                ("dp", "int"), ("first", "bigint"), ("last", "bigint"), ("packets", "bigint"), ("bytes", "bigint"),
+                ("runs", "string"))
+# The key's <vni> and <date> (contract.ARCHIVE_INDEX_KEY). `day`, not `date`: DATE is reserved in Athena's DDL.
+PARTITION_COLUMNS = (("vni", "int"), ("day", "string"))
+JSON_SERDE = "org.openx.data.jsonserde.JsonSerDe"
+TEXT_INPUT = "org.apache.hadoop.mapred.TextInputFormat"  # reads .gz files decompressed
+TEXT_OUTPUT = "org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat"
+RESULT_DAYS = 1  # a query's result (the flows it found) is read back at once; kept a day for a rerun
+BYTES_SCANNED_CUTOFF = 20 << 30  # 20 GiB: indexes of many days of a large fleet; about 0.10 USD at 5 USD/TB
+RESULTS_BUCKET_HEAD = "mirrorcap-athena-"
+BUCKET_PREFIX_MAX = 37  # S3 appends 26 characters to a bucket_prefix; a name is at most 63
+
+
+def projection(capture: Capture, bucket: str) -> dict[str, str]:
+    """The table's partition projection (Athena user guide, "Supported types for partition projection"):
+    the capture's VNIs as an enum, the day as a date over the archive's retention (a pcap's day is the
+    one it starts: one more day than the retention), each partition where the hosts put it."""
+    days = int(capture.archive_retention_days) + 1
+    prefix = f"s3://{bucket}/{INDEX_PREFIX}{capture.name}/"
+    return {
+        "EXTERNAL": "TRUE",
+        "classification": "json",
+        "projection.enabled": "true",
+        "projection.vni.type": "enum",
+        "projection.vni.values": ",".join(str(v) for v in capture.vnis),
+        "projection.day.type": "date",
+        "projection.day.format": "yyyy-MM-dd",
+        "projection.day.range": f"NOW-{days}DAYS,NOW",
+        "projection.day.interval": "1",
+        "projection.day.interval.unit": "DAYS",
+        # $${...}: Athena's placeholders, not Terraform's (escaped in the template Terraform reads)
+        "storage.location.template": prefix + "vni$${vni}/$${day}/",
+    }
+
+
+def results_bucket_prefix(capture: str) -> str:
+    return RESULTS_BUCKET_HEAD + capture[:BUCKET_PREFIX_MAX - len(RESULTS_BUCKET_HEAD) - 1] + "-"
+
+
+class IndexTable:
+    def __init__(self, stack: TerraformStack, capture: Capture, *, key_arn: str, archive_bucket: str):
+        self.database = glue_database(capture.name)
+        self.table = FLOWS_TABLE
+        self.workgroup = resource_name(capture.name, ATHENA)
+        GlueCatalogDatabase(stack, "index_database", name=self.database,
+                            description=f"mirrorcap {capture.name}: the archived packet indexes")
+        GlueCatalogTable(
+            stack, "index_table", database_name=ref("aws_glue_catalog_database", "index_database", "name"), name=self.table,
+            description="one row per flow of each archived pcap (kind = 'flow'), and one per file (kind = 'file')",
+            table_type="EXTERNAL_TABLE", parameters=projection(capture, archive_bucket),
+            partition_keys=[GlueCatalogTablePartitionKeys(name=n, type=t) for n, t in PARTITION_COLUMNS],
+            storage_descriptor=GlueCatalogTableStorageDescriptor(
+                location=f"s3://{archive_bucket}/{INDEX_PREFIX}{capture.name}/", input_format=TEXT_INPUT, output_format=TEXT_OUTPUT,
+                ser_de_info=GlueCatalogTableStorageDescriptorSerDeInfo(serialization_library=JSON_SERDE),
+                columns=[GlueCatalogTableStorageDescriptorColumns(name=n, type=t) for n, t in FLOW_COLUMNS]))
+        self.results_bucket = ref("aws_s3_bucket", "athena_results", "bucket")
+        self._results_bucket(stack, capture, key_arn)
+        AthenaWorkgroup(stack, "athena", name=self.workgroup, force_destroy=True, tags=named(capture, ATHENA),
+                        description=f"mirrorcap {capture.name}: mirrorcap find --engine athena",
+                        configuration=AthenaWorkgroupConfiguration(
+                            enforce_workgroup_configuration=True, publish_cloudwatch_metrics_enabled=True,
+                            bytes_scanned_cutoff_per_query=BYTES_SCANNED_CUTOFF,
+                            result_configuration=AthenaWorkgroupConfigurationResultConfiguration(
+                                output_location=f"s3://{self.results_bucket}/",
+                                encryption_configuration=AthenaWorkgroupConfigurationResultConfigurationEncryptionConfiguration(
+                                    encryption_option="SSE_KMS", kms_key_arn=key_arn))))
+
+    @staticmethod
+    def _results_bucket(stack: TerraformStack, capture: Capture, key_arn: str) -> None:
+        # force_destroy: it holds only query results, each a copy of what the indexes say.
+        S3Bucket(stack, "athena_results", bucket_prefix=results_bucket_prefix(capture.name), force_destroy=True,
+                 tags=named(capture, ATHENA_RESULTS))
+        bucket, arn = ref("aws_s3_bucket", "athena_results"), ref("aws_s3_bucket", "athena_results", "arn")
+        public_access = S3BucketPublicAccessBlock(stack, "athena_results_public_access", bucket=bucket, block_public_acls=True,
+                                                  block_public_policy=True, ignore_public_acls=True, restrict_public_buckets=True)
+        S3BucketOwnershipControls(stack, "athena_results_ownership", bucket=bucket,
+                                  rule=S3BucketOwnershipControlsRule(object_ownership="BucketOwnerEnforced"))
+        S3BucketVersioningA(stack, "athena_results_versioning", bucket=bucket,
+                            versioning_configuration=S3BucketVersioningVersioningConfiguration(status="Enabled"))
+        S3BucketServerSideEncryptionConfigurationA(stack, "athena_results_encryption", bucket=bucket, rule=[
+            S3BucketServerSideEncryptionConfigurationRuleA(
+                apply_server_side_encryption_by_default=S3BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultA(
+                    sse_algorithm="aws:kms", kms_master_key_id=key_arn),
+                bucket_key_enabled=True)])
+        S3BucketLifecycleConfiguration(stack, "athena_results_lifecycle", bucket=bucket, rule=[S3BucketLifecycleConfigurationRule(
+            id="expire-results", status="Enabled", filter=[S3BucketLifecycleConfigurationRuleFilter(prefix="")],
+            expiration=[S3BucketLifecycleConfigurationRuleExpiration(days=RESULT_DAYS)],
+            noncurrent_version_expiration=[S3BucketLifecycleConfigurationRuleNoncurrentVersionExpiration(noncurrent_days=1)],
+            abort_incomplete_multipart_upload=[S3BucketLifecycleConfigurationRuleAbortIncompleteMultipartUpload(days_after_initiation=1)])])
+        S3BucketPolicy(stack, "athena_results_policy", bucket=bucket, depends_on=[public_access], policy=policy_document(
+            stack, "athena_results_bucket_policy", {"Version": "2012-10-17", "Statement": [
+                {"Sid": "DenyPlainHttp", "Effect": "Deny", "Principal": {"AWS": "*"}, "Action": "s3:*",
+                 "Resource": [arn, f"{arn}/*"], "Condition": {"Bool": {"aws:SecureTransport": "false"}}}]}))
