@@ -48,37 +48,53 @@ class Fetcher:
         return self.s3.get_object(Bucket=self.bucket, Key=self.key, Range=f"bytes={a}-{b - 1}")["Body"].read()
 
 
+PARALLEL = 16  # index GETs in flight: S3's latency, not its bandwidth, is what a listing of days costs
+
+
 def archive_sources(s3, capture, node: Node, bucket: str | None, cache: Path, now: datetime, progress=None):
     """(Sources for every archived pcap that may hold a matching packet, the listing, pcaps fetched whole)."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
     ix = indexer()
     begin, end = window_of(node, capture.archive_retention_days, now)
     found = find_pcaps(s3, capture, begin, end, list(capture.vnis), bucket)
-    srcs, whole = [], []
-    for n, f in enumerate(found.pcaps):
-        p = f["pcap"]
-        parts = local_parts(p)
-        if progress:
-            progress(f"index {n + 1}/{len(found.pcaps)}: {p.key}")
+    srcs, whole, said = [], [], 0.0
+
+    def index_of(f):
         try:
-            body = s3.get_object(Bucket=found.bucket, Key=archive_index_key(p.key))["Body"].read()
+            return s3.get_object(Bucket=found.bucket, Key=archive_index_key(f["pcap"].key))["Body"].read()
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404"):
                 raise
-            body = None
-        if body is not None:
-            with open(localfile.create(cache, [*parts[:-1], parts[-1] + INDEX_SUFFIX]), "wb") as out:
-                out.write(body)
-            index = cache.joinpath(*parts[:-1], parts[-1] + INDEX_SUFFIX)
-            meta, _ = ix.read(str(index))
-            srcs.append(Source(None, index, meta, fetch=Fetcher(s3, found.bucket, p.key), name=p.key))
-            continue
-        # No index archived (it failed on the host, or an older host put it beside the pcap): found by its time, read whole.
-        with open(localfile.create(cache, parts), "wb") as out:
-            s3.download_fileobj(found.bucket, p.key, out)
-        local = cache.joinpath(*parts)
-        meta, _ = ix.write(str(local))
-        whole.append(p.key)
-        srcs.append(Source(local, Path(ix.index_path(str(local))), meta, name=p.key))
+            return None
+
+    with ThreadPoolExecutor(max_workers=PARALLEL) as pool:
+        for n, (f, body) in enumerate(zip(found.pcaps, pool.map(index_of, found.pcaps))):
+            p = f["pcap"]
+            parts = local_parts(p)
+            if progress and (n + 1 == len(found.pcaps) or time.monotonic() - said > 1):
+                progress(f"indexes {n + 1}/{len(found.pcaps)}: {p.key}")
+                said = time.monotonic()
+            meta = None
+            if body is not None:
+                with open(localfile.create(cache, [*parts[:-1], parts[-1] + INDEX_SUFFIX]), "wb") as out:
+                    out.write(body)
+                index = cache.joinpath(*parts[:-1], parts[-1] + INDEX_SUFFIX)
+                try:
+                    meta = ix.read_meta(str(index))
+                except (OSError, EOFError, ValueError, ix.IndexError_):
+                    meta = None  # not an index this reads (another version): the pcap is read whole
+            if meta is not None:
+                srcs.append(Source(None, index, meta, fetch=Fetcher(s3, found.bucket, p.key), name=p.key))
+                continue
+            # No index archived (it failed on the host, or an older host wrote another version or put it beside
+            # the pcap): found by its time, read whole.
+            with open(localfile.create(cache, parts), "wb") as out:
+                s3.download_fileobj(found.bucket, p.key, out)
+            local = cache.joinpath(*parts)
+            meta, _ = ix.write(str(local))
+            whole.append(p.key)
+            srcs.append(Source(local, Path(ix.index_path(str(local))), meta, name=p.key))
     return srcs, found, whole
 
 

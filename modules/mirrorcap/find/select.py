@@ -18,6 +18,11 @@ COLUMNS = ("fam", "proto", "sa", "da", "sp", "dp", "vni", "first", "last", "pack
 ATHENA_PATH = '"$path"'  # Athena's hidden column: the s3:// URL of the object a row comes from
 
 
+# Flows with the same first packet in the same file come out in one order on both engines: a file's
+# flows differ in these (nulls, as both engines' default, last).
+TIE_BREAK = "fam, sa, da, proto NULLS LAST, sp NULLS LAST, dp NULLS LAST"
+
+
 def flows_sql(node: Node, relation: str, path_column: str, days: tuple[date | None, date | None] | None = None) -> str:
     """SELECT the flow rows of `relation` that may hold a packet of the query, each with its file, oldest first.
     days: (first, last) day partitions to read (either None: unbounded), for a table partitioned by `day`."""
@@ -27,7 +32,7 @@ def flows_sql(node: Node, relation: str, path_column: str, days: tuple[date | No
         where += ([f"day >= '{lo.isoformat()}'"] if lo is not None else []) + ([f"day <= '{hi.isoformat()}'"] if hi is not None else [])
     where.append(sql(node))
     cols = ", ".join(f'"{c}"' for c in COLUMNS)
-    return f'SELECT {path_column} AS filename, {cols} FROM {relation} WHERE {" AND ".join(where)} ORDER BY "first", filename'
+    return f'SELECT {path_column} AS filename, {cols} FROM {relation} WHERE {" AND ".join(where)} ORDER BY "first", filename, {TIE_BREAK}'
 
 
 def day_range(node: Node) -> tuple[date | None, date | None]:
