@@ -13,28 +13,16 @@ from __future__ import annotations
 
 from cdktn import TerraformStack
 from cdktn_provider_aws.iam_role_policy import IamRolePolicy
-from cdktn_provider_aws.s3_bucket import S3Bucket
-from cdktn_provider_aws.s3_bucket_lifecycle_configuration import (
-    S3BucketLifecycleConfiguration, S3BucketLifecycleConfigurationRule, S3BucketLifecycleConfigurationRuleAbortIncompleteMultipartUpload,
-    S3BucketLifecycleConfigurationRuleExpiration, S3BucketLifecycleConfigurationRuleFilter,
-    S3BucketLifecycleConfigurationRuleNoncurrentVersionExpiration)
-from cdktn_provider_aws.s3_bucket_ownership_controls import S3BucketOwnershipControls, S3BucketOwnershipControlsRule
 from cdktn_provider_aws.s3_bucket_policy import S3BucketPolicy
-from cdktn_provider_aws.s3_bucket_public_access_block import S3BucketPublicAccessBlock
-from cdktn_provider_aws.s3_bucket_server_side_encryption_configuration import (
-    S3BucketServerSideEncryptionConfigurationA, S3BucketServerSideEncryptionConfigurationRuleA,
-    S3BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultA)
-from cdktn_provider_aws.s3_bucket_versioning import S3BucketVersioningA, S3BucketVersioningVersioningConfiguration
 
 from ..contract import ARCHIVE, ARCHIVE_BUCKET_PREFIX, INDEX_PREFIX, resource_name
 from ..inventory.model import Capture
 from .literal import literal
 from .policy import policy_document
-from .refs import ref
+from .private_bucket import Expiry, PrivateBucket
+from .private_bucket import bucket_prefix as prefixed
 from .tags import named
 
-# S3 appends 26 characters to a bucket_prefix; a bucket name is at most 63.
-BUCKET_PREFIX_MAX = 37
 # An overwritten or expired pcap stays recoverable this long as a noncurrent version, then is gone.
 NONCURRENT_DAYS = 7
 MULTIPART_ABORT_DAYS = 7
@@ -43,9 +31,8 @@ SSE_HEADER, KMS_KEY_HEADER = "s3:x-amz-server-side-encryption", "s3:x-amz-server
 
 
 def bucket_prefix(capture: str) -> str:
-    """`mirrorcap-<capture>-`, the capture name cut to fit (names are [a-z][a-z0-9-]{0,31}: valid in S3)."""
-    head = ARCHIVE_BUCKET_PREFIX  # `mirrorcap window` lists buckets by it
-    return head + capture[:BUCKET_PREFIX_MAX - len(head) - 1] + "-"
+    """`mirrorcap-<capture>-` (`mirrorcap window` lists buckets by its head), the name cut to fit."""
+    return prefixed(ARCHIVE_BUCKET_PREFIX, capture)
 
 
 def written(capture: Capture, bucket_arn: str) -> list[str]:
@@ -102,27 +89,10 @@ def host_policy(capture: Capture, *, bucket_arn: str, key_arn: str) -> dict:
 
 class ArchiveBucket:
     def __init__(self, stack: TerraformStack, capture: Capture, *, key_arn: str, host_role_name: str, host_role_arn: str):
-        S3Bucket(stack, "archive", bucket_prefix=bucket_prefix(capture.name), force_destroy=False, tags=named(capture, ARCHIVE))
-        bucket, bucket_arn = ref("aws_s3_bucket", "archive"), ref("aws_s3_bucket", "archive", "arn")
-        self.name = ref("aws_s3_bucket", "archive", "bucket")
-        public_access = S3BucketPublicAccessBlock(stack, "archive_public_access", bucket=bucket, block_public_acls=True, block_public_policy=True,
-                                  ignore_public_acls=True, restrict_public_buckets=True)
-        S3BucketOwnershipControls(stack, "archive_ownership", bucket=bucket,
-                                  rule=S3BucketOwnershipControlsRule(object_ownership="BucketOwnerEnforced"))
-        S3BucketVersioningA(stack, "archive_versioning", bucket=bucket,
-                            versioning_configuration=S3BucketVersioningVersioningConfiguration(status="Enabled"))
-        S3BucketServerSideEncryptionConfigurationA(stack, "archive_encryption", bucket=bucket, rule=[
-            S3BucketServerSideEncryptionConfigurationRuleA(
-                apply_server_side_encryption_by_default=S3BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultA(
-                    sse_algorithm="aws:kms", kms_master_key_id=key_arn),
-                bucket_key_enabled=True)])
-        days = capture.archive_retention_days
-        S3BucketLifecycleConfiguration(stack, "archive_lifecycle", bucket=bucket, rule=[S3BucketLifecycleConfigurationRule(
-            id="expire-pcaps", status="Enabled", filter=[S3BucketLifecycleConfigurationRuleFilter(prefix="")],
-            expiration=[S3BucketLifecycleConfigurationRuleExpiration(days=days)],
-            noncurrent_version_expiration=[S3BucketLifecycleConfigurationRuleNoncurrentVersionExpiration(noncurrent_days=NONCURRENT_DAYS)],
-            abort_incomplete_multipart_upload=[S3BucketLifecycleConfigurationRuleAbortIncompleteMultipartUpload(
-                days_after_initiation=MULTIPART_ABORT_DAYS)])])
+        archive = PrivateBucket(stack, "archive", prefix=bucket_prefix(capture.name), force_destroy=False, tags=named(capture, ARCHIVE),
+                                key_arn=key_arn, expiry=Expiry("expire-pcaps", capture.archive_retention_days, NONCURRENT_DAYS,
+                                                               MULTIPART_ABORT_DAYS))
+        bucket, bucket_arn, public_access, self.name = archive.bucket, archive.arn, archive.public_access, archive.name
         # After the public access block: S3 refuses a policy while its settings are being changed.
         S3BucketPolicy(stack, "archive_policy", bucket=bucket, depends_on=[public_access], policy=policy_document(
             stack, "archive_bucket_policy", bucket_policy(capture, bucket_arn=bucket_arn, host_role_arn=host_role_arn, key_arn=key_arn)))

@@ -24,22 +24,12 @@ from cdktn_provider_aws.glue_catalog_database import GlueCatalogDatabase
 from cdktn_provider_aws.glue_catalog_table import (
     GlueCatalogTable, GlueCatalogTablePartitionKeys, GlueCatalogTableStorageDescriptor, GlueCatalogTableStorageDescriptorColumns,
     GlueCatalogTableStorageDescriptorSerDeInfo)
-from cdktn_provider_aws.s3_bucket import S3Bucket
-from cdktn_provider_aws.s3_bucket_lifecycle_configuration import (
-    S3BucketLifecycleConfiguration, S3BucketLifecycleConfigurationRule, S3BucketLifecycleConfigurationRuleAbortIncompleteMultipartUpload,
-    S3BucketLifecycleConfigurationRuleExpiration, S3BucketLifecycleConfigurationRuleFilter,
-    S3BucketLifecycleConfigurationRuleNoncurrentVersionExpiration)
-from cdktn_provider_aws.s3_bucket_ownership_controls import S3BucketOwnershipControls, S3BucketOwnershipControlsRule
 from cdktn_provider_aws.s3_bucket_policy import S3BucketPolicy
-from cdktn_provider_aws.s3_bucket_public_access_block import S3BucketPublicAccessBlock
-from cdktn_provider_aws.s3_bucket_server_side_encryption_configuration import (
-    S3BucketServerSideEncryptionConfigurationA, S3BucketServerSideEncryptionConfigurationRuleA,
-    S3BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultA)
-from cdktn_provider_aws.s3_bucket_versioning import S3BucketVersioningA, S3BucketVersioningVersioningConfiguration
 
 from ..contract import ATHENA, ATHENA_RESULTS, FLOWS_TABLE, INDEX_PREFIX, glue_database, resource_name
 from ..inventory.model import Capture
 from .policy import policy_document
+from .private_bucket import Expiry, PrivateBucket, bucket_prefix
 from .refs import ref
 from .tags import named
 
@@ -56,7 +46,6 @@ TEXT_OUTPUT = "org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat"
 RESULT_DAYS = 1  # a query's result (the flows it found) is read back at once; kept a day for a rerun
 BYTES_SCANNED_CUTOFF = 20 << 30  # 20 GiB: indexes of many days of a large fleet; about 0.10 USD at 5 USD/TB
 RESULTS_BUCKET_HEAD = "mirrorcap-athena-"
-BUCKET_PREFIX_MAX = 37  # S3 appends 26 characters to a bucket_prefix; a name is at most 63
 
 
 def projection(capture: Capture, bucket: str) -> dict[str, str]:
@@ -82,7 +71,7 @@ def projection(capture: Capture, bucket: str) -> dict[str, str]:
 
 
 def results_bucket_prefix(capture: str) -> str:
-    return RESULTS_BUCKET_HEAD + capture[:BUCKET_PREFIX_MAX - len(RESULTS_BUCKET_HEAD) - 1] + "-"
+    return bucket_prefix(RESULTS_BUCKET_HEAD, capture)
 
 
 class IndexTable:
@@ -101,8 +90,7 @@ class IndexTable:
                 location=f"s3://{archive_bucket}/{INDEX_PREFIX}{capture.name}/", input_format=TEXT_INPUT, output_format=TEXT_OUTPUT,
                 ser_de_info=GlueCatalogTableStorageDescriptorSerDeInfo(serialization_library=JSON_SERDE),
                 columns=[GlueCatalogTableStorageDescriptorColumns(name=n, type=t) for n, t in FLOW_COLUMNS]))
-        self.results_bucket = ref("aws_s3_bucket", "athena_results", "bucket")
-        self._results_bucket(stack, capture, key_arn)
+        self.results_bucket = self._results_bucket(stack, capture, key_arn).name
         AthenaWorkgroup(stack, "athena", name=self.workgroup, force_destroy=True, tags=named(capture, ATHENA),
                         description=f"mirrorcap {capture.name}: mirrorcap find --engine athena",
                         configuration=AthenaWorkgroupConfiguration(
@@ -114,28 +102,13 @@ class IndexTable:
                                     encryption_option="SSE_KMS", kms_key_arn=key_arn))))
 
     @staticmethod
-    def _results_bucket(stack: TerraformStack, capture: Capture, key_arn: str) -> None:
+    def _results_bucket(stack: TerraformStack, capture: Capture, key_arn: str) -> PrivateBucket:
         # force_destroy: it holds only query results, each a copy of what the indexes say.
-        S3Bucket(stack, "athena_results", bucket_prefix=results_bucket_prefix(capture.name), force_destroy=True,
-                 tags=named(capture, ATHENA_RESULTS))
-        bucket, arn = ref("aws_s3_bucket", "athena_results"), ref("aws_s3_bucket", "athena_results", "arn")
-        public_access = S3BucketPublicAccessBlock(stack, "athena_results_public_access", bucket=bucket, block_public_acls=True,
-                                                  block_public_policy=True, ignore_public_acls=True, restrict_public_buckets=True)
-        S3BucketOwnershipControls(stack, "athena_results_ownership", bucket=bucket,
-                                  rule=S3BucketOwnershipControlsRule(object_ownership="BucketOwnerEnforced"))
-        S3BucketVersioningA(stack, "athena_results_versioning", bucket=bucket,
-                            versioning_configuration=S3BucketVersioningVersioningConfiguration(status="Enabled"))
-        S3BucketServerSideEncryptionConfigurationA(stack, "athena_results_encryption", bucket=bucket, rule=[
-            S3BucketServerSideEncryptionConfigurationRuleA(
-                apply_server_side_encryption_by_default=S3BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultA(
-                    sse_algorithm="aws:kms", kms_master_key_id=key_arn),
-                bucket_key_enabled=True)])
-        S3BucketLifecycleConfiguration(stack, "athena_results_lifecycle", bucket=bucket, rule=[S3BucketLifecycleConfigurationRule(
-            id="expire-results", status="Enabled", filter=[S3BucketLifecycleConfigurationRuleFilter(prefix="")],
-            expiration=[S3BucketLifecycleConfigurationRuleExpiration(days=RESULT_DAYS)],
-            noncurrent_version_expiration=[S3BucketLifecycleConfigurationRuleNoncurrentVersionExpiration(noncurrent_days=1)],
-            abort_incomplete_multipart_upload=[S3BucketLifecycleConfigurationRuleAbortIncompleteMultipartUpload(days_after_initiation=1)])])
+        results = PrivateBucket(stack, "athena_results", prefix=results_bucket_prefix(capture.name), force_destroy=True,
+                                tags=named(capture, ATHENA_RESULTS), key_arn=key_arn, expiry=Expiry("expire-results", RESULT_DAYS, 1, 1))
+        bucket, arn, public_access = results.bucket, results.arn, results.public_access
         S3BucketPolicy(stack, "athena_results_policy", bucket=bucket, depends_on=[public_access], policy=policy_document(
             stack, "athena_results_bucket_policy", {"Version": "2012-10-17", "Statement": [
                 {"Sid": "DenyPlainHttp", "Effect": "Deny", "Principal": {"AWS": "*"}, "Action": "s3:*",
                  "Resource": [arn, f"{arn}/*"], "Condition": {"Bool": {"aws:SecureTransport": "false"}}}]}))
+        return results
