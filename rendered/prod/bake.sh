@@ -1189,6 +1189,13 @@ def file_may_take(tree, line, may_hold):
     return True  # not, net, proto, fam, time (the file's time range is decided apart)
 
 
+def file_in_time(tree, line):
+    """Whether the packets of the file of index file line `line` span a time the query can take
+    (a file without packets has none)."""
+    lo, hi = time_bounds(tree)
+    return line.get("first") is not None and (lo is None or line["last"] >= lo) and (hi is None or line["first"] < hi)
+
+
 def time_bounds(tree):
     """[lo, hi) holding every packet the query can take (None: unbounded on that side)."""
     op, a = tree[0], tree[1:]
@@ -3277,10 +3284,9 @@ def sources(directory):
 
 def select(srcs, tree):
     """The flow rows the query may take, each with its pcap's name in "source", oldest first."""
-    lo, hi = mq.time_bounds(tree)
     rows = []
     for name, _path, line, flows in srcs:
-        if line.get("first") is None or (lo is not None and line["last"] < lo) or (hi is not None and line["first"] >= hi):
+        if not mq.file_in_time(tree, line):
             continue
         if not mq.file_may_take(tree, line, ix.may_hold):
             continue  # the file line's VNI and Bloom filter: none of its flows can hold a packet of the query

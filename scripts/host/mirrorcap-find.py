@@ -152,10 +152,9 @@ def sources(directory):
 
 def select(srcs, tree):
     """The flow rows the query may take, each with its pcap's name in "source", oldest first."""
-    lo, hi = mq.time_bounds(tree)
     rows = []
     for name, _path, line, flows in srcs:
-        if line.get("first") is None or (lo is not None and line["last"] < lo) or (hi is not None and line["first"] >= hi):
+        if not mq.file_in_time(tree, line):
             continue
         if not mq.file_may_take(tree, line, ix.may_hold):
             continue  # the file line's VNI and Bloom filter: none of its flows can hold a packet of the query

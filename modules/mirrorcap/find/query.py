@@ -225,19 +225,9 @@ def _looks_like_address(word: str) -> bool:
 
 def time_bounds(node: Node) -> tuple[int | None, int | None]:
     """[lo, hi) holding every packet the query can take (None: unbounded on that side): which
-    files to look at before any index is read."""
-    op, a = node.op, node.args
-    if op == "time":
-        return a
-    if op == "and":
-        (l1, h1), (l2, h2) = time_bounds(a[0]), time_bounds(a[1])
-        lo = l1 if l2 is None else l2 if l1 is None else max(l1, l2)
-        hi = h1 if h2 is None else h2 if h1 is None else min(h1, h2)
-        return lo, hi
-    if op == "or":
-        (l1, h1), (l2, h2) = time_bounds(a[0]), time_bounds(a[1])
-        return (None if l1 is None or l2 is None else min(l1, l2)), (None if h1 is None or h2 is None else max(h1, h2))
-    return None, None  # a term without time, or a negation: any time
+    files to look at before any index is read. The host's evaluator decides it, as it does on the host."""
+    from .hostindex import hostquery
+    return tuple(hostquery().time_bounds(tree(node)))
 
 
 # --- one packet ----------------------------------------------------------------------

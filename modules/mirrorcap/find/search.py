@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import MirrorcapError, Problem
-from .hostindex import indexer
-from .query import Node, predicate, time_bounds
+from .hostindex import hostquery, indexer
+from .query import Node, predicate, tree
 from .select import flows_sql
 
 FLOW_COLUMNS = ("{kind: 'VARCHAR', fam: 'VARCHAR', proto: 'INTEGER', sa: 'VARCHAR', da: 'VARCHAR', sp: 'INTEGER', "
@@ -153,9 +153,8 @@ def search(directory: Path, node: Node, index_dir: Path | None = None, progress=
 
 def in_time(srcs: list[Source], node: Node) -> list[Source]:
     """The sources whose packets' time range meets the query's (a file without packets has none)."""
-    lo, hi = time_bounds(node)
-    return [s for s in srcs if s.meta.get("first") is not None
-            and (lo is None or s.meta["last"] >= lo) and (hi is None or s.meta["first"] < hi)]
+    in_range, t = hostquery().file_in_time, tree(node)
+    return [s for s in srcs if in_range(t, s.meta)]
 
 
 def search_sources(srcs: list[Source], node: Node, skipped=()) -> Found:

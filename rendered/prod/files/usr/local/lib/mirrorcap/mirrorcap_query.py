@@ -176,6 +176,13 @@ def file_may_take(tree, line, may_hold):
     return True  # not, net, proto, fam, time (the file's time range is decided apart)
 
 
+def file_in_time(tree, line):
+    """Whether the packets of the file of index file line `line` span a time the query can take
+    (a file without packets has none)."""
+    lo, hi = time_bounds(tree)
+    return line.get("first") is not None and (lo is None or line["last"] >= lo) and (hi is None or line["first"] < hi)
+
+
 def time_bounds(tree):
     """[lo, hi) holding every packet the query can take (None: unbounded on that side)."""
     op, a = tree[0], tree[1:]
