@@ -19,6 +19,7 @@ import os
 import re
 import subprocess
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from bootlab import Machine, rootfs
@@ -93,6 +94,36 @@ def sent(replay: subprocess.Popen, timeout: float = 600) -> int:
 def stop(proc: subprocess.Popen) -> None:
     proc.terminate()
     proc.wait(10)
+
+
+@contextmanager
+def tagged_traffic(m: Machine, vni: int = VNI, count: int = 40, pps: int = 40):
+    """Inner IPv4 packets tagged 0..count-1, replayed in the background while the block runs."""
+    t = Traffic(m, vni)
+    proc = t.background([t.frame(vni, traffic.inner_ipv4(tag(i))) for i in range(count)], pps=pps)
+    try:
+        yield proc
+    finally:
+        stop(proc)
+
+
+@contextmanager
+def rotating_host(tmp_path_factory, machine: str, capture_name: str):
+    """A capture of one source rotating every 30 s, baked and booted as production does, capturing
+    tagged traffic: (the machine, its VNI)."""
+    from helpers import eni, minimal, sources, write
+    from mirrorcap.inventory import load
+    d = tmp_path_factory.mktemp(machine)
+    body = sources(eni(1)) + "\n  host {\n    rotate_seconds = 30\n  }\n"
+    capture = load(write(d, minimal(body, name=capture_name))).captures[0]
+    vni = capture.vnis[0]
+    with Machine(rootfs(), d, machine, eni_id=ENI, volume_id=VOLUME) as m:
+        bake_image(m, render.bake_script(capture, render.host_files(capture)))
+        m.install_user_data(render.user_data(capture, VOLUME, ENI))
+        m.boot()
+        wait_for(lambda: m.unit_state(unit(vni)) == "active" and list(m.path(DIR).glob("vni*_*.pcap")), 120, "capture")
+        with tagged_traffic(m, vni):
+            yield m, vni
 
 
 def pcaps(m: Machine) -> dict[str, os.stat_result]:

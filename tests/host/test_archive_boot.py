@@ -26,7 +26,7 @@ from helpers import eni, minimal, sources, write
 from mirrorcap import contract
 from mirrorcap.host import render
 from mirrorcap.inventory import load
-from capturehost import Traffic, bake_image, check, health, tag, wait_for
+from capturehost import Traffic, bake_image, check, health, tag, tagged_traffic, wait_for
 from bootlab.traffic import inner_ipv4, read_pcap
 
 pytestmark = needs_lab
@@ -77,13 +77,8 @@ def host(tmp_path_factory):
         m.install_user_data(render.user_data(capture, VOLUME, ENI, BUCKET))
         m.boot()
         wait_for(lambda: m.unit_state(UNIT) == "active" and pcaps(m), 120, "capture")
-        traffic = Traffic(m)
-        m.sender_proc = traffic.background([traffic.frame(VNI, inner_ipv4(tag(i))) for i in range(40)], pps=40)
-        try:
+        with tagged_traffic(m, VNI):
             yield m
-        finally:
-            m.sender_proc.terminate()
-            m.sender_proc.wait(10)
 
 
 def test_closed_pcaps_reach_s3_under_the_contracts_keys_byte_for_byte(host):

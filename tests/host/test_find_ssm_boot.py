@@ -19,42 +19,22 @@ from datetime import datetime, timezone
 
 import pytest
 
-from bootlab import Machine, needs_lab, rootfs
-from bootlab.traffic import inner_ipv4
-from capturehost import Traffic, bake_image, tag, wait_for
-from helpers import eni, minimal, sources, write
+from bootlab import needs_lab
+from capturehost import DIR, rotating_host, wait_for
 from mirrorcap import contract
 from mirrorcap.find import ssm
 from mirrorcap.find.hostindex import indexer
 from mirrorcap.find.query import parse, tree
-from mirrorcap.host import render
-from mirrorcap.inventory import load
 
 pytestmark = needs_lab
 
-VOLUME, ENI = "vol-0a1b2c3d4e5f60719", "eni-0a1b2c3d4e5f60719"
-DIR = "/var/log/tcpdump"
 SPOOL = "/var/lib/mirrorcap/find"
 
 
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
-    d = tmp_path_factory.mktemp("findssm")
-    body = sources(eni(1)) + "\n  host {\n    rotate_seconds = 30\n  }\n"
-    capture = load(write(d, minimal(body, name="fssm"))).captures[0]
-    with Machine(rootfs(), d, "findssm", eni_id=ENI, volume_id=VOLUME) as m:
-        bake_image(m, render.bake_script(capture, render.host_files(capture)))
-        m.install_user_data(render.user_data(capture, VOLUME, ENI))
-        m.boot()
-        unit = f"mirrorcap-capture@{capture.vnis[0]}.service"
-        wait_for(lambda: m.unit_state(unit) == "active" and list(m.path(DIR).glob("vni*_*.pcap")), 120, "capture")
-        traffic = Traffic(m, capture.vnis[0])
-        sender = traffic.background([traffic.frame(capture.vnis[0], inner_ipv4(tag(i))) for i in range(40)], pps=40)
-        try:
-            yield m, capture.vnis[0]
-        finally:
-            sender.terminate()
-            sender.wait(10)
+    with rotating_host(tmp_path_factory, "findssm", "fssm") as booted:
+        yield booted
 
 
 def closed(m):

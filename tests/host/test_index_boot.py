@@ -14,41 +14,20 @@ import subprocess
 
 import pytest
 
-from bootlab import Machine, needs_lab, rootfs
-from bootlab.traffic import inner_ipv4
-from capturehost import Traffic, bake_image, check, health, tag, wait_for
-from helpers import eni, minimal, sources, write
+from bootlab import needs_lab
+from capturehost import DIR, check, health, rotating_host, wait_for
 from mirrorcap import contract
 from mirrorcap.find.hostindex import indexer
 from mirrorcap.find.query import parse
 from mirrorcap.find.search import collect, search
-from mirrorcap.host import render
-from mirrorcap.inventory import load
 
 pytestmark = needs_lab
-
-VOLUME, ENI = "vol-0a1b2c3d4e5f60719", "eni-0a1b2c3d4e5f60719"
-DIR = "/var/log/tcpdump"
 
 
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
-    d = tmp_path_factory.mktemp("index")
-    body = sources(eni(1)) + "\n  host {\n    rotate_seconds = 30\n  }\n"
-    capture = load(write(d, minimal(body, name="idx"))).captures[0]
-    with Machine(rootfs(), d, "index", eni_id=ENI, volume_id=VOLUME) as m:
-        bake_image(m, render.bake_script(capture, render.host_files(capture)))
-        m.install_user_data(render.user_data(capture, VOLUME, ENI))
-        m.boot()
-        unit = f"mirrorcap-capture@{capture.vnis[0]}.service"
-        wait_for(lambda: m.unit_state(unit) == "active" and list(m.path(DIR).glob("vni*_*.pcap")), 120, "capture")
-        traffic = Traffic(m, capture.vnis[0])
-        m.sender_proc = traffic.background([traffic.frame(capture.vnis[0], inner_ipv4(tag(i))) for i in range(40)], pps=40)
-        try:
-            yield m, capture.vnis[0]
-        finally:
-            m.sender_proc.terminate()
-            m.sender_proc.wait(10)
+    with rotating_host(tmp_path_factory, "index", "idx") as booted:
+        yield booted
 
 
 def closed(m):
