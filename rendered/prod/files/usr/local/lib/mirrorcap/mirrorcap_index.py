@@ -215,8 +215,9 @@ def vni_of(name):
 
 # --- building an index ----------------------------------------------------------------
 def _walk(data, meta):
-    """Every record, any format: {flow key: [first, last, packets, bytes, chunk runs, run spans]}. A
-    run is [first chunk, last chunk], its span [first record's offset, last record's end]."""
+    """Every record, any format: {flow key: [first, last, packets, bytes, last chunk, runs]}. A run
+    goes on while the flow's records are in one chunk or the next; runs are [first record's
+    offset, last record's end, ...]."""
     flows = {}
     chunk, boundary = -1, 0
     for o, ts, linktype, caplen, length, frame in records(data, meta):
@@ -226,7 +227,7 @@ def _walk(data, meta):
         key = flow_key(data, linktype, frame, caplen)
         f = flows.get(key)
         if f is None:
-            flows[key] = [ts, ts, 1, length, [chunk, chunk], [o, meta["end"]]]
+            flows[key] = [ts, ts, 1, length, chunk, [o, meta["end"]]]
         else:
             _count(f, ts, length, chunk, o, meta["end"])
     return flows
@@ -239,13 +240,11 @@ def _count(f, ts, length, chunk, o, end):
         f[0] = ts
     f[2] += 1
     f[3] += length
-    runs = f[4]
-    if runs[-1] == chunk or runs[-1] == chunk - 1:
-        runs[-1] = chunk
+    if f[4] >= chunk - 1:
         f[5][-1] = end
     else:
-        runs += (chunk, chunk)
         f[5] += (o, end)
+    f[4] = chunk
 
 
 def _walk_pcap(data, meta):
@@ -282,7 +281,7 @@ def _walk_pcap(data, meta):
             key = flow_key(data, linktype, f, caplen)
             st = flows.get(key)
             if st is None:
-                st = flows[key] = [ts, ts, 0, 0, [chunk, chunk], [o, nxt]]
+                st = flows[key] = [ts, ts, 0, 0, chunk, [o, nxt]]
             if raw is not None:
                 seen[raw] = st
         if ts > st[1]:
@@ -291,13 +290,11 @@ def _walk_pcap(data, meta):
             st[0] = ts
         st[2] += 1
         st[3] += length
-        runs = st[4]
-        if runs[-1] == chunk or runs[-1] == chunk - 1:
-            runs[-1] = chunk
+        if st[4] >= chunk - 1:
             st[5][-1] = nxt
         else:
-            runs += (chunk, chunk)
             st[5] += (o, nxt)
+        st[4] = chunk
         o = nxt
     meta["stop"] = o
     scale = 10 ** (9 - tsres)
@@ -569,8 +566,8 @@ def leb128(values):
 
 
 def _flatten(flows):
-    """Each flow's runs (chunk runs [first, last, ...] and their spans [first record, last record's
-    end, ...]) as the index writes them: `runs` (see the module's docstring)."""
+    """Each flow's runs ([first record's offset, last record's end, ...]) as the index writes them:
+    `runs` (see the module's docstring), in place of its last chunk and runs."""
     for st in flows.values():
         spans, values, prev = st[5], [], 0
         for i in range(0, len(spans), 2):
