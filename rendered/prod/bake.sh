@@ -917,6 +917,24 @@ def ranges(runs):
     return out
 
 
+def flow_ranges(rows, gap=0):
+    """The byte ranges holding the packets of flow lines `rows` (of one file), in order, ranges
+    less than `gap` bytes apart read as one."""
+    out = []
+    for a, b in sorted(r for row in rows for r in ranges(row["runs"])):
+        if out and a - out[-1][1] <= gap:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return out
+
+
+def reader_meta(line):
+    """What records() needs to read a range of the file of index file line `line` (a copy: records()
+    adds the interfaces a pcapng range declares)."""
+    return dict(format=line["format"], endian=line["endian"], ifaces=[list(x) for x in line["ifaces"]])
+
+
 def encode(line, rows):
     """The index file's bytes (gzip with no name or time in its header: the same pcap, the same bytes)."""
     # One call of json's C encoder for every line, then a line each: no value holds "},{" (no
@@ -3301,14 +3319,8 @@ def packets(srcs, rows, tree, max_bytes):
         by_source.setdefault(r["source"], []).append(r)
     out, size, read = [], 24, 0
     for n, (name, path, line, _flows) in enumerate(s for s in srcs if s[0] in by_source):
-        wanted = sorted(rg for r in by_source[name] for rg in ix.ranges(r["runs"]))
-        merged = []
-        for a, b in wanted:
-            if merged and a <= merged[-1][1]:
-                merged[-1][1] = max(merged[-1][1], b)
-            else:
-                merged.append([a, b])
-        meta = dict(format=line["format"], endian=line["endian"], ifaces=[list(x) for x in line["ifaces"]])
+        merged = ix.flow_ranges(by_source[name])
+        meta = ix.reader_meta(line)
         fd = open_file(path)
         if fd is None:
             continue  # gone since (retention)

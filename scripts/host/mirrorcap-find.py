@@ -172,14 +172,8 @@ def packets(srcs, rows, tree, max_bytes):
         by_source.setdefault(r["source"], []).append(r)
     out, size, read = [], 24, 0
     for n, (name, path, line, _flows) in enumerate(s for s in srcs if s[0] in by_source):
-        wanted = sorted(rg for r in by_source[name] for rg in ix.ranges(r["runs"]))
-        merged = []
-        for a, b in wanted:
-            if merged and a <= merged[-1][1]:
-                merged[-1][1] = max(merged[-1][1], b)
-            else:
-                merged.append([a, b])
-        meta = dict(format=line["format"], endian=line["endian"], ifaces=[list(x) for x in line["ifaces"]])
+        merged = ix.flow_ranges(by_source[name])
+        meta = ix.reader_meta(line)
         fd = open_file(path)
         if fd is None:
             continue  # gone since (retention)

@@ -136,7 +136,7 @@ def test_a_flows_ranges_hold_every_packet_of_it_and_begin_and_end_on_one(tmp_pat
                 None if r["sp"] is None else struct.pack(">HH", r["sp"], r["dp"]))
         seen = 0
         for a, b in ix.ranges(r["runs"]):
-            meta = dict(format=line["format"], endian=line["endian"], ifaces=[list(x) for x in line["ifaces"]])
+            meta = ix.reader_meta(line)
             keys = [ix.flow_key(data[a:b], lt, fr, cap) for _o, _t, lt, cap, _l, fr in ix.records(data[a:b], meta, 0, b - a)]
             keys = [(k[0], k[1], bytes(k[2]), bytes(k[3]), None if k[4] is None else bytes(k[4])) for k in keys]
             assert keys and keys[0] == want and keys[-1] == want

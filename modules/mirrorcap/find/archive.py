@@ -11,6 +11,8 @@ it is downloaded whole and indexed here.
 from __future__ import annotations
 
 import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -53,8 +55,6 @@ PARALLEL = 16  # index GETs in flight: S3's latency, not its bandwidth, is what 
 
 def archive_sources(s3, capture, node: Node, bucket: str | None, cache: Path, now: datetime, progress=None):
     """(Sources for every archived pcap that may hold a matching packet, the listing, pcaps fetched whole)."""
-    import time
-    from concurrent.futures import ThreadPoolExecutor
     ix = indexer()
     begin, end = window_of(node, capture.archive_retention_days, now)
     found = find_pcaps(s3, capture, begin, end, list(capture.vnis), bucket)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..errors import MirrorcapError, Problem
 from .hostindex import hostquery, indexer
+from .prune import may_take
 from .query import Node, predicate, tree
 from .select import flows_sql
 
@@ -103,24 +104,14 @@ def select_flows(srcs: list[Source], node: Node) -> list[dict]:
 FETCH_GAP = 256 << 10  # fetched ranges closer than this are one request: fewer GETs, a little more data
 
 
-def _merged(ranges, gap: int = 0):
-    out = []
-    for a, b in sorted(ranges):
-        if out and a - out[-1][1] <= gap:
-            out[-1][1] = max(out[-1][1], b)
-        else:
-            out.append([a, b])
-    return out
-
-
 def packets(src: Source, flows: list[dict], node: Node, counter: list | None = None):
     """(ts_ns, linktype, tsres, frame bytes, original length, offset) of every packet of `src` that the
     query takes, reading only the ranges of `flows`."""
     ix = indexer()
     keep = predicate(node)
     vni = src.meta.get("vni")
-    wanted = _merged((r for f in flows for r in ix.ranges(f["runs"])), FETCH_GAP if src.fetch else 0)
-    meta = dict(format=src.meta["format"], endian=src.meta["endian"], ifaces=[list(x) for x in src.meta["ifaces"]])
+    wanted = ix.flow_ranges(flows, FETCH_GAP if src.fetch else 0)
+    meta = ix.reader_meta(src.meta)
     with (open(src.pcap, "rb") if src.pcap is not None else _Nothing()) as fh:
         for a, b in wanted:
             if src.fetch is not None:
@@ -158,7 +149,6 @@ def in_time(srcs: list[Source], node: Node) -> list[Source]:
 
 
 def search_sources(srcs: list[Source], node: Node, skipped=()) -> Found:
-    from .prune import may_take
     srcs = [s for s in in_time(srcs, node) if may_take(node, s.meta)]
     flows = select_flows(srcs, node)
     by_name = {str(s.index): s for s in srcs}

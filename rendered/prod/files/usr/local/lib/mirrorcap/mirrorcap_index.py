@@ -662,6 +662,24 @@ def ranges(runs):
     return out
 
 
+def flow_ranges(rows, gap=0):
+    """The byte ranges holding the packets of flow lines `rows` (of one file), in order, ranges
+    less than `gap` bytes apart read as one."""
+    out = []
+    for a, b in sorted(r for row in rows for r in ranges(row["runs"])):
+        if out and a - out[-1][1] <= gap:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return out
+
+
+def reader_meta(line):
+    """What records() needs to read a range of the file of index file line `line` (a copy: records()
+    adds the interfaces a pcapng range declares)."""
+    return dict(format=line["format"], endian=line["endian"], ifaces=[list(x) for x in line["ifaces"]])
+
+
 def encode(line, rows):
     """The index file's bytes (gzip with no name or time in its header: the same pcap, the same bytes)."""
     # One call of json's C encoder for every line, then a line each: no value holds "},{" (no
