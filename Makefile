@@ -8,7 +8,7 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 # The machine's interpreter, resolved before PATH puts the venv first.
-SYS_PYTHON := $(shell command -v $(PYTHON))
+SYS_PYTHON := $(shell $(PYTHON) -c 'import sys; print(sys.executable)')
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 UV := $(CURDIR)/.venv-uv/bin/uv
