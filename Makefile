@@ -134,6 +134,11 @@ boot-lab: host-packages
 #   host:  the venv, the cdktn CLI, the Debian packages and the boot lab's root
 # terraform and packer are found on PATH (their tests are skipped, saying why, without).
 KIND ?=
+# The tests run side by side in TEST_WORKERS processes (pytest-xdist): the boot lab's mostly wait
+# (boots, rotations, outages of minutes) while the others compute. tests/conftest.py keeps the tests
+# that share a booted host or a synthesized stack on one process and hands the longest waits out
+# first. TEST_WORKERS=0: one process, the files in order.
+TEST_WORKERS ?= 6
 TEST_NEEDS_unit := $(VENV)/.installed host-packages
 TEST_NEEDS_synth := setup .venv-checkov/.installed
 TEST_NEEDS_aws := $(VENV)/.installed host-packages
@@ -141,7 +146,7 @@ TEST_NEEDS_host := setup boot-lab
 TEST_NEEDS_ := setup .venv-checkov/.installed boot-lab
 test: $(TEST_NEEDS_$(KIND))
 	@case "$(KIND)" in ""|unit|synth|aws|host) ;; *) echo "make test: KIND=$(KIND): use unit, synth, aws or host (or no KIND for everything)"; exit 2 ;; esac
-	$(if $(filter $(KIND),unit aws host),,CHECKOV=$(CURDIR)/.venv-checkov/bin/checkov) $(BIN)/python -m pytest $(if $(KIND),tests/$(KIND)) $(PYTEST_ARGS)
+	$(if $(filter $(KIND),unit aws host),,CHECKOV=$(CURDIR)/.venv-checkov/bin/checkov) $(BIN)/python -m pytest $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder) --durations=15 $(if $(KIND),tests/$(KIND)) $(PYTEST_ARGS)
 
 bench: setup
 	$(BIN)/python bench/synth_scale.py

@@ -147,7 +147,14 @@ def captured_times(m: Machine, vni: int = VNI) -> dict[int, list[tuple[int, int,
     return seen
 
 
+# A wait's bound only ends a test whose condition never comes; it is never how fast the host must
+# be. On a busy machine (CI beside other jobs, a CPU hog) what takes a second when quiet can take
+# many: no wait gives up before this.
+MIN_WAIT = 60
+
+
 def wait_for(predicate, timeout: float, what: str, step: float = 0.5):
+    timeout = max(timeout, MIN_WAIT)
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -156,6 +163,19 @@ def wait_for(predicate, timeout: float, what: str, step: float = 0.5):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(step)
+
+
+FLUSH_MARK = 99990000  # tags from here on are the flush markers below, never a test's traffic
+
+
+def flushed(m: Machine, vni: int = VNI, timeout: float = 120) -> None:
+    """Everything captured so far is in the pcaps: one more tagged packet is sent and waited for
+    (the capture writes in order), however long a busy machine takes to flush."""
+    flushed.count = getattr(flushed, "count", 0) + 1
+    mark = FLUSH_MARK + flushed.count
+    t = Traffic(m, vni)
+    t.replay([t.frame(vni, traffic.inner_ipv4(tag(mark)))])
+    wait_for(lambda: mark in captured(m, vni), timeout, f"the flush marker {mark} in its pcap", step=0.2)
 
 
 def capture_state(m: Machine, vni: int = VNI) -> dict:

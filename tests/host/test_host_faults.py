@@ -25,7 +25,7 @@ import time
 import pytest
 
 from capturehost import (DIR, ENI, VNI, VOLUME, Traffic, baked, captured, captured_times, capture_state, check, failing,
-                         health, pcaps, sent, stop, tag, tcpdump_pid, unit, wait_capturing, wait_for, writing)
+                         flushed, health, pcaps, sent, stop, tag, tcpdump_pid, unit, wait_capturing, wait_for, writing)
 from bootlab import needs_lab
 from helpers import EXAMPLE, ROOT
 from mirrorcap.host import render
@@ -131,7 +131,7 @@ def disk_full(tmp_path_factory):
         assert handed.returncode == 0, handed.stderr
         result["handed_at"] = time.time()
         result["sent"] = sent(replay)
-        time.sleep(3)  # the last packets: flushed within two seconds
+        flushed(m)  # the last packets, sent after the gap, on disk
         result["samples"] = watch.stop()
         result["after"] = capture_state(m)
         result["gaps"] = new_gaps(before, result["after"])
@@ -158,8 +158,9 @@ def test_disk_full_loss_is_an_upper_bound_and_the_gap_brackets_it(disk_full):
     flips = [(round(t - before, 2), w) for (t, w), (_, v) in zip(r["samples"][1:], r["samples"]) if w != v]
     assert during and not any(during), (flips, r["gaps"], before, after)
     # Retention freed the volume (the filler: the oldest pcap of a VNI no longer configured) and
-    # capture resumed by itself within seconds of the room.
-    assert after - r["handed_at"] < 7, after - r["handed_at"]
+    # capture resumed by itself, sooner than retention's timer (every minute) would have come: the
+    # bound tells the capture's own call from the timer's, not how fast the machine is.
+    assert after - r["handed_at"] < 30, after - r["handed_at"]
     journal = r["m"].journal()
     assert "deleted vni7_2026-11-30T00-00-00Z.pcap" in journal and "nothing deleted" in journal, journal[-3000:]
     # Health: NOT WRITING while full (with why), the loss once afterwards, then healthy.
@@ -253,14 +254,15 @@ def test_vni_change_converges_the_running_host_and_keeps_unchanged_vnis_capturin
         r = m.run("bash", "/root/user-data-b.sh", timeout=120)
         assert r.returncode == 0, r.stderr
         stop(old)
-        # The new VNI is captured within seconds, without a reboot.
-        wait_capturing(m, vni=888, timeout=30)
+        # The new VNI is captured by the user data's own run, without a reboot (nothing else would start
+        # it: the bound only ends a test that would otherwise wait for ever).
+        wait_capturing(m, vni=888, timeout=90)
         traffic.replay(traffic.frames(200000, 50, vni=888))
-        wait_for(lambda: set(range(200000, 200050)) <= set(captured(m, 888)), 10, "the new VNI's packets")
-        assert time.time() - changed < 15, time.time() - changed
+        wait_for(lambda: set(range(200000, 200050)) <= set(captured(m, 888)), 60, "the new VNI's packets")
+        assert time.time() - changed < 120, time.time() - changed
         # The VNI that stayed never stopped: same tcpdump, no gap, every packet sent is in its pcaps.
         assert sent(steady) == 6000
-        time.sleep(3)
+        wait_for(lambda: set(range(6000)) <= set(captured(m)), 60, "every packet of the VNI that stayed", step=0.2)
         samples = watch.stop()
         assert tcpdump_pid(m) == pid and capture_state(m)["gaps_total"] == before["gaps_total"]
         assert all(w for _, w in samples)
@@ -342,7 +344,7 @@ def test_imds_outage_longer_than_300_s_is_named_and_capture_starts_once_it_answe
         assert "metadata service (IMDS" in decap["detail"] and why in decap["detail"].lower(), decap["detail"]
     assert seen["units"]["mirrorcap-decap.service"] == "activating"  # still trying after 320 s: no deadline
     m.set_imds("up")
-    assert m.wait_unit("mirrorcap-decap.service", ("active",), timeout=15) == "active", m.journal("mirrorcap-decap.service")
+    assert m.wait_unit("mirrorcap-decap.service", ("active",), timeout=90) == "active", m.journal("mirrorcap-decap.service")
     assert check(health(m)[1], "decap")["status"] == "ok"
     assert m.run("ip", "link", "show", f"vxlan{VNI}").returncode == 0
 
@@ -350,7 +352,7 @@ def test_imds_outage_longer_than_300_s_is_named_and_capture_starts_once_it_answe
 def test_late_volume_attached_after_300_s_is_captured_by_itself(long_wait):
     m, seen = long_wait
     m.set_imds("up")
-    m.wait_unit("mirrorcap-decap.service", ("active",), timeout=15)
+    m.wait_unit("mirrorcap-decap.service", ("active",), timeout=90)
     assert seen["units"]["mirrorcap-storage.service"] == "activating"  # still waiting after 320 s
     code, report = health(m)
     storage = check(report, "storage")
@@ -362,8 +364,8 @@ def test_late_volume_attached_after_300_s_is_captured_by_itself(long_wait):
     # The remedy storage prints: attach it. Capture starts by itself the moment it is mounted.
     attached = time.time()
     m.attach_volume("vol-0123456789abcdef0")
-    wait_capturing(m, timeout=30)
-    assert time.time() - attached < 10
+    wait_capturing(m, timeout=90)  # by itself: no timer, reboot or person starts it
+    assert time.time() - attached < 90
     traffic = Traffic(m)
     traffic.replay(traffic.frames(0, 20))
     wait_for(lambda: set(range(20)) <= set(captured(m)), 10, "capture once the volume is attached")
@@ -444,7 +446,7 @@ def test_kill_storm_capture_never_gives_up_counts_every_gap_and_says_flapping(tm
             m.run("kill", "-9", str(pid), check=True)
             wait_for(lambda: tcpdump_pid(m) not in (0, pid) and writing(m), 30, "a new tcpdump", step=0.1)
         sent_count = sent(replay)
-        time.sleep(3)
+        flushed(m)
         after = capture_state(m)
         assert m.unit_state(UNIT) == "active" and writing(m)
         assert int(m.unit_show(UNIT, "NRestarts")["NRestarts"]) >= kills

@@ -40,9 +40,10 @@ def pcaps(tmp_path_factory) -> Path:
     script = f"""
 set -e
 ip link set lo up
-tcpdump -i lo -n -U -Z root -G 1 -w '{d}/{PATTERN.replace("{vni}", "7")}' udp 2>/dev/null &
+tcpdump -i lo -n -U -Z root -G 1 -w '{d}/{PATTERN.replace("{vni}", "7")}' udp 2>'{d}.tcpdump.log' &
 pid=$!
-sleep 1
+# sending starts once tcpdump listens (it says so), however long a busy machine takes to get there
+for _ in $(seq 600); do grep -q 'listening on' '{d}.tcpdump.log' && break; sleep 0.1; done
 python3 -c '{SENDER}'
 sleep 0.5
 kill $pid; wait $pid || true
