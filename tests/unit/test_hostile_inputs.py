@@ -17,6 +17,7 @@ from mirrorcap.inventory import load
 from mirrorcap.workflow import review as R
 
 RECORDED = ROOT / "tests" / "fixtures" / "review"
+EXAMPLE_ENI = "eni-0000000000000001a"
 
 
 def run(*args: str, **kw):
@@ -125,6 +126,14 @@ def test_hcl_escapes_are_the_text_they_stand_for(workdir):
                    '    description = "say \\"hi\\" $${literal} %%{ if } ${bare} back\\\\slash"\n  }')
     c, = load(write(workdir, text)).captures
     assert c.sources[0].description == 'say "hi" ${literal} %{ if } ${bare} back\\slash'
+
+
+def test_a_lone_template_escape_is_the_text_it_stands_for(workdir):
+    """HCL's `$${` needs no closing brace: once a syntax error a line further on, or read up to the next `}`
+    (here a comment's), swallowing the lines between into the string."""
+    text = minimal(f'  source {{\n    eni_id = "{EXAMPLE_ENI}"\n    description = "cost: $${{ and 50%%{{"\n    vni = 777 # }}\n  }}')
+    c, = load(write(workdir, text)).captures
+    assert c.sources[0].description == "cost: ${ and 50%{" and c.sources[0].vni == 777
 
 
 # --- the lock: numbers out of AWS's range are refused, not renumbered ---------------------------------

@@ -168,6 +168,16 @@ BAD = {
     "tag with a character AWS refuses": (minimal('  tags = { Team = "a;b" }'), "tags.Team", "characters AWS tags do not allow: ';'"),
     "description over 255 characters": (minimal(f'  source {{\n    eni_id = "{eni(1)}"\n    description = "{"d" * 256}"\n  }}'),
                                          "source[0] > description", "256 characters long"),
+    # Repeats python-hcl2 once resolved silently (the last one won), and syntax errors named where they are
+    "an attribute given twice": (minimal().replace("vni       = 4242", "vni       = 12345\n  vni = 777"), "capture.hcl:8: vni",
+                                 "given twice in one block"),
+    "a tag given twice in a map": (minimal('  tags = { Team = "a", Team = "b" }'), "Team", "given twice in one map"),
+    "a tag given twice in a block": (minimal('  tags {\n    Team = "a"\n    Team = "b"\n  }'), "Team", "given twice in one block"),
+    "a byte-order mark": ("\ufeff" + minimal(), "capture.hcl:1:1", "starts with a UTF-8 byte-order mark (BOM)"),
+    "a hexadecimal number": (minimal().replace("vni       = 4242", "vni       = 0x10"), "capture.hcl:7:15",
+                             "0x10 is not a number HCL reads"),
+    "digits with underscores": (minimal().replace("vni       = 4242", "vni       = 1_000"), "capture.hcl:7:15",
+                                "1_000 is not a number HCL reads"),
     "description with a newline": (minimal(f'  source {{\n    eni_id = "{eni(1)}"\n    description = "web\\nnext"\n  }}'),
                                    "source[0] > description", "control characters"),
 }
