@@ -31,8 +31,11 @@ class Problem:
     fix: str
 
     def __str__(self) -> str:
+        # Every part may hold input (a capture's label, a lock key, a syntax error's line): unseen
+        # characters (ESC, U+202E...) are shown by their code point, never sent to a terminal.
+        from .workflow.review import inert  # (lazily: workflow.review imports this module)
         where = f"{self.file}: {self.field}" if self.field else self.file
-        return f"{where}: {self.message}\n  fix: {self.fix}"
+        return inert(f"{where}: {self.message}\n  fix: {self.fix}")
 
 
 class MirrorcapError(Exception):

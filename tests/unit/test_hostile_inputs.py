@@ -159,3 +159,49 @@ def test_sessions_write_says_it_wrote_through_the_link(workdir):
     r = run("sessions", "--write", "-i", str(workdir / "capture.hcl"))
     assert r.exit_code == 0 and f"(through the link, to {real})" in r.stderr
     assert (workdir / "capture.lock.json").is_symlink() and "eni-0000000000000001a" in real.read_text()
+
+
+# --- text from an input reaches the terminal inert -------------------------------------------------
+
+def test_a_capture_label_is_shown_inert(workdir):
+    write(workdir, minimal(name="p\x1b[31mrod\x00"))
+    r = run("validate", "-i", str(workdir / "capture.hcl"))
+    assert r.exit_code == 1 and "\x1b" not in r.stderr and "\x00" not in r.stderr
+    assert 'capture "p<U+001B>[31mrod<U+0000>": capture name' in r.stderr
+
+
+def test_a_syntax_errors_line_is_shown_inert(workdir):
+    write(workdir, 'capture "x" {\n  region = "\x1b]0;owned\x07\u202eoof" "again"\n}\n')
+    r = run("validate", "-i", str(workdir / "capture.hcl"))
+    assert r.exit_code == 1 and "HCL syntax error" in r.stderr
+    assert not any(c in r.stderr for c in "\x1b\x07\u202e") and "<U+001B>]0;owned<U+0007><U+202E>oof" in r.stderr
+
+
+def test_lock_keys_are_shown_inert_by_sessions_write(workdir):
+    write(workdir, minimal('  source {\n    eni_id = "eni-0000000000000001a"\n  }'))
+    lock = workdir / "capture.lock.json"
+    lock.write_text(json.dumps({"version": 1, "captures": {"te\u202est": {"eni-\x1b[2J": 7}}}))
+    r = run("sessions", "--write", "-i", str(workdir / "capture.hcl"))
+    assert r.exit_code == 0 and "te<U+202E>st eni-<U+001B>[2J: session number 7 -> (removed)" in r.stderr
+    assert not any(c in r.stdout + r.stderr for c in "\x1b\u202e")
+
+
+# --- the lock: deep, or a link to nothing ------------------------------------------------------------
+
+@pytest.mark.parametrize("args", [["validate"], ["sessions"], ["render", "--check"]])
+def test_a_deep_lock_is_one_problem_not_a_traceback(workdir, args):
+    write(workdir, minimal('  source {\n    eni_id = "eni-0000000000000001a"\n  }'))
+    (workdir / "capture.lock.json").write_text("[" * 100_000 + "]" * 100_000)
+    r = run(*args, "-i", str(workdir / "capture.hcl"))
+    assert r.exit_code == (1 if args == ["validate"] else 2) and not isinstance(r.exception, RecursionError)
+    cause, fix = one_problem(r.stderr)
+    assert "capture.lock.json: not a readable JSON lock file: nested too deeply" in cause and "sessions --write" in fix
+
+
+def test_validate_refuses_a_lock_that_links_to_nothing(workdir):
+    write(workdir, minimal('  source {\n    eni_id = "eni-0000000000000001a"\n  }'))
+    (workdir / "capture.lock.json").symlink_to(workdir / "gone.lock.json")
+    r = run("validate", "-i", str(workdir / "capture.hcl"))
+    assert r.exit_code == 1 and "OK" not in r.stdout
+    cause, fix = one_problem(r.stderr)
+    assert "which does not exist" in cause and "point the link at the lock file" in fix
