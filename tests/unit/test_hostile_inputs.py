@@ -205,3 +205,41 @@ def test_validate_refuses_a_lock_that_links_to_nothing(workdir):
     assert r.exit_code == 1 and "OK" not in r.stdout
     cause, fix = one_problem(r.stderr)
     assert "which does not exist" in cause and "point the link at the lock file" in fix
+
+
+# --- the command line: wrong before any AWS call (2), not "could not reach AWS" (3) after the work ----
+
+NO_AWS = {"AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None, "AWS_SESSION_TOKEN": None, "AWS_PROFILE": None,
+          "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent", "AWS_CONFIG_FILE": "/nonexistent", "AWS_EC2_METADATA_DISABLED": "true"}
+WINDOW = ["window", "--capture", "test", "--at", "now"]
+WRONG_COMMAND_LINES = {
+    "port 70000": (WINDOW + ["--port", "70000"], "--port: 70000 is not a port"),
+    "port -1": (WINDOW + ["--port", "-1"], "--port: -1 is not a port"),
+    "host not an address": (WINDOW + ["--host", "not-an-ip"], "--host: 'not-an-ip' is not an IP address"),
+    "bpf tcp and and": (WINDOW + ["--bpf", "tcp and and"], "--bpf: tcpdump cannot use the filter: can't parse filter expression"),
+    "window role garbage": (WINDOW + ["--role-arn", "garbage"], "--role-arn: 'garbage' is not an IAM role ARN"),
+    "bucket ../../x": (WINDOW + ["--bucket", "../../x"], "--bucket: '../../x' is not an S3 bucket name"),
+    "check role garbage": (["check", "--role-arn", "garbage"], "--role-arn: 'garbage' is not an IAM role ARN"),
+    "validate mtus": (["validate", "--source-mtu", "-1"], "--source-mtu: -1 is out of range (68 to 9001)"),
+    "validate target mtu huge": (["validate", "--target-mtu", "99999999999999999999"], "--target-mtu: 99999999999999999999 is out of range"),
+    "validate live mtu": (["validate", "--live", "--target-mtu", "0"], "--target-mtu: 0 is out of range"),
+    "validate live role garbage": (["validate", "--live", "--role-arn", "garbage"], "--role-arn: 'garbage' is not an IAM role ARN"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(WRONG_COMMAND_LINES))
+def test_a_wrong_command_line_is_2_before_any_aws_call(workdir, case):
+    args, words = WRONG_COMMAND_LINES[case]
+    write(workdir, minimal("  archive {}"))
+    r = run(*args, "-i", str(workdir / "capture.hcl"), *(["--out", str(workdir / "w.pcap")] if args[0] == "window" else []), env=NO_AWS)
+    assert r.exit_code == 2, r.stderr
+    cause, fix = one_problem(r.stderr)
+    assert cause.startswith("mirrorcap: ") and f"command line: {words}" in cause, cause
+    assert sorted(p.name for p in workdir.iterdir()) == ["capture.hcl"]
+
+
+def test_preflight_names_an_unknown_action_before_credentials(workdir):
+    write(workdir, minimal())
+    r = run("preflight", "explode", "--stack", "test", "-i", str(workdir / "capture.hcl"), env=NO_AWS)
+    assert r.exit_code == 2 and "'explode' is not an action" in r.stderr and "credentials" not in r.stderr
+    assert "fix: use one of diff, deploy, destroy, output, state-bucket" in r.stderr
