@@ -243,3 +243,23 @@ def test_preflight_names_an_unknown_action_before_credentials(workdir):
     r = run("preflight", "explode", "--stack", "test", "-i", str(workdir / "capture.hcl"), env=NO_AWS)
     assert r.exit_code == 2 and "'explode' is not an action" in r.stderr and "credentials" not in r.stderr
     assert "fix: use one of diff, deploy, destroy, output, state-bucket" in r.stderr
+
+
+# --- a reader that goes away ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args", [["sessions"], ["validate"], ["--help"]])
+def test_a_closed_pipe_ends_the_command_as_sigpipe_does_in_silence(workdir, args):
+    """`mirrorcap sessions | head -1` once exited 1 (the table's "findings") when head had gone."""
+    import os
+    import subprocess
+    import sys
+    write(workdir, minimal('  source {\n    eni_id = "eni-0000000000000001a"\n  }'))
+    assert run("sessions", "--write", "-i", str(workdir / "capture.hcl")).exit_code == 0
+    read, written = os.pipe()
+    os.close(read)  # the reader is gone before the first line
+    try:
+        r = subprocess.run([sys.executable, "-m", "mirrorcap", *args], cwd=workdir, stdout=written, stderr=subprocess.PIPE, text=True,
+                           env={k: v for k, v in os.environ.items() if k != "MIRRORCAP_INVENTORY"})
+    finally:
+        os.close(written)
+    assert (r.returncode, r.stderr) == (141, "")
