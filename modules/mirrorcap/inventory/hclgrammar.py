@@ -57,5 +57,4 @@ def repeats(tree: Any, options: Any) -> Iterator[tuple[int, str, str]]:
                 if key in keys:
                     yield e._meta.line, key, "map"
                 keys.add(key)
-        if isinstance(node, LarkRule):
-            stack.extend(c for c in node.children if c is not None)
+        stack.extend(c for c in node.children if isinstance(c, LarkRule))  # (tokens hold no block or map)
