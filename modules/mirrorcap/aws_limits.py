@@ -29,6 +29,7 @@ VXLAN_OVERHEAD_BYTES = 50
 # A mirror target ENI's MTU: a 9001-byte source's packets (8,947 inner bytes plus the
 # VXLAN encapsulation) arrive whole at 9001; a smaller NIC MTU drops larger ones.
 MIRROR_TARGET_MTU = 9001
+MTU_MIN = 68  # IPv4's smallest (RFC 791); EC2's largest is MIRROR_TARGET_MTU
 VXLAN_PORT = 4789  # mirrored traffic arrives as VXLAN on this UDP port
 
 # EBS volume sizes (GiB) per type that make sense for pcaps. st1/sc1 are HDD:

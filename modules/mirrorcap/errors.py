@@ -7,6 +7,8 @@ Exit codes, the same for every command (cron, CI and make tell the outcomes apar
     2  usage or input: a wrong command line; an inventory or input file missing, unreadable or invalid
     3  could not reach AWS: no or refused credentials, no network, a denied call
     4  `review verify` only: the fresh plan changes nothing (nothing to apply)
+
+(A reader of the output that goes away, `| head -1`, ends any command with 141, as SIGPIPE would: cli/__init__.py.)
 """
 
 from __future__ import annotations
@@ -31,8 +33,11 @@ class Problem:
     fix: str
 
     def __str__(self) -> str:
+        # Every part may hold input (a capture's label, a lock key, a syntax error's line): unseen
+        # characters (ESC, U+202E...) are shown by their code point, never sent to a terminal.
+        from .workflow.review import inert  # (lazily: workflow.review imports this module)
         where = f"{self.file}: {self.field}" if self.field else self.file
-        return f"{where}: {self.message}\n  fix: {self.fix}"
+        return inert(f"{where}: {self.message}\n  fix: {self.fix}")
 
 
 class MirrorcapError(Exception):

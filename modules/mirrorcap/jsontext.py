@@ -1,7 +1,8 @@
 """JSON read from files people edit or tools hand over (the lock, a plan, check output).
 
 Python's json keeps the last of a key given twice in one object, silently; so would
-a reviewer's eye, or not. Here a repeated key is an error naming it.
+a reviewer's eye, or not. Here a repeated key is an error naming it; so is nesting
+deeper than the parser's recursion (100,000 `[`), a RecursionError otherwise.
 """
 
 from __future__ import annotations
@@ -24,5 +25,8 @@ def _unique(pairs: list[tuple[str, Any]]) -> dict:
 
 
 def loads(text: str) -> Any:
-    """json.loads, refusing a key repeated in one object (DuplicateKey, a ValueError)."""
-    return json.loads(text, object_pairs_hook=_unique)
+    """json.loads, refusing a key repeated in one object (DuplicateKey) and deep nesting (a ValueError too)."""
+    try:
+        return json.loads(text, object_pairs_hook=_unique)
+    except RecursionError:
+        raise ValueError("nested too deeply to read (arrays or objects inside one another thousands of levels deep)") from None

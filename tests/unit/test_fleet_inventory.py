@@ -88,7 +88,8 @@ def test_a_wrong_fleet_or_archive_names_the_field_and_the_fix(workdir, case):
 
 
 def test_a_fleet_with_a_baked_ami_passes_validate(workdir):
-    write(workdir, FLEET.replace('vni    = 77', 'vni    = 77\n  ami    = "ami-0123456789abcdef0"') % (FLEET_BLOCK + "\n" + ARCHIVE_BLOCK))
+    assert 'ami    = "ami-0123456789abcdef0"' in FLEET  # (it was once added a second time: a repeat is refused now)
+    write(workdir, FLEET % (FLEET_BLOCK + "\n" + ARCHIVE_BLOCK))
     result = mirrorcap("validate", cwd=workdir)
     assert result.returncode == 0, result.stderr
 

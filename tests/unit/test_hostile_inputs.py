@@ -17,6 +17,7 @@ from mirrorcap.inventory import load
 from mirrorcap.workflow import review as R
 
 RECORDED = ROOT / "tests" / "fixtures" / "review"
+EXAMPLE_ENI = "eni-0000000000000001a"
 
 
 def run(*args: str, **kw):
@@ -127,6 +128,14 @@ def test_hcl_escapes_are_the_text_they_stand_for(workdir):
     assert c.sources[0].description == 'say "hi" ${literal} %{ if } ${bare} back\\slash'
 
 
+def test_a_lone_template_escape_is_the_text_it_stands_for(workdir):
+    """HCL's `$${` needs no closing brace: once a syntax error a line further on, or read up to the next `}`
+    (here a comment's), swallowing the lines between into the string."""
+    text = minimal(f'  source {{\n    eni_id = "{EXAMPLE_ENI}"\n    description = "cost: $${{ and 50%%{{"\n    vni = 777 # }}\n  }}')
+    c, = load(write(workdir, text)).captures
+    assert c.sources[0].description == "cost: ${ and 50%{" and c.sources[0].vni == 777
+
+
 # --- the lock: numbers out of AWS's range are refused, not renumbered ---------------------------------
 
 @pytest.mark.parametrize("number", [0, -3, 40000])
@@ -150,3 +159,107 @@ def test_sessions_write_says_it_wrote_through_the_link(workdir):
     r = run("sessions", "--write", "-i", str(workdir / "capture.hcl"))
     assert r.exit_code == 0 and f"(through the link, to {real})" in r.stderr
     assert (workdir / "capture.lock.json").is_symlink() and "eni-0000000000000001a" in real.read_text()
+
+
+# --- text from an input reaches the terminal inert -------------------------------------------------
+
+def test_a_capture_label_is_shown_inert(workdir):
+    write(workdir, minimal(name="p\x1b[31mrod\x00"))
+    r = run("validate", "-i", str(workdir / "capture.hcl"))
+    assert r.exit_code == 1 and "\x1b" not in r.stderr and "\x00" not in r.stderr
+    assert 'capture "p<U+001B>[31mrod<U+0000>": capture name' in r.stderr
+
+
+def test_a_syntax_errors_line_is_shown_inert(workdir):
+    write(workdir, 'capture "x" {\n  region = "\x1b]0;owned\x07\u202eoof" "again"\n}\n')
+    r = run("validate", "-i", str(workdir / "capture.hcl"))
+    assert r.exit_code == 1 and "HCL syntax error" in r.stderr
+    assert not any(c in r.stderr for c in "\x1b\x07\u202e") and "<U+001B>]0;owned<U+0007><U+202E>oof" in r.stderr
+
+
+def test_lock_keys_are_shown_inert_by_sessions_write(workdir):
+    write(workdir, minimal('  source {\n    eni_id = "eni-0000000000000001a"\n  }'))
+    lock = workdir / "capture.lock.json"
+    lock.write_text(json.dumps({"version": 1, "captures": {"te\u202est": {"eni-\x1b[2J": 7}}}))
+    r = run("sessions", "--write", "-i", str(workdir / "capture.hcl"))
+    assert r.exit_code == 0 and "te<U+202E>st eni-<U+001B>[2J: session number 7 -> (removed)" in r.stderr
+    assert not any(c in r.stdout + r.stderr for c in "\x1b\u202e")
+
+
+# --- the lock: deep, or a link to nothing ------------------------------------------------------------
+
+@pytest.mark.parametrize("args", [["validate"], ["sessions"], ["render", "--check"]])
+def test_a_deep_lock_is_one_problem_not_a_traceback(workdir, args):
+    write(workdir, minimal('  source {\n    eni_id = "eni-0000000000000001a"\n  }'))
+    (workdir / "capture.lock.json").write_text("[" * 100_000 + "]" * 100_000)
+    r = run(*args, "-i", str(workdir / "capture.hcl"))
+    assert r.exit_code == (1 if args == ["validate"] else 2) and not isinstance(r.exception, RecursionError)
+    cause, fix = one_problem(r.stderr)
+    assert "capture.lock.json: not a readable JSON lock file: nested too deeply" in cause and "sessions --write" in fix
+
+
+def test_validate_refuses_a_lock_that_links_to_nothing(workdir):
+    write(workdir, minimal('  source {\n    eni_id = "eni-0000000000000001a"\n  }'))
+    (workdir / "capture.lock.json").symlink_to(workdir / "gone.lock.json")
+    r = run("validate", "-i", str(workdir / "capture.hcl"))
+    assert r.exit_code == 1 and "OK" not in r.stdout
+    cause, fix = one_problem(r.stderr)
+    assert "which does not exist" in cause and "point the link at the lock file" in fix
+
+
+# --- the command line: wrong before any AWS call (2), not "could not reach AWS" (3) after the work ----
+
+NO_AWS = {"AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None, "AWS_SESSION_TOKEN": None, "AWS_PROFILE": None,
+          "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent", "AWS_CONFIG_FILE": "/nonexistent", "AWS_EC2_METADATA_DISABLED": "true"}
+WINDOW = ["window", "--capture", "test", "--at", "now"]
+WRONG_COMMAND_LINES = {
+    "port 70000": (WINDOW + ["--port", "70000"], "--port: 70000 is not a port"),
+    "port -1": (WINDOW + ["--port", "-1"], "--port: -1 is not a port"),
+    "host not an address": (WINDOW + ["--host", "not-an-ip"], "--host: 'not-an-ip' is not an IP address"),
+    "bpf tcp and and": (WINDOW + ["--bpf", "tcp and and"], "--bpf: tcpdump cannot use the filter: can't parse filter expression"),
+    "window role garbage": (WINDOW + ["--role-arn", "garbage"], "--role-arn: 'garbage' is not an IAM role ARN"),
+    "bucket ../../x": (WINDOW + ["--bucket", "../../x"], "--bucket: '../../x' is not an S3 bucket name"),
+    "check role garbage": (["check", "--role-arn", "garbage"], "--role-arn: 'garbage' is not an IAM role ARN"),
+    "validate mtus": (["validate", "--source-mtu", "-1"], "--source-mtu: -1 is out of range (68 to 9001)"),
+    "validate target mtu huge": (["validate", "--target-mtu", "99999999999999999999"], "--target-mtu: 99999999999999999999 is out of range"),
+    "validate live mtu": (["validate", "--live", "--target-mtu", "0"], "--target-mtu: 0 is out of range"),
+    "validate live role garbage": (["validate", "--live", "--role-arn", "garbage"], "--role-arn: 'garbage' is not an IAM role ARN"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(WRONG_COMMAND_LINES))
+def test_a_wrong_command_line_is_2_before_any_aws_call(workdir, case):
+    args, words = WRONG_COMMAND_LINES[case]
+    write(workdir, minimal("  archive {}"))
+    r = run(*args, "-i", str(workdir / "capture.hcl"), *(["--out", str(workdir / "w.pcap")] if args[0] == "window" else []), env=NO_AWS)
+    assert r.exit_code == 2, r.stderr
+    cause, fix = one_problem(r.stderr)
+    assert cause.startswith("mirrorcap: ") and f"command line: {words}" in cause, cause
+    assert sorted(p.name for p in workdir.iterdir()) == ["capture.hcl"]
+
+
+def test_preflight_names_an_unknown_action_before_credentials(workdir):
+    write(workdir, minimal())
+    r = run("preflight", "explode", "--stack", "test", "-i", str(workdir / "capture.hcl"), env=NO_AWS)
+    assert r.exit_code == 2 and "'explode' is not an action" in r.stderr and "credentials" not in r.stderr
+    assert "fix: use one of diff, deploy, destroy, output, state-bucket" in r.stderr
+
+
+# --- a reader that goes away ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args", [["sessions"], ["validate"], ["--help"]])
+def test_a_closed_pipe_ends_the_command_as_sigpipe_does_in_silence(workdir, args):
+    """`mirrorcap sessions | head -1` once exited 1 (the table's "findings") when head had gone."""
+    import os
+    import subprocess
+    import sys
+    write(workdir, minimal('  source {\n    eni_id = "eni-0000000000000001a"\n  }'))
+    assert run("sessions", "--write", "-i", str(workdir / "capture.hcl")).exit_code == 0
+    read, written = os.pipe()
+    os.close(read)  # the reader is gone before the first line
+    try:
+        r = subprocess.run([sys.executable, "-m", "mirrorcap", *args], cwd=workdir, stdout=written, stderr=subprocess.PIPE, text=True,
+                           env={k: v for k, v in os.environ.items() if k != "MIRRORCAP_INVENTORY"})
+    finally:
+        os.close(written)
+    assert (r.returncode, r.stderr) == (141, "")

@@ -160,6 +160,17 @@ BAD = {
                                      "a relative path to a .tfstate file"),
     "local state reaching /etc/passwd": (minimal('  backend "local" {\n    path = "../../../../../../etc/passwd"\n  }'),
                                          'backend "local" > path', "a relative path to a .tfstate file"),
+    "local state reaching /etc/cron.d": (minimal('  backend "local" {\n    path = "../../../../../../etc/cron.d/x.tfstate"\n  }'),
+                                         'backend "local" > path', "leaves the project directory"),
+    "local state one level above the project": (minimal('  backend "local" {\n    path = "state/../../../../../x.tfstate"\n  }'),
+                                                'backend "local" > path', "leaves the project directory"),
+    "a reader role of another partition": (minimal('  archive {\n    reader_role_arns = ["arn:aws-cn:iam::123456789012:role/r"]\n  }'),
+                                           "archive > reader_role_arns[0]", "an ARN of the aws-cn partition; the capture's region eu-west-1 is in aws"),
+    "a KMS key of another partition": (minimal('  storage {\n    kms_key_id = "arn:aws-us-gov:kms:eu-west-1:123456789012:alias/k"\n  }'),
+                                       "storage > kms_key_id", "aws-us-gov partition"),
+    "a state role of another partition": (minimal('  backend "s3" {\n    bucket = "my-state"\n    region = "cn-north-1"\n'
+                                                  '    role_arn = "arn:aws:iam::123456789012:role/r"\n  }'),
+                                          'backend "s3" > role_arn', "region cn-north-1 is in aws-cn"),
     "HCL nested thousands deep": (minimal("  tags = " + "[" * 3000 + "]" * 3000), "capture.hcl", "nested too deeply to read"),
     "HCL blocks nested thousands deep": (minimal("  host {\n" + "x {\n" * 3000 + "}\n" * 3000 + "  }"), "capture.hcl",
                                          "nested too deeply to read"),
@@ -168,6 +179,16 @@ BAD = {
     "tag with a character AWS refuses": (minimal('  tags = { Team = "a;b" }'), "tags.Team", "characters AWS tags do not allow: ';'"),
     "description over 255 characters": (minimal(f'  source {{\n    eni_id = "{eni(1)}"\n    description = "{"d" * 256}"\n  }}'),
                                          "source[0] > description", "256 characters long"),
+    # Repeats python-hcl2 once resolved silently (the last one won), and syntax errors named where they are
+    "an attribute given twice": (minimal().replace("vni       = 4242", "vni       = 12345\n  vni = 777"), "capture.hcl:8: vni",
+                                 "given twice in one block"),
+    "a tag given twice in a map": (minimal('  tags = { Team = "a", Team = "b" }'), "Team", "given twice in one map"),
+    "a tag given twice in a block": (minimal('  tags {\n    Team = "a"\n    Team = "b"\n  }'), "Team", "given twice in one block"),
+    "a byte-order mark": ("\ufeff" + minimal(), "capture.hcl:1:1", "starts with a UTF-8 byte-order mark (BOM)"),
+    "a hexadecimal number": (minimal().replace("vni       = 4242", "vni       = 0x10"), "capture.hcl:7:15",
+                             "0x10 is not a number HCL reads"),
+    "digits with underscores": (minimal().replace("vni       = 4242", "vni       = 1_000"), "capture.hcl:7:15",
+                                "1_000 is not a number HCL reads"),
     "description with a newline": (minimal(f'  source {{\n    eni_id = "{eni(1)}"\n    description = "web\\nnext"\n  }}'),
                                    "source[0] > description", "control characters"),
 }
@@ -340,3 +361,12 @@ def test_a_capture_without_its_ami_renders_for_the_first_bake_but_is_not_deploye
     with pytest.raises(MirrorcapError) as e:
         prepare(workdir / "capture.hcl")
     assert 'capture "first" > ami: missing' in str(e.value)
+
+
+def test_arns_of_the_regions_partition_and_state_inside_the_project_are_accepted(workdir):
+    c, = load(write(workdir, minimal('  archive {\n    reader_role_arns = ["arn:aws:iam::123456789012:role/r"]\n  }\n'
+                                     '  backend "local" {\n    path = "../../../state/test.tfstate"\n  }'))).captures
+    assert c.archive.reader_role_arns == ("arn:aws:iam::123456789012:role/r",) and c.backend.path == "../../../state/test.tfstate"
+    c, = load(write(workdir, minimal().replace('"eu-west-1"', '"cn-north-1"').replace(
+        "  network {", '  archive {\n    reader_role_arns = ["arn:aws-cn:iam::123456789012:role/r"]\n  }\n  network {'))).captures
+    assert c.archive.reader_role_arns == ("arn:aws-cn:iam::123456789012:role/r",)

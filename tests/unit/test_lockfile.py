@@ -39,6 +39,8 @@ BROKEN = {
     # Once read last-wins
     "a source twice": ('{"version": 1, "captures": {"prod": {"eni-1": 1, "eni-1": 2}}}', "", "key 'eni-1' is given twice"),
     "a capture twice": ('{"version": 1, "captures": {"prod": {}, "prod": {"eni-1": 2}}}', "", "key 'prod' is given twice"),
+    # Once a RecursionError traceback
+    "nested 100,000 deep": ("[" * 100_000 + "]" * 100_000, "", "nested too deeply to read"),
 }
 
 
@@ -86,3 +88,13 @@ def test_a_lock_link_to_no_regular_file_is_refused_not_replaced(tmp_path, where)
         lockfile.write(link, {("prod", "eni-1"): 1})
     assert "is a link to" in str(exc.value) and "fix: point the link at the lock file" in str(exc.value)
     assert link.is_symlink() and (target.is_dir() if where == "a directory" else not target.exists())
+
+
+def test_a_lock_link_to_nothing_is_no_lock_yet_refused(tmp_path):
+    """Read as no lock at all, it once let validate say OK (numbers recomputed) and `sessions --write` then refuse."""
+    link = tmp_path / "capture.lock.json"
+    link.symlink_to(tmp_path / "gone.lock.json")
+    with pytest.raises(MirrorcapError) as exc:
+        lockfile.read(link)
+    (problem,) = exc.value.problems
+    assert problem.file == str(link) and "which does not exist" in problem.message and "point the link at the lock file" in problem.fix

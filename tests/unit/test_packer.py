@@ -257,3 +257,33 @@ def test_the_baked_ami_is_read_from_packers_manifest(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert 'ami = "ami-0123456789abcdef0"' in r.stdout and 'in capture "prod" of capture.hcl' in r.stdout
+
+
+def _bake_vars(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mirrorcap", "bake", "vars", "--capture", "prod", *args], cwd=cwd, env=env(),
+                          capture_output=True, text=True)
+
+
+@pytest.fixture
+def rendered_example(tmp_path) -> Path:
+    shutil.copy(EXAMPLE, tmp_path / "capture.hcl")
+    shutil.copy(ROOT / "capture.lock.json", tmp_path / "capture.lock.json")
+    assert mirrorcap("render", "--out", "rendered", cwd=tmp_path).returncode == 0
+    return tmp_path
+
+
+def test_vars_refuse_an_out_that_is_a_directory_or_in_none_and_create_nothing(rendered_example, tmp_path_factory):
+    """`--out /tmp` was an IsADirectoryError traceback; `--out /nonexistent/x.json` created /nonexistent."""
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    for out, words in ((elsewhere, "exists and is not a regular file"), (elsewhere / "no" / "x.json", "is not a directory")):
+        r = _bake_vars(rendered_example, "--out", str(out))
+        assert r.returncode == 2 and f"command line: --out: " in r.stderr and words in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert list(elsewhere.iterdir()) == [] and not (rendered_example / "cdktf.out").exists()
+
+
+def test_vars_refuse_a_stale_render(rendered_example):
+    script = rendered_example / "rendered" / "prod" / "bake.sh"
+    script.write_text(script.read_text() + "# edited by hand\n")
+    r = _bake_vars(rendered_example)
+    assert r.returncode == 2 and "rendered/prod: stale: 1 file(s) differ from a fresh render, e.g. bake.sh" in r.stderr, r.stderr
+    assert "fix: run `mirrorcap render --out rendered`" in r.stderr and not (rendered_example / "cdktf.out").exists()

@@ -16,13 +16,37 @@ Jinja2 or cdktn when it runs (tests/unit/test_cli_imports.py holds it to that).
 
 from __future__ import annotations
 
+import os
+import sys
+
 import typer
 
 from . import bake, capacity, check, find, index, preflight, render, review, sessions, state_bucket, validate, window
 from .common import CONTEXT, EXIT_CODES_HELP
 
-app = typer.Typer(help="Packet capture on AWS with VPC Traffic Mirroring.", no_args_is_help=True,
-                  context_settings=CONTEXT, epilog=EXIT_CODES_HELP)
+# A reader that goes away (`mirrorcap sessions | head -1`) ends the command as SIGPIPE ends
+# any CLI, 128 + 13, in silence: click's own answer is exit 1, this table's "findings".
+BROKEN_PIPE = 141
+
+
+class _App(typer.Typer):
+    def __call__(self, *args, **kwargs):
+        try:
+            super().__call__(*args, **kwargs)
+        except SystemExit as exc:
+            # How click (typer's own copy too) marks an EPIPE it caught; rich's help leaves the error as the context.
+            if type(sys.stdout).__name__ == "PacifyFlushWrapper" or isinstance(exc.__context__, BrokenPipeError):
+                raise SystemExit(BROKEN_PIPE) from None
+            try:
+                sys.stdout.flush()  # what is still buffered meets the closed pipe here, not at interpreter exit
+            except BrokenPipeError:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left for exit's flush to fail on
+                raise SystemExit(BROKEN_PIPE) from None
+            raise exc
+
+
+app = _App(help="Packet capture on AWS with VPC Traffic Mirroring.", no_args_is_help=True,
+           context_settings=CONTEXT, epilog=EXIT_CODES_HELP)
 
 
 def _version(value: bool) -> None:

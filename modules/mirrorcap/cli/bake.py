@@ -23,14 +23,40 @@ def vars_command(
 ) -> None:
     """Write the Packer variables for one capture; print the file's path. Exit 2: the inventory, the capture or the render is wrong."""
     from ..workflow.bake import OUT_DIR, build_subnet, mirrorcap_version, packer_vars
-    c = capture_named(load_inventory(inventory), capture, inventory)
-    with reported():
-        values = packer_vars(capture, c.region, rendered, mirrorcap_version(), c.vpc_id, build_subnet(c))
+    inv = load_inventory(inventory)
+    c = capture_named(inv, capture, inventory)
     target = out or OUT_DIR / f"{capture}.pkrvars.json"
-    target.parent.mkdir(parents=True, exist_ok=True)
+    with reported():
+        _check_out(out)
+        values = packer_vars(capture, c.region, rendered, mirrorcap_version(), c.vpc_id, build_subnet(c))
+        _check_render(inv, capture, rendered)
+    target.parent.mkdir(parents=True, exist_ok=True)  # (only the default's: an --out's directory must exist)
     Path(values["manifest"]).unlink(missing_ok=True)  # a failed build must not leave the previous AMI looking new
     target.write_text(json.dumps(values, indent=2) + "\n")
     print(target)
+
+
+def _check_out(out: Path | None) -> None:
+    """An --out is a file in a directory that exists: nothing is created around it (once /nonexistent was)."""
+    if out is None:
+        return
+    if out.exists() and not out.is_file():
+        raise MirrorcapError([Problem("command line", "--out", f"{out} exists and is not a regular file",
+                                      "give the path of the .pkrvars.json file to write, e.g. --out cdktf.out/bake/prod.pkrvars.json")])
+    if not out.parent.is_dir():
+        raise MirrorcapError([Problem("command line", "--out", f"{out.parent} is not a directory", "create it, or write elsewhere")])
+
+
+def _check_render(inv, capture: str, rendered: Path) -> None:
+    """The bake takes rendered/<capture> as it is: it must be what the inventory renders now."""
+    from ..host.render import rendered_tree
+    from ..host.tree import diff_tree
+    prefix = f"{capture}/"
+    fresh = {rel[len(prefix):]: v for rel, v in rendered_tree(inv).items() if rel.startswith(prefix)}
+    stale = diff_tree(fresh, rendered / capture)
+    if stale:
+        raise MirrorcapError([Problem(str(rendered / capture), "", f"stale: {len(stale)} file(s) differ from a fresh render, e.g. {stale[0]}",
+                                      f"run `mirrorcap render --out {rendered}` (make bake does) first")])
 
 
 @bake_app.command("result")

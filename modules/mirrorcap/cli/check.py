@@ -23,7 +23,7 @@ def check(
 ) -> None:
     """Compare the inventory with the live account (AWS credentials needed).
 
-    Exit 0: no drift; 1: drift; 2: could not check the inventory (missing, invalid, --capture);
+    Exit 0: no drift; 1: drift; 2: could not check the inventory (missing, invalid, --capture) or a wrong --role-arn;
     3: could not reach AWS (credentials, network, permissions): cron can tell them apart."""
     try:
         findings, fixed = _check(inventory, capture, fix, access(profile, role_arn))

@@ -47,7 +47,14 @@ def sub_app(help: str) -> typer.Typer:
 
 
 def access(profile: str | None, role_arn: str | None) -> Access:
+    """The way to the account; a --role-arn that is no role's ARN is the command line's problem (2),
+    not botocore's parameter check after the work (3)."""
+    import re
     from ..account_checks.clients import Access
+    from ..inventory.load import ROLE_ARN
+    if role_arn is not None and not re.fullmatch(ROLE_ARN, role_arn):
+        raise MirrorcapError([Problem("command line", "--role-arn", f"{role_arn!r} is not an IAM role ARN",
+                                      "pass arn:aws:iam::<account>:role/<name>, or leave --role-arn out (the credentials' own identity)")])
     return Access(profile=profile, role_arn=role_arn)
 
 

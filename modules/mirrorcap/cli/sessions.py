@@ -22,6 +22,7 @@ def sessions(
     Exit 0: done; 1: --check found the lock file out of date; 2: the inventory or its lock is wrong."""
     from ..contract import vni_of
     from ..numbering import lockfile
+    from ..workflow.review import inert  # lock keys are the lock's text, not the inventory's checked IDs
     inv, numbering = load_numbered(inventory)
     rows = []
     for capture in inv.captures:
@@ -37,12 +38,12 @@ def sessions(
             note = "fixed in inventory" if r["fixed"] else ""
             print(f"{r['capture']:<16} {r['source']:<24} {r['session_number']:>7} {r['vni']:>8}  {note}")
         for (capture, source), old, new in numbering.changes:
-            print(f"change: {capture} {source}: {old if old is not None else '-'} -> {new if new is not None else '-'}")
+            print(inert(f"change: {capture} {source}: {old if old is not None else '-'} -> {new if new is not None else '-'}"))
     if write:
         # On stderr, always: `make synth` hides the table, never what changed in the lock.
         for (capture, source), old, new in numbering.changes:
-            print(f"{numbering.lock_path.name}: {capture} {source}: session number "
-                  f"{old if old is not None else '(none)'} -> {new if new is not None else '(removed)'}", file=sys.stderr)
+            print(inert(f"{numbering.lock_path.name}: {capture} {source}: session number "
+                        f"{old if old is not None else '(none)'} -> {new if new is not None else '(removed)'}"), file=sys.stderr)
         with reported():
             changed = lockfile.write(numbering.lock_path, numbering.numbers)
         through = f" (through the link, to {lockfile.write_target(numbering.lock_path)})" if numbering.lock_path.is_symlink() else ""

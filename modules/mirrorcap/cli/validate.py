@@ -8,8 +8,8 @@ from pathlib import Path
 
 import typer
 
-from ..errors import MirrorcapError
-from .common import FINDINGS, InventoryOpt, ProfileOpt, RoleOpt, access, fail, load_numbered, reported
+from ..errors import MirrorcapError, Problem
+from .common import FINDINGS, USAGE, InventoryOpt, ProfileOpt, RoleOpt, access, fail, load_numbered, reported
 
 
 def validate(
@@ -23,16 +23,25 @@ def validate(
     """Check the inventory and its lock file.
 
     Exit 0: valid; 1: every problem found (in the file, or what the account says with --live);
-    2: the inventory file does not exist; 3: could not reach AWS (--live)."""
+    2: the command line is wrong (an MTU, --role-arn) or the inventory file does not exist;
+    3: could not reach AWS (--live)."""
+    from .. import aws_limits as L
     from ..capacity import estimate_for
     from ..inventory import unbaked
+    wrong = [Problem("command line", flag, f"{mtu} is out of range ({L.MTU_MIN} to {L.MIRROR_TARGET_MTU})",
+                     "pass the interface's MTU in bytes: 9001 (EC2 jumbo frames, the default), 1500 (Ethernet)...")
+             for flag, mtu in (("--source-mtu", source_mtu), ("--target-mtu", target_mtu)) if not L.MTU_MIN <= mtu <= L.MIRROR_TARGET_MTU]
+    if wrong:
+        fail(MirrorcapError(wrong), USAGE)
     inv, numbering = load_numbered(inventory, FINDINGS)
     if unbaked(inv):  # what synth refuses, validate refuses
         fail(MirrorcapError(unbaked(inv)), FINDINGS)
     bandwidth = {}
     if live:
+        with reported():  # a wrong --role-arn is the command line's (2); what the account says is a finding (1)
+            aws = access(profile, role_arn)
         with reported(FINDINGS):
-            bandwidth = _validate_live(inventory, inv, source_mtu, target_mtu, access(profile, role_arn))
+            bandwidth = _validate_live(inventory, inv, source_mtu, target_mtu, aws)
     sources = sum(len(c.sources) for c in inv.captures)
     print(f"{inventory}: OK: {len(inv.captures)} capture(s), {sources} source(s)")
     now = datetime.now(timezone.utc)

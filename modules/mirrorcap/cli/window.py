@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 
 from ..errors import MirrorcapError, Problem
-from .common import FINDINGS, InventoryOpt, ProfileOpt, RoleOpt, access, capture_named, load_inventory, reported
+from .common import FINDINGS, InventoryOpt, ProfileOpt, RoleOpt, access, capture_named, fail, load_inventory, reported
 
 
 def window(
@@ -35,9 +35,14 @@ def window(
     Exit 0: written to --out; 1: no archived pcap covers the window; 2: usage, inventory, --out or the
     tools; 3: could not reach AWS (credentials, network, the bucket denied)."""
     from ..archive.window import TOOLS_FIX, Query, bounds, extract, find, missing_tools, require_archive
+    from ..archive.window_args import problems
     q = Query(at=at, window=span, before=before, after=after, vni=vni, host=host, port=port, bpf=bpf, display=display)
+    wrong = problems(q, bucket)
+    if wrong:
+        fail(MirrorcapError(wrong))
     c = capture_named(load_inventory(inventory), capture, inventory)
     with reported():
+        aws = access(profile, role_arn)  # (a wrong --role-arn is refused here, before the window's notes)
         require_archive(c, str(inventory))
         if vni is not None and vni not in c.vnis:
             raise MirrorcapError([Problem(str(inventory), "--vni", f"capture {capture} mirrors no VNI {vni}",
@@ -54,7 +59,7 @@ def window(
             raise MirrorcapError([Problem("command line", "--out", f"{out} exists", "pick another --out (mirrorcap window never overwrites a file)")])
         if not out.parent.resolve().is_dir():
             raise MirrorcapError([Problem("command line", "--out", f"{out.parent} is not a directory", "create it, or write elsewhere")])
-        s3 = access(profile, role_arn).s3(c.region)
+        s3 = aws.s3(c.region)
         found = find(s3, c, begin, end, [vni] if vni is not None else list(c.vnis), bucket)
         if found.ignored:
             print(f"mirrorcap: warning: {len(found.ignored)} key(s) in s3://{found.bucket} are not what a host writes and were "

@@ -4,10 +4,13 @@ Strings come back as the text they stand for: python-hcl2 decodes `\\"`, `\\\\`,
 `\\n`, `\\uXXXX`..., but leaves HCL's template escapes `$${` and `%%{` doubled;
 they are undone here, so `"$${x}"` is the text `${x}`, as HCL means it. (A bare
 `${x}` is that same text too: nothing in the inventory is evaluated.)
+A lone `$${` is that escape too (hclgrammar.py). An attribute given twice in one
+block, or a key twice in one map, is refused: python-hcl2 keeps the last, silently.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,7 @@ import hcl2
 from lark.exceptions import LarkError, UnexpectedInput, VisitError
 
 from ..errors import MirrorcapError, Problem
+from .hclgrammar import parser, repeats
 from .inputfile import read_text
 
 _OPTIONS = hcl2.SerializationOptions(strip_string_quotes=True, explicit_blocks=False, with_comments=False)
@@ -48,22 +52,44 @@ def strings_unescaped(value: Any) -> Any:
 
 def parse_hcl(text: str, name: str) -> dict[str, Any]:
     """The values of an HCL text (named `name` in problems), or a MirrorcapError saying where it is wrong."""
+    if text.startswith("\ufeff"):
+        raise MirrorcapError([Problem(f"{name}:1:1", "", "the file starts with a UTF-8 byte-order mark (BOM), which HCL does not read",
+                                      "save it as UTF-8 without a BOM (most editors: \"UTF-8\", not \"UTF-8 with BOM\")")])
     try:
-        return strings_unescaped(hcl2.loads(text, serialization_options=_OPTIONS))
+        tree = hcl2.transform(parser().parse(text + "\n"))  # the newline: python-hcl2's own loads adds it too
+        again = [Problem(f"{name}:{line}", key, f"given twice in one {what} (which one counts is not for mirrorcap to guess)", f"remove one `{key} = ...`: keep the value you mean")
+                 for line, key, what in sorted(repeats(tree, _OPTIONS))]
+        if again:
+            raise MirrorcapError(again)
+        return strings_unescaped(hcl2.serialize(tree, serialization_options=_OPTIONS))
     except RecursionError:
         raise MirrorcapError([Problem(name, "", *TOO_DEEP)])
     except UnexpectedInput as exc:
-        line, col = getattr(exc, "line", "?"), getattr(exc, "column", "?")
-        context = exc.get_context(text).rstrip() if hasattr(exc, "get_context") else ""
-        raise MirrorcapError([Problem(
-            f"{name}:{line}:{col}", "", "HCL syntax error near here:\n" + context,
-            "fix the HCL syntax at that line (every `key = value` needs a value; blocks need balanced braces)")])
+        raise MirrorcapError([_syntax_problem(exc, text, name)])
     except VisitError as exc:
         if isinstance(exc.orig_exc, RecursionError):
             raise MirrorcapError([Problem(name, "", *TOO_DEEP)])
         raise MirrorcapError([Problem(name, "", f"HCL not understood: {str(exc.orig_exc)[:300]}", "fix the HCL syntax")])
     except LarkError as exc:
         raise MirrorcapError([Problem(name, "", f"HCL syntax error: {str(exc)[:300]}", "fix the HCL syntax")])
+
+
+# Numbers HCL does not write: the parser reads `0x10` as 0 then a name, and fails a line later.
+_NOT_A_NUMBER = re.compile(r"(?<![\w.-])(-?(?:0[xXoObB][0-9A-Za-z_]*|\d+(?:_\d*)+))(?![\w.])")
+_QUOTED_OR_COMMENT = re.compile(r'"(?:[^"\\]|\\.)*"|#.*|//.*')
+
+
+def _syntax_problem(exc: UnexpectedInput, text: str, name: str) -> Problem:
+    line, col = getattr(exc, "line", "?"), getattr(exc, "column", "?")
+    if isinstance(line, int):
+        for n, source in enumerate(text.split("\n")[:line], 1):
+            found = _NOT_A_NUMBER.search(_QUOTED_OR_COMMENT.sub(lambda m: " " * len(m.group(0)), source))
+            if found:
+                return Problem(f"{name}:{n}:{found.start() + 1}", "", f"{found.group(1)} is not a number HCL reads "
+                               "(no hexadecimal, octal, binary or `_` between digits)", "write the number in plain decimal digits")
+    context = exc.get_context(text).rstrip() if hasattr(exc, "get_context") else ""
+    return Problem(f"{name}:{line}:{col}", "", "HCL syntax error near here:\n" + context,
+                   "fix the HCL syntax at that line (every `key = value` needs a value; blocks need balanced braces)")
 
 
 def read_hcl(path: Path) -> dict[str, Any]:

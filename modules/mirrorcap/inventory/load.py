@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import posixpath
 import re
 import unicodedata
 from collections import Counter
@@ -106,7 +107,7 @@ def _capture(errors: Collector, name: str, body) -> Capture:
         errors.add(f"{path} > instance_type", f"{instance_type} is too small for a capture host (t3.micro froze under tshark; "
                    "tcpdump, its watcher and the archive's uploader need the memory)", 'use t3.small or larger, e.g. instance_type = "t3.small"')
     fleet = _fleet(errors, path, b.single_block("fleet")) if b.has("fleet") else None
-    archive = _archive(errors, path, b.single_block("archive")) if b.has("archive") else None
+    archive = _archive(errors, path, region, b.single_block("archive")) if b.has("archive") else None
     if fleet:
         # An NLB target takes any number of sources: the account's session quota bounds them.
         if b.has("max_sources_per_target"):
@@ -122,7 +123,7 @@ def _capture(errors: Collector, name: str, body) -> Capture:
         max_sources = b.integer("max_sources_per_target", L.sources_per_target(instance_type), lo=1, hi=L.SOURCES_PER_ENI_TARGET_LARGE,
                                 fix="set 10, or 100 only if the Traffic Mirroring quotas page lists your instance type")
     rules, services = _filter(errors, path, b.single_block("filter"))
-    storage = _storage(errors, path, b.single_block("storage"))
+    storage = _storage(errors, path, region, b.single_block("storage"))
     storage_gib = storage.size_gib
     sources, tag_sources = _sources(errors, path, b.blocks("source"), max_sources, instance_type)
     auto_mirror = _auto_mirror(errors, path, b.blocks("auto_mirror"))
@@ -194,12 +195,24 @@ def _fleet(errors: Collector, parent: str, body) -> Fleet:
                  cross_zone=b.boolean("cross_zone", Fleet.cross_zone))
 
 
-def _archive(errors: Collector, parent: str, body) -> Archive:
+def _archive(errors: Collector, parent: str, region: str, body) -> Archive:
     b = Block(errors, f"{parent} > archive", body, {"retention_days", "reader_role_arns"})
     days = b.integer("retention_days", 0, lo=1, hi=36500) if b.has("retention_days") else None
     readers = b.string_list("reader_role_arns", pattern=ROLE_ARN, what="an IAM role ARN",
                             fix="use arn:aws:iam::<account>:role/<name>: the roles allowed to read the pcaps")
+    readers = tuple(arn for i, arn in enumerate(readers) if _in_partition(b, f"reader_role_arns[{i}]", arn, region))
     return Archive(retention_days=days, reader_role_arns=readers)
+
+
+def _in_partition(b: Block, key: str, arn: str, region: str) -> str:
+    """`arn` if it is of the region's partition (arn:aws-cn:... is no role, key or topic of
+    ap-northeast-1's account) or no ARN at all (a key ID, an alias), else "" and the problem."""
+    want, got = regions.partition(region), arn.split(":")[1] if arn.startswith("arn:") else None
+    if want is None or got is None or got == want:
+        return arn
+    b.errors.add(b.field(key), f"{arn} is an ARN of the {got} partition; the capture's region {region} is in {want}",
+                 f"use the ARN of the same name in {want} (arn:{want}:...)")
+    return ""
 
 
 def _alarms(errors: Collector, parent: str, region: str, body) -> Alarms:
@@ -208,6 +221,7 @@ def _alarms(errors: Collector, parent: str, region: str, body) -> Alarms:
            "region whose key policy, if encrypted, lets cloudwatch.amazonaws.com use the key), or remove it: the stack "
            "creates an encrypted topic")
     arn = b.string("topic_arn", pattern=SNS_TOPIC_ARN, what="a standard SNS topic ARN", fix=fix)
+    arn = arn and _in_partition(b, "topic_arn", arn, region)
     if arn and region and arn.split(":")[3] != region:
         errors.add(b.field("topic_arn"), f"the topic is in {arn.split(':')[3]}, the capture in {region}: "
                    "a CloudWatch alarm notifies a topic in its own region only", fix)
@@ -215,7 +229,7 @@ def _alarms(errors: Collector, parent: str, region: str, body) -> Alarms:
     return Alarms(topic_arn=arn or None)
 
 
-def _storage(errors: Collector, parent: str, body) -> Storage:
+def _storage(errors: Collector, parent: str, region: str, body) -> Storage:
     b = Block(errors, f"{parent} > storage", body, {"size_gib", "type", "kms_key_id", "iops", "throughput_mibps", "prevent_destroy",
                                                       "expected_mbps"})
     vtype = b.string("type", Storage.type, pattern="st1|sc1|gp3", what="a supported volume type",
@@ -228,8 +242,9 @@ def _storage(errors: Collector, parent: str, body) -> Storage:
         errors.add(f"{parent} > storage", "iops/throughput_mibps only apply to gp3", "remove them, or set type = \"gp3\"")
     return Storage(
         size_gib=size, type=vtype,
-        kms_key_id=b.string("kms_key_id", pattern=KMS_KEY, what="a KMS key ID, alias or ARN",
-                            fix="use a key ARN, key ID, or alias/NAME; remove it to have the stack create a dedicated key for the capture") or None,
+        kms_key_id=_in_partition(b, "kms_key_id", b.string("kms_key_id", pattern=KMS_KEY, what="a KMS key ID, alias or ARN",
+                                 fix="use a key ARN, key ID, or alias/NAME; remove it to have the stack create a dedicated key for the capture"),
+                                 region) or None,
         iops=iops, throughput_mibps=throughput,
         prevent_destroy=b.boolean("prevent_destroy", Storage.prevent_destroy),
         expected_mbps=b.integer("expected_mbps", 0, lo=1, hi=100_000,
@@ -533,10 +548,16 @@ def _backend(errors: Collector, parent: str, name: str, region: str, entries: li
     if kind == "local":
         b = Block(errors, bpath, body, {"path"})
         # Relative to the stack's directory; a .tfstate file, never any other file Terraform would overwrite.
-        return Backend(kind="local", path=b.string("path", f"../../../terraform.{name}.tfstate", pattern=rf"(?!/){STATE_CHAR}*\.tfstate",
-                                                   what=f"a relative path to a .tfstate file {STATE_TEXT}",
-                                                   fix=f'write a path relative to cdktf.out/stacks/{name}, ending in .tfstate, '
-                                                       f'e.g. path = "../../../terraform.{name}.tfstate"'))
+        fix = f'write a path relative to cdktf.out/stacks/{name}, ending in .tfstate, e.g. path = "../../../terraform.{name}.tfstate"'
+        default = f"../../../terraform.{name}.tfstate"
+        state = b.string("path", default, pattern=rf"(?!/){STATE_CHAR}*\.tfstate", what=f"a relative path to a .tfstate file {STATE_TEXT}",
+                         fix=fix)
+        # ... inside the project: `../../../../../../etc/cron.d/x.tfstate` is a file cron would run.
+        if posixpath.normpath(posixpath.join("cdktf.out/stacks", name, state)).startswith("../"):
+            errors.add(b.field("path"), f"{state!r} leaves the project directory (three levels up from cdktf.out/stacks/{name})",
+                       fix + " (at most three `../`: the state stays in the project)")
+            state = default
+        return Backend(kind="local", path=state)
     if kind != "s3":
         errors.add(bpath, f"backend type {kind!r} is not supported", 'use backend "s3" (remote state) or remove the block for local state')
         return Backend(kind="local")
@@ -550,13 +571,15 @@ def _backend(errors: Collector, parent: str, name: str, region: str, entries: li
         key=b.string("key", f"mirrorcap/{name}.tfstate", pattern=rf"(?!/)(?!.*//)(?:(?!\s){STATE_CHAR})+\.tfstate",
                      what=f"a state object key ending in .tfstate, not starting with '/', no '//', {STATE_TEXT}",
                      fix=f'e.g. key = "mirrorcap/{name}.tfstate"'),
-        region=_region(b, "region", default=region),
+        region=(state_region := _region(b, "region", default=region)),
         # S3 native locking (Terraform/OpenTofu >= 1.10) unless the user kept a DynamoDB lock table.
         use_lockfile=b.boolean("use_lockfile", not dynamodb),
         dynamodb_table=dynamodb,
         encrypt=b.boolean("encrypt", Backend.encrypt),
-        kms_key_id=b.string("kms_key_id", pattern=KMS_KEY, what="a KMS key ID, alias or ARN", fix="use a key ARN or remove it"),
-        role_arn=b.string("role_arn", pattern=ROLE_ARN, what="an IAM role ARN", fix="use arn:aws:iam::<account>:role/<name>"),
+        kms_key_id=_in_partition(b, "kms_key_id", b.string("kms_key_id", pattern=KMS_KEY, what="a KMS key ID, alias or ARN",
+                                                           fix="use a key ARN or remove it"), state_region),
+        role_arn=_in_partition(b, "role_arn", b.string("role_arn", pattern=ROLE_ARN, what="an IAM role ARN",
+                                                       fix="use arn:aws:iam::<account>:role/<name>"), state_region),
     )
     if not backend.encrypt:
         errors.add(f"{bpath} > encrypt", "state holds resource IDs and must be encrypted at rest", "remove `encrypt = false`")

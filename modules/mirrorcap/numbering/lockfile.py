@@ -35,6 +35,10 @@ def path_for(inventory_path: str | Path) -> Path:
 
 
 def read(path: Path) -> dict[Key, int]:
+    if path.is_symlink() and not path.exists():  # a link to nothing is no "no lock yet": numbers would be recomputed
+        raise MirrorcapError([Problem(str(path), "", f"is a link to {os.path.realpath(path)}, which does not exist",
+                                      "point the link at the lock file, or remove the link (`mirrorcap sessions --write` then "
+                                      "writes a regular lock file)")])
     if not path.exists():
         return {}
     try:
