@@ -31,6 +31,8 @@ def test_review_verify_says_nothing_to_apply_with_4(tmp_path):
     from helpers import ROOT
     plan = json.loads((ROOT / "tests" / "fixtures" / "review" / "plan.json").read_text())  # a real plan
     plan["resource_changes"] = [dict(rc, change={**rc["change"], "actions": ["no-op"]}) for rc in plan.get("resource_changes", [])]
+    # its outputs too: an output change is a change to apply (docs/workflow.md)
+    plan["output_changes"] = {k: {**oc, "actions": ["no-op"]} for k, oc in plan.get("output_changes", {}).items()}
     (tmp_path / "plan.json").write_text(json.dumps(plan))
     r = mirrorcap("review", "verify", "--stack", "prod", "--plan-json", "plan.json", cwd=tmp_path)
     assert (r.returncode, r.stdout.strip()) == (4, "no changes: nothing to apply"), r.stderr

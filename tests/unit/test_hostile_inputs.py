@@ -63,14 +63,14 @@ def test_fleet_advice_never_exceeds_what_a_fleet_takes():
 PLAN = {"format_version": "1.2", "planned_values": {}}
 MALFORMED = {
     "a change that is a number": ({**PLAN, "resource_changes": [1]}, "resource_changes[0]: expected an object"),
-    "change not an object": ({**PLAN, "resource_changes": [{"change": "create"}]}, "resource_changes[0].change: expected an object"),
-    "actions a string": ({**PLAN, "resource_changes": [{"change": {"actions": "create"}}]}, "resource_changes[0].change.actions"),
-    "an unknown action": ({**PLAN, "resource_changes": [{"change": {"actions": ["explode"]}}]}, "resource_changes[0].change.actions"),
-    "after a list": ({**PLAN, "resource_changes": [{"change": {"actions": ["create"], "after": []}}]}, "resource_changes[0].change.after"),
+    "change not an object": ({**PLAN, "resource_changes": [{"address": "a.b", "change": "create"}]}, "resource_changes[0].change: expected an object"),
+    "actions a string": ({**PLAN, "resource_changes": [{"address": "a.b", "change": {"actions": "create"}}]}, "resource_changes[0].change.actions"),
+    "an unknown action": ({**PLAN, "resource_changes": [{"address": "a.b", "change": {"actions": ["explode"]}}]}, "resource_changes[0].change.actions"),
+    "after a list": ({**PLAN, "resource_changes": [{"address": "a.b", "change": {"actions": ["create"], "after": []}}]}, "resource_changes[0].change.after"),
     "address a number": ({**PLAN, "resource_changes": [{"address": 5, "change": {"actions": ["create"]}}]},
                          "resource_changes[0].address: expected a string"),
-    "index an object": ({**PLAN, "resource_changes": [{"index": {}, "change": {"actions": ["create"]}}]}, "resource_changes[0].index"),
-    "importing a list": ({**PLAN, "resource_changes": [{"change": {"actions": ["no-op"], "importing": [1]}}]}, "change.importing"),
+    "index an object": ({**PLAN, "resource_changes": [{"address": "a.b", "index": {}, "change": {"actions": ["create"]}}]}, "resource_changes[0].index"),
+    "importing a list": ({**PLAN, "resource_changes": [{"address": "a.b", "change": {"actions": ["no-op"], "importing": [1]}}]}, "change.importing"),
     "errored a string": ({**PLAN, "errored": "yes"}, "errored: expected true or false"),
     "resource_changes an object": ({**PLAN, "resource_changes": {}}, "resource_changes: expected a list"),
 }

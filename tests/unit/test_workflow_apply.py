@@ -414,6 +414,13 @@ def test_a_failed_apply_is_retried_with_what_is_left_of_the_reviewed_plan(gh_rep
     (left,) = [rc for rc in rest["resource_changes"] if rc["change"]["actions"] == ["create"]]
     left["change"]["after"]["packet_length"] = 8500
     del left["change"]["after_unknown"]["packet_length"]
+    out = run_apply(gh_repo, two, rest, fail_applies=1)  # the created one is not in the state: not applied
+    assert out["results"].startswith("prod\trefused\trefused: the plan differs")
+    made = session("eni-0bbbbbbbbbbbbbbbb")  # as the state has it once created: every value known
+    values = {**made["change"]["after"], **{k: "x" for k, v in made["change"]["after_unknown"].items() if v is True}}
+    rest["prior_state"]["values"]["root_module"].setdefault("resources", []).append(
+        {"address": made["address"], "mode": "managed", "type": made["type"], "index": made["index"], "values": values,
+         "sensitive_values": {}})
     out = run_apply(gh_repo, two, rest, fail_applies=1)
     assert out["steps"]["Apply each stack, as reviewed"].returncode == 0
     assert len(applies(out)) == 2 and out["results"].startswith("prod\tapplied\tmatches the rest of the reviewed plan (1 change(s)")
@@ -429,7 +436,7 @@ def test_destroying_pcap_data_needs_the_label(gh_repo):
     assert r.returncode == 1 and "::error title=destroys pcap data::stack prod" in r.stdout  # the pull request's check fails
     assert "A merge does not apply this plan** until the `mirrorcap:destroy-pcaps` label" in (gh_repo["tmp"] / "summary").read_text()
     out = run_apply(gh_repo, destroying)
-    assert applies(out) == [] and "needs the `mirrorcap:destroy-pcaps` label" in out["results"]
+    assert applies(out) == [] and "needs the mirrorcap:destroy-pcaps label" in out["results"]
     reviewed_in_pull_request(gh_repo, destroying, labels=(reviewed.DESTROY_LABEL,))
     out = run_apply(gh_repo, destroying)
     assert len(applies(out)) == 1 and "\tapplied\t" in out["results"]

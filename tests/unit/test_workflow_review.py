@@ -9,6 +9,7 @@ example applied, one source added, planned again).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -345,8 +346,9 @@ def _rc(address: str, rtype: str, actions: list[str], before=None, after=None, u
                        "after_sensitive": sensitive or {}, **({"replace_paths": extra.pop("replace_paths")} if "replace_paths" in extra else {})}}
 
 
-def _plan(*rcs: dict) -> dict:
-    return {"format_version": "1.2", "resource_changes": list(rcs)}
+def _plan(*rcs: dict, state: tuple[dict, ...] = ()) -> dict:
+    return {"format_version": "1.2", "resource_changes": list(rcs),
+            "prior_state": {"values": {"root_module": {"resources": list(state)}}}}
 
 
 def test_check_applies_the_reviewed_plan_or_what_is_left_of_it_and_nothing_else():
@@ -358,19 +360,24 @@ def test_check_applies_the_reviewed_plan_or_what_is_left_of_it_and_nothing_else(
     # after a half-done apply: the group exists, the instance's unknown now known: still what was reviewed
     inst_now = _rc("aws_instance.capture_instance", "aws_instance", ["create"],
                    after={"instance_type": "t3.small", "vpc_security_group_ids": ["sg-1"]})
-    v = reviewed.check(_plan(inst_now), record)
+    v = reviewed.check(_plan(inst_now), record)  # the group is not in the prior state: not applied, whatever is missing
+    assert not v.apply and v.differences[0].text() == ("aws_security_group.mirror_sg: reviewed create, not in the fresh plan "
+                                                       "and not in the state either (the merged configuration dropped it?)")
+    made = {"address": "aws_security_group.mirror_sg", "mode": "managed", "values": {"name": "x", "id": "sg-1"}}
+    v = reviewed.check(_plan(inst_now, state=(made,)), record)
     assert v.apply and v.done == ("aws_security_group.mirror_sg",)
     # a value the review saw differently, an action it did not show, a resource it did not list: refused
     bigger = _rc("aws_instance.capture_instance", "aws_instance", ["create"], after={"instance_type": "t3.large"},
                  unknown={"vpc_security_group_ids": True})
     v = reviewed.check(_plan(sg, bigger), record)
-    assert not v.apply and v.differences == ('`aws_instance.capture_instance`: `instance_type`: reviewed "t3.small", now "t3.large"',)
+    assert not v.apply and [d.markdown() for d in v.differences] == [
+        '`aws_instance.capture_instance`: planned values differ `instance_type`: reviewed `"t3.small"`, now `"t3.large"`']
     v = reviewed.check(_plan(_rc("aws_security_group.mirror_sg", "aws_security_group", ["delete", "create"], after={"name": "x"},
                                  unknown={"id": True})), record)
-    assert v.differences == ("`aws_security_group.mirror_sg`: reviewed create, now delete+create",)
+    assert [d.text() for d in v.differences][0] == "aws_security_group.mirror_sg: reviewed create, now delete+create"
     known_now = _rc("aws_security_group.mirror_sg", "aws_security_group", ["create"], after={"name": "x", "id": "sg-9"})
-    assert reviewed.check(_plan(known_now), record).apply  # unknown then, known now
-    was_known = reviewed.record(_plan(known_now), stack="prod", digest="d", pr=7, commit="c")
+    assert reviewed.check(_plan(known_now, inst), record).apply  # unknown then, known now
+    was_known = reviewed.record(_plan(known_now), stack="prod", digest="d", pr=7, commit="c" * 40)
     assert not reviewed.check(_plan(sg), was_known).apply  # known then, unknown now: not what was reviewed
     assert reviewed.check(_plan(), record).nothing
     assert "no reviewed plan" in reviewed.check(_plan(sg), None).reason
@@ -378,11 +385,12 @@ def test_check_applies_the_reviewed_plan_or_what_is_left_of_it_and_nothing_else(
     assert reviewed.check(_plan(bigger), None, approved=[fp]).apply  # a person approved exactly this plan
 
 
-def test_records_hash_sensitive_values_and_refuse_an_edited_record():
+def test_records_keep_no_trace_of_sensitive_values_and_refuse_an_edited_record():
     secret = _rc("aws_ssm_parameter.p", "aws_ssm_parameter", ["create"], after={"value": "hunter2"}, sensitive={"value": True})
-    record = reviewed.record(_plan(secret), stack="prod", digest="d", pr=1, commit="c")
+    record = reviewed.record(_plan(secret), stack="prod", digest="sha256:" + "0" * 64, pr=1, commit="c" * 40)
     text = json.dumps(record)
-    assert "hunter2" not in text and "(sensitive sha256)" in text
+    assert "hunter2" not in text and '"(sensitive)": "changed"' in text
+    assert hashlib.sha256(json.dumps("hunter2").encode()).hexdigest() not in text
     assert reviewed.check(_plan(secret), record).apply
     edited = json.loads(text)
     edited["changes"][0]["actions"] = ["delete"]
@@ -400,7 +408,7 @@ def test_destroys_are_named_with_their_reason_and_pcap_data_is_gated():
             action_reason="delete_because_no_resource_config"))
     changes = reviewed.normalize(plan)
     d = reviewed.destroys(changes)
-    assert [(x.address, x.action, x.why, bool(x.data)) for x in d] == [
+    assert [(x.address, x.action, x.markdown(), bool(x.data)) for x in d] == [
         ("aws_ebs_volume.pcap_volume", "delete", "it left the configuration", True),
         ("aws_instance.capture_instance", "replace", "an argument that cannot change in place changed: `ami`", False)]
     body = R.comment("prod", plan=R.summarize_plan(plan), plan_text="", sessions=[], lock_name="capture.lock.json",
@@ -412,7 +420,7 @@ def test_destroys_are_named_with_their_reason_and_pcap_data_is_gated():
                         destroy_label=reviewed.DESTROY_LABEL, destroy_allowed=True)
     assert "label is on this pull request: a merge applies this plan" in allowed
     v = reviewed.check(plan, reviewed.record(plan, stack="prod", digest="d", pr=1, commit="c"))
-    assert not v.apply and "destroys pcap data (`aws_ebs_volume.pcap_volume`)" in v.reason
+    assert not v.apply and "destroys pcap data (aws_ebs_volume.pcap_volume)" in v.reason
     assert reviewed.check(plan, reviewed.record(plan, stack="prod", digest="d", pr=1, commit="c"), allow_destroy=True).apply
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from .. import jsontext
 from ..errors import MirrorcapError, Problem
 from ..workflow.reviewed import DESTROY_LABEL
 from .common import AWS_UNREACHABLE, FINDINGS, NOTHING_TO_APPLY, USAGE, InventoryOpt, fail, sub_app
@@ -105,11 +106,21 @@ def comment(
     extra = {}
     if raw is not None:
         changes = reviewed.normalize(raw)
-        extra = {"destroys": reviewed.destroys(changes), "cost": costs.cost_lines(costs.plan_cost(raw)),
+        extra = {"destroys": reviewed.destroys(changes), "cost": costs.cost_lines(_priced(raw, plan_json)),
                  "fingerprint": reviewed.fingerprint(changes)}
     print(review.comment(stack, plan=plan, plan_text=text, sessions=sentences, lock_name=lock_after.name, commit=commit,
                          local_state=local_state, destroy_label=reviewed.DESTROY_LABEL, destroy_allowed=destroy_allowed,
                          **extra), end="")
+
+
+def _priced(raw: dict, plan_json: Path):
+    """The plan's cost change, or exit 2 naming the value the cost model cannot read."""
+    from ..workflow import cost as costs
+    from ..workflow import review
+    try:
+        return costs.plan_cost(raw)
+    except costs.PlanValueError as exc:
+        fail(MirrorcapError([Problem(str(plan_json), f"{exc.address}.{exc.attribute}", exc.what, review.PLAN_FIX)]))
 
 
 @review_app.command()
@@ -123,7 +134,10 @@ def drift(check_json: Path = typer.Option(..., "--check-json", help="`mirrorcap 
     try:
         report = review.parse_check(inputs.read(check_json, "check output", review.CHECK_FIX), str(check_json))
         tf = inputs.terraform_results(terraform) if terraform is not None else []
-    except MirrorcapError as exc:  # no report to read: the check could not run
+    except (MirrorcapError, OSError) as exc:
+        if isinstance(exc, OSError):
+            exc = MirrorcapError([Problem(str(terraform), "", f"cannot read: {exc.strerror or exc}",
+                                          "pass --terraform the directory the drift step writes")])  # no report to read: the check could not run
         fail(exc)
     print(review.drift_summary(report), end="")
     if tf:
@@ -149,10 +163,13 @@ def record(
     pr: int = typer.Option(None, "--pr", help="the pull request number"),
     commit: str = typer.Option(..., "--commit", help="the commit planned (the pull request's head)"),
 ) -> None:
-    """The reviewed-plan record the plan workflow uploads: changes (sensitive values hashed), fingerprint, digest."""
+    """The reviewed-plan record the plan workflow uploads: changes (of a sensitive value only whether it changes), outputs, fingerprint, digest."""
     from ..workflow import inputs, review, reviewed
     try:
         plan = review.parse_plan(inputs.read(plan_json, "plan JSON", review.PLAN_FIX), str(plan_json))
+        if not (stack_dir / "cdk.tf.json").is_file():
+            raise MirrorcapError([Problem(str(stack_dir), "", "not a synthesized stack directory (no cdk.tf.json in it)",
+                                          "pass --dir the stack's directory under cdktf.out/stacks/ (make synth)")])
         digest = reviewed.config_digest(stack_dir)
     except (MirrorcapError, OSError) as exc:
         fail(exc if isinstance(exc, MirrorcapError) else MirrorcapError([Problem(str(stack_dir), "", str(exc), "pass --dir the stack directory")]))
@@ -169,6 +186,10 @@ def verify(
     approve: list[str] = typer.Option([], "--approve", help="STACK=sha256:<fingerprint> a person approved (run by hand)"),
     allow_destroy: bool = typer.Option(False, "--allow-destroy", help=f"the {DESTROY_LABEL} label, or the run's input"),
     report: Path = typer.Option(None, "--report", help="write the verdict with its details (Markdown) here"),
+    plan_text: Path = typer.Option(None, "--plan-text", help="`terraform show -no-color tfplan`: folded, inert, after the "
+                                   "details in --summary"),
+    summary: Path = typer.Option(None, "--summary", help="append the stack's section of the run's summary here (Markdown: "
+                                 "the report, then the plan folded and cut to fit)"),
 ) -> None:
     """May this fresh plan be applied? Exit 0: yes (it is the reviewed plan, or what is left of it, or approved);
     1: refused; 2: an input is wrong; 4: nothing to apply. One line on standard output says why."""
@@ -179,12 +200,15 @@ def verify(
         if reviewed_json is not None and reviewed_json.exists():
             record_data = reviewed.parse_record(inputs.read(reviewed_json, "reviewed plan", reviewed.RECORD_FIX), str(reviewed_json), stack)
         fps = inputs.approved(approve, stack)
+        text = inputs.read(plan_text, "plan text", "pass `terraform show -no-color tfplan` output") if plan_text else ""
+        for path, what in ((report, "report"), (summary, "summary")):
+            if path is not None:
+                inputs.writable(path, what, f"pass {'--' + what} a file path")
     except MirrorcapError as exc:
         fail(exc)
     v = reviewed.check(plan, record_data, approved=fps, allow_destroy=allow_destroy)
-    print(v.reason)
-    if report is not None:
-        lines = [f"**{stack}**: {v.reason}", f"Fresh plan fingerprint: `{v.fingerprint}`"]
+    if report is not None or summary is not None:
+        lines = [f"**{review.md_escape(stack)}**: {review.md_escape(v.reason)}", f"Fresh plan fingerprint: `{v.fingerprint}`"]
         if record_data is not None:
             lines.append(f"Reviewed: pull request #{record_data.get('pr')} at {str(record_data.get('commit'))[:12]}, "
                          f"fingerprint `{record_data['fingerprint']}`")
@@ -192,15 +216,34 @@ def verify(
                 lines.append("The merged configuration of this stack differs from the one planned in the pull request "
                              "(the branch was behind its base): only changes the reviewed plan made are applied.")
         if v.differences:
-            lines.append("Not in the reviewed plan:\n" + "\n".join(f"- {d}" for d in v.differences[:50]))
+            more = f"\n- … and {len(v.differences) - 50} more" if len(v.differences) > 50 else ""
+            lines.append("Not in the reviewed plan:\n" + "\n".join(f"- {d.markdown()}" for d in v.differences[:50]) + more)
         if v.done:
-            lines.append(f"Applied already: {len(v.done)} reviewed change(s).")
+            lines.append(f"Applied already (the fresh plan's prior state shows them done): {len(v.done)} reviewed change(s).")
+        if v.remainders:
+            lines.append(f"What a failed apply left (tainted, now replaced): {', '.join(review.md_code(a) for a in v.remainders[:50])}.")
         if not v.apply and not v.nothing:
             lines.append("To apply this plan as it is, after reading it in the run's summary: run the apply workflow by "
                          f"hand with approve `{stack}={v.fingerprint}`"
                          + (" and allow_destroy" if v.gated else "") + ".")
-        report.write_text("\n\n".join(lines) + "\n")
+        body = "\n\n".join(lines) + "\n"
+        try:
+            if report is not None:
+                report.write_text(body)
+            if summary is not None:
+                # A bounded section per stack: GitHub drops a step summary over 1 MiB whole, verdicts with it.
+                folded = review.md_fence(review.truncate(review.inert(text), SUMMARY_PLAN_CHARS)) if text else ""
+                with summary.open("a", encoding="utf-8") as f:
+                    f.write(f"### {review.md_escape(stack)}\n\n{body}\n"
+                            + (f"<details><summary>plan</summary>\n\n{folded}\n\n</details>\n\n" if folded else ""))
+        except OSError as exc:
+            fail(MirrorcapError([Problem(str(exc.filename or report), "", f"cannot write: {exc.strerror or exc}",
+                                         "pass --report/--summary a writable file path")]))
+    print(review.one_line(v.reason))
     raise typer.Exit(0 if v.apply else NOTHING_TO_APPLY if v.nothing else FINDINGS)
+
+
+SUMMARY_PLAN_CHARS = 40_000  # of one stack's plan in the run's summary (its log has the whole plan)
 
 
 @review_app.command()
@@ -217,7 +260,7 @@ def applied(
         rows = inputs.results(results) if results.exists() else []
         chosen = None  # no stack list: the run stopped before choosing
         if stacks_json.exists():
-            chosen = [s["name"] for s in json.loads(inputs.read(stacks_json, "stack list", "pass mirrorcap review stacks' output"))["stacks"]]
+            chosen = [s["name"] for s in jsontext.loads(inputs.read(stacks_json, "stack list", "pass mirrorcap review stacks' output"))["stacks"]]
     except (MirrorcapError, ValueError, KeyError, TypeError) as exc:
         fail(exc if isinstance(exc, MirrorcapError) else MirrorcapError([Problem(str(stacks_json), "stacks", str(exc), "pass mirrorcap review stacks' output")]))
     print(review.apply_report(rows, chosen, commit=commit, run_url=run_url), end="")

@@ -15,6 +15,20 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
 from ..capacity import Prices, estimate, fleet_estimate
+from .markdown import md_code, md_escape
+
+
+class PlanValueError(ValueError):
+    """A value in the plan the cost model reads is not one Terraform writes for its type
+    (a string where a block list is, a size no volume has): the command names the plan and this place."""
+
+    def __init__(self, address: str, attribute: str, what: str):
+        self.address, self.attribute, self.what = address, attribute, what
+        super().__init__(f"{address}.{attribute}: {what}")
+
+
+MAX_GIB = 1024 * 1024  # no EBS volume is larger than 64 TiB; a size beyond this is not a plan's
+MAX_COUNT = 100_000  # desired capacity, MiB/s: far beyond any Auto Scaling group or volume
 
 # Types the model does not price, and why (shown under the cost line when a plan touches one).
 UNPRICED = {
@@ -38,7 +52,7 @@ class Item:
 @dataclass(frozen=True)
 class CostChange:
     items: tuple[Item, ...]
-    unpriced: tuple[str, ...]  # "aws_s3_bucket.archive: why"
+    unpriced: tuple[tuple[str, str], ...]  # (address from the plan, why: mirrorcap's own Markdown)
     region: str
 
     @property
@@ -51,11 +65,28 @@ def _usd(amount: float) -> str:
     return f"{sign}${abs(amount):,.2f}"
 
 
-def _first(value: Any) -> Mapping:
+def _blocks(value: Any, where: tuple[str, str]) -> list[Mapping]:
+    """A nested block list as Terraform's JSON gives it (a list of objects; null: none)."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(b, Mapping) for b in value):
+        raise PlanValueError(*where, "expected a list of blocks (objects)")
+    return value
+
+
+def _first(value: Any, where: tuple[str, str]) -> Mapping:
     """A nested block as Terraform's JSON gives it (a list of one object), or {}."""
-    if isinstance(value, list) and value and isinstance(value[0], Mapping):
-        return value[0]
-    return value if isinstance(value, Mapping) else {}
+    blocks = _blocks(value, where)
+    return blocks[0] if blocks else {}
+
+
+def _number(value: Any, where: tuple[str, str], top: int) -> Optional[int]:
+    """A whole number from the plan (a size, a count): None when absent or unknown, refused when no plan has it."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= top:
+        raise PlanValueError(*where, f"{str(value)[:40]} is not a number from 0 to {top}")
+    return int(value)
 
 
 def _monthly(prices: Prices, *, instance_type: Optional[str] = None, volume: Optional[tuple[str, int, Optional[int]]] = None,
@@ -77,23 +108,24 @@ def _monthly(prices: Prices, *, instance_type: Optional[str] = None, volume: Opt
     return m["mirror_sessions"]
 
 
-def _volume(v: Mapping, size_key: str, type_key: str) -> Optional[tuple[str, int, Optional[int]]]:
-    size, vtype = v.get(size_key), v.get(type_key)
-    if not isinstance(size, (int, float)) or not isinstance(vtype, str):
+def _volume(v: Mapping, size_key: str, type_key: str, address: str) -> Optional[tuple[str, int, Optional[int]]]:
+    size = _number(v.get(size_key), (address, size_key), MAX_GIB)
+    vtype = v.get(type_key)
+    tp = _number(v.get("throughput"), (address, "throughput"), MAX_COUNT)
+    if size is None or not isinstance(vtype, str):
         return None
-    tp = v.get("throughput")
-    return vtype, int(size), int(tp) if isinstance(tp, (int, float)) and tp else None
+    return vtype, size, tp or None
 
 
-def _template_host(values: Mapping, prices: Prices) -> tuple[Optional[float], str]:
+def _template_host(values: Mapping, prices: Prices, address: str = "aws_launch_template") -> tuple[Optional[float], str]:
     """One fleet host from its launch template: instance + every EBS volume it launches with."""
     itype = values.get("instance_type")
     total = _monthly(prices, instance_type=itype) if isinstance(itype, str) else None
     if total is None:
         return None, f"{itype}"
     vols = []
-    for bdm in values.get("block_device_mappings") or []:
-        vol = _volume(_first(bdm.get("ebs")), "volume_size", "volume_type")
+    for bdm in _blocks(values.get("block_device_mappings"), (address, "block_device_mappings")):
+        vol = _volume(_first(bdm.get("ebs"), (address, "block_device_mappings.ebs")), "volume_size", "volume_type", address)
         price = _monthly(prices, volume=vol) if vol else None
         if price is None:
             return None, f"{itype}"
@@ -102,7 +134,7 @@ def _template_host(values: Mapping, prices: Prices) -> tuple[Optional[float], st
     return round(total, 2), f"{itype}" + (f" + {' + '.join(vols)}" if vols else "")
 
 
-def _price(rtype: str, values: Mapping, prices: Prices, template: Mapping) -> Optional[tuple[float, str]]:
+def _price(rtype: str, values: Mapping, prices: Prices, template: Mapping, address: str = "?") -> Optional[tuple[float, str]]:
     """(USD a month, what) of one resource's values; None when the model does not price it."""
     if not values:
         return 0.0, ""
@@ -111,19 +143,19 @@ def _price(rtype: str, values: Mapping, prices: Prices, template: Mapping) -> Op
         inst = _monthly(prices, instance_type=itype) if isinstance(itype, str) else None
         if inst is None:
             return None
-        root = _volume(_first(values.get("root_block_device")), "volume_size", "volume_type")
+        root = _volume(_first(values.get("root_block_device"), (address, "root_block_device")), "volume_size", "volume_type", address)
         root_price = (_monthly(prices, volume=root) or 0.0) if root else 0.0
         return round(inst + root_price, 2), f"{itype}" + (f" + {root[1]} GiB {root[0]} root" if root else "")
     if rtype == "aws_ebs_volume":
-        vol = _volume(values, "size", "type")
+        vol = _volume(values, "size", "type", address)
         price = _monthly(prices, volume=vol) if vol else None
         return (price, f"{vol[1]} GiB {vol[0]}") if price is not None else None
     if rtype == "aws_ec2_traffic_mirror_session":
         return _monthly(prices, sessions=1), "1 mirrored source"
     if rtype == "aws_autoscaling_group":
-        desired = values.get("desired_capacity")
+        desired = _number(values.get("desired_capacity"), (address, "desired_capacity"), MAX_COUNT)
         host, what = _template_host(template, prices) if template else (None, "")
-        if not isinstance(desired, int) or host is None:
+        if desired is None or host is None:
             return None
         return round(desired * host, 2), f"{desired} × ({what})"
     if rtype == "aws_lb" and values.get("load_balancer_type") == "network":
@@ -149,11 +181,11 @@ def plan_cost(plan: Mapping[str, Any], prices: Prices = Prices()) -> CostChange:
         before = ch.get("before") if "delete" in actions or "update" in actions else None
         after = ch.get("after") if "create" in actions or "update" in actions else None
         tch = (templates[0].get("change") or {}) if templates else {}
-        b = _price(rtype, before or {}, prices, tch.get("before") or tch.get("after") or {})
-        a = _price(rtype, after or {}, prices, tch.get("after") or tch.get("before") or {})
+        b = _price(rtype, before or {}, prices, tch.get("before") or tch.get("after") or {}, address)
+        a = _price(rtype, after or {}, prices, tch.get("after") or tch.get("before") or {}, address)
         if b is None or a is None:
             if rtype in UNPRICED:
-                unpriced.append(f"`{address}`: {UNPRICED[rtype]}")
+                unpriced.append((address, UNPRICED[rtype]))
             continue
         if a[0] == b[0] and "update" in actions:
             continue  # an in-place change that costs the same (tags, descriptions...)
@@ -170,9 +202,9 @@ def cost_lines(cost: CostChange, limit: int = 20) -> list[str]:
         return []
     head = (f"**Monthly cost: {_usd(cost.delta)}** (mirrorcap's cost model, {cost.region} list prices, "
             "on-demand, data transfer excluded)")
-    rows = [f"- `{i.address}` ({i.what}): {_usd(i.delta)}" for i in cost.items if i.delta][:limit]
+    rows = [f"- {md_code(i.address)} ({md_escape(i.what)}): {_usd(i.delta)}" for i in cost.items if i.delta][:limit]
     if len([i for i in cost.items if i.delta]) > limit:
         rows.append(f"- … and {len([i for i in cost.items if i.delta]) - limit} more")
-    rows += [f"- not priced: {u}" for u in cost.unpriced[:limit]]
+    rows += [f"- not priced: {md_code(address)}: {why}" for address, why in cost.unpriced[:limit]]
     return [head, *rows]
 

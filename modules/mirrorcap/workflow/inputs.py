@@ -13,12 +13,35 @@ from ..errors import MirrorcapError, Problem
 from . import review
 
 
-def read(path: Path, what: str, fix: str) -> str:
-    """A file the command was given (- for standard input), or a problem naming it."""
+# Every file the review commands read is bounded (review.MAX_PLAN_BYTES says why this size): a larger one
+# is refused before it is read, not read into memory.
+MAX_BYTES = 64 * 1024 * 1024
+
+
+def read(path: Path, what: str, fix: str, limit: int = MAX_BYTES) -> str:
+    """A file the command was given (- for standard input), at most `limit` bytes, or a problem naming it."""
     try:
-        return sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
+        if str(path) == "-":
+            data = sys.stdin.buffer.read(limit + 1) if hasattr(sys.stdin, "buffer") else sys.stdin.read(limit + 1).encode()
+        else:
+            if path.is_dir():
+                raise IsADirectoryError(f"{path} is a directory")
+            with path.open("rb") as f:
+                data = f.read(limit + 1)
+        if len(data) > limit:
+            raise MirrorcapError([Problem(str(path), "", f"the {what} is larger than {limit // 2**20} MiB: not one a "
+                                          "mirrorcap workflow writes", fix)])
+        return data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise MirrorcapError([Problem(str(path), "", f"cannot read the {what}: {exc}", fix)])
+
+
+def writable(path: Path, what: str, fix: str) -> None:
+    """A file the command will write: a problem now (before anything is printed) if it cannot be."""
+    if path.is_dir():
+        raise MirrorcapError([Problem(str(path), "", f"is a directory, not a file for the {what}", fix)])
+    if not path.parent.is_dir():
+        raise MirrorcapError([Problem(str(path), "", f"its directory {path.parent} does not exist", fix)])
 
 
 def git(*args: str) -> subprocess.CompletedProcess:
@@ -64,17 +87,20 @@ def synthesized(out: Path) -> dict[str, dict]:
 
 def terraform_results(directory: Path) -> list[review.TerraformDrift]:
     """<directory>/<stack>/exitcode (and plan.json when it differs, plan.log otherwise), as the drift workflow writes them."""
+    fix = "pass --terraform the directory the drift step writes (<stack>/exitcode, plan.json, plan.log)"
+    if not directory.is_dir():
+        raise MirrorcapError([Problem(str(directory), "", "not a directory", fix)])
     out = []
     for d in sorted(p for p in directory.iterdir() if (p / "exitcode").is_file()):
-        text = (d / "exitcode").read_text().strip()
+        text = read(d / "exitcode", "exit code", fix, 64).strip()
         if not text.isdigit():
             raise MirrorcapError([Problem(str(d / "exitcode"), "", f"{text!r} is not an exit code", "write terraform's exit code")])
         code = int(text)
         plan = None
         if code == 2 and (d / "plan.json").is_file():
             plan = review.summarize_plan(review.parse_plan(read(d / "plan.json", "plan JSON", review.PLAN_FIX), str(d / "plan.json")))
-        log = (d / "plan.log").read_text(errors="replace") if (d / "plan.log").is_file() else ""
-        out.append(review.TerraformDrift(d.name, code, plan, "\n".join(log.strip().splitlines()[-30:])))
+        log = _tail(d / "plan.log")
+        out.append(review.TerraformDrift(d.name, code, plan, log))
     return out
 
 
@@ -101,6 +127,20 @@ def results(path: Path) -> list[review.StackResult]:
         if len(fields) != 3 or fields[1] not in review.APPLY_STATUS:
             raise MirrorcapError([Problem(str(path), f"line {n}", f"expected stack<TAB>status<TAB>detail, got {line!r}",
                                           "status is one of " + ", ".join(review.APPLY_STATUS))])
-        detail_md = path.parent / fields[0] / "report.md"
-        out.append(review.StackResult(fields[0], fields[1], fields[2], detail_md.read_text() if detail_md.is_file() else ""))
+        detail_md, log = path.parent / fields[0] / "report.md", path.parent / fields[0] / "failure.log"
+        report = read(detail_md, "report", "pass the files review verify wrote") if detail_md.is_file() else ""
+        out.append(review.StackResult(fields[0], fields[1], fields[2], report, _tail(log, 40)))
     return out
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    """The last `lines` lines of a log (raw text: shown fenced and inert), "" where there is none."""
+    if not path.is_file():
+        return ""
+    try:
+        with path.open("rb") as f:
+            f.seek(max(f.seek(0, 2) - 64 * 1024, 0))
+            text = f.read().decode("utf-8", errors="replace")
+    except OSError as exc:
+        return f"(the log {path} could not be read: {exc})"
+    return "\n".join(text.strip().splitlines()[-lines:])

@@ -27,6 +27,8 @@ from ..inventory.hclfile import parse_hcl
 from ..contract import session_label
 from ..numbering import lockfile
 from ..numbering.sessions import by_capture
+from .markdown import inert, md_code, md_escape, md_fence, one_line
+from .reviewed import DATA_ACTIONS, MANAGED_ACTIONS, OUTPUT_ACTIONS, REPLACE
 
 # ---------------------------------------------------------------------------
 # Inputs read from text (a file of this checkout, or `git show BASE:path`)
@@ -50,12 +52,24 @@ def parse_lock(text: str, name: str) -> dict[str, dict[str, int]]:
     return by_capture(lockfile.parse(text, name, LOCK_FIX))
 
 
+# The largest plan JSON read. `terraform show -json` of the 1,000-source stack the benchmarks plan is a
+# few MB (each session about 5 KB across resource_changes, planned_values, prior_state); 64 MiB is ten
+# times that and more, and still parses in seconds in well under 1 GB of memory on a runner. A file
+# larger than this is not a plan of a mirrorcap stack: refused before it is read.
+MAX_PLAN_BYTES = 64 * 1024 * 1024
+MAX_TEXT_BYTES = 64 * 1024 * 1024  # the plan text, a log, a record, check output: the same bound
+
+
 def parse_plan(text: str, name: str) -> dict:
-    """`terraform show -json` of a saved plan, checked to be the shape summarize_plan reads."""
+    """`terraform show -json` of a saved plan, checked to be the shape Terraform writes, as far as
+    summarize_plan, reviewed.normalize, reviewed.check and cost.plan_cost read it."""
+    if len(text) > MAX_PLAN_BYTES:
+        raise MirrorcapError([Problem(name, "", f"{len(text):,} characters: larger than any plan of a mirrorcap stack "
+                                      f"({MAX_PLAN_BYTES // 2**20} MiB)", PLAN_FIX)])
     try:
         data = jsontext.loads(text)
-    except (ValueError, RecursionError) as exc:
-        raise MirrorcapError([Problem(name, "", f"not JSON: {str(exc)[:200] or 'nested too deeply'}", PLAN_FIX)])
+    except ValueError as exc:
+        raise MirrorcapError([Problem(name, "", f"not JSON: {str(exc)[:200]}", PLAN_FIX)])
     if not isinstance(data, dict) or "format_version" not in data:
         raise MirrorcapError([Problem(name, "format_version", "not Terraform's JSON output", PLAN_FIX)])
     if "planned_values" not in data and "resource_changes" not in data:
@@ -65,36 +79,95 @@ def parse_plan(text: str, name: str) -> dict:
         raise MirrorcapError([Problem(name, "resource_changes", "expected a list", PLAN_FIX)])
     if not isinstance(data.get("errored", False), bool):
         raise MirrorcapError([Problem(name, "errored", "expected true or false", PLAN_FIX)])
+    seen: set[tuple[str, Any]] = set()
     for i, rc in enumerate(data.get("resource_changes", [])):
         wrong = _resource_change_problem(rc)
+        if wrong is None and (rc["address"], rc.get("deposed")) in seen:
+            wrong = ".address", "given twice (Terraform writes one change per resource instance)"
         if wrong:
             raise MirrorcapError([Problem(name, f"resource_changes[{i}]{wrong[0]}", wrong[1], PLAN_FIX)])
+        seen.add((rc["address"], rc.get("deposed")))
+    outputs = data.get("output_changes", {})
+    if not isinstance(outputs, dict):
+        raise MirrorcapError([Problem(name, "output_changes", "expected an object", PLAN_FIX)])
+    for key, oc in outputs.items():
+        wrong = _change_problem(oc, OUTPUT_ACTIONS, "an output")
+        if wrong:
+            raise MirrorcapError([Problem(name, f"output_changes.{one_line(key)[:80]}{wrong[0]}", wrong[1], PLAN_FIX)])
+    wrong = _prior_state_problem(data.get("prior_state"))
+    if wrong:
+        raise MirrorcapError([Problem(name, f"prior_state{wrong[0]}", wrong[1], PLAN_FIX)])
     return data
 
 
-_KNOWN_ACTIONS = {"no-op", "create", "read", "update", "delete", "forget"}
+def _words(actions: set[tuple[str, ...]]) -> str:
+    return ", ".join(sorted("[" + ", ".join(a) + "]" for a in actions))
+
+
+def _change_problem(change: Any, allowed: set[tuple[str, ...]], what: str) -> tuple[str, str] | None:
+    if not isinstance(change, dict):
+        return "", "expected an object"
+    actions = change.get("actions")
+    if not isinstance(actions, list) or not all(isinstance(a, str) for a in actions) or tuple(actions) not in allowed:
+        return ".actions", f"not an action list Terraform writes for {what} ({_words(allowed)})"
+    return None
 
 
 def _resource_change_problem(rc: Any) -> tuple[str, str] | None:
     """(where, what) is not as Terraform writes a resource change, or None."""
     if not isinstance(rc, dict):
         return "", "expected an object"
-    for key in ("address", "type", "mode"):
+    if not isinstance(rc.get("address"), str):
+        return ".address", "expected a string"
+    for key in ("type", "mode", "deposed"):
         if key in rc and not isinstance(rc[key], str):
             return f".{key}", "expected a string"
+    mode = rc.get("mode", "managed")
+    if mode not in ("managed", "data"):
+        return ".mode", "expected managed or data"
     if "index" in rc and not (rc["index"] is None or isinstance(rc["index"], (str, int)) and not isinstance(rc["index"], bool)):
         return ".index", "expected a string or a number (a for_each key or a count index)"
+    if "action_reason" in rc and not (isinstance(rc["action_reason"], str) and re.fullmatch(r"[a-z_]{1,64}", rc["action_reason"])):
+        return ".action_reason", "expected one of Terraform's reasons (a word like replace_because_tainted)"
     change = rc.get("change")
     if not isinstance(change, dict):
         return ".change", "expected an object"
-    actions = change.get("actions")
-    if not isinstance(actions, list) or not all(isinstance(a, str) and a in _KNOWN_ACTIONS for a in actions):
-        return ".change.actions", f"expected a list of Terraform's actions ({', '.join(sorted(_KNOWN_ACTIONS))})"
+    wrong = _change_problem(change, MANAGED_ACTIONS if mode == "managed" else DATA_ACTIONS,
+                            "a managed resource" if mode == "managed" else "a data source")
+    if wrong:
+        return ".change" + wrong[0], wrong[1]
     for key in ("before", "after"):
         if change.get(key) is not None and not isinstance(change[key], dict):
             return f".change.{key}", "expected an object or null"
     if not isinstance(change.get("importing") or {}, dict):
         return ".change.importing", "expected an object"
+    paths = change.get("replace_paths")
+    if paths is not None:
+        if tuple(change["actions"]) not in REPLACE:
+            return ".change.replace_paths", "given for a change that is not a replacement"
+        if not isinstance(paths, list) or not all(
+                isinstance(p, list) and p and all(isinstance(x, str) or isinstance(x, int) and not isinstance(x, bool) for x in p)
+                for p in paths):
+            return ".change.replace_paths", "expected a list of attribute paths (each a list of names and indexes)"
+    return None
+
+
+def _prior_state_problem(state: Any) -> tuple[str, str] | None:
+    """(where, what) is not the shape of Terraform's prior_state as reviewed.check reads it, or None."""
+    if state is None:
+        return None
+    if not isinstance(state, dict) or not isinstance(state.get("values", {}), dict):
+        return "", "expected an object with values"
+    modules = [("values.root_module", (state.get("values") or {}).get("root_module") or {})]
+    while modules:
+        where, m = modules.pop()
+        if not isinstance(m, dict) or not isinstance(m.get("resources", []), list) or not isinstance(m.get("child_modules", []), list):
+            return f".{where}", "expected a module (resources and child_modules lists)"
+        for i, r in enumerate(m.get("resources") or []):
+            if not isinstance(r, dict) or not isinstance(r.get("address"), str) or not isinstance(r.get("values", {}), dict) \
+                    or not isinstance(r.get("tainted", False), bool) or not isinstance(r.get("mode", ""), str):
+                return f".{where}.resources[{i}]", "expected a resource (address, mode, values, tainted)"
+        modules.extend((f"{where}.child_modules[{i}]", c) for i, c in enumerate(m.get("child_modules") or []))
     return None
 
 
@@ -273,11 +346,12 @@ class PlanSummary:
     imports: int = 0
     forget: int = 0
     errored: bool = False
+    outputs: int = 0  # outputs the plan creates, changes or removes
 
     def line(self) -> str:
         """Terraform's own summary line, so the comment and the plan text agree."""
         if not (self.add or self.change or self.destroy or self.imports or self.forget):
-            return "No changes."
+            return f"Changes to Outputs only ({self.outputs})." if self.outputs else "No changes."
         head = f"{self.imports} to import, " if self.imports else ""
         tail = f", {self.forget} to forget" if self.forget else ""
         return f"Plan: {head}{self.add} to add, {self.change} to change, {self.destroy} to destroy{tail}."
@@ -309,7 +383,8 @@ def summarize_plan(plan: Mapping[str, Any]) -> PlanSummary:
         forget += "forget" in actions
         changes.append(ResourceChange(rc.get("address", "?"), rc.get("type", "?"), rc.get("index"), action,
                                       ch.get("before") or {}, ch.get("after") or {}, importing))
-    return PlanSummary(tuple(changes), add, change, destroy, imports, forget, bool(plan.get("errored")))
+    outputs = sum(tuple(oc.get("actions") or ()) not in (("no-op",), ()) for oc in (plan.get("output_changes") or {}).values())
+    return PlanSummary(tuple(changes), add, change, destroy, imports, forget, bool(plan.get("errored")), outputs)
 
 
 SESSION_TYPE = "aws_ec2_traffic_mirror_session"
@@ -321,7 +396,7 @@ _EXPECTED = {"new": {"create"}, "removed": {"delete"}, "renumbered": {"update", 
 
 
 def _label(stack: str, source: str, rc: ResourceChange | None) -> str:
-    ident = f"`{source}`" if re.fullmatch(r"[A-Za-z0-9._:-]+", source) else md_escape(source)
+    ident = md_code(source) if re.fullmatch(r"[A-Za-z0-9._:-]+", source) else md_escape(source)
     values = (rc.after or rc.before) if rc else {}
     description = values.get("description") if isinstance(values, Mapping) else None
     if isinstance(description, str):
@@ -349,7 +424,7 @@ def session_sentences(stack: str, changes: Sequence[SessionChange], plan: PlanSu
             text = f"{label}: session {ch.before} renumbered to {ch.after}"
         if plan is not None and not plan.errored:
             if rc is None or rc.action not in _EXPECTED[ch.kind]:
-                done = "leaves it unchanged" if rc is None else f"does `{rc.action}` it"
+                done = "leaves it unchanged" if rc is None else f"does {md_code(rc.action)} it"
                 text += f" **but the plan {done}**: the lock and the stack disagree"
             elif rc.action == "replace":
                 text += " (replaced: deleted, then created)"
@@ -359,7 +434,7 @@ def session_sentences(stack: str, changes: Sequence[SessionChange], plan: PlanSu
         if index in explained:
             continue
         label = _label(stack, str(index), rc)
-        number = (rc.after or {}).get("session_number", (rc.before or {}).get("session_number"))
+        number = md_escape((rc.after or {}).get("session_number", (rc.before or {}).get("session_number")))
         if rc.action == "create":
             lines.append(f"{label}: session {number} created with no lock change (missing from the account or the state)")
         elif rc.action == "delete":
@@ -367,7 +442,7 @@ def session_sentences(stack: str, changes: Sequence[SessionChange], plan: PlanSu
         else:
             diffs = [f"{k} {rc.before.get(k)} → {rc.after.get(k)}" for k in SESSION_ARGS
                      if k in rc.after and rc.before.get(k) != rc.after.get(k)]
-            what = {"update": "updated", "replace": "replaced"}.get(rc.action, rc.action)
+            what = {"update": "updated", "replace": "replaced"}.get(rc.action) or md_escape(rc.action)
             lines.append(f"{label}: session {number} {what}" + (f": {md_escape(', '.join(diffs))}" if diffs else ""))
     return lines
 
@@ -387,32 +462,6 @@ def marker(stack: str) -> str:
     return f"<!-- mirrorcap-review:{stack} -->"
 
 
-# Characters that change how text around them is shown without being seen: terminal escapes (ESC and
-# every C0/C1 control) and Unicode's bidirectional controls (U+202E turns text around: "Trojan
-# Source"), zero-width and other format characters. Shown by their code point instead.
-_UNSEEN = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb]")
-
-
-def inert(text: str) -> str:
-    """`text` with every unseen character (_UNSEEN) written as <U+XXXX>: what is shown is what it holds."""
-    return _UNSEEN.sub(lambda m: f"<U+{ord(m.group(0)):04X}>", str(text))
-
-
-# GitHub links bare URLs, www. names and e-mail addresses by itself (GFM autolinks): a description must
-# not become a link in a comment the bot posts. A zero-width joiner breaks the pattern, not the text.
-_AUTOLINK = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*):(?=//)|\b(www)\.")
-
-
-def md_escape(text: str) -> str:
-    """Inventory or plan text (descriptions) as inert Markdown on one line: no markup, no HTML,
-    no @mentions, no links, no unseen characters."""
-    text = " ".join(inert(text).split())
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    text = re.sub(r"([\\`*_\[\]|~#!])", r"\\\1", text)
-    text = _AUTOLINK.sub(lambda m: f"{m.group(1)}:\u2060" if m.group(1) else "www\u2060.", text)
-    return text.replace("@", "@\u200b")
-
-
 def _capped(rows: Sequence[str], more: str) -> list[str]:
     """The first rows that fit MAX_LINES and LIST_BUDGET, then `more` naming how many were left out."""
     shown: list[str] = []
@@ -429,21 +478,6 @@ def _capped(rows: Sequence[str], more: str) -> list[str]:
 
 def _bullets(lines: Sequence[str], what: str) -> str:
     return "\n".join(_capped([f"- {line}" for line in lines], f"- … and {{n}} more {what} (see the full plan)"))
-
-
-def _code(text: str) -> str:
-    """`text` as an inline code span on one line (in a table cell): seen as it is, closed by nothing in it."""
-    text = " ".join(inert(text).split()).replace("|", "\\|")
-    ticks = "`" * (max((len(m) for m in re.findall(r"`+", text)), default=0) + 1)
-    return f"{ticks} {text} {ticks}" if text.startswith("`") or text.endswith("`") else f"{ticks}{text}{ticks}"
-
-
-def _fence(text: str) -> str:
-    """A code fence longer than any backtick run in `text`, so the plan cannot close it."""
-    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
-    ticks = "`" * max(3, longest + 1)
-    body = text.strip("\n").rstrip()  # Terraform's output starts with a blank line
-    return f"{ticks}\n{body}\n{ticks}"
 
 
 def truncate(text: str, budget: int) -> str:
@@ -483,7 +517,7 @@ def destroy_warning(destroys: Sequence[Any], *, label: str, allowed: bool) -> st
     for d in destroys:
         what = "**replaced** (destroyed, then created)" if d.action == "replace" else "**destroyed**"
         loss = f" **Loses {d.data}.**" if d.data else ""
-        rows.append(f"`{d.address}`: {what}: {d.why}.{loss}")
+        rows.append(f"{md_code(d.address)}: {what}: {d.markdown()}.{loss}")
     lines = ["> [!CAUTION]", f"> **This plan destroys {len(destroys)} resource(s)**: {replaced} replaced, "
              f"{len(destroys) - replaced} deleted.", ">"]
     lines += [f"> {row}" for row in _capped([f"- {r}" for r in rows], "- … and {n} more (see the full plan)")]
@@ -518,7 +552,7 @@ def comment(stack: str, *, plan: PlanSummary | None, plan_text: str, sessions: S
     else:
         parts.append(f"Mirror sessions: no session number changes in `{lock_name}`.")
     if plan is not None and plan.changes:
-        rows = _capped([f"| `{_SYMBOL.get(rc.action, '?')}` | {md_escape(rc.action)} | {_code(rc.address)} |" for rc in plan.changes],
+        rows = _capped([f"| `{_SYMBOL.get(rc.action, '?')}` | {md_escape(rc.action)} | {md_code(rc.address, table=True)} |" for rc in plan.changes],
                        "| | | … and {n} more (see the full plan) |")
         parts.append(_details(f"Resource changes ({len(plan.changes)})", "| | action | address |\n| --- | --- | --- |\n"
                               + "\n".join(rows)))
@@ -527,8 +561,8 @@ def comment(stack: str, *, plan: PlanSummary | None, plan_text: str, sessions: S
                      "and refuses anything else (workflows/README.md).")
     head = "\n\n".join(parts)
     folded = "Full plan" if plan is not None else "Terraform output"
-    room = BUDGET - len(head) - len(_details(folded, _fence(""))) - 10
-    parts.append(_details(folded, _fence(truncate(inert(plan_text), max(room, 0)))))
+    room = BUDGET - len(head) - len(_details(folded, md_fence(""))) - 10
+    parts.append(_details(folded, md_fence(truncate(inert(plan_text), max(room, 0)))))
     body = "\n\n".join(parts) + "\n"
     if len(body) > COMMENT_LIMIT:  # only the lists and the folded text grow; both are capped above
         raise AssertionError(f"comment for {stack} is {len(body)} characters, over GitHub's {COMMENT_LIMIT}")
@@ -559,6 +593,8 @@ def parse_check(text: str, name: str) -> dict:
         raise MirrorcapError([Problem(name, "", f"not JSON ({exc}): did `mirrorcap check` run at all?", CHECK_FIX)])
     if not isinstance(data, dict) or "drift" not in data or not isinstance(data.get("findings", []), list):
         raise MirrorcapError([Problem(name, "drift", "not `mirrorcap check --json` output", CHECK_FIX)])
+    if not isinstance(data.get("error") or [], list) or not all(isinstance(e, dict) for e in data.get("error") or []):
+        raise MirrorcapError([Problem(name, "error", "expected a list of problems (objects)", CHECK_FIX)])
     return data
 
 
@@ -592,17 +628,17 @@ def terraform_drift_summary(results: Sequence[TerraformDrift]) -> str:
                                       "could not be planned"), ""]
     for r in results:
         if r.failed:
-            lines.append(f"- `{r.stack}`: **could not plan** (exit {r.exit_code}):\n\n{_fence(r.log_tail or '(no output)')}\n")
+            lines.append(f"- {md_code(r.stack)}: **could not plan** (exit {r.exit_code}):\n\n{md_fence(r.log_tail or '(no output)')}\n")
         elif r.drift:
             changes = r.plan.changes if r.plan else ()
-            lines.append(f"- `{r.stack}`: **differs from the configuration**: {r.plan.line() if r.plan else 'changes planned'} "
+            lines.append(f"- {md_code(r.stack)}: **differs from the configuration**: {r.plan.line() if r.plan else 'changes planned'} "
                          "Changed in the console, or merged and not applied; `make diff STACK=...` shows it, a reviewed "
                          "pull request (or the apply workflow) brings it back.")
-            lines += [f"  - `{_SYMBOL.get(rc.action, '?')}` {rc.action} `{rc.address}`" for rc in changes[:MAX_LINES]]
+            lines += [f"  - `{_SYMBOL.get(rc.action, '?')}` {md_escape(rc.action)} {md_code(rc.address)}" for rc in changes[:MAX_LINES]]
             if len(changes) > MAX_LINES:
                 lines.append(f"  - … and {len(changes) - MAX_LINES} more")
         else:
-            lines.append(f"- `{r.stack}`: in step with its state")
+            lines.append(f"- {md_code(r.stack)}: in step with its state")
     return "\n".join(lines) + "\n"
 
 
@@ -635,7 +671,8 @@ class StackResult:
     stack: str
     status: str  # a key of APPLY_STATUS
     detail: str  # one line
-    report: str = ""  # Markdown: the refusal's differences, the failure's output
+    report: str = ""  # Markdown (review verify --report): the refusal's differences
+    log: str = ""  # raw text: the end of a failed plan's or apply's output, fenced when shown
 
 
 def apply_marker(commit: str) -> str:
@@ -658,11 +695,14 @@ def apply_report(results: Sequence[StackResult], expected: Sequence[str] | None,
     head = (f"### mirrorcap apply at {commit[:12]}: " +
             (f"all {len(rows)} stack(s) applied" if not bad else f"**{len(bad)} of {len(rows)} stack(s) not applied**"))
     table = ["| stack | result |", "| --- | --- |"]
-    table += [f"| `{r.stack}` | {APPLY_STATUS.get(r.status, r.status)}: {_cell(r.detail)} |" for r in rows]
+    table += [f"| {md_code(r.stack, table=True)} | {APPLY_STATUS.get(r.status, r.status)}: {_cell(r.detail)} |" for r in rows]
     parts = [apply_marker(commit), head, "\n".join(table)]
     for r in bad:
-        if r.report:
-            parts.append(_details(f"{r.stack}: why", truncate(r.report, 12_000)))
+        if r.report or r.log:
+            why = truncate(r.report, 8_000) if r.report else ""
+            if r.log:
+                why += ("\n\n" if why else "") + "Terraform's output, its end:\n\n" + md_fence(truncate(inert(r.log), 4_000))
+            parts.append(_details(f"{md_escape(r.stack)}: why", why))
     if not rows:
         parts.append("No stack needed applying.")
     parts.append(f"[The workflow run]({run_url}): its summary has each stack's plan in full.")
