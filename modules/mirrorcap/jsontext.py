@@ -65,7 +65,7 @@ def loads(text: str) -> Any:
     try:
         data = json.loads(text, object_pairs_hook=_unique, parse_constant=_constant, parse_float=_finite)
     except RecursionError:
-        raise ValueError(f"nested more than {MAX_DEPTH} deep") from None
+        raise ValueError(f"nested too deeply to read (more than {MAX_DEPTH} levels)") from None
     if depth(data) > MAX_DEPTH:
-        raise ValueError(f"nested more than {MAX_DEPTH} deep")
+        raise ValueError(f"nested too deeply to read (more than {MAX_DEPTH} levels)")
     return data

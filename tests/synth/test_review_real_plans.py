@@ -298,7 +298,7 @@ def test_values_the_review_cannot_read_are_exit_2_naming_them(real, tmp_path):
     # nesting deeper than any plan
     deep = json.loads(text)
     deep["resource_changes"][0]["change"]["after"]["input"] = json.loads("[" * 80 + "]" * 80)
-    _one_problem(comment(json.dumps(deep)), "nested more than 64 deep")
+    _one_problem(comment(json.dumps(deep)), "nested too deeply to read (more than 64 levels)")
     # larger than the bound
     (tmp_path / "huge.json").write_text(text[:-1] + ', "pad": "' + "x" * (64 * 2**20) + '"}')
     code, _, err = run("verify", "--stack", "prod", "--plan-json", tmp_path / "huge.json")
@@ -310,7 +310,7 @@ def test_records_checks_and_paths_the_review_cannot_use_are_exit_2_naming_them(r
     reviewed = record(real["path"], tmp_path)
     good = json.loads(reviewed.read_text())
     for name, change, words in (
-            ("deep", lambda r: r["changes"][0].update(after=json.loads("[" * 100 + "]" * 100)), "nested more than 64 deep"),
+            ("deep", lambda r: r["changes"][0].update(after=json.loads("[" * 100 + "]" * 100)), "nested too deeply to read (more than 64 levels)"),
             ("reason a list", lambda r: r["changes"][0].update(reason=["x"]), "changes[0].reason"),
             ("pr a string", lambda r: r.update(pr="<img src=x>"), "pr: expected a number or null"),
             ("all unknown", lambda r: r["changes"][0].update(after={"(known after apply)": True}), "wholly unknown")):
@@ -332,7 +332,7 @@ def test_records_checks_and_paths_the_review_cannot_use_are_exit_2_naming_them(r
     (tmp_path / "deep-check.json").write_text('{"drift": false, "findings": ' + "[" * 5000 + "]" * 5000 + "}")
     code, _, err = run("drift", "--check-json", tmp_path / "deep-check.json")
     assert code == 2
-    _one_problem(err, "deep-check.json", "nested more than 64 deep")
+    _one_problem(err, "deep-check.json", "nested too deeply to read (more than 64 levels)")
     # record --dir of a path that is not there: no digest of nothing
     code, out, err = run("record", "--stack", "prod", "--plan-json", real["path"], "--dir", tmp_path / "missing", "--commit", "a" * 40)
     assert code == 2 and out == ""
@@ -342,7 +342,7 @@ def test_records_checks_and_paths_the_review_cannot_use_are_exit_2_naming_them(r
     code, _, err = run("comment", "--stack", "prod", "--plan-json", real["path"], "--plan-text", real["text"],
                        "--lock-before", tmp_path / "lock.json", "--lock-after", tmp_path / "lock.json")
     assert code == 2
-    _one_problem(err, "lock.json", "nested more than 64 deep")
+    _one_problem(err, "lock.json", "nested too deeply to read (more than 64 levels)")
 
 
 # ---------------------------------------------------------------------------
