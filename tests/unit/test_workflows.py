@@ -58,7 +58,7 @@ def test_actionlint_fails_a_broken_copy(tmp_path):
     r = actionlint(broken)
     assert r.returncode == 1 and "broken.yml" in r.stdout, r.stdout
     if SHELLCHECK:
-        broken.write_text(plan.replace('cat "$out/plan.log"', "cat $out/plan.log", 1))
+        broken.write_text(plan.replace('show_log "$out/plan.log"', "show_log $out/plan.log", 1))
         r = actionlint(broken)
         assert r.returncode == 1 and "SC2086" in r.stdout, r.stdout
 
@@ -225,6 +225,26 @@ def test_plan_workflow_posts_one_comment_then_updates_it(pull_request):
     assert writes == ["api --method PATCH repos/o/r/issues/comments/11 -F body=@review/prod/comment.md",
                       "api --method PATCH repos/o/r/issues/comments/12 -F body=@review/unaffected-old.md"]
     assert "no longer changes stack `old`" in (pull_request["log"].parent / "gh.log.body2").read_text()
+
+
+def test_terraforms_log_is_shown_with_workflow_commands_off(pull_request):
+    """A value in a plan log that starts a line with "::" (a heredoc in Terraform's output) must not be read by the
+    runner as a workflow command: the log is printed between ::stop-commands::<token> and ::<token>::."""
+    stub = pull_request["repo"].parent / "bin" / "terraform"
+    stub.write_text(TERRAFORM_STUB.replace('*) echo "terraform $*" ;;', '*) echo "terraform $*"; echo "::error::injected by a value" ;;'))
+    run_plan_workflow(pull_request, existing="")
+    r = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script("mirrorcap-plan.yml", "plan", "Plan each stack")],
+                       cwd=pull_request["repo"], env={**pull_request["env"], "EXISTING": ""}, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    hits = [i for i, line in enumerate(lines) if line == "::error::injected by a value"]
+    assert hits
+    for i in hits:
+        stops = [j for j in range(i) if lines[j].startswith("::stop-commands::")]
+        assert stops, lines
+        token = lines[stops[-1]].removeprefix("::stop-commands::")
+        assert len(token) == 32 and f"::{token}::" not in lines[stops[-1]:i]  # still off at the injected line
+        assert f"::{token}::" in lines[i:]  # and on again after the log
 
 
 def test_dependabot_watches_every_pin():
