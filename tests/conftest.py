@@ -20,6 +20,7 @@ TESTS = Path(__file__).resolve().parent
 LONG_FIRST = (
     "tests/host/test_host_faults.py::test_imds_outage",  # with late_volume: one boot waiting > 320 s
     "tests/host/test_archive_boot.py::test_closed_pcaps",  # with the outage: a retry after the back-off
+    "tests/host/test_health_alarms.py",  # a stopped capture until the alarm fires
     "tests/host/test_host_faults.py::test_vni_change",
     "tests/host/test_host_faults.py::test_kill_storm",
     "tests/host/test_archive_boot.py::test_two_fleet_hosts",
