@@ -52,6 +52,9 @@ def vni_of(own: int | None, capture_vni: int) -> int:
 
 # --- The capture host ---------------------------------------------------------
 ENV_FILE = "/etc/mirrorcap/mirrorcap.env"  # written by the user data; every host script reads it
+# Held by whoever writes ENV_FILE and runs mirrorcap-boot (the user data, mirrorcap-settings): two at once
+# (cloud-init and a person, or a boot's settings) take turns instead of racing on the file.
+BOOTSTRAP_LOCK = "/run/mirrorcap-bootstrap.lock"
 LIBEXEC = "/usr/local/libexec/mirrorcap"
 CAPTURE_USER = "mirrorcap"  # tcpdump and retention run as this user
 CAPTURE_GROUP = "pcap"  # people who may read pcaps join it

@@ -51,6 +51,7 @@ import struct
 import subprocess
 
 ENV_FILE = "/etc/mirrorcap/mirrorcap.env"
+BOOTSTRAP_LOCK = "/run/mirrorcap-bootstrap.lock"  # the user data and mirrorcap-settings take turns
 RUN_DIR = "/run/mirrorcap"  # what a boot forgets: heartbeats, what storage and decap wait for
 STATE_DIR = "/var/lib/mirrorcap"  # what survives restarts, failures and reboots: the loss record
 
@@ -2304,6 +2305,7 @@ writes it and runs mirrorcap-boot, which converges the host on it. When IMDS doe
 not answer within a minute the settings stay as they are (decap waits for IMDS
 anyway). Python 3.9 stdlib only.
 """
+import fcntl
 import gzip
 import os
 import re
@@ -2374,13 +2376,15 @@ def main():
     before = dict(line.split("=", 1) for line in current.splitlines() if "=" in line and not line.startswith("#"))
     after = dict(line.split("=", 1) for line in new.splitlines() if "=" in line and not line.startswith("#"))
     changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
-    tmp = host.ENV_FILE + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(new)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, host.ENV_FILE)
-    log("the user data changed %s: converging" % ", ".join("%s (%s -> %s)" % (k, before.get(k), after.get(k)) for k in changed))
-    return subprocess.run([BOOT]).returncode
+    with open(host.BOOTSTRAP_LOCK, "w") as lock:  # the user data's run, if any, first: then this one
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        tmp = host.ENV_FILE + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(new)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, host.ENV_FILE)
+        log("the user data changed %s: converging" % ", ".join("%s (%s -> %s)" % (k, before.get(k), after.get(k)) for k in changed))
+        return subprocess.run([BOOT]).returncode
 
 
 if __name__ == "__main__":

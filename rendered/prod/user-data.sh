@@ -5,6 +5,9 @@
 # Writes the instance's settings, then hands over to the boot script.
 set -euo pipefail
 umask 022
+# One bootstrap at a time (a second run waits, then converges again): the lock stays held through exec.
+exec 9>/run/mirrorcap-bootstrap.lock
+flock 9
 install -d -m 0755 /etc/mirrorcap
 cat > /etc/mirrorcap/mirrorcap.env.tmp <<'MIRRORCAP_ENV'
 # /etc/mirrorcap/mirrorcap.env: instance-specific settings for capture "prod".

@@ -11,6 +11,7 @@ writes it and runs mirrorcap-boot, which converges the host on it. When IMDS doe
 not answer within a minute the settings stay as they are (decap waits for IMDS
 anyway). Python 3.9 stdlib only.
 """
+import fcntl
 import gzip
 import os
 import re
@@ -81,13 +82,15 @@ def main():
     before = dict(line.split("=", 1) for line in current.splitlines() if "=" in line and not line.startswith("#"))
     after = dict(line.split("=", 1) for line in new.splitlines() if "=" in line and not line.startswith("#"))
     changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
-    tmp = host.ENV_FILE + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(new)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, host.ENV_FILE)
-    log("the user data changed %s: converging" % ", ".join("%s (%s -> %s)" % (k, before.get(k), after.get(k)) for k in changed))
-    return subprocess.run([BOOT]).returncode
+    with open(host.BOOTSTRAP_LOCK, "w") as lock:  # the user data's run, if any, first: then this one
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        tmp = host.ENV_FILE + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(new)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, host.ENV_FILE)
+        log("the user data changed %s: converging" % ", ".join("%s (%s -> %s)" % (k, before.get(k), after.get(k)) for k in changed))
+        return subprocess.run([BOOT]).returncode
 
 
 if __name__ == "__main__":

@@ -230,6 +230,22 @@ def test_a_second_boot_keeps_the_volume_and_captures_again(host):
     assert capture_state(m)["gaps_total"] == gaps + 1, f"{capture_state(m)['gaps'][-1]}\n{evidence}"
 
 
+def test_two_bootstraps_at_once_take_turns_and_both_succeed(host):
+    """concurrent_bootstrap: the user data run twice at the same moment (cloud-init and a person, or a boot's
+    mirrorcap-settings) once raced on the env file's temporary copy and one ended in `mv: cannot move`."""
+    m = host
+    env = m.read_file("/etc/mirrorcap/mirrorcap.env")
+    pid = tcpdump_pid(m)
+    for _ in range(3):
+        r = m.run("bash", "-c", "bash /var/lib/cloud/instance/user-data.txt > /tmp/a.log 2>&1 & a=$!; "
+                  "bash /var/lib/cloud/instance/user-data.txt > /tmp/b.log 2>&1 & b=$!; "
+                  "wait $a; ra=$?; wait $b; rb=$?; cat /tmp/a.log /tmp/b.log; echo \"rc $ra $rb\"", timeout=300)
+        assert r.stdout.strip().endswith("rc 0 0"), r.stdout + r.stderr
+    assert m.read_file("/etc/mirrorcap/mirrorcap.env") == env and not m.path("/etc/mirrorcap/mirrorcap.env.tmp").exists()
+    wait_capturing(m)
+    assert tcpdump_pid(m) == pid  # converged on the same settings: the capture never restarted
+
+
 def dos_partition_table(image: Path) -> None:
     """One Linux partition in an MBR (what `fdisk` writes), no file system."""
     entry = struct.pack("<B3sB3sII", 0, b"\0\0\0", 0x83, b"\0\0\0", 2048, image.stat().st_size // 512 - 2048)

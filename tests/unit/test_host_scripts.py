@@ -133,6 +133,7 @@ def test_every_setting_a_script_reads_is_in_the_env_file():
     assert host.read_env(RENDERED / "mirrorcap.env")["MIRRORCAP_VXLAN_IFACE"] == contract.VXLAN_IFACE
     # The env file's path: once per host library (Python, shell), each the contract's; no unit names it.
     assert host.ENV_FILE == contract.ENV_FILE
+    assert host.BOOTSTRAP_LOCK == contract.BOOTSTRAP_LOCK
     assert f"ENV_FILE={contract.ENV_FILE}\n" in (HOST / "mirrorcap-lib.sh").read_text()
     named = [p.name for p in PLAIN if contract.ENV_FILE in p.read_text() and p.name not in ("mirrorcap_host.py", "mirrorcap-lib.sh")]
     assert named == [], named

@@ -63,7 +63,7 @@ def _context(capture: Capture) -> dict:
             "fleet_volume_device": contract.FLEET_VOLUME_DEVICE,
             "health_port": contract.HEALTH_PORT, "archive_backlog_seconds": archive_backlog_seconds(capture),
             "mirror_mtu": L.MIRROR_TARGET_MTU, "retention_command": retention_command(capture),
-            "env_path": contract.ENV_FILE, "env_dir": contract.ENV_FILE.rsplit("/", 1)[0], "vxlan_iface": contract.VXLAN_IFACE,
+            "env_path": contract.ENV_FILE, "bootstrap_lock": contract.BOOTSTRAP_LOCK, "env_dir": contract.ENV_FILE.rsplit("/", 1)[0], "vxlan_iface": contract.VXLAN_IFACE,
             "fleet_group": contract.resource_name(capture.name, contract.FLEET), "metrics": METRICS}
 
 

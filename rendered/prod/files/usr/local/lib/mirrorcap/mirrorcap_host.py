@@ -13,6 +13,7 @@ import struct
 import subprocess
 
 ENV_FILE = "/etc/mirrorcap/mirrorcap.env"
+BOOTSTRAP_LOCK = "/run/mirrorcap-bootstrap.lock"  # the user data and mirrorcap-settings take turns
 RUN_DIR = "/run/mirrorcap"  # what a boot forgets: heartbeats, what storage and decap wait for
 STATE_DIR = "/var/lib/mirrorcap"  # what survives restarts, failures and reboots: the loss record
 
