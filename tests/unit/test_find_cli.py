@@ -126,3 +126,49 @@ def test_mangled_captures_are_indexed_or_refused_never_crash(pcaps):
             ix.encode(line, rows)
             assert line["end"] <= len(b) and sum(x["packets"] for x in rows) == line["packets"]
     assert refused < 600
+
+
+@pytest.mark.parametrize("query, says", [
+    ("(" * 1000 + "tcp and udp" + ")" * 1000, None),  # parentheses are read without recursion (tcpdump reads them)
+    (" or ".join(f"port {p}" for p in range(700)), None),  # a long 'or' is a few levels deep
+    ("not " * 5000 + "tcp", None),  # not not X is X
+    ("".join("tcp and (" if i % 2 else "udp or (" for i in range(200)) + "arp" + ")" * 200, "levels deep"),
+    ("tcp and (" * 70 + "udp" + ")" * 70, None),  # one chain: (a and (b and c)) is a and b and c
+    ("port ²", "not a number tcpdump reads"),
+    ("port ٣", "not a number tcpdump reads"),
+    ("port " + "9" * 5000, "overflows 32 bits"),
+    ("port 99999999999", "overflows 32 bits"),
+    ("port 08", "octal"),
+    ("vni ７", "a VNI is a number"),
+    ("after ٢٠٢٦-12-03T14:10Z", "only ASCII digits"),
+    ("around 14:05 ±99999999999999999999d", "not a duration"),
+])
+def test_long_deep_and_odd_queries_are_answered_or_refused_in_a_line(pcaps, query, says):
+    """Never a traceback: a query is answered, or refused with exit 2, the word shown escaped and cut short."""
+    r = run("find", query, "--dir", str(pcaps), "--flows")
+    assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
+    if says is None:
+        assert r.exit_code in (0, 1), r.output
+    else:
+        assert r.exit_code == 2 and says in r.output, r.output
+        assert "Traceback" not in r.output and max(len(x) for x in r.output.splitlines()) < 300
+
+
+@pytest.mark.skipif(shutil.which("tcpdump") is None, reason="tcpdump is not installed")
+@pytest.mark.parametrize("query, bpf", [
+    ("after 0001-01-01T00:00Z", ""), ("before 9999-12-31T23:59Z", ""), ("after 0001-01-01T00:00+01:00 and tcp", "tcp"),
+    ("before 0001-01-01T00:00Z", None), ("after 9999-12-31T23:59Z", None), ("port 010 or port 0x50", "port 8 or port 80"),
+    ("tcp or udp and port 53", "(tcp or udp) and port 53"),
+])
+def test_times_past_the_engines_range_and_numbers_as_tcpdump_reads_them(pcaps, tmp_path, query, bpf):
+    out = tmp_path / "x.pcap"
+    r = run("find", query, "--dir", str(pcaps), "--out", str(out))
+    if bpf is None:
+        assert r.exit_code == 1 and not out.exists(), r.output
+        return
+    assert r.exit_code == 0, r.output
+    merged = tmp_path / "all.pcap"
+    subprocess.run(["mergecap", "-F", "pcap", "-w", str(merged), str(pcaps / "one"), str(pcaps / "two.pcapng")], check=True)
+    want = subprocess.run(["tcpdump", "-r", str(merged), "-w", "-", bpf], capture_output=True, check=True).stdout
+    got = subprocess.run(["tcpdump", "-r", str(out), "-w", "-"], capture_output=True, check=True).stdout
+    assert sorted(_records(got)) == sorted(_records(want)) and _records(got)

@@ -111,3 +111,27 @@ def _one(directory, name):
     data = (directory / name).read_bytes()
     meta = ix.header(data)
     return [(ts // 1000, data[f:f + c]) for _o, ts, _lt, c, _l, f in ix.records(data, meta)]
+
+
+flat_atoms = st.one_of(
+    st.builds(lambda d, a: f"{d}host {a}", direction, st.one_of(v4, v6)),
+    st.builds(lambda d, p: f"{d}port {p}", direction, st.sampled_from(findtraffic.PORTS)),
+    st.sampled_from(["tcp", "udp", "icmp", "ip", "ip6", "arp"]),
+)
+negated = st.builds(lambda nots, a: "not " * nots + a, st.integers(0, 2), flat_atoms)
+flat_queries = st.builds(lambda first, rest: " ".join([first] + [f"{op} {a}" for op, a in rest]), negated,
+                         st.lists(st.tuples(st.sampled_from(["and", "or", "&&", "||"]), negated), min_size=1, max_size=5))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(q=flat_queries)
+def test_and_or_without_parentheses_mean_what_they_mean_to_tcpdump(capture_dir, q):
+    """tcpdump gives `and` and `or` one precedence, left to right (`not` binds tighter): the text a user
+    pastes from tcpdump, handed to tcpdump as it is, takes the same packets."""
+    assert ours(capture_dir, parse(q)) == tcpdump(capture_dir, q, None, None), q
+
+
+def test_or_then_and_is_left_to_right(capture_dir):
+    q = "tcp or udp and port 53"
+    assert ours(capture_dir, parse(q)) == tcpdump(capture_dir, q, None, None) == tcpdump(capture_dir, "(tcp or udp) and port 53", None, None)
+    assert tcpdump(capture_dir, q, None, None) != tcpdump(capture_dir, "tcp or (udp and port 53)", None, None)
