@@ -101,8 +101,9 @@ def mapped(fd):
     return mmap.mmap(fd, 0, access=mmap.ACCESS_READ) if size else b""
 
 
-def read_index(path, size):
-    """(file line, flow rows) of the index at `path` when it is current for a pcap of `size` bytes."""
+def read_index(path, size, pcap_fd):
+    """(file line, flow rows) of the index at `path` when it is current for the pcap open as `pcap_fd`
+    (`size` bytes: its size and first and last bytes, mirrorcap_index.current)."""
     fd = open_file(path)
     if fd is None:
         return None
@@ -111,8 +112,10 @@ def read_index(path, size):
             lines = [json.loads(x) for x in f if x.strip()]
     except (OSError, ValueError, EOFError, zlib.error):
         return None
-    if not lines or lines[0].get("kind") != "file" or lines[0].get("v") != ix.VERSION or lines[0].get("size") != size:
-        return None  # another version, or the pcap grew since (the one being written)
+    if not lines or lines[0].get("kind") != "file" or lines[0].get("v") != ix.VERSION:
+        return None  # another version
+    if not ix.current(lines[0], size, lambda o, n: os.pread(pcap_fd, n, o)):
+        return None  # the pcap grew since (the one being written), or it is another one now
     return lines[0], lines[1:]
 
 
@@ -132,7 +135,7 @@ def sources(directory):
             if magic not in ix.PCAP_MAGIC and magic != ix.PCAPNG_SHB:
                 skipped.append((name, "not a pcap or pcapng file"))
                 continue
-            index = read_index(path + ix.SUFFIX, size)
+            index = read_index(path + ix.SUFFIX, size, fd)
             if index is None:
                 data = mapped(fd)  # mapped only to index it (the pcap being written, a failed one)
                 try:

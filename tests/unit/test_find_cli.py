@@ -172,3 +172,131 @@ def test_times_past_the_engines_range_and_numbers_as_tcpdump_reads_them(pcaps, t
     want = subprocess.run(["tcpdump", "-r", str(merged), "-w", "-", bpf], capture_output=True, check=True).stdout
     got = subprocess.run(["tcpdump", "-r", str(out), "-w", "-"], capture_output=True, check=True).stdout
     assert sorted(_records(got)) == sorted(_records(want)) and _records(got)
+
+
+def as_a_user(*args, env=None, timeout=120):
+    """`mirrorcap ARGS` as a process whose permissions are checked: as root, without the capabilities that pass
+    over file modes (setpriv), so that a mode-000 file cannot be read and a mode-555 directory not written."""
+    import os
+    import sys
+    from pathlib import Path
+    cmd = [str(Path(sys.executable).parent / "mirrorcap"), *args]
+    if os.geteuid() == 0:
+        assert shutil.which("setpriv"), "setpriv (util-linux) drops root's file-mode override for these tests"
+        cmd = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", *cmd]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def _tcpdump_all(paths, bpf, tmp_path):
+    merged = tmp_path / "merged-for-judge.pcap"
+    if merged.exists():
+        merged.unlink()
+    subprocess.run(["mergecap", "-F", "pcap", "-w", str(merged), *map(str, paths)], check=True)
+    return sorted(_records(subprocess.run(["tcpdump", "-r", str(merged), "-w", "-", bpf], capture_output=True, check=True).stdout))
+
+
+def _found(out):
+    return sorted(_records(out.read_bytes()))
+
+
+def _swap(data: bytes, a: str, b: str) -> bytes:
+    import ipaddress
+    pa, pb = ipaddress.ip_address(a).packed, ipaddress.ip_address(b).packed
+    return data.replace(pa, b"\xff\xfe\xfd\xfc").replace(pb, pa).replace(b"\xff\xfe\xfd\xfc", pb)
+
+
+@pytest.mark.skipif(shutil.which("tcpdump") is None, reason="tcpdump is not installed")
+def test_an_index_is_of_its_pcap_not_of_one_of_the_same_size(pcaps, tmp_path):
+    """A pcap replaced by another of the same size, its time of change set back (cp -p, rsync -t, tar): answered
+    from the new one, not from the old index."""
+    import os
+    one = pcaps / "one"
+    assert run("find", "host 10.0.3.7", "--dir", str(pcaps), "--flows").exit_code == 0
+    idx = pcaps / "one.idx.json.gz"
+    before = idx.stat().st_mtime_ns
+    other = _swap(one.read_bytes(), "10.0.3.7", "10.0.3.8")
+    assert len(other) == one.stat().st_size and other != one.read_bytes()
+    one.write_bytes(other)
+    os.utime(one, ns=(before - 10 ** 9, before - 10 ** 9))
+    out = tmp_path / "x.pcap"
+    r = run("find", "host 10.0.3.7", "--dir", str(pcaps), "--out", str(out))
+    assert r.exit_code == 0, r.output
+    assert _found(out) == _tcpdump_all([one, pcaps / "two.pcapng"], "host 10.0.3.7", tmp_path)
+
+
+@pytest.mark.skipif(shutil.which("tcpdump") is None, reason="tcpdump is not installed")
+def test_read_only_directories_with_same_named_pcaps_get_an_index_each(tmp_path):
+    import os
+    a, b, tmp = tmp_path / "a", tmp_path / "b", tmp_path / "tmp"
+    for d in (a, b, tmp):
+        d.mkdir()
+    findtraffic.write_pcap(a / "cap.pcap", findtraffic.packets(31, 500, START))
+    (b / "cap.pcap").write_bytes(_swap((a / "cap.pcap").read_bytes(), "10.0.3.7", "10.0.3.8"))  # the same size
+    a.chmod(0o555)
+    b.chmod(0o555)
+    try:
+        for d in (a, b, a):
+            out = tmp_path / f"out-{d.name}-{len(os.listdir(tmp_path))}.pcap"
+            r = as_a_user("find", "host 10.0.3.7", "--dir", str(d), "--out", str(out), env={"TMPDIR": str(tmp)})
+            assert r.returncode == 0, r.stderr
+            assert _found(out) == _tcpdump_all([d / "cap.pcap"], "host 10.0.3.7", tmp_path)
+            assert not (d / "cap.pcap.idx.json.gz").exists()
+    finally:
+        a.chmod(0o755)
+        b.chmod(0o755)
+
+
+@pytest.mark.skipif(shutil.which("tcpdump") is None, reason="tcpdump is not installed")
+@pytest.mark.parametrize("damage", ["cut", "malformed", "wrong type"])
+def test_a_corrupt_index_is_built_again(pcaps, tmp_path, damage):
+    assert run("index", str(pcaps / "one")).exit_code == 0
+    idx = pcaps / "one.idx.json.gz"
+    raw = idx.read_bytes()
+    if damage == "cut":
+        idx.write_bytes(raw[:len(raw) * 2 // 3])
+    else:
+        lines = gzip.decompress(raw).splitlines()
+        lines[3] = b'{"kind":"flow","fam":"ip","sa":' if damage == "malformed" else lines[3].replace(b'"packets":', b'"packets":"x","was":')
+        idx.write_bytes(gzip.compress(b"\n".join(lines) + b"\n"))
+    out = tmp_path / "x.pcap"
+    r = run("find", "udp or arp", "--dir", str(pcaps), "--out", str(out))
+    assert r.exit_code == 0, r.output
+    assert "built again" in r.output
+    assert _found(out) == _tcpdump_all([pcaps / "one", pcaps / "two.pcapng"], "udp or arp", tmp_path)
+    assert gzip.decompress(idx.read_bytes()) == gzip.decompress(raw)
+
+
+@pytest.mark.skipif(shutil.which("tcpdump") is None, reason="tcpdump is not installed")
+def test_subdirectories_are_read_and_links_and_pipes_are_named(pcaps, tmp_path):
+    import os
+    for host, seed in (("host-a", 41), ("host-b", 42)):
+        (pcaps / host).mkdir()
+        findtraffic.write_pcap(pcaps / host / "cap.pcap", findtraffic.packets(seed, 300, START))
+    (pcaps / "link.pcap").symlink_to(pcaps / "host-a" / "cap.pcap")
+    (pcaps / "dirlink").symlink_to(pcaps / "host-b")
+    os.mkfifo(pcaps / "pipe")
+    out = tmp_path / "x.pcap"
+    r = as_a_user("find", "udp", "--dir", str(pcaps), "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    files = [pcaps / "one", pcaps / "two.pcapng", pcaps / "host-a" / "cap.pcap", pcaps / "host-b" / "cap.pcap"]
+    assert _found(out) == _tcpdump_all(files, "udp", tmp_path)
+    assert f"skipped {pcaps / 'link.pcap'}: a symbolic link" in r.stderr
+    assert f"skipped {pcaps / 'dirlink'}: a symbolic link to a directory" in r.stderr
+    assert f"skipped {pcaps / 'pipe'}: not a regular file" in r.stderr
+
+
+def test_an_unreadable_file_in_dir_is_named_with_the_fix(pcaps):
+    locked = pcaps / "locked.pcap"
+    locked.write_bytes((pcaps / "one").read_bytes())
+    locked.chmod(0)
+    r = as_a_user("find", "tcp", "--dir", str(pcaps), "--flows")
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr and str(locked) in r.stderr and "fix:" in r.stderr and "Permission denied" in r.stderr
+
+
+def test_index_of_a_pipe_is_refused_not_waited_on(tmp_path):
+    import os
+    os.mkfifo(tmp_path / "pipe")
+    r = as_a_user("index", str(tmp_path / "pipe"), timeout=60)
+    assert r.returncode == 2 and "not a regular file" in r.stderr, r.stderr
+    assert os.listdir(tmp_path) == ["pipe"]

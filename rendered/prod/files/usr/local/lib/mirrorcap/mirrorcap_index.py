@@ -39,6 +39,7 @@ import json
 import mmap
 import os
 import re
+import stat
 import struct
 import sys
 import zlib
@@ -576,6 +577,25 @@ def _flatten(flows):
         st[4:] = [base64.b64encode(leb128(values)).decode()]
 
 
+SIG_BYTES = 4096  # the file's first and last bytes, hashed: which pcap an index is of
+
+
+def signature(read, size):
+    """Which pcap of `size` bytes an index is of (its file line's `sig`): sha-256 of its first and last SIG_BYTES
+    (read(offset, count) -> bytes), 32 hex digits. With the size, it tells apart two captures of one size (their
+    headers' and last packets' times differ) without reading the file: what a copied, replaced or renamed pcap
+    needs, where times of change (mtime) are copied along or not at all."""
+    h = __import__("hashlib").sha256(read(0, min(size, SIG_BYTES)))
+    if size > SIG_BYTES:
+        h.update(read(max(SIG_BYTES, size - SIG_BYTES), size - max(SIG_BYTES, size - SIG_BYTES)))
+    return h.hexdigest()[:32]
+
+
+def current(line, size, read):
+    """Whether index file line `line` is of this pcap (`size` bytes, read as for signature) as it is now."""
+    return line.get("size") == size and line.get("sig") == signature(read, size)
+
+
 def build(data, name, vni=None):
     """The index of a pcap/pcapng's bytes: (file line, [flow lines])."""
     meta = header(data)
@@ -591,7 +611,8 @@ def build(data, name, vni=None):
     records_end = meta.pop("stop")
     meta.pop("end", None)
     stats = list(flows.values())
-    line = dict(kind="file", v=VERSION, pcap=os.path.basename(name), size=len(data), end=records_end,
+    line = dict(kind="file", v=VERSION, pcap=os.path.basename(name), size=len(data),
+                sig=signature(lambda o, n: data[o:o + n], len(data)), end=records_end,
                 format=meta["format"], endian=meta["endian"], ifaces=meta["ifaces"], vni=vni,
                 first=min((s[0] for s in stats), default=None), last=max((s[1] for s in stats), default=None),
                 packets=sum(s[2] for s in stats), bytes=sum(s[3] for s in stats), flows=len(flows))
@@ -694,8 +715,12 @@ def index_path(pcap):
 
 def write(pcap, out=None, vni=None):
     """Index `pcap` into `out` (default: beside it), replaced whole. Returns (file line, flows)."""
-    with open(pcap, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
+    fd = os.open(pcap, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO opens at once (then is refused), not when written
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise IndexError_("%s is not a regular file (a pipe, device or directory): give a pcap file" % pcap)
+        size = st.st_size
         # Mapped, not read: a pcap of a few GiB costs page cache, not the indexer's memory.
         data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
         try:
