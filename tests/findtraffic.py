@@ -105,3 +105,29 @@ def write_pcapng(path, pkts) -> None:
         f.write(block(1, struct.pack("<HHI", 1, 0, 262144) + struct.pack("<HHB3x", 9, 1, 9) + struct.pack("<HH", 0, 0)))
         for ts, fr in pkts:
             f.write(block(6, struct.pack("<IIIII", 0, ts >> 32, ts & 0xFFFFFFFF, len(fr), len(fr)) + fr))
+
+
+def write_pcap_cut(path, pkts, snaps, linktype: int = 1, endian: str = "<") -> None:
+    """A microsecond pcap of (ts_ns, frame) whose records are cut to the snap length snaps(i, frame) gives (the
+    original length kept), of `linktype`, in `endian` byte order."""
+    with open(path, "wb") as f:
+        f.write(struct.pack(endian + "IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, linktype))
+        for i, (ts, fr) in enumerate(pkts):
+            cap = fr[:snaps(i, fr)]
+            t = ts // 1000
+            f.write(struct.pack(endian + "IIII", t // 10 ** 6, t % 10 ** 6, len(cap), len(fr)) + cap)
+
+
+def relinked(pkts, linktype: int, endian: str = "<"):
+    """The Ethernet frames of `pkts` as another link type writes them: LINUX_SLL2 (276: a 20-byte header, the
+    protocol first) or NULL (0: a 4-byte address family in the writer's byte order; 2 IPv4, 24/28/30 IPv6)."""
+    out = []
+    for i, (ts, fr) in enumerate(pkts):
+        etype, body = struct.unpack(">H", fr[12:14])[0], fr[14:]
+        if linktype == 276:
+            head = struct.pack(">HHIHBB8s", etype, 0, 2, 1, 0, 6, fr[6:12] + b"\0\0")
+        else:
+            family = {0x0800: 2, 0x86DD: (24, 28, 30)[i % 3]}.get(etype, 7 + i % 5)
+            head = struct.pack(endian + "I", family)
+        out.append((ts, head + body))
+    return out

@@ -324,7 +324,8 @@ def header(data):
         if len(data) < 24:
             raise IndexError_("a pcap file header is 24 bytes, this file has %d" % len(data))
         endian, tsres = PCAP_MAGIC[magic]
-        return dict(format="pcap", endian=endian, ifaces=[[struct.unpack_from(endian + "I", data, 20)[0] & 0xFFFF, tsres]])
+        linktype = check_linktype(struct.unpack_from(endian + "I", data, 20)[0] & 0xFFFF)
+        return dict(format="pcap", endian=endian, ifaces=[[linktype, tsres]])
     if magic == PCAPNG_SHB:
         if len(data) < 12:
             raise IndexError_("the pcapng section header is cut short")
@@ -372,7 +373,7 @@ def records(data, meta, start=None, end=None):
             u32 = struct.Struct(endian + "I")
             del ifaces[:]  # a new section numbers its interfaces again
         elif btype == 1:  # interface description
-            linktype = struct.unpack_from(endian + "H", data, o + 8)[0]
+            linktype = check_linktype(struct.unpack_from(endian + "H", data, o + 8)[0])
             ifaces.append([linktype, _tsresol(data, o, blen, endian)])
         elif btype in (6, 3):  # enhanced / simple packet
             if btype == 6:
@@ -408,59 +409,100 @@ def _tsresol(data, o, blen, endian):
 
 
 # --- what tcpdump's primitives see of one frame ---------------------------------------
-def flow_key(data, linktype, frame, caplen):
-    """(fam, proto, src bytes, dst bytes, sport, dport) as `host`, `net`, `port`, `tcp`,
-    `udp` and `icmp` read them from one frame: libpcap's own tests, re-done."""
-    stop = frame + caplen
+# The link types read, as libpcap reads them: where the network header starts and how its type is told.
+LINKTYPE_NULL, LINKTYPE_LOOP, LINKTYPE_SLL2 = 0, 108, 276
+LINK_HEADER = {LINKTYPE_ETHERNET: 14, LINKTYPE_SLL: 16, LINKTYPE_SLL2: 20, LINKTYPE_NULL: 4, LINKTYPE_LOOP: 4,
+               LINKTYPE_RAW: 0, 12: 0, 14: 0, LINKTYPE_IPV4: 0, LINKTYPE_IPV6: 0}
+LINKTYPE_NAMES = {0: "NULL", 1: "EN10MB", 9: "PPP", 12: "RAW", 14: "RAW", 50: "PPP_HDLC", 101: "RAW", 104: "C_HDLC",
+                  105: "IEEE802_11", 108: "LOOP", 113: "LINUX_SLL", 119: "PRISM_HEADER", 127: "IEEE802_11_RADIO",
+                  192: "PPI", 195: "IEEE802_15_4", 220: "USB_LINUX_MMAPPED", 228: "IPV4", 229: "IPV6", 239: "NFLOG",
+                  249: "USBPCAP", 276: "LINUX_SLL2"}
+NULL_FAMILY = {2: 0x0800, 24: 0x86DD, 28: 0x86DD, 30: 0x86DD}  # BSD's AF_INET, and the AF_INET6s libpcap's `ip6` takes
+CUT = "cut"  # fam of a frame cut before a byte tcpdump's filter may read: decided packet by packet, by libpcap
+
+
+class LinkTypeError(IndexError_):
+    """A link type whose frames this does not read as tcpdump does: refused by name, never indexed as "other"."""
+
+
+def check_linktype(linktype):
+    if linktype not in LINK_HEADER:
+        raise LinkTypeError("link type %d (%s) is not one mirrorcap reads (it reads %s)" % (
+            linktype, LINKTYPE_NAMES.get(linktype, "unknown"),
+            ", ".join(sorted({LINKTYPE_NAMES[x] for x in LINK_HEADER}))))
+    return linktype
+
+
+def _etype(data, linktype, frame, caplen, endian):
+    """(the network header's type as an ethertype, where it starts; None when the frame is cut before its type)."""
     if linktype == LINKTYPE_ETHERNET:
-        if caplen < 14:
-            return OTHER
-        etype = data[frame + 12] << 8 | data[frame + 13]
-        net = frame + 14
-    elif linktype == LINKTYPE_SLL:
-        if caplen < 16:
-            return OTHER
-        etype = data[frame + 14] << 8 | data[frame + 15]
-        net = frame + 16
-    elif linktype in (LINKTYPE_RAW, LINKTYPE_IPV4, LINKTYPE_IPV6, 12, 14):
-        if caplen < 1:
-            return OTHER
-        version = data[frame] >> 4
-        etype = 0x0800 if version == 4 else 0x86DD if version == 6 else 0
-        net = frame
-    else:
-        return OTHER
+        return (data[frame + 12] << 8 | data[frame + 13], frame + 14) if caplen >= 14 else None
+    if linktype == LINKTYPE_SLL:
+        return (data[frame + 14] << 8 | data[frame + 15], frame + 16) if caplen >= 16 else None
+    if linktype == LINKTYPE_SLL2:
+        return (data[frame] << 8 | data[frame + 1], frame + 20) if caplen >= 2 else None
+    if linktype in (LINKTYPE_NULL, LINKTYPE_LOOP):
+        if caplen < 4:
+            return None
+        family = struct.unpack_from((">" if linktype == LINKTYPE_LOOP else endian) + "I", data, frame)[0]
+        return NULL_FAMILY.get(family, 0), frame + 4
+    if linktype == LINKTYPE_IPV4:
+        return 0x0800, frame
+    if linktype == LINKTYPE_IPV6:
+        return 0x86DD, frame
+    if caplen < 1:  # raw IP: the version nibble tells
+        return None
+    version = data[frame] >> 4
+    return (0x0800 if version == 4 else 0x86DD if version == 6 else 0), frame
+
+
+def flow_key(data, linktype, frame, caplen, endian="<"):
+    """(fam, proto, src bytes, dst bytes, ports) as `host`, `net`, `port`, `tcp`, `udp` and `icmp` read them from
+    one frame: libpcap's own tests, re-done. A frame cut before a byte any of them may read is CUT_KEY: tcpdump's
+    filter takes it or not by what its compiled, optimized code reads before the cut (mirrorcap_query decides it
+    with libpcap itself)."""
+    t = _etype(data, linktype, frame, caplen, endian)
+    if t is None:
+        return CUT_KEY
+    etype, net = t
+    stop = frame + caplen
     if etype == 0x0800:
         if net + 20 > stop:
-            return OTHER
+            return CUT_KEY
         proto = data[net + 9]
         ports = None
         if proto in PORT_PROTOS and not (data[net + 6] & 0x1F or data[net + 7]):
             t = net + (data[net] & 0x0F) * 4
-            if t + 4 <= stop:
-                ports = data[t:t + 4]
+            if t + 4 > stop:
+                return CUT_KEY
+            ports = data[t:t + 4]
         return ("ip", proto, data[net + 12:net + 16], data[net + 16:net + 20], ports)
     if etype == 0x86DD:
         if net + 40 > stop:
-            return OTHER
+            return CUT_KEY
         nh = data[net + 6]
         ports = None
         if nh == 44:
-            proto = data[net + 40] if net + 41 <= stop else 44
+            if net + 41 > stop:
+                return CUT_KEY
+            proto = data[net + 40]
         else:
             proto = nh
-            if nh in PORT_PROTOS and net + 44 <= stop:
+            if nh in PORT_PROTOS:
+                if net + 44 > stop:
+                    return CUT_KEY
                 ports = data[net + 40:net + 44]
         return ("ip6", proto, data[net + 8:net + 24], data[net + 24:net + 40], ports)
     if etype in (0x0806, 0x8035):
         # libpcap reads arp[14:4] and arp[24:4] whatever the hardware address length
         if net + 28 > stop:
-            return OTHER
+            return CUT_KEY
         return ("arp" if etype == 0x0806 else "rarp", None, data[net + 14:net + 18], data[net + 24:net + 28], None)
     return OTHER
 
 
 OTHER = ("other", None, b"", b"", None)
+CUT_KEY = (CUT, None, b"", b"", None)
 
 
 def vni_of(name):
@@ -480,7 +522,7 @@ def _walk(data, meta):
         if o >= boundary:
             chunk += 1
             boundary = o - o % CHUNK + CHUNK
-        key = flow_key(data, linktype, frame, caplen)
+        key = flow_key(data, linktype, frame, caplen, meta["endian"])
         f = flows.get(key)
         if f is None:
             flows[key] = [ts, ts, 1, length, chunk, [o, meta["end"]]]
@@ -534,7 +576,7 @@ def _walk_pcap(data, meta):
                 raw = data[f + 20:f + 21] + data[f + 22:f + 58]
         st = seen.get(raw) if raw is not None else None
         if st is None:
-            key = flow_key(data, linktype, f, caplen)
+            key = flow_key(data, linktype, f, caplen, meta["endian"])
             st = flows.get(key)
             if st is None:
                 st = flows[key] = [ts, ts, 0, 0, chunk, [o, nxt]]
@@ -870,7 +912,8 @@ def build(data, name, vni=None):
                 sig=signature(lambda o, n: data[o:o + n], len(data)), end=records_end,
                 format=meta["format"], endian=meta["endian"], ifaces=meta["ifaces"], vni=vni,
                 first=min((s[0] for s in stats), default=None), last=max((s[1] for s in stats), default=None),
-                packets=sum(s[2] for s in stats), bytes=sum(s[3] for s in stats), flows=len(flows))
+                packets=sum(s[2] for s in stats), bytes=sum(s[3] for s in stats), flows=len(flows),
+                cut=sum(st[2] for k, st in flows.items() if k[0] == CUT))
     rows = []
     for (fam, proto, src, dst, ports), (f_first, f_last, n, nbytes, runs) in flows.items():
         sp, dp = struct.unpack(">HH", ports) if ports else (None, None)
@@ -1068,12 +1111,14 @@ over a tree of JSON values, every time already absolute (ns since the epoch, UTC
 has no free text left, only these words, numbers and hex.
 """
 import re
+import struct
 
 V4_FAMS = ("ip", "arp", "rarp")  # where libpcap's `host`/`net` of an IPv4 address look
 DIRECTIONS = ("src", "dst", "any")
 PROTOS = {"tcp": 6, "udp": 17, "icmp": 1}
 FAMS = ("ip", "ip6", "arp")
 HEX = {4: re.compile(r"[0-9a-f]{8}"), 6: re.compile(r"[0-9a-f]{32}")}
+CUT = "cut"  # mirrorcap_index.CUT: the fam of frames cut short
 MAX_DEPTH = 64  # a query people write is a few levels deep; recursion stays far from Python's limit
 
 
@@ -1167,12 +1212,161 @@ def predicate(tree):
     raise AssertionError(op)
 
 
+def packet_predicate(tree, ix):
+    """A function (data, linktype, frame, caplen, length, endian, vni, ts_ns) -> bool deciding one record's frame as
+    tcpdump's filter does; ix: mirrorcap_index. A whole frame is decided on its flow key. A frame cut before a byte
+    the filter may read (mirrorcap_index.CUT) is decided by libpcap itself, on the query in tcpdump's syntax: its
+    compiled, optimized code rejects a packet when a load passes the captured bytes, and which loads it makes
+    depends on the whole program (libpcap's optimizer merges the terms' loads), so nothing short of libpcap can
+    answer as tcpdump does."""
+    keep, flow_key, cut = predicate(tree), ix.flow_key, ix.CUT
+
+    def decide(data, linktype, frame, caplen, length, endian, vni, ts):
+        key = flow_key(data, linktype, frame, caplen, endian)
+        if key[0] != cut:
+            return keep(key, vni, ts)
+        return libpcap().matches(linktype, endian, bpf(tree, vni, ts), bytes(data[frame:frame + caplen]), length)
+    return decide
+
+
+def bpf(tree, vni=None, ts=None):
+    """The query in tcpdump's syntax. Its `vni` and time terms, which tcpdump has not, are the constants they are for a
+    packet of `vni` at `ts` ('len >= 0' or 'len < 0': no load of the packet); without them, refused (ValueError).
+    A chain of one operator is written unparenthesized, left to right, as tcpdump groups it."""
+    op, a = tree[0], tree[1:]
+    if op in ("and", "or"):
+        parts = []
+        for x in a:
+            text = bpf(x, vni, ts)
+            parts.append(text if x[0] == op or x[0] not in ("and", "or") else "(" + text + ")")
+        return (" %s " % op).join(parts)
+    if op == "not":
+        inner = bpf(a[0], vni, ts)
+        return "not " + (inner if a[0][0] not in ("and", "or") else "(" + inner + ")")
+    d = "" if op not in ("host", "net", "port") or a[0] == "any" else a[0] + " "
+    if op == "host":
+        return d + "host " + _addr_text(a[1], a[2])
+    if op == "net":
+        lo, hi = int(a[2], 16), int(a[3], 16)
+        return d + "net %s/%d" % (_addr_text(a[1], a[2]), len(a[2]) * 4 - (hi - lo).bit_length())
+    if op == "port":
+        return d + "port %d" % a[1]
+    if op == "proto":
+        return a[1]
+    if op == "fam":
+        return a[0]
+    if op in ("vni", "time"):
+        if ts is None:
+            raise ValueError("%s has no tcpdump equivalent" % op)
+        hit = vni == a[0] if op == "vni" else (a[0] is None or ts >= a[0]) and (a[1] is None or ts < a[1])
+        return "len >= 0" if hit else "len < 0"
+    raise AssertionError(op)
+
+
+def _addr_text(version, hexaddr):
+    import ipaddress
+    return str(ipaddress.ip_address(bytes.fromhex(hexaddr)))
+
+
+
+
+class NoLibpcap(Exception):
+    """libpcap is not on this machine: frames cut short cannot be decided as tcpdump does."""
+
+
+class _Libpcap:
+    """libpcap through ctypes (stdlib: the host has no pip; libpcap is tcpdump's own library, on every capture host
+    and most laptops): compiles a filter once for a link type and byte order, as tcpdump -r compiles it for a file
+    of them (libpcap's code depends on both: a NULL header's families, in the file's order), and runs it on a
+    frame as tcpdump -r does."""
+
+    def __init__(self):
+        import ctypes
+        import ctypes.util
+        name = ctypes.util.find_library("pcap")
+        if name is None:
+            raise NoLibpcap("libpcap is not installed (tcpdump's library): install libpcap (or tcpdump) to decide "
+                            "frames cut shorter than the bytes the query reads")
+        self.c = ctypes
+        lib = ctypes.CDLL(name)
+
+        class Prog(ctypes.Structure):
+            _fields_ = [("bf_len", ctypes.c_uint), ("bf_insns", ctypes.c_void_p)]
+
+        class Header(ctypes.Structure):
+            _fields_ = [("tv_sec", ctypes.c_long), ("tv_usec", ctypes.c_long), ("caplen", ctypes.c_uint32),
+                        ("len", ctypes.c_uint32)]
+        self.Prog, self.Header = Prog, Header
+        lib.pcap_open_offline.restype = ctypes.c_void_p
+        lib.pcap_open_offline.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+        lib.pcap_compile.argtypes = [ctypes.c_void_p, ctypes.POINTER(Prog), ctypes.c_char_p, ctypes.c_int, ctypes.c_uint32]
+        lib.pcap_geterr.restype = ctypes.c_char_p
+        lib.pcap_geterr.argtypes = [ctypes.c_void_p]
+        lib.pcap_offline_filter.argtypes = [ctypes.POINTER(Prog), ctypes.POINTER(Header), ctypes.c_char_p]
+        self.lib, self.handles, self.progs = lib, {}, {}
+
+    def _handle(self, linktype, endian):
+        """A pcap_t reading a file of `linktype` in byte order `endian` (its header alone, from a temporary file)."""
+        import os
+        import tempfile
+        handle = self.handles.get((linktype, endian))
+        if handle is None:
+            fd, path = tempfile.mkstemp(prefix="mirrorcap-linktype-", suffix=".pcap")
+            try:
+                os.write(fd, struct.pack(endian + "IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, linktype))
+                os.close(fd)
+                errbuf = self.c.create_string_buffer(512)
+                handle = self.lib.pcap_open_offline(path.encode(), errbuf)
+            finally:
+                os.unlink(path)
+            if not handle:
+                raise ValueError("libpcap cannot read link type %d: %s" % (linktype, errbuf.value.decode(errors="replace")))
+            self.handles[(linktype, endian)] = handle
+        return handle
+
+    def program(self, linktype, endian, text):
+        key = (linktype, endian, text)
+        prog = self.progs.get(key)
+        if prog is None:
+            handle = self._handle(linktype, endian)
+            prog = self.Prog()
+            if self.lib.pcap_compile(handle, self.c.byref(prog), text.encode(), 1, 0xFFFFFFFF) != 0:
+                why = self.lib.pcap_geterr(handle).decode(errors="replace")
+                if "rejects all packets" not in why:
+                    raise ValueError("libpcap cannot compile %r: %s" % (text, why))
+                prog = False  # libpcap proved no packet matches
+            if len(self.progs) > 4096:
+                self.progs.clear()  # (compiled programs are kept; a query has a few)
+            self.progs[key] = prog
+        return prog
+
+    def matches(self, linktype, endian, text, frame, length):
+        prog = self.program(linktype, endian, text)
+        if prog is False:
+            return False
+        h = self.Header(0, 0, len(frame), max(length, len(frame)))
+        return self.lib.pcap_offline_filter(self.c.byref(prog), self.c.byref(h), frame) != 0
+
+
+_LIBPCAP = []
+
+
+def libpcap():
+    """The one _Libpcap of this process (NoLibpcap when the library is not installed)."""
+    if not _LIBPCAP:
+        _LIBPCAP.append(_Libpcap())
+    return _LIBPCAP[0]
+
+
 # --- an index's flow rows --------------------------------------------------------------
 def flow_may_match(tree, row, negate=False):
     """True when the flow row (an index's "flow" line) may hold a packet the query takes: what
     mirrorcap.find.query.sql() asks DuckDB, decided in Python. Negations are pushed down to
     the terms, where all but time are exact per flow; a time term asks only that the flow's
-    span may hold one."""
+    span may hold one. A flow of frames cut short (fam "cut") may hold one of any query: its packets are decided
+    one by one."""
+    if row["fam"] == CUT:
+        return True
     op, a = tree[0], tree[1:]
     if op == "not":
         return flow_may_match(a[0], row, not negate)
@@ -1214,7 +1408,10 @@ def _exact(op, a, row):
 def file_may_take(tree, line, may_hold):
     """False only when no flow of the file can hold a packet the query takes, decided on its index's
     file line alone (its VNI, and its Bloom filter through mirrorcap_index.may_hold). Conservative:
-    a term the filter cannot decide (net, protocols, time, anything under `not`) may hold."""
+    a term the filter cannot decide (net, protocols, time, anything under `not`) may hold, and so may a file with
+    frames cut short (its line's `cut`: they are decided one by one)."""
+    if line.get("cut"):
+        return True
     op, a = tree[0], tree[1:]
     if op == "and":
         return file_may_take(a[0], line, may_hold) and file_may_take(a[1], line, may_hold)
@@ -3341,7 +3538,13 @@ def select(srcs, tree):
 def packets(srcs, rows, tree, max_bytes):
     """(packets in time order as (ts, linktype, tsres, frame, length), bytes of pcaps read); Refused
     once the pcap they make passes max_bytes."""
-    keep = mq.predicate(tree)
+    decide = mq.packet_predicate(tree, ix)
+
+    def keep(*frame):
+        try:
+            return decide(*frame)
+        except mq.NoLibpcap as e:  # (a frame cut short, and no libpcap to decide it as tcpdump does)
+            raise Refused(str(e))
     by_source = {}
     for r in rows:
         by_source.setdefault(r["source"], []).append(r)
@@ -3358,7 +3561,7 @@ def packets(srcs, rows, tree, max_bytes):
                 data = f.read(b - a)
                 read += len(data)
                 for o, ts, linktype, caplen, length, frame in ix.records(data, meta, 0, len(data)):
-                    if keep(ix.flow_key(data, linktype, frame, caplen), line.get("vni"), ts):
+                    if keep(data, linktype, frame, caplen, length, meta["endian"], line.get("vni"), ts):
                         size += 16 + caplen
                         if size > max_bytes:
                             raise Refused("too_big")

@@ -169,7 +169,13 @@ def select(srcs, tree):
 def packets(srcs, rows, tree, max_bytes):
     """(packets in time order as (ts, linktype, tsres, frame, length), bytes of pcaps read); Refused
     once the pcap they make passes max_bytes."""
-    keep = mq.predicate(tree)
+    decide = mq.packet_predicate(tree, ix)
+
+    def keep(*frame):
+        try:
+            return decide(*frame)
+        except mq.NoLibpcap as e:  # (a frame cut short, and no libpcap to decide it as tcpdump does)
+            raise Refused(str(e))
     by_source = {}
     for r in rows:
         by_source.setdefault(r["source"], []).append(r)
@@ -186,7 +192,7 @@ def packets(srcs, rows, tree, max_bytes):
                 data = f.read(b - a)
                 read += len(data)
                 for o, ts, linktype, caplen, length, frame in ix.records(data, meta, 0, len(data)):
-                    if keep(ix.flow_key(data, linktype, frame, caplen), line.get("vni"), ts):
+                    if keep(data, linktype, frame, caplen, length, meta["endian"], line.get("vni"), ts):
                         size += 16 + caplen
                         if size > max_bytes:
                             raise Refused("too_big")

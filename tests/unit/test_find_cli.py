@@ -300,3 +300,17 @@ def test_index_of_a_pipe_is_refused_not_waited_on(tmp_path):
     r = as_a_user("index", str(tmp_path / "pipe"), timeout=60)
     assert r.returncode == 2 and "not a regular file" in r.stderr, r.stderr
     assert os.listdir(tmp_path) == ["pipe"]
+
+
+@pytest.mark.parametrize("linktype, name", [(127, "IEEE802_11_RADIO"), (9, "PPP"), (147, "unknown")])
+def test_a_link_type_find_does_not_read_is_refused_by_name(pcaps, linktype, name):
+    """Never indexed as 'other' (which `not host X` would then take whole): refused, exit 2, by name."""
+    import struct
+    odd = pcaps / "odd.pcap"
+    frame = bytes(range(60))
+    odd.write_bytes(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, linktype) + struct.pack("<IIII", 1, 0, 60, 60) + frame)
+    r = run("find", "not host 10.9.9.9", "--dir", str(pcaps), "--flows")
+    assert r.exit_code == 2 and f"link type {linktype} ({name})" in r.output and "odd.pcap" in r.output, r.output
+    r = run("index", str(odd))
+    assert r.exit_code == 2 and f"link type {linktype} ({name})" in r.output
+    assert not (pcaps / "odd.pcap.idx.json.gz").exists()

@@ -124,3 +124,8 @@ def test_a_pcap_without_its_index_is_indexed_in_memory_only(tmp_path):
     host_srcs, built, skipped = mf.sources(str(tmp_path))
     assert built == 1 and [s[0] for s in host_srcs] == ["vni7_2025-12-03T13-53-20Z.pcap"] and skipped == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link.pcap", "vni7_2025-12-03T13-53-20Z.pcap"]  # nothing written
+
+
+def test_the_fam_of_frames_cut_short_is_one_word_for_indexer_and_evaluator():
+    from mirrorcap.find.hostindex import hostquery, indexer
+    assert hostquery().CUT == indexer().CUT == indexer().CUT_KEY[0]

@@ -20,7 +20,7 @@ from pathlib import Path
 from ..errors import MirrorcapError, Problem
 from .hostindex import hostquery, indexer
 from .prune import may_take
-from .query import Node, predicate, tree
+from .query import Node, tree
 from .select import flows_sql
 
 FLOW_COLUMNS = ("{kind: 'VARCHAR', fam: 'VARCHAR', proto: 'INTEGER', sa: 'VARCHAR', da: 'VARCHAR', sp: 'INTEGER', "
@@ -81,6 +81,9 @@ def sources(directory: Path, index_dir: Path | None = None, progress=None) -> tu
             try:
                 out.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
                 meta, _ = ix.write(str(p), str(out))
+            except ix.LinkTypeError as e:
+                raise MirrorcapError([Problem("command line", "--dir", f"{_shown(p)}: {e}", "search it with tcpdump -r, "
+                                              "or move it out of --dir (find answers only what it reads as tcpdump does)")]) from None
             except (OSError, ValueError, struct.error, ix.IndexError_) as e:
                 skipped.append((str(p), f"cannot index: {e}"))
                 continue
@@ -213,7 +216,15 @@ def packets(src: Source, flows: list[dict], node: Node, counter: list | None = N
     """(ts_ns, linktype, tsres, frame bytes, original length, offset) of every packet of `src` that the
     query takes, reading only the ranges of `flows`."""
     ix = indexer()
-    keep = predicate(node)
+    q = hostquery()
+    decide = q.packet_predicate(tree(node), ix)
+
+    def keep(*frame):
+        try:
+            return decide(*frame)
+        except q.NoLibpcap as e:
+            raise MirrorcapError([Problem(src.label(), "", f"frames cut short: {e}", "install libpcap (tcpdump's library), "
+                                          "e.g. apt-get install libpcap0.8 or dnf install libpcap")]) from None
     vni = src.meta.get("vni")
     wanted = ix.flow_ranges(flows, FETCH_GAP if src.fetch else 0)
     meta = ix.reader_meta(src.meta)
@@ -229,7 +240,7 @@ def packets(src: Source, flows: list[dict], node: Node, counter: list | None = N
                 if src.fetch is not None:
                     counter[1] += len(data)
             for o, ts, linktype, caplen, length, frame in ix.records(data, meta, 0, len(data)):
-                if keep(ix.flow_key(data, linktype, frame, caplen), vni, ts):
+                if keep(data, linktype, frame, caplen, length, meta["endian"], vni, ts):
                     tsres = meta["ifaces"][0][1] if meta["format"] == "pcap" else 9
                     yield ts, linktype, tsres, data[frame:frame + caplen], length, a + o
 

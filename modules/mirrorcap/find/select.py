@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta, timezone
 
+from .hostindex import indexer
 from .query import NS, Node, sql, time_bounds
 
 # The flow columns every engine returns, in this order ("first"/"last": keywords in Athena).
@@ -30,7 +31,7 @@ def flows_sql(node: Node, relation: str, path_column: str, days: tuple[date | No
     if days is not None:
         lo, hi = days
         where += ([f"day >= '{lo.isoformat()}'"] if lo is not None else []) + ([f"day <= '{hi.isoformat()}'"] if hi is not None else [])
-    where.append(sql(node))
+    where.append(f"({sql(node)} OR fam = '{indexer().CUT}')")  # frames cut short: decided packet by packet
     cols = ", ".join(f'"{c}"' for c in COLUMNS)
     return f'SELECT {path_column} AS filename, {cols} FROM {relation} WHERE {" AND ".join(where)} ORDER BY "first", filename, {TIE_BREAK}'
 

@@ -69,7 +69,8 @@ def header(data):
         if len(data) < 24:
             raise IndexError_("a pcap file header is 24 bytes, this file has %d" % len(data))
         endian, tsres = PCAP_MAGIC[magic]
-        return dict(format="pcap", endian=endian, ifaces=[[struct.unpack_from(endian + "I", data, 20)[0] & 0xFFFF, tsres]])
+        linktype = check_linktype(struct.unpack_from(endian + "I", data, 20)[0] & 0xFFFF)
+        return dict(format="pcap", endian=endian, ifaces=[[linktype, tsres]])
     if magic == PCAPNG_SHB:
         if len(data) < 12:
             raise IndexError_("the pcapng section header is cut short")
@@ -117,7 +118,7 @@ def records(data, meta, start=None, end=None):
             u32 = struct.Struct(endian + "I")
             del ifaces[:]  # a new section numbers its interfaces again
         elif btype == 1:  # interface description
-            linktype = struct.unpack_from(endian + "H", data, o + 8)[0]
+            linktype = check_linktype(struct.unpack_from(endian + "H", data, o + 8)[0])
             ifaces.append([linktype, _tsresol(data, o, blen, endian)])
         elif btype in (6, 3):  # enhanced / simple packet
             if btype == 6:
@@ -153,59 +154,100 @@ def _tsresol(data, o, blen, endian):
 
 
 # --- what tcpdump's primitives see of one frame ---------------------------------------
-def flow_key(data, linktype, frame, caplen):
-    """(fam, proto, src bytes, dst bytes, sport, dport) as `host`, `net`, `port`, `tcp`,
-    `udp` and `icmp` read them from one frame: libpcap's own tests, re-done."""
-    stop = frame + caplen
+# The link types read, as libpcap reads them: where the network header starts and how its type is told.
+LINKTYPE_NULL, LINKTYPE_LOOP, LINKTYPE_SLL2 = 0, 108, 276
+LINK_HEADER = {LINKTYPE_ETHERNET: 14, LINKTYPE_SLL: 16, LINKTYPE_SLL2: 20, LINKTYPE_NULL: 4, LINKTYPE_LOOP: 4,
+               LINKTYPE_RAW: 0, 12: 0, 14: 0, LINKTYPE_IPV4: 0, LINKTYPE_IPV6: 0}
+LINKTYPE_NAMES = {0: "NULL", 1: "EN10MB", 9: "PPP", 12: "RAW", 14: "RAW", 50: "PPP_HDLC", 101: "RAW", 104: "C_HDLC",
+                  105: "IEEE802_11", 108: "LOOP", 113: "LINUX_SLL", 119: "PRISM_HEADER", 127: "IEEE802_11_RADIO",
+                  192: "PPI", 195: "IEEE802_15_4", 220: "USB_LINUX_MMAPPED", 228: "IPV4", 229: "IPV6", 239: "NFLOG",
+                  249: "USBPCAP", 276: "LINUX_SLL2"}
+NULL_FAMILY = {2: 0x0800, 24: 0x86DD, 28: 0x86DD, 30: 0x86DD}  # BSD's AF_INET, and the AF_INET6s libpcap's `ip6` takes
+CUT = "cut"  # fam of a frame cut before a byte tcpdump's filter may read: decided packet by packet, by libpcap
+
+
+class LinkTypeError(IndexError_):
+    """A link type whose frames this does not read as tcpdump does: refused by name, never indexed as "other"."""
+
+
+def check_linktype(linktype):
+    if linktype not in LINK_HEADER:
+        raise LinkTypeError("link type %d (%s) is not one mirrorcap reads (it reads %s)" % (
+            linktype, LINKTYPE_NAMES.get(linktype, "unknown"),
+            ", ".join(sorted({LINKTYPE_NAMES[x] for x in LINK_HEADER}))))
+    return linktype
+
+
+def _etype(data, linktype, frame, caplen, endian):
+    """(the network header's type as an ethertype, where it starts; None when the frame is cut before its type)."""
     if linktype == LINKTYPE_ETHERNET:
-        if caplen < 14:
-            return OTHER
-        etype = data[frame + 12] << 8 | data[frame + 13]
-        net = frame + 14
-    elif linktype == LINKTYPE_SLL:
-        if caplen < 16:
-            return OTHER
-        etype = data[frame + 14] << 8 | data[frame + 15]
-        net = frame + 16
-    elif linktype in (LINKTYPE_RAW, LINKTYPE_IPV4, LINKTYPE_IPV6, 12, 14):
-        if caplen < 1:
-            return OTHER
-        version = data[frame] >> 4
-        etype = 0x0800 if version == 4 else 0x86DD if version == 6 else 0
-        net = frame
-    else:
-        return OTHER
+        return (data[frame + 12] << 8 | data[frame + 13], frame + 14) if caplen >= 14 else None
+    if linktype == LINKTYPE_SLL:
+        return (data[frame + 14] << 8 | data[frame + 15], frame + 16) if caplen >= 16 else None
+    if linktype == LINKTYPE_SLL2:
+        return (data[frame] << 8 | data[frame + 1], frame + 20) if caplen >= 2 else None
+    if linktype in (LINKTYPE_NULL, LINKTYPE_LOOP):
+        if caplen < 4:
+            return None
+        family = struct.unpack_from((">" if linktype == LINKTYPE_LOOP else endian) + "I", data, frame)[0]
+        return NULL_FAMILY.get(family, 0), frame + 4
+    if linktype == LINKTYPE_IPV4:
+        return 0x0800, frame
+    if linktype == LINKTYPE_IPV6:
+        return 0x86DD, frame
+    if caplen < 1:  # raw IP: the version nibble tells
+        return None
+    version = data[frame] >> 4
+    return (0x0800 if version == 4 else 0x86DD if version == 6 else 0), frame
+
+
+def flow_key(data, linktype, frame, caplen, endian="<"):
+    """(fam, proto, src bytes, dst bytes, ports) as `host`, `net`, `port`, `tcp`, `udp` and `icmp` read them from
+    one frame: libpcap's own tests, re-done. A frame cut before a byte any of them may read is CUT_KEY: tcpdump's
+    filter takes it or not by what its compiled, optimized code reads before the cut (mirrorcap_query decides it
+    with libpcap itself)."""
+    t = _etype(data, linktype, frame, caplen, endian)
+    if t is None:
+        return CUT_KEY
+    etype, net = t
+    stop = frame + caplen
     if etype == 0x0800:
         if net + 20 > stop:
-            return OTHER
+            return CUT_KEY
         proto = data[net + 9]
         ports = None
         if proto in PORT_PROTOS and not (data[net + 6] & 0x1F or data[net + 7]):
             t = net + (data[net] & 0x0F) * 4
-            if t + 4 <= stop:
-                ports = data[t:t + 4]
+            if t + 4 > stop:
+                return CUT_KEY
+            ports = data[t:t + 4]
         return ("ip", proto, data[net + 12:net + 16], data[net + 16:net + 20], ports)
     if etype == 0x86DD:
         if net + 40 > stop:
-            return OTHER
+            return CUT_KEY
         nh = data[net + 6]
         ports = None
         if nh == 44:
-            proto = data[net + 40] if net + 41 <= stop else 44
+            if net + 41 > stop:
+                return CUT_KEY
+            proto = data[net + 40]
         else:
             proto = nh
-            if nh in PORT_PROTOS and net + 44 <= stop:
+            if nh in PORT_PROTOS:
+                if net + 44 > stop:
+                    return CUT_KEY
                 ports = data[net + 40:net + 44]
         return ("ip6", proto, data[net + 8:net + 24], data[net + 24:net + 40], ports)
     if etype in (0x0806, 0x8035):
         # libpcap reads arp[14:4] and arp[24:4] whatever the hardware address length
         if net + 28 > stop:
-            return OTHER
+            return CUT_KEY
         return ("arp" if etype == 0x0806 else "rarp", None, data[net + 14:net + 18], data[net + 24:net + 28], None)
     return OTHER
 
 
 OTHER = ("other", None, b"", b"", None)
+CUT_KEY = (CUT, None, b"", b"", None)
 
 
 def vni_of(name):
@@ -225,7 +267,7 @@ def _walk(data, meta):
         if o >= boundary:
             chunk += 1
             boundary = o - o % CHUNK + CHUNK
-        key = flow_key(data, linktype, frame, caplen)
+        key = flow_key(data, linktype, frame, caplen, meta["endian"])
         f = flows.get(key)
         if f is None:
             flows[key] = [ts, ts, 1, length, chunk, [o, meta["end"]]]
@@ -279,7 +321,7 @@ def _walk_pcap(data, meta):
                 raw = data[f + 20:f + 21] + data[f + 22:f + 58]
         st = seen.get(raw) if raw is not None else None
         if st is None:
-            key = flow_key(data, linktype, f, caplen)
+            key = flow_key(data, linktype, f, caplen, meta["endian"])
             st = flows.get(key)
             if st is None:
                 st = flows[key] = [ts, ts, 0, 0, chunk, [o, nxt]]
@@ -615,7 +657,8 @@ def build(data, name, vni=None):
                 sig=signature(lambda o, n: data[o:o + n], len(data)), end=records_end,
                 format=meta["format"], endian=meta["endian"], ifaces=meta["ifaces"], vni=vni,
                 first=min((s[0] for s in stats), default=None), last=max((s[1] for s in stats), default=None),
-                packets=sum(s[2] for s in stats), bytes=sum(s[3] for s in stats), flows=len(flows))
+                packets=sum(s[2] for s in stats), bytes=sum(s[3] for s in stats), flows=len(flows),
+                cut=sum(st[2] for k, st in flows.items() if k[0] == CUT))
     rows = []
     for (fam, proto, src, dst, ports), (f_first, f_last, n, nbytes, runs) in flows.items():
         sp, dp = struct.unpack(">HH", ports) if ports else (None, None)

@@ -15,12 +15,14 @@ over a tree of JSON values, every time already absolute (ns since the epoch, UTC
 has no free text left, only these words, numbers and hex.
 """
 import re
+import struct
 
 V4_FAMS = ("ip", "arp", "rarp")  # where libpcap's `host`/`net` of an IPv4 address look
 DIRECTIONS = ("src", "dst", "any")
 PROTOS = {"tcp": 6, "udp": 17, "icmp": 1}
 FAMS = ("ip", "ip6", "arp")
 HEX = {4: re.compile(r"[0-9a-f]{8}"), 6: re.compile(r"[0-9a-f]{32}")}
+CUT = "cut"  # mirrorcap_index.CUT: the fam of frames cut short
 MAX_DEPTH = 64  # a query people write is a few levels deep; recursion stays far from Python's limit
 
 
@@ -114,12 +116,161 @@ def predicate(tree):
     raise AssertionError(op)
 
 
+def packet_predicate(tree, ix):
+    """A function (data, linktype, frame, caplen, length, endian, vni, ts_ns) -> bool deciding one record's frame as
+    tcpdump's filter does; ix: mirrorcap_index. A whole frame is decided on its flow key. A frame cut before a byte
+    the filter may read (mirrorcap_index.CUT) is decided by libpcap itself, on the query in tcpdump's syntax: its
+    compiled, optimized code rejects a packet when a load passes the captured bytes, and which loads it makes
+    depends on the whole program (libpcap's optimizer merges the terms' loads), so nothing short of libpcap can
+    answer as tcpdump does."""
+    keep, flow_key, cut = predicate(tree), ix.flow_key, ix.CUT
+
+    def decide(data, linktype, frame, caplen, length, endian, vni, ts):
+        key = flow_key(data, linktype, frame, caplen, endian)
+        if key[0] != cut:
+            return keep(key, vni, ts)
+        return libpcap().matches(linktype, endian, bpf(tree, vni, ts), bytes(data[frame:frame + caplen]), length)
+    return decide
+
+
+def bpf(tree, vni=None, ts=None):
+    """The query in tcpdump's syntax. Its `vni` and time terms, which tcpdump has not, are the constants they are for a
+    packet of `vni` at `ts` ('len >= 0' or 'len < 0': no load of the packet); without them, refused (ValueError).
+    A chain of one operator is written unparenthesized, left to right, as tcpdump groups it."""
+    op, a = tree[0], tree[1:]
+    if op in ("and", "or"):
+        parts = []
+        for x in a:
+            text = bpf(x, vni, ts)
+            parts.append(text if x[0] == op or x[0] not in ("and", "or") else "(" + text + ")")
+        return (" %s " % op).join(parts)
+    if op == "not":
+        inner = bpf(a[0], vni, ts)
+        return "not " + (inner if a[0][0] not in ("and", "or") else "(" + inner + ")")
+    d = "" if op not in ("host", "net", "port") or a[0] == "any" else a[0] + " "
+    if op == "host":
+        return d + "host " + _addr_text(a[1], a[2])
+    if op == "net":
+        lo, hi = int(a[2], 16), int(a[3], 16)
+        return d + "net %s/%d" % (_addr_text(a[1], a[2]), len(a[2]) * 4 - (hi - lo).bit_length())
+    if op == "port":
+        return d + "port %d" % a[1]
+    if op == "proto":
+        return a[1]
+    if op == "fam":
+        return a[0]
+    if op in ("vni", "time"):
+        if ts is None:
+            raise ValueError("%s has no tcpdump equivalent" % op)
+        hit = vni == a[0] if op == "vni" else (a[0] is None or ts >= a[0]) and (a[1] is None or ts < a[1])
+        return "len >= 0" if hit else "len < 0"
+    raise AssertionError(op)
+
+
+def _addr_text(version, hexaddr):
+    import ipaddress
+    return str(ipaddress.ip_address(bytes.fromhex(hexaddr)))
+
+
+
+
+class NoLibpcap(Exception):
+    """libpcap is not on this machine: frames cut short cannot be decided as tcpdump does."""
+
+
+class _Libpcap:
+    """libpcap through ctypes (stdlib: the host has no pip; libpcap is tcpdump's own library, on every capture host
+    and most laptops): compiles a filter once for a link type and byte order, as tcpdump -r compiles it for a file
+    of them (libpcap's code depends on both: a NULL header's families, in the file's order), and runs it on a
+    frame as tcpdump -r does."""
+
+    def __init__(self):
+        import ctypes
+        import ctypes.util
+        name = ctypes.util.find_library("pcap")
+        if name is None:
+            raise NoLibpcap("libpcap is not installed (tcpdump's library): install libpcap (or tcpdump) to decide "
+                            "frames cut shorter than the bytes the query reads")
+        self.c = ctypes
+        lib = ctypes.CDLL(name)
+
+        class Prog(ctypes.Structure):
+            _fields_ = [("bf_len", ctypes.c_uint), ("bf_insns", ctypes.c_void_p)]
+
+        class Header(ctypes.Structure):
+            _fields_ = [("tv_sec", ctypes.c_long), ("tv_usec", ctypes.c_long), ("caplen", ctypes.c_uint32),
+                        ("len", ctypes.c_uint32)]
+        self.Prog, self.Header = Prog, Header
+        lib.pcap_open_offline.restype = ctypes.c_void_p
+        lib.pcap_open_offline.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+        lib.pcap_compile.argtypes = [ctypes.c_void_p, ctypes.POINTER(Prog), ctypes.c_char_p, ctypes.c_int, ctypes.c_uint32]
+        lib.pcap_geterr.restype = ctypes.c_char_p
+        lib.pcap_geterr.argtypes = [ctypes.c_void_p]
+        lib.pcap_offline_filter.argtypes = [ctypes.POINTER(Prog), ctypes.POINTER(Header), ctypes.c_char_p]
+        self.lib, self.handles, self.progs = lib, {}, {}
+
+    def _handle(self, linktype, endian):
+        """A pcap_t reading a file of `linktype` in byte order `endian` (its header alone, from a temporary file)."""
+        import os
+        import tempfile
+        handle = self.handles.get((linktype, endian))
+        if handle is None:
+            fd, path = tempfile.mkstemp(prefix="mirrorcap-linktype-", suffix=".pcap")
+            try:
+                os.write(fd, struct.pack(endian + "IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, linktype))
+                os.close(fd)
+                errbuf = self.c.create_string_buffer(512)
+                handle = self.lib.pcap_open_offline(path.encode(), errbuf)
+            finally:
+                os.unlink(path)
+            if not handle:
+                raise ValueError("libpcap cannot read link type %d: %s" % (linktype, errbuf.value.decode(errors="replace")))
+            self.handles[(linktype, endian)] = handle
+        return handle
+
+    def program(self, linktype, endian, text):
+        key = (linktype, endian, text)
+        prog = self.progs.get(key)
+        if prog is None:
+            handle = self._handle(linktype, endian)
+            prog = self.Prog()
+            if self.lib.pcap_compile(handle, self.c.byref(prog), text.encode(), 1, 0xFFFFFFFF) != 0:
+                why = self.lib.pcap_geterr(handle).decode(errors="replace")
+                if "rejects all packets" not in why:
+                    raise ValueError("libpcap cannot compile %r: %s" % (text, why))
+                prog = False  # libpcap proved no packet matches
+            if len(self.progs) > 4096:
+                self.progs.clear()  # (compiled programs are kept; a query has a few)
+            self.progs[key] = prog
+        return prog
+
+    def matches(self, linktype, endian, text, frame, length):
+        prog = self.program(linktype, endian, text)
+        if prog is False:
+            return False
+        h = self.Header(0, 0, len(frame), max(length, len(frame)))
+        return self.lib.pcap_offline_filter(self.c.byref(prog), self.c.byref(h), frame) != 0
+
+
+_LIBPCAP = []
+
+
+def libpcap():
+    """The one _Libpcap of this process (NoLibpcap when the library is not installed)."""
+    if not _LIBPCAP:
+        _LIBPCAP.append(_Libpcap())
+    return _LIBPCAP[0]
+
+
 # --- an index's flow rows --------------------------------------------------------------
 def flow_may_match(tree, row, negate=False):
     """True when the flow row (an index's "flow" line) may hold a packet the query takes: what
     mirrorcap.find.query.sql() asks DuckDB, decided in Python. Negations are pushed down to
     the terms, where all but time are exact per flow; a time term asks only that the flow's
-    span may hold one."""
+    span may hold one. A flow of frames cut short (fam "cut") may hold one of any query: its packets are decided
+    one by one."""
+    if row["fam"] == CUT:
+        return True
     op, a = tree[0], tree[1:]
     if op == "not":
         return flow_may_match(a[0], row, not negate)
@@ -161,7 +312,10 @@ def _exact(op, a, row):
 def file_may_take(tree, line, may_hold):
     """False only when no flow of the file can hold a packet the query takes, decided on its index's
     file line alone (its VNI, and its Bloom filter through mirrorcap_index.may_hold). Conservative:
-    a term the filter cannot decide (net, protocols, time, anything under `not`) may hold."""
+    a term the filter cannot decide (net, protocols, time, anything under `not`) may hold, and so may a file with
+    frames cut short (its line's `cut`: they are decided one by one)."""
+    if line.get("cut"):
+        return True
     op, a = tree[0], tree[1:]
     if op == "and":
         return file_may_take(a[0], line, may_hold) and file_may_take(a[1], line, may_hold)
