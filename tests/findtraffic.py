@@ -131,3 +131,32 @@ def relinked(pkts, linktype: int, endian: str = "<"):
             head = struct.pack(endian + "I", family)
         out.append((ts, head + body))
     return out
+
+
+def write_pcapng_sections(path, pkts, sections, endian: str = "<") -> None:
+    """pcapng of (ts_ns, frame) in several sections, each a list of interfaces (if_tsresol byte or None, if_tsoffset
+    seconds or None): packets go round the sections in runs of 50, round their interfaces one by one, each time
+    written in its interface's units (a power of ten or of two, less its offset)."""
+    def block(btype, body):
+        body += b"\0" * (-len(body) % 4)
+        n = 12 + len(body)
+        return struct.pack(endian + "II", btype, n) + body + struct.pack(endian + "I", n)
+
+    def opt(code, val):
+        return struct.pack(endian + "HH", code, len(val)) + val + b"\0" * (-len(val) % 4)
+    out = b""
+    runs = [pkts[i:i + 50] for i in range(0, len(pkts), 50)]
+    for n, run in enumerate(runs):
+        ifaces = sections[n % len(sections)]
+        out += block(0x0A0D0D0A, struct.pack(endian + "IHHq", 0x1A2B3C4D, 1, 0, -1))
+        for tsresol, off in ifaces:
+            opts = (opt(9, bytes([tsresol])) if tsresol is not None else b"") + (opt(14, struct.pack(endian + "q", off)) if off else b"")
+            out += block(1, struct.pack(endian + "HHI", 1, 0, 262144) + opts + (struct.pack(endian + "HH", 0, 0) if opts else b""))
+        for i, (ts, fr) in enumerate(run):
+            tsresol, off = ifaces[i % len(ifaces)]
+            ns = ts - (off or 0) * 10 ** 9
+            v = 6 if tsresol is None else tsresol
+            ticks = (ns << (v & 0x7F)) // 10 ** 9 if v & 0x80 else ns * 10 ** v // 10 ** 9
+            out += block(6, struct.pack(endian + "IIIII", i % len(ifaces), ticks >> 32, ticks & 0xFFFFFFFF, len(fr), len(fr)) + fr)
+    with open(path, "wb") as f:
+        f.write(out)

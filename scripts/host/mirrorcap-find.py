@@ -191,7 +191,7 @@ def packets(srcs, rows, tree, max_bytes):
                 f.seek(a)
                 data = f.read(b - a)
                 read += len(data)
-                for o, ts, linktype, caplen, length, frame in ix.records(data, meta, 0, len(data)):
+                for o, ts, linktype, caplen, length, frame in ix.records(data, meta, 0, len(data), origin=a):
                     if keep(data, linktype, frame, caplen, length, meta["endian"], line.get("vni"), ts):
                         size += 16 + caplen
                         if size > max_bytes:

@@ -82,12 +82,14 @@ def header(data):
     raise IndexError_("not a pcap or pcapng file (it starts %s)" % data[:4].hex())
 
 
-def records(data, meta, start=None, end=None):
+def records(data, meta, start=None, end=None, origin=0):
     """(offset, ts_ns, linktype, caplen, origlen, frame offset) of each whole record of data[start:end];
     meta["stop"] is then where the whole records end.
 
-    pcapng interface blocks met on the way are added to meta["ifaces"] (their link
-    type and time resolution): a reader of a range has them from the index."""
+    pcapng interface blocks met on the way are added to meta["ifaces"] (their link type, time resolution and
+    offset), numbered on from one section to the next, and each section block's place, first interface and
+    byte order to meta["sections"]; a reader of a range (`data` the file's bytes from offset `origin`) has
+    them all from the index, and finds its section by its place in the file."""
     endian, ifaces = meta["endian"], meta["ifaces"]
     end = len(data) if end is None else min(end, len(data))
     if meta["format"] == "pcap":
@@ -106,6 +108,16 @@ def records(data, meta, start=None, end=None):
         meta["stop"] = o
         return
     o = 0 if start is None else start
+    sections = meta.get("sections")
+    known = start is not None and sections is not None  # a range: every section and interface is in the index
+    base = 0
+    if start is None:
+        sections = meta["sections"] = []
+    elif known:
+        for at, first, e in sections:
+            if at <= origin + start:
+                base, endian = first, e
+        meta["endian"] = endian
     u32 = struct.Struct(endian + "I")
     while o + 12 <= end:
         btype, blen = struct.unpack_from(endian + "II", data, o)
@@ -114,12 +126,19 @@ def records(data, meta, start=None, end=None):
         if btype == 0x0A0D0D0A:
             bom = data[o + 8:o + 12]
             endian = "<" if bom == b"\x4d\x3c\x2b\x1a" else ">"
+            if known:
+                base = next((first for at, first, _e in sections if at == origin + o), len(ifaces))
+            elif sections is not None:
+                base = len(ifaces)  # a new section numbers its interfaces again: after the last one's
+                sections.append([o, base, endian])
+            else:
+                del ifaces[:]  # an index without sections (before them): the last section's interfaces
             meta["endian"] = endian
             u32 = struct.Struct(endian + "I")
-            del ifaces[:]  # a new section numbers its interfaces again
         elif btype == 1:  # interface description
-            linktype = check_linktype(struct.unpack_from(endian + "H", data, o + 8)[0])
-            ifaces.append([linktype, _tsresol(data, o, blen, endian)])
+            if not known:
+                linktype = check_linktype(struct.unpack_from(endian + "H", data, o + 8)[0])
+                ifaces.append([linktype] + _iface_time(data, o, blen, endian))
         elif btype in (6, 3):  # enhanced / simple packet
             if btype == 6:
                 if blen < 32:
@@ -129,18 +148,26 @@ def records(data, meta, start=None, end=None):
             else:
                 iface, hi, lo, length = 0, 0, 0, u32.unpack_from(data, o + 8)[0]
                 caplen, frame = min(length, blen - 16), o + 12
-            if iface < len(ifaces) and frame + caplen <= o + blen:
-                linktype, tsres = ifaces[iface]
+            if base + iface < len(ifaces) and frame + caplen <= o + blen:
+                desc = ifaces[base + iface]
+                linktype, tsres = desc[0], desc[1]
                 ticks = (hi << 32) | lo
-                ts = ticks * 10 ** (9 - tsres) if tsres <= 9 else ticks // 10 ** (tsres - 9)
+                if tsres < 0:  # if_tsresol a power of two: 2**tsres seconds a tick (rounded down, as libpcap)
+                    ts = (ticks * 1000000000) >> -tsres
+                else:
+                    ts = ticks * 10 ** (9 - tsres) if tsres <= 9 else ticks // 10 ** (tsres - 9)
+                if len(desc) > 2:
+                    ts += desc[2] * 1000000000  # if_tsoffset, seconds
                 meta["end"] = o + blen
                 yield o, ts, linktype, caplen, length, frame
         o += blen
     meta["stop"] = o
 
 
-def _tsresol(data, o, blen, endian):
-    """if_tsresol of an interface block (6, microseconds, when absent; a power of ten)."""
+def _iface_time(data, o, blen, endian):
+    """[if_tsresol, and if_tsoffset when it is there] of an interface block: tsresol as an exponent, of ten (6,
+    microseconds, when absent), or negative, of two (2**-n seconds a tick); tsoffset in seconds."""
+    tsres, offset = 6, None
     p, stop = o + 16, o + blen - 4
     while p + 4 <= stop:
         code, length = struct.unpack_from(endian + "HH", data, p)
@@ -148,9 +175,11 @@ def _tsresol(data, o, blen, endian):
             break
         if code == 9 and length >= 1:
             v = data[p + 4]
-            return v if not v & 0x80 else 6  # powers of two are rare: read as microseconds
+            tsres = -(v & 0x7F) if v & 0x80 else v
+        elif code == 14 and length >= 8:
+            offset = struct.unpack_from(endian + "q", data, p + 4)[0]
         p += 4 + (length + 3) // 4 * 4
-    return 6
+    return [tsres] if offset is None else [tsres, offset]
 
 
 # --- what tcpdump's primitives see of one frame ---------------------------------------
@@ -656,6 +685,7 @@ def build(data, name, vni=None):
     line = dict(kind="file", v=VERSION, pcap=os.path.basename(name), size=len(data),
                 sig=signature(lambda o, n: data[o:o + n], len(data)), end=records_end,
                 format=meta["format"], endian=meta["endian"], ifaces=meta["ifaces"], vni=vni,
+                **({"sections": meta["sections"]} if meta.get("sections") is not None else {}),
                 first=min((s[0] for s in stats), default=None), last=max((s[1] for s in stats), default=None),
                 packets=sum(s[2] for s in stats), bytes=sum(s[3] for s in stats), flows=len(flows),
                 cut=sum(st[2] for k, st in flows.items() if k[0] == CUT))
@@ -741,7 +771,10 @@ def flow_ranges(rows, gap=0):
 def reader_meta(line):
     """What records() needs to read a range of the file of index file line `line` (a copy: records()
     adds the interfaces a pcapng range declares)."""
-    return dict(format=line["format"], endian=line["endian"], ifaces=[list(x) for x in line["ifaces"]])
+    meta = dict(format=line["format"], endian=line["endian"], ifaces=[list(x) for x in line["ifaces"]])
+    if line.get("sections") is not None:
+        meta["sections"] = [list(x) for x in line["sections"]]
+    return meta
 
 
 def encode(line, rows):

@@ -189,3 +189,35 @@ def test_cut_frames_decide_both_ways(cut_dir):
         every = tcpdump(cut_dir.parent / (cut_dir.name + "-" + name[:-5]), "", None, None)
         port = tcpdump(cut_dir.parent / (cut_dir.name + "-" + name[:-5]), "port 80", None, None)
         assert got == want and len(want) + len(port) < len(every), name
+
+
+NG_SECTIONS = [[(None, None), (9, None)], [(0x94, None), (3, 100)], [(0x8A, -50), (9, 7200), (6, None)]]
+
+
+@pytest.fixture(scope="module")
+def ng_dir(tmp_path_factory):
+    """pcapng files of several sections (interfaces numbered again in each), if_tsresol powers of ten and of two,
+    if_tsoffset, in either byte order: tcpdump reads each packet's time from its own section's interface."""
+    d = tmp_path_factory.mktemp("ng")
+    findtraffic.write_pcapng_sections(d / "le.pcapng", findtraffic.packets(51, 700, START), NG_SECTIONS, "<")
+    findtraffic.write_pcapng_sections(d / "be.pcapng", findtraffic.packets(52, 700, START + NS), NG_SECTIONS[::-1], ">")
+    return d
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(q=st.one_of(queries, flat_queries), span=spans)
+def test_pcapng_sections_resolutions_and_offsets_as_tcpdump_reads_them(ng_dir, q, span):
+    lo = hi = None
+    text = q
+    if span is not None:
+        lo = START + span[0] * NS // 4
+        hi = lo + span[1] * NS // 4
+        text = f"({q}) and after {_iso(lo)} and before {_iso(hi)}"
+    expected = tcpdump(ng_dir, q, lo, hi)
+    assert ours(ng_dir, parse(text)) == expected, text
+
+
+def test_the_pcapng_times_are_the_judges(ng_dir):
+    """Every packet of the files, at tcpdump's times (the sections' units and offsets differ, the times do not)."""
+    assert ours(ng_dir, parse("not host 10.99.0.1")) == tcpdump(ng_dir, "not host 10.99.0.1", None, None)
+    assert len(tcpdump(ng_dir, "", None, None)) == 1400

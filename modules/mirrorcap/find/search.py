@@ -239,7 +239,7 @@ def packets(src: Source, flows: list[dict], node: Node, counter: list | None = N
                 counter[0] += len(data)
                 if src.fetch is not None:
                     counter[1] += len(data)
-            for o, ts, linktype, caplen, length, frame in ix.records(data, meta, 0, len(data)):
+            for o, ts, linktype, caplen, length, frame in ix.records(data, meta, 0, len(data), origin=a):
                 if keep(data, linktype, frame, caplen, length, meta["endian"], vni, ts):
                     tsres = meta["ifaces"][0][1] if meta["format"] == "pcap" else 9
                     yield ts, linktype, tsres, data[frame:frame + caplen], length, a + o
