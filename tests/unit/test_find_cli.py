@@ -285,13 +285,28 @@ def test_subdirectories_are_read_and_links_and_pipes_are_named(pcaps, tmp_path):
     assert f"skipped {pcaps / 'pipe'}: not a regular file" in r.stderr
 
 
-def test_an_unreadable_file_in_dir_is_named_with_the_fix(pcaps):
+@pytest.mark.parametrize("what", ["file", "subdirectory"])
+def test_an_unreadable_file_in_dir_is_named_with_the_fix(pcaps, what):
     locked = pcaps / "locked.pcap"
-    locked.write_bytes((pcaps / "one").read_bytes())
+    if what == "file":
+        locked.write_bytes((pcaps / "one").read_bytes())
+    else:
+        locked.mkdir()
+        (locked / "x.pcap").write_bytes((pcaps / "one").read_bytes())
     locked.chmod(0)
-    r = as_a_user("find", "tcp", "--dir", str(pcaps), "--flows")
+    try:
+        r = as_a_user("find", "tcp", "--dir", str(pcaps), "--flows")
+    finally:
+        locked.chmod(0o700)
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr and str(locked) in r.stderr and "fix:" in r.stderr and "Permission denied" in r.stderr
+
+
+def test_names_in_dir_are_printed_escaped(pcaps):
+    (pcaps / "evil\x1b[2Jname.txt").write_text("not a capture")
+    r = run("find", "tcp", "--dir", str(pcaps), "--flows")
+    assert r.exit_code == 0, r.output
+    assert "\x1b" not in r.output and "evil\\x1b[2Jname.txt: not a pcap" in r.output
 
 
 def test_index_of_a_pipe_is_refused_not_waited_on(tmp_path):

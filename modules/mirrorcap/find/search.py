@@ -61,7 +61,7 @@ def sources(directory: Path, index_dir: Path | None = None, progress=None) -> tu
     found, skipped = [], []
     for p, why in _files(directory):
         if why is not None:
-            skipped.append((str(p), why))
+            skipped.append((_shown(p), why))
             continue
         try:
             fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
@@ -71,7 +71,7 @@ def sources(directory: Path, index_dir: Path | None = None, progress=None) -> tu
             st = os.fstat(fd)
             magic = f.read(4)
             if magic not in ix.PCAP_MAGIC and magic != ix.PCAPNG_SHB:
-                skipped.append((str(p), "not a pcap or pcapng file"))
+                skipped.append((_shown(p), "not a pcap or pcapng file"))
                 continue
             out = _index_path(p, index_dir)
             meta = _current_meta(ix, out, fd, st, shared=out.parent != p.parent)
@@ -85,7 +85,7 @@ def sources(directory: Path, index_dir: Path | None = None, progress=None) -> tu
                 raise MirrorcapError([Problem("command line", "--dir", f"{_shown(p)}: {e}", "search it with tcpdump -r, "
                                               "or move it out of --dir (find answers only what it reads as tcpdump does)")]) from None
             except (OSError, ValueError, struct.error, ix.IndexError_) as e:
-                skipped.append((str(p), f"cannot index: {e}"))
+                skipped.append((_shown(p), _shown(f"cannot index: {e}")))
                 continue
         found.append(Source(p, out, meta))
     return found, skipped
