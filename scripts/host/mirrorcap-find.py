@@ -156,12 +156,13 @@ def sources(directory):
 def select(srcs, tree):
     """The flow rows the query may take, each with its pcap's name in "source", oldest first."""
     rows = []
+    may_match = mq.flow_matcher(tree)
     for name, _path, line, flows in srcs:
         if not mq.file_in_time(tree, line):
             continue
         if not mq.file_may_take(tree, line, ix.may_hold):
             continue  # the file line's VNI and Bloom filter: none of its flows can hold a packet of the query
-        rows += [dict(r, source=name) for r in flows if r.get("kind") == "flow" and mq.flow_may_match(tree, r)]
+        rows += [dict(r, source=name) for r in flows if r.get("kind") == "flow" and may_match(r)]
     rows.sort(key=lambda r: (r["first"], r["source"]))
     return rows
 

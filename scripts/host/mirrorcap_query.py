@@ -263,49 +263,116 @@ def libpcap():
 
 
 # --- an index's flow rows --------------------------------------------------------------
-def flow_may_match(tree, row, negate=False):
-    """True when the flow row (an index's "flow" line) may hold a packet the query takes: what
-    mirrorcap.find.query.sql() asks DuckDB, decided in Python. Negations are pushed down to
-    the terms, where all but time are exact per flow; a time term asks only that the flow's
-    span may hold one. A flow of frames cut short (fam "cut") may hold one of any query: its packets are decided
-    one by one."""
-    if row["fam"] == CUT:
-        return True
-    op, a = tree[0], tree[1:]
-    if op == "not":
-        return flow_may_match(a[0], row, not negate)
-    if op in ("and", "or"):
-        both = (op == "and") != negate
-        l, r = flow_may_match(a[0], row, negate), flow_may_match(a[1], row, negate)
-        return (l and r) if both else (l or r)
-    if op == "time":
-        lo, hi = a
-        first, last = row["first"], row["last"]
-        if not negate:
-            return (lo is None or last >= lo) and (hi is None or first < hi)
-        return (lo is not None and first < lo) or (hi is not None and last >= hi)
-    return _exact(op, a, row) != negate
+# What a query asks of a flow row is written once, as a condition (flow_condition), which both engines read:
+# sql() writes it for DuckDB and Athena, row_matches() decides it in Python (the host). A condition is
+#   ["all", C...]  ["any", C...]  ["not", C]       (and, or, not)
+#   ["in", COL, [WORD...]]  ["eq", COL, VALUE]      (a null column: false)
+#   ["range", COL, LO, HI]                          LO <= COL <= HI, strings of LO's length (a network)
+#   ["ge", COL, N]  ["lt", COL, N]                  (times)
+# where COL is a flow column and every value a word, hex digits or an integer from a checked tree.
 
 
-def _exact(op, a, row):
+def term_condition(op, a):
+    """What term [op, *a] (not time) asks of a flow: exact, for every packet of the flow alike."""
     if op in ("host", "net"):
         direction, version = a[0], a[1]
-        if row["fam"] not in (V4_FAMS if version == 4 else ("ip6",)):
-            return False
         cols = {"src": ("sa",), "dst": ("da",), "any": ("sa", "da")}[direction]
-        if op == "host":
-            return any(row[c] == a[2] for c in cols)
-        return any(row[c] is not None and len(row[c]) == len(a[2]) and a[2] <= row[c] <= a[3] for c in cols)
+        test = (lambda c: ["eq", c, a[2]]) if op == "host" else (lambda c: ["range", c, a[2], a[3]])
+        return ["all", ["in", "fam", list(V4_FAMS if version == 4 else ("ip6",))], ["any"] + [test(c) for c in cols]]
     if op == "port":
-        cols = {"src": ("sp",), "dst": ("dp",), "any": ("sp", "dp")}[a[0]]
-        return any(row[c] == a[1] for c in cols)
+        return ["any"] + [["eq", c, a[1]] for c in {"src": ("sp",), "dst": ("dp",), "any": ("sp", "dp")}[a[0]]]
     if op == "proto":
-        return row["fam"] in (("ip",) if a[1] == "icmp" else ("ip", "ip6")) and row["proto"] == a[0]
+        return ["all", ["in", "fam", ["ip"] if a[1] == "icmp" else ["ip", "ip6"]], ["eq", "proto", a[0]]]
     if op == "fam":
-        return row["fam"] == a[0]
+        return ["eq", "fam", a[0]]
     if op == "vni":
-        return row["vni"] == a[0]
+        return ["eq", "vni", a[0]]
     raise AssertionError(op)
+
+
+def flow_condition(tree, negate=False):
+    """The condition every flow holding a packet the query takes meets. Negations are pushed down to the terms,
+    where all but time are exact per flow; a time term asks only that the flow's span may hold one."""
+    op, a = tree[0], tree[1:]
+    if op == "not":
+        return flow_condition(a[0], not negate)
+    if op in ("and", "or"):
+        return ["all" if (op == "and") != negate else "any", flow_condition(a[0], negate), flow_condition(a[1], negate)]
+    if op == "time":
+        lo, hi = a
+        if not negate:
+            return ["all"] + ([["ge", "last", lo]] if lo is not None else []) + ([["lt", "first", hi]] if hi is not None else [])
+        return ["any"] + ([["lt", "first", lo]] if lo is not None else []) + ([["ge", "last", hi]] if hi is not None else [])
+    cond = term_condition(op, a)
+    return ["not", cond] if negate else cond
+
+
+def flow_may_match(tree, row):
+    """True when the flow row (an index's "flow" line) may hold a packet the query takes (flow_condition, decided in
+    Python; sql() asks DuckDB and Athena the same). A flow of frames cut short (fam "cut") may hold one of any query:
+    its packets are decided one by one."""
+    return flow_matcher(tree)(row)
+
+
+def flow_matcher(tree):
+    """flow_may_match as a function of the row, the condition written once for every row."""
+    cond = flow_condition(tree)
+    return lambda row: row["fam"] == CUT or row_matches(cond, row)
+
+
+def row_matches(cond, row):
+    op = cond[0]
+    if op == "all":
+        return all(row_matches(c, row) for c in cond[1:])
+    if op == "any":
+        return any(row_matches(c, row) for c in cond[1:])
+    if op == "not":
+        return not row_matches(cond[1], row)
+    v = row[cond[1]]
+    if v is None:
+        return False
+    if op == "in":
+        return v in cond[2]
+    if op == "eq":
+        return v == cond[2]
+    if op == "range":
+        return len(v) == len(cond[2]) and cond[2] <= v <= cond[3]
+    if op == "ge":
+        return v >= cond[2]
+    if op == "lt":
+        return v < cond[2]
+    raise AssertionError(op)
+
+
+def sql(cond):
+    """A condition as SQL (DuckDB's and Athena's alike). Columns "first"/"last" are quoted (keywords in Athena); a
+    test of a null column is false (coalesce), so that NOT of it is true, as in row_matches."""
+    op = cond[0]
+    if op in ("all", "any"):
+        if len(cond) == 1:
+            return "TRUE" if op == "all" else "FALSE"
+        return "(" + (" AND " if op == "all" else " OR ").join(sql(c) for c in cond[1:]) + ")"
+    if op == "not":
+        return "(NOT %s)" % sql(cond[1])
+    col = '"%s"' % cond[1] if cond[1] in ("first", "last") else cond[1]
+    if op == "in":
+        return "coalesce(%s IN (%s), false)" % (col, ", ".join("'%s'" % _word(w) for w in cond[2]))
+    if op == "eq":
+        value = "'%s'" % _word(cond[2]) if isinstance(cond[2], str) else "%d" % cond[2]
+        return "coalesce(%s = %s, false)" % (col, value)
+    if op == "range":
+        return "coalesce(%s BETWEEN '%s' AND '%s' AND length(%s) = %d, false)" % (
+            col, _word(cond[2]), _word(cond[3]), col, len(cond[2]))
+    if op in ("ge", "lt"):
+        return "coalesce(%s %s %d, false)" % (col, ">=" if op == "ge" else "<", cond[2])
+    raise AssertionError(op)
+
+
+def _word(text):
+    """A value the SQL quotes: a word or hex digits (a checked tree has nothing else)."""
+    if not re.fullmatch(r"[0-9a-z]*", text):
+        raise QueryTreeError("not a word: %.40r" % (text,))
+    return text
 
 
 # --- an index's file line ----------------------------------------------------------------

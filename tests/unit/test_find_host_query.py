@@ -129,3 +129,21 @@ def test_a_pcap_without_its_index_is_indexed_in_memory_only(tmp_path):
 def test_the_fam_of_frames_cut_short_is_one_word_for_indexer_and_evaluator():
     from mirrorcap.find.hostindex import hostquery, indexer
     assert hostquery().CUT == indexer().CUT == indexer().CUT_KEY[0]
+
+
+def test_every_flow_line_is_the_schema_the_engines_are_written_from(tmp_path):
+    """The index's flow lines have exactly FLOW_SCHEMA's columns, in order, with its kinds: the schema DuckDB's
+    read_json, the Glue table and the index checker are generated from."""
+    import findtraffic
+    from mirrorcap.find.hostindex import indexer
+    from mirrorcap.find.search import FLOW_COLUMNS
+    from mirrorcap.stack.athena import FLOW_COLUMNS as GLUE
+    ix = indexer()
+    findtraffic.write_pcap(tmp_path / "a.pcap", findtraffic.packets(3, 400, 1_764_770_000 * 10 ** 9))
+    _line, rows = ix.write(str(tmp_path / "a.pcap"))
+    kinds = {"text": str, "int": int, "bigint": int}
+    for r in rows:
+        assert list(r) == [n for n, _k in ix.FLOW_SCHEMA]
+        assert all(r[n] is None or type(r[n]) is kinds[k] for n, k in ix.FLOW_SCHEMA)
+    assert [c.split(":")[0].strip("{ ") for c in FLOW_COLUMNS.split(",")] == [n for n, _k in ix.FLOW_SCHEMA]
+    assert [n for n, _t in GLUE] == [n for n, _k in ix.FLOW_SCHEMA if n != "vni"]

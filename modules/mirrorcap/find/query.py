@@ -174,9 +174,9 @@ class _Parser:
             return self.addressed(kind, word)
         if word in ("host", "net", "port"):
             return self.addressed(t, "any")
-        if word in ("tcp", "udp", "icmp"):
-            return Node("proto", ({"tcp": 6, "udp": 17, "icmp": 1}[word], word))
-        if word in ("ip", "ip6", "arp"):
+        if word in hostquery().PROTOS:
+            return Node("proto", (hostquery().PROTOS[word], word))
+        if word in hostquery().FAMS:
             return Node("fam", (word,))
         if word == "vni":
             v = self.take()
@@ -380,48 +380,12 @@ def predicate(node: Node):
 
 
 # --- an index's flow rows --------------------------------------------------------------
-def sql(node: Node, negate: bool = False) -> str:
-    """A SQL condition on flow rows (fam, proto, sa, da, sp, dp, vni, first, last): every flow
-    holding a packet the query takes passes. Negations are pushed down to the terms, where
-    all but time are exact per flow; a time term asks only that the flow's span may hold one."""
-    op, a = node.op, node.args
-    if op == "not":
-        return sql(a[0], not negate)
-    if op in ("and", "or"):
-        joiner = {("and", False): "AND", ("and", True): "OR", ("or", False): "OR", ("or", True): "AND"}[(op, negate)]
-        return f"({sql(a[0], negate)} {joiner} {sql(a[1], negate)})"
-    if op == "time":
-        # "first"/"last" quoted: keywords in Athena's SQL (DuckDB reads them quoted alike)
-        lo, hi = a
-        if not negate:
-            parts = ([f'"last" >= {int(lo)}'] if lo is not None else []) + ([f'"first" < {int(hi)}'] if hi is not None else [])
-            return "(" + " AND ".join(parts) + ")"
-        parts = ([f'"first" < {int(lo)}'] if lo is not None else []) + ([f'"last" >= {int(hi)}'] if hi is not None else [])
-        return "(" + " OR ".join(parts) + ")"
-    cond = _exact(op, a)
-    return f"(NOT coalesce({cond}, false))" if negate else f"coalesce({cond}, false)"
-
-
-def _exact(op: str, a: tuple) -> str:
-    if op in ("host", "net"):
-        direction, version = a[0], a[1]
-        fams = "('ip', 'arp', 'rarp')" if version == 4 else "('ip6')"
-        test = (lambda col: f"{col} = '{a[2]}'") if op == "host" else (
-            lambda col: f"({col} BETWEEN '{a[2]}' AND '{a[3]}' AND length({col}) = {len(a[2])})")
-        cols = {"src": ["sa"], "dst": ["da"], "any": ["sa", "da"]}[direction]
-        return f"(fam IN {fams} AND ({' OR '.join(test(c) for c in cols)}))"
-    if op == "port":
-        direction, port = a
-        cols = {"src": ["sp"], "dst": ["dp"], "any": ["sp", "dp"]}[direction]
-        return "(" + " OR ".join(f"{c} = {int(port)}" for c in cols) + ")"
-    if op == "proto":
-        fams = "('ip')" if a[1] == "icmp" else "('ip', 'ip6')"
-        return f"(fam IN {fams} AND proto = {int(a[0])})"
-    if op == "fam":
-        return f"(fam = '{a[0]}')"
-    if op == "vni":
-        return f"(vni = {int(a[0])})"
-    raise AssertionError(op)
+def sql(node: Node) -> str:
+    """A SQL condition on flow rows (fam, proto, sa, da, sp, dp, vni, first, last): every flow holding a packet the
+    query takes passes. Written from the host evaluator's flow_condition, which it decides in Python too: one
+    definition of what each term asks of a flow, for DuckDB, Athena and the host."""
+    q = hostquery()
+    return q.sql(q.flow_condition(tree(node)))
 
 
 def to_bpf(node: Node) -> str:

@@ -23,9 +23,8 @@ from .prune import may_take
 from .query import Node, tree
 from .select import flows_sql
 
-FLOW_COLUMNS = ("{kind: 'VARCHAR', fam: 'VARCHAR', proto: 'INTEGER', sa: 'VARCHAR', da: 'VARCHAR', sp: 'INTEGER', "
-                "dp: 'INTEGER', vni: 'BIGINT', first: 'BIGINT', last: 'BIGINT', packets: 'BIGINT', bytes: 'BIGINT', "
-                "runs: 'VARCHAR'}")
+DUCKDB_TYPES = {"text": "VARCHAR", "int": "INTEGER", "bigint": "BIGINT"}
+FLOW_COLUMNS = "{" + ", ".join(f"{name}: '{DUCKDB_TYPES[kind]}'" for name, kind in indexer().FLOW_SCHEMA) + "}"
 
 
 @dataclass
@@ -183,8 +182,7 @@ def select_flows(srcs: list[Source], node: Node) -> list[dict]:
 def _index_ok(path: Path) -> bool:
     """Whether an index file is whole: gzip to its end, every line a JSON object whose flow columns have their types."""
     ix = indexer()
-    types = {"fam": str, "sa": str, "da": str, "runs": str, "proto": int, "sp": int, "dp": int, "vni": int, "first": int,
-             "last": int, "packets": int, "bytes": int}
+    types = {name: str if kind == "text" else int for name, kind in ix.FLOW_SCHEMA}
     try:
         _line, rows = ix.read(str(path))
     except (OSError, ValueError, EOFError, zlib.error, ix.IndexError_):

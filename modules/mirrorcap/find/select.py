@@ -15,7 +15,7 @@ from .hostindex import indexer
 from .query import NS, Node, sql, time_bounds
 
 # The flow columns every engine returns, in this order ("first"/"last": keywords in Athena).
-COLUMNS = ("fam", "proto", "sa", "da", "sp", "dp", "vni", "first", "last", "packets", "bytes", "runs")
+COLUMNS = tuple(name for name, _kind in indexer().FLOW_SCHEMA if name != "kind")
 ATHENA_PATH = '"$path"'  # Athena's hidden column: the s3:// URL of the object a row comes from
 
 

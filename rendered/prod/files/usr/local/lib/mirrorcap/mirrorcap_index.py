@@ -275,6 +275,12 @@ def flow_key(data, linktype, frame, caplen, endian="<"):
     return OTHER
 
 
+# The columns of a flow line, in order, with their kinds (text; int: 32 bits; bigint: 64): the one schema DuckDB's
+# read_json, the Glue table, Athena's result and the index's checker are written from.
+FLOW_SCHEMA = (("kind", "text"), ("fam", "text"), ("proto", "int"), ("sa", "text"), ("da", "text"), ("sp", "int"),
+               ("dp", "int"), ("vni", "bigint"), ("first", "bigint"), ("last", "bigint"), ("packets", "bigint"),
+               ("bytes", "bigint"), ("runs", "text"))
+
 OTHER = ("other", None, b"", b"", None)
 CUT_KEY = (CUT, None, b"", b"", None)
 
