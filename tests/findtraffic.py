@@ -107,11 +107,11 @@ def write_pcapng(path, pkts) -> None:
             f.write(block(6, struct.pack("<IIIII", 0, ts >> 32, ts & 0xFFFFFFFF, len(fr), len(fr)) + fr))
 
 
-def write_pcap_cut(path, pkts, snaps, linktype: int = 1, endian: str = "<") -> None:
+def write_pcap_cut(path, pkts, snaps, linktype: int = 1, endian: str = "<", header_snap: int = 262144) -> None:
     """A microsecond pcap of (ts_ns, frame) whose records are cut to the snap length snaps(i, frame) gives (the
-    original length kept), of `linktype`, in `endian` byte order."""
+    original length kept), of `linktype`, in `endian` byte order, its header declaring `header_snap`."""
     with open(path, "wb") as f:
-        f.write(struct.pack(endian + "IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, linktype))
+        f.write(struct.pack(endian + "IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, header_snap, linktype))
         for i, (ts, fr) in enumerate(pkts):
             cap = fr[:snaps(i, fr)]
             t = ts // 1000

@@ -54,6 +54,7 @@ PCAP_MAGIC = {b"\xd4\xc3\xb2\xa1": ("<", 6), b"\xa1\xb2\xc3\xd4": (">", 6),
 PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
 LINKTYPE_ETHERNET, LINKTYPE_RAW, LINKTYPE_IPV4, LINKTYPE_IPV6, LINKTYPE_SLL = 1, 101, 228, 229, 113
 PORT_PROTOS = (6, 17, 132)  # tcp, udp, sctp
+MAX_SNAP = 262144  # libpcap's largest snap length for the link types read here
 VNI_NAME = re.compile(r"vni(\d+)_")
 
 
@@ -70,7 +71,9 @@ def header(data):
             raise IndexError_("a pcap file header is 24 bytes, this file has %d" % len(data))
         endian, tsres = PCAP_MAGIC[magic]
         linktype = check_linktype(struct.unpack_from(endian + "I", data, 20)[0] & 0xFFFF)
-        return dict(format="pcap", endian=endian, ifaces=[[linktype, tsres]])
+        snap = struct.unpack_from(endian + "i", data, 16)[0]
+        # libpcap's: a snap length of 0, negative or past the largest is the largest
+        return dict(format="pcap", endian=endian, ifaces=[[linktype, tsres]], snap=snap if 0 < snap < MAX_SNAP else MAX_SNAP)
     if magic == PCAPNG_SHB:
         if len(data) < 12:
             raise IndexError_("the pcapng section header is cut short")
@@ -97,13 +100,14 @@ def records(data, meta, start=None, end=None, origin=0):
         rec = struct.Struct(endian + "IIII")
         linktype, tsres = ifaces[0]
         scale = 1000 if tsres == 6 else 1
+        snap = meta.get("snap", MAX_SNAP)  # a record longer than the file's snap length is cut to it, as libpcap does
         unpack = rec.unpack_from
         while o + 16 <= end:
             sec, frac, caplen, length = unpack(data, o)
             if o + 16 + caplen > end:
                 break  # torn
             meta["end"] = o + 16 + caplen
-            yield o, sec * 1000000000 + frac * scale, linktype, caplen, length, o + 16
+            yield o, sec * 1000000000 + frac * scale, linktype, min(caplen, snap), length, o + 16
             o += 16 + caplen
         meta["stop"] = o
         return
@@ -330,6 +334,7 @@ def _walk_pcap(data, meta):
     IPv4/IPv6 frame's flow key are taken as one string and looked up; only a string not seen
     before is decoded (flow_key), so each flow is decoded once, not each packet."""
     linktype, tsres = meta["ifaces"][0]
+    snap = meta.get("snap", MAX_SNAP)
     unpack = struct.Struct(meta["endian"] + "IIII").unpack_from
     per_sec = 10 ** tsres
     flows, seen = {}, {}
@@ -347,6 +352,8 @@ def _walk_pcap(data, meta):
             boundary = o - o % CHUNK + CHUNK
         ts = sec * per_sec + frac
         raw = None
+        if caplen > snap:
+            caplen = snap  # (what libpcap reads of it; the record still ends at nxt)
         if ether:
             et = data[f + 12:f + 14]
             if et == b"\x08\x00":
@@ -484,10 +491,11 @@ def _block_flows(data, meta, np, offs, fid_of, seen):
         r = np.concatenate([r, tail])
     ts = r["sec"].astype(np.int64) * 10 ** tsres + r["frac"]
     caplen, length = r["caplen"].astype(np.int64), r["len"].astype(np.int64)
+    keycap = np.minimum(caplen, meta.get("snap", MAX_SNAP))  # what libpcap reads of a record longer than the snap length
     frame = offs + 16
     w0, w1, w3 = r["w0"], r["w1"], r["w3"]
-    v4 = (w0 & 0xFFFFFF == 0x450008) & (caplen >= 38)  # type 0x0800, version 4 with IHL 5
-    v6 = (w0 & 0xFFFF == 0xDD86) & (caplen >= 58)  # type 0x86DD
+    v4 = (w0 & 0xFFFFFF == 0x450008) & (keycap >= 38)  # type 0x0800, version 4 with IHL 5
+    v6 = (w0 & 0xFFFF == 0xDD86) & (keycap >= 58)  # type 0x86DD
     is_fast = v4 | v6
     fast = np.flatnonzero(is_fast)
     is4 = v4[fast]
@@ -526,7 +534,7 @@ def _block_flows(data, meta, np, offs, fid_of, seen):
     todo += [(p, len(rep) + i) for i, p in enumerate(slow.tolist())]
     todo.sort()
     for p, i in todo:
-        fid_at[i] = fid = fid_of.setdefault(flow_key(data, LINKTYPE_ETHERNET, int(frame[p]), int(caplen[p])), len(fid_of))
+        fid_at[i] = fid = fid_of.setdefault(flow_key(data, LINKTYPE_ETHERNET, int(frame[p]), int(keycap[p])), len(fid_of))
         if i < len(rep):
             seen[raw[i * width:(i + 1) * width]] = fid
     fid = np.empty(len(offs), dtype=np.int64)
@@ -692,6 +700,7 @@ def build(data, name, vni=None):
                 sig=signature(lambda o, n: data[o:o + n], len(data)), end=records_end,
                 format=meta["format"], endian=meta["endian"], ifaces=meta["ifaces"], vni=vni,
                 **({"sections": meta["sections"]} if meta.get("sections") is not None else {}),
+                **({"snap": meta["snap"]} if meta.get("snap") is not None else {}),
                 first=min((s[0] for s in stats), default=None), last=max((s[1] for s in stats), default=None),
                 packets=sum(s[2] for s in stats), bytes=sum(s[3] for s in stats), flows=len(flows),
                 cut=sum(st[2] for k, st in flows.items() if k[0] == CUT))
@@ -780,6 +789,8 @@ def reader_meta(line):
     meta = dict(format=line["format"], endian=line["endian"], ifaces=[list(x) for x in line["ifaces"]])
     if line.get("sections") is not None:
         meta["sections"] = [list(x) for x in line["sections"]]
+    if line.get("snap") is not None:
+        meta["snap"] = line["snap"]
     return meta
 
 

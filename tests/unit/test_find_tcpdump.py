@@ -157,6 +157,9 @@ def cut_dir(tmp_path_factory):
                                _snap(3), linktype=0, endian="<")
     findtraffic.write_pcap_cut(d / "null-be.pcap", findtraffic.relinked(findtraffic.packets(8, 500, START + 3 * NS), 0, ">"),
                                _snap(4), linktype=0, endian=">")
+    # records longer than the snap length the header declares: libpcap reads (and the filter sees) that much of each
+    findtraffic.write_pcap_cut(d / "long.pcap", findtraffic.packets(9, 600, START + 4 * NS), lambda i, fr: len(fr),
+                               header_snap=54)
     return d
 
 
