@@ -105,3 +105,58 @@ def write_pcapng(path, pkts) -> None:
         f.write(block(1, struct.pack("<HHI", 1, 0, 262144) + struct.pack("<HHB3x", 9, 1, 9) + struct.pack("<HH", 0, 0)))
         for ts, fr in pkts:
             f.write(block(6, struct.pack("<IIIII", 0, ts >> 32, ts & 0xFFFFFFFF, len(fr), len(fr)) + fr))
+
+
+def write_pcap_cut(path, pkts, snaps, linktype: int = 1, endian: str = "<", header_snap: int = 262144) -> None:
+    """A microsecond pcap of (ts_ns, frame) whose records are cut to the snap length snaps(i, frame) gives (the
+    original length kept), of `linktype`, in `endian` byte order, its header declaring `header_snap`."""
+    with open(path, "wb") as f:
+        f.write(struct.pack(endian + "IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, header_snap, linktype))
+        for i, (ts, fr) in enumerate(pkts):
+            cap = fr[:snaps(i, fr)]
+            t = ts // 1000
+            f.write(struct.pack(endian + "IIII", t // 10 ** 6, t % 10 ** 6, len(cap), len(fr)) + cap)
+
+
+def relinked(pkts, linktype: int, endian: str = "<"):
+    """The Ethernet frames of `pkts` as another link type writes them: LINUX_SLL2 (276: a 20-byte header, the
+    protocol first) or NULL (0: a 4-byte address family in the writer's byte order; 2 IPv4, 24/28/30 IPv6)."""
+    out = []
+    for i, (ts, fr) in enumerate(pkts):
+        etype, body = struct.unpack(">H", fr[12:14])[0], fr[14:]
+        if linktype == 276:
+            head = struct.pack(">HHIHBB8s", etype, 0, 2, 1, 0, 6, fr[6:12] + b"\0\0")
+        else:
+            family = {0x0800: 2, 0x86DD: (24, 28, 30)[i % 3]}.get(etype, 7 + i % 5)
+            head = struct.pack(endian + "I", family)
+        out.append((ts, head + body))
+    return out
+
+
+def write_pcapng_sections(path, pkts, sections, endian: str = "<") -> None:
+    """pcapng of (ts_ns, frame) in several sections, each a list of interfaces (if_tsresol byte or None, if_tsoffset
+    seconds or None): packets go round the sections in runs of 50, round their interfaces one by one, each time
+    written in its interface's units (a power of ten or of two, less its offset)."""
+    def block(btype, body):
+        body += b"\0" * (-len(body) % 4)
+        n = 12 + len(body)
+        return struct.pack(endian + "II", btype, n) + body + struct.pack(endian + "I", n)
+
+    def opt(code, val):
+        return struct.pack(endian + "HH", code, len(val)) + val + b"\0" * (-len(val) % 4)
+    out = b""
+    runs = [pkts[i:i + 50] for i in range(0, len(pkts), 50)]
+    for n, run in enumerate(runs):
+        ifaces = sections[n % len(sections)]
+        out += block(0x0A0D0D0A, struct.pack(endian + "IHHq", 0x1A2B3C4D, 1, 0, -1))
+        for tsresol, off in ifaces:
+            opts = (opt(9, bytes([tsresol])) if tsresol is not None else b"") + (opt(14, struct.pack(endian + "q", off)) if off else b"")
+            out += block(1, struct.pack(endian + "HHI", 1, 0, 262144) + opts + (struct.pack(endian + "HH", 0, 0) if opts else b""))
+        for i, (ts, fr) in enumerate(run):
+            tsresol, off = ifaces[i % len(ifaces)]
+            ns = ts - (off or 0) * 10 ** 9
+            v = 6 if tsresol is None else tsresol
+            ticks = (ns << (v & 0x7F)) // 10 ** 9 if v & 0x80 else ns * 10 ** v // 10 ** 9
+            out += block(6, struct.pack(endian + "IIIII", i % len(ifaces), ticks >> 32, ticks & 0xFFFFFFFF, len(fr), len(fr)) + fr)
+    with open(path, "wb") as f:
+        f.write(out)

@@ -295,6 +295,7 @@ import json
 import mmap
 import os
 import re
+import stat
 import struct
 import sys
 import zlib
@@ -309,6 +310,7 @@ PCAP_MAGIC = {b"\xd4\xc3\xb2\xa1": ("<", 6), b"\xa1\xb2\xc3\xd4": (">", 6),
 PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
 LINKTYPE_ETHERNET, LINKTYPE_RAW, LINKTYPE_IPV4, LINKTYPE_IPV6, LINKTYPE_SLL = 1, 101, 228, 229, 113
 PORT_PROTOS = (6, 17, 132)  # tcp, udp, sctp
+MAX_SNAP = 262144  # libpcap's largest snap length for the link types read here
 VNI_NAME = re.compile(r"vni(\d+)_")
 
 
@@ -324,7 +326,10 @@ def header(data):
         if len(data) < 24:
             raise IndexError_("a pcap file header is 24 bytes, this file has %d" % len(data))
         endian, tsres = PCAP_MAGIC[magic]
-        return dict(format="pcap", endian=endian, ifaces=[[struct.unpack_from(endian + "I", data, 20)[0] & 0xFFFF, tsres]])
+        linktype = check_linktype(struct.unpack_from(endian + "I", data, 20)[0] & 0xFFFF)
+        snap = struct.unpack_from(endian + "i", data, 16)[0]
+        # libpcap's: a snap length of 0, negative or past the largest is the largest
+        return dict(format="pcap", endian=endian, ifaces=[[linktype, tsres]], snap=snap if 0 < snap < MAX_SNAP else MAX_SNAP)
     if magic == PCAPNG_SHB:
         if len(data) < 12:
             raise IndexError_("the pcapng section header is cut short")
@@ -336,12 +341,14 @@ def header(data):
     raise IndexError_("not a pcap or pcapng file (it starts %s)" % data[:4].hex())
 
 
-def records(data, meta, start=None, end=None):
+def records(data, meta, start=None, end=None, origin=0):
     """(offset, ts_ns, linktype, caplen, origlen, frame offset) of each whole record of data[start:end];
     meta["stop"] is then where the whole records end.
 
-    pcapng interface blocks met on the way are added to meta["ifaces"] (their link
-    type and time resolution): a reader of a range has them from the index."""
+    pcapng interface blocks met on the way are added to meta["ifaces"] (their link type, time resolution and
+    offset), numbered on from one section to the next, and each section block's place, first interface and
+    byte order to meta["sections"]; a reader of a range (`data` the file's bytes from offset `origin`) has
+    them all from the index, and finds its section by its place in the file."""
     endian, ifaces = meta["endian"], meta["ifaces"]
     end = len(data) if end is None else min(end, len(data))
     if meta["format"] == "pcap":
@@ -349,17 +356,28 @@ def records(data, meta, start=None, end=None):
         rec = struct.Struct(endian + "IIII")
         linktype, tsres = ifaces[0]
         scale = 1000 if tsres == 6 else 1
+        snap = meta.get("snap", MAX_SNAP)  # a record longer than the file's snap length is cut to it, as libpcap does
         unpack = rec.unpack_from
         while o + 16 <= end:
             sec, frac, caplen, length = unpack(data, o)
             if o + 16 + caplen > end:
                 break  # torn
             meta["end"] = o + 16 + caplen
-            yield o, sec * 1000000000 + frac * scale, linktype, caplen, length, o + 16
+            yield o, sec * 1000000000 + frac * scale, linktype, min(caplen, snap), length, o + 16
             o += 16 + caplen
         meta["stop"] = o
         return
     o = 0 if start is None else start
+    sections = meta.get("sections")
+    known = start is not None and sections is not None  # a range: every section and interface is in the index
+    base = 0
+    if start is None:
+        sections = meta["sections"] = []
+    elif known:
+        for at, first, e in sections:
+            if at <= origin + start:
+                base, endian = first, e
+        meta["endian"] = endian
     u32 = struct.Struct(endian + "I")
     while o + 12 <= end:
         btype, blen = struct.unpack_from(endian + "II", data, o)
@@ -368,12 +386,19 @@ def records(data, meta, start=None, end=None):
         if btype == 0x0A0D0D0A:
             bom = data[o + 8:o + 12]
             endian = "<" if bom == b"\x4d\x3c\x2b\x1a" else ">"
+            if known:
+                base = next((first for at, first, _e in sections if at == origin + o), len(ifaces))
+            elif sections is not None:
+                base = len(ifaces)  # a new section numbers its interfaces again: after the last one's
+                sections.append([o, base, endian])
+            else:
+                del ifaces[:]  # an index without sections (before them): the last section's interfaces
             meta["endian"] = endian
             u32 = struct.Struct(endian + "I")
-            del ifaces[:]  # a new section numbers its interfaces again
         elif btype == 1:  # interface description
-            linktype = struct.unpack_from(endian + "H", data, o + 8)[0]
-            ifaces.append([linktype, _tsresol(data, o, blen, endian)])
+            if not known:
+                linktype = check_linktype(struct.unpack_from(endian + "H", data, o + 8)[0])
+                ifaces.append([linktype] + _iface_time(data, o, blen, endian))
         elif btype in (6, 3):  # enhanced / simple packet
             if btype == 6:
                 if blen < 32:
@@ -383,18 +408,26 @@ def records(data, meta, start=None, end=None):
             else:
                 iface, hi, lo, length = 0, 0, 0, u32.unpack_from(data, o + 8)[0]
                 caplen, frame = min(length, blen - 16), o + 12
-            if iface < len(ifaces) and frame + caplen <= o + blen:
-                linktype, tsres = ifaces[iface]
+            if base + iface < len(ifaces) and frame + caplen <= o + blen:
+                desc = ifaces[base + iface]
+                linktype, tsres = desc[0], desc[1]
                 ticks = (hi << 32) | lo
-                ts = ticks * 10 ** (9 - tsres) if tsres <= 9 else ticks // 10 ** (tsres - 9)
+                if tsres < 0:  # if_tsresol a power of two: 2**tsres seconds a tick (rounded down, as libpcap)
+                    ts = (ticks * 1000000000) >> -tsres
+                else:
+                    ts = ticks * 10 ** (9 - tsres) if tsres <= 9 else ticks // 10 ** (tsres - 9)
+                if len(desc) > 2:
+                    ts += desc[2] * 1000000000  # if_tsoffset, seconds
                 meta["end"] = o + blen
                 yield o, ts, linktype, caplen, length, frame
         o += blen
     meta["stop"] = o
 
 
-def _tsresol(data, o, blen, endian):
-    """if_tsresol of an interface block (6, microseconds, when absent; a power of ten)."""
+def _iface_time(data, o, blen, endian):
+    """[if_tsresol, and if_tsoffset when it is there] of an interface block: tsresol as an exponent, of ten (6,
+    microseconds, when absent), or negative, of two (2**-n seconds a tick); tsoffset in seconds."""
+    tsres, offset = 6, None
     p, stop = o + 16, o + blen - 4
     while p + 4 <= stop:
         code, length = struct.unpack_from(endian + "HH", data, p)
@@ -402,65 +435,114 @@ def _tsresol(data, o, blen, endian):
             break
         if code == 9 and length >= 1:
             v = data[p + 4]
-            return v if not v & 0x80 else 6  # powers of two are rare: read as microseconds
+            tsres = -(v & 0x7F) if v & 0x80 else v
+        elif code == 14 and length >= 8:
+            offset = struct.unpack_from(endian + "q", data, p + 4)[0]
         p += 4 + (length + 3) // 4 * 4
-    return 6
+    return [tsres] if offset is None else [tsres, offset]
 
 
 # --- what tcpdump's primitives see of one frame ---------------------------------------
-def flow_key(data, linktype, frame, caplen):
-    """(fam, proto, src bytes, dst bytes, sport, dport) as `host`, `net`, `port`, `tcp`,
-    `udp` and `icmp` read them from one frame: libpcap's own tests, re-done."""
-    stop = frame + caplen
+# The link types read, as libpcap reads them: where the network header starts and how its type is told.
+LINKTYPE_NULL, LINKTYPE_LOOP, LINKTYPE_SLL2 = 0, 108, 276
+LINK_HEADER = {LINKTYPE_ETHERNET: 14, LINKTYPE_SLL: 16, LINKTYPE_SLL2: 20, LINKTYPE_NULL: 4, LINKTYPE_LOOP: 4,
+               LINKTYPE_RAW: 0, 12: 0, 14: 0, LINKTYPE_IPV4: 0, LINKTYPE_IPV6: 0}
+LINKTYPE_NAMES = {0: "NULL", 1: "EN10MB", 9: "PPP", 12: "RAW", 14: "RAW", 50: "PPP_HDLC", 101: "RAW", 104: "C_HDLC",
+                  105: "IEEE802_11", 108: "LOOP", 113: "LINUX_SLL", 119: "PRISM_HEADER", 127: "IEEE802_11_RADIO",
+                  192: "PPI", 195: "IEEE802_15_4", 220: "USB_LINUX_MMAPPED", 228: "IPV4", 229: "IPV6", 239: "NFLOG",
+                  249: "USBPCAP", 276: "LINUX_SLL2"}
+NULL_FAMILY = {2: 0x0800, 24: 0x86DD, 28: 0x86DD, 30: 0x86DD}  # BSD's AF_INET, and the AF_INET6s libpcap's `ip6` takes
+CUT = "cut"  # fam of a frame cut before a byte tcpdump's filter may read: decided packet by packet, by libpcap
+
+
+class LinkTypeError(IndexError_):
+    """A link type whose frames this does not read as tcpdump does: refused by name, never indexed as "other"."""
+
+
+def check_linktype(linktype):
+    if linktype not in LINK_HEADER:
+        raise LinkTypeError("link type %d (%s) is not one mirrorcap reads (it reads %s)" % (
+            linktype, LINKTYPE_NAMES.get(linktype, "unknown"),
+            ", ".join(sorted({LINKTYPE_NAMES[x] for x in LINK_HEADER}))))
+    return linktype
+
+
+def _etype(data, linktype, frame, caplen, endian):
+    """(the network header's type as an ethertype, where it starts; None when the frame is cut before its type)."""
     if linktype == LINKTYPE_ETHERNET:
-        if caplen < 14:
-            return OTHER
-        etype = data[frame + 12] << 8 | data[frame + 13]
-        net = frame + 14
-    elif linktype == LINKTYPE_SLL:
-        if caplen < 16:
-            return OTHER
-        etype = data[frame + 14] << 8 | data[frame + 15]
-        net = frame + 16
-    elif linktype in (LINKTYPE_RAW, LINKTYPE_IPV4, LINKTYPE_IPV6, 12, 14):
-        if caplen < 1:
-            return OTHER
-        version = data[frame] >> 4
-        etype = 0x0800 if version == 4 else 0x86DD if version == 6 else 0
-        net = frame
-    else:
-        return OTHER
+        return (data[frame + 12] << 8 | data[frame + 13], frame + 14) if caplen >= 14 else None
+    if linktype == LINKTYPE_SLL:
+        return (data[frame + 14] << 8 | data[frame + 15], frame + 16) if caplen >= 16 else None
+    if linktype == LINKTYPE_SLL2:
+        return (data[frame] << 8 | data[frame + 1], frame + 20) if caplen >= 2 else None
+    if linktype in (LINKTYPE_NULL, LINKTYPE_LOOP):
+        if caplen < 4:
+            return None
+        family = struct.unpack_from((">" if linktype == LINKTYPE_LOOP else endian) + "I", data, frame)[0]
+        return NULL_FAMILY.get(family, 0), frame + 4
+    if linktype == LINKTYPE_IPV4:
+        return 0x0800, frame
+    if linktype == LINKTYPE_IPV6:
+        return 0x86DD, frame
+    if caplen < 1:  # raw IP: the version nibble tells
+        return None
+    version = data[frame] >> 4
+    return (0x0800 if version == 4 else 0x86DD if version == 6 else 0), frame
+
+
+def flow_key(data, linktype, frame, caplen, endian="<"):
+    """(fam, proto, src bytes, dst bytes, ports) as `host`, `net`, `port`, `tcp`, `udp` and `icmp` read them from
+    one frame: libpcap's own tests, re-done. A frame cut before a byte any of them may read is CUT_KEY: tcpdump's
+    filter takes it or not by what its compiled, optimized code reads before the cut (mirrorcap_query decides it
+    with libpcap itself)."""
+    t = _etype(data, linktype, frame, caplen, endian)
+    if t is None:
+        return CUT_KEY
+    etype, net = t
+    stop = frame + caplen
     if etype == 0x0800:
         if net + 20 > stop:
-            return OTHER
+            return CUT_KEY
         proto = data[net + 9]
         ports = None
         if proto in PORT_PROTOS and not (data[net + 6] & 0x1F or data[net + 7]):
             t = net + (data[net] & 0x0F) * 4
-            if t + 4 <= stop:
-                ports = data[t:t + 4]
+            if t + 4 > stop:
+                return CUT_KEY
+            ports = data[t:t + 4]
         return ("ip", proto, data[net + 12:net + 16], data[net + 16:net + 20], ports)
     if etype == 0x86DD:
         if net + 40 > stop:
-            return OTHER
+            return CUT_KEY
         nh = data[net + 6]
         ports = None
         if nh == 44:
-            proto = data[net + 40] if net + 41 <= stop else 44
+            if net + 41 > stop:
+                return CUT_KEY
+            proto = data[net + 40]
         else:
             proto = nh
-            if nh in PORT_PROTOS and net + 44 <= stop:
+            if nh in PORT_PROTOS:
+                if net + 44 > stop:
+                    return CUT_KEY
                 ports = data[net + 40:net + 44]
         return ("ip6", proto, data[net + 8:net + 24], data[net + 24:net + 40], ports)
     if etype in (0x0806, 0x8035):
         # libpcap reads arp[14:4] and arp[24:4] whatever the hardware address length
         if net + 28 > stop:
-            return OTHER
+            return CUT_KEY
         return ("arp" if etype == 0x0806 else "rarp", None, data[net + 14:net + 18], data[net + 24:net + 28], None)
     return OTHER
 
 
+# The columns of a flow line, in order, with their kinds (text; int: 32 bits; bigint: 64): the one schema DuckDB's
+# read_json, the Glue table, Athena's result and the index's checker are written from.
+FLOW_SCHEMA = (("kind", "text"), ("fam", "text"), ("proto", "int"), ("sa", "text"), ("da", "text"), ("sp", "int"),
+               ("dp", "int"), ("vni", "bigint"), ("first", "bigint"), ("last", "bigint"), ("packets", "bigint"),
+               ("bytes", "bigint"), ("runs", "text"))
+
 OTHER = ("other", None, b"", b"", None)
+CUT_KEY = (CUT, None, b"", b"", None)
 
 
 def vni_of(name):
@@ -480,7 +562,7 @@ def _walk(data, meta):
         if o >= boundary:
             chunk += 1
             boundary = o - o % CHUNK + CHUNK
-        key = flow_key(data, linktype, frame, caplen)
+        key = flow_key(data, linktype, frame, caplen, meta["endian"])
         f = flows.get(key)
         if f is None:
             flows[key] = [ts, ts, 1, length, chunk, [o, meta["end"]]]
@@ -508,6 +590,7 @@ def _walk_pcap(data, meta):
     IPv4/IPv6 frame's flow key are taken as one string and looked up; only a string not seen
     before is decoded (flow_key), so each flow is decoded once, not each packet."""
     linktype, tsres = meta["ifaces"][0]
+    snap = meta.get("snap", MAX_SNAP)
     unpack = struct.Struct(meta["endian"] + "IIII").unpack_from
     per_sec = 10 ** tsres
     flows, seen = {}, {}
@@ -525,6 +608,8 @@ def _walk_pcap(data, meta):
             boundary = o - o % CHUNK + CHUNK
         ts = sec * per_sec + frac
         raw = None
+        if caplen > snap:
+            caplen = snap  # (what libpcap reads of it; the record still ends at nxt)
         if ether:
             et = data[f + 12:f + 14]
             if et == b"\x08\x00":
@@ -534,7 +619,7 @@ def _walk_pcap(data, meta):
                 raw = data[f + 20:f + 21] + data[f + 22:f + 58]
         st = seen.get(raw) if raw is not None else None
         if st is None:
-            key = flow_key(data, linktype, f, caplen)
+            key = flow_key(data, linktype, f, caplen, meta["endian"])
             st = flows.get(key)
             if st is None:
                 st = flows[key] = [ts, ts, 0, 0, chunk, [o, nxt]]
@@ -662,10 +747,11 @@ def _block_flows(data, meta, np, offs, fid_of, seen):
         r = np.concatenate([r, tail])
     ts = r["sec"].astype(np.int64) * 10 ** tsres + r["frac"]
     caplen, length = r["caplen"].astype(np.int64), r["len"].astype(np.int64)
+    keycap = np.minimum(caplen, meta.get("snap", MAX_SNAP))  # what libpcap reads of a record longer than the snap length
     frame = offs + 16
     w0, w1, w3 = r["w0"], r["w1"], r["w3"]
-    v4 = (w0 & 0xFFFFFF == 0x450008) & (caplen >= 38)  # type 0x0800, version 4 with IHL 5
-    v6 = (w0 & 0xFFFF == 0xDD86) & (caplen >= 58)  # type 0x86DD
+    v4 = (w0 & 0xFFFFFF == 0x450008) & (keycap >= 38)  # type 0x0800, version 4 with IHL 5
+    v6 = (w0 & 0xFFFF == 0xDD86) & (keycap >= 58)  # type 0x86DD
     is_fast = v4 | v6
     fast = np.flatnonzero(is_fast)
     is4 = v4[fast]
@@ -704,7 +790,7 @@ def _block_flows(data, meta, np, offs, fid_of, seen):
     todo += [(p, len(rep) + i) for i, p in enumerate(slow.tolist())]
     todo.sort()
     for p, i in todo:
-        fid_at[i] = fid = fid_of.setdefault(flow_key(data, LINKTYPE_ETHERNET, int(frame[p]), int(caplen[p])), len(fid_of))
+        fid_at[i] = fid = fid_of.setdefault(flow_key(data, LINKTYPE_ETHERNET, int(frame[p]), int(keycap[p])), len(fid_of))
         if i < len(rep):
             seen[raw[i * width:(i + 1) * width]] = fid
     fid = np.empty(len(offs), dtype=np.int64)
@@ -832,6 +918,25 @@ def _flatten(flows):
         st[4:] = [base64.b64encode(leb128(values)).decode()]
 
 
+SIG_BYTES = 4096  # the file's first and last bytes, hashed: which pcap an index is of
+
+
+def signature(read, size):
+    """Which pcap of `size` bytes an index is of (its file line's `sig`): sha-256 of its first and last SIG_BYTES
+    (read(offset, count) -> bytes), 32 hex digits. With the size, it tells apart two captures of one size (their
+    headers' and last packets' times differ) without reading the file: what a copied, replaced or renamed pcap
+    needs, where times of change (mtime) are copied along or not at all."""
+    h = __import__("hashlib").sha256(read(0, min(size, SIG_BYTES)))
+    if size > SIG_BYTES:
+        h.update(read(max(SIG_BYTES, size - SIG_BYTES), size - max(SIG_BYTES, size - SIG_BYTES)))
+    return h.hexdigest()[:32]
+
+
+def current(line, size, read):
+    """Whether index file line `line` is of this pcap (`size` bytes, read as for signature) as it is now."""
+    return line.get("size") == size and line.get("sig") == signature(read, size)
+
+
 def build(data, name, vni=None):
     """The index of a pcap/pcapng's bytes: (file line, [flow lines])."""
     meta = header(data)
@@ -847,10 +952,14 @@ def build(data, name, vni=None):
     records_end = meta.pop("stop")
     meta.pop("end", None)
     stats = list(flows.values())
-    line = dict(kind="file", v=VERSION, pcap=os.path.basename(name), size=len(data), end=records_end,
+    line = dict(kind="file", v=VERSION, pcap=os.path.basename(name), size=len(data),
+                sig=signature(lambda o, n: data[o:o + n], len(data)), end=records_end,
                 format=meta["format"], endian=meta["endian"], ifaces=meta["ifaces"], vni=vni,
+                **({"sections": meta["sections"]} if meta.get("sections") is not None else {}),
+                **({"snap": meta["snap"]} if meta.get("snap") is not None else {}),
                 first=min((s[0] for s in stats), default=None), last=max((s[1] for s in stats), default=None),
-                packets=sum(s[2] for s in stats), bytes=sum(s[3] for s in stats), flows=len(flows))
+                packets=sum(s[2] for s in stats), bytes=sum(s[3] for s in stats), flows=len(flows),
+                cut=sum(st[2] for k, st in flows.items() if k[0] == CUT))
     rows = []
     for (fam, proto, src, dst, ports), (f_first, f_last, n, nbytes, runs) in flows.items():
         sp, dp = struct.unpack(">HH", ports) if ports else (None, None)
@@ -933,7 +1042,12 @@ def flow_ranges(rows, gap=0):
 def reader_meta(line):
     """What records() needs to read a range of the file of index file line `line` (a copy: records()
     adds the interfaces a pcapng range declares)."""
-    return dict(format=line["format"], endian=line["endian"], ifaces=[list(x) for x in line["ifaces"]])
+    meta = dict(format=line["format"], endian=line["endian"], ifaces=[list(x) for x in line["ifaces"]])
+    if line.get("sections") is not None:
+        meta["sections"] = [list(x) for x in line["sections"]]
+    if line.get("snap") is not None:
+        meta["snap"] = line["snap"]
+    return meta
 
 
 def encode(line, rows):
@@ -950,8 +1064,12 @@ def index_path(pcap):
 
 def write(pcap, out=None, vni=None):
     """Index `pcap` into `out` (default: beside it), replaced whole. Returns (file line, flows)."""
-    with open(pcap, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
+    fd = os.open(pcap, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO opens at once (then is refused), not when written
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise IndexError_("%s is not a regular file (a pipe, device or directory): give a pcap file" % pcap)
+        size = st.st_size
         # Mapped, not read: a pcap of a few GiB costs page cache, not the indexer's memory.
         data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
         try:
@@ -1044,12 +1162,14 @@ over a tree of JSON values, every time already absolute (ns since the epoch, UTC
 has no free text left, only these words, numbers and hex.
 """
 import re
+import struct
 
 V4_FAMS = ("ip", "arp", "rarp")  # where libpcap's `host`/`net` of an IPv4 address look
 DIRECTIONS = ("src", "dst", "any")
 PROTOS = {"tcp": 6, "udp": 17, "icmp": 1}
 FAMS = ("ip", "ip6", "arp")
 HEX = {4: re.compile(r"[0-9a-f]{8}"), 6: re.compile(r"[0-9a-f]{32}")}
+CUT = "cut"  # mirrorcap_index.CUT: the fam of frames cut short
 MAX_DEPTH = 64  # a query people write is a few levels deep; recursion stays far from Python's limit
 
 
@@ -1143,54 +1263,273 @@ def predicate(tree):
     raise AssertionError(op)
 
 
-# --- an index's flow rows --------------------------------------------------------------
-def flow_may_match(tree, row, negate=False):
-    """True when the flow row (an index's "flow" line) may hold a packet the query takes: what
-    mirrorcap.find.query.sql() asks DuckDB, decided in Python. Negations are pushed down to
-    the terms, where all but time are exact per flow; a time term asks only that the flow's
-    span may hold one."""
+def packet_predicate(tree, ix):
+    """A function (data, linktype, frame, caplen, length, endian, vni, ts_ns) -> bool deciding one record's frame as
+    tcpdump's filter does; ix: mirrorcap_index. A whole frame is decided on its flow key. A frame cut before a byte
+    the filter may read (mirrorcap_index.CUT) is decided by libpcap itself, on the query in tcpdump's syntax: its
+    compiled, optimized code rejects a packet when a load passes the captured bytes, and which loads it makes
+    depends on the whole program (libpcap's optimizer merges the terms' loads), so nothing short of libpcap can
+    answer as tcpdump does."""
+    keep, flow_key, cut = predicate(tree), ix.flow_key, ix.CUT
+
+    def decide(data, linktype, frame, caplen, length, endian, vni, ts):
+        key = flow_key(data, linktype, frame, caplen, endian)
+        if key[0] != cut:
+            return keep(key, vni, ts)
+        return libpcap().matches(linktype, endian, bpf(tree, vni, ts), bytes(data[frame:frame + caplen]), length)
+    return decide
+
+
+def bpf(tree, vni=None, ts=None):
+    """The query in tcpdump's syntax. Its `vni` and time terms, which tcpdump has not, are the constants they are for a
+    packet of `vni` at `ts` ('len >= 0' or 'len < 0': no load of the packet); without them, refused (ValueError).
+    A chain of one operator is written unparenthesized, left to right, as tcpdump groups it."""
     op, a = tree[0], tree[1:]
-    if op == "not":
-        return flow_may_match(a[0], row, not negate)
     if op in ("and", "or"):
-        both = (op == "and") != negate
-        l, r = flow_may_match(a[0], row, negate), flow_may_match(a[1], row, negate)
-        return (l and r) if both else (l or r)
-    if op == "time":
-        lo, hi = a
-        first, last = row["first"], row["last"]
-        if not negate:
-            return (lo is None or last >= lo) and (hi is None or first < hi)
-        return (lo is not None and first < lo) or (hi is not None and last >= hi)
-    return _exact(op, a, row) != negate
+        parts = []
+        for x in a:
+            text = bpf(x, vni, ts)
+            parts.append(text if x[0] == op or x[0] not in ("and", "or") else "(" + text + ")")
+        return (" %s " % op).join(parts)
+    if op == "not":
+        inner = bpf(a[0], vni, ts)
+        return "not " + (inner if a[0][0] not in ("and", "or") else "(" + inner + ")")
+    d = "" if op not in ("host", "net", "port") or a[0] == "any" else a[0] + " "
+    if op == "host":
+        return d + "host " + _addr_text(a[1], a[2])
+    if op == "net":
+        lo, hi = int(a[2], 16), int(a[3], 16)
+        return d + "net %s/%d" % (_addr_text(a[1], a[2]), len(a[2]) * 4 - (hi - lo).bit_length())
+    if op == "port":
+        return d + "port %d" % a[1]
+    if op == "proto":
+        return a[1]
+    if op == "fam":
+        return a[0]
+    if op in ("vni", "time"):
+        if ts is None:
+            raise ValueError("%s has no tcpdump equivalent" % op)
+        hit = vni == a[0] if op == "vni" else (a[0] is None or ts >= a[0]) and (a[1] is None or ts < a[1])
+        return "len >= 0" if hit else "len < 0"
+    raise AssertionError(op)
 
 
-def _exact(op, a, row):
+def _addr_text(version, hexaddr):
+    import ipaddress
+    return str(ipaddress.ip_address(bytes.fromhex(hexaddr)))
+
+
+
+
+class NoLibpcap(Exception):
+    """libpcap is not on this machine: frames cut short cannot be decided as tcpdump does."""
+
+
+class _Libpcap:
+    """libpcap through ctypes (stdlib: the host has no pip; libpcap is tcpdump's own library, on every capture host
+    and most laptops): compiles a filter once for a link type and byte order, as tcpdump -r compiles it for a file
+    of them (libpcap's code depends on both: a NULL header's families, in the file's order), and runs it on a
+    frame as tcpdump -r does."""
+
+    def __init__(self):
+        import ctypes
+        import ctypes.util
+        name = ctypes.util.find_library("pcap")
+        if name is None:
+            raise NoLibpcap("libpcap is not installed (tcpdump's library): install libpcap (or tcpdump) to decide "
+                            "frames cut shorter than the bytes the query reads")
+        self.c = ctypes
+        lib = ctypes.CDLL(name)
+
+        class Prog(ctypes.Structure):
+            _fields_ = [("bf_len", ctypes.c_uint), ("bf_insns", ctypes.c_void_p)]
+
+        class Header(ctypes.Structure):
+            _fields_ = [("tv_sec", ctypes.c_long), ("tv_usec", ctypes.c_long), ("caplen", ctypes.c_uint32),
+                        ("len", ctypes.c_uint32)]
+        self.Prog, self.Header = Prog, Header
+        lib.pcap_open_offline.restype = ctypes.c_void_p
+        lib.pcap_open_offline.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+        lib.pcap_compile.argtypes = [ctypes.c_void_p, ctypes.POINTER(Prog), ctypes.c_char_p, ctypes.c_int, ctypes.c_uint32]
+        lib.pcap_geterr.restype = ctypes.c_char_p
+        lib.pcap_geterr.argtypes = [ctypes.c_void_p]
+        lib.pcap_offline_filter.argtypes = [ctypes.POINTER(Prog), ctypes.POINTER(Header), ctypes.c_char_p]
+        self.lib, self.handles, self.progs = lib, {}, {}
+
+    def _handle(self, linktype, endian):
+        """A pcap_t reading a file of `linktype` in byte order `endian` (its header alone, from a temporary file)."""
+        import os
+        import tempfile
+        handle = self.handles.get((linktype, endian))
+        if handle is None:
+            fd, path = tempfile.mkstemp(prefix="mirrorcap-linktype-", suffix=".pcap")
+            try:
+                os.write(fd, struct.pack(endian + "IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, linktype))
+                os.close(fd)
+                errbuf = self.c.create_string_buffer(512)
+                handle = self.lib.pcap_open_offline(path.encode(), errbuf)
+            finally:
+                os.unlink(path)
+            if not handle:
+                raise ValueError("libpcap cannot read link type %d: %s" % (linktype, errbuf.value.decode(errors="replace")))
+            self.handles[(linktype, endian)] = handle
+        return handle
+
+    def program(self, linktype, endian, text):
+        key = (linktype, endian, text)
+        prog = self.progs.get(key)
+        if prog is None:
+            handle = self._handle(linktype, endian)
+            prog = self.Prog()
+            if self.lib.pcap_compile(handle, self.c.byref(prog), text.encode(), 1, 0xFFFFFFFF) != 0:
+                why = self.lib.pcap_geterr(handle).decode(errors="replace")
+                if "rejects all packets" not in why:
+                    raise ValueError("libpcap cannot compile %r: %s" % (text, why))
+                prog = False  # libpcap proved no packet matches
+            if len(self.progs) > 4096:
+                self.progs.clear()  # (compiled programs are kept; a query has a few)
+            self.progs[key] = prog
+        return prog
+
+    def matches(self, linktype, endian, text, frame, length):
+        prog = self.program(linktype, endian, text)
+        if prog is False:
+            return False
+        h = self.Header(0, 0, len(frame), max(length, len(frame)))
+        return self.lib.pcap_offline_filter(self.c.byref(prog), self.c.byref(h), frame) != 0
+
+
+_LIBPCAP = []
+
+
+def libpcap():
+    """The one _Libpcap of this process (NoLibpcap when the library is not installed)."""
+    if not _LIBPCAP:
+        _LIBPCAP.append(_Libpcap())
+    return _LIBPCAP[0]
+
+
+# --- an index's flow rows --------------------------------------------------------------
+# What a query asks of a flow row is written once, as a condition (flow_condition), which both engines read:
+# sql() writes it for DuckDB and Athena, row_matches() decides it in Python (the host). A condition is
+#   ["all", C...]  ["any", C...]  ["not", C]       (and, or, not)
+#   ["in", COL, [WORD...]]  ["eq", COL, VALUE]      (a null column: false)
+#   ["range", COL, LO, HI]                          LO <= COL <= HI, strings of LO's length (a network)
+#   ["ge", COL, N]  ["lt", COL, N]                  (times)
+# where COL is a flow column and every value a word, hex digits or an integer from a checked tree.
+
+
+def term_condition(op, a):
+    """What term [op, *a] (not time) asks of a flow: exact, for every packet of the flow alike."""
     if op in ("host", "net"):
         direction, version = a[0], a[1]
-        if row["fam"] not in (V4_FAMS if version == 4 else ("ip6",)):
-            return False
         cols = {"src": ("sa",), "dst": ("da",), "any": ("sa", "da")}[direction]
-        if op == "host":
-            return any(row[c] == a[2] for c in cols)
-        return any(row[c] is not None and len(row[c]) == len(a[2]) and a[2] <= row[c] <= a[3] for c in cols)
+        test = (lambda c: ["eq", c, a[2]]) if op == "host" else (lambda c: ["range", c, a[2], a[3]])
+        return ["all", ["in", "fam", list(V4_FAMS if version == 4 else ("ip6",))], ["any"] + [test(c) for c in cols]]
     if op == "port":
-        cols = {"src": ("sp",), "dst": ("dp",), "any": ("sp", "dp")}[a[0]]
-        return any(row[c] == a[1] for c in cols)
+        return ["any"] + [["eq", c, a[1]] for c in {"src": ("sp",), "dst": ("dp",), "any": ("sp", "dp")}[a[0]]]
     if op == "proto":
-        return row["fam"] in (("ip",) if a[1] == "icmp" else ("ip", "ip6")) and row["proto"] == a[0]
+        return ["all", ["in", "fam", ["ip"] if a[1] == "icmp" else ["ip", "ip6"]], ["eq", "proto", a[0]]]
     if op == "fam":
-        return row["fam"] == a[0]
+        return ["eq", "fam", a[0]]
     if op == "vni":
-        return row["vni"] == a[0]
+        return ["eq", "vni", a[0]]
     raise AssertionError(op)
+
+
+def flow_condition(tree, negate=False):
+    """The condition every flow holding a packet the query takes meets. Negations are pushed down to the terms,
+    where all but time are exact per flow; a time term asks only that the flow's span may hold one."""
+    op, a = tree[0], tree[1:]
+    if op == "not":
+        return flow_condition(a[0], not negate)
+    if op in ("and", "or"):
+        return ["all" if (op == "and") != negate else "any", flow_condition(a[0], negate), flow_condition(a[1], negate)]
+    if op == "time":
+        lo, hi = a
+        if not negate:
+            return ["all"] + ([["ge", "last", lo]] if lo is not None else []) + ([["lt", "first", hi]] if hi is not None else [])
+        return ["any"] + ([["lt", "first", lo]] if lo is not None else []) + ([["ge", "last", hi]] if hi is not None else [])
+    cond = term_condition(op, a)
+    return ["not", cond] if negate else cond
+
+
+def flow_may_match(tree, row):
+    """True when the flow row (an index's "flow" line) may hold a packet the query takes (flow_condition, decided in
+    Python; sql() asks DuckDB and Athena the same). A flow of frames cut short (fam "cut") may hold one of any query:
+    its packets are decided one by one."""
+    return flow_matcher(tree)(row)
+
+
+def flow_matcher(tree):
+    """flow_may_match as a function of the row, the condition written once for every row."""
+    cond = flow_condition(tree)
+    return lambda row: row["fam"] == CUT or row_matches(cond, row)
+
+
+def row_matches(cond, row):
+    op = cond[0]
+    if op == "all":
+        return all(row_matches(c, row) for c in cond[1:])
+    if op == "any":
+        return any(row_matches(c, row) for c in cond[1:])
+    if op == "not":
+        return not row_matches(cond[1], row)
+    v = row[cond[1]]
+    if v is None:
+        return False
+    if op == "in":
+        return v in cond[2]
+    if op == "eq":
+        return v == cond[2]
+    if op == "range":
+        return len(v) == len(cond[2]) and cond[2] <= v <= cond[3]
+    if op == "ge":
+        return v >= cond[2]
+    if op == "lt":
+        return v < cond[2]
+    raise AssertionError(op)
+
+
+def sql(cond):
+    """A condition as SQL (DuckDB's and Athena's alike). Columns "first"/"last" are quoted (keywords in Athena); a
+    test of a null column is false (coalesce), so that NOT of it is true, as in row_matches."""
+    op = cond[0]
+    if op in ("all", "any"):
+        if len(cond) == 1:
+            return "TRUE" if op == "all" else "FALSE"
+        return "(" + (" AND " if op == "all" else " OR ").join(sql(c) for c in cond[1:]) + ")"
+    if op == "not":
+        return "(NOT %s)" % sql(cond[1])
+    col = '"%s"' % cond[1] if cond[1] in ("first", "last") else cond[1]
+    if op == "in":
+        return "coalesce(%s IN (%s), false)" % (col, ", ".join("'%s'" % _word(w) for w in cond[2]))
+    if op == "eq":
+        value = "'%s'" % _word(cond[2]) if isinstance(cond[2], str) else "%d" % cond[2]
+        return "coalesce(%s = %s, false)" % (col, value)
+    if op == "range":
+        return "coalesce(%s BETWEEN '%s' AND '%s' AND length(%s) = %d, false)" % (
+            col, _word(cond[2]), _word(cond[3]), col, len(cond[2]))
+    if op in ("ge", "lt"):
+        return "coalesce(%s %s %d, false)" % (col, ">=" if op == "ge" else "<", cond[2])
+    raise AssertionError(op)
+
+
+def _word(text):
+    """A value the SQL quotes: a word or hex digits (a checked tree has nothing else)."""
+    if not re.fullmatch(r"[0-9a-z]*", text):
+        raise QueryTreeError("not a word: %.40r" % (text,))
+    return text
 
 
 # --- an index's file line ----------------------------------------------------------------
 def file_may_take(tree, line, may_hold):
     """False only when no flow of the file can hold a packet the query takes, decided on its index's
     file line alone (its VNI, and its Bloom filter through mirrorcap_index.may_hold). Conservative:
-    a term the filter cannot decide (net, protocols, time, anything under `not`) may hold."""
+    a term the filter cannot decide (net, protocols, time, anything under `not`) may hold, and so may a file with
+    frames cut short (its line's `cut`: they are decided one by one)."""
+    if line.get("cut"):
+        return True
     op, a = tree[0], tree[1:]
     if op == "and":
         return file_may_take(a[0], line, may_hold) and file_may_take(a[1], line, may_hold)
@@ -3252,8 +3591,9 @@ def mapped(fd):
     return mmap.mmap(fd, 0, access=mmap.ACCESS_READ) if size else b""
 
 
-def read_index(path, size):
-    """(file line, flow rows) of the index at `path` when it is current for a pcap of `size` bytes."""
+def read_index(path, size, pcap_fd):
+    """(file line, flow rows) of the index at `path` when it is current for the pcap open as `pcap_fd`
+    (`size` bytes: its size and first and last bytes, mirrorcap_index.current)."""
     fd = open_file(path)
     if fd is None:
         return None
@@ -3262,8 +3602,10 @@ def read_index(path, size):
             lines = [json.loads(x) for x in f if x.strip()]
     except (OSError, ValueError, EOFError, zlib.error):
         return None
-    if not lines or lines[0].get("kind") != "file" or lines[0].get("v") != ix.VERSION or lines[0].get("size") != size:
-        return None  # another version, or the pcap grew since (the one being written)
+    if not lines or lines[0].get("kind") != "file" or lines[0].get("v") != ix.VERSION:
+        return None  # another version
+    if not ix.current(lines[0], size, lambda o, n: os.pread(pcap_fd, n, o)):
+        return None  # the pcap grew since (the one being written), or it is another one now
     return lines[0], lines[1:]
 
 
@@ -3283,7 +3625,7 @@ def sources(directory):
             if magic not in ix.PCAP_MAGIC and magic != ix.PCAPNG_SHB:
                 skipped.append((name, "not a pcap or pcapng file"))
                 continue
-            index = read_index(path + ix.SUFFIX, size)
+            index = read_index(path + ix.SUFFIX, size, fd)
             if index is None:
                 data = mapped(fd)  # mapped only to index it (the pcap being written, a failed one)
                 try:
@@ -3304,12 +3646,13 @@ def sources(directory):
 def select(srcs, tree):
     """The flow rows the query may take, each with its pcap's name in "source", oldest first."""
     rows = []
+    may_match = mq.flow_matcher(tree)
     for name, _path, line, flows in srcs:
         if not mq.file_in_time(tree, line):
             continue
         if not mq.file_may_take(tree, line, ix.may_hold):
             continue  # the file line's VNI and Bloom filter: none of its flows can hold a packet of the query
-        rows += [dict(r, source=name) for r in flows if r.get("kind") == "flow" and mq.flow_may_match(tree, r)]
+        rows += [dict(r, source=name) for r in flows if r.get("kind") == "flow" and may_match(r)]
     rows.sort(key=lambda r: (r["first"], r["source"]))
     return rows
 
@@ -3317,7 +3660,13 @@ def select(srcs, tree):
 def packets(srcs, rows, tree, max_bytes):
     """(packets in time order as (ts, linktype, tsres, frame, length), bytes of pcaps read); Refused
     once the pcap they make passes max_bytes."""
-    keep = mq.predicate(tree)
+    decide = mq.packet_predicate(tree, ix)
+
+    def keep(*frame):
+        try:
+            return decide(*frame)
+        except mq.NoLibpcap as e:  # (a frame cut short, and no libpcap to decide it as tcpdump does)
+            raise Refused(str(e))
     by_source = {}
     for r in rows:
         by_source.setdefault(r["source"], []).append(r)
@@ -3333,8 +3682,8 @@ def packets(srcs, rows, tree, max_bytes):
                 f.seek(a)
                 data = f.read(b - a)
                 read += len(data)
-                for o, ts, linktype, caplen, length, frame in ix.records(data, meta, 0, len(data)):
-                    if keep(ix.flow_key(data, linktype, frame, caplen), line.get("vni"), ts):
+                for o, ts, linktype, caplen, length, frame in ix.records(data, meta, 0, len(data), origin=a):
+                    if keep(data, linktype, frame, caplen, length, meta["endian"], line.get("vni"), ts):
                         size += 16 + caplen
                         if size > max_bytes:
                             raise Refused("too_big")

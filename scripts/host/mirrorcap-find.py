@@ -101,8 +101,9 @@ def mapped(fd):
     return mmap.mmap(fd, 0, access=mmap.ACCESS_READ) if size else b""
 
 
-def read_index(path, size):
-    """(file line, flow rows) of the index at `path` when it is current for a pcap of `size` bytes."""
+def read_index(path, size, pcap_fd):
+    """(file line, flow rows) of the index at `path` when it is current for the pcap open as `pcap_fd`
+    (`size` bytes: its size and first and last bytes, mirrorcap_index.current)."""
     fd = open_file(path)
     if fd is None:
         return None
@@ -111,8 +112,10 @@ def read_index(path, size):
             lines = [json.loads(x) for x in f if x.strip()]
     except (OSError, ValueError, EOFError, zlib.error):
         return None
-    if not lines or lines[0].get("kind") != "file" or lines[0].get("v") != ix.VERSION or lines[0].get("size") != size:
-        return None  # another version, or the pcap grew since (the one being written)
+    if not lines or lines[0].get("kind") != "file" or lines[0].get("v") != ix.VERSION:
+        return None  # another version
+    if not ix.current(lines[0], size, lambda o, n: os.pread(pcap_fd, n, o)):
+        return None  # the pcap grew since (the one being written), or it is another one now
     return lines[0], lines[1:]
 
 
@@ -132,7 +135,7 @@ def sources(directory):
             if magic not in ix.PCAP_MAGIC and magic != ix.PCAPNG_SHB:
                 skipped.append((name, "not a pcap or pcapng file"))
                 continue
-            index = read_index(path + ix.SUFFIX, size)
+            index = read_index(path + ix.SUFFIX, size, fd)
             if index is None:
                 data = mapped(fd)  # mapped only to index it (the pcap being written, a failed one)
                 try:
@@ -153,12 +156,13 @@ def sources(directory):
 def select(srcs, tree):
     """The flow rows the query may take, each with its pcap's name in "source", oldest first."""
     rows = []
+    may_match = mq.flow_matcher(tree)
     for name, _path, line, flows in srcs:
         if not mq.file_in_time(tree, line):
             continue
         if not mq.file_may_take(tree, line, ix.may_hold):
             continue  # the file line's VNI and Bloom filter: none of its flows can hold a packet of the query
-        rows += [dict(r, source=name) for r in flows if r.get("kind") == "flow" and mq.flow_may_match(tree, r)]
+        rows += [dict(r, source=name) for r in flows if r.get("kind") == "flow" and may_match(r)]
     rows.sort(key=lambda r: (r["first"], r["source"]))
     return rows
 
@@ -166,7 +170,13 @@ def select(srcs, tree):
 def packets(srcs, rows, tree, max_bytes):
     """(packets in time order as (ts, linktype, tsres, frame, length), bytes of pcaps read); Refused
     once the pcap they make passes max_bytes."""
-    keep = mq.predicate(tree)
+    decide = mq.packet_predicate(tree, ix)
+
+    def keep(*frame):
+        try:
+            return decide(*frame)
+        except mq.NoLibpcap as e:  # (a frame cut short, and no libpcap to decide it as tcpdump does)
+            raise Refused(str(e))
     by_source = {}
     for r in rows:
         by_source.setdefault(r["source"], []).append(r)
@@ -182,8 +192,8 @@ def packets(srcs, rows, tree, max_bytes):
                 f.seek(a)
                 data = f.read(b - a)
                 read += len(data)
-                for o, ts, linktype, caplen, length, frame in ix.records(data, meta, 0, len(data)):
-                    if keep(ix.flow_key(data, linktype, frame, caplen), line.get("vni"), ts):
+                for o, ts, linktype, caplen, length, frame in ix.records(data, meta, 0, len(data), origin=a):
+                    if keep(data, linktype, frame, caplen, length, meta["endian"], line.get("vni"), ts):
                         size += 16 + caplen
                         if size > max_bytes:
                             raise Refused("too_big")

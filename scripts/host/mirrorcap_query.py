@@ -15,12 +15,14 @@ over a tree of JSON values, every time already absolute (ns since the epoch, UTC
 has no free text left, only these words, numbers and hex.
 """
 import re
+import struct
 
 V4_FAMS = ("ip", "arp", "rarp")  # where libpcap's `host`/`net` of an IPv4 address look
 DIRECTIONS = ("src", "dst", "any")
 PROTOS = {"tcp": 6, "udp": 17, "icmp": 1}
 FAMS = ("ip", "ip6", "arp")
 HEX = {4: re.compile(r"[0-9a-f]{8}"), 6: re.compile(r"[0-9a-f]{32}")}
+CUT = "cut"  # mirrorcap_index.CUT: the fam of frames cut short
 MAX_DEPTH = 64  # a query people write is a few levels deep; recursion stays far from Python's limit
 
 
@@ -114,54 +116,273 @@ def predicate(tree):
     raise AssertionError(op)
 
 
-# --- an index's flow rows --------------------------------------------------------------
-def flow_may_match(tree, row, negate=False):
-    """True when the flow row (an index's "flow" line) may hold a packet the query takes: what
-    mirrorcap.find.query.sql() asks DuckDB, decided in Python. Negations are pushed down to
-    the terms, where all but time are exact per flow; a time term asks only that the flow's
-    span may hold one."""
+def packet_predicate(tree, ix):
+    """A function (data, linktype, frame, caplen, length, endian, vni, ts_ns) -> bool deciding one record's frame as
+    tcpdump's filter does; ix: mirrorcap_index. A whole frame is decided on its flow key. A frame cut before a byte
+    the filter may read (mirrorcap_index.CUT) is decided by libpcap itself, on the query in tcpdump's syntax: its
+    compiled, optimized code rejects a packet when a load passes the captured bytes, and which loads it makes
+    depends on the whole program (libpcap's optimizer merges the terms' loads), so nothing short of libpcap can
+    answer as tcpdump does."""
+    keep, flow_key, cut = predicate(tree), ix.flow_key, ix.CUT
+
+    def decide(data, linktype, frame, caplen, length, endian, vni, ts):
+        key = flow_key(data, linktype, frame, caplen, endian)
+        if key[0] != cut:
+            return keep(key, vni, ts)
+        return libpcap().matches(linktype, endian, bpf(tree, vni, ts), bytes(data[frame:frame + caplen]), length)
+    return decide
+
+
+def bpf(tree, vni=None, ts=None):
+    """The query in tcpdump's syntax. Its `vni` and time terms, which tcpdump has not, are the constants they are for a
+    packet of `vni` at `ts` ('len >= 0' or 'len < 0': no load of the packet); without them, refused (ValueError).
+    A chain of one operator is written unparenthesized, left to right, as tcpdump groups it."""
     op, a = tree[0], tree[1:]
-    if op == "not":
-        return flow_may_match(a[0], row, not negate)
     if op in ("and", "or"):
-        both = (op == "and") != negate
-        l, r = flow_may_match(a[0], row, negate), flow_may_match(a[1], row, negate)
-        return (l and r) if both else (l or r)
-    if op == "time":
-        lo, hi = a
-        first, last = row["first"], row["last"]
-        if not negate:
-            return (lo is None or last >= lo) and (hi is None or first < hi)
-        return (lo is not None and first < lo) or (hi is not None and last >= hi)
-    return _exact(op, a, row) != negate
+        parts = []
+        for x in a:
+            text = bpf(x, vni, ts)
+            parts.append(text if x[0] == op or x[0] not in ("and", "or") else "(" + text + ")")
+        return (" %s " % op).join(parts)
+    if op == "not":
+        inner = bpf(a[0], vni, ts)
+        return "not " + (inner if a[0][0] not in ("and", "or") else "(" + inner + ")")
+    d = "" if op not in ("host", "net", "port") or a[0] == "any" else a[0] + " "
+    if op == "host":
+        return d + "host " + _addr_text(a[1], a[2])
+    if op == "net":
+        lo, hi = int(a[2], 16), int(a[3], 16)
+        return d + "net %s/%d" % (_addr_text(a[1], a[2]), len(a[2]) * 4 - (hi - lo).bit_length())
+    if op == "port":
+        return d + "port %d" % a[1]
+    if op == "proto":
+        return a[1]
+    if op == "fam":
+        return a[0]
+    if op in ("vni", "time"):
+        if ts is None:
+            raise ValueError("%s has no tcpdump equivalent" % op)
+        hit = vni == a[0] if op == "vni" else (a[0] is None or ts >= a[0]) and (a[1] is None or ts < a[1])
+        return "len >= 0" if hit else "len < 0"
+    raise AssertionError(op)
 
 
-def _exact(op, a, row):
+def _addr_text(version, hexaddr):
+    import ipaddress
+    return str(ipaddress.ip_address(bytes.fromhex(hexaddr)))
+
+
+
+
+class NoLibpcap(Exception):
+    """libpcap is not on this machine: frames cut short cannot be decided as tcpdump does."""
+
+
+class _Libpcap:
+    """libpcap through ctypes (stdlib: the host has no pip; libpcap is tcpdump's own library, on every capture host
+    and most laptops): compiles a filter once for a link type and byte order, as tcpdump -r compiles it for a file
+    of them (libpcap's code depends on both: a NULL header's families, in the file's order), and runs it on a
+    frame as tcpdump -r does."""
+
+    def __init__(self):
+        import ctypes
+        import ctypes.util
+        name = ctypes.util.find_library("pcap")
+        if name is None:
+            raise NoLibpcap("libpcap is not installed (tcpdump's library): install libpcap (or tcpdump) to decide "
+                            "frames cut shorter than the bytes the query reads")
+        self.c = ctypes
+        lib = ctypes.CDLL(name)
+
+        class Prog(ctypes.Structure):
+            _fields_ = [("bf_len", ctypes.c_uint), ("bf_insns", ctypes.c_void_p)]
+
+        class Header(ctypes.Structure):
+            _fields_ = [("tv_sec", ctypes.c_long), ("tv_usec", ctypes.c_long), ("caplen", ctypes.c_uint32),
+                        ("len", ctypes.c_uint32)]
+        self.Prog, self.Header = Prog, Header
+        lib.pcap_open_offline.restype = ctypes.c_void_p
+        lib.pcap_open_offline.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+        lib.pcap_compile.argtypes = [ctypes.c_void_p, ctypes.POINTER(Prog), ctypes.c_char_p, ctypes.c_int, ctypes.c_uint32]
+        lib.pcap_geterr.restype = ctypes.c_char_p
+        lib.pcap_geterr.argtypes = [ctypes.c_void_p]
+        lib.pcap_offline_filter.argtypes = [ctypes.POINTER(Prog), ctypes.POINTER(Header), ctypes.c_char_p]
+        self.lib, self.handles, self.progs = lib, {}, {}
+
+    def _handle(self, linktype, endian):
+        """A pcap_t reading a file of `linktype` in byte order `endian` (its header alone, from a temporary file)."""
+        import os
+        import tempfile
+        handle = self.handles.get((linktype, endian))
+        if handle is None:
+            fd, path = tempfile.mkstemp(prefix="mirrorcap-linktype-", suffix=".pcap")
+            try:
+                os.write(fd, struct.pack(endian + "IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, linktype))
+                os.close(fd)
+                errbuf = self.c.create_string_buffer(512)
+                handle = self.lib.pcap_open_offline(path.encode(), errbuf)
+            finally:
+                os.unlink(path)
+            if not handle:
+                raise ValueError("libpcap cannot read link type %d: %s" % (linktype, errbuf.value.decode(errors="replace")))
+            self.handles[(linktype, endian)] = handle
+        return handle
+
+    def program(self, linktype, endian, text):
+        key = (linktype, endian, text)
+        prog = self.progs.get(key)
+        if prog is None:
+            handle = self._handle(linktype, endian)
+            prog = self.Prog()
+            if self.lib.pcap_compile(handle, self.c.byref(prog), text.encode(), 1, 0xFFFFFFFF) != 0:
+                why = self.lib.pcap_geterr(handle).decode(errors="replace")
+                if "rejects all packets" not in why:
+                    raise ValueError("libpcap cannot compile %r: %s" % (text, why))
+                prog = False  # libpcap proved no packet matches
+            if len(self.progs) > 4096:
+                self.progs.clear()  # (compiled programs are kept; a query has a few)
+            self.progs[key] = prog
+        return prog
+
+    def matches(self, linktype, endian, text, frame, length):
+        prog = self.program(linktype, endian, text)
+        if prog is False:
+            return False
+        h = self.Header(0, 0, len(frame), max(length, len(frame)))
+        return self.lib.pcap_offline_filter(self.c.byref(prog), self.c.byref(h), frame) != 0
+
+
+_LIBPCAP = []
+
+
+def libpcap():
+    """The one _Libpcap of this process (NoLibpcap when the library is not installed)."""
+    if not _LIBPCAP:
+        _LIBPCAP.append(_Libpcap())
+    return _LIBPCAP[0]
+
+
+# --- an index's flow rows --------------------------------------------------------------
+# What a query asks of a flow row is written once, as a condition (flow_condition), which both engines read:
+# sql() writes it for DuckDB and Athena, row_matches() decides it in Python (the host). A condition is
+#   ["all", C...]  ["any", C...]  ["not", C]       (and, or, not)
+#   ["in", COL, [WORD...]]  ["eq", COL, VALUE]      (a null column: false)
+#   ["range", COL, LO, HI]                          LO <= COL <= HI, strings of LO's length (a network)
+#   ["ge", COL, N]  ["lt", COL, N]                  (times)
+# where COL is a flow column and every value a word, hex digits or an integer from a checked tree.
+
+
+def term_condition(op, a):
+    """What term [op, *a] (not time) asks of a flow: exact, for every packet of the flow alike."""
     if op in ("host", "net"):
         direction, version = a[0], a[1]
-        if row["fam"] not in (V4_FAMS if version == 4 else ("ip6",)):
-            return False
         cols = {"src": ("sa",), "dst": ("da",), "any": ("sa", "da")}[direction]
-        if op == "host":
-            return any(row[c] == a[2] for c in cols)
-        return any(row[c] is not None and len(row[c]) == len(a[2]) and a[2] <= row[c] <= a[3] for c in cols)
+        test = (lambda c: ["eq", c, a[2]]) if op == "host" else (lambda c: ["range", c, a[2], a[3]])
+        return ["all", ["in", "fam", list(V4_FAMS if version == 4 else ("ip6",))], ["any"] + [test(c) for c in cols]]
     if op == "port":
-        cols = {"src": ("sp",), "dst": ("dp",), "any": ("sp", "dp")}[a[0]]
-        return any(row[c] == a[1] for c in cols)
+        return ["any"] + [["eq", c, a[1]] for c in {"src": ("sp",), "dst": ("dp",), "any": ("sp", "dp")}[a[0]]]
     if op == "proto":
-        return row["fam"] in (("ip",) if a[1] == "icmp" else ("ip", "ip6")) and row["proto"] == a[0]
+        return ["all", ["in", "fam", ["ip"] if a[1] == "icmp" else ["ip", "ip6"]], ["eq", "proto", a[0]]]
     if op == "fam":
-        return row["fam"] == a[0]
+        return ["eq", "fam", a[0]]
     if op == "vni":
-        return row["vni"] == a[0]
+        return ["eq", "vni", a[0]]
     raise AssertionError(op)
+
+
+def flow_condition(tree, negate=False):
+    """The condition every flow holding a packet the query takes meets. Negations are pushed down to the terms,
+    where all but time are exact per flow; a time term asks only that the flow's span may hold one."""
+    op, a = tree[0], tree[1:]
+    if op == "not":
+        return flow_condition(a[0], not negate)
+    if op in ("and", "or"):
+        return ["all" if (op == "and") != negate else "any", flow_condition(a[0], negate), flow_condition(a[1], negate)]
+    if op == "time":
+        lo, hi = a
+        if not negate:
+            return ["all"] + ([["ge", "last", lo]] if lo is not None else []) + ([["lt", "first", hi]] if hi is not None else [])
+        return ["any"] + ([["lt", "first", lo]] if lo is not None else []) + ([["ge", "last", hi]] if hi is not None else [])
+    cond = term_condition(op, a)
+    return ["not", cond] if negate else cond
+
+
+def flow_may_match(tree, row):
+    """True when the flow row (an index's "flow" line) may hold a packet the query takes (flow_condition, decided in
+    Python; sql() asks DuckDB and Athena the same). A flow of frames cut short (fam "cut") may hold one of any query:
+    its packets are decided one by one."""
+    return flow_matcher(tree)(row)
+
+
+def flow_matcher(tree):
+    """flow_may_match as a function of the row, the condition written once for every row."""
+    cond = flow_condition(tree)
+    return lambda row: row["fam"] == CUT or row_matches(cond, row)
+
+
+def row_matches(cond, row):
+    op = cond[0]
+    if op == "all":
+        return all(row_matches(c, row) for c in cond[1:])
+    if op == "any":
+        return any(row_matches(c, row) for c in cond[1:])
+    if op == "not":
+        return not row_matches(cond[1], row)
+    v = row[cond[1]]
+    if v is None:
+        return False
+    if op == "in":
+        return v in cond[2]
+    if op == "eq":
+        return v == cond[2]
+    if op == "range":
+        return len(v) == len(cond[2]) and cond[2] <= v <= cond[3]
+    if op == "ge":
+        return v >= cond[2]
+    if op == "lt":
+        return v < cond[2]
+    raise AssertionError(op)
+
+
+def sql(cond):
+    """A condition as SQL (DuckDB's and Athena's alike). Columns "first"/"last" are quoted (keywords in Athena); a
+    test of a null column is false (coalesce), so that NOT of it is true, as in row_matches."""
+    op = cond[0]
+    if op in ("all", "any"):
+        if len(cond) == 1:
+            return "TRUE" if op == "all" else "FALSE"
+        return "(" + (" AND " if op == "all" else " OR ").join(sql(c) for c in cond[1:]) + ")"
+    if op == "not":
+        return "(NOT %s)" % sql(cond[1])
+    col = '"%s"' % cond[1] if cond[1] in ("first", "last") else cond[1]
+    if op == "in":
+        return "coalesce(%s IN (%s), false)" % (col, ", ".join("'%s'" % _word(w) for w in cond[2]))
+    if op == "eq":
+        value = "'%s'" % _word(cond[2]) if isinstance(cond[2], str) else "%d" % cond[2]
+        return "coalesce(%s = %s, false)" % (col, value)
+    if op == "range":
+        return "coalesce(%s BETWEEN '%s' AND '%s' AND length(%s) = %d, false)" % (
+            col, _word(cond[2]), _word(cond[3]), col, len(cond[2]))
+    if op in ("ge", "lt"):
+        return "coalesce(%s %s %d, false)" % (col, ">=" if op == "ge" else "<", cond[2])
+    raise AssertionError(op)
+
+
+def _word(text):
+    """A value the SQL quotes: a word or hex digits (a checked tree has nothing else)."""
+    if not re.fullmatch(r"[0-9a-z]*", text):
+        raise QueryTreeError("not a word: %.40r" % (text,))
+    return text
 
 
 # --- an index's file line ----------------------------------------------------------------
 def file_may_take(tree, line, may_hold):
     """False only when no flow of the file can hold a packet the query takes, decided on its index's
     file line alone (its VNI, and its Bloom filter through mirrorcap_index.may_hold). Conservative:
-    a term the filter cannot decide (net, protocols, time, anything under `not`) may hold."""
+    a term the filter cannot decide (net, protocols, time, anything under `not`) may hold, and so may a file with
+    frames cut short (its line's `cut`: they are decided one by one)."""
+    if line.get("cut"):
+        return True
     op, a = tree[0], tree[1:]
     if op == "and":
         return file_may_take(a[0], line, may_hold) and file_may_take(a[1], line, may_hold)

@@ -124,3 +124,52 @@ def test_a_pcap_without_its_index_is_indexed_in_memory_only(tmp_path):
     host_srcs, built, skipped = mf.sources(str(tmp_path))
     assert built == 1 and [s[0] for s in host_srcs] == ["vni7_2025-12-03T13-53-20Z.pcap"] and skipped == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link.pcap", "vni7_2025-12-03T13-53-20Z.pcap"]  # nothing written
+
+
+def test_the_fam_of_frames_cut_short_is_one_word_for_indexer_and_evaluator():
+    from mirrorcap.find.hostindex import hostquery, indexer
+    assert hostquery().CUT == indexer().CUT == indexer().CUT_KEY[0]
+
+
+def test_every_flow_line_is_the_schema_the_engines_are_written_from(tmp_path):
+    """The index's flow lines have exactly FLOW_SCHEMA's columns, in order, with its kinds: the schema DuckDB's
+    read_json, the Glue table and the index checker are generated from."""
+    import findtraffic
+    from mirrorcap.find.hostindex import indexer
+    from mirrorcap.find.search import FLOW_COLUMNS
+    from mirrorcap.stack.athena import FLOW_COLUMNS as GLUE
+    ix = indexer()
+    findtraffic.write_pcap(tmp_path / "a.pcap", findtraffic.packets(3, 400, 1_764_770_000 * 10 ** 9))
+    _line, rows = ix.write(str(tmp_path / "a.pcap"))
+    kinds = {"text": str, "int": int, "bigint": int}
+    for r in rows:
+        assert list(r) == [n for n, _k in ix.FLOW_SCHEMA]
+        assert all(r[n] is None or type(r[n]) is kinds[k] for n, k in ix.FLOW_SCHEMA)
+    assert [c.split(":")[0].strip("{ ") for c in FLOW_COLUMNS.split(",")] == [n for n, _k in ix.FLOW_SCHEMA]
+    assert [n for n, _t in GLUE] == [n for n, _k in ix.FLOW_SCHEMA if n != "vni"]
+
+
+@pytest.fixture(scope="module")
+def cut_and_sections(tmp_path_factory):
+    """Frames cut at short snap lengths (the host decides them through libpcap too) and a pcapng of several sections."""
+    import random as _random
+    d = tmp_path_factory.mktemp("hostcut")
+    r = _random.Random(5)
+    snaps = [r.choice([10, 14, 30, 34, 38, 40, 54, 56, 58, 96]) for _ in range(1000)]
+    findtraffic.write_pcap_cut(d / "vni7_2025-12-03T13-53-20Z.pcap", findtraffic.packets(45, 1000, START),
+                               lambda i, fr: snaps[i])
+    findtraffic.write_pcapng_sections(d / "vni8_2025-12-03T13-53-21Z.pcap", findtraffic.packets(46, 400, START + NS),
+                                      [[(None, None), (0x94, 30)], [(9, -20)]])
+    return d
+
+
+@pytest.mark.parametrize("text", QUERIES[:40])
+def test_the_host_decides_cut_frames_and_sections_as_the_laptop(cut_and_sections, text):
+    d = cut_and_sections
+    mf = host_find()
+    node = parse(text, NOW)
+    host_srcs, _built, _skipped = mf.sources(str(d))
+    q = mf.mq.check(tree(node))
+    pkts, _read = mf.packets(host_srcs, mf.select(host_srcs, q), q, 1 << 30)
+    laptop = collect(search(d, node), node)
+    assert [(p[4], bytes(p[2])) for p in pkts] == [(p[0], bytes(p[3])) for p in laptop], text

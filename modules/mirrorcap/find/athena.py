@@ -27,7 +27,7 @@ from .select import ATHENA_PATH, COLUMNS, day_range, flows_sql
 
 TIMEOUT_SECONDS = 600
 FIRST_POLL, MAX_POLL = 0.25, 5.0  # seconds between GetQueryExecution calls, doubling
-INTEGER_COLUMNS = {"proto", "sp", "dp", "vni", "first", "last", "packets", "bytes"}
+INTEGER_COLUMNS = {name for name, kind in indexer().FLOW_SCHEMA if kind != "text"}
 
 
 def athena_sql(capture: str, node: Node) -> str:

@@ -7,22 +7,24 @@ predicate (the index narrows, the packet decides), merged in time order.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import stat
 import struct
 import sys
 import tempfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import MirrorcapError, Problem
 from .hostindex import hostquery, indexer
 from .prune import may_take
-from .query import Node, predicate, tree
+from .query import Node, tree
 from .select import flows_sql
 
-FLOW_COLUMNS = ("{kind: 'VARCHAR', fam: 'VARCHAR', proto: 'INTEGER', sa: 'VARCHAR', da: 'VARCHAR', sp: 'INTEGER', "
-                "dp: 'INTEGER', vni: 'BIGINT', first: 'BIGINT', last: 'BIGINT', packets: 'BIGINT', bytes: 'BIGINT', "
-                "runs: 'VARCHAR'}")
+DUCKDB_TYPES = {"text": "VARCHAR", "int": "INTEGER", "bigint": "BIGINT"}
+FLOW_COLUMNS = "{" + ", ".join(f"{name}: '{DUCKDB_TYPES[kind]}'" for name, kind in indexer().FLOW_SCHEMA) + "}"
 
 
 @dataclass
@@ -48,44 +50,148 @@ class Found:
 
 
 def sources(directory: Path, index_dir: Path | None = None, progress=None) -> tuple[list[Source], list[tuple[str, str]]]:
-    """Every pcap/pcapng file directly in `directory`, each with a current index (built when missing
-    or older than its pcap: beside it when the directory is writable, else in index_dir)."""
+    """Every pcap/pcapng file in `directory` and its subdirectories, each with a current index (built when
+    missing, unreadable or not of the pcap as it is now: beside it when its directory is writable, else
+    under index_dir). Symbolic links and what is not a regular file are skipped and said so; a file or
+    directory that cannot be read ends the search (exit 2): an answer without it would be wrong."""
     ix = indexer()
     if not directory.is_dir():
         raise MirrorcapError([Problem("command line", "--dir", f"{directory} is not a directory", "give the directory holding the pcaps")])
     found, skipped = [], []
-    writable = os.access(directory, os.W_OK)
-    for p in sorted(directory.iterdir()):
-        if not p.is_file() or p.is_symlink() or p.name.endswith((ix.SUFFIX, ix.FAILED_SUFFIX, ".tmp")):
+    for p, why in _files(directory):
+        if why is not None:
+            skipped.append((_shown(p), why))
             continue
-        with open(p, "rb") as f:
+        try:
+            fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        except OSError as e:
+            raise _unreadable(p, e) from None
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(fd)
             magic = f.read(4)
-        if magic not in ix.PCAP_MAGIC and magic != ix.PCAPNG_SHB:
-            skipped.append((str(p), "not a pcap or pcapng file"))
-            continue
-        out = Path(ix.index_path(str(p))) if writable else (index_dir or Path(tempfile.gettempdir())) / (p.name + ix.SUFFIX)
-        meta = None
-        if out.exists():
-            try:
-                meta = ix.read_meta(str(out))
-            except (OSError, ValueError, EOFError, ix.IndexError_):
-                meta = None
-            if meta is not None and meta.get("size") != p.stat().st_size:
-                meta = None  # the pcap grew (or was cut) since: index it again
+            if magic not in ix.PCAP_MAGIC and magic != ix.PCAPNG_SHB:
+                skipped.append((_shown(p), "not a pcap or pcapng file"))
+                continue
+            out = _index_path(p, index_dir)
+            meta = _current_meta(ix, out, fd, st, shared=out.parent != p.parent)
         if meta is None:
             if progress:
-                progress(f"indexing {p.name}")
+                progress(f"indexing {p.relative_to(directory)}")
             try:
+                out.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
                 meta, _ = ix.write(str(p), str(out))
+            except ix.LinkTypeError as e:
+                raise MirrorcapError([Problem("command line", "--dir", f"{_shown(p)}: {e}", "search it with tcpdump -r, "
+                                              "or move it out of --dir (find answers only what it reads as tcpdump does)")]) from None
             except (OSError, ValueError, struct.error, ix.IndexError_) as e:
-                skipped.append((str(p), f"cannot index: {e}"))
+                skipped.append((_shown(p), _shown(f"cannot index: {e}")))
                 continue
         found.append(Source(p, out, meta))
     return found, skipped
 
 
+def _files(directory: Path):
+    """(path, None) of every regular file under `directory` (subdirectories too, in name order), and
+    (path, why) of what is skipped: symbolic links (not followed: a link may lead out of the directory, back
+    into it, or to a file read twice) and what is not a regular file."""
+    ix = indexer()
+
+    def unreadable(e: OSError):
+        raise _unreadable(Path(e.filename or directory), e)
+    for root, dirs, files in os.walk(directory, onerror=unreadable):
+        root_p = Path(root)
+        for d in sorted(dirs):
+            if (root_p / d).is_symlink():
+                yield root_p / d, "a symbolic link to a directory: not followed (give its target as --dir)"
+        dirs[:] = sorted(d for d in dirs if not (root_p / d).is_symlink())
+        for name in sorted(files):
+            p = root_p / name
+            if name.endswith((ix.SUFFIX, ix.FAILED_SUFFIX, ".tmp")):
+                continue
+            st = p.lstat()
+            if stat.S_ISLNK(st.st_mode):
+                yield p, "a symbolic link: not followed (give the directory of its target as --dir)"
+            elif not stat.S_ISREG(st.st_mode):
+                yield p, "not a regular file (a pipe, socket or device)"
+            else:
+                yield p, None
+
+
+def _unreadable(p: Path, e: OSError) -> MirrorcapError:
+    return MirrorcapError([Problem("command line", "--dir", f"{_shown(p)} cannot be read ({e.strerror or e})",
+                                   "make it readable (or run as a user who can read it), or move it out of --dir")])
+
+
+def _shown(p) -> str:
+    """A path as a message shows it: anything unprintable escaped."""
+    text = str(p)
+    return text if text.isprintable() else repr(text)[1:-1]
+
+
+def _index_path(p: Path, index_dir: Path | None) -> Path:
+    """Where `p`'s index goes: beside it when its directory is writable, else under index_dir (default: a directory
+    of this user's under the temporary directory), in a directory named for the pcap's own (a hash of its absolute
+    path: two directories' same-named pcaps get two indexes)."""
+    ix = indexer()
+    if os.access(p.parent, os.W_OK):
+        return Path(ix.index_path(str(p)))
+    base = index_dir or Path(tempfile.gettempdir()) / f"mirrorcap-index-{os.getuid() if hasattr(os, 'getuid') else 0}"
+    where = hashlib.sha256(str(p.parent.resolve()).encode()).hexdigest()[:16]
+    return base / where / (p.name + ix.SUFFIX)
+
+
+def _current_meta(ix, out: Path, fd: int, st: os.stat_result, shared: bool) -> dict | None:
+    """The file line of index `out` when it is of the pcap open as `fd` as it is now: the same size, first and
+    last bytes (mirrorcap_index.current) and not changed since the index was written; else None (built again).
+    An index under a shared temporary directory is trusted only when this user owns it."""
+    try:
+        ist = out.stat()
+        if hasattr(os, "getuid") and ist.st_uid != os.getuid() and shared:
+            return None
+        meta = ix.read_meta(str(out))
+    except (OSError, ValueError, EOFError, zlib.error, ix.IndexError_):
+        return None
+    if st.st_mtime_ns > ist.st_mtime_ns:
+        return None  # changed since the index was written
+    return meta if ix.current(meta, st.st_size, lambda o, n: os.pread(fd, n, o)) else None
+
+
 def select_flows(srcs: list[Source], node: Node) -> list[dict]:
-    """The flow rows of `srcs` that may hold a packet of the query, each with its pcap's name, oldest first."""
+    """The flow rows of `srcs` that may hold a packet of the query, each with its pcap's name, oldest first.
+    An index DuckDB cannot read (a cut gzip, a malformed line) is built again when its pcap is here
+    (--dir), else refused by name (exit 2), never a traceback."""
+    import duckdb
+    try:
+        return _select(srcs, node)
+    except duckdb.Error as e:
+        failure = str(e).splitlines()[0] if str(e) else type(e).__name__
+    broken = [s for s in srcs if not _index_ok(s.index)]
+    if not broken:
+        raise MirrorcapError([Problem("command line", "QUERY", f"DuckDB could not run the query over the indexes: {failure}",
+                                      "report it with the query and the index files")])
+    ix = indexer()
+    for s in broken:
+        if s.pcap is None or s.fetch is not None:
+            raise MirrorcapError([Problem(str(s.index), "", f"the index of {s.label()} cannot be read (cut or malformed)",
+                                          "delete it; --dir builds it again from its pcap")])
+        note(f"{_shown(s.index)}: cut or malformed: built again from its pcap")
+        s.meta, _ = ix.write(str(s.pcap), str(s.index))
+    return _select(srcs, node)
+
+
+def _index_ok(path: Path) -> bool:
+    """Whether an index file is whole: gzip to its end, every line a JSON object whose flow columns have their types."""
+    ix = indexer()
+    types = {name: str if kind == "text" else int for name, kind in ix.FLOW_SCHEMA}
+    try:
+        _line, rows = ix.read(str(path))
+    except (OSError, ValueError, EOFError, zlib.error, ix.IndexError_):
+        return False
+    return all(isinstance(r, dict) and r.get("kind") == "flow"
+               and all(r.get(k) is None or (type(r[k]) is t) for k, t in types.items()) for r in rows)
+
+
+def _select(srcs: list[Source], node: Node) -> list[dict]:
     import duckdb
     if not srcs:
         return []
@@ -108,7 +214,15 @@ def packets(src: Source, flows: list[dict], node: Node, counter: list | None = N
     """(ts_ns, linktype, tsres, frame bytes, original length, offset) of every packet of `src` that the
     query takes, reading only the ranges of `flows`."""
     ix = indexer()
-    keep = predicate(node)
+    q = hostquery()
+    decide = q.packet_predicate(tree(node), ix)
+
+    def keep(*frame):
+        try:
+            return decide(*frame)
+        except q.NoLibpcap as e:
+            raise MirrorcapError([Problem(src.label(), "", f"frames cut short: {e}", "install libpcap (tcpdump's library), "
+                                          "e.g. apt-get install libpcap0.8 or dnf install libpcap")]) from None
     vni = src.meta.get("vni")
     wanted = ix.flow_ranges(flows, FETCH_GAP if src.fetch else 0)
     meta = ix.reader_meta(src.meta)
@@ -123,8 +237,8 @@ def packets(src: Source, flows: list[dict], node: Node, counter: list | None = N
                 counter[0] += len(data)
                 if src.fetch is not None:
                     counter[1] += len(data)
-            for o, ts, linktype, caplen, length, frame in ix.records(data, meta, 0, len(data)):
-                if keep(ix.flow_key(data, linktype, frame, caplen), vni, ts):
+            for o, ts, linktype, caplen, length, frame in ix.records(data, meta, 0, len(data), origin=a):
+                if keep(data, linktype, frame, caplen, length, meta["endian"], vni, ts):
                     tsres = meta["ifaces"][0][1] if meta["format"] == "pcap" else 9
                     yield ts, linktype, tsres, data[frame:frame + caplen], length, a + o
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta, timezone
 
+from .hostindex import indexer
 from .query import NS, Node, sql, time_bounds
 
 # The flow columns every engine returns, in this order ("first"/"last": keywords in Athena).
-COLUMNS = ("fam", "proto", "sa", "da", "sp", "dp", "vni", "first", "last", "packets", "bytes", "runs")
+COLUMNS = tuple(name for name, _kind in indexer().FLOW_SCHEMA if name != "kind")
 ATHENA_PATH = '"$path"'  # Athena's hidden column: the s3:// URL of the object a row comes from
 
 
@@ -30,7 +31,7 @@ def flows_sql(node: Node, relation: str, path_column: str, days: tuple[date | No
     if days is not None:
         lo, hi = days
         where += ([f"day >= '{lo.isoformat()}'"] if lo is not None else []) + ([f"day <= '{hi.isoformat()}'"] if hi is not None else [])
-    where.append(sql(node))
+    where.append(f"({sql(node)} OR fam = '{indexer().CUT}')")  # frames cut short: decided packet by packet
     cols = ", ".join(f'"{c}"' for c in COLUMNS)
     return f'SELECT {path_column} AS filename, {cols} FROM {relation} WHERE {" AND ".join(where)} ORDER BY "first", filename, {TIE_BREAK}'
 

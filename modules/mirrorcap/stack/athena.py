@@ -28,6 +28,7 @@ from cdktn_provider_aws.s3_bucket_policy import S3BucketPolicy
 
 from ..contract import ATHENA, ATHENA_RESULTS, FLOWS_TABLE, INDEX_PREFIX, glue_database, resource_name
 from ..inventory.model import Capture
+from ..find.hostindex import indexer
 from .policy import policy_document
 from .private_bucket import Expiry, PrivateBucket, bucket_prefix
 from .refs import ref
@@ -35,9 +36,8 @@ from .tags import named
 
 # The flow rows' columns as Glue (Hive) types, in the index's order (scripts/host/mirrorcap_index.py).
 # `vni` is not among them: every row of a file has the file's VNI, which is its partition's.
-FLOW_COLUMNS = (("kind", "string"), ("fam", "string"), ("proto", "int"), ("sa", "string"), ("da", "string"), ("sp", "int"),
-                ("dp", "int"), ("first", "bigint"), ("last", "bigint"), ("packets", "bigint"), ("bytes", "bigint"),
-                ("runs", "string"))
+GLUE_TYPES = {"text": "string", "int": "int", "bigint": "bigint"}
+FLOW_COLUMNS = tuple((name, GLUE_TYPES[kind]) for name, kind in indexer().FLOW_SCHEMA if name != "vni")
 # The key's <vni> and <date> (contract.ARCHIVE_INDEX_KEY). `day`, not `date`: DATE is reserved in Athena's DDL.
 PARTITION_COLUMNS = (("vni", "int"), ("day", "string"))
 JSON_SERDE = "org.openx.data.jsonserde.JsonSerDe"

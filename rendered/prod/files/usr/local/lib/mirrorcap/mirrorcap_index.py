@@ -39,6 +39,7 @@ import json
 import mmap
 import os
 import re
+import stat
 import struct
 import sys
 import zlib
@@ -53,6 +54,7 @@ PCAP_MAGIC = {b"\xd4\xc3\xb2\xa1": ("<", 6), b"\xa1\xb2\xc3\xd4": (">", 6),
 PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
 LINKTYPE_ETHERNET, LINKTYPE_RAW, LINKTYPE_IPV4, LINKTYPE_IPV6, LINKTYPE_SLL = 1, 101, 228, 229, 113
 PORT_PROTOS = (6, 17, 132)  # tcp, udp, sctp
+MAX_SNAP = 262144  # libpcap's largest snap length for the link types read here
 VNI_NAME = re.compile(r"vni(\d+)_")
 
 
@@ -68,7 +70,10 @@ def header(data):
         if len(data) < 24:
             raise IndexError_("a pcap file header is 24 bytes, this file has %d" % len(data))
         endian, tsres = PCAP_MAGIC[magic]
-        return dict(format="pcap", endian=endian, ifaces=[[struct.unpack_from(endian + "I", data, 20)[0] & 0xFFFF, tsres]])
+        linktype = check_linktype(struct.unpack_from(endian + "I", data, 20)[0] & 0xFFFF)
+        snap = struct.unpack_from(endian + "i", data, 16)[0]
+        # libpcap's: a snap length of 0, negative or past the largest is the largest
+        return dict(format="pcap", endian=endian, ifaces=[[linktype, tsres]], snap=snap if 0 < snap < MAX_SNAP else MAX_SNAP)
     if magic == PCAPNG_SHB:
         if len(data) < 12:
             raise IndexError_("the pcapng section header is cut short")
@@ -80,12 +85,14 @@ def header(data):
     raise IndexError_("not a pcap or pcapng file (it starts %s)" % data[:4].hex())
 
 
-def records(data, meta, start=None, end=None):
+def records(data, meta, start=None, end=None, origin=0):
     """(offset, ts_ns, linktype, caplen, origlen, frame offset) of each whole record of data[start:end];
     meta["stop"] is then where the whole records end.
 
-    pcapng interface blocks met on the way are added to meta["ifaces"] (their link
-    type and time resolution): a reader of a range has them from the index."""
+    pcapng interface blocks met on the way are added to meta["ifaces"] (their link type, time resolution and
+    offset), numbered on from one section to the next, and each section block's place, first interface and
+    byte order to meta["sections"]; a reader of a range (`data` the file's bytes from offset `origin`) has
+    them all from the index, and finds its section by its place in the file."""
     endian, ifaces = meta["endian"], meta["ifaces"]
     end = len(data) if end is None else min(end, len(data))
     if meta["format"] == "pcap":
@@ -93,17 +100,28 @@ def records(data, meta, start=None, end=None):
         rec = struct.Struct(endian + "IIII")
         linktype, tsres = ifaces[0]
         scale = 1000 if tsres == 6 else 1
+        snap = meta.get("snap", MAX_SNAP)  # a record longer than the file's snap length is cut to it, as libpcap does
         unpack = rec.unpack_from
         while o + 16 <= end:
             sec, frac, caplen, length = unpack(data, o)
             if o + 16 + caplen > end:
                 break  # torn
             meta["end"] = o + 16 + caplen
-            yield o, sec * 1000000000 + frac * scale, linktype, caplen, length, o + 16
+            yield o, sec * 1000000000 + frac * scale, linktype, min(caplen, snap), length, o + 16
             o += 16 + caplen
         meta["stop"] = o
         return
     o = 0 if start is None else start
+    sections = meta.get("sections")
+    known = start is not None and sections is not None  # a range: every section and interface is in the index
+    base = 0
+    if start is None:
+        sections = meta["sections"] = []
+    elif known:
+        for at, first, e in sections:
+            if at <= origin + start:
+                base, endian = first, e
+        meta["endian"] = endian
     u32 = struct.Struct(endian + "I")
     while o + 12 <= end:
         btype, blen = struct.unpack_from(endian + "II", data, o)
@@ -112,12 +130,19 @@ def records(data, meta, start=None, end=None):
         if btype == 0x0A0D0D0A:
             bom = data[o + 8:o + 12]
             endian = "<" if bom == b"\x4d\x3c\x2b\x1a" else ">"
+            if known:
+                base = next((first for at, first, _e in sections if at == origin + o), len(ifaces))
+            elif sections is not None:
+                base = len(ifaces)  # a new section numbers its interfaces again: after the last one's
+                sections.append([o, base, endian])
+            else:
+                del ifaces[:]  # an index without sections (before them): the last section's interfaces
             meta["endian"] = endian
             u32 = struct.Struct(endian + "I")
-            del ifaces[:]  # a new section numbers its interfaces again
         elif btype == 1:  # interface description
-            linktype = struct.unpack_from(endian + "H", data, o + 8)[0]
-            ifaces.append([linktype, _tsresol(data, o, blen, endian)])
+            if not known:
+                linktype = check_linktype(struct.unpack_from(endian + "H", data, o + 8)[0])
+                ifaces.append([linktype] + _iface_time(data, o, blen, endian))
         elif btype in (6, 3):  # enhanced / simple packet
             if btype == 6:
                 if blen < 32:
@@ -127,18 +152,26 @@ def records(data, meta, start=None, end=None):
             else:
                 iface, hi, lo, length = 0, 0, 0, u32.unpack_from(data, o + 8)[0]
                 caplen, frame = min(length, blen - 16), o + 12
-            if iface < len(ifaces) and frame + caplen <= o + blen:
-                linktype, tsres = ifaces[iface]
+            if base + iface < len(ifaces) and frame + caplen <= o + blen:
+                desc = ifaces[base + iface]
+                linktype, tsres = desc[0], desc[1]
                 ticks = (hi << 32) | lo
-                ts = ticks * 10 ** (9 - tsres) if tsres <= 9 else ticks // 10 ** (tsres - 9)
+                if tsres < 0:  # if_tsresol a power of two: 2**tsres seconds a tick (rounded down, as libpcap)
+                    ts = (ticks * 1000000000) >> -tsres
+                else:
+                    ts = ticks * 10 ** (9 - tsres) if tsres <= 9 else ticks // 10 ** (tsres - 9)
+                if len(desc) > 2:
+                    ts += desc[2] * 1000000000  # if_tsoffset, seconds
                 meta["end"] = o + blen
                 yield o, ts, linktype, caplen, length, frame
         o += blen
     meta["stop"] = o
 
 
-def _tsresol(data, o, blen, endian):
-    """if_tsresol of an interface block (6, microseconds, when absent; a power of ten)."""
+def _iface_time(data, o, blen, endian):
+    """[if_tsresol, and if_tsoffset when it is there] of an interface block: tsresol as an exponent, of ten (6,
+    microseconds, when absent), or negative, of two (2**-n seconds a tick); tsoffset in seconds."""
+    tsres, offset = 6, None
     p, stop = o + 16, o + blen - 4
     while p + 4 <= stop:
         code, length = struct.unpack_from(endian + "HH", data, p)
@@ -146,65 +179,114 @@ def _tsresol(data, o, blen, endian):
             break
         if code == 9 and length >= 1:
             v = data[p + 4]
-            return v if not v & 0x80 else 6  # powers of two are rare: read as microseconds
+            tsres = -(v & 0x7F) if v & 0x80 else v
+        elif code == 14 and length >= 8:
+            offset = struct.unpack_from(endian + "q", data, p + 4)[0]
         p += 4 + (length + 3) // 4 * 4
-    return 6
+    return [tsres] if offset is None else [tsres, offset]
 
 
 # --- what tcpdump's primitives see of one frame ---------------------------------------
-def flow_key(data, linktype, frame, caplen):
-    """(fam, proto, src bytes, dst bytes, sport, dport) as `host`, `net`, `port`, `tcp`,
-    `udp` and `icmp` read them from one frame: libpcap's own tests, re-done."""
-    stop = frame + caplen
+# The link types read, as libpcap reads them: where the network header starts and how its type is told.
+LINKTYPE_NULL, LINKTYPE_LOOP, LINKTYPE_SLL2 = 0, 108, 276
+LINK_HEADER = {LINKTYPE_ETHERNET: 14, LINKTYPE_SLL: 16, LINKTYPE_SLL2: 20, LINKTYPE_NULL: 4, LINKTYPE_LOOP: 4,
+               LINKTYPE_RAW: 0, 12: 0, 14: 0, LINKTYPE_IPV4: 0, LINKTYPE_IPV6: 0}
+LINKTYPE_NAMES = {0: "NULL", 1: "EN10MB", 9: "PPP", 12: "RAW", 14: "RAW", 50: "PPP_HDLC", 101: "RAW", 104: "C_HDLC",
+                  105: "IEEE802_11", 108: "LOOP", 113: "LINUX_SLL", 119: "PRISM_HEADER", 127: "IEEE802_11_RADIO",
+                  192: "PPI", 195: "IEEE802_15_4", 220: "USB_LINUX_MMAPPED", 228: "IPV4", 229: "IPV6", 239: "NFLOG",
+                  249: "USBPCAP", 276: "LINUX_SLL2"}
+NULL_FAMILY = {2: 0x0800, 24: 0x86DD, 28: 0x86DD, 30: 0x86DD}  # BSD's AF_INET, and the AF_INET6s libpcap's `ip6` takes
+CUT = "cut"  # fam of a frame cut before a byte tcpdump's filter may read: decided packet by packet, by libpcap
+
+
+class LinkTypeError(IndexError_):
+    """A link type whose frames this does not read as tcpdump does: refused by name, never indexed as "other"."""
+
+
+def check_linktype(linktype):
+    if linktype not in LINK_HEADER:
+        raise LinkTypeError("link type %d (%s) is not one mirrorcap reads (it reads %s)" % (
+            linktype, LINKTYPE_NAMES.get(linktype, "unknown"),
+            ", ".join(sorted({LINKTYPE_NAMES[x] for x in LINK_HEADER}))))
+    return linktype
+
+
+def _etype(data, linktype, frame, caplen, endian):
+    """(the network header's type as an ethertype, where it starts; None when the frame is cut before its type)."""
     if linktype == LINKTYPE_ETHERNET:
-        if caplen < 14:
-            return OTHER
-        etype = data[frame + 12] << 8 | data[frame + 13]
-        net = frame + 14
-    elif linktype == LINKTYPE_SLL:
-        if caplen < 16:
-            return OTHER
-        etype = data[frame + 14] << 8 | data[frame + 15]
-        net = frame + 16
-    elif linktype in (LINKTYPE_RAW, LINKTYPE_IPV4, LINKTYPE_IPV6, 12, 14):
-        if caplen < 1:
-            return OTHER
-        version = data[frame] >> 4
-        etype = 0x0800 if version == 4 else 0x86DD if version == 6 else 0
-        net = frame
-    else:
-        return OTHER
+        return (data[frame + 12] << 8 | data[frame + 13], frame + 14) if caplen >= 14 else None
+    if linktype == LINKTYPE_SLL:
+        return (data[frame + 14] << 8 | data[frame + 15], frame + 16) if caplen >= 16 else None
+    if linktype == LINKTYPE_SLL2:
+        return (data[frame] << 8 | data[frame + 1], frame + 20) if caplen >= 2 else None
+    if linktype in (LINKTYPE_NULL, LINKTYPE_LOOP):
+        if caplen < 4:
+            return None
+        family = struct.unpack_from((">" if linktype == LINKTYPE_LOOP else endian) + "I", data, frame)[0]
+        return NULL_FAMILY.get(family, 0), frame + 4
+    if linktype == LINKTYPE_IPV4:
+        return 0x0800, frame
+    if linktype == LINKTYPE_IPV6:
+        return 0x86DD, frame
+    if caplen < 1:  # raw IP: the version nibble tells
+        return None
+    version = data[frame] >> 4
+    return (0x0800 if version == 4 else 0x86DD if version == 6 else 0), frame
+
+
+def flow_key(data, linktype, frame, caplen, endian="<"):
+    """(fam, proto, src bytes, dst bytes, ports) as `host`, `net`, `port`, `tcp`, `udp` and `icmp` read them from
+    one frame: libpcap's own tests, re-done. A frame cut before a byte any of them may read is CUT_KEY: tcpdump's
+    filter takes it or not by what its compiled, optimized code reads before the cut (mirrorcap_query decides it
+    with libpcap itself)."""
+    t = _etype(data, linktype, frame, caplen, endian)
+    if t is None:
+        return CUT_KEY
+    etype, net = t
+    stop = frame + caplen
     if etype == 0x0800:
         if net + 20 > stop:
-            return OTHER
+            return CUT_KEY
         proto = data[net + 9]
         ports = None
         if proto in PORT_PROTOS and not (data[net + 6] & 0x1F or data[net + 7]):
             t = net + (data[net] & 0x0F) * 4
-            if t + 4 <= stop:
-                ports = data[t:t + 4]
+            if t + 4 > stop:
+                return CUT_KEY
+            ports = data[t:t + 4]
         return ("ip", proto, data[net + 12:net + 16], data[net + 16:net + 20], ports)
     if etype == 0x86DD:
         if net + 40 > stop:
-            return OTHER
+            return CUT_KEY
         nh = data[net + 6]
         ports = None
         if nh == 44:
-            proto = data[net + 40] if net + 41 <= stop else 44
+            if net + 41 > stop:
+                return CUT_KEY
+            proto = data[net + 40]
         else:
             proto = nh
-            if nh in PORT_PROTOS and net + 44 <= stop:
+            if nh in PORT_PROTOS:
+                if net + 44 > stop:
+                    return CUT_KEY
                 ports = data[net + 40:net + 44]
         return ("ip6", proto, data[net + 8:net + 24], data[net + 24:net + 40], ports)
     if etype in (0x0806, 0x8035):
         # libpcap reads arp[14:4] and arp[24:4] whatever the hardware address length
         if net + 28 > stop:
-            return OTHER
+            return CUT_KEY
         return ("arp" if etype == 0x0806 else "rarp", None, data[net + 14:net + 18], data[net + 24:net + 28], None)
     return OTHER
 
 
+# The columns of a flow line, in order, with their kinds (text; int: 32 bits; bigint: 64): the one schema DuckDB's
+# read_json, the Glue table, Athena's result and the index's checker are written from.
+FLOW_SCHEMA = (("kind", "text"), ("fam", "text"), ("proto", "int"), ("sa", "text"), ("da", "text"), ("sp", "int"),
+               ("dp", "int"), ("vni", "bigint"), ("first", "bigint"), ("last", "bigint"), ("packets", "bigint"),
+               ("bytes", "bigint"), ("runs", "text"))
+
 OTHER = ("other", None, b"", b"", None)
+CUT_KEY = (CUT, None, b"", b"", None)
 
 
 def vni_of(name):
@@ -224,7 +306,7 @@ def _walk(data, meta):
         if o >= boundary:
             chunk += 1
             boundary = o - o % CHUNK + CHUNK
-        key = flow_key(data, linktype, frame, caplen)
+        key = flow_key(data, linktype, frame, caplen, meta["endian"])
         f = flows.get(key)
         if f is None:
             flows[key] = [ts, ts, 1, length, chunk, [o, meta["end"]]]
@@ -252,6 +334,7 @@ def _walk_pcap(data, meta):
     IPv4/IPv6 frame's flow key are taken as one string and looked up; only a string not seen
     before is decoded (flow_key), so each flow is decoded once, not each packet."""
     linktype, tsres = meta["ifaces"][0]
+    snap = meta.get("snap", MAX_SNAP)
     unpack = struct.Struct(meta["endian"] + "IIII").unpack_from
     per_sec = 10 ** tsres
     flows, seen = {}, {}
@@ -269,6 +352,8 @@ def _walk_pcap(data, meta):
             boundary = o - o % CHUNK + CHUNK
         ts = sec * per_sec + frac
         raw = None
+        if caplen > snap:
+            caplen = snap  # (what libpcap reads of it; the record still ends at nxt)
         if ether:
             et = data[f + 12:f + 14]
             if et == b"\x08\x00":
@@ -278,7 +363,7 @@ def _walk_pcap(data, meta):
                 raw = data[f + 20:f + 21] + data[f + 22:f + 58]
         st = seen.get(raw) if raw is not None else None
         if st is None:
-            key = flow_key(data, linktype, f, caplen)
+            key = flow_key(data, linktype, f, caplen, meta["endian"])
             st = flows.get(key)
             if st is None:
                 st = flows[key] = [ts, ts, 0, 0, chunk, [o, nxt]]
@@ -406,10 +491,11 @@ def _block_flows(data, meta, np, offs, fid_of, seen):
         r = np.concatenate([r, tail])
     ts = r["sec"].astype(np.int64) * 10 ** tsres + r["frac"]
     caplen, length = r["caplen"].astype(np.int64), r["len"].astype(np.int64)
+    keycap = np.minimum(caplen, meta.get("snap", MAX_SNAP))  # what libpcap reads of a record longer than the snap length
     frame = offs + 16
     w0, w1, w3 = r["w0"], r["w1"], r["w3"]
-    v4 = (w0 & 0xFFFFFF == 0x450008) & (caplen >= 38)  # type 0x0800, version 4 with IHL 5
-    v6 = (w0 & 0xFFFF == 0xDD86) & (caplen >= 58)  # type 0x86DD
+    v4 = (w0 & 0xFFFFFF == 0x450008) & (keycap >= 38)  # type 0x0800, version 4 with IHL 5
+    v6 = (w0 & 0xFFFF == 0xDD86) & (keycap >= 58)  # type 0x86DD
     is_fast = v4 | v6
     fast = np.flatnonzero(is_fast)
     is4 = v4[fast]
@@ -448,7 +534,7 @@ def _block_flows(data, meta, np, offs, fid_of, seen):
     todo += [(p, len(rep) + i) for i, p in enumerate(slow.tolist())]
     todo.sort()
     for p, i in todo:
-        fid_at[i] = fid = fid_of.setdefault(flow_key(data, LINKTYPE_ETHERNET, int(frame[p]), int(caplen[p])), len(fid_of))
+        fid_at[i] = fid = fid_of.setdefault(flow_key(data, LINKTYPE_ETHERNET, int(frame[p]), int(keycap[p])), len(fid_of))
         if i < len(rep):
             seen[raw[i * width:(i + 1) * width]] = fid
     fid = np.empty(len(offs), dtype=np.int64)
@@ -576,6 +662,25 @@ def _flatten(flows):
         st[4:] = [base64.b64encode(leb128(values)).decode()]
 
 
+SIG_BYTES = 4096  # the file's first and last bytes, hashed: which pcap an index is of
+
+
+def signature(read, size):
+    """Which pcap of `size` bytes an index is of (its file line's `sig`): sha-256 of its first and last SIG_BYTES
+    (read(offset, count) -> bytes), 32 hex digits. With the size, it tells apart two captures of one size (their
+    headers' and last packets' times differ) without reading the file: what a copied, replaced or renamed pcap
+    needs, where times of change (mtime) are copied along or not at all."""
+    h = __import__("hashlib").sha256(read(0, min(size, SIG_BYTES)))
+    if size > SIG_BYTES:
+        h.update(read(max(SIG_BYTES, size - SIG_BYTES), size - max(SIG_BYTES, size - SIG_BYTES)))
+    return h.hexdigest()[:32]
+
+
+def current(line, size, read):
+    """Whether index file line `line` is of this pcap (`size` bytes, read as for signature) as it is now."""
+    return line.get("size") == size and line.get("sig") == signature(read, size)
+
+
 def build(data, name, vni=None):
     """The index of a pcap/pcapng's bytes: (file line, [flow lines])."""
     meta = header(data)
@@ -591,10 +696,14 @@ def build(data, name, vni=None):
     records_end = meta.pop("stop")
     meta.pop("end", None)
     stats = list(flows.values())
-    line = dict(kind="file", v=VERSION, pcap=os.path.basename(name), size=len(data), end=records_end,
+    line = dict(kind="file", v=VERSION, pcap=os.path.basename(name), size=len(data),
+                sig=signature(lambda o, n: data[o:o + n], len(data)), end=records_end,
                 format=meta["format"], endian=meta["endian"], ifaces=meta["ifaces"], vni=vni,
+                **({"sections": meta["sections"]} if meta.get("sections") is not None else {}),
+                **({"snap": meta["snap"]} if meta.get("snap") is not None else {}),
                 first=min((s[0] for s in stats), default=None), last=max((s[1] for s in stats), default=None),
-                packets=sum(s[2] for s in stats), bytes=sum(s[3] for s in stats), flows=len(flows))
+                packets=sum(s[2] for s in stats), bytes=sum(s[3] for s in stats), flows=len(flows),
+                cut=sum(st[2] for k, st in flows.items() if k[0] == CUT))
     rows = []
     for (fam, proto, src, dst, ports), (f_first, f_last, n, nbytes, runs) in flows.items():
         sp, dp = struct.unpack(">HH", ports) if ports else (None, None)
@@ -677,7 +786,12 @@ def flow_ranges(rows, gap=0):
 def reader_meta(line):
     """What records() needs to read a range of the file of index file line `line` (a copy: records()
     adds the interfaces a pcapng range declares)."""
-    return dict(format=line["format"], endian=line["endian"], ifaces=[list(x) for x in line["ifaces"]])
+    meta = dict(format=line["format"], endian=line["endian"], ifaces=[list(x) for x in line["ifaces"]])
+    if line.get("sections") is not None:
+        meta["sections"] = [list(x) for x in line["sections"]]
+    if line.get("snap") is not None:
+        meta["snap"] = line["snap"]
+    return meta
 
 
 def encode(line, rows):
@@ -694,8 +808,12 @@ def index_path(pcap):
 
 def write(pcap, out=None, vni=None):
     """Index `pcap` into `out` (default: beside it), replaced whole. Returns (file line, flows)."""
-    with open(pcap, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
+    fd = os.open(pcap, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO opens at once (then is refused), not when written
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise IndexError_("%s is not a regular file (a pipe, device or directory): give a pcap file" % pcap)
+        size = st.st_size
         # Mapped, not read: a pcap of a few GiB costs page cache, not the indexer's memory.
         data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
         try:
