@@ -21,7 +21,7 @@ from mirrorcap.inventory import load
 
 HOST = ROOT / "scripts" / "host"
 RENDERED = ROOT / "rendered" / "prod"
-PLAIN = sorted(p for p in HOST.iterdir() if p.suffix != ".j2")
+PLAIN = sorted(p for p in HOST.iterdir() if p.is_file() and p.suffix != ".j2")  # (not a __pycache__ a test importing them left)
 SHELL = [p for p in PLAIN if p.suffix == ".sh"]
 PYTHON = [p for p in PLAIN if p.suffix == ".py"]
 
