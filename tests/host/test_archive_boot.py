@@ -26,7 +26,7 @@ from helpers import eni, minimal, sources, write
 from mirrorcap import contract
 from mirrorcap.host import render
 from mirrorcap.inventory import load
-from capturehost import Traffic, bake_image, check, health, tag, tagged_traffic, wait_for
+from capturehost import Traffic, bake_image, check, health, tag, tagged_traffic, wait_capturing, wait_for
 from bootlab.traffic import inner_ipv4, read_pcap
 
 pytestmark = needs_lab
@@ -87,7 +87,10 @@ def test_closed_pcaps_reach_s3_under_the_contracts_keys_byte_for_byte(host):
     wait_for(lambda: len(closed(m)) >= 2, 120, "two rotations")
     # What was closed when the upload started (a rotation during it closes one more, for the next run).
     done = closed(m)
-    assert upload(m) == "inactive"
+    # A run started after they closed uploads them: `systemctl start` while the timer's run is under way
+    # joins that run, which may have listed the directory before the last rotation.
+    wait_for(lambda: upload(m) == "inactive" and all(key(m, n) in m.s3_objects(BUCKET) for n in done), 120,
+             "a run of the uploader that started after the pcaps closed")
     local = pcaps(m)
     objects = m.s3_objects(BUCKET)
     for name in done:
@@ -101,7 +104,8 @@ def test_closed_pcaps_reach_s3_under_the_contracts_keys_byte_for_byte(host):
     assert any(tags(objects[key(m, n)]) for n in done)  # real captured traffic
     assert "SHA-256" in m.journal("mirrorcap-archive.service") and "confirmed by S3" in m.journal("mirrorcap-archive.service")
     code, report = health(m)
-    assert check(report, "archive")["status"] == "ok" and check(report, "archive")["backlog"] == 0, report
+    # What S3 confirmed is no backlog; a pcap closed since (a rotation every 30 s) is one, young: not a failure.
+    assert check(report, "archive")["status"] == "ok" and check(report, "archive")["backlog"] <= len(closed(m)) - len(done), report
 
 
 def test_an_outage_keeps_every_unarchived_pcap_reports_the_backlog_and_the_retry_uploads_it(host):
@@ -127,8 +131,11 @@ def test_an_outage_keeps_every_unarchived_pcap_reports_the_backlog_and_the_retry
         left = set(pcaps(m))
         assert set(backlog) <= left and before - uploaded <= left
         assert not (uploaded & left), "confirmed pcaps stayed under the floor"
-        retention = m.journal("mirrorcap-retention.service")
-        assert "free space under the floor, archived" in retention and "not archived yet (never deleted)" in retention
+        # The retention unit's run, or the capture's own (it calls retention when its volume runs low): whichever came first.
+        retention = m.journal()
+        said = "\n".join(line for line in retention.splitlines() if "delet" in line or "floor" in line)
+        assert "free space under the floor, archived" in retention and "not archived yet (never deleted)" in retention, \
+            (sorted(uploaded), sorted(before), sorted(left), backlog, said)
         # Health: the backlog, once it is older than its bound (lowered here from 3 rotations + 6 minutes).
         m.write_file(contract.ENV_FILE, re.sub(r"MIRRORCAP_ARCHIVE_BACKLOG_SECONDS=\d+", "MIRRORCAP_ARCHIVE_BACKLOG_SECONDS=5", env))
         code, report = health(m)
@@ -249,6 +256,7 @@ def test_two_fleet_hosts_each_archive_their_share_and_together_everything(tmp_pa
         for m in hosts:
             wait_for(lambda: m.unit_state(f"mirrorcap-capture@{FLEET_VNI}.service") == "active", 120,
                      f"{m.name} capturing:\n{m.journal('mirrorcap-storage.service')}{m.journal('mirrorcap-decap.service')}")
+            wait_capturing(m, vni=FLEET_VNI)  # tcpdump listening: the unit's being active is not enough on a busy machine
             assert f"volume {m.volume_id} ({m.volume_node}" in m.journal("mirrorcap-storage.service")
             assert f"on {m.mirror_iface} ({m.eni_id}" in m.journal("mirrorcap-decap.service")
         # The NLB spreads flows: host a gets tags 0-199, host b 200-399.
@@ -268,7 +276,10 @@ def test_two_fleet_hosts_each_archive_their_share_and_together_everything(tmp_pa
             traffic = Traffic(m)
             traffic.replay([traffic.frame(FLEET_VNI, inner_ipv4(tag(99999999)))])
             wait_for(lambda: len(list(m.path(DIR).glob(f"vni{FLEET_VNI}_*.pcap"))) >= 2, 30, "a rotation")
-            assert upload(m) == "inactive"
+            closed_now = sorted(p.name for p in m.path(DIR).glob(f"vni{FLEET_VNI}_*.pcap"))[:-1]
+            # (a run of the timer under way when the rotation came has not seen the tagged file closed: the next does)
+            wait_for(lambda: upload(m) == "inactive" and all(
+                any(k.endswith("/" + n) for k in m.s3_objects(BUCKET)) for n in closed_now), 120, "the closed pcaps in S3")
         seen: dict[int, int] = {}
         for m in hosts:
             for k, data in m.s3_objects(BUCKET).items():
@@ -278,7 +289,10 @@ def test_two_fleet_hosts_each_archive_their_share_and_together_everything(tmp_pa
                 assert k.startswith(f"fleet/vni{FLEET_VNI}/") and f"/{m.instance_id}/" in k, k
                 for t in tags(data):
                     seen[t] = seen.get(t, 0) + 1
-        assert {t for t in seen if t < 400} == set(range(400)) and all(seen[t] == 1 for t in range(400))
+        evidence = {m.name: {"local": {p.name: sorted(tags(p.read_bytes()))[:3] for p in m.path(DIR).glob(f"vni{FLEET_VNI}_*.pcap")},
+                             "s3": sorted(k.rsplit("/", 1)[1] for k in m.s3_objects(BUCKET)),
+                             "journal": m.journal(f"mirrorcap-capture@{FLEET_VNI}.service")[-1500:]} for m in hosts}
+        assert {t for t in seen if t < 400} == set(range(400)) and all(seen[t] == 1 for t in range(400)), evidence
         # Both hosts' archives in one bucket (moto, server mode, 127.0.0.1): `mirrorcap window` over the
         # replay (not the rotation packets 30 s later) merges them into exactly what was sent, in time order.
         archived = {k: v for m in hosts for k, v in m.s3_objects(BUCKET).items()}

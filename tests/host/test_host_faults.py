@@ -91,7 +91,9 @@ def assert_accounted(times, first, count, sent_count, gaps, kernel_drops=0):
     assert runs, "nothing was lost: the fault did not happen"
     for run in runs:
         before, after = bracket(times, run)
-        (gap,) = [g for g in gaps if g["start"] <= before + 1 and g["end"] >= after - 1]
+        found = [g for g in gaps if g["start"] <= before + 1 and g["end"] >= after - 1]
+        assert len(found) == 1, (run, before, after, [(g["start"], g["end"], g["reason"][:40]) for g in gaps])
+        (gap,) = found
         assert before - 1 <= gap["start"] <= before + 0.5, (run, before, gap)
         assert after - 1 <= gap["end"] <= after + 1, (run, after, gap)
     return real, reported
