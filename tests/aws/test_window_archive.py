@@ -239,7 +239,8 @@ def test_refusals_exit_2_with_field_and_fix(archive):
     r = window(d, "--at", "2026-11-25T00:00:45Z", "--out", "x.pcap", "--bucket", "mirrorcap-nowhere")
     assert r.exit_code == 2 and "mirrorcap-nowhere does not exist" in r.stderr and "fix: " in r.stderr
     r = window(d, "--at", "2026-11-25T00:00:45Z", "--out", "x.pcap", "--port", "5000", "--bpf", "this is not bpf")
-    assert r.exit_code == 2 and "tcpdump failed" in r.stderr
+    # Refused before anything is fetched: tcpdump compiles the filter first, and says what it cannot read.
+    assert r.exit_code == 2 and "--bpf: tcpdump cannot use the filter" in r.stderr and "fix: " in r.stderr
     assert sorted(p.name for p in d["work"].iterdir()) == ["capture.hcl", "capture.lock.json", "mine.pcap"]
 
 
