@@ -135,9 +135,9 @@ boot-lab: host-packages
 # terraform and packer are found on PATH (their tests are skipped, saying why, without).
 KIND ?=
 # The tests run side by side in TEST_WORKERS processes (pytest-xdist): the boot lab's mostly wait
-# (boots, rotations, outages of minutes) while the others compute. tests/conftest.py keeps the tests
-# that share a booted host or a synthesized stack on one process and hands the longest waits out
-# first. TEST_WORKERS=0: one process, the files in order.
+# (boots, rotations, outages of minutes) while the others compute. Each file runs whole on one
+# process (its booted host, its synthesized stacks made once there); tests/conftest.py hands the
+# longest waits out first. TEST_WORKERS=0: one process, the files in order.
 TEST_WORKERS ?= 6
 TEST_NEEDS_unit := $(VENV)/.installed host-packages
 TEST_NEEDS_synth := setup .venv-checkov/.installed
@@ -146,7 +146,7 @@ TEST_NEEDS_host := setup boot-lab
 TEST_NEEDS_ := setup .venv-checkov/.installed boot-lab
 test: $(TEST_NEEDS_$(KIND))
 	@case "$(KIND)" in ""|unit|synth|aws|host) ;; *) echo "make test: KIND=$(KIND): use unit, synth, aws or host (or no KIND for everything)"; exit 2 ;; esac
-	$(if $(filter $(KIND),unit aws host),,CHECKOV=$(CURDIR)/.venv-checkov/bin/checkov) $(BIN)/python -m pytest $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder) --durations=15 $(if $(KIND),tests/$(KIND)) $(PYTEST_ARGS)
+	$(if $(filter $(KIND),unit aws host),,CHECKOV=$(CURDIR)/.venv-checkov/bin/checkov) $(BIN)/python -m pytest $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder) --durations=15 $(if $(KIND),tests/$(KIND)) $(PYTEST_ARGS)
 
 bench: setup
 	$(BIN)/python bench/synth_scale.py

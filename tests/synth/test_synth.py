@@ -380,7 +380,7 @@ def test_terraform_reads_inventory_text_literally(odd, tmp_path, review_hcl):
 ESCAPED = {  # as written in the inventory's HCL: the text it stands for
     r'say \"hi\" $${literal} %%{ if } ${bare} back\\slash': 'say "hi" ${literal} %{ if } ${bare} back\\slash',
     r'\"all quoted\"': '"all quoted"',
-    r'$${"}': '${"}',
+    r'$${\"}': '${"}',  # (`"$${"}"` is a string `${` and then junk, to Terraform as to the inventory)
 }
 
 
