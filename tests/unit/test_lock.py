@@ -87,8 +87,9 @@ def test_the_venv_holds_exactly_the_lock():
             continue
         name, version = req.strip().split("==")
         want[norm(name)] = version.strip()
+    venv = Path(sys.prefix).resolve()
     have = {norm(d.metadata["Name"]): d.version for d in importlib.metadata.distributions(path=sys.path)
-            if Path(d._path).resolve().is_relative_to(Path(sys.prefix).resolve())}  # noqa: SLF001 (the venv only)
+            if Path(d.locate_file("")).resolve().is_relative_to(venv)}  # the venv's own, not the base interpreter's
     assert have.pop("mirrorcap", None) is not None, "mirrorcap itself is not installed in the venv"
     assert have == want, {"extra in venv": sorted(set(have) - set(want)), "missing": sorted(set(want) - set(have)),
                           "other versions": sorted(k for k in set(have) & set(want) if have[k] != want[k])}
