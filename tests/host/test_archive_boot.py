@@ -295,8 +295,9 @@ def test_two_fleet_hosts_each_archive_their_share_and_together_everything(tmp_pa
         assert {t for t in seen if t < 400} == set(range(400)) and all(seen[t] == 1 for t in range(400)), evidence
         # Both hosts' archives in one bucket (moto, server mode, 127.0.0.1): `mirrorcap window` over the
         # replay (not the rotation packets 30 s later) merges them into exactly what was sent, in time order.
-        archived = {k: v for m in hosts for k, v in m.s3_objects(BUCKET).items()}
-        assert len(archived) == sum(len(m.s3_objects(BUCKET)) for m in hosts)  # no key shared by the hosts
+        held = [m.s3_objects(BUCKET) for m in hosts]  # one look each (the uploaders' timers go on uploading)
+        archived = {k: v for objects in held for k, v in objects.items()}
+        assert len(archived) == sum(len(objects) for objects in held)  # no key shared by the hosts
         at = dt.datetime.fromtimestamp(round((replay_begin + replay_end) / 2), dt.timezone.utc)
         span = f"{int(max(at.timestamp() - replay_begin, replay_end - at.timestamp())) + 3}s"
         out = tmp_path / "window.pcap"
