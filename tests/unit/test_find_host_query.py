@@ -105,9 +105,8 @@ def _in_time(src, node) -> bool:
     return bool(in_time([src], node))
 
 
-@pytest.mark.parametrize("text", QUERIES[:40])
-def test_the_host_writes_the_packets_the_laptop_finds(indexed, text):
-    d, _srcs = indexed
+def assert_host_writes_what_the_laptop_finds(d, text: str) -> None:
+    """The host's mirrorcap-find over directory d writes, in order, the packets the laptop's search finds."""
     mf = host_find()
     node = parse(text, NOW)
     host_srcs, _built, _skipped = mf.sources(str(d))
@@ -115,6 +114,12 @@ def test_the_host_writes_the_packets_the_laptop_finds(indexed, text):
     pkts, _read = mf.packets(host_srcs, mf.select(host_srcs, q), q, 1 << 30)
     laptop = collect(search(d, node), node)
     assert [(p[4], bytes(p[2])) for p in pkts] == [(p[0], bytes(p[3])) for p in laptop], text
+
+
+@pytest.mark.parametrize("text", QUERIES[:40])
+def test_the_host_writes_the_packets_the_laptop_finds(indexed, text):
+    d, _srcs = indexed
+    assert_host_writes_what_the_laptop_finds(d, text)
 
 
 def test_a_pcap_without_its_index_is_indexed_in_memory_only(tmp_path):
@@ -166,10 +171,4 @@ def cut_and_sections(tmp_path_factory):
 @pytest.mark.parametrize("text", QUERIES[:40])
 def test_the_host_decides_cut_frames_and_sections_as_the_laptop(cut_and_sections, text):
     d = cut_and_sections
-    mf = host_find()
-    node = parse(text, NOW)
-    host_srcs, _built, _skipped = mf.sources(str(d))
-    q = mf.mq.check(tree(node))
-    pkts, _read = mf.packets(host_srcs, mf.select(host_srcs, q), q, 1 << 30)
-    laptop = collect(search(d, node), node)
-    assert [(p[4], bytes(p[2])) for p in pkts] == [(p[0], bytes(p[3])) for p in laptop], text
+    assert_host_writes_what_the_laptop_finds(d, text)
