@@ -264,21 +264,44 @@ def _monitor_instances(self):
     return ActionResult({"InstanceMonitorings": [{"InstanceId": i, "Monitoring": {"State": "enabled"}} for i in ids]})
 
 
-def fill_moto_gaps(monkeypatch) -> list[str]:
-    """Stand-ins for the moto actions the example's apply needs and moto lacks; returns what was filled.
-    (The server runs in this process, so a patched response class serves Terraform's requests.)"""
-    import inspect
+def _delete_traffic_mirror(kind: str):
+    """EC2 DeleteTrafficMirrorFilter / DeleteTrafficMirrorTarget, which moto 5.2 leaves unimplemented
+    (the provider retries the HTTP 500 for minutes): the object goes, with its tags, as a session does."""
+    def delete(self):
+        from moto.core.responses import ActionResult
+        self.error_on_dryrun()
+        key = f"TrafficMirror{kind.capitalize()}Id"
+        ident = self._get_param(key)
+        gone = getattr(self.ec2_backend, f"traffic_mirror_{kind}s").pop(ident, None)
+        if gone is not None:
+            self.ec2_backend.tagger.delete_all_tags_for_resource(gone.arn)
+        return ActionResult({key: ident})
+    return delete
 
-    from moto.ec2.responses.monitoring import Monitoring
-    current = getattr(Monitoring, "monitor_instances", None)
+
+def _unimplemented(cls, name: str) -> bool:
+    import inspect
+    current = getattr(cls, name, None)
     try:
-        missing = current is None or "NotImplementedError" in inspect.getsource(current)
+        return current is None or "NotImplementedError" in inspect.getsource(current)
     except (OSError, TypeError):
-        missing = True
-    if not missing:
-        return []
-    monkeypatch.setattr(Monitoring, "monitor_instances", _monitor_instances, raising=False)
-    return ["EC2 MonitorInstances"]
+        return True
+
+
+def fill_moto_gaps(monkeypatch) -> list[str]:
+    """Stand-ins for the moto actions the example's apply (and a destroy) needs and moto lacks; returns what
+    was filled. (The server runs in this process, so a patched response class serves Terraform's requests.)"""
+    from moto.ec2.responses.monitoring import Monitoring
+    from moto.ec2.responses.traffic_mirrors import TrafficMirrors
+    gaps = [(Monitoring, "monitor_instances", _monitor_instances, "EC2 MonitorInstances"),
+            (TrafficMirrors, "delete_traffic_mirror_filter", _delete_traffic_mirror("filter"), "EC2 DeleteTrafficMirrorFilter"),
+            (TrafficMirrors, "delete_traffic_mirror_target", _delete_traffic_mirror("target"), "EC2 DeleteTrafficMirrorTarget")]
+    filled = []
+    for cls, name, stand_in, what in gaps:
+        if _unimplemented(cls, name):
+            monkeypatch.setattr(cls, name, stand_in, raising=False)
+            filled.append(what)
+    return filled
 
 
 @contextmanager

@@ -32,8 +32,13 @@ def stacks(
 ) -> None:
     """Which synthesized stacks a change needs planned, as JSON: {"stacks": [{name, dir, region, remote_state, reasons}], "removed": [...]}.
 
+    A capture whose block the change removes (with --base) is a stack too, "removal" in its entry: its dir,
+    OUT/removed/<name>/, written here, is its state backend and provider with no resource, whose plan
+    destroys everything the capture deployed (a protected pcap volume makes that plan fail, saying how).
+    "removed" lists the removed captures not planned so (local state), with what to do.
+
     Exit 0: chosen; 1: --require-remote-state and a chosen stack keeps local state; 2: an input is wrong."""
-    from ..workflow import inputs, review
+    from ..workflow import inputs, removal, review
     try:
         known = inputs.synthesized(out)
         if every:
@@ -56,15 +61,24 @@ def stacks(
         selection = review.select_stacks(paths, list(known), inventory=inputs.repo_relative(inventory) if base else str(inventory),
                                          inventory_before=inv_before, inventory_after=inv_after,
                                          lock_before=lock_before, lock_after=lock_after)
+        removals = []
+        if selection.removed:
+            removals = removal.plan_removals(inputs.captures_of(inv_before, f"{inventory} at {base}", selection.removed),
+                                             inputs.captures_of(inv_after, str(inventory)))
+            destroy = [r for r in removals if r.kind == "destroy"]
+            docs = {out / "removed" / r.name: removal.destroy_config(r, inputs.provider_pins(known)) for r in destroy}
+            inputs.write_destroy_dirs(docs)
     except MirrorcapError as exc:
         fail(exc)
-    chosen = [{**known[n], "reasons": why} for n, why in selection.stacks.items()]
+    chosen = removal.entries([{**known[n], "reasons": why} for n, why in selection.stacks.items()], removals, selection.added,
+                             (out / "removed").as_posix())
+    advice = {n: a for n, a in selection.removed.items() if all(r.name != n or r.kind == "local" for r in removals)}
     local = [s["name"] for s in chosen if not s["remote_state"]]
     if require_remote_state and local:
         fail(MirrorcapError([Problem(str(inventory), f'capture "{n}" > backend', "keeps its Terraform state on the runner, "
                                      "which forgets it after every run (the next apply would create everything again)",
                                      'declare backend "s3" { bucket = "..." } in the capture block') for n in local]), FINDINGS)
-    print(json.dumps({"stacks": chosen, "removed": [{"name": n, "advice": a} for n, a in selection.removed.items()]}, indent=2))
+    print(json.dumps({"stacks": chosen, "removed": [{"name": n, "advice": a} for n, a in advice.items()]}, indent=2))
 
 
 @review_app.command()
@@ -80,6 +94,8 @@ def comment(
     removed: bool = typer.Option(False, "--removed", help="the warning for a capture removed from the inventory"),
     inventory: Path = InventoryOpt,
     destroy_allowed: bool = typer.Option(False, "--destroy-allowed", help=f"the pull request carries the {DESTROY_LABEL} label"),
+    stacks_json: Path = typer.Option(None, "--stacks", help="`mirrorcap review stacks` output: says whether the capture was "
+                                     "removed from the inventory (its plan destroys it) or added while another was"),
 ) -> None:
     """The pull-request comment for one stack (Markdown, starting with its hidden marker). Exit 2: an input is wrong."""
     from ..workflow import cost as costs
@@ -99,8 +115,10 @@ def comment(
         text = inputs.read(plan_text, "plan text", "pass `terraform show -no-color tfplan` output")
         before = review.parse_lock(inputs.read(lock_before, "lock file", review.LOCK_FIX), str(lock_before))
         after = review.parse_lock(inputs.read(lock_after, "lock file", review.LOCK_FIX), str(lock_after))
+        entry = inputs.stack_entry(stacks_json, stack) if stacks_json is not None else {}
     except MirrorcapError as exc:
         fail(exc)
+    note = review.removal_note(stack, entry, inventory=str(inventory), label=reviewed.DESTROY_LABEL)
     changes = review.session_changes(before.get(stack, {}), after.get(stack, {}))
     sentences = review.session_sentences(stack, changes, plan)
     extra = {}
@@ -110,7 +128,7 @@ def comment(
                  "fingerprint": reviewed.fingerprint(changes)}
     print(review.comment(stack, plan=plan, plan_text=text, sessions=sentences, lock_name=lock_after.name, commit=commit,
                          local_state=local_state, destroy_label=reviewed.DESTROY_LABEL, destroy_allowed=destroy_allowed,
-                         **extra), end="")
+                         note=note, removed="removal" in entry, **extra), end="")
 
 
 def _priced(raw: dict, plan_json: Path):

@@ -87,6 +87,15 @@ def load(path: str | Path) -> Inventory:
     return Inventory(path=str(path), captures=tuple(captures))
 
 
+def capture_block(name: str, body, source: str) -> Capture:
+    """One capture block's values (review.inventory_captures) as `load` reads them, with its own checks
+    (not those across captures), or a MirrorcapError naming `source`: e.g. a block another revision had."""
+    errors = Collector(source)
+    capture = _capture(errors, name, body)
+    errors.raise_if_any()
+    return capture
+
+
 def unbaked(inventory: Inventory) -> list[Problem]:
     """What cannot be deployed though it is valid: a capture without the AMI its host boots.
     (render and make bake need no AMI: the first bake makes it.)"""

@@ -8,7 +8,9 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Iterable
 
+from .. import jsontext
 from ..errors import MirrorcapError, Problem
 from . import review
 
@@ -83,6 +85,61 @@ def synthesized(out: Path) -> dict[str, dict]:
         info[name] = {"name": name, "dir": directory.as_posix(), "region": providers[0].get("region"),
                       "remote_state": bool(set(backend) - {"local"})}
     return info
+
+
+def captures_of(text: str, source: str, names: Iterable[str] | None = None) -> list:
+    """The capture blocks of an inventory text (all, or those named), each read as `load` reads it."""
+    from ..inventory.load import capture_block
+    blocks, _ = review.inventory_captures(text, source)
+    wanted = list(blocks) if names is None else [n for n in names if n in blocks]
+    return [capture_block(n, blocks[n], source) for n in wanted]
+
+
+def provider_pins(known: dict[str, dict]) -> dict:
+    """`terraform.required_providers` of the synthesized stacks (one synth pins them all alike)."""
+    for info in known.values():
+        path = Path(info["dir"]) / "cdk.tf.json"
+        pins = json.loads(path.read_text(encoding="utf-8")).get("terraform", {}).get("required_providers")
+        if isinstance(pins, dict) and pins:
+            return pins
+    raise MirrorcapError([Problem("cdktf.out", "required_providers", "no synthesized stack pins its providers",
+                                  "run `make synth` first")])
+
+
+def write_destroy_dirs(docs: dict[Path, dict]) -> None:
+    """Each removed capture's destroy configuration, <dir>/cdk.tf.json. A file there that mirrorcap did
+    not write is left alone (a problem, before anything is written)."""
+    from .removal import MARK
+    for directory in docs:
+        path = directory / "cdk.tf.json"
+        if path.exists():
+            try:
+                mine = MARK in json.loads(path.read_text(encoding="utf-8")).get("//", {}).get("mirrorcap", "")
+            except (OSError, ValueError, AttributeError, TypeError):
+                mine = False
+            if not mine:
+                raise MirrorcapError([Problem(str(path), "", "exists and is not a destroy configuration mirrorcap wrote",
+                                              "move it away (mirrorcap writes each removed capture's configuration there)")])
+    for directory, doc in docs.items():
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            (directory / "cdk.tf.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise MirrorcapError([Problem(str(directory), "", f"cannot write: {exc.strerror or exc}",
+                                          "pass --out a writable synth output directory")])
+
+
+def stack_entry(path: Path, stack: str) -> dict:
+    """`stack`'s entry in `review stacks` output ({} where it has none)."""
+    fix = "pass mirrorcap review stacks' output"
+    try:
+        data = jsontext.loads(read(path, "stack list", fix))
+        found = [s for s in data["stacks"] if s["name"] == stack]
+        if found and not isinstance(found[0], dict):
+            raise TypeError("a stack is not an object")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise MirrorcapError([Problem(str(path), "stacks", f"not a stack list: {str(exc)[:200]}", fix)])
+    return found[0] if found else {}
 
 
 def terraform_results(directory: Path) -> list[review.TerraformDrift]:

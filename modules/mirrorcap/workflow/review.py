@@ -196,6 +196,7 @@ EVERY_STACK: tuple[tuple[str, str], ...] = (
 class Selection:
     stacks: dict[str, list[str]]  # stack to plan -> why, in the synthesized order
     removed: dict[str, str] = field(default_factory=dict)  # capture gone from the inventory -> what to do
+    added: list[str] = field(default_factory=list)  # captures new in the inventory (with `removed`: maybe a rename)
 
 
 def _matches(path: str, pattern: str) -> bool:
@@ -238,8 +239,8 @@ def capture_changes(before: str, after: str, name: str) -> dict[str, str] | None
 
 
 def removed_advice(capture: str, inventory: str) -> str:
-    return (f'capture "{capture}" was removed from {inventory}: its stack is no longer synthesized, so no plan '
-            "destroys what it deployed (the host, its volume and sessions keep running and billing). "
+    return (f'capture "{capture}" was removed from {inventory}, and its state is local (no backend "s3" in its block): '
+            "no workflow can plan its destroy, so the host, its volume and sessions keep running and billing. "
             f"To remove it: restore the block, run `make destroy STACK={capture}` with AWS credentials (it runs cdktn on "
             "the Node the project installs, says what is lost and asks first; the pcap volume and its key refuse until "
             "`storage { prevent_destroy = false }`), then remove the block.")
@@ -263,6 +264,7 @@ def select_stacks(changed: Iterable[str], known: Sequence[str], *, inventory: st
     lock = lock_path(inventory)
     reasons: dict[str, list[str]] = {}
     removed: dict[str, str] = {}
+    added: list[str] = []
 
     def add(names: Iterable[str], why: str) -> None:
         for n in names:
@@ -281,7 +283,10 @@ def select_stacks(changed: Iterable[str], known: Sequence[str], *, inventory: st
             for cap, what in diff.items():
                 if what == "removed":
                     removed[cap] = removed_advice(cap, inventory)
-                elif cap in known:
+                    continue
+                if what == "added":
+                    added.append(cap)
+                if cap in known:
                     add([cap], f'{path}: capture "{cap}" {what}')
         elif path == lock:
             if lock_before is None or lock_after is None:
@@ -299,7 +304,7 @@ def select_stacks(changed: Iterable[str], known: Sequence[str], *, inventory: st
                 if _matches(path, pattern):
                     add(known, f"{path}: {why}")
                     break
-    return Selection({n: reasons[n] for n in known if n in reasons}, removed)
+    return Selection({n: reasons[n] for n in known if n in reasons}, removed, added)
 
 
 # ---------------------------------------------------------------------------
@@ -529,13 +534,49 @@ def destroy_warning(destroys: Sequence[Any], *, label: str, allowed: bool) -> st
     return "\n".join(lines)
 
 
+def removal_note(stack: str, entry: Mapping[str, Any], *, inventory: str, label: str) -> str:
+    """What a stack's entry in `review stacks` says the change does to its capture, for the comment:
+    removed (its whole stack destroyed, or refused while its volume is protected), or added while
+    another was removed (a renamed block is both). "" for any other stack."""
+    removal = entry.get("removal")
+    if isinstance(removal, Mapping):
+        lines = ["> [!WARNING]",
+                 f"> **Capture {md_code(stack)} was removed from {md_code(inventory)}**: this plan destroys everything its "
+                 "stack deployed, listed below: the capture host, its mirror sessions, its pcap volume, archive bucket and "
+                 "key (those it has) and every pcap on them."]
+        if removal.get("protected"):
+            lines += [">", "> Its pcap volume keeps `prevent_destroy = true` (the default), so the plan refuses: nothing is "
+                      "destroyed and this check fails. To remove the capture, first set `storage { prevent_destroy = false }` "
+                      "in its block in a pull request of its own (merged and applied), then remove the block."]
+        else:
+            lines += [">", f"> The pcap volume, archive bucket and key go only with the `{label}` label on this pull "
+                      "request: without it the plan check fails and a merge applies nothing of this plan."]
+        added = [a for a in removal.get("added") or [] if isinstance(a, str)]
+        if added:
+            lines += [">", f"> This pull request also adds {', '.join(md_code(a) for a in added[:MAX_LINES])}. A capture "
+                      "renamed in the inventory is this: a removal and an addition, so a new host and a new, empty pcap "
+                      "volume are created and the old ones destroyed with their pcaps. To keep them, keep the block's name."]
+        return "\n".join(lines)
+    gone = [g for g in entry.get("added_with_removal") or [] if isinstance(g, str)]
+    if gone:
+        return (f"> [!NOTE]\n> Capture {md_code(stack)} is new, and this pull request removes "
+                f"{', '.join(md_code(g) for g in gone[:MAX_LINES])}: if it is a rename, the old capture's host and pcap "
+                "volume are destroyed (its own comment) and this one starts empty.")
+    return ""
+
+
 def comment(stack: str, *, plan: PlanSummary | None, plan_text: str, sessions: Sequence[str], lock_name: str,
             commit: str | None = None, local_state: bool = False, destroys: Sequence[Any] = (), cost: Sequence[str] = (),
-            fingerprint: str | None = None, destroy_label: str = "", destroy_allowed: bool = False) -> str:
+            fingerprint: str | None = None, destroy_label: str = "", destroy_allowed: bool = False, note: str = "",
+            removed: bool = False) -> str:
     """The pull-request comment for one stack. `plan` None: the plan failed and
     `plan_text` is Terraform's output. `destroys` (reviewed.destroys), `cost`
-    (cost.cost_lines) and `fingerprint` (reviewed.fingerprint) come from the same plan."""
-    parts = [marker(stack), f"### mirrorcap plan: `{stack}`" + (f" at {commit[:12]}" if commit else "")]
+    (cost.cost_lines) and `fingerprint` (reviewed.fingerprint) come from the same plan.
+    `note` (removal_note, Markdown) follows the heading; `removed`: the capture left the inventory."""
+    title = f"capture `{stack}` removed from the inventory" if removed else f"`{stack}`"
+    parts = [marker(stack), f"### mirrorcap plan: {title}" + (f" at {commit[:12]}" if commit else "")]
+    if note:
+        parts.append(note)
     if plan is None or plan.errored:
         parts.append("**The plan failed**: Terraform's output is below. Fix the cause and push again.")
     else:
