@@ -319,4 +319,7 @@ def test_a_removed_capture_whose_volume_keeps_prevent_destroy_is_refused_saying_
     (tmp / "plan.log").write_text(r.stderr + r.stdout)
     (tmp / "no-lock.json").write_text("")
     body = comment(repo, "old", None, tmp / "plan.log", tmp / "no-lock.json")
-    assert "**The plan failed**" in body and "Its pcap volume keeps `prevent_destroy = true` (the default), so the plan refuses" in body
+    assert "**The plan failed**" in body and "this plan destroys" not in body
+    assert "**Capture `old` was removed from `capture.hcl`**: its pcap volume keeps `prevent_destroy = true` (the default), " \
+        "so the plan of its destroy refuses: nothing is destroyed, and this check fails." in body
+    assert_inert(body)

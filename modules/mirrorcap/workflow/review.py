@@ -540,17 +540,17 @@ def removal_note(stack: str, entry: Mapping[str, Any], *, inventory: str, label:
     another was removed (a renamed block is both). "" for any other stack."""
     removal = entry.get("removal")
     if isinstance(removal, Mapping):
-        lines = ["> [!WARNING]",
-                 f"> **Capture {md_code(stack)} was removed from {md_code(inventory)}**: this plan destroys everything its "
-                 "stack deployed, listed below: the capture host, its mirror sessions, its pcap volume, archive bucket and "
-                 "key (those it has) and every pcap on them."]
+        head = f"> **Capture {md_code(stack)} was removed from {md_code(inventory)}**: "
         if removal.get("protected"):
-            lines += [">", "> Its pcap volume keeps `prevent_destroy = true` (the default), so the plan refuses: nothing is "
-                      "destroyed and this check fails. To remove the capture, first set `storage { prevent_destroy = false }` "
-                      "in its block in a pull request of its own (merged and applied), then remove the block."]
+            lines = ["> [!WARNING]", head + "its pcap volume keeps `prevent_destroy = true` (the default), so the plan of "
+                     "its destroy refuses: nothing is destroyed, and this check fails. To remove the capture, first set "
+                     "`storage { prevent_destroy = false }` in its block in a pull request of its own (merged and applied), "
+                     "then remove the block."]
         else:
-            lines += [">", f"> The pcap volume, archive bucket and key go only with the `{label}` label on this pull "
-                      "request: without it the plan check fails and a merge applies nothing of this plan."]
+            lines = ["> [!WARNING]", head + "this plan destroys everything its stack deployed, listed below: the capture "
+                     "host, its mirror sessions, its pcap volume, archive bucket and key (those it has) and every pcap on them.",
+                     ">", f"> The pcap volume, archive bucket and key go only with the `{label}` label on this pull "
+                     "request: without it the plan check fails and a merge applies nothing of this plan."]
         added = [a for a in removal.get("added") or [] if isinstance(a, str)]
         if added:
             lines += [">", f"> This pull request also adds {', '.join(md_code(a) for a in added[:MAX_LINES])}. A capture "
