@@ -91,7 +91,8 @@ def comment(
     commit: str = typer.Option(None, "--commit", help="the commit planned, shown in the heading"),
     local_state: bool = typer.Option(False, "--local-state", help="warn that the stack keeps local state"),
     unaffected: bool = typer.Option(False, "--unaffected", help="the comment for a stack this change no longer touches"),
-    removed: bool = typer.Option(False, "--removed", help="the warning for a capture removed from the inventory"),
+    removed: bool = typer.Option(False, "--removed", help="the warning for a capture removed from the inventory whose state "
+                                 "is local (no workflow can plan its destroy)"),
     inventory: Path = InventoryOpt,
     destroy_allowed: bool = typer.Option(False, "--destroy-allowed", help=f"the pull request carries the {DESTROY_LABEL} label"),
     stacks_json: Path = typer.Option(None, "--stacks", help="`mirrorcap review stacks` output: says whether the capture was "
