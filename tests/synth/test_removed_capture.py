@@ -12,12 +12,14 @@ git repository with the base and the head commits, then what the workflows run:
 - a renamed block (a removal plus an addition) is said so on both comments;
 - a capture whose pcap volume keeps prevent_destroy = true: its destroy plan fails, saying how.
 
-Skips where terraform or the hashicorp/aws mirror is absent.
+Skips where terraform or the hashicorp/aws mirror is absent. With MIRRORCAP_RECORD_REVIEW=1 it
+re-records the removal's plan in tests/fixtures/review/ (removal-plan.json, .txt).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -27,7 +29,7 @@ import pytest
 from typer.testing import CliRunner
 
 import tf_emulator as T
-from helpers import EXAMPLE, mirrorcap, synth
+from helpers import EXAMPLE, FIXTURES, mirrorcap, synth
 from mirrorcap.cli import app
 from mirrorcap.inventory import load
 from mirrorcap.workflow import reviewed
@@ -41,6 +43,7 @@ pytestmark = [
     pytest.mark.skipif(MIRROR is None, reason=f"needs the hashicorp/aws provider: {NO_MIRROR}"),
 ]
 
+RECORDED = FIXTURES / "review"
 STATE_BUCKET = "example-terraform-state"  # capture.hcl's backend bucket
 HOSTILE = "<img src=x onerror=alert(1)> @everyone https://evil.example/x"
 SKIPPED_IN_EMULATOR = {"aws_ec2_traffic_mirror_filter_rule"}  # moto lacks them (test_terraform.py)
@@ -225,6 +228,9 @@ def test_a_removed_capture_is_planned_destroyed_gated_and_applied_as_reviewed(ac
     assert set(changed) == {a for a in old_deployed if not a.startswith("data.")}  # everything it deployed, nothing of prod
     assert {tuple(rc["change"]["actions"]) for rc in changed.values()} == {("delete",)}
     assert {rc["action_reason"] for rc in changed.values()} == {"delete_because_no_resource_config"}
+    if os.environ.get("MIRRORCAP_RECORD_REVIEW") == "1":  # for the workflows' own shell (tests/unit/test_workflow_removal_run.py)
+        for name, path in (("removal-plan.json", pr_plan), ("removal-plan.txt", pr_text)):
+            (RECORDED / name).write_text(path.read_text())
     code, out, err = review("record", "--stack", "old", "--plan-json", pr_plan, "--dir", destroy_dir, "--pr", "7", "--commit", head)
     assert code == 0, err
     record = tmp / "reviewed.json"
