@@ -54,6 +54,9 @@ ENV_FILE = "/etc/mirrorcap/mirrorcap.env"
 BOOTSTRAP_LOCK = "/run/mirrorcap-bootstrap.lock"  # the user data and mirrorcap-settings take turns
 RUN_DIR = "/run/mirrorcap"  # what a boot forgets: heartbeats, what storage and decap wait for
 STATE_DIR = "/var/lib/mirrorcap"  # what survives restarts, failures and reboots: the loss record
+# The archive uploader's waits after 1, 2, 3, 4+ failed runs in a row; the laptop's threshold
+# for the archive backlog (health, alarms) allows for the longest.
+ARCHIVE_BACKOFF_SECONDS = (60, 120, 240, 300)
 
 
 def read_env(path=ENV_FILE):
@@ -3236,8 +3239,8 @@ import sys
 import tempfile
 import threading
 
-# The shared module: /usr/local/lib/mirrorcap, from /usr/local/bin.
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "lib", "mirrorcap"))
+if __name__ == "__main__":  # the host runs it; the shared module: /usr/local/lib/mirrorcap, from /usr/local/bin
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "lib", "mirrorcap"))
 import mirrorcap_host as host  # noqa: E402
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

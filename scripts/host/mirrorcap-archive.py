@@ -33,7 +33,7 @@ import mirrorcap_host as host  # noqa: E402
 
 STATE_DIR = "/var/lib/mirrorcap/archive"  # StateDirectory=mirrorcap/archive
 IMDS = "http://169.254.169.254"
-BACKOFF_SECONDS = (60, 120, 240, 300)  # after 1, 2, 3, 4+ failed runs in a row
+BACKOFF_SECONDS = host.ARCHIVE_BACKOFF_SECONDS
 UPLOAD_TIMEOUT_SECONDS = 3600  # one pcap (a few GiB at most)
 PUT_MAX_BYTES = 5 << 30  # S3's limit for one PUT: a larger pcap needs a shorter rotate_seconds
 # A pcap's packet index (mirrorcap_index.SUFFIX) is uploaded under MIRRORCAP_ARCHIVE_INDEX_KEY

@@ -16,6 +16,9 @@ ENV_FILE = "/etc/mirrorcap/mirrorcap.env"
 BOOTSTRAP_LOCK = "/run/mirrorcap-bootstrap.lock"  # the user data and mirrorcap-settings take turns
 RUN_DIR = "/run/mirrorcap"  # what a boot forgets: heartbeats, what storage and decap wait for
 STATE_DIR = "/var/lib/mirrorcap"  # what survives restarts, failures and reboots: the loss record
+# The archive uploader's waits after 1, 2, 3, 4+ failed runs in a row; the laptop's threshold
+# for the archive backlog (health, alarms) allows for the longest.
+ARCHIVE_BACKOFF_SECONDS = (60, 120, 240, 300)
 
 
 def read_env(path=ENV_FILE):

@@ -8,7 +8,6 @@ from a variable (the capture directory and the capture identity).
 
 from __future__ import annotations
 
-import ast
 import functools
 import gzip
 from dataclasses import dataclass
@@ -83,15 +82,10 @@ def retention_command(capture: Capture) -> str:
 ARCHIVE_RUN_SECONDS = 60  # mirrorcap-archive.timer: OnUnitInactiveSec=1min
 
 
-@functools.lru_cache(maxsize=1)
 def archive_backoff_seconds() -> tuple[int, ...]:
-    """The uploader's waits after failed runs, from scripts/host/mirrorcap-archive.py: the script
-    ships as it is, so its BACKOFF_SECONDS is the one definition and this reads it."""
-    path = project.scripts_dir() / "host" / "mirrorcap-archive.py"
-    for node in ast.parse(path.read_text(encoding="utf-8"), str(path)).body:
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "BACKOFF_SECONDS" for t in node.targets):
-            return tuple(ast.literal_eval(node.value))
-    raise LookupError(f"{path}: no BACKOFF_SECONDS")
+    """The uploader's waits after failed runs: mirrorcap_host's, which the host's archive script uses."""
+    import mirrorcap_host
+    return mirrorcap_host.ARCHIVE_BACKOFF_SECONDS
 
 
 def archive_backlog_seconds(capture: Capture) -> int:
