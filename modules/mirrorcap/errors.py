@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .plaintext import inert
+
 OK, FINDINGS, USAGE, AWS_UNREACHABLE, NOTHING_TO_APPLY = 0, 1, 2, 3, 4
 EXIT_CODES = {
     OK: "done (valid, no drift, fits, up to date, written)",
@@ -35,7 +37,6 @@ class Problem:
     def __str__(self) -> str:
         # Every part may hold input (a capture's label, a lock key, a syntax error's line): unseen
         # characters (ESC, U+202E...) are shown by their code point, never sent to a terminal.
-        from .workflow.review import inert  # (lazily: workflow.review imports this module)
         where = f"{self.file}: {self.field}" if self.field else self.file
         return inert(f"{where}: {self.message}\n  fix: {self.fix}")
 

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from helpers import ROOT
-from mirrorcap import contract
+from mirrorcap import backlog, contract
 from mirrorcap.errors import MirrorcapError
 from mirrorcap.host import render
 from mirrorcap.numbering import lockfile
@@ -46,8 +46,8 @@ def test_the_archive_back_off_is_the_host_scripts(monkeypatch):
     spec = importlib.util.spec_from_file_location("archive_script", ROOT / "scripts" / "host" / "mirrorcap-archive.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    assert render.archive_backoff_seconds() == tuple(script.BACKOFF_SECONDS)
-    assert script.backoff_seconds(99) == max(render.archive_backoff_seconds())
+    assert backlog.archive_backoff_seconds() == tuple(script.BACKOFF_SECONDS)
+    assert script.backoff_seconds(99) == max(backlog.archive_backoff_seconds())
 
 
 def test_user_data_is_escaped_as_literal_text_is():

@@ -16,6 +16,7 @@ import jinja2
 
 from .. import aws_limits as L
 from .. import contract, project
+from ..backlog import archive_backlog_seconds
 from ..inventory.model import Capture, Inventory
 from ..errors import MirrorcapError, Problem
 from ..stack.literal import escape as template_escape
@@ -77,21 +78,6 @@ def retention_command(capture: Capture) -> str:
     """What deletes pcaps: the retention unit runs it every minute, and the capture when
     the volume is full. A capture that archives deletes only what S3 confirmed."""
     return f"{contract.LIBEXEC}/archive retention" if capture.archive is not None else f"{contract.LIBEXEC}/retention"
-
-
-ARCHIVE_RUN_SECONDS = 60  # mirrorcap-archive.timer: OnUnitInactiveSec=1min
-
-
-def archive_backoff_seconds() -> tuple[int, ...]:
-    """The uploader's waits after failed runs: mirrorcap_host's, which the host's archive script uses."""
-    import mirrorcap_host
-    return mirrorcap_host.ARCHIVE_BACKOFF_SECONDS
-
-
-def archive_backlog_seconds(capture: Capture) -> int:
-    """How old the oldest closed, unconfirmed pcap may get before health fails: three
-    rotations, plus the uploader's longest back-off and a run."""
-    return 3 * capture.host.rotate_seconds + max(archive_backoff_seconds()) + ARCHIVE_RUN_SECONDS
 
 
 UNITS = "/etc/systemd/system"
