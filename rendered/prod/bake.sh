@@ -54,6 +54,11 @@ ENV_FILE = "/etc/mirrorcap/mirrorcap.env"
 BOOTSTRAP_LOCK = "/run/mirrorcap-bootstrap.lock"  # the user data and mirrorcap-settings take turns
 RUN_DIR = "/run/mirrorcap"  # what a boot forgets: heartbeats, what storage and decap wait for
 STATE_DIR = "/var/lib/mirrorcap"  # what survives restarts, failures and reboots: the loss record
+# The VXLAN network identifier a capture is named by: 24 bits; 0 is never one (AWS refuses it).
+VNI_MIN, VNI_MAX = 1, (1 << 24) - 1
+# A pcap's packet index beside it (NAME.pcap + INDEX_SUFFIX, mirrorcap_index writes it), or why
+# it could not be written (NAME.pcap + INDEX_FAILED_SUFFIX, which health reports).
+INDEX_SUFFIX, INDEX_FAILED_SUFFIX = ".idx.json.gz", ".idx-failed"
 # The archive uploader's waits after 1, 2, 3, 4+ failed runs in a row; the laptop's threshold
 # for the archive backlog (health, alarms) allows for the longest.
 ARCHIVE_BACKOFF_SECONDS = (60, 120, 240, 300)
@@ -303,9 +308,10 @@ import struct
 import sys
 import zlib
 
+import mirrorcap_host
+
 VERSION = 2  # 2: runs (byte ranges), bloom
-SUFFIX = ".idx.json.gz"  # beside the pcap: NAME.pcap -> NAME.pcap.idx.json.gz
-FAILED_SUFFIX = ".idx-failed"  # beside a pcap whose index could not be written: why
+SUFFIX, FAILED_SUFFIX = mirrorcap_host.INDEX_SUFFIX, mirrorcap_host.INDEX_FAILED_SUFFIX  # beside the pcap
 CHUNK = 64 << 10
 
 PCAP_MAGIC = {b"\xd4\xc3\xb2\xa1": ("<", 6), b"\xa1\xb2\xc3\xd4": (">", 6),
@@ -548,7 +554,7 @@ OTHER = ("other", None, b"", b"", None)
 CUT_KEY = (CUT, None, b"", b"", None)
 
 
-def vni_of(name):
+def vni_in_name(name):
     """The VNI in a pcap's name as the host writes it (vni<N>_...), None otherwise."""
     m = VNI_NAME.match(os.path.basename(name))
     return int(m.group(1)) if m else None
@@ -1076,7 +1082,7 @@ def write(pcap, out=None, vni=None):
         # Mapped, not read: a pcap of a few GiB costs page cache, not the indexer's memory.
         data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
         try:
-            line, rows = build(data, pcap, vni_of(pcap) if vni is None else vni)
+            line, rows = build(data, pcap, vni_in_name(pcap) if vni is None else vni)
         finally:
             if size:
                 data.close()
@@ -1167,6 +1173,8 @@ has no free text left, only these words, numbers and hex.
 import re
 import struct
 
+import mirrorcap_host
+
 V4_FAMS = ("ip", "arp", "rarp")  # where libpcap's `host`/`net` of an IPv4 address look
 DIRECTIONS = ("src", "dst", "any")
 PROTOS = {"tcp": 6, "udp": 17, "icmp": 1}
@@ -1208,7 +1216,7 @@ def check(tree, depth=0):
     elif op == "fam":
         ok = len(a) == 1 and a[0] in FAMS
     elif op == "vni":
-        ok = len(a) == 1 and _int(a[0], 0, (1 << 24) - 1)
+        ok = len(a) == 1 and _int(a[0], mirrorcap_host.VNI_MIN, mirrorcap_host.VNI_MAX)
     elif op == "time":
         ok = (len(a) == 2 and a != [None, None]
               and all(x is None or _int(x, -(1 << 63), (1 << 63) - 1) for x in a))
@@ -1759,7 +1767,7 @@ else
   wanted="the primary ENI (device-number 0)"
 fi
 for vni in $VNIS; do
-  if ! [[ $vni =~ ^[0-9]+$ ]] || ((vni > 16777215)); then die "VNI $vni in $ENV_FILE is not a 24-bit number: fix the user data"; fi
+  if ! [[ $vni =~ ^[1-9][0-9]{0,7}$ ]] || ((vni > 16777215)); then die "VNI $vni in $ENV_FILE is not 1-16777215 (24 bits, never 0): fix the user data"; fi
 done
 
 # The MAC of the ENI the traffic reaches, from IMDSv2, as long as it takes.
@@ -2133,7 +2141,7 @@ class Indexer:
     rotations never takes more than one core from tcpdump. A pcap it could not index
     gets NAME.idx-failed (mirrorcap_index.py writes it), which health reports."""
 
-    SUFFIXES = (".idx.json.gz", ".idx-failed")  # mirrorcap_index.SUFFIX, FAILED_SUFFIX
+    SUFFIXES = (host.INDEX_SUFFIX, host.INDEX_FAILED_SUFFIX)
     # numpy's BLAS would start a thread per CPU at import: the indexer needs none (one core at most)
     ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
 
@@ -2443,7 +2451,7 @@ class Capture:
 
 
 def main(argv):
-    if len(argv) != 2 or not re.fullmatch(r"[0-9]{1,8}", argv[1]):
+    if len(argv) != 2 or not (re.fullmatch(r"[0-9]{1,8}", argv[1]) and host.VNI_MIN <= int(argv[1]) <= host.VNI_MAX):
         print("usage: mirrorcap-capture VNI (run by mirrorcap-capture@VNI.service)", file=sys.stderr)
         return 2
     run_dir = os.environ.get("RUNTIME_DIRECTORY")
@@ -2945,7 +2953,7 @@ def check_newest_pcap(report, directory, pattern, vni, stale_after, now):
         report.add("newest-pcap", "ok", detail, **data)
 
 
-INDEX_SUFFIX, INDEX_FAILED_SUFFIX = ".idx.json.gz", ".idx-failed"  # mirrorcap_index.SUFFIX, FAILED_SUFFIX
+INDEX_SUFFIX, INDEX_FAILED_SUFFIX = host.INDEX_SUFFIX, host.INDEX_FAILED_SUFFIX
 INDEX_LATE_SECONDS = 600  # a closed pcap is indexed within seconds of its rotation
 
 
@@ -3632,7 +3640,7 @@ def sources(directory):
             if index is None:
                 data = mapped(fd)  # mapped only to index it (the pcap being written, a failed one)
                 try:
-                    index = ix.build(data, name, ix.vni_of(name))  # in memory: nothing written beside the pcap
+                    index = ix.build(data, name, ix.vni_in_name(name))  # in memory: nothing written beside the pcap
                 except (ValueError, struct.error, ix.IndexError_) as e:
                     skipped.append((name, "cannot index: %s" % e))
                     continue

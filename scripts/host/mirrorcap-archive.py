@@ -38,7 +38,7 @@ UPLOAD_TIMEOUT_SECONDS = 3600  # one pcap (a few GiB at most)
 PUT_MAX_BYTES = 5 << 30  # S3's limit for one PUT: a larger pcap needs a shorter rotate_seconds
 # A pcap's packet index (mirrorcap_index.SUFFIX) is uploaded under MIRRORCAP_ARCHIVE_INDEX_KEY
 # (contract.ARCHIVE_INDEX_KEY: a prefix of its own); a failed one's marker stays on the host.
-INDEX_SUFFIXES = (".idx.json.gz", ".idx-failed")
+INDEX_SUFFIXES = (host.INDEX_SUFFIX, host.INDEX_FAILED_SUFFIX)
 
 
 def log(message):

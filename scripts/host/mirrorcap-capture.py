@@ -288,7 +288,7 @@ class Indexer:
     rotations never takes more than one core from tcpdump. A pcap it could not index
     gets NAME.idx-failed (mirrorcap_index.py writes it), which health reports."""
 
-    SUFFIXES = (".idx.json.gz", ".idx-failed")  # mirrorcap_index.SUFFIX, FAILED_SUFFIX
+    SUFFIXES = (host.INDEX_SUFFIX, host.INDEX_FAILED_SUFFIX)
     # numpy's BLAS would start a thread per CPU at import: the indexer needs none (one core at most)
     ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
 
@@ -598,7 +598,7 @@ class Capture:
 
 
 def main(argv):
-    if len(argv) != 2 or not re.fullmatch(r"[0-9]{1,8}", argv[1]):
+    if len(argv) != 2 or not (re.fullmatch(r"[0-9]{1,8}", argv[1]) and host.VNI_MIN <= int(argv[1]) <= host.VNI_MAX):
         print("usage: mirrorcap-capture VNI (run by mirrorcap-capture@VNI.service)", file=sys.stderr)
         return 2
     run_dir = os.environ.get("RUNTIME_DIRECTORY")

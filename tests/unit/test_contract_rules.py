@@ -9,7 +9,7 @@ import json
 import pytest
 
 from helpers import ROOT
-from mirrorcap import backlog, contract
+from mirrorcap import aws_limits, backlog, contract
 from mirrorcap.errors import MirrorcapError
 from mirrorcap.host import render
 from mirrorcap.numbering import lockfile
@@ -23,8 +23,48 @@ def test_a_session_description_reads_back_to_its_label():
     assert contract.session_label("stage", text) == text  # another capture's: whole
 
 
+def test_the_vni_range_and_the_index_suffix_have_one_owner_a_side_and_the_two_agree():
+    import mirrorcap_host
+    assert (mirrorcap_host.VNI_MIN, mirrorcap_host.VNI_MAX) == (aws_limits.VNI_MIN, aws_limits.VNI_MAX) == (1, (1 << 24) - 1)
+    assert mirrorcap_host.INDEX_SUFFIX == contract.INDEX_SUFFIX
+
+
+def test_every_check_of_a_vni_takes_exactly_the_range(monkeypatch):
+    """The query's parser (laptop), its checker on the host, an archived key, the capture's argument, decap."""
+    import mirrorcap_query
+    from mirrorcap.archive.index import parse_key
+    from mirrorcap.find.query import QueryError, parse
+    from test_host_scripts import host_script
+    lo, hi = aws_limits.VNI_MIN, aws_limits.VNI_MAX
+    capture = host_script("mirrorcap-capture.py")
+    monkeypatch.delenv("RUNTIME_DIRECTORY", raising=False)
+    name = contract.PCAP_PATTERN.replace("{vni}", "%d").replace("%Y-%m-%dT%H-%M-%SZ", "2026-11-25T10-15-00Z")
+    for vni, ok in ((lo - 1, False), (lo, True), (hi, True), (hi + 1, False)):
+        try:
+            parse(f"vni {vni}")
+        except QueryError:
+            assert not ok, vni
+        else:
+            assert ok, vni
+        try:
+            mirrorcap_query.check(["vni", vni])
+        except mirrorcap_query.QueryTreeError:
+            assert not ok, vni
+        else:
+            assert ok, vni
+        key = f"cap/vni{vni}/2026-11-25/i-0123456789abcdef0/{name % vni}"
+        assert (parse_key("cap", key, 1, None) is not None) == ok, key
+        try:
+            code = capture.main(["mirrorcap-capture", str(vni)])  # 2: usage, before anything is read
+        except SystemExit as e:  # a VNI it takes: then no RUNTIME_DIRECTORY, so it stops (1)
+            code = e.code
+        assert (code != 2) == ok, vni
+    decap = (ROOT / "scripts" / "host" / "mirrorcap-decap.sh").read_text()
+    assert f"[[ $vni =~ ^[1-9][0-9]{{0,{len(str(hi)) - 1}}}$ ]] || ((vni > {hi}))" in decap and lo == 1
+
+
 def test_the_vni_is_the_sources_else_the_captures():
-    assert contract.vni_of(7, 4242) == 7 and contract.vni_of(None, 4242) == 4242 and contract.vni_of(0, 1) == 0
+    assert contract.source_vni(7, 4242) == 7 and contract.source_vni(None, 4242) == 4242 and contract.source_vni(0, 1) == 0
 
 
 def test_review_reads_the_lock_as_numbering_does(tmp_path):

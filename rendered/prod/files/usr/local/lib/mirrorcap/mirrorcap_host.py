@@ -16,6 +16,11 @@ ENV_FILE = "/etc/mirrorcap/mirrorcap.env"
 BOOTSTRAP_LOCK = "/run/mirrorcap-bootstrap.lock"  # the user data and mirrorcap-settings take turns
 RUN_DIR = "/run/mirrorcap"  # what a boot forgets: heartbeats, what storage and decap wait for
 STATE_DIR = "/var/lib/mirrorcap"  # what survives restarts, failures and reboots: the loss record
+# The VXLAN network identifier a capture is named by: 24 bits; 0 is never one (AWS refuses it).
+VNI_MIN, VNI_MAX = 1, (1 << 24) - 1
+# A pcap's packet index beside it (NAME.pcap + INDEX_SUFFIX, mirrorcap_index writes it), or why
+# it could not be written (NAME.pcap + INDEX_FAILED_SUFFIX, which health reports).
+INDEX_SUFFIX, INDEX_FAILED_SUFFIX = ".idx.json.gz", ".idx-failed"
 # The archive uploader's waits after 1, 2, 3, 4+ failed runs in a row; the laptop's threshold
 # for the archive backlog (health, alarms) allows for the longest.
 ARCHIVE_BACKOFF_SECONDS = (60, 120, 240, 300)
