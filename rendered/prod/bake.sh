@@ -1886,6 +1886,7 @@ closed pcaps a previous run left without one get it when the watcher starts.
 Python 3.9 stdlib only (Amazon Linux 2023's system Python).
 """
 import ctypes
+import fnmatch
 import os
 import re
 import signal
@@ -2204,6 +2205,7 @@ class Capture:
         self.directory = env["MIRRORCAP_CAPTURE_DIR"]
         self.retention = env["MIRRORCAP_RETENTION_COMMAND"].split()
         self.name_pattern = host.pcap_pattern(env["MIRRORCAP_PCAP_PATTERN"], self.vni)
+        self.name_glob = host.pcap_glob(env["MIRRORCAP_PCAP_PATTERN"], self.vni)
         self.command = ["tcpdump", "-i", self.iface, "-Q", "in", "-n",
                         "-B", env["MIRRORCAP_BUFFER_KIB"], "-s", env["MIRRORCAP_SNAPLEN"],
                         "-G", env["MIRRORCAP_ROTATE_SECONDS"],
@@ -2373,14 +2375,14 @@ class Capture:
             self.open_gap(reason, None)
         self.repair(None)
         for name in os.listdir(self.directory):
-            if name.startswith("vni%s_" % self.vni) and name.endswith(".tmp"):  # an index a kill cut short
+            if fnmatch.fnmatch(name, self.name_glob + "*.tmp"):  # an index a kill cut short
                 os.unlink(os.path.join(self.directory, name))
         for name in reversed(self.pcaps()):  # newest first: the likeliest to be asked for
             self.indexer.add(os.path.join(self.directory, name))
 
     def pcaps(self):
         """This VNI's pcaps, oldest first (their names carry their UTC start time)."""
-        return sorted(n for n in os.listdir(self.directory) if n.startswith("vni%s_" % self.vni) and n.endswith(".pcap"))
+        return sorted(n for n in os.listdir(self.directory) if fnmatch.fnmatch(n, self.name_glob))
 
     def repair(self, path):
         """Cut the torn tail of the pcap tcpdump wrote (and of the VNI's newest: it may have rotated)."""

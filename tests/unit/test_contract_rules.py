@@ -94,3 +94,22 @@ def test_user_data_is_escaped_as_literal_text_is():
     from mirrorcap.stack.literal import escape
     assert render.template_escape is escape
     assert escape("a ${b} %{c}") == "a $${b} %%{c}"
+
+
+@pytest.mark.parametrize("pattern", [contract.PCAP_PATTERN, "mirror-{vni}-%Y%m%d-%H%M%S.pcap"])
+def test_the_capture_knows_its_pcaps_by_the_pattern_it_writes(tmp_path, pattern):
+    """Whatever MIRRORCAP_PCAP_PATTERN names pcaps (the env file carries it): the capture's own VNI's
+    pcaps, oldest first, not another VNI's, nor an index."""
+    import time
+    from types import SimpleNamespace
+
+    import mirrorcap_host
+    from test_host_scripts import host_script
+    capture = host_script("mirrorcap-capture.py")
+    named = {vni: [time.strftime(mirrorcap_host.pcap_pattern(pattern, vni), time.gmtime(t)) for t in (1_764_000_000, 1_764_000_060)]
+             for vni in (7, 70)}
+    for name in named[7] + named[70]:
+        (tmp_path / name).write_bytes(b"")
+        (tmp_path / (name + contract.INDEX_SUFFIX)).write_bytes(b"")
+    me = SimpleNamespace(directory=str(tmp_path), vni="7", name_glob=mirrorcap_host.pcap_glob(pattern, "7"))  # as load_settings sets it
+    assert capture.Capture.pcaps(me) == named[7]
