@@ -64,6 +64,20 @@ INDEX_SUFFIX, INDEX_FAILED_SUFFIX = ".idx.json.gz", ".idx-failed"
 ARCHIVE_BACKOFF_SECONDS = (60, 120, 240, 300)
 
 
+IMDS = "http://169.254.169.254"  # the instance metadata service, IMDSv2 only (the instances require it)
+
+
+def imds(path, token_timeout=5, timeout=5):
+    """The bytes at `path` (e.g. /latest/meta-data/instance-id) of the instance metadata service,
+    asked with a session token (IMDSv2). OSError (URLError, a timeout) when it does not answer."""
+    import urllib.request  # here: the scripts that never ask IMDS (the capture...) do not load it
+    token = urllib.request.urlopen(urllib.request.Request(
+        IMDS + "/latest/api/token", method="PUT", headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"}),
+        timeout=token_timeout).read()
+    return urllib.request.urlopen(urllib.request.Request(
+        IMDS + path, headers={"X-aws-ec2-metadata-token": token.decode()}), timeout=timeout).read()
+
+
 def read_env(path=ENV_FILE):
     """The env file as a dict (KEY=value lines, quotes dropped; not run by a shell)."""
     values = {}
@@ -2664,13 +2678,11 @@ import re
 import subprocess
 import sys
 import time
-import urllib.request
 
 # The shared module: /usr/local/lib/mirrorcap, from /usr/local/libexec/mirrorcap.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "..", "lib", "mirrorcap"))
 import mirrorcap_host as host  # noqa: E402
 
-IMDS = "http://169.254.169.254"
 WAIT_SECONDS = 60
 BOOT = "/usr/local/sbin/mirrorcap-boot"
 # The block user-data.sh.j2 writes the env file from (the renderer's own test reads it back).
@@ -2683,10 +2695,7 @@ def log(message):
 
 def user_data():
     """The instance's user data (gzip unpacked), through IMDSv2."""
-    token = urllib.request.urlopen(urllib.request.Request(
-        IMDS + "/latest/api/token", method="PUT", headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"}), timeout=3).read()
-    data = urllib.request.urlopen(urllib.request.Request(
-        IMDS + "/latest/user-data", headers={"X-aws-ec2-metadata-token": token.decode()}), timeout=5).read()
+    data = host.imds("/latest/user-data", token_timeout=3)
     return (gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data).decode()
 
 
@@ -4071,14 +4080,12 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 
 # The shared module: /usr/local/lib/mirrorcap, from /usr/local/libexec/mirrorcap.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "..", "lib", "mirrorcap"))
 import mirrorcap_host as host  # noqa: E402
 
 STATE_FILE = os.path.join(host.STATE_DIR, "metrics.json")
-IMDS = "http://169.254.169.254"
 PER_CALL = 20  # datums per PutMetricData: what every CloudWatch API version accepts
 HEALTH_TIMEOUT_SECONDS = 60
 PUT_TIMEOUT_SECONDS = 30
@@ -4153,11 +4160,7 @@ def datums(points, names, capture, instance, fleet_group, at):
 
 
 def instance_id():
-    token = urllib.request.urlopen(urllib.request.Request(
-        IMDS + "/latest/api/token", method="PUT", headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"}), timeout=5).read()
-    return urllib.request.urlopen(urllib.request.Request(
-        IMDS + "/latest/meta-data/instance-id", headers={"X-aws-ec2-metadata-token": token.decode()}),
-        timeout=5).read().decode().strip()
+    return host.imds("/latest/meta-data/instance-id").decode().strip()
 
 
 def health_report():

@@ -113,3 +113,48 @@ def test_the_capture_knows_its_pcaps_by_the_pattern_it_writes(tmp_path, pattern)
         (tmp_path / (name + contract.INDEX_SUFFIX)).write_bytes(b"")
     me = SimpleNamespace(directory=str(tmp_path), vni="7", name_glob=mirrorcap_host.pcap_glob(pattern, "7"))  # as load_settings sets it
     assert capture.Capture.pcaps(me) == named[7]
+
+
+class _Imds(__import__("http.server").server.BaseHTTPRequestHandler):
+    """IMDSv2 as EC2 answers: a token for a PUT naming its TTL, then GETs carrying it; 401 otherwise."""
+    TOKEN = "AQAEAtoken=="
+    PATHS = {"/latest/meta-data/instance-id": b"i-0123456789abcdef0\n",
+             "/latest/user-data": __import__("gzip").compress(b"#!/bin/bash\necho user data\n")}
+
+    def do_PUT(self):
+        ok = self.path == "/latest/api/token" and self.headers.get("X-aws-ec2-metadata-token-ttl-seconds")
+        self._answer(200 if ok else 400, self.TOKEN.encode() if ok else b"")
+
+    def do_GET(self):
+        ok = self.headers.get("X-aws-ec2-metadata-token") == self.TOKEN
+        self._answer(401 if not ok else 200 if self.path in self.PATHS else 404, self.PATHS.get(self.path, b"") if ok else b"")
+
+    def _answer(self, code, body):
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_the_host_scripts_ask_imds_with_the_one_imdsv2_client(monkeypatch):
+    """mirrorcap_host.imds, as the archive's uploader, the metrics publisher and settings use it."""
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    import mirrorcap_host
+    from test_host_scripts import host_script
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Imds)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setattr(mirrorcap_host, "IMDS", "http://127.0.0.1:%d" % server.server_port)
+        assert host_script("mirrorcap-archive.py").instance_id() == "i-0123456789abcdef0"
+        assert host_script("mirrorcap-metrics.py").instance_id() == "i-0123456789abcdef0"
+        assert host_script("mirrorcap-settings.py").user_data() == "#!/bin/bash\necho user data\n"
+        with pytest.raises(OSError):  # 404: what the caller reports (settings waits, archive retries)
+            mirrorcap_host.imds("/latest/meta-data/nothing")
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -26,6 +26,20 @@ INDEX_SUFFIX, INDEX_FAILED_SUFFIX = ".idx.json.gz", ".idx-failed"
 ARCHIVE_BACKOFF_SECONDS = (60, 120, 240, 300)
 
 
+IMDS = "http://169.254.169.254"  # the instance metadata service, IMDSv2 only (the instances require it)
+
+
+def imds(path, token_timeout=5, timeout=5):
+    """The bytes at `path` (e.g. /latest/meta-data/instance-id) of the instance metadata service,
+    asked with a session token (IMDSv2). OSError (URLError, a timeout) when it does not answer."""
+    import urllib.request  # here: the scripts that never ask IMDS (the capture...) do not load it
+    token = urllib.request.urlopen(urllib.request.Request(
+        IMDS + "/latest/api/token", method="PUT", headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"}),
+        timeout=token_timeout).read()
+    return urllib.request.urlopen(urllib.request.Request(
+        IMDS + path, headers={"X-aws-ec2-metadata-token": token.decode()}), timeout=timeout).read()
+
+
 def read_env(path=ENV_FILE):
     """The env file as a dict (KEY=value lines, quotes dropped; not run by a shell)."""
     values = {}
