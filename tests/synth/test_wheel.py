@@ -61,8 +61,7 @@ def wheel(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def venv(wheel, tmp_path_factory) -> Path:
     v = tmp_path_factory.mktemp("venv") / "v"
-    python = subprocess.run([sys.executable, "-c", "import sys; print(sys._base_executable)"],
-                            capture_output=True, text=True, check=True).stdout.strip()
+    python = sys._base_executable  # the machine's, as make setup's
     uv("sync", "--locked", "--offline", "--no-install-project", "--project", str(ROOT), "--python", python, cwd=ROOT,
        UV_PROJECT_ENVIRONMENT=str(v))
     uv("pip", "install", "--offline", "--no-deps", "--python", str(v / "bin" / "python"), str(wheel), cwd=v)
