@@ -386,10 +386,30 @@ def _remainder(r: Mapping, c: Mapping, state: Mapping[str, Mapping]) -> bool:
     return fresh == ("create",) and reviewed in REPLACE and res is None
 
 
-def check(fresh_plan: Mapping[str, Any], reviewed: Mapping | None, *, approved: Iterable[str] = (),
+def _fresh_difference(r: Mapping, c: Mapping, state: Mapping[str, Mapping]) -> tuple[Difference | None, bool]:
+    """(why the fresh change `c` is not the reviewed change `r` or None, whether it is what a failed apply left of it)."""
+    remainder = False
+    if r["actions"] != c["actions"]:
+        if not _remainder(r, c, state):
+            return Difference(c["address"], f"reviewed {'+'.join(r['actions'])}, now {'+'.join(c['actions'])}"), False
+        remainder = True
+    if not _matches(r["after"], c["after"], c.get("before", _NONE)):
+        return Difference(c["address"], "planned values differ",
+                          *_first_difference(r["after"], c["after"], c.get("before", _NONE))), remainder
+    return None, remainder
+
+
+def check(fresh_plan: Mapping[str, Any], reviewed: Mapping | Sequence[Mapping] | None, *, approved: Iterable[str] = (),
           allow_destroy: bool = False) -> Verdict:
-    """May the fresh plan be applied? `reviewed`: the pull request's record (None: none
-    found); `approved`: fingerprints a person approved; `allow_destroy`: the label or input."""
+    """May the fresh plan be applied? `reviewed`: the record of the pull request, or the records of
+    every pull request the push merged (None or empty: none found); `approved`: fingerprints a person
+    approved; `allow_destroy`: the label or input.
+
+    Several records combine as one review of their union: each change of the fresh plan must be the
+    change some record made at that address (or what a failed apply left of it), and each change a
+    record made that the fresh plan no longer has must be shown done by its prior state in at least one
+    record's form of it (a later pull request may have changed what an earlier one created)."""
+    records = [reviewed] if isinstance(reviewed, Mapping) else list(reviewed or [])
     fresh = normalize(fresh_plan)
     fp = fingerprint(fresh)
     if not fresh:
@@ -401,40 +421,43 @@ def check(fresh_plan: Mapping[str, Any], reviewed: Mapping | None, *, approved: 
                        f"{DESTROY_LABEL} label on the pull request (or allow_destroy when run by hand)", fp, gated=data)
     if fp in set(approved):
         return Verdict(True, False, f"approved by fingerprint {fp}", fp, gated=data)
-    if reviewed is None:
+    if not records:
         return Verdict(False, False, "refused: no reviewed plan for this stack (no pull request planned it, or its plan "
                        "expired)", fp, gated=data)
     state = _state(fresh_plan)
-    by_address = {c["address"]: c for c in reviewed["changes"]}
+    by_address: dict[str, list[Mapping]] = {}
+    for rec in records:
+        for c in rec["changes"]:
+            by_address.setdefault(c["address"], []).append(c)
     differences: list[Difference] = []
     remainders: list[str] = []
     for c in fresh:
-        r = by_address.get(c["address"])
-        if r is None:
+        candidates = by_address.get(c["address"])
+        if not candidates:
             differences.append(Difference(c["address"], f"{'+'.join(c['actions'])} is not in the reviewed plan"))
             continue
-        if r["actions"] != c["actions"]:
-            if not _remainder(r, c, state):
-                differences.append(Difference(c["address"], f"reviewed {'+'.join(r['actions'])}, now {'+'.join(c['actions'])}"))
-                continue
+        outcomes = [_fresh_difference(r, c, state) for r in candidates]
+        passed = [rem for why, rem in outcomes if why is None]
+        if not passed:
+            differences.append(outcomes[0][0])
+        elif all(passed):
             remainders.append(c["address"])
-        if not _matches(r["after"], c["after"], c.get("before", _NONE)):
-            differences.append(Difference(c["address"], "planned values differ",
-                                          *_first_difference(r["after"], c["after"], c.get("before", _NONE))))
     in_fresh = {c["address"] for c in fresh}
     done = []
-    for address, r in by_address.items():
+    for address, candidates in by_address.items():
         if address in in_fresh:
             continue
-        why = _not_done(r, fresh_plan, state)
-        if why is None:
+        whys = [_not_done(r, fresh_plan, state) for r in candidates]
+        if any(why is None for why in whys):
             done.append(address)
         else:
-            differences.append(why)
+            differences.append(whys[0])
+    what_plan = "the reviewed plan" if len(records) == 1 else f"the {len(records)} reviewed plans"
     if differences:
-        return Verdict(False, False, f"refused: the plan differs from the one reviewed in the pull request "
-                       f"({len(differences)} change(s))", fp, tuple(differences), tuple(done), data, tuple(remainders))
-    what = "the reviewed plan" if not done else f"the rest of the reviewed plan ({len(done)} change(s) applied already)"
+        return Verdict(False, False, f"refused: the plan differs from {'the one' if len(records) == 1 else 'the ones'} "
+                       f"reviewed in the pull request{'s' if len(records) > 1 else ''} ({len(differences)} change(s))",
+                       fp, tuple(differences), tuple(done), data, tuple(remainders))
+    what = what_plan if not done else f"the rest of {what_plan} ({len(done)} change(s) applied already)"
     if remainders:
         what += f", {len(remainders)} of them what a failed apply left (tainted: replaced)"
     return Verdict(True, False, f"matches {what}", fp, (), tuple(done), data, tuple(remainders))
