@@ -502,15 +502,16 @@ def test_a_push_of_several_pull_requests_applies_what_their_records_together_rev
     assert applies(out) == [] and out["results"].startswith("prod\trefused")
 
 
-def jobs(applied: bool) -> dict:
-    """`GET /actions/runs/{id}/jobs` of a finished run of the apply workflow: its apply step run, or never started."""
+def jobs(applied: bool, not_run: str = "skipped") -> dict:
+    """`GET /actions/runs/{id}/jobs` of a finished run of the apply workflow: its apply step run, or never started
+    (`not_run`: its conclusion then: skipped after a failed step, cancelled with the run)."""
     started = "2026-12-01T01:00:00Z" if applied else None
     return {"total_count": 1, "jobs": [{"id": 1, "status": "completed", "conclusion": "success" if applied else "cancelled",
                                         "steps": [{"name": "Wait for earlier runs of this workflow (oldest first)", "status": "completed",
                                                    "conclusion": "success" if applied else "cancelled", "number": 1,
                                                    "started_at": "2026-12-01T00:00:00Z"},
                                                   {"name": "Apply each stack, as reviewed", "status": "completed",
-                                                   "conclusion": "success" if applied else "skipped", "number": 9,
+                                                   "conclusion": "success" if applied else not_run, "number": 9,
                                                    "started_at": started}]}]}
 
 
@@ -529,7 +530,7 @@ def test_runs_queue_oldest_first_and_an_older_run_never_applies_after_a_newer_on
     world = json.loads(gh_repo["world"].read_text())
     world["runs"] = [[{"id": 913, "run_number": 13, "status": "completed", "conclusion": "cancelled"},
                       {"id": 914, "run_number": 14, "status": "completed", "conclusion": "failure"}]]
-    world["jobs"] = {"913": jobs(applied=False), "914": jobs(applied=False)}
+    world["jobs"] = {"913": jobs(applied=False, not_run="cancelled"), "914": jobs(applied=False)}
     world["comments"] = []
     gh_repo["world"].write_text(json.dumps(world))
     out = run_apply(gh_repo, PLAN)
