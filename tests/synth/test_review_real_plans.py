@@ -484,3 +484,36 @@ def test_the_apply_summary_keeps_its_verdict_first_and_fits_github_cap_on_a_larg
     assert summary.rstrip().endswith("The run's log has every one.")  # ...and said so, naming them
     assert f"{len(left)} section(s) left out (" + ", ".join(f"`{n}`" for n in left) in summary
     assert summary.count("<details>") == summary.count("</details>") == len(kept)  # no section cut in half
+
+
+def test_a_record_hiding_known_values_as_unknown_is_refused(tmp_path):
+    """A record whose changes show every value "(known after apply)" (well formed, its fingerprint recomputed: not a
+    plan Terraform made) matched any value: a changed one and an extra create passed. With nothing of the reviewed
+    plan applied since, every value the fresh plan knows was known at review: refused, naming it. After a partial
+    apply the rule cannot hold (what was applied makes values known) and does not apply: test_reviewed_apply.py."""
+    from mirrorcap.workflow import reviewed as R
+    w = Work(tmp_path).config(BASE)
+    w.apply()
+    w.config(BASE + C)  # the pull request: create c
+    pr = w.plan()
+    honest = record(pr, tmp_path)
+    assert verify(pr, honest, tmp_path)[:2] == (0, "matches the reviewed plan")
+    forged = json.loads(honest.read_text())
+    d = json.loads(json.dumps(forged["changes"][0]))
+    d["address"] = "terraform_data.d"
+    forged["changes"].append(d)
+    for change in forged["changes"]:
+        change["after"] = {k: R.UNKNOWN for k in change["after"]}
+    forged["fingerprint"] = R.fingerprint(forged["changes"])
+    (tmp_path / "forged.json").write_text(json.dumps(forged))
+    # merged: c with another value, and an extra create d the review never showed
+    w.config(BASE + 'resource "terraform_data" "c" {\n  input = "other"\n}\nresource "terraform_data" "d" {\n  input = "d"\n}\n')
+    fresh = w.plan()
+    code, line, report = verify(fresh, tmp_path / "forged.json", tmp_path)
+    assert code == 1 and line == "refused: the plan differs from the one reviewed in the pull request (2 change(s))"
+    assert ('`terraform_data.c`: known at review, as nothing of the reviewed plan has been applied since, but the record '
+            'says (known after apply) `input`: reviewed `(known after apply)`, now `"other"`') in report
+    assert '`terraform_data.d`: known at review' in report
+    # the honest record of the same pull request: the changed value named as such
+    code, _, report = verify(fresh, honest, tmp_path)
+    assert code == 1 and '`terraform_data.c`: planned values differ `input`: reviewed `"c"`, now `"other"`' in report

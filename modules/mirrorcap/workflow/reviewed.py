@@ -256,23 +256,24 @@ def _is_sensitive(v: Any) -> bool:
     return isinstance(v, dict) and set(v) == {SENSITIVE}
 
 
-def _matches(reviewed: Any, fresh: Any, before: Any = _NONE, *, state: bool = False) -> bool:
+def _matches(reviewed: Any, fresh: Any, before: Any = _NONE, *, state: bool = False, strict: bool = False) -> bool:
     """Is `fresh` what the review approved as `reviewed`? A value the review did not know may be
-    anything now, but not an unchanged value (`before`, known: it was known at review too).
-    `state`: `fresh` is a value in the state, where a sensitive value is only known to be there."""
+    anything now unless `strict` (see check). `state`: `fresh` is a value in the state, where a
+    sensitive value is only known to be there."""
     if reviewed == UNKNOWN:
-        # the review saw "(known after apply)": any value it takes now. Not "unless known and unchanged now": a
-        # partial apply makes a value known and in the state (an output listing what it created) that the review
-        # could not know, so that rule refuses the rest of a reviewed plan (tests/synth/test_reviewed_apply.py).
-        return True
+        # the review saw "(known after apply)": after a partial apply, any value it takes now (what was applied
+        # makes values known that the review could not know: an output listing what it created,
+        # tests/synth/test_reviewed_apply.py). `strict`: nothing was applied since, so nothing can have become
+        # known: only "(known after apply)" again.
+        return not strict or fresh == UNKNOWN
     if state and _is_sensitive(reviewed) and _is_sensitive(fresh):
         return True
     if isinstance(reviewed, dict) and isinstance(fresh, dict):
         b = before if isinstance(before, dict) else {}
-        return set(reviewed) == set(fresh) and all(_matches(reviewed[k], fresh[k], b.get(k, _NONE), state=state) for k in reviewed)
+        return set(reviewed) == set(fresh) and all(_matches(reviewed[k], fresh[k], b.get(k, _NONE), state=state, strict=strict) for k in reviewed)
     if isinstance(reviewed, list) and isinstance(fresh, list):
         b = before if isinstance(before, list) else []
-        return len(reviewed) == len(fresh) and all(_matches(r, f, b[i] if i < len(b) else _NONE, state=state)
+        return len(reviewed) == len(fresh) and all(_matches(r, f, b[i] if i < len(b) else _NONE, state=state, strict=strict)
                                                    for i, (r, f) in enumerate(zip(reviewed, fresh)))
     return reviewed == fresh
 
@@ -286,18 +287,19 @@ def _show(v: Any) -> str:
     return text if len(text) <= 80 else text[:79] + "…"
 
 
-def _first_difference(reviewed: Any, fresh: Any, before: Any = _NONE, path: str = "", *, state: bool = False) -> tuple[str, str, str]:
+def _first_difference(reviewed: Any, fresh: Any, before: Any = _NONE, path: str = "", *, state: bool = False,
+                      strict: bool = False) -> tuple[str, str, str]:
     """(path, reviewed, now) of the first place `fresh` does not match `reviewed`, each plain text."""
     if isinstance(reviewed, dict) and isinstance(fresh, dict) and reviewed != UNKNOWN and not _is_sensitive(reviewed):
         b = before if isinstance(before, dict) else {}
         for k in sorted(set(reviewed) | set(fresh)):
-            if k not in reviewed or k not in fresh or not _matches(reviewed[k], fresh[k], b.get(k, _NONE), state=state):
-                return _first_difference(reviewed.get(k), fresh.get(k), b.get(k, _NONE), f"{path}.{k}" if path else k, state=state)
+            if k not in reviewed or k not in fresh or not _matches(reviewed[k], fresh[k], b.get(k, _NONE), state=state, strict=strict):
+                return _first_difference(reviewed.get(k), fresh.get(k), b.get(k, _NONE), f"{path}.{k}" if path else k, state=state, strict=strict)
     if isinstance(reviewed, list) and isinstance(fresh, list) and len(reviewed) == len(fresh):
         b = before if isinstance(before, list) else []
         for i, (r, f) in enumerate(zip(reviewed, fresh)):
-            if not _matches(r, f, b[i] if i < len(b) else _NONE, state=state):
-                return _first_difference(r, f, b[i] if i < len(b) else _NONE, f"{path}[{i}]", state=state)
+            if not _matches(r, f, b[i] if i < len(b) else _NONE, state=state, strict=strict):
+                return _first_difference(r, f, b[i] if i < len(b) else _NONE, f"{path}[{i}]", state=state, strict=strict)
     now = _show(fresh)
     return path or "(the whole value)", _show(reviewed), now
 
@@ -452,6 +454,17 @@ def check(fresh_plan: Mapping[str, Any], reviewed: Mapping | Sequence[Mapping] |
             done.append(address)
         else:
             differences.append(whys[0])
+    if not differences and not done and not remainders:
+        # Nothing of the reviewed plan was applied since the review (no change of it done, none left tainted), so
+        # nothing can have made a value known that the review saw as "(known after apply)": a record that shows a
+        # value unknown where the fresh plan knows it is not the plan Terraform made (its unknowns hide values).
+        for c in fresh:
+            candidates = by_address[c["address"]]
+            if not any(r["actions"] == c["actions"] and _matches(r["after"], c["after"], strict=True) for r in candidates):
+                r = next((r for r in candidates if r["actions"] == c["actions"]), candidates[0])
+                where, was, now = _first_difference(r["after"], c["after"], strict=True)
+                differences.append(Difference(c["address"], "known at review, as nothing of the reviewed plan has been "
+                                              "applied since, but the record says (known after apply)", where, was, now))
     what_plan = "the reviewed plan" if len(records) == 1 else f"the {len(records)} reviewed plans"
     if differences:
         return Verdict(False, False, f"refused: the plan differs from {'the one' if len(records) == 1 else 'the ones'} "
