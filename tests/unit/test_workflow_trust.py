@@ -226,3 +226,17 @@ def test_the_records_of_several_merged_pull_requests_combine_as_one_review():
     changed["fingerprint"] = reviewed.fingerprint(changed["changes"])
     assert reviewed.check(plan_of(x), [changed, first]).apply
     assert not reviewed.check(plan_of(x), [changed]).apply
+
+
+# ---------------------------------------------------------------------------
+# A summary under GitHub's cap (the sections case, on a real plan: tests/synth/test_review_real_plans.py)
+
+
+def test_a_verdict_alone_over_the_cap_is_cut_at_a_line_and_says_so():
+    from mirrorcap.workflow import summary
+    lines = "".join(f"- `stack-{n}`: in step with its state\n" for n in range(60_000))
+    assert len(lines.encode()) > summary.CAP
+    out = summary.fit(lines, [("late", "### late\n")])
+    assert len(out.encode()) < summary.CAP and out.startswith(lines[:1000])
+    assert "*(the verdict is cut here: the run's log has it whole)*" in out and "1 section(s) left out (`late`)" in out
+    assert all(line.endswith("in step with its state") for line in out.splitlines() if line.startswith("- `stack-"))  # no line cut
