@@ -587,3 +587,25 @@ esac
         assert "`prod`: **differs from the configuration**" in summary and "`~` update `aws_security_group.mirror_sg`" in summary
     if tf_code == 1:
         assert "`prod`: **could not plan** (exit 1)" in summary
+
+
+def test_a_merge_group_is_planned_and_recorded_without_a_pull_request(gh_repo):
+    """merge_group: no pull request number (the record's pr is null, no comment), the pcap-data gate left to each pull
+    request's own check and the apply; the summary starts with the verdict."""
+    repo = gh_repo["repo"]
+    (repo / "review").mkdir()
+    (repo / "review" / "stacks.json").write_text(json.dumps({"stacks": [
+        {"name": "prod", "dir": "cdktf.out/stacks/prod", "region": "ap-northeast-1", "remote_state": True, "reasons": ["x"]}]}))
+    r = run_step(gh_repo, "mirrorcap-plan.yml", "plan", "Plan each stack", TF_PLANS=serve_plans(gh_repo, plan_with(volume_delete())),
+                 BASE_SHA=gh_repo["before"], HEAD_SHA=gh_repo["sha"], PR="", LABELS="null", GITHUB_EVENT_NAME="merge_group")
+    assert r.returncode == 0, r.stdout + r.stderr
+    record = json.loads((repo / "review" / "reviewed" / "prod" / "reviewed.json").read_text())
+    assert record["pr"] is None and record["commit"] == gh_repo["sha"] and record["gated"] == ["aws_ebs_volume.pcap_volume"]
+    summary = (gh_repo["tmp"] / "summary").read_text()
+    assert summary.startswith("## mirrorcap plan: every stack planned\n\n- `prod`: planned\n")
+    # the same plan on a pull request without the label: the check fails, and says so first
+    r = run_step(gh_repo, "mirrorcap-plan.yml", "plan", "Plan each stack", TF_PLANS=serve_plans(gh_repo, plan_with(volume_delete())),
+                 BASE_SHA=gh_repo["before"], HEAD_SHA=gh_repo["sha"], PR="7", LABELS="[]", GITHUB_EVENT_NAME="pull_request")
+    assert r.returncode == 1
+    summary = (gh_repo["tmp"] / "summary").read_text()
+    assert "## mirrorcap plan: **failed**\n\n- `prod`: **destroys pcap data** without the mirrorcap:destroy-pcaps label\n" in summary
