@@ -53,7 +53,7 @@ def test_the_plain_inventories_are_read_by_the_subset():
 
 OUTSIDE = {
     "float": "a = 1.5", "exponent": "a = 1e3", "negative": "a = -1", "null": "a = null", "bare word": "a = gp3",
-    "backslash": 'a = "x\\"y"', "template": 'a = "${x}"', "escaped template": 'a = "$${x}"', "directive": 'a = "%{ if x }y%{ endif }"',
+    "backslash": 'a = "x\\"y"', "escape": 'a = "x\\ny"', "template": 'a = "${x}"', "escaped template": 'a = "$${x}"', "directive": 'a = "%{ if x }y%{ endif }"',
     "heredoc": "a = <<EOT\nx\nEOT", "block comment": "/* x */\na = 1", "carriage return": "a = 1\r\n", "keyword name": "in = 1",
     "repeat": "a = 1\na = 2", "repeat in a map": "a = { k = 1, k = 2 }", "quoted and bare key": 'a = { k = 1, "k" = 2 }',
     "block named like an attribute": "a = 1\na {}", "two on a line": "a = 1 b = 2", "operator": "a = 1 + 2",
