@@ -103,12 +103,12 @@ def _syntax_problem(exc: UnexpectedInput, text: str, name: str) -> Problem:
                    "fix the HCL syntax at that line (every `key = value` needs a value; blocks need balanced braces)")
 
 
-def read_hcl(path: Path) -> dict[str, Any]:
+def read_hcl_text(path: Path) -> str:
+    """The inventory's text, or a MirrorcapError naming what is wrong with the file."""
     name = str(path)
     try:
-        text = read_text(path, fix="pass --inventory the inventory itself (an HCL text file)")
+        return read_text(path, fix="pass --inventory the inventory itself (an HCL text file)")
     except FileNotFoundError:
         raise MirrorcapError([Problem(name, "", "file not found", "create it (copy capture.hcl from the repository) or pass --inventory PATH")])
     except (OSError, UnicodeDecodeError) as exc:
         raise MirrorcapError([Problem(name, "", f"cannot read file: {exc}", "check the path and that the file is UTF-8 text")])
-    return parse_hcl(text, name)
