@@ -217,6 +217,8 @@ WRONG_COMMAND_LINES = {
     "port -1": (WINDOW + ["--port", "-1"], "--port: -1 is not a port"),
     "host not an address": (WINDOW + ["--host", "not-an-ip"], "--host: 'not-an-ip' is not an IP address"),
     "bpf tcp and and": (WINDOW + ["--bpf", "tcp and and"], "--bpf: tcpdump cannot use the filter: can't parse filter expression"),
+    "display filter tcp and and": (WINDOW + ["--filter", "tcp and and"], "--filter: tshark cannot use the display filter: \"and\" was unexpected"),
+    "display filter closing the window's": (WINDOW + ["--filter", "tcp) || (udp"], "--filter: tshark cannot use the display filter: "),
     "window role garbage": (WINDOW + ["--role-arn", "garbage"], "--role-arn: 'garbage' is not an IAM role ARN"),
     "bucket ../../x": (WINDOW + ["--bucket", "../../x"], "--bucket: '../../x' is not an S3 bucket name"),
     "check role garbage": (["check", "--role-arn", "garbage"], "--role-arn: 'garbage' is not an IAM role ARN"),
