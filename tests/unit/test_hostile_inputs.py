@@ -6,6 +6,7 @@ the lock's in test_lockfile.py, window's and check's against moto in tests/aws/.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -184,6 +185,18 @@ def test_lock_keys_are_shown_inert_by_sessions_write(workdir):
     r = run("sessions", "--write", "-i", str(workdir / "capture.hcl"))
     assert r.exit_code == 0 and "te<U+202E>st eni-<U+001B>[2J: session number 7 -> (removed)" in r.stderr
     assert not any(c in r.stdout + r.stderr for c in "\x1b\u202e")
+
+
+def test_what_the_account_says_is_shown_inert_by_validate_live():
+    """AWS's refusal of a session is its own text (the Stubber test in tests/aws/test_preflight.py has its
+    words); EC2's XML carries C1 controls (U+009B is a terminal's CSI) and U+202E, which reached the terminal."""
+    from mirrorcap.account_checks.preflight import Finding
+    from mirrorcap.cli.validate import live_lines
+    said = "InvalidParameterValue: The instance type of the source network interface \u009b2J\u202eis not supported"
+    (line,) = live_lines(Path("capture.hcl"), [Finding("error", "prod", "source[0] (eni-1)", f"AWS would refuse a session on eni-1: {said}",
+                                                       "remove this source, or fix what AWS names")])
+    assert not any(c in line for c in "\u009b\u202e") and "interface <U+009B>2J<U+202E>is not supported" in line
+    assert line.startswith('error: capture.hcl: capture "prod" > source[0] (eni-1): AWS would refuse') and "\n  fix: remove" in line
 
 
 # --- the lock: deep, or a link to nothing ------------------------------------------------------------
