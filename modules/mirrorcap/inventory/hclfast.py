@@ -1,7 +1,7 @@
 """The plain subset of HCL an inventory is written in, read without the general parser.
 
 python-hcl2 (lark's LALR parser, then a rule object per node, then its serializer) reads
-about 80 KB of inventory a second: an 8,000-source fleet took 9-15 s to validate. Nearly
+about 100 KB of inventory a second: an 8,000-source fleet took 9-15 s to validate. Nearly
 every inventory is blocks with quoted labels, `name = value` lines and `#`/`//` comments,
 the values quoted strings without escapes or templates, decimal integers, true/false,
 lists and maps of them. This reads exactly that, in one regular-expression pass and a
