@@ -260,6 +260,17 @@ def test_preflight_names_an_unknown_action_before_credentials(workdir):
     assert "fix: use one of diff, deploy, destroy, output, state-bucket" in r.stderr
 
 
+def test_preflight_shows_what_botocore_quotes_inert(workdir):
+    """botocore's ProfileNotFound quotes AWS_PROFILE: U+202E and U+009B (a terminal's CSI) reached the terminal raw."""
+    write(workdir, minimal())
+    (workdir / "empty").write_text("")
+    hostile = {**NO_AWS, "AWS_PROFILE": "p\u202eq\u009b2J", "AWS_CONFIG_FILE": str(workdir / "empty"),
+               "AWS_SHARED_CREDENTIALS_FILE": str(workdir / "empty")}
+    r = run("preflight", "diff", "--stack", "test", "-i", str(workdir / "capture.hcl"), env=hostile)
+    assert r.exit_code == 3 and "The config profile (p<U+202E>q<U+009B>2J) could not be found" in r.stderr, r.stderr
+    assert not any(c in r.stderr for c in "\u202e\u009b")
+
+
 # --- a reader that goes away ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("args", [["sessions"], ["validate"], ["--help"]])
