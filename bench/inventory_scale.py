@@ -116,7 +116,10 @@ def main() -> None:
         result["medians_s"][what] = {k: round(v, 2) for k, v in medians.items()}
         line = f"  {what:<17} " + "  ".join(f"{name} {m:6.2f}" for name, m in medians.items())
         if "baseline" in medians:
-            line += f"  ({medians['baseline'] / medians['this']:.1f}x faster)" if medians["this"] else ""
+            # Paired by round: a shared machine's load drifts over minutes, both checkouts of a round saw the same.
+            paired = statistics.median(b[what] / t[what] for t, b in zip(runs["this"], runs["baseline"]))
+            result["medians_s"][what]["paired_ratio"] = round(paired, 2)
+            line += f"  (baseline / this, median of the rounds' ratios: {paired:.1f}x)"
         print(line)
     alone = parse_alone(text, args.repeat)
     result["parse_alone_s"] = {k: round(v, 3) for k, v in alone.items()}
