@@ -16,15 +16,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-import hcl2
-from lark.exceptions import LarkError, UnexpectedInput, VisitError
 
 from ..errors import MirrorcapError, Problem
 from . import hclfast
 from .hclgrammar import parser, repeats
 from .inputfile import read_text
 
-_OPTIONS = hcl2.SerializationOptions(strip_string_quotes=True, explicit_blocks=False, with_comments=False)
 TOO_DEEP = ("nested too deeply to read (lists, maps, blocks or parentheses inside one another hundreds of levels deep)",
             "an inventory nests a few levels (capture > source > tags): remove the extra nesting")
 
@@ -65,14 +62,18 @@ def parse_hcl(text: str, name: str) -> dict[str, Any]:
 
 
 def parse_general(text: str, name: str) -> dict[str, Any]:
-    """parse_hcl through python-hcl2, whatever the text: the one parser that reports problems."""
+    """parse_hcl through python-hcl2, whatever the text: the one parser that reports problems.
+    (Imported here: a plain inventory never needs python-hcl2 or lark, a tenth of a second to import.)"""
+    import hcl2
+    from lark.exceptions import LarkError, UnexpectedInput, VisitError
+    options = hcl2.SerializationOptions(strip_string_quotes=True, explicit_blocks=False, with_comments=False)
     try:
         tree = hcl2.transform(parser().parse(text + "\n"))  # the newline: python-hcl2's own loads adds it too
         again = [Problem(f"{name}:{line}", key, f"given twice in one {what} (which one counts is not for mirrorcap to guess)", f"remove one `{key} = ...`: keep the value you mean")
-                 for line, key, what in sorted(repeats(tree, _OPTIONS))]
+                 for line, key, what in sorted(repeats(tree, options))]
         if again:
             raise MirrorcapError(again)
-        return strings_unescaped(hcl2.serialize(tree, serialization_options=_OPTIONS))
+        return strings_unescaped(hcl2.serialize(tree, serialization_options=options))
     except RecursionError:
         raise MirrorcapError([Problem(name, "", *TOO_DEEP)])
     except UnexpectedInput as exc:
