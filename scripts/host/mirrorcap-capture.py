@@ -224,8 +224,19 @@ class Tcpdump:
             pass
         return None
 
+    def state(self):
+        """tcpdump's process state (R, S, D, T, t...), None when it is gone."""
+        try:
+            with open("/proc/%d/stat" % self.pid) as f:
+                return f.read().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return None
+
     def flush(self):
-        """SIGUSR2 (flush) while tcpdump is stopped in poll(): never inside an fwrite()."""
+        """SIGUSR2 (flush) while tcpdump is stopped in poll(): never inside an fwrite(). A tcpdump
+        someone else stopped (SIGSTOP, a debugger) is left as it is: continuing it is not ours to do."""
+        if self.state() in ("T", "t"):
+            return False
         try:
             os.kill(self.pid, signal.SIGSTOP)
         except OSError:
@@ -264,6 +275,11 @@ class Tcpdump:
     def stop(self):
         if self.proc.poll() is None:
             self.proc.terminate()
+            if self.state() in ("T", "t"):  # held stopped: it takes the SIGTERM once continued
+                try:
+                    os.kill(self.pid, signal.SIGCONT)
+                except OSError:
+                    pass
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
@@ -308,8 +324,10 @@ class Indexer:
     # numpy's BLAS would start a thread per CPU at import: the indexer needs none (one core at most)
     ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
 
+    RETRY = (30, 60, 120, 300, 600)  # seconds before indexing again a pcap whose index could not be written
+
     def __init__(self):
-        self.queue, self.proc = [], None
+        self.queue, self.proc, self.current, self.retries = [], None, None, {}  # retries: path -> (due, attempts)
 
     def add(self, path, again=False):
         """Index `path` when it has none; `again`: even then (it was just closed: an index written
@@ -320,10 +338,17 @@ class Indexer:
     def tick(self):
         if self.proc is not None and self.proc.poll() is None:
             return
-        self.proc = None
+        if self.proc is not None:
+            self.finished(self.current, self.proc.returncode)
+        self.proc = self.current = None
+        now = time.monotonic()
+        for path, (due, _) in list(self.retries.items()):
+            if due <= now:
+                self.add(path, again=True)
         while self.queue:
             path = self.queue.pop(0)
             if os.path.exists(path):
+                self.current = path
                 try:
                     self.proc = subprocess.Popen([sys.executable, os.path.join(HOST_LIB, "mirrorcap_index.py"), path],
                                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, preexec_fn=self.weaken,
@@ -332,6 +357,26 @@ class Indexer:
                     log("cannot index %s: %s" % (os.path.basename(path), e))
                     continue
                 return
+
+    def finished(self, path, code):
+        """A pcap the child could not index for want of room (a full volume: its index, or even its
+        failure marker, could not be written) is indexed again later, with a back-off; one it could
+        not index for what it holds is not (the marker says why)."""
+        try:
+            with open(path + self.SUFFIXES[1]) as f:
+                why = f.read()
+        except OSError:
+            why = None if os.path.exists(path + self.SUFFIXES[0]) else "no index and no marker"
+        if code == 0 or why is None or not ("No space left" in why or "Disk quota" in why or why == "no index and no marker"):
+            self.retries.pop(path, None)
+            return
+        if not os.path.exists(path):
+            self.retries.pop(path, None)
+            return
+        attempts = self.retries.get(path, (0, 0))[1]
+        self.retries[path] = (time.monotonic() + self.RETRY[min(attempts, len(self.RETRY) - 1)], attempts + 1)
+        log("%s: not indexed (%s): trying again in %ds" % (os.path.basename(path), why.strip()[:200],
+                                                            self.RETRY[min(attempts, len(self.RETRY) - 1)]))
 
     @staticmethod
     def weaken():
@@ -546,6 +591,20 @@ class Capture:
                 self.record.save()
         return rx
 
+    def why_stuck(self, free):
+        """Why the pcap stopped growing, from what can be seen: the room left, tcpdump's state."""
+        state = self.tcpdump.state()
+        if free < RESUME_FREE_BYTES:
+            return "volume full"
+        if state in ("T", "t"):
+            return ("tcpdump (pid %d) is held stopped (state %s: a SIGSTOP or a debugger not from mirrorcap); "
+                    "it is replaced" % (self.tcpdump.pid, state))
+        if state == "D":
+            return ("tcpdump (pid %d) hangs in the kernel (state D: a write the volume does not complete); it is replaced"
+                    % self.tcpdump.pid)
+        return "tcpdump (pid %d, state %s) writes nothing with room left: a write error (I/O) or a hung tcpdump; " \
+               "it is replaced" % (self.tcpdump.pid, state)
+
     def tick(self):
         if self.volume_failed():
             return
@@ -570,9 +629,10 @@ class Capture:
             torn = (self.flushed and current is not None and self.tcpdump.switches() > self.tcpdump.switches_at_flush
                     and host.pcap_end(current[0])[0] < current[1])
             if torn or now - self.pending >= STUCK_SECONDS:
-                return self.lose("%s stopped growing while %s received %d packets (%d MiB free): volume full or I/O error"
+                free = free_bytes(self.directory)
+                return self.lose("%s stopped growing while %s received %d packets (%d MiB free): %s"
                                  % (os.path.basename(current[0]) if current else "the pcap", self.iface,
-                                    rx - self.rx_at_growth, free_bytes(self.directory) >> 20), room=True)
+                                    rx - self.rx_at_growth, free >> 20, self.why_stuck(free)), room=free < RESUME_FREE_BYTES)
         if rx != self.last_rx:
             self.last_rx, self.rx_changed = rx, now
         # What tcpdump holds of recent packets, onto the volume (checked at the next tick).

@@ -125,7 +125,7 @@ def test_disk_full_loss_is_an_upper_bound_and_the_gap_brackets_it(disk_full):
     # Health: NOT WRITING while full (with why), the loss once afterwards, then healthy.
     code, report = r["while_full"]
     assert code == 1 and "NOT WRITING" in check(report, "writing")["detail"] and "volume full" in check(report, "writing")["detail"]
-    assert "other files" in check(report, "disk")["detail"], check(report, "disk")
+    assert "mirrorcap did not write" in check(report, "disk")["detail"], check(report, "disk")
     code, report = r["health_after"]
     w = check(report, "writing")
     assert code == 1 and w["lost_since_last_check"] == reported and "at most %d packets lost" % reported in w["detail"], w

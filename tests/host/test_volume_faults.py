@@ -12,11 +12,12 @@ held_stop.
 
 from __future__ import annotations
 
+import re
 import time
 
 from bootlab import needs_lab
 from capturehost import (DIR, Traffic, assert_accounted, baked, captured, captured_times, capture_state, check, flushed,
-                         health, new_gaps, sent, unit, wait_capturing, wait_for, writing)
+                         health, new_gaps, sent, tcpdump_pid, unit, wait_capturing, wait_for, writing)
 
 pytestmark = needs_lab
 
@@ -80,4 +81,82 @@ def test_fs_shutdown_is_remounted_by_the_host_and_the_vanished_packets_counted(t
         w = check(report, "writing")
         assert code == 1 and w["lost_since_last_check"] >= real, (w, real)
         assert check(report, "storage")["status"] == "ok" and check(report, "restarts")["status"] == "ok", report
+        assert health(m)[0] == 0
+
+
+# --- foreign_files: files mirrorcap did not write fill the volume ---------------------------
+
+def test_foreign_files_filling_the_volume_are_named_first_and_deleting_them_resumes_capture(tmp_path):
+    pps, count = 500, 12000  # 24 s of 1000-byte packets
+    with baked(tmp_path, "foreign") as m:
+        m.boot()
+        wait_capturing(m)
+        traffic = Traffic(m)
+        health(m)
+        before = capture_state(m)
+        # Someone's copy left on the volume (root's, in a directory of its own): retention may not touch it.
+        foreign = f"{DIR}/scratch/core.dump"
+        avail = int(m.run("df", "-B1", "--output=avail", DIR).stdout.split()[1])
+        fill = m.run("sh", "-c", f"mkdir -p {DIR}/scratch && fallocate -l {avail - (3 << 20)} {foreign}")
+        assert fill.returncode == 0, fill.stderr
+        replay = traffic.background(traffic.frames(0, count, size=1000), pps=pps, loop=1)
+        wait_for(lambda: capture_state(m).get("gap"), 60, "the capture to find the volume full", step=0.2)
+        line = first_line(m)
+        # The first line names the files and says to delete them; mirrorcap deletes none of them itself.
+        assert "UNHEALTHY: disk:" in line and re.search(re.escape(foreign) + r" \(\d+\.\d [MG]iB\)", line) and "delete them" in line, line
+        code, report = health(m)
+        assert check(report, "disk")["foreign_files"][0]["path"] == foreign, check(report, "disk")
+        assert m.path(foreign).exists()
+        command = re.search(r"\(rm -- ([^)]+)\)", line).group(1)
+        assert m.run("sh", "-c", "rm -- " + command).returncode == 0
+        freed = time.time()
+        wait_for(lambda: writing(m), 60, "capture resumed by itself", step=0.2)
+        assert time.time() - freed < 30  # the capture's own retention calls (every 5 s), not a timer's minute
+        sent_count = sent(replay)
+        flushed(m)
+        after = capture_state(m)
+        gaps = new_gaps(before, after)
+        assert len(gaps) == 1 and "volume full" in gaps[0]["reason"], gaps
+        real, reported = assert_accounted(captured_times(m), 0, count, sent_count, gaps)
+        assert reported >= real > 0
+        # The pcap closed while the volume was full (its index could not be written then) is indexed
+        # once there is room: retried, not left without an index or a marker.
+        closed = sorted(p for p in m.path(DIR).glob("vni*_*.pcap"))[:-1]
+        assert closed
+        wait_for(lambda: all(m.path(f"{DIR}/{p.name}.idx.json.gz").exists() for p in closed), 120,
+                 "every closed pcap indexed after the room came back", step=1)
+        assert not list(m.path(DIR).glob("*.idx-failed"))
+        code, report = health(m)
+        assert code == 1 and check(report, "writing")["lost_since_last_check"] >= real
+        assert check(report, "index")["status"] == "ok", check(report, "index")
+        assert health(m)[0] == 0
+
+
+# --- held_stop: tcpdump held stopped ------------------------------------------------------
+
+def test_held_stop_of_tcpdump_is_named_as_such_replaced_and_counted(tmp_path):
+    pps, count = 500, 10000  # 20 s
+    with baked(tmp_path, "heldstop") as m:
+        m.boot()
+        wait_capturing(m)
+        traffic = Traffic(m)
+        health(m)
+        before = capture_state(m)
+        replay = traffic.background(traffic.frames(0, count), pps=pps, loop=1)
+        wait_for(lambda: len(captured(m)) >= 1000, 60, "1000 packets captured", step=0.2)
+        pid = tcpdump_pid(m)
+        assert m.run("kill", "-STOP", str(pid)).returncode == 0
+        wait_for(lambda: tcpdump_pid(m) not in (0, pid) and writing(m), 60, "a new tcpdump writing", step=0.2)
+        sent_count = sent(replay)
+        flushed(m)
+        after = capture_state(m)
+        gaps = new_gaps(before, after)
+        assert len(gaps) == 1, gaps
+        reason = gaps[0]["reason"]
+        # There was room: the reason names the stopped writer, not a full volume.
+        assert "held stopped" in reason and "volume full" not in reason and f"pid {pid}" in reason, reason
+        real, reported = assert_accounted(captured_times(m), 0, count, sent_count, gaps)
+        assert reported >= real > 0
+        line = first_line(m)
+        assert "UNHEALTHY: writing:" in line and "held stopped" in line, line
         assert health(m)[0] == 0
