@@ -251,35 +251,46 @@ def check_newest_pcap(report, directory, pattern, vni, stale_after, now):
 
 
 INDEX_SUFFIX, INDEX_FAILED_SUFFIX = ".idx.json.gz", ".idx-failed"  # mirrorcap_index.SUFFIX, FAILED_SUFFIX
+INDEX_PARTIAL = "partial index"  # mirrorcap_index.PARTIAL: the marker of a damaged pcap, indexed around the damage
 INDEX_LATE_SECONDS = 600  # a closed pcap is indexed within seconds of its rotation
+
+
+def marker(path):
+    try:
+        with open(path + INDEX_FAILED_SUFFIX) as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
 
 
 def check_index(report, directory, pattern, vni, now):
     """Closed pcaps without their packet index: still kept, archived and found by time, but
     `mirrorcap find` reads them whole. A warning, never a failed host."""
     pcaps = sorted(glob.glob(os.path.join(directory, host.pcap_glob(pattern, vni))))[:-1]  # the newest is being written
-    failed, late = [], []
+    failed, late, damaged = [], [], []
     for path in pcaps:
         if os.path.exists(path + INDEX_FAILED_SUFFIX):
-            failed.append(path)
+            why = marker(path)
+            (damaged if why.startswith(INDEX_PARTIAL) else failed).append((path, why))
         elif not os.path.exists(path + INDEX_SUFFIX):
             try:
                 if now - os.stat(path).st_mtime > INDEX_LATE_SECONDS:
                     late.append(path)
             except OSError:
                 pass
-    data = dict(vni=vni, closed=len(pcaps), index_failed=len(failed), index_late=len(late))
-    if not failed and not late:
+    data = dict(vni=vni, closed=len(pcaps), index_failed=len(failed), index_late=len(late), index_partial=len(damaged),
+                damaged=[os.path.basename(p) for p, _ in damaged[-5:]])
+    if not failed and not late and not damaged:
         report.add("index", "ok", "VNI %s: every closed pcap (%d) has its packet index" % (vni, len(pcaps)), **data)
         return
     parts = []
+    if damaged:
+        # Bytes in the middle that are no record: what lies around them is indexed, they are not.
+        parts.append("%d pcap(s) damaged, indexed only in part (latest %s: %s)" % (len(damaged),
+                                                                                   os.path.basename(damaged[-1][0]), damaged[-1][1]))
     if failed:
-        try:
-            with open(failed[-1] + INDEX_FAILED_SUFFIX) as f:
-                why = f.read().strip()
-        except OSError:
-            why = "?"
-        parts.append("%d pcap(s) could not be indexed (latest %s: %s)" % (len(failed), os.path.basename(failed[-1]), why))
+        parts.append("%d pcap(s) could not be indexed (latest %s: %s)" % (len(failed), os.path.basename(failed[-1][0]),
+                                                                          failed[-1][1]))
     if late:
         parts.append("%d closed more than %ds ago have no index yet (journalctl -u %s)" % (len(late), INDEX_LATE_SECONDS, capture_unit(vni)))
     report.add("index", "warn", "VNI %s: %s; they are kept and found by time, and read whole" % (vni, "; ".join(parts)), **data)

@@ -12,12 +12,20 @@ held_stop.
 
 from __future__ import annotations
 
+import base64
+import gzip
 import re
+import struct
 import time
 
 from bootlab import needs_lab
-from capturehost import (DIR, Traffic, assert_accounted, baked, captured, captured_times, capture_state, check, flushed,
+from bootlab.traffic import read_pcap
+from capturehost import (DIR, TAG, VNI, Traffic, assert_accounted, baked, captured, captured_times, capture_state, check, flushed,
                          health, new_gaps, sent, tcpdump_pid, unit, wait_capturing, wait_for, writing)
+
+from mirrorcap import contract
+from mirrorcap.find import ssm
+from mirrorcap.find.query import parse, tree
 
 pytestmark = needs_lab
 
@@ -29,6 +37,14 @@ def first_line(m) -> str:
     r = m.run("mirrorcap-health", "--sample-seconds", "0")
     assert r.returncode in (0, 1), r.stderr
     return r.stdout.splitlines()[0]
+
+
+def as_the_agent(m, line: str) -> dict:
+    """What the SSM agent does with AWS-RunShellScript's commands: a script run by a root shell."""
+    assert ssm.SAFE_LINE.fullmatch(line), line
+    r = m.run("bash", "-c", line, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return {"Status": "Success", "ResponseCode": 0, "StandardOutputContent": r.stdout, "StandardErrorContent": r.stderr}
 
 
 def restarts(m) -> int:
@@ -160,3 +176,63 @@ def test_held_stop_of_tcpdump_is_named_as_such_replaced_and_counted(tmp_path):
         line = first_line(m)
         assert "UNHEALTHY: writing:" in line and "held stopped" in line, line
         assert health(m)[0] == 0
+
+
+# --- partial_index: 4 KiB of garbage in the middle of an open pcap ----------------------------
+
+def test_partial_index_of_a_damaged_pcap_says_so_and_find_reads_past_the_damage(tmp_path):
+    with baked(tmp_path, "partialidx") as m:
+        m.boot()
+        wait_capturing(m)
+        traffic = Traffic(m)
+        traffic.replay(traffic.frames(0, 1500, size=1000), "--pps=2000")
+        flushed(m)
+        (name,) = [n for n in sorted(p.name for p in m.path(DIR).glob(f"vni{VNI}_*.pcap"))][-1:]
+        pcap = f"{DIR}/{name}"
+        original = m.path(pcap).read_bytes()
+        # 4 KiB of random bytes over the middle of the pcap tcpdump is writing (a bad block, a stray write).
+        at = len(original) // 2
+        dd = m.run("dd", "if=/dev/urandom", f"of={pcap}", "bs=4096", "count=1", f"seek={at}", "oflag=seek_bytes",
+                   "conv=notrunc")
+        assert dd.returncode == 0, dd.stderr
+        frames = traffic.frames(1500, 1500, size=1000)
+        traffic.replay(frames, "--pps=2000")  # 1.5 MB after the damage (inner frames: VXLAN's 50 bytes gone)
+        # (captured() reads records up to the damage only: the pcap's growth says they are in)
+        try:
+            wait_for(lambda: m.path(pcap).stat().st_size >= len(original) + sum(16 + len(f) - 50 for f in frames), 60,
+                     "the packets after the damage in the pcap", step=0.2)
+        except AssertionError as e:
+            raise AssertionError("%s\n%s\n%s" % (e, {p.name: p.stat().st_size for p in m.path(DIR).iterdir()},
+                                                  m.journal(UNIT)[-3000:])) from None
+        # Whole records of the pcap as it was, before the damage: the tags the damage did not touch.
+        o, kept = 24, set()
+        while o + 16 <= len(original):
+            caplen = struct.unpack_from("<I", original, o + 8)[0]
+            found = TAG.search(original[o + 16:o + 16 + caplen])
+            if found and (o + 16 + caplen <= at or o >= at + 4096):
+                kept.add(int(found.group(1)))
+            o += 16 + caplen
+        assert len(kept) > 1000
+        # The pcap closes (its capture restarts): the watcher indexes it.
+        m.run("systemctl", "restart", UNIT, check=True)
+        wait_capturing(m)
+        marker = m.path(pcap + ".idx-failed")
+        wait_for(lambda: marker.exists() and m.path(pcap + ".idx.json.gz").exists(), 60, "the damaged pcap's index and marker")
+        why = marker.read_text()
+        assert why.startswith("partial index: ") and "damaged" in why, why
+        unread = int(re.search(r"(\d+) of its \d+ bytes hold no readable record", why).group(1))
+        assert 4096 <= unread <= 4096 + 2 * (16 + 1064), why
+        # Health says so (a warning: the pcap is kept and read around the damage), first.
+        health(m)
+        line = first_line(m)
+        assert line.startswith("mirrorcap-health: healthy: index:") and "damaged" in line and name in line, line
+        # mirrorcap-find reads past the damage, and says the file is damaged.
+        summary = ssm.answer_of(as_the_agent(m, ssm.request_line(tree(parse(f"vni {VNI} and udp")), False, 64 << 20)), "lab")
+        assert summary["status"] == "found" and [d[0] for d in summary["damaged"]] == [name], summary
+        packed = b""
+        for off in range(0, summary["gz_bytes"], summary["chunk"]):
+            packed += base64.b64decode(as_the_agent(m, f"{contract.FIND_COMMAND} --chunk {summary['id']} {off}")
+                                       ["StandardOutputContent"].strip(), validate=True)
+        got = {int(t.group(1)) for _, _, d in read_pcap(gzip.decompress(packed)) for t in [TAG.search(d)] if t}
+        assert set(range(1500, 3000)) <= got  # every packet after the damage
+        assert kept <= got, sorted(kept - got)[:10]  # and every one the damage did not touch
