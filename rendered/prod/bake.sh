@@ -2500,8 +2500,7 @@ class Capture:
                 with open(self.recover_flag, "w") as f:
                     f.write("%s\n" % error)
             except OSError as e:
-                log("cannot ask mirrorcap-recover for the remount (%s): umount %s && systemctl restart "
-                    "mirrorcap-storage && systemctl start mirrorcap.target" % (e, self.directory))
+                log("cannot ask mirrorcap-recover for the remount (%s): systemctl start mirrorcap-recover.service" % e)
         return True
 
     def account(self, tcpdump):
@@ -3136,8 +3135,9 @@ def check_stage(report, name, unit, directory=None):
             else ""
         report.add(name, "fail", "%s: %s: the pcap volume's file system failed (shut down, or the volume is impaired): "
                    "nothing can be written until it is mounted again%s; mirrorcap-recover remounts it when a capture "
-                   "notices; by hand: umount %s && systemctl restart mirrorcap-storage && %s"
-                   % (directory, error.strerror or error, doing, directory, AGAIN), unit=unit, unit_state=state,
+                   "notices; by hand: systemctl start mirrorcap-recover.service (it stops what holds the volume, "
+                   "unmounts it, mounts it again and starts capture)" % (directory, error.strerror or error, doing),
+                   unit=unit, unit_state=state,
                    state="io-error", errno=error.errno)
         return
     status = host.read_json(os.path.join(host.RUN_DIR, name + ".json"), {}) or {}

@@ -490,8 +490,7 @@ class Capture:
                 with open(self.recover_flag, "w") as f:
                     f.write("%s\n" % error)
             except OSError as e:
-                log("cannot ask mirrorcap-recover for the remount (%s): umount %s && systemctl restart "
-                    "mirrorcap-storage && systemctl start mirrorcap.target" % (e, self.directory))
+                log("cannot ask mirrorcap-recover for the remount (%s): systemctl start mirrorcap-recover.service" % e)
         return True
 
     def account(self, tcpdump):

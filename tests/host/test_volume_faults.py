@@ -21,7 +21,7 @@ import time
 from bootlab import needs_lab
 from bootlab.traffic import read_pcap
 from capturehost import (DIR, TAG, VNI, Traffic, assert_accounted, baked, captured, captured_times, capture_state, check, flushed,
-                         health, new_gaps, sent, tcpdump_pid, unit, wait_capturing, wait_for, writing)
+                         failing, health, new_gaps, sent, stop, tcpdump_pid, unit, wait_capturing, wait_for, writing)
 
 from mirrorcap import contract
 from mirrorcap.find import ssm
@@ -98,6 +98,43 @@ def test_fs_shutdown_is_remounted_by_the_host_and_the_vanished_packets_counted(t
         assert code == 1 and w["lost_since_last_check"] >= real, (w, real)
         assert check(report, "storage")["status"] == "ok" and check(report, "restarts")["status"] == "ok", report
         assert health(m)[0] == 0
+
+
+def test_fs_shutdown_without_its_recovery_is_named_first_flapping_noticed_and_the_printed_fix_works(tmp_path):
+    """The same fault with mirrorcap-recover's path unit stopped (a person stopped it, or it failed):
+    nothing remounts the volume. Health names the I/O error first and prints the commands; a watcher
+    killed meanwhile brings the unit's restart loop (its mount namespace cannot be set up on the dead
+    file system), which health's restarts check counts from systemd's own count."""
+    with baked(tmp_path, "fsbyhand") as m:
+        m.boot()
+        wait_capturing(m)
+        traffic = Traffic(m)
+        m.run("systemctl", "stop", "mirrorcap-recover.path", check=True)
+        with_traffic = traffic.background(traffic.frames(0, 6000), pps=300, loop=1)
+        wait_for(lambda: len(captured(m)) >= 300, 60, "300 packets captured", step=0.2)
+        assert m.run("xfs_io", "-x", "-c", "shutdown", DIR).returncode == 0
+        wait_for(lambda: capture_state(m).get("gap"), 60, "the gap opened", step=0.2)
+        line = first_line(m)
+        assert line.startswith("mirrorcap-health: UNHEALTHY: storage:") and "Input/output error" in line, line
+        # The watcher waits: no restart while nothing changes.
+        n = restarts(m)
+        health(m)  # systemd's count, sampled
+        m.run("systemctl", "kill", "--signal=SIGKILL", UNIT, check=True)
+        wait_for(lambda: restarts(m) >= n + 3, 60, "the unit failing to start again and again", step=0.5)
+        code, report = health(m)
+        r = check(report, "restarts")
+        assert code == 1 and r["status"] == "fail" and "systemd restarted" in r["detail"], r
+        # The printed fix, run as printed.
+        fix = re.search(r"by hand: (systemctl start mirrorcap-recover\.service) ", check(report, "storage")["detail"]).group(1)
+        done = m.run("sh", "-c", fix)
+        assert done.returncode == 0, (fix, done.stderr)
+        wait_capturing(m)
+        stop(with_traffic)
+        flushed(m)
+        m.run("systemctl", "start", "mirrorcap-recover.path", check=True)
+        health(m)
+        # Healthy but for the restarts of the last 10 minutes, which the check goes on counting.
+        assert set(failing(health(m)[1])) <= {"restarts"}, failing(health(m)[1])
 
 
 # --- foreign_files: files mirrorcap did not write fill the volume ---------------------------
