@@ -1828,8 +1828,8 @@ mv -f '/usr/local/libexec/mirrorcap/storage.mirrorcap-new' '/usr/local/libexec/m
 cat > '/usr/local/libexec/mirrorcap/recover.mirrorcap-new' <<'MIRRORCAP_USR_LOCAL_LIBEXEC_MIRRORCAP_RECOVER'
 #!/bin/bash
 # mirrorcap-recover: remount the pcap volume when its file system shut down.
-# Started by mirrorcap-recover.path when a capture's watcher finds the capture
-# directory unreadable (EIO: an impaired EBS volume, or an XFS forced shutdown
+# Started by mirrorcap-recover.timer every minute, and at once by
+# mirrorcap-recover.path when a capture's watcher finds the capture directory unreadable (EIO: an impaired EBS volume, or an XFS forced shutdown
 # after an I/O error) and asks for it in /run/mirrorcap/recover. It trusts no
 # request: it acts only when the directory fails to read here too. A shut-down
 # file system stays shut down until it is unmounted; mounting it again replays
@@ -1848,8 +1848,10 @@ HISTORY=/run/mirrorcap/recover.history
 BACKOFF=(0 5 20 60 300)  # seconds before the 1st, 2nd... remount within 10 minutes
 
 if error=$(LC_ALL=C stat -- "$DIR" 2>&1 >/dev/null); then
-  rm -f -- "$REQUESTS"/*
-  say "$DIR reads: nothing to recover"
+  if [ -n "$(ls -A "$REQUESTS" 2>/dev/null)" ]; then  # (the timer's runs find nothing, silently)
+    rm -f -- "$REQUESTS"/*
+    say "$DIR reads: nothing to recover"
+  fi
   exit 0
 fi
 error=${error##*: }
@@ -2904,7 +2906,7 @@ set -euo pipefail
 VNIS=${MIRRORCAP_VNIS:?MIRRORCAP_VNIS missing from $ENV_FILE}
 
 units=(mirrorcap.target mirrorcap-settings.service mirrorcap-storage.service mirrorcap-decap.service mirrorcap-retention.timer
-  mirrorcap-recover.path)
+  mirrorcap-recover.path mirrorcap-recover.timer)
 for vni in $VNIS; do units+=("mirrorcap-capture@$vni.service"); done
 
 systemctl daemon-reload
@@ -3156,7 +3158,8 @@ def check_stage(report, name, unit, directory=None):
 
 def check_services(report, vnis):
     units = ["mirrorcap.target", "mirrorcap-settings.service", "mirrorcap-storage.service", "mirrorcap-decap.service"]
-    units += [capture_unit(v) for v in vnis] + ["mirrorcap-retention.timer", "mirrorcap-recover.path"]
+    units += [capture_unit(v) for v in vnis] + ["mirrorcap-retention.timer", "mirrorcap-recover.path",
+                                                       "mirrorcap-recover.timer"]
     out = subprocess.run(["systemctl", "is-active"] + units, capture_output=True, text=True).stdout.split()
     states = dict(zip(units, out + ["unknown"] * (len(units) - len(out))))
     down = sorted(u for u, s in states.items() if s != "active")
@@ -4346,6 +4349,25 @@ MIRRORCAP_ETC_SYSTEMD_SYSTEM_MIRRORCAP_RECOVER_PATH
 chmod 0644 '/etc/systemd/system/mirrorcap-recover.path.mirrorcap-new'
 mv -f '/etc/systemd/system/mirrorcap-recover.path.mirrorcap-new' '/etc/systemd/system/mirrorcap-recover.path'
 
+cat > '/etc/systemd/system/mirrorcap-recover.timer.mirrorcap-new' <<'MIRRORCAP_ETC_SYSTEMD_SYSTEM_MIRRORCAP_RECOVER_TIMER'
+[Unit]
+Description=mirrorcap: check every minute that the pcap volume reads (remount it if its file system shut down)
+Documentation=file:///usr/local/share/doc/mirrorcap/README
+
+[Timer]
+# The path unit answers a capture's watcher at once; this catches what no watcher
+# saw (a capture unit that cannot start on the dead file system has no watcher).
+# Cheap: one stat of the capture directory.
+OnBootSec=1min
+OnUnitInactiveSec=1min
+AccuracySec=5s
+
+[Install]
+WantedBy=mirrorcap.target
+MIRRORCAP_ETC_SYSTEMD_SYSTEM_MIRRORCAP_RECOVER_TIMER
+chmod 0644 '/etc/systemd/system/mirrorcap-recover.timer.mirrorcap-new'
+mv -f '/etc/systemd/system/mirrorcap-recover.timer.mirrorcap-new' '/etc/systemd/system/mirrorcap-recover.timer'
+
 cat > '/etc/systemd/system/mirrorcap-decap.service.mirrorcap-new' <<'MIRRORCAP_ETC_SYSTEMD_SYSTEM_MIRRORCAP_DECAP_SERVICE'
 [Unit]
 Description=mirrorcap: VXLAN decapsulation on the mirror ENI
@@ -4733,4 +4755,4 @@ mv -f '/etc/systemd/system/mirrorcap.target.d/metrics.conf.mirrorcap-new' '/etc/
 if [ -d /run/systemd/system ]; then
   systemctl daemon-reload
 fi
-echo "mirrorcap bake: installed (27 files)$termshark"
+echo "mirrorcap bake: installed (28 files)$termshark"

@@ -17,7 +17,7 @@ set -euo pipefail
 VNIS=${MIRRORCAP_VNIS:?MIRRORCAP_VNIS missing from $ENV_FILE}
 
 units=(mirrorcap.target mirrorcap-settings.service mirrorcap-storage.service mirrorcap-decap.service mirrorcap-retention.timer
-  mirrorcap-recover.path)
+  mirrorcap-recover.path mirrorcap-recover.timer)
 for vni in $VNIS; do units+=("mirrorcap-capture@$vni.service"); done
 
 systemctl daemon-reload

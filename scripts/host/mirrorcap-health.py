@@ -114,7 +114,8 @@ def check_stage(report, name, unit, directory=None):
 
 def check_services(report, vnis):
     units = ["mirrorcap.target", "mirrorcap-settings.service", "mirrorcap-storage.service", "mirrorcap-decap.service"]
-    units += [capture_unit(v) for v in vnis] + ["mirrorcap-retention.timer", "mirrorcap-recover.path"]
+    units += [capture_unit(v) for v in vnis] + ["mirrorcap-retention.timer", "mirrorcap-recover.path",
+                                                       "mirrorcap-recover.timer"]
     out = subprocess.run(["systemctl", "is-active"] + units, capture_output=True, text=True).stdout.split()
     states = dict(zip(units, out + ["unknown"] * (len(units) - len(out))))
     down = sorted(u for u, s in states.items() if s != "active")

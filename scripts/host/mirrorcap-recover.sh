@@ -1,7 +1,7 @@
 #!/bin/bash
 # mirrorcap-recover: remount the pcap volume when its file system shut down.
-# Started by mirrorcap-recover.path when a capture's watcher finds the capture
-# directory unreadable (EIO: an impaired EBS volume, or an XFS forced shutdown
+# Started by mirrorcap-recover.timer every minute, and at once by
+# mirrorcap-recover.path when a capture's watcher finds the capture directory unreadable (EIO: an impaired EBS volume, or an XFS forced shutdown
 # after an I/O error) and asks for it in /run/mirrorcap/recover. It trusts no
 # request: it acts only when the directory fails to read here too. A shut-down
 # file system stays shut down until it is unmounted; mounting it again replays
@@ -20,8 +20,10 @@ HISTORY=/run/mirrorcap/recover.history
 BACKOFF=(0 5 20 60 300)  # seconds before the 1st, 2nd... remount within 10 minutes
 
 if error=$(LC_ALL=C stat -- "$DIR" 2>&1 >/dev/null); then
-  rm -f -- "$REQUESTS"/*
-  say "$DIR reads: nothing to recover"
+  if [ -n "$(ls -A "$REQUESTS" 2>/dev/null)" ]; then  # (the timer's runs find nothing, silently)
+    rm -f -- "$REQUESTS"/*
+    say "$DIR reads: nothing to recover"
+  fi
   exit 0
 fi
 error=${error##*: }

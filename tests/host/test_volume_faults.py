@@ -101,7 +101,7 @@ def test_fs_shutdown_is_remounted_by_the_host_and_the_vanished_packets_counted(t
 
 
 def test_fs_shutdown_without_its_recovery_is_named_first_flapping_noticed_and_the_printed_fix_works(tmp_path):
-    """The same fault with mirrorcap-recover's path unit stopped (a person stopped it, or it failed):
+    """The same fault with mirrorcap-recover's path and timer stopped (a person stopped them, or they failed):
     nothing remounts the volume. Health names the I/O error first and prints the commands; a watcher
     killed meanwhile brings the unit's restart loop (its mount namespace cannot be set up on the dead
     file system), which health's restarts check counts from systemd's own count."""
@@ -109,7 +109,7 @@ def test_fs_shutdown_without_its_recovery_is_named_first_flapping_noticed_and_th
         m.boot()
         wait_capturing(m)
         traffic = Traffic(m)
-        m.run("systemctl", "stop", "mirrorcap-recover.path", check=True)
+        m.run("systemctl", "stop", "mirrorcap-recover.path", "mirrorcap-recover.timer", check=True)
         with_traffic = traffic.background(traffic.frames(0, 6000), pps=300, loop=1)
         wait_for(lambda: len(captured(m)) >= 300, 60, "300 packets captured", step=0.2)
         assert m.run("xfs_io", "-x", "-c", "shutdown", DIR).returncode == 0
@@ -131,10 +131,51 @@ def test_fs_shutdown_without_its_recovery_is_named_first_flapping_noticed_and_th
         wait_capturing(m)
         stop(with_traffic)
         flushed(m)
-        m.run("systemctl", "start", "mirrorcap-recover.path", check=True)
+        m.run("systemctl", "start", "mirrorcap-recover.path", "mirrorcap-recover.timer", check=True)
         health(m)
         # Healthy but for the restarts of the last 10 minutes, which the check goes on counting.
         assert set(failing(health(m)[1])) <= {"restarts"}, failing(health(m)[1])
+
+
+def test_fs_shutdown_that_no_watcher_reports_is_remounted_by_the_timer(tmp_path):
+    """The watcher that saw the I/O error is killed before anything answered it (the path unit
+    stopped): the capture unit cannot start on the dead file system, so no watcher asks again.
+    mirrorcap-recover.timer finds the volume dead by itself and remounts it; the gap the first
+    watcher opened is closed, its loss counted."""
+    pps, count = 300, 30000
+    with baked(tmp_path, "fstimer") as m:
+        m.boot()
+        wait_capturing(m)
+        traffic = Traffic(m)
+        health(m)
+        before = capture_state(m)
+        m.run("systemctl", "stop", "mirrorcap-recover.path", check=True)
+        replay = traffic.background(traffic.frames(0, count), pps=pps, loop=1)
+        wait_for(lambda: len(captured(m)) >= 300, 60, "300 packets captured", step=0.2)
+        assert m.run("xfs_io", "-x", "-c", "shutdown", DIR).returncode == 0
+        wait_for(lambda: capture_state(m).get("gap"), 60, "the gap opened", step=0.2)
+        m.run("systemctl", "kill", "--signal=SIGKILL", UNIT, check=True)
+        killed = time.time()
+        wait_for(lambda: writing(m) and capture_state(m).get("gaps_total", 0) > before.get("gaps_total", 0), 150,
+                 "capture writing again, remounted by the timer", step=0.5)
+        assert time.time() - killed < 150
+        assert "unmounting it, mounting it again" in m.journal("mirrorcap-recover.service")
+        resumed = len(captured(m))
+        wait_for(lambda: len(captured(m)) >= resumed + pps, 60, "a second of traffic after the remount", step=0.2)
+        stop(replay)
+        flushed(m)
+        gaps = new_gaps(before, capture_state(m))
+        assert len(gaps) == 1 and "file system failed" in gaps[0]["reason"], gaps
+        # Little or nothing had been written out before the shutdown (the kernel writes dirty pages back
+        # after 30 s): the pcap vanished at the remount, whole or from its start on, and every packet
+        # sent before the remount with it. Counted all the same, from the last packet kept (or the start).
+        times = captured_times(m)
+        last = max(t for t in times if t < count)
+        lost = [t for t in range(last + 1) if t not in times]
+        assert lost, "nothing was lost: the fault did not happen"
+        assert gaps[0]["lost_packets_max"] >= len(lost), (gaps, len(lost))
+        resumed_at = min(times[t][0][2] for t in range(lost[-1] + 1, last + 1))
+        assert resumed_at - 1 <= gaps[0]["end"] <= resumed_at + 1, (gaps, resumed_at)
 
 
 # --- foreign_files: files mirrorcap did not write fill the volume ---------------------------

@@ -122,6 +122,7 @@ HOST_FILES = (
     ("mirrorcap-storage.service", f"{UNITS}/mirrorcap-storage.service", "0644"),
     ("mirrorcap-recover.service", f"{UNITS}/mirrorcap-recover.service", "0644"),
     ("mirrorcap-recover.path", f"{UNITS}/mirrorcap-recover.path", "0644"),
+    ("mirrorcap-recover.timer", f"{UNITS}/mirrorcap-recover.timer", "0644"),
     ("mirrorcap-decap.service", f"{UNITS}/mirrorcap-decap.service", "0644"),
     ("mirrorcap-capture@.service.j2", f"{UNITS}/mirrorcap-capture@.service", "0644"),
     ("mirrorcap-retention.service.j2", f"{UNITS}/mirrorcap-retention.service", "0644"),
