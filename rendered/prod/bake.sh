@@ -54,6 +54,30 @@ ENV_FILE = "/etc/mirrorcap/mirrorcap.env"
 BOOTSTRAP_LOCK = "/run/mirrorcap-bootstrap.lock"  # the user data and mirrorcap-settings take turns
 RUN_DIR = "/run/mirrorcap"  # what a boot forgets: heartbeats, what storage and decap wait for
 STATE_DIR = "/var/lib/mirrorcap"  # what survives restarts, failures and reboots: the loss record
+# The VXLAN network identifier a capture is named by: 24 bits; 0 is never one (AWS refuses it).
+VNI_MIN, VNI_MAX = 1, (1 << 24) - 1
+# A pcap's packet index beside it (NAME.pcap + INDEX_SUFFIX, mirrorcap_index writes it), or why
+# it could not be written (NAME.pcap + INDEX_FAILED_SUFFIX, which health reports).
+INDEX_SUFFIX, INDEX_FAILED_SUFFIX = ".idx.json.gz", ".idx-failed"
+# How the failure marker of a damaged pcap begins: it has an index, of what lies around the damage.
+INDEX_PARTIAL = "partial index"
+# The archive uploader's waits after 1, 2, 3, 4+ failed runs in a row; the laptop's threshold
+# for the archive backlog (health, alarms) allows for the longest.
+ARCHIVE_BACKOFF_SECONDS = (60, 120, 240, 300)
+
+
+IMDS = "http://169.254.169.254"  # the instance metadata service, IMDSv2 only (the instances require it)
+
+
+def imds(path, token_timeout=5, timeout=5):
+    """The bytes at `path` (e.g. /latest/meta-data/instance-id) of the instance metadata service,
+    asked with a session token (IMDSv2). OSError (URLError, a timeout) when it does not answer."""
+    import urllib.request  # here: the scripts that never ask IMDS (the capture...) do not load it
+    token = urllib.request.urlopen(urllib.request.Request(
+        IMDS + "/latest/api/token", method="PUT", headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"}),
+        timeout=token_timeout).read()
+    return urllib.request.urlopen(urllib.request.Request(
+        IMDS + path, headers={"X-aws-ec2-metadata-token": token.decode()}), timeout=timeout).read()
 
 
 def read_env(path=ENV_FILE):
@@ -300,9 +324,10 @@ import struct
 import sys
 import zlib
 
+import mirrorcap_host
+
 VERSION = 2  # 2: runs (byte ranges), bloom
-SUFFIX = ".idx.json.gz"  # beside the pcap: NAME.pcap -> NAME.pcap.idx.json.gz
-FAILED_SUFFIX = ".idx-failed"  # beside a pcap whose index could not be written: why
+SUFFIX, FAILED_SUFFIX = mirrorcap_host.INDEX_SUFFIX, mirrorcap_host.INDEX_FAILED_SUFFIX  # beside the pcap
 CHUNK = 64 << 10
 
 PCAP_MAGIC = {b"\xd4\xc3\xb2\xa1": ("<", 6), b"\xa1\xb2\xc3\xd4": (">", 6),
@@ -545,7 +570,7 @@ OTHER = ("other", None, b"", b"", None)
 CUT_KEY = (CUT, None, b"", b"", None)
 
 
-def vni_of(name):
+def vni_in_name(name):
     """The VNI in a pcap's name as the host writes it (vni<N>_...), None otherwise."""
     m = VNI_NAME.match(os.path.basename(name))
     return int(m.group(1)) if m else None
@@ -1151,7 +1176,7 @@ def write(pcap, out=None, vni=None):
         # Mapped, not read: a pcap of a few GiB costs page cache, not the indexer's memory.
         data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
         try:
-            line, rows = build(data, pcap, vni_of(pcap) if vni is None else vni)
+            line, rows = build(data, pcap, vni_in_name(pcap) if vni is None else vni)
         finally:
             if size:
                 data.close()
@@ -1185,7 +1210,7 @@ def read(path):
     return lines[0], lines[1:]
 
 
-PARTIAL = "partial index"  # how a failure marker of a damaged pcap begins
+PARTIAL = mirrorcap_host.INDEX_PARTIAL  # how a failure marker of a damaged pcap begins
 
 
 def partial(line):
@@ -1263,6 +1288,8 @@ has no free text left, only these words, numbers and hex.
 import re
 import struct
 
+import mirrorcap_host
+
 V4_FAMS = ("ip", "arp", "rarp")  # where libpcap's `host`/`net` of an IPv4 address look
 DIRECTIONS = ("src", "dst", "any")
 PROTOS = {"tcp": 6, "udp": 17, "icmp": 1}
@@ -1304,7 +1331,7 @@ def check(tree, depth=0):
     elif op == "fam":
         ok = len(a) == 1 and a[0] in FAMS
     elif op == "vni":
-        ok = len(a) == 1 and _int(a[0], 0, (1 << 24) - 1)
+        ok = len(a) == 1 and _int(a[0], mirrorcap_host.VNI_MIN, mirrorcap_host.VNI_MAX)
     elif op == "time":
         ok = (len(a) == 2 and a != [None, None]
               and all(x is None or _int(x, -(1 << 63), (1 << 63) - 1) for x in a))
@@ -1926,7 +1953,7 @@ else
   wanted="the primary ENI (device-number 0)"
 fi
 for vni in $VNIS; do
-  if ! [[ $vni =~ ^[0-9]+$ ]] || ((vni > 16777215)); then die "VNI $vni in $ENV_FILE is not a 24-bit number: fix the user data"; fi
+  if ! [[ $vni =~ ^[1-9][0-9]{0,7}$ ]] || ((vni > 16777215)); then die "VNI $vni in $ENV_FILE is not 1-16777215 (24 bits, never 0): fix the user data"; fi
 done
 
 # The MAC of the ENI the traffic reaches, from IMDSv2, as long as it takes.
@@ -2046,6 +2073,7 @@ Python 3.9 stdlib only (Amazon Linux 2023's system Python).
 """
 import ctypes
 import errno
+import fnmatch
 import os
 import re
 import signal
@@ -2332,7 +2360,7 @@ class Indexer:
     rotations never takes more than one core from tcpdump. A pcap it could not index
     gets NAME.idx-failed (mirrorcap_index.py writes it), which health reports."""
 
-    SUFFIXES = (".idx.json.gz", ".idx-failed")  # mirrorcap_index.SUFFIX, FAILED_SUFFIX
+    SUFFIXES = (host.INDEX_SUFFIX, host.INDEX_FAILED_SUFFIX)
     # numpy's BLAS would start a thread per CPU at import: the indexer needs none (one core at most)
     ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
 
@@ -2428,6 +2456,7 @@ class Capture:
         self.rotate_seconds = int(env["MIRRORCAP_ROTATE_SECONDS"])
         self.retention = env["MIRRORCAP_RETENTION_COMMAND"].split()
         self.name_pattern = host.pcap_pattern(env["MIRRORCAP_PCAP_PATTERN"], self.vni)
+        self.name_glob = host.pcap_glob(env["MIRRORCAP_PCAP_PATTERN"], self.vni)
         self.command = ["tcpdump", "-i", self.iface, "-Q", "in", "-n",
                         "-B", env["MIRRORCAP_BUFFER_KIB"], "-s", env["MIRRORCAP_SNAPLEN"],
                         "-G", env["MIRRORCAP_ROTATE_SECONDS"],
@@ -2665,14 +2694,14 @@ class Capture:
             self.open_gap(reason, None)
         self.repair(None)
         for name in os.listdir(self.directory):
-            if name.startswith("vni%s_" % self.vni) and name.endswith(".tmp"):  # an index a kill cut short
+            if fnmatch.fnmatch(name, self.name_glob + "*.tmp"):  # an index a kill cut short
                 os.unlink(os.path.join(self.directory, name))
         for name in reversed(self.pcaps()):  # newest first: the likeliest to be asked for
             self.indexer.add(os.path.join(self.directory, name))
 
     def pcaps(self):
         """This VNI's pcaps, oldest first (their names carry their UTC start time)."""
-        return sorted(n for n in os.listdir(self.directory) if n.startswith("vni%s_" % self.vni) and n.endswith(".pcap"))
+        return sorted(n for n in os.listdir(self.directory) if fnmatch.fnmatch(n, self.name_glob))
 
     def repair(self, path):
         """Cut the torn tail of the pcap tcpdump wrote (and of the VNI's newest: it may have rotated)."""
@@ -2748,7 +2777,7 @@ class Capture:
 
 
 def main(argv):
-    if len(argv) != 2 or not re.fullmatch(r"[0-9]{1,8}", argv[1]):
+    if len(argv) != 2 or not (re.fullmatch(r"[0-9]{1,8}", argv[1]) and host.VNI_MIN <= int(argv[1]) <= host.VNI_MAX):
         print("usage: mirrorcap-capture VNI (run by mirrorcap-capture@VNI.service)", file=sys.stderr)
         return 2
     run_dir = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]  # the unit's first: capture-VNI
@@ -2960,13 +2989,11 @@ import re
 import subprocess
 import sys
 import time
-import urllib.request
 
 # The shared module: /usr/local/lib/mirrorcap, from /usr/local/libexec/mirrorcap.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "..", "lib", "mirrorcap"))
 import mirrorcap_host as host  # noqa: E402
 
-IMDS = "http://169.254.169.254"
 WAIT_SECONDS = 60
 BOOT = "/usr/local/sbin/mirrorcap-boot"
 # The block user-data.sh.j2 writes the env file from (the renderer's own test reads it back).
@@ -2979,10 +3006,7 @@ def log(message):
 
 def user_data():
     """The instance's user data (gzip unpacked), through IMDSv2."""
-    token = urllib.request.urlopen(urllib.request.Request(
-        IMDS + "/latest/api/token", method="PUT", headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"}), timeout=3).read()
-    data = urllib.request.urlopen(urllib.request.Request(
-        IMDS + "/latest/user-data", headers={"X-aws-ec2-metadata-token": token.decode()}), timeout=5).read()
+    data = host.imds("/latest/user-data", token_timeout=3)
     return (gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data).decode()
 
 
@@ -3296,8 +3320,8 @@ def check_newest_pcap(report, directory, pattern, vni, stale_after, now):
         report.add("newest-pcap", "ok", detail, **data)
 
 
-INDEX_SUFFIX, INDEX_FAILED_SUFFIX = ".idx.json.gz", ".idx-failed"  # mirrorcap_index.SUFFIX, FAILED_SUFFIX
-INDEX_PARTIAL = "partial index"  # mirrorcap_index.PARTIAL: the marker of a damaged pcap, indexed around the damage
+INDEX_SUFFIX, INDEX_FAILED_SUFFIX = host.INDEX_SUFFIX, host.INDEX_FAILED_SUFFIX
+INDEX_PARTIAL = host.INDEX_PARTIAL  # the marker of a damaged pcap, indexed around the damage
 INDEX_LATE_SECONDS = 600  # a closed pcap is indexed within seconds of its rotation
 
 
@@ -3661,8 +3685,8 @@ import sys
 import tempfile
 import threading
 
-# The shared module: /usr/local/lib/mirrorcap, from /usr/local/bin.
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "lib", "mirrorcap"))
+if __name__ == "__main__":  # the host runs it; the shared module: /usr/local/lib/mirrorcap, from /usr/local/bin
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "lib", "mirrorcap"))
 import mirrorcap_host as host  # noqa: E402
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -4054,7 +4078,7 @@ def sources(directory):
             if index is None:
                 data = mapped(fd)  # mapped only to index it (the pcap being written, a failed one)
                 try:
-                    index = ix.build(data, name, ix.vni_of(name))  # in memory: nothing written beside the pcap
+                    index = ix.build(data, name, ix.vni_in_name(name))  # in memory: nothing written beside the pcap
                 except (ValueError, struct.error, ix.IndexError_) as e:
                     skipped.append((name, "cannot index: %s" % e))
                     continue
@@ -4542,14 +4566,12 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 
 # The shared module: /usr/local/lib/mirrorcap, from /usr/local/libexec/mirrorcap.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "..", "lib", "mirrorcap"))
 import mirrorcap_host as host  # noqa: E402
 
 STATE_FILE = os.path.join(host.STATE_DIR, "metrics.json")
-IMDS = "http://169.254.169.254"
 PER_CALL = 20  # datums per PutMetricData: what every CloudWatch API version accepts
 HEALTH_TIMEOUT_SECONDS = 60
 PUT_TIMEOUT_SECONDS = 30
@@ -4624,11 +4646,7 @@ def datums(points, names, capture, instance, fleet_group, at):
 
 
 def instance_id():
-    token = urllib.request.urlopen(urllib.request.Request(
-        IMDS + "/latest/api/token", method="PUT", headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"}), timeout=5).read()
-    return urllib.request.urlopen(urllib.request.Request(
-        IMDS + "/latest/meta-data/instance-id", headers={"X-aws-ec2-metadata-token": token.decode()}),
-        timeout=5).read().decode().strip()
+    return host.imds("/latest/meta-data/instance-id").decode().strip()
 
 
 def health_report():

@@ -34,6 +34,7 @@ Python 3.9 stdlib only (Amazon Linux 2023's system Python).
 """
 import ctypes
 import errno
+import fnmatch
 import os
 import re
 import signal
@@ -320,7 +321,7 @@ class Indexer:
     rotations never takes more than one core from tcpdump. A pcap it could not index
     gets NAME.idx-failed (mirrorcap_index.py writes it), which health reports."""
 
-    SUFFIXES = (".idx.json.gz", ".idx-failed")  # mirrorcap_index.SUFFIX, FAILED_SUFFIX
+    SUFFIXES = (host.INDEX_SUFFIX, host.INDEX_FAILED_SUFFIX)
     # numpy's BLAS would start a thread per CPU at import: the indexer needs none (one core at most)
     ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
 
@@ -416,6 +417,7 @@ class Capture:
         self.rotate_seconds = int(env["MIRRORCAP_ROTATE_SECONDS"])
         self.retention = env["MIRRORCAP_RETENTION_COMMAND"].split()
         self.name_pattern = host.pcap_pattern(env["MIRRORCAP_PCAP_PATTERN"], self.vni)
+        self.name_glob = host.pcap_glob(env["MIRRORCAP_PCAP_PATTERN"], self.vni)
         self.command = ["tcpdump", "-i", self.iface, "-Q", "in", "-n",
                         "-B", env["MIRRORCAP_BUFFER_KIB"], "-s", env["MIRRORCAP_SNAPLEN"],
                         "-G", env["MIRRORCAP_ROTATE_SECONDS"],
@@ -653,14 +655,14 @@ class Capture:
             self.open_gap(reason, None)
         self.repair(None)
         for name in os.listdir(self.directory):
-            if name.startswith("vni%s_" % self.vni) and name.endswith(".tmp"):  # an index a kill cut short
+            if fnmatch.fnmatch(name, self.name_glob + "*.tmp"):  # an index a kill cut short
                 os.unlink(os.path.join(self.directory, name))
         for name in reversed(self.pcaps()):  # newest first: the likeliest to be asked for
             self.indexer.add(os.path.join(self.directory, name))
 
     def pcaps(self):
         """This VNI's pcaps, oldest first (their names carry their UTC start time)."""
-        return sorted(n for n in os.listdir(self.directory) if n.startswith("vni%s_" % self.vni) and n.endswith(".pcap"))
+        return sorted(n for n in os.listdir(self.directory) if fnmatch.fnmatch(n, self.name_glob))
 
     def repair(self, path):
         """Cut the torn tail of the pcap tcpdump wrote (and of the VNI's newest: it may have rotated)."""
@@ -736,7 +738,7 @@ class Capture:
 
 
 def main(argv):
-    if len(argv) != 2 or not re.fullmatch(r"[0-9]{1,8}", argv[1]):
+    if len(argv) != 2 or not (re.fullmatch(r"[0-9]{1,8}", argv[1]) and host.VNI_MIN <= int(argv[1]) <= host.VNI_MAX):
         print("usage: mirrorcap-capture VNI (run by mirrorcap-capture@VNI.service)", file=sys.stderr)
         return 2
     run_dir = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]  # the unit's first: capture-VNI

@@ -139,7 +139,7 @@ def sources(directory):
             if index is None:
                 data = mapped(fd)  # mapped only to index it (the pcap being written, a failed one)
                 try:
-                    index = ix.build(data, name, ix.vni_of(name))  # in memory: nothing written beside the pcap
+                    index = ix.build(data, name, ix.vni_in_name(name))  # in memory: nothing written beside the pcap
                 except (ValueError, struct.error, ix.IndexError_) as e:
                     skipped.append((name, "cannot index: %s" % e))
                     continue

@@ -252,8 +252,8 @@ def check_newest_pcap(report, directory, pattern, vni, stale_after, now):
         report.add("newest-pcap", "ok", detail, **data)
 
 
-INDEX_SUFFIX, INDEX_FAILED_SUFFIX = ".idx.json.gz", ".idx-failed"  # mirrorcap_index.SUFFIX, FAILED_SUFFIX
-INDEX_PARTIAL = "partial index"  # mirrorcap_index.PARTIAL: the marker of a damaged pcap, indexed around the damage
+INDEX_SUFFIX, INDEX_FAILED_SUFFIX = host.INDEX_SUFFIX, host.INDEX_FAILED_SUFFIX
+INDEX_PARTIAL = host.INDEX_PARTIAL  # the marker of a damaged pcap, indexed around the damage
 INDEX_LATE_SECONDS = 600  # a closed pcap is indexed within seconds of its rotation
 
 

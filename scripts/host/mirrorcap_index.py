@@ -44,9 +44,10 @@ import struct
 import sys
 import zlib
 
+import mirrorcap_host
+
 VERSION = 2  # 2: runs (byte ranges), bloom
-SUFFIX = ".idx.json.gz"  # beside the pcap: NAME.pcap -> NAME.pcap.idx.json.gz
-FAILED_SUFFIX = ".idx-failed"  # beside a pcap whose index could not be written: why
+SUFFIX, FAILED_SUFFIX = mirrorcap_host.INDEX_SUFFIX, mirrorcap_host.INDEX_FAILED_SUFFIX  # beside the pcap
 CHUNK = 64 << 10
 
 PCAP_MAGIC = {b"\xd4\xc3\xb2\xa1": ("<", 6), b"\xa1\xb2\xc3\xd4": (">", 6),
@@ -289,7 +290,7 @@ OTHER = ("other", None, b"", b"", None)
 CUT_KEY = (CUT, None, b"", b"", None)
 
 
-def vni_of(name):
+def vni_in_name(name):
     """The VNI in a pcap's name as the host writes it (vni<N>_...), None otherwise."""
     m = VNI_NAME.match(os.path.basename(name))
     return int(m.group(1)) if m else None
@@ -895,7 +896,7 @@ def write(pcap, out=None, vni=None):
         # Mapped, not read: a pcap of a few GiB costs page cache, not the indexer's memory.
         data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
         try:
-            line, rows = build(data, pcap, vni_of(pcap) if vni is None else vni)
+            line, rows = build(data, pcap, vni_in_name(pcap) if vni is None else vni)
         finally:
             if size:
                 data.close()
@@ -929,7 +930,7 @@ def read(path):
     return lines[0], lines[1:]
 
 
-PARTIAL = "partial index"  # how a failure marker of a damaged pcap begins
+PARTIAL = mirrorcap_host.INDEX_PARTIAL  # how a failure marker of a damaged pcap begins
 
 
 def partial(line):

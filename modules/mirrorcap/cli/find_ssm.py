@@ -18,7 +18,7 @@ def find_on_host(node, capture: str, instance: str | None, inventory: Path, prof
     from ..find import ssm
     from ..find.query import tree
     from ..find.search import flow_view, note
-    from .find import print_flows
+    from .flows import print_flows
     c = capture_named(load_inventory(inventory), capture, inventory)
     q = tree(node)
     try:

@@ -8,7 +8,6 @@ from a variable (the capture directory and the capture identity).
 
 from __future__ import annotations
 
-import ast
 import functools
 import gzip
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ import jinja2
 
 from .. import aws_limits as L
 from .. import contract, project
+from ..backlog import archive_backlog_seconds
 from ..inventory.model import Capture, Inventory
 from ..errors import MirrorcapError, Problem
 from ..stack.literal import escape as template_escape
@@ -78,26 +78,6 @@ def retention_command(capture: Capture) -> str:
     """What deletes pcaps: the retention unit runs it every minute, and the capture when
     the volume is full. A capture that archives deletes only what S3 confirmed."""
     return f"{contract.LIBEXEC}/archive retention" if capture.archive is not None else f"{contract.LIBEXEC}/retention"
-
-
-ARCHIVE_RUN_SECONDS = 60  # mirrorcap-archive.timer: OnUnitInactiveSec=1min
-
-
-@functools.lru_cache(maxsize=1)
-def archive_backoff_seconds() -> tuple[int, ...]:
-    """The uploader's waits after failed runs, from scripts/host/mirrorcap-archive.py: the script
-    ships as it is, so its BACKOFF_SECONDS is the one definition and this reads it."""
-    path = project.scripts_dir() / "host" / "mirrorcap-archive.py"
-    for node in ast.parse(path.read_text(encoding="utf-8"), str(path)).body:
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "BACKOFF_SECONDS" for t in node.targets):
-            return tuple(ast.literal_eval(node.value))
-    raise LookupError(f"{path}: no BACKOFF_SECONDS")
-
-
-def archive_backlog_seconds(capture: Capture) -> int:
-    """How old the oldest closed, unconfirmed pcap may get before health fails: three
-    rotations, plus the uploader's longest back-off and a run."""
-    return 3 * capture.host.rotate_seconds + max(archive_backoff_seconds()) + ARCHIVE_RUN_SECONDS
 
 
 UNITS = "/etc/systemd/system"

@@ -58,7 +58,7 @@ CAPTURE_FIELDS = {
 ROLE_ARN = r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+"
 # A standard SNS topic's ARN (CloudWatch alarm actions cannot publish to a FIFO topic).
 SNS_TOPIC_ARN = r"arn:aws[a-z-]*:sns:([a-z0-9-]+):\d{12}:[A-Za-z0-9_-]{1,256}"
-# Instance sizes that cannot run the capture (DESIGN.md: t3.micro froze under tshark).
+# Instance sizes that cannot run the capture (t3.micro froze under tshark in the hand-built runbook).
 TOO_SMALL = ("nano", "micro")
 
 
