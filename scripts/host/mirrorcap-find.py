@@ -153,6 +153,12 @@ def sources(directory):
     return found, built, skipped
 
 
+def damaged(srcs):
+    """[(name, [[start, end]...])] of the pcaps whose index says bytes of them hold no record: an answer
+    from them is of the rest of them, and says so."""
+    return [(name, line["unread"]) for name, _path, line, _rows in srcs if line.get("unread")]
+
+
 def select(srcs, tree):
     """The flow rows the query may take, each with its pcap's name in "source", oldest first."""
     rows = []
@@ -263,7 +269,7 @@ def run(request, env):
     srcs, built, skipped = sources(env["MIRRORCAP_CAPTURE_DIR"])
     rows = select(srcs, tree)
     info = dict(files=len(srcs), indexed_here=built, skipped=len(skipped), skipped_names=skipped[:MAX_SKIPPED],
-                flows=len(rows))
+                flows=len(rows), damaged=damaged(srcs)[:MAX_SKIPPED])
     if flows:
         content = "".join(json.dumps({k: v for k, v in r.items() if k != "runs"}, separators=(",", ":")) + "\n"
                           for r in rows).encode()

@@ -88,6 +88,7 @@ HOST_FILES = (
     ("mirrorcap_query.py", f"{contract.HOST_LIB}/mirrorcap_query.py", "0644"),  # what a query takes: mirrorcap-find's and the CLI's
     ("mirrorcap-lib.sh", f"{contract.HOST_LIB}/mirrorcap-lib.sh", "0644"),  # shared by the shell scripts
     ("mirrorcap-storage.sh", f"{contract.LIBEXEC}/storage", "0755"),
+    ("mirrorcap-recover.sh", f"{contract.LIBEXEC}/recover", "0755"),  # remounts a volume whose file system shut down
     ("mirrorcap-decap.sh", f"{contract.LIBEXEC}/decap", "0755"),
     ("mirrorcap-capture.py", f"{contract.LIBEXEC}/capture", "0755"),
     ("mirrorcap-retention.sh", f"{contract.LIBEXEC}/retention", "0755"),
@@ -99,6 +100,9 @@ HOST_FILES = (
     ("mirrorcap.target", f"{UNITS}/mirrorcap.target", "0644"),
     ("mirrorcap-settings.service", f"{UNITS}/mirrorcap-settings.service", "0644"),
     ("mirrorcap-storage.service", f"{UNITS}/mirrorcap-storage.service", "0644"),
+    ("mirrorcap-recover.service", f"{UNITS}/mirrorcap-recover.service", "0644"),
+    ("mirrorcap-recover.path", f"{UNITS}/mirrorcap-recover.path", "0644"),
+    ("mirrorcap-recover.timer", f"{UNITS}/mirrorcap-recover.timer", "0644"),
     ("mirrorcap-decap.service", f"{UNITS}/mirrorcap-decap.service", "0644"),
     ("mirrorcap-capture@.service.j2", f"{UNITS}/mirrorcap-capture@.service", "0644"),
     ("mirrorcap-retention.service.j2", f"{UNITS}/mirrorcap-retention.service", "0644"),

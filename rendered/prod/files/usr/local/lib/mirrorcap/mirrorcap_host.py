@@ -21,6 +21,8 @@ VNI_MIN, VNI_MAX = 1, (1 << 24) - 1
 # A pcap's packet index beside it (NAME.pcap + INDEX_SUFFIX, mirrorcap_index writes it), or why
 # it could not be written (NAME.pcap + INDEX_FAILED_SUFFIX, which health reports).
 INDEX_SUFFIX, INDEX_FAILED_SUFFIX = ".idx.json.gz", ".idx-failed"
+# How the failure marker of a damaged pcap begins: it has an index, of what lies around the damage.
+INDEX_PARTIAL = "partial index"
 # The archive uploader's waits after 1, 2, 3, 4+ failed runs in a row; the laptop's threshold
 # for the archive backlog (health, alarms) allows for the longest.
 ARCHIVE_BACKOFF_SECONDS = (60, 120, 240, 300)
