@@ -26,7 +26,7 @@ export MIRRORCAP_INVENTORY := $(INVENTORY)
 export UV_PYTHON_DOWNLOADS := never
 export UV_NO_CONFIG := 1
 
-.PHONY: setup host-packages boot-lab synth test diff deploy destroy output state-bucket render bench bench-fleet bench-capture clean docs lock
+.PHONY: setup host-packages boot-lab synth test diff deploy destroy output state-bucket render bench bench-fleet bench-inventory bench-capture clean docs lock
 
 # pip only bootstraps uv, from hashes (the machine's pip settings, extra indexes
 # and local wheel folders, play no part).
@@ -155,6 +155,11 @@ bench: setup
 # against moto (needs terraform and the hashicorp/aws mirror): BENCH_ARGS='--sources 1000 --repeat 5'.
 bench-fleet: setup
 	$(BIN)/python bench/fleet_scale.py $(BENCH_ARGS)
+
+# validate, sessions --write and make synth of an 8,000-source fleet; against another checkout in the
+# same rounds: BENCH_ARGS='--baseline ../mirrorcap-main --repeat 5'.
+bench-inventory: setup
+	$(BIN)/python bench/inventory_scale.py $(BENCH_ARGS)
 
 # Needs root: boots the capture host in the boot lab and replays VXLAN into it.
 bench-capture: setup boot-lab

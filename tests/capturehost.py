@@ -220,3 +220,48 @@ def tcpdump_pid(m: Machine, vni: int = VNI) -> int:
     main = int(m.unit_show(unit(vni), "MainPID")["MainPID"])
     out = m.run("pgrep", "-P", str(main), "-x", "tcpdump").stdout.split() if main else []
     return int(out[0]) if out else 0
+
+
+# --- what was lost, against what the capture reports -----------------------------------
+
+def new_gaps(before: dict, after: dict) -> list[dict]:
+    return after.get("gaps", [])[-(after.get("gaps_total", 0) - before.get("gaps_total", 0)):] \
+        if after.get("gaps_total", 0) > before.get("gaps_total", 0) else []
+
+
+def missing_runs(times: dict[int, list], first: int, count: int) -> list[tuple[int, int]]:
+    """Runs of consecutive tags [a, b] in first..first+count-1 that reached no pcap."""
+    runs, start = [], None
+    for t in range(first, first + count):
+        if t not in times:
+            start = t if start is None else start
+        elif start is not None:
+            runs.append((start, t - 1))
+            start = None
+    if start is not None:
+        runs.append((start, first + count - 1))
+    return runs
+
+
+def bracket(times: dict[int, list], run: tuple[int, int]) -> tuple[float, float]:
+    """(time of the last packet captured before a lost run, of the first captured after it)."""
+    return times[run[0] - 1][0][2], times[run[1] + 1][0][2]
+
+
+def assert_accounted(times, first, count, sent_count, gaps, kernel_drops=0):
+    """What was lost (sent - captured) is at most what health counts; each recorded gap brackets a
+    lost run to within a second; and the count is an honest bound, not a wild one."""
+    captured_count = sum(1 for t in range(first, first + count) if t in times)
+    real = sent_count - captured_count
+    reported = sum(g["lost_packets_max"] for g in gaps) + kernel_drops
+    assert reported >= real, (reported, real, gaps)
+    runs = missing_runs(times, first, count)
+    assert runs, "nothing was lost: the fault did not happen"
+    for run in runs:
+        before, after = bracket(times, run)
+        found = [g for g in gaps if g["start"] <= before + 1 and g["end"] >= after - 1]
+        assert len(found) == 1, (run, before, after, [(g["start"], g["end"], g["reason"][:40]) for g in gaps])
+        (gap,) = found
+        assert before - 1 <= gap["start"] <= before + 0.5, (run, before, gap)
+        assert after - 1 <= gap["end"] <= after + 1, (run, after, gap)
+    return real, reported

@@ -17,6 +17,7 @@ LONG_FIRST = (
     "tests/host/test_host_waits.py",  # one boot waiting more than 320 s
     "tests/host/test_archive_boot.py",  # an outage, then a retry after the uploader's back-off; a fleet of two
     "tests/host/test_host_faults.py",
+    "tests/host/test_volume_faults.py",  # six boots, each a volume fault
     "tests/host/test_health_alarms.py",  # a stopped capture until the alarm fires
     "tests/synth/test_reviewed_apply.py",
     "tests/synth/test_terraform.py",

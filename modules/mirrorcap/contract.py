@@ -46,7 +46,7 @@ def session_label(capture: str, description: str) -> str:
     return description.removeprefix(session_description(capture, ""))
 
 
-def vni_of(own: int | None, capture_vni: int) -> int:
+def source_vni(own: int | None, capture_vni: int) -> int:
     """The VNI a source (or tag selector) is mirrored with: its own, else its capture's."""
     return own if own is not None else capture_vni
 

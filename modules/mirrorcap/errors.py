@@ -1,12 +1,5 @@
-"""Errors that reach the user: each names the file, the field and the fix; and the exit codes.
-
-Exit codes, the same for every command (cron, CI and make tell the outcomes apart by them):
-
-    0  done: valid, no drift, it fits, up to date, written, may apply
-    1  findings: problems in the inventory (validate), drift, does not fit, stale, refused
-    2  usage or input: a wrong command line; an inventory or input file missing, unreadable or invalid
-    3  could not reach AWS: no or refused credentials, no network, a denied call
-    4  `review verify` only: the fresh plan changes nothing (nothing to apply)
+"""Errors that reach the user: each names the file, the field and the fix; and the exit codes
+(EXIT_CODES, the one table: every --help prints it, docs/operations.md lists it).
 
 (A reader of the output that goes away, `| head -1`, ends any command with 141, as SIGPIPE would: cli/__init__.py.)
 """
@@ -15,6 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .plaintext import inert
+
+# The same for every command: cron, CI and make tell the outcomes apart by them.
 OK, FINDINGS, USAGE, AWS_UNREACHABLE, NOTHING_TO_APPLY = 0, 1, 2, 3, 4
 EXIT_CODES = {
     OK: "done (valid, no drift, fits, up to date, written)",
@@ -35,7 +31,6 @@ class Problem:
     def __str__(self) -> str:
         # Every part may hold input (a capture's label, a lock key, a syntax error's line): unseen
         # characters (ESC, U+202E...) are shown by their code point, never sent to a terminal.
-        from .workflow.review import inert  # (lazily: workflow.review imports this module)
         where = f"{self.file}: {self.field}" if self.field else self.file
         return inert(f"{where}: {self.message}\n  fix: {self.fix}")
 

@@ -1,11 +1,13 @@
-"""Where the project's non-Python files are: scripts/ (the host bootstrap),
-cdktf.json (the Terraform target) and tools/ (the cdktn CLI and its HCL
-formatter). The one place the package looks outside itself.
+"""Where the project's non-Python files are: scripts/ (the host bootstrap's templates
+and files, for the render), cdktf.json (the Terraform target) and tools/ (the cdktn
+CLI and its HCL formatter). The one place the package looks outside itself.
 
-mirrorcap runs from a checkout of this repository (the inventory, the lock and
-rendered/ are committed beside them): the project is the nearest directory,
-from the working directory up, holding cdktf.json and scripts/, or else the
-checkout this package was installed from (an editable install run elsewhere).
+Rendering and synthesizing run from a checkout of this repository (the inventory,
+the lock and rendered/ are committed beside them): the project is the nearest
+directory, from the working directory up, holding cdktf.json and scripts/, or else
+the checkout this package was installed from (an editable install run elsewhere).
+Reading packets needs no checkout: the host library the laptop runs (`mirrorcap
+index`, `find`, `window`) is part of the package (top-level mirrorcap_* modules).
 """
 
 from __future__ import annotations

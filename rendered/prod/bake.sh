@@ -54,6 +54,30 @@ ENV_FILE = "/etc/mirrorcap/mirrorcap.env"
 BOOTSTRAP_LOCK = "/run/mirrorcap-bootstrap.lock"  # the user data and mirrorcap-settings take turns
 RUN_DIR = "/run/mirrorcap"  # what a boot forgets: heartbeats, what storage and decap wait for
 STATE_DIR = "/var/lib/mirrorcap"  # what survives restarts, failures and reboots: the loss record
+# The VXLAN network identifier a capture is named by: 24 bits; 0 is never one (AWS refuses it).
+VNI_MIN, VNI_MAX = 1, (1 << 24) - 1
+# A pcap's packet index beside it (NAME.pcap + INDEX_SUFFIX, mirrorcap_index writes it), or why
+# it could not be written (NAME.pcap + INDEX_FAILED_SUFFIX, which health reports).
+INDEX_SUFFIX, INDEX_FAILED_SUFFIX = ".idx.json.gz", ".idx-failed"
+# How the failure marker of a damaged pcap begins: it has an index, of what lies around the damage.
+INDEX_PARTIAL = "partial index"
+# The archive uploader's waits after 1, 2, 3, 4+ failed runs in a row; the laptop's threshold
+# for the archive backlog (health, alarms) allows for the longest.
+ARCHIVE_BACKOFF_SECONDS = (60, 120, 240, 300)
+
+
+IMDS = "http://169.254.169.254"  # the instance metadata service, IMDSv2 only (the instances require it)
+
+
+def imds(path, token_timeout=5, timeout=5):
+    """The bytes at `path` (e.g. /latest/meta-data/instance-id) of the instance metadata service,
+    asked with a session token (IMDSv2). OSError (URLError, a timeout) when it does not answer."""
+    import urllib.request  # here: the scripts that never ask IMDS (the capture...) do not load it
+    token = urllib.request.urlopen(urllib.request.Request(
+        IMDS + "/latest/api/token", method="PUT", headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"}),
+        timeout=token_timeout).read()
+    return urllib.request.urlopen(urllib.request.Request(
+        IMDS + path, headers={"X-aws-ec2-metadata-token": token.decode()}), timeout=timeout).read()
 
 
 def read_env(path=ENV_FILE):
@@ -300,9 +324,10 @@ import struct
 import sys
 import zlib
 
+import mirrorcap_host
+
 VERSION = 2  # 2: runs (byte ranges), bloom
-SUFFIX = ".idx.json.gz"  # beside the pcap: NAME.pcap -> NAME.pcap.idx.json.gz
-FAILED_SUFFIX = ".idx-failed"  # beside a pcap whose index could not be written: why
+SUFFIX, FAILED_SUFFIX = mirrorcap_host.INDEX_SUFFIX, mirrorcap_host.INDEX_FAILED_SUFFIX  # beside the pcap
 CHUNK = 64 << 10
 
 PCAP_MAGIC = {b"\xd4\xc3\xb2\xa1": ("<", 6), b"\xa1\xb2\xc3\xd4": (">", 6),
@@ -545,30 +570,98 @@ OTHER = ("other", None, b"", b"", None)
 CUT_KEY = (CUT, None, b"", b"", None)
 
 
-def vni_of(name):
+def vni_in_name(name):
     """The VNI in a pcap's name as the host writes it (vni<N>_...), None otherwise."""
     m = VNI_NAME.match(os.path.basename(name))
     return int(m.group(1)) if m else None
 
 
 # --- building an index ----------------------------------------------------------------
-def _walk(data, meta):
+def _walk(data, meta, segments=((None, None),)):
     """Every record, any format: {flow key: [first, last, packets, bytes, last chunk, runs]}. A run
     goes on while the flow's records are in one chunk or the next; runs are [first record's
-    offset, last record's end, ...]."""
+    offset, last record's end, ...]. `segments`: (start, end) byte ranges to read (a damaged pcap's
+    readable stretches), the whole file by default."""
     flows = {}
     chunk, boundary = -1, 0
-    for o, ts, linktype, caplen, length, frame in records(data, meta):
-        if o >= boundary:
-            chunk += 1
-            boundary = o - o % CHUNK + CHUNK
-        key = flow_key(data, linktype, frame, caplen, meta["endian"])
-        f = flows.get(key)
-        if f is None:
-            flows[key] = [ts, ts, 1, length, chunk, [o, meta["end"]]]
-        else:
-            _count(f, ts, length, chunk, o, meta["end"])
+    for start, end in segments:
+        chunk += 2  # no run reaches over the bytes between two stretches: a reader stops there
+        for o, ts, linktype, caplen, length, frame in records(data, meta, start, end):
+            if o >= boundary:
+                chunk += 1
+                boundary = o - o % CHUNK + CHUNK
+            key = flow_key(data, linktype, frame, caplen, meta["endian"])
+            f = flows.get(key)
+            if f is None:
+                flows[key] = [ts, ts, 1, length, chunk, [o, meta["end"]]]
+            else:
+                _count(f, ts, length, chunk, o, meta["end"])
     return flows
+
+
+# --- a damaged pcap: the stretches of whole records around bytes that are none -----------------
+RESYNC_CHAIN = 4  # plausible records in a row (or up to the file's end) that mark where records resume
+MAX_LEN = 1 << 24  # no frame's original length is larger
+
+
+def _plausible(data, meta, first, latest):
+    """A function o -> the end of the record whose header is at o when that header is possible
+    (time near the file's, fraction, lengths), else None."""
+    unpack = struct.Struct(meta["endian"] + "IIII").unpack_from
+    per_sec, snap = 10 ** meta["ifaces"][0][1], meta.get("snap", MAX_SNAP)
+
+    def end_of(o):
+        sec, frac, caplen, length = unpack(data, o)
+        if first - 3600 <= sec <= latest and frac < per_sec and 0 < caplen <= snap and caplen <= length < MAX_LEN:
+            return o + 16 + caplen
+        return None
+    return end_of
+
+
+def _readable(data, meta):
+    """([(start, end)] stretches of plausible whole records, [[start, end]] byte ranges between and
+    after them that hold none) of a pcap; a torn last record (shorter than a record can be) is no
+    damage: a pcap being written, or cut by a full volume, ends so."""
+    n = len(data)
+    if n < 40:
+        return [(24, n)], []
+    first = struct.unpack_from(meta["endian"] + "I", data, 24)[0]
+    end_of = _plausible(data, meta, first, max(first, int(__import__("time").time())) + 3600)
+
+    def chain(o):
+        """End of the plausible whole records from o."""
+        while o + 16 <= n:
+            e = end_of(o)
+            if e is None or e > n:
+                break
+            o = e
+        return o
+
+    def resumes(o):
+        """Whether plausible records run from o: RESYNC_CHAIN of them, or up to the end (the last may be torn)."""
+        for _ in range(RESYNC_CHAIN):
+            if o + 16 > n:
+                return True
+            e = end_of(o)
+            if e is None:
+                return False
+            if e >= n:
+                return True
+            o = e
+        return True
+
+    segments, unread, o = [], [], 24
+    while True:
+        e = chain(o)
+        segments.append((o, e))
+        if n - e <= 16 + meta.get("snap", MAX_SNAP) and (e + 16 > n or end_of(e) is not None):
+            return segments, unread  # whole, or a torn last record
+        q = next((q for q in range(e + 1, n - 15) if end_of(q) is not None and resumes(q)), None)
+        if q is None:
+            unread.append([e, n])
+            return segments, unread
+        unread.append([e, q])
+        o = q
 
 
 def _count(f, ts, length, chunk, o, end):
@@ -950,6 +1043,15 @@ def build(data, name, vni=None):
         _flatten(walked)
     flows = walked
     records_end = meta.pop("stop")
+    unread = []
+    if meta["format"] == "pcap" and records_end < len(data):
+        # Not whole: a torn last record, or bytes that are no record (a damaged middle). The damaged
+        # pcap is indexed stretch by stretch, around what cannot be read, and says which bytes those are.
+        segments, unread = _readable(data, meta)
+        if unread:
+            flows = _walk(data, meta, segments)
+            _flatten(flows)
+            records_end = meta.pop("stop")
     meta.pop("end", None)
     stats = list(flows.values())
     line = dict(kind="file", v=VERSION, pcap=os.path.basename(name), size=len(data),
@@ -959,7 +1061,8 @@ def build(data, name, vni=None):
                 **({"snap": meta["snap"]} if meta.get("snap") is not None else {}),
                 first=min((s[0] for s in stats), default=None), last=max((s[1] for s in stats), default=None),
                 packets=sum(s[2] for s in stats), bytes=sum(s[3] for s in stats), flows=len(flows),
-                cut=sum(st[2] for k, st in flows.items() if k[0] == CUT))
+                cut=sum(st[2] for k, st in flows.items() if k[0] == CUT),
+                **({"unread": unread} if unread else {}))
     rows = []
     for (fam, proto, src, dst, ports), (f_first, f_last, n, nbytes, runs) in flows.items():
         sp, dp = struct.unpack(">HH", ports) if ports else (None, None)
@@ -1073,7 +1176,7 @@ def write(pcap, out=None, vni=None):
         # Mapped, not read: a pcap of a few GiB costs page cache, not the indexer's memory.
         data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
         try:
-            line, rows = build(data, pcap, vni_of(pcap) if vni is None else vni)
+            line, rows = build(data, pcap, vni_in_name(pcap) if vni is None else vni)
         finally:
             if size:
                 data.close()
@@ -1107,6 +1210,18 @@ def read(path):
     return lines[0], lines[1:]
 
 
+PARTIAL = mirrorcap_host.INDEX_PARTIAL  # how a failure marker of a damaged pcap begins
+
+
+def partial(line):
+    """What the failure marker of a damaged pcap says: which bytes hold no record, what was read around them."""
+    bad = sum(b - a for a, b in line["unread"])
+    ranges_ = ", ".join("%d-%d" % (a, b) for a, b in line["unread"][:5])
+    return ("%s: %d of its %d bytes hold no readable record (bytes %s%s: damaged); the %d packets around them are "
+            "indexed and found, those bytes are not" % (PARTIAL, bad, line["size"], ranges_,
+                                                         ", ..." if len(line["unread"]) > 5 else "", line["packets"]))
+
+
 def main(argv):
     """mirrorcap_index.py PCAP...: what the capture runs on each pcap tcpdump closed. A pcap that
     cannot be indexed gets NAME.pcap.idx-failed (why) instead, which health reports; it is still
@@ -1131,7 +1246,16 @@ def main(argv):
             except OSError:
                 pass
             continue
-        if os.path.exists(marker):
+        if line.get("unread"):
+            # Indexed, but not whole: the marker says which bytes hold no record (health shows it).
+            why = partial(line)
+            print("mirrorcap-index: %s: %s" % (os.path.basename(pcap), why), file=sys.stderr, flush=True)
+            try:
+                with open(marker, "w") as f:
+                    f.write(why + "\n")
+            except OSError:
+                pass
+        elif os.path.exists(marker):
             os.unlink(marker)
         print("mirrorcap-index: %s: %d packets, %d flows (%s)" % (os.path.basename(pcap), line["packets"], line["flows"], walk),
               file=sys.stderr, flush=True)
@@ -1163,6 +1287,8 @@ has no free text left, only these words, numbers and hex.
 """
 import re
 import struct
+
+import mirrorcap_host
 
 V4_FAMS = ("ip", "arp", "rarp")  # where libpcap's `host`/`net` of an IPv4 address look
 DIRECTIONS = ("src", "dst", "any")
@@ -1205,7 +1331,7 @@ def check(tree, depth=0):
     elif op == "fam":
         ok = len(a) == 1 and a[0] in FAMS
     elif op == "vni":
-        ok = len(a) == 1 and _int(a[0], 0, (1 << 24) - 1)
+        ok = len(a) == 1 and _int(a[0], mirrorcap_host.VNI_MIN, mirrorcap_host.VNI_MAX)
     elif op == "time":
         ok = (len(a) == 2 and a != [None, None]
               and all(x is None or _int(x, -(1 << 63), (1 << 63) - 1) for x in a))
@@ -1726,6 +1852,77 @@ MIRRORCAP_USR_LOCAL_LIBEXEC_MIRRORCAP_STORAGE
 chmod 0755 '/usr/local/libexec/mirrorcap/storage.mirrorcap-new'
 mv -f '/usr/local/libexec/mirrorcap/storage.mirrorcap-new' '/usr/local/libexec/mirrorcap/storage'
 
+cat > '/usr/local/libexec/mirrorcap/recover.mirrorcap-new' <<'MIRRORCAP_USR_LOCAL_LIBEXEC_MIRRORCAP_RECOVER'
+#!/bin/bash
+# mirrorcap-recover: remount the pcap volume when its file system shut down.
+# Started by mirrorcap-recover.timer every minute, and at once by
+# mirrorcap-recover.path when a capture's watcher finds the capture directory unreadable (EIO: an impaired EBS volume, or an XFS forced shutdown
+# after an I/O error) and asks for it in /run/mirrorcap/recover. It trusts no
+# request: it acts only when the directory fails to read here too. A shut-down
+# file system stays shut down until it is unmounted; mounting it again replays
+# its log. Every unit whose mount namespace holds the capture directory is
+# stopped first (a mount that lingers in one would hand the dead file system
+# back to the new mount), then storage mounts the volume and the target starts
+# capture again; each capture counts its gap from the last packet the volume
+# kept. Repeated recoveries back off (a volume that fails again and again is
+# not remounted in a loop); what it does goes to /run/mirrorcap/recover.json.
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=mirrorcap-lib.sh
+. "$(dirname "$(readlink -f "$0")")/../../lib/mirrorcap/mirrorcap-lib.sh"
+DIR=${MIRRORCAP_CAPTURE_DIR:?MIRRORCAP_CAPTURE_DIR missing from $ENV_FILE}
+REQUESTS=/run/mirrorcap/recover
+HISTORY=/run/mirrorcap/recover.history
+BACKOFF=(0 5 20 60 300)  # seconds before the 1st, 2nd... remount within 10 minutes
+
+if error=$(LC_ALL=C stat -- "$DIR" 2>&1 >/dev/null); then
+  if [ -n "$(ls -A "$REQUESTS" 2>/dev/null)" ]; then  # (the timer's runs find nothing, silently)
+    rm -f -- "$REQUESTS"/*
+    say "$DIR reads: nothing to recover"
+  fi
+  exit 0
+fi
+error=${error##*: }
+case $error in
+  "No such file or directory" | "Not a directory")
+    rm -f -- "$REQUESTS"/*
+    say "$DIR is missing ($error): mirrorcap-storage makes it, $AGAIN"
+    exit 0 ;;
+esac
+
+now=$(date +%s)
+recent=0
+if [ -r "$HISTORY" ]; then
+  while read -r t; do
+    if [[ $t =~ ^[0-9]+$ ]] && ((now - t < 600)); then recent=$((recent + 1)); fi
+  done <"$HISTORY"
+fi
+delay=${BACKOFF[$((recent < ${#BACKOFF[@]} ? recent : ${#BACKOFF[@]} - 1))]}
+what="the file system of the pcap volume at $DIR failed ($error: shut down, or the volume is impaired)"
+if ((delay)); then
+  status backing-off "$what; remount $((recent + 1)) in 10 minutes, in ${delay}s"
+  say "$what; remounted $recent time(s) in 10 minutes: waiting ${delay}s first"
+  sleep "$delay"
+fi
+echo "$now" >>"$HISTORY"
+status recovering "$what: remounting it"
+say "$what: stopping what holds it, unmounting it, mounting it again (the mount replays its log)"
+
+mapfile -t holders < <(systemctl list-units --plain --no-legend --state=active,activating,deactivating,reloading \
+  'mirrorcap-capture@*.service' mirrorcap-retention.service mirrorcap-archive.service | awk '{ print $1 }')
+if ((${#holders[@]})); then systemctl stop "${holders[@]}"; fi
+if ! umount "$DIR"; then
+  say "umount $DIR failed (a process still uses it: fuser -vm $DIR): detaching it lazily"
+  umount -l "$DIR"
+fi
+rm -f -- "$REQUESTS"/*
+systemctl restart mirrorcap-storage.service
+systemctl start --no-block mirrorcap.target
+say "$DIR mounted again; capture is starting (each capture's gap runs from the last packet the volume kept)"
+status recovered "$what; remounted at $(date -u +%FT%TZ)"
+MIRRORCAP_USR_LOCAL_LIBEXEC_MIRRORCAP_RECOVER
+chmod 0755 '/usr/local/libexec/mirrorcap/recover.mirrorcap-new'
+mv -f '/usr/local/libexec/mirrorcap/recover.mirrorcap-new' '/usr/local/libexec/mirrorcap/recover'
+
 cat > '/usr/local/libexec/mirrorcap/decap.mirrorcap-new' <<'MIRRORCAP_USR_LOCAL_LIBEXEC_MIRRORCAP_DECAP'
 #!/bin/bash
 # mirrorcap-decap: one vxlan interface per configured VNI on the interface that
@@ -1756,7 +1953,7 @@ else
   wanted="the primary ENI (device-number 0)"
 fi
 for vni in $VNIS; do
-  if ! [[ $vni =~ ^[0-9]+$ ]] || ((vni > 16777215)); then die "VNI $vni in $ENV_FILE is not a 24-bit number: fix the user data"; fi
+  if ! [[ $vni =~ ^[1-9][0-9]{0,7}$ ]] || ((vni > 16777215)); then die "VNI $vni in $ENV_FILE is not 1-16777215 (24 bits, never 0): fix the user data"; fi
 done
 
 # The MAC of the ENI the traffic reaches, from IMDSv2, as long as it takes.
@@ -1875,6 +2072,8 @@ closed pcaps a previous run left without one get it when the watcher starts.
 Python 3.9 stdlib only (Amazon Linux 2023's system Python).
 """
 import ctypes
+import errno
+import fnmatch
 import os
 import re
 import signal
@@ -1897,6 +2096,7 @@ RETENTION_EVERY = 5.0  # how often retention is asked for room while the volume 
 YOUNG_SECONDS = 10.0  # a tcpdump that dies younger than this starts again after a back-off
 BACKOFF = (0, 1, 2, 4, 8, 16, 30)
 SAMPLES_SECONDS = 120
+COARSE_SECONDS = 10  # samples older than SAMPLES_SECONDS: one per this many seconds, back two rotations
 KEEP_GAPS = 20
 KEEP_RESTARTS = 50
 POLL_SYSCALLS = {"x86_64": (7, 271), "aarch64": (73,)}  # poll, ppoll: where libpcap waits
@@ -1918,6 +2118,16 @@ def free_bytes(directory):
     return st.f_bavail * st.f_frsize
 
 
+def volume_error(directory):
+    """The error reading the mounted volume gives (EIO: its file system shut down, the volume is
+    impaired), None when it reads (or is simply not there: not this function's business)."""
+    try:
+        os.stat(directory)
+        return None
+    except OSError as e:
+        return None if e.errno in (errno.ENOENT, errno.ENOTDIR) else e
+
+
 def iface_counter(iface, name):
     try:
         with open("/sys/class/net/%s/%s" % (iface, name)) as f:
@@ -1931,15 +2141,19 @@ class Samples:
     recent moment. In the RuntimeDirectory, for the next run after a crash; the
     tick's save is also the heartbeat health reads."""
 
-    def __init__(self, path, iface):
-        self.path, self.iface = path, iface
+    def __init__(self, path, iface, keep=SAMPLES_SECONDS):
+        self.path, self.iface, self.keep = path, iface, max(keep, SAMPLES_SECONDS)
         old = host.read_json(path, {})
         self.points = [tuple(p) for p in old.get("points", [])] if old.get("ifindex") == iface_counter(iface, "ifindex") else []
 
     def add(self, t, rx):
-        self.points.append((t, rx))
-        while self.points and self.points[0][0] < t - SAMPLES_SECONDS:
-            self.points.pop(0)
+        # Fine for the last SAMPLES_SECONDS, coarse back to `keep`: a gap can start where the last
+        # durable packet was, long before it was seen (a file system that shut down loses its pcap).
+        fine, kept = t - SAMPLES_SECONDS, []
+        for point in self.points:
+            if point[0] >= t - self.keep and (point[0] >= fine or not kept or point[0] - kept[-1][0] >= COARSE_SECONDS):
+                kept.append(point)
+        self.points = kept + [(t, rx)]
         host.write_json(self.path, dict(ifindex=iface_counter(self.iface, "ifindex"), heartbeat=t, points=self.points))
 
     def before(self, t):
@@ -2050,8 +2264,19 @@ class Tcpdump:
             pass
         return None
 
+    def state(self):
+        """tcpdump's process state (R, S, D, T, t...), None when it is gone."""
+        try:
+            with open("/proc/%d/stat" % self.pid) as f:
+                return f.read().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return None
+
     def flush(self):
-        """SIGUSR2 (flush) while tcpdump is stopped in poll(): never inside an fwrite()."""
+        """SIGUSR2 (flush) while tcpdump is stopped in poll(): never inside an fwrite(). A tcpdump
+        someone else stopped (SIGSTOP, a debugger) is left as it is: continuing it is not ours to do."""
+        if self.state() in ("T", "t"):
+            return False
         try:
             os.kill(self.pid, signal.SIGSTOP)
         except OSError:
@@ -2090,6 +2315,11 @@ class Tcpdump:
     def stop(self):
         if self.proc.poll() is None:
             self.proc.terminate()
+            if self.state() in ("T", "t"):  # held stopped: it takes the SIGTERM once continued
+                try:
+                    os.kill(self.pid, signal.SIGCONT)
+                except OSError:
+                    pass
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
@@ -2130,12 +2360,14 @@ class Indexer:
     rotations never takes more than one core from tcpdump. A pcap it could not index
     gets NAME.idx-failed (mirrorcap_index.py writes it), which health reports."""
 
-    SUFFIXES = (".idx.json.gz", ".idx-failed")  # mirrorcap_index.SUFFIX, FAILED_SUFFIX
+    SUFFIXES = (host.INDEX_SUFFIX, host.INDEX_FAILED_SUFFIX)
     # numpy's BLAS would start a thread per CPU at import: the indexer needs none (one core at most)
     ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
 
+    RETRY = (30, 60, 120, 300, 600)  # seconds before indexing again a pcap whose index could not be written
+
     def __init__(self):
-        self.queue, self.proc = [], None
+        self.queue, self.proc, self.current, self.retries = [], None, None, {}  # retries: path -> (due, attempts)
 
     def add(self, path, again=False):
         """Index `path` when it has none; `again`: even then (it was just closed: an index written
@@ -2146,10 +2378,17 @@ class Indexer:
     def tick(self):
         if self.proc is not None and self.proc.poll() is None:
             return
-        self.proc = None
+        if self.proc is not None:
+            self.finished(self.current, self.proc.returncode)
+        self.proc = self.current = None
+        now = time.monotonic()
+        for path, (due, _) in list(self.retries.items()):
+            if due <= now:
+                self.add(path, again=True)
         while self.queue:
             path = self.queue.pop(0)
             if os.path.exists(path):
+                self.current = path
                 try:
                     self.proc = subprocess.Popen([sys.executable, os.path.join(HOST_LIB, "mirrorcap_index.py"), path],
                                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, preexec_fn=self.weaken,
@@ -2158,6 +2397,26 @@ class Indexer:
                     log("cannot index %s: %s" % (os.path.basename(path), e))
                     continue
                 return
+
+    def finished(self, path, code):
+        """A pcap the child could not index for want of room (a full volume: its index, or even its
+        failure marker, could not be written) is indexed again later, with a back-off; one it could
+        not index for what it holds is not (the marker says why)."""
+        try:
+            with open(path + self.SUFFIXES[1]) as f:
+                why = f.read()
+        except OSError:
+            why = None if os.path.exists(path + self.SUFFIXES[0]) else "no index and no marker"
+        if code == 0 or why is None or not ("No space left" in why or "Disk quota" in why or why == "no index and no marker"):
+            self.retries.pop(path, None)
+            return
+        if not os.path.exists(path):
+            self.retries.pop(path, None)
+            return
+        attempts = self.retries.get(path, (0, 0))[1]
+        self.retries[path] = (time.monotonic() + self.RETRY[min(attempts, len(self.RETRY) - 1)], attempts + 1)
+        log("%s: not indexed (%s): trying again in %ds" % (os.path.basename(path), why.strip()[:200],
+                                                            self.RETRY[min(attempts, len(self.RETRY) - 1)]))
 
     @staticmethod
     def weaken():
@@ -2179,8 +2438,11 @@ class Capture:
         self.vni, self.iface, self.run_dir = vni, host.vxlan_iface(host.read_env(), vni), run_dir
         self.log_path = os.path.join(run_dir, "tcpdump.log")
         self.flag = os.path.join(run_dir, "not-writing")  # retention may then take this VNI's newest pcap
+        # mirrorcap-recover.path starts the root repair when this directory holds a file
+        self.recover_flag = os.path.join(os.path.dirname(run_dir), "recover", vni)
+        self.failed_volume = None
         self.record = Record(host.capture_state_file(vni))
-        self.tcpdump = self.truncation = self.samples = None
+        self.tcpdump = self.truncation = self.samples = self.watched = None
         self.indexer = Indexer()
         self.stopping = self.reload_requested = False
         self.need_room = False
@@ -2191,8 +2453,10 @@ class Capture:
     def load_settings(self):
         env = host.read_env()
         self.directory = env["MIRRORCAP_CAPTURE_DIR"]
+        self.rotate_seconds = int(env["MIRRORCAP_ROTATE_SECONDS"])
         self.retention = env["MIRRORCAP_RETENTION_COMMAND"].split()
         self.name_pattern = host.pcap_pattern(env["MIRRORCAP_PCAP_PATTERN"], self.vni)
+        self.name_glob = host.pcap_glob(env["MIRRORCAP_PCAP_PATTERN"], self.vni)
         self.command = ["tcpdump", "-i", self.iface, "-Q", "in", "-n",
                         "-B", env["MIRRORCAP_BUFFER_KIB"], "-s", env["MIRRORCAP_SNAPLEN"],
                         "-G", env["MIRRORCAP_ROTATE_SECONDS"],
@@ -2202,7 +2466,10 @@ class Capture:
     # -- the loss record -------------------------------------------------------------
     def last_packet(self, path):
         """Time of the last whole packet in `path` (or, if none, in the VNI's previous pcap)."""
-        names = self.pcaps()
+        try:
+            names = self.pcaps()
+        except OSError:
+            return None  # the volume cannot be read: the gap is moved back when it can (start)
         if path:
             names = [n for n in names if n <= os.path.basename(path)]
         for name in reversed(names[-2:]):
@@ -2223,6 +2490,49 @@ class Capture:
         point = self.samples.before(last if last is not None else now)
         start = self.samples.quiet_until(point[0], point[1]) if point else (last or now)
         self.record.open_gap(reason, max(start, last or 0), point[1] if point else None, iface_counter(self.iface, "ifindex"))
+
+    def back_to_durable(self):
+        """An open gap starts where the last packet still on the volume ends: packets a tcpdump wrote
+        that did not last (a file system that shut down drops what it had not written out, and the
+        pcap with it) were lost too."""
+        gap, last = self.record.data["gap"], self.last_packet(None)
+        if last is None:  # not one packet left: the last tcpdump's pcaps are gone from its start on
+            last = self.record.data.get("since")
+        if gap is None or last is None or last >= gap["start"] or gap.get("rx_start") is None:
+            return
+        point = self.samples.before(last)
+        # No sample that old: the gap lost an unknown number (counted as such, never as too few).
+        start, rx_start = (max(self.samples.quiet_until(point[0], point[1]), last), point[1]) if point else (last, None)
+        if (start, rx_start) != (gap["start"], gap["rx_start"]):
+            gap.update(start=start, rx_start=rx_start)
+            log("the gap starts at %s: the last packet still on the volume" % time.strftime("%H:%M:%S", time.gmtime(start)))
+            self.record.save()
+
+    def volume_failed(self):
+        """True while the volume does not read (EIO: its file system shut down). tcpdump is stopped,
+        the gap opened, and mirrorcap-recover asked to remount it (it stops this unit first); the
+        watcher waits for that, beating, instead of dying into a restart loop."""
+        error = volume_error(self.directory)
+        if error is None:
+            return False
+        if self.failed_volume is None:
+            self.failed_volume = error
+            reason = ("the pcap volume's file system failed (%s: shut down, or the volume is impaired); "
+                      "mirrorcap-recover remounts it" % (error.strerror or error))
+            log("%s: %s" % (self.directory, reason))
+            if self.tcpdump is not None:
+                tcpdump, self.tcpdump = self.tcpdump, None
+                tcpdump.stop()
+                self.account(tcpdump)
+            self.open_gap(reason, (self.watched or (None,))[0])
+            self.record.restarted(reason)
+            self.record.save()
+            try:
+                with open(self.recover_flag, "w") as f:
+                    f.write("%s\n" % error)
+            except OSError as e:
+                log("cannot ask mirrorcap-recover for the remount (%s): systemctl start mirrorcap-recover.service" % e)
+        return True
 
     def account(self, tcpdump):
         """A tcpdump that is gone: its kernel drops, as it last printed them."""
@@ -2249,6 +2559,7 @@ class Capture:
             die("%s is not a mounted volume: waiting for mirrorcap-storage (refusing to write pcaps to the root "
                 "volume); systemd starts this unit again" % self.directory)
         self.record.data["waiting"] = None
+        self.back_to_durable()
         ifindex = iface_counter(self.iface, "ifindex")
         if self.truncation is None or self.truncation[0] != ifindex:
             try:
@@ -2281,10 +2592,14 @@ class Capture:
         self.open_gap(reason, path)
         self.record.restarted(reason)
         self.record.save()
-        self.repair(path)
+        try:
+            self.repair(path)
+            self.need_room = room or free_bytes(self.directory) < RESUME_FREE_BYTES
+        except OSError as e:  # the volume failed under it: the next tick's volume_failed() says so
+            log("cannot repair %s: %s" % (path, e))
+            self.need_room = room
         if path and os.path.exists(path):
             self.indexer.add(path, again=True)
-        self.need_room = room or free_bytes(self.directory) < RESUME_FREE_BYTES
         self.set_flag(self.need_room)
         self.next_start = time.monotonic() + restart_in
 
@@ -2316,7 +2631,23 @@ class Capture:
                 self.record.save()
         return rx
 
+    def why_stuck(self, free):
+        """Why the pcap stopped growing, from what can be seen: the room left, tcpdump's state."""
+        state = self.tcpdump.state()
+        if free < RESUME_FREE_BYTES:
+            return "volume full"
+        if state in ("T", "t"):
+            return ("tcpdump (pid %d) is held stopped (state %s: a SIGSTOP or a debugger not from mirrorcap); "
+                    "it is replaced" % (self.tcpdump.pid, state))
+        if state == "D":
+            return ("tcpdump (pid %d) hangs in the kernel (state D: a write the volume does not complete); it is replaced"
+                    % self.tcpdump.pid)
+        return "tcpdump (pid %d, state %s) writes nothing with room left: a write error (I/O) or a hung tcpdump; " \
+               "it is replaced" % (self.tcpdump.pid, state)
+
     def tick(self):
+        if self.volume_failed():
+            return
         now, rx = time.time(), self.beat()
         if rx is None:  # the interface is gone (decap recreated or removed it)
             return self.lose("%s disappeared" % self.iface)
@@ -2338,9 +2669,10 @@ class Capture:
             torn = (self.flushed and current is not None and self.tcpdump.switches() > self.tcpdump.switches_at_flush
                     and host.pcap_end(current[0])[0] < current[1])
             if torn or now - self.pending >= STUCK_SECONDS:
-                return self.lose("%s stopped growing while %s received %d packets (%d MiB free): volume full or I/O error"
+                free = free_bytes(self.directory)
+                return self.lose("%s stopped growing while %s received %d packets (%d MiB free): %s"
                                  % (os.path.basename(current[0]) if current else "the pcap", self.iface,
-                                    rx - self.rx_at_growth, free_bytes(self.directory) >> 20), room=True)
+                                    rx - self.rx_at_growth, free >> 20, self.why_stuck(free)), room=free < RESUME_FREE_BYTES)
         if rx != self.last_rx:
             self.last_rx, self.rx_changed = rx, now
         # What tcpdump holds of recent packets, onto the volume (checked at the next tick).
@@ -2362,14 +2694,14 @@ class Capture:
             self.open_gap(reason, None)
         self.repair(None)
         for name in os.listdir(self.directory):
-            if name.startswith("vni%s_" % self.vni) and name.endswith(".tmp"):  # an index a kill cut short
+            if fnmatch.fnmatch(name, self.name_glob + "*.tmp"):  # an index a kill cut short
                 os.unlink(os.path.join(self.directory, name))
         for name in reversed(self.pcaps()):  # newest first: the likeliest to be asked for
             self.indexer.add(os.path.join(self.directory, name))
 
     def pcaps(self):
         """This VNI's pcaps, oldest first (their names carry their UTC start time)."""
-        return sorted(n for n in os.listdir(self.directory) if n.startswith("vni%s_" % self.vni) and n.endswith(".pcap"))
+        return sorted(n for n in os.listdir(self.directory) if fnmatch.fnmatch(n, self.name_glob))
 
     def repair(self, path):
         """Cut the torn tail of the pcap tcpdump wrote (and of the VNI's newest: it may have rotated)."""
@@ -2384,19 +2716,24 @@ class Capture:
         signal.signal(signal.SIGTERM, self.on_stop)
         signal.signal(signal.SIGINT, self.on_stop)
         signal.signal(signal.SIGHUP, self.on_reload)
-        if not host.on_its_own_volume(self.directory):
-            die("%s is not a mounted volume: waiting for mirrorcap-storage (refusing to write pcaps to the root "
-                "volume); systemd starts this unit again" % self.directory)
         path = os.path.join(self.run_dir, "rx.json")
         rebooted = not os.path.exists(path)
         for name in os.listdir(self.run_dir):
             if name.endswith(".tmp"):  # a write a kill cut short
                 os.unlink(os.path.join(self.run_dir, name))
-        self.samples = Samples(path, self.iface)
-        self.take_over(rebooted)
+        self.samples = Samples(path, self.iface, 2 * self.rotate_seconds + SAMPLES_SECONDS)
+        if volume_error(self.directory) is None:  # else: the loop waits for mirrorcap-recover
+            if not host.on_its_own_volume(self.directory):
+                die("%s is not a mounted volume: waiting for mirrorcap-storage (refusing to write pcaps to the root "
+                    "volume); systemd starts this unit again" % self.directory)
+            self.take_over(rebooted)
         while not self.stopping:
             if self.reload_requested:
                 self.reload()
+            if self.volume_failed():
+                self.beat()
+                time.sleep(TICK)
+                continue
             self.indexer.tick()
             if self.tcpdump is None:
                 self.beat()
@@ -2440,10 +2777,10 @@ class Capture:
 
 
 def main(argv):
-    if len(argv) != 2 or not re.fullmatch(r"[0-9]{1,8}", argv[1]):
+    if len(argv) != 2 or not (re.fullmatch(r"[0-9]{1,8}", argv[1]) and host.VNI_MIN <= int(argv[1]) <= host.VNI_MAX):
         print("usage: mirrorcap-capture VNI (run by mirrorcap-capture@VNI.service)", file=sys.stderr)
         return 2
-    run_dir = os.environ.get("RUNTIME_DIRECTORY")
+    run_dir = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]  # the unit's first: capture-VNI
     if not run_dir or not os.environ.get("STATE_DIRECTORY"):
         die("RUNTIME_DIRECTORY/STATE_DIRECTORY are not set: start me with systemctl start mirrorcap-capture@%s" % argv[1])
     try:
@@ -2597,7 +2934,8 @@ set -euo pipefail
 . "$(dirname "$(readlink -f "$0")")/../lib/mirrorcap/mirrorcap-lib.sh"
 VNIS=${MIRRORCAP_VNIS:?MIRRORCAP_VNIS missing from $ENV_FILE}
 
-units=(mirrorcap.target mirrorcap-settings.service mirrorcap-storage.service mirrorcap-decap.service mirrorcap-retention.timer)
+units=(mirrorcap.target mirrorcap-settings.service mirrorcap-storage.service mirrorcap-decap.service mirrorcap-retention.timer
+  mirrorcap-recover.path mirrorcap-recover.timer)
 for vni in $VNIS; do units+=("mirrorcap-capture@$vni.service"); done
 
 systemctl daemon-reload
@@ -2651,13 +2989,11 @@ import re
 import subprocess
 import sys
 import time
-import urllib.request
 
 # The shared module: /usr/local/lib/mirrorcap, from /usr/local/libexec/mirrorcap.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "..", "lib", "mirrorcap"))
 import mirrorcap_host as host  # noqa: E402
 
-IMDS = "http://169.254.169.254"
 WAIT_SECONDS = 60
 BOOT = "/usr/local/sbin/mirrorcap-boot"
 # The block user-data.sh.j2 writes the env file from (the renderer's own test reads it back).
@@ -2670,10 +3006,7 @@ def log(message):
 
 def user_data():
     """The instance's user data (gzip unpacked), through IMDSv2."""
-    token = urllib.request.urlopen(urllib.request.Request(
-        IMDS + "/latest/api/token", method="PUT", headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"}), timeout=3).read()
-    data = urllib.request.urlopen(urllib.request.Request(
-        IMDS + "/latest/user-data", headers={"X-aws-ec2-metadata-token": token.decode()}), timeout=5).read()
+    data = host.imds("/latest/user-data", token_timeout=3)
     return (gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data).decode()
 
 
@@ -2748,10 +3081,12 @@ healthy (warnings allowed), 1 when not, 2 when it cannot run. Runs as root
 (signals tcpdump, samples the mirror ENI). Python 3.9 stdlib only.
 """
 import argparse
+import errno
 import glob
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import struct
@@ -2773,6 +3108,11 @@ METRICS_FAILURES = 2  # one failed publish can be a blip; two in a row are worth
 AGAIN = "systemctl start mirrorcap.target"
 
 
+# Which failed check names the cause when several fail: the volume before what it stops (a shut-down
+# file system also fails disk and writing; foreign files filling it also stop the writing).
+CAUSE_ORDER = ("storage", "decap", "disk", "mtu", "services", "writing", "tcpdump", "restarts")
+
+
 class Report:
     def __init__(self):
         self.checks = []
@@ -2791,6 +3131,15 @@ class Report:
     def healthy(self):
         return all(c["status"] != "fail" for c in self.checks)
 
+    def cause(self):
+        """The check that says why the host is unhealthy (or, healthy, the first warning): None when all is well."""
+        for status in ("fail", "warn"):
+            found = [c for c in self.checks if c["status"] == status]
+            if found:
+                rank = {name: i for i, name in enumerate(CAUSE_ORDER)}
+                return min(found, key=lambda c: rank.get(c["name"], len(rank)))
+        return None
+
 
 def capture_unit(vni):
     return "mirrorcap-capture@%s.service" % vni
@@ -2801,9 +3150,22 @@ def unit_props(unit, *props):
     return dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
 
 
-def check_stage(report, name, unit):
-    """storage or decap: active, or what its script waits for, or why it failed (its status file)."""
+def check_stage(report, name, unit, directory=None):
+    """storage or decap: active, or what its script waits for, or why it failed (its status file).
+    Storage (`directory`): also whether the mounted volume reads, and what mirrorcap-recover did."""
     state = unit_props(unit, "ActiveState").get("ActiveState", "unknown")
+    error = volume_error(directory) if directory else None
+    if error is not None:
+        recover = host.read_json(os.path.join(host.RUN_DIR, "recover.json"), {}) or {}
+        doing = (" (mirrorcap-recover: %s)" % recover["detail"]) if recover.get("state") in ("recovering", "backing-off") \
+            else ""
+        report.add(name, "fail", "%s: %s: the pcap volume's file system failed (shut down, or the volume is impaired): "
+                   "nothing can be written until it is mounted again%s; mirrorcap-recover remounts it when a capture "
+                   "notices; by hand: systemctl start mirrorcap-recover.service (it stops what holds the volume, "
+                   "unmounts it, mounts it again and starts capture)" % (directory, error.strerror or error, doing),
+                   unit=unit, unit_state=state,
+                   state="io-error", errno=error.errno)
+        return
     status = host.read_json(os.path.join(host.RUN_DIR, name + ".json"), {}) or {}
     detail = status.get("detail") or ""
     data = dict(unit=unit, unit_state=state, state=status.get("state"), since=status.get("since"))
@@ -2820,7 +3182,8 @@ def check_stage(report, name, unit):
 
 def check_services(report, vnis):
     units = ["mirrorcap.target", "mirrorcap-settings.service", "mirrorcap-storage.service", "mirrorcap-decap.service"]
-    units += [capture_unit(v) for v in vnis] + ["mirrorcap-retention.timer"]
+    units += [capture_unit(v) for v in vnis] + ["mirrorcap-retention.timer", "mirrorcap-recover.path",
+                                                       "mirrorcap-recover.timer"]
     out = subprocess.run(["systemctl", "is-active"] + units, capture_output=True, text=True).stdout.split()
     states = dict(zip(units, out + ["unknown"] * (len(units) - len(out))))
     down = sorted(u for u, s in states.items() if s != "active")
@@ -2902,11 +3265,26 @@ def check_writing(report, vni, record, state, now):
                    % (vni, record.get("gaps_total", 0)), **data)
 
 
-def check_restarts(report, vni, record, now):
+def check_restarts(report, vni, record, now, state):
+    """Restarts the watcher recorded (tcpdump's, the unit's) and the unit's restarts systemd counts
+    (NRestarts, sampled at each check): a unit that fails before its watcher runs (its mount
+    namespace cannot be set up) records nothing itself."""
     count, window = FLAPPING
     recent = [r for r in record.get("restarts", []) if now - r[0] <= window]
-    data = dict(vni=vni, restarts_recent=len(recent), window_seconds=window)
-    if len(recent) >= count:
+    props = unit_props(capture_unit(vni), "NRestarts", "Result", "ExecMainStatus", "ActiveState", "SubState")
+    seen = [p for p in state.get("nrestarts:%s" % vni, []) if now - p[0] <= window]
+    nrestarts = int(props.get("NRestarts") or 0)
+    if seen and nrestarts < seen[-1][1]:
+        seen = []  # the unit was loaded again: its count started over
+    state["nrestarts:%s" % vni] = (seen + [[now, nrestarts]])[-50:]
+    by_systemd = nrestarts - seen[0][1] if seen else 0
+    data = dict(vni=vni, restarts_recent=max(len(recent), by_systemd), window_seconds=window, nrestarts=nrestarts)
+    if by_systemd >= count and by_systemd > len(recent):
+        report.add("restarts", "fail", "VNI %s: flapping: systemd restarted %s %d times in %d minutes (now %s/%s, last "
+                   "result %s, status %s; journalctl -u %s)"
+                   % (vni, capture_unit(vni), by_systemd, window // 60, props.get("ActiveState"), props.get("SubState"),
+                      props.get("Result"), props.get("ExecMainStatus"), capture_unit(vni)), **data)
+    elif len(recent) >= count:
         report.add("restarts", "fail", "VNI %s: flapping: %d restarts in %d minutes (last: %s)"
                    % (vni, len(recent), window // 60, recent[-1][1]), **data)
     else:
@@ -2942,36 +3320,47 @@ def check_newest_pcap(report, directory, pattern, vni, stale_after, now):
         report.add("newest-pcap", "ok", detail, **data)
 
 
-INDEX_SUFFIX, INDEX_FAILED_SUFFIX = ".idx.json.gz", ".idx-failed"  # mirrorcap_index.SUFFIX, FAILED_SUFFIX
+INDEX_SUFFIX, INDEX_FAILED_SUFFIX = host.INDEX_SUFFIX, host.INDEX_FAILED_SUFFIX
+INDEX_PARTIAL = host.INDEX_PARTIAL  # the marker of a damaged pcap, indexed around the damage
 INDEX_LATE_SECONDS = 600  # a closed pcap is indexed within seconds of its rotation
+
+
+def marker(path):
+    try:
+        with open(path + INDEX_FAILED_SUFFIX) as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
 
 
 def check_index(report, directory, pattern, vni, now):
     """Closed pcaps without their packet index: still kept, archived and found by time, but
     `mirrorcap find` reads them whole. A warning, never a failed host."""
     pcaps = sorted(glob.glob(os.path.join(directory, host.pcap_glob(pattern, vni))))[:-1]  # the newest is being written
-    failed, late = [], []
+    failed, late, damaged = [], [], []
     for path in pcaps:
         if os.path.exists(path + INDEX_FAILED_SUFFIX):
-            failed.append(path)
+            why = marker(path)
+            (damaged if why.startswith(INDEX_PARTIAL) else failed).append((path, why))
         elif not os.path.exists(path + INDEX_SUFFIX):
             try:
                 if now - os.stat(path).st_mtime > INDEX_LATE_SECONDS:
                     late.append(path)
             except OSError:
                 pass
-    data = dict(vni=vni, closed=len(pcaps), index_failed=len(failed), index_late=len(late))
-    if not failed and not late:
+    data = dict(vni=vni, closed=len(pcaps), index_failed=len(failed), index_late=len(late), index_partial=len(damaged),
+                damaged=[os.path.basename(p) for p, _ in damaged[-5:]])
+    if not failed and not late and not damaged:
         report.add("index", "ok", "VNI %s: every closed pcap (%d) has its packet index" % (vni, len(pcaps)), **data)
         return
     parts = []
+    if damaged:
+        # Bytes in the middle that are no record: what lies around them is indexed, they are not.
+        parts.append("%d pcap(s) damaged, indexed only in part (latest %s: %s)" % (len(damaged),
+                                                                                   os.path.basename(damaged[-1][0]), damaged[-1][1]))
     if failed:
-        try:
-            with open(failed[-1] + INDEX_FAILED_SUFFIX) as f:
-                why = f.read().strip()
-        except OSError:
-            why = "?"
-        parts.append("%d pcap(s) could not be indexed (latest %s: %s)" % (len(failed), os.path.basename(failed[-1]), why))
+        parts.append("%d pcap(s) could not be indexed (latest %s: %s)" % (len(failed), os.path.basename(failed[-1][0]),
+                                                                          failed[-1][1]))
     if late:
         parts.append("%d closed more than %ds ago have no index yet (journalctl -u %s)" % (len(late), INDEX_LATE_SECONDS, capture_unit(vni)))
     report.add("index", "warn", "VNI %s: %s; they are kept and found by time, and read whole" % (vni, "; ".join(parts)), **data)
@@ -3111,26 +3500,81 @@ def check_unmatched(report, iface, vnis, vxlan, vxlan_port, seconds):
                    sample_seconds=seconds)
 
 
-def check_disk(report, directory, min_free_percent, min_free_gib):
+FOREIGN_SHOWN = 5  # the largest files mirrorcap did not write, named in the disk check
+
+
+def printable(text):
+    """A name from the volume, safe in a terminal: control characters as escapes."""
+    return "".join(c if c.isprintable() else "\\x%02x" % ord(c) for c in text)
+
+
+def foreign_files(directory, pattern):
+    """[(size, path)] of the files under `directory` that mirrorcap did not write (its pcaps, their
+    packet index or index failure marker and the temporary files of those), largest first. Walked
+    without following links."""
+    own = re.compile(re.sub(r"\\\*", ".*", re.escape(host.pcap_glob(pattern))) + r"(\.idx\.json\.gz|\.idx-failed)?(\.\d+\.tmp)?")
+    found = []
+    for root, _dirs, files in os.walk(directory):
+        for name in files:
+            if root == directory and own.fullmatch(name):
+                continue
+            path = os.path.join(root, name)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            found.append((st.st_blocks * 512, path))
+    return sorted(found, reverse=True)
+
+
+def volume_error(directory):
+    """Why the mounted volume cannot be read (an OSError such as EIO: the file system shut down), or None."""
+    try:
+        os.stat(directory)
+    except OSError as e:
+        return None if e.errno in (errno.ENOENT, errno.ENOTDIR) else e
+    return None
+
+
+def check_disk(report, directory, min_free_percent, min_free_gib, pattern):
+    error = volume_error(directory)
+    if error is not None:
+        report.add("disk", "fail", "%s: %s" % (directory, error.strerror or error), errno=error.errno)
+        return
     if not os.path.ismount(directory):
         report.add("disk", "fail", "%s is not a mount point: the pcap volume is not mounted" % directory)
         return
-    try:
-        usage = shutil.disk_usage(directory)
-    except OSError as e:
-        report.add("disk", "fail", "%s: %s" % (directory, e))
-        return
+    usage = shutil.disk_usage(directory)
     percent = 100.0 * usage.free / usage.total if usage.total else 0.0
     gib = usage.free / (1 << 30)
     data = dict(free_bytes=usage.free, total_bytes=usage.total, free_percent=round(percent, 1))
     if percent < min_free_percent or gib < min_free_gib:
-        pcaps = sum(os.path.getsize(p) for p in glob.glob(os.path.join(directory, "*.pcap")) if os.path.isfile(p))
-        others = max(0, usage.used - pcaps)
-        report.add("disk", "fail", "%s: %.1f%% (%.1f GiB) free, under the floor (%s%% / %s GiB): is retention running? "
-                   "(pcaps %.1f GiB; other files %.1f GiB, which retention never deletes)"
-                   % (directory, percent, gib, min_free_percent, min_free_gib, pcaps / (1 << 30), others / (1 << 30)), **data)
+        foreign = foreign_files(directory, pattern)
+        others = sum(size for size, _ in foreign)
+        pcaps = max(0, usage.used - others)
+        data.update(foreign_bytes=others, foreign_files=[dict(path=p, bytes=b) for b, p in foreign[:FOREIGN_SHOWN]])
+        floor = "%s: %.1f%% (%.1f GiB) free, under the floor (%s%% / %s GiB)" % (directory, percent, gib, min_free_percent,
+                                                                              min_free_gib)
+        if foreign and others >= pcaps:
+            # Retention deletes only pcaps: it cannot make this room, and never deletes what it did not write.
+            shown = ", ".join("%s (%s)" % (printable(p), human(b)) for b, p in foreign[:FOREIGN_SHOWN])
+            more = " and %d more" % (len(foreign) - FOREIGN_SHOWN) if len(foreign) > FOREIGN_SHOWN else ""
+            report.add("disk", "fail", "%s: files mirrorcap did not write fill it (%s in %d file(s): %s%s), and retention "
+                       "deletes only pcaps: delete them (rm -- %s) or move them off the volume; capture resumes by itself"
+                       % (floor, human(others), len(foreign), shown, more,
+                          " ".join(shlex.quote(printable(p)) for _, p in foreign[:FOREIGN_SHOWN])), **data)
+        else:
+            report.add("disk", "fail", "%s: is retention running? (pcaps %.1f GiB; other files %.1f GiB, which retention "
+                       "never deletes)" % (floor, pcaps / (1 << 30), others / (1 << 30)), **data)
     else:
         report.add("disk", "ok", "%s: %.1f%% (%.1f GiB) free" % (directory, percent, gib), **data)
+
+
+def human(n):
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return "%d %s" % (n, unit) if unit == "bytes" else "%.1f %s" % (n, unit)
+        n /= 1024.0
 
 
 def check_metrics(report, path=METRICS_FILE):
@@ -3173,7 +3617,7 @@ def main(argv=None):
     now = time.time()
     vxlan = host.vxlan_iface(env, vnis[0]) if vnis else None
     iface = lower_iface(vxlan) if vxlan else None
-    report.run("storage", check_stage, "storage", "mirrorcap-storage.service")
+    report.run("storage", check_stage, "storage", "mirrorcap-storage.service", directory)
     report.run("decap", check_stage, "decap", "mirrorcap-decap.service")
     report.run("mtu", check_mtu, iface, mirror_mtu, overhead, state)
     report.run("services", check_services, vnis)
@@ -3181,21 +3625,26 @@ def main(argv=None):
         record = host.read_json(host.capture_state_file(vni), {}) or {}
         pids = report.run("tcpdump", check_tcpdump, vni) or []
         report.run("writing", check_writing, vni, record, state, now)
-        report.run("restarts", check_restarts, vni, record, now)
+        report.run("restarts", check_restarts, vni, record, now, state)
         report.run("newest-pcap", check_newest_pcap, directory, pattern, vni, stale_after, now)
         report.run("index", check_index, directory, pattern, vni, now)
         report.run("drops", check_drops, vni, pids, record, state)
         report.run("truncated", check_truncated, vni, record, state)
     report.run("unmatched", check_unmatched, iface, vnis, vxlan, vxlan_port, args.sample_seconds)
-    report.run("disk", check_disk, directory, min_free_percent, min_free_gib)
+    report.run("disk", check_disk, directory, min_free_percent, min_free_gib, pattern)
     report.run("metrics", check_metrics)
 
     os.makedirs(host.STATE_DIR, exist_ok=True)
     host.write_json(STATE_FILE, state)
+    cause = report.cause()
+    first = "mirrorcap-health: %s%s" % ("healthy" if report.healthy else "UNHEALTHY",
+                                        ": %s: %s" % (cause["name"], cause["detail"]) if cause else "")
     if args.json:
-        json.dump(dict(healthy=report.healthy, capture=env.get("MIRRORCAP_CAPTURE"), checks=report.checks), sys.stdout, indent=2)
+        json.dump(dict(healthy=report.healthy, capture=env.get("MIRRORCAP_CAPTURE"), summary=first, checks=report.checks),
+                  sys.stdout, indent=2)
         print()
     else:
+        print(first)  # the cause first: what an alarm or a person reads of it
         for c in report.checks:
             print("%-4s  %-11s  %s" % (c["status"].upper(), c["name"], c["detail"]))
         print("mirrorcap-health: %s" % ("healthy" if report.healthy else "UNHEALTHY"))
@@ -3236,8 +3685,8 @@ import sys
 import tempfile
 import threading
 
-# The shared module: /usr/local/lib/mirrorcap, from /usr/local/bin.
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "lib", "mirrorcap"))
+if __name__ == "__main__":  # the host runs it; the shared module: /usr/local/lib/mirrorcap, from /usr/local/bin
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "lib", "mirrorcap"))
 import mirrorcap_host as host  # noqa: E402
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -3629,7 +4078,7 @@ def sources(directory):
             if index is None:
                 data = mapped(fd)  # mapped only to index it (the pcap being written, a failed one)
                 try:
-                    index = ix.build(data, name, ix.vni_of(name))  # in memory: nothing written beside the pcap
+                    index = ix.build(data, name, ix.vni_in_name(name))  # in memory: nothing written beside the pcap
                 except (ValueError, struct.error, ix.IndexError_) as e:
                     skipped.append((name, "cannot index: %s" % e))
                     continue
@@ -3641,6 +4090,12 @@ def sources(directory):
             os.close(fd)
         found.append((name, path) + tuple(index))
     return found, built, skipped
+
+
+def damaged(srcs):
+    """[(name, [[start, end]...])] of the pcaps whose index says bytes of them hold no record: an answer
+    from them is of the rest of them, and says so."""
+    return [(name, line["unread"]) for name, _path, line, _rows in srcs if line.get("unread")]
 
 
 def select(srcs, tree):
@@ -3753,7 +4208,7 @@ def run(request, env):
     srcs, built, skipped = sources(env["MIRRORCAP_CAPTURE_DIR"])
     rows = select(srcs, tree)
     info = dict(files=len(srcs), indexed_here=built, skipped=len(skipped), skipped_names=skipped[:MAX_SKIPPED],
-                flows=len(rows))
+                flows=len(rows), damaged=damaged(srcs)[:MAX_SKIPPED])
     if flows:
         content = "".join(json.dumps({k: v for k, v in r.items() if k != "runs"}, separators=(",", ":")) + "\n"
                           for r in rows).encode()
@@ -3885,6 +4340,58 @@ MIRRORCAP_ETC_SYSTEMD_SYSTEM_MIRRORCAP_STORAGE_SERVICE
 chmod 0644 '/etc/systemd/system/mirrorcap-storage.service.mirrorcap-new'
 mv -f '/etc/systemd/system/mirrorcap-storage.service.mirrorcap-new' '/etc/systemd/system/mirrorcap-storage.service'
 
+cat > '/etc/systemd/system/mirrorcap-recover.service.mirrorcap-new' <<'MIRRORCAP_ETC_SYSTEMD_SYSTEM_MIRRORCAP_RECOVER_SERVICE'
+[Unit]
+Description=mirrorcap: remount the pcap volume when its file system shut down
+Documentation=file:///usr/local/share/doc/mirrorcap/README
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/libexec/mirrorcap/recover
+# Backs off up to 300 s between remounts of a volume that keeps failing.
+TimeoutStartSec=15min
+# As mirrorcap-storage: no option that gives the unit its own mount namespace, so
+# its unmount and the storage unit's mount are the host's.
+MIRRORCAP_ETC_SYSTEMD_SYSTEM_MIRRORCAP_RECOVER_SERVICE
+chmod 0644 '/etc/systemd/system/mirrorcap-recover.service.mirrorcap-new'
+mv -f '/etc/systemd/system/mirrorcap-recover.service.mirrorcap-new' '/etc/systemd/system/mirrorcap-recover.service'
+
+cat > '/etc/systemd/system/mirrorcap-recover.path.mirrorcap-new' <<'MIRRORCAP_ETC_SYSTEMD_SYSTEM_MIRRORCAP_RECOVER_PATH'
+[Unit]
+Description=mirrorcap: remount the pcap volume when a capture finds its file system failed
+Documentation=file:///usr/local/share/doc/mirrorcap/README
+
+[Path]
+# A capture's watcher (the capture user, no privilege) can only ask: it writes its
+# VNI here (its RuntimeDirectory); mirrorcap-recover checks the volume itself.
+DirectoryNotEmpty=/run/mirrorcap/recover
+Unit=mirrorcap-recover.service
+
+[Install]
+WantedBy=mirrorcap.target
+MIRRORCAP_ETC_SYSTEMD_SYSTEM_MIRRORCAP_RECOVER_PATH
+chmod 0644 '/etc/systemd/system/mirrorcap-recover.path.mirrorcap-new'
+mv -f '/etc/systemd/system/mirrorcap-recover.path.mirrorcap-new' '/etc/systemd/system/mirrorcap-recover.path'
+
+cat > '/etc/systemd/system/mirrorcap-recover.timer.mirrorcap-new' <<'MIRRORCAP_ETC_SYSTEMD_SYSTEM_MIRRORCAP_RECOVER_TIMER'
+[Unit]
+Description=mirrorcap: check every minute that the pcap volume reads (remount it if its file system shut down)
+Documentation=file:///usr/local/share/doc/mirrorcap/README
+
+[Timer]
+# The path unit answers a capture's watcher at once; this catches what no watcher
+# saw (a capture unit that cannot start on the dead file system has no watcher).
+# Cheap: one stat of the capture directory.
+OnBootSec=1min
+OnUnitInactiveSec=1min
+AccuracySec=5s
+
+[Install]
+WantedBy=mirrorcap.target
+MIRRORCAP_ETC_SYSTEMD_SYSTEM_MIRRORCAP_RECOVER_TIMER
+chmod 0644 '/etc/systemd/system/mirrorcap-recover.timer.mirrorcap-new'
+mv -f '/etc/systemd/system/mirrorcap-recover.timer.mirrorcap-new' '/etc/systemd/system/mirrorcap-recover.timer'
+
 cat > '/etc/systemd/system/mirrorcap-decap.service.mirrorcap-new' <<'MIRRORCAP_ETC_SYSTEMD_SYSTEM_MIRRORCAP_DECAP_SERVICE'
 [Unit]
 Description=mirrorcap: VXLAN decapsulation on the mirror ENI
@@ -3953,8 +4460,9 @@ TimeoutStopSec=20
 # kept across restarts, failures and reboots, for mirrorcap-health.
 StateDirectory=mirrorcap/capture-%i
 StateDirectoryMode=0750
-# tcpdump.log (drop counters) and the interface's recent counts (the heartbeat).
-RuntimeDirectory=mirrorcap/capture-%i
+# tcpdump.log (drop counters) and the interface's recent counts (the heartbeat);
+# recover: where the watcher asks mirrorcap-recover to remount a failed volume.
+RuntimeDirectory=mirrorcap/capture-%i mirrorcap/recover
 RuntimeDirectoryMode=0750
 RuntimeDirectoryPreserve=yes
 # New pcaps: 0640 (the directory's setgid gives them the pcap group).
@@ -4058,14 +4566,12 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 
 # The shared module: /usr/local/lib/mirrorcap, from /usr/local/libexec/mirrorcap.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "..", "lib", "mirrorcap"))
 import mirrorcap_host as host  # noqa: E402
 
 STATE_FILE = os.path.join(host.STATE_DIR, "metrics.json")
-IMDS = "http://169.254.169.254"
 PER_CALL = 20  # datums per PutMetricData: what every CloudWatch API version accepts
 HEALTH_TIMEOUT_SECONDS = 60
 PUT_TIMEOUT_SECONDS = 30
@@ -4140,11 +4646,7 @@ def datums(points, names, capture, instance, fleet_group, at):
 
 
 def instance_id():
-    token = urllib.request.urlopen(urllib.request.Request(
-        IMDS + "/latest/api/token", method="PUT", headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"}), timeout=5).read()
-    return urllib.request.urlopen(urllib.request.Request(
-        IMDS + "/latest/meta-data/instance-id", headers={"X-aws-ec2-metadata-token": token.decode()}),
-        timeout=5).read().decode().strip()
+    return host.imds("/latest/meta-data/instance-id").decode().strip()
 
 
 def health_report():
@@ -4271,4 +4773,4 @@ mv -f '/etc/systemd/system/mirrorcap.target.d/metrics.conf.mirrorcap-new' '/etc/
 if [ -d /run/systemd/system ]; then
   systemctl daemon-reload
 fi
-echo "mirrorcap bake: installed (24 files)$termshark"
+echo "mirrorcap bake: installed (28 files)$termshark"

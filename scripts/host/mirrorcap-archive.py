@@ -25,20 +25,18 @@ import json
 import os
 import sys
 import time
-import urllib.request
 
 # The shared module: /usr/local/lib/mirrorcap, from /usr/local/libexec/mirrorcap.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "..", "lib", "mirrorcap"))
 import mirrorcap_host as host  # noqa: E402
 
 STATE_DIR = "/var/lib/mirrorcap/archive"  # StateDirectory=mirrorcap/archive
-IMDS = "http://169.254.169.254"
-BACKOFF_SECONDS = (60, 120, 240, 300)  # after 1, 2, 3, 4+ failed runs in a row
+BACKOFF_SECONDS = host.ARCHIVE_BACKOFF_SECONDS
 UPLOAD_TIMEOUT_SECONDS = 3600  # one pcap (a few GiB at most)
 PUT_MAX_BYTES = 5 << 30  # S3's limit for one PUT: a larger pcap needs a shorter rotate_seconds
 # A pcap's packet index (mirrorcap_index.SUFFIX) is uploaded under MIRRORCAP_ARCHIVE_INDEX_KEY
 # (contract.ARCHIVE_INDEX_KEY: a prefix of its own); a failed one's marker stays on the host.
-INDEX_SUFFIXES = (".idx.json.gz", ".idx-failed")
+INDEX_SUFFIXES = (host.INDEX_SUFFIX, host.INDEX_FAILED_SUFFIX)
 
 
 def log(message):
@@ -159,11 +157,7 @@ def save_state(state, state_dir=STATE_DIR):
 
 
 def instance_id():
-    token = urllib.request.urlopen(urllib.request.Request(
-        IMDS + "/latest/api/token", method="PUT", headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"}), timeout=5).read()
-    return urllib.request.urlopen(urllib.request.Request(
-        IMDS + "/latest/meta-data/instance-id", headers={"X-aws-ec2-metadata-token": token.decode()}),
-        timeout=5).read().decode().strip()
+    return host.imds("/latest/meta-data/instance-id").decode().strip()
 
 
 def sha256_b64(path):

@@ -16,7 +16,8 @@ set -euo pipefail
 . "$(dirname "$(readlink -f "$0")")/../lib/mirrorcap/mirrorcap-lib.sh"
 VNIS=${MIRRORCAP_VNIS:?MIRRORCAP_VNIS missing from $ENV_FILE}
 
-units=(mirrorcap.target mirrorcap-settings.service mirrorcap-storage.service mirrorcap-decap.service mirrorcap-retention.timer)
+units=(mirrorcap.target mirrorcap-settings.service mirrorcap-storage.service mirrorcap-decap.service mirrorcap-retention.timer
+  mirrorcap-recover.path mirrorcap-recover.timer)
 for vni in $VNIS; do units+=("mirrorcap-capture@$vni.service"); done
 
 systemctl daemon-reload

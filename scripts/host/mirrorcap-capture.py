@@ -33,6 +33,8 @@ closed pcaps a previous run left without one get it when the watcher starts.
 Python 3.9 stdlib only (Amazon Linux 2023's system Python).
 """
 import ctypes
+import errno
+import fnmatch
 import os
 import re
 import signal
@@ -55,6 +57,7 @@ RETENTION_EVERY = 5.0  # how often retention is asked for room while the volume 
 YOUNG_SECONDS = 10.0  # a tcpdump that dies younger than this starts again after a back-off
 BACKOFF = (0, 1, 2, 4, 8, 16, 30)
 SAMPLES_SECONDS = 120
+COARSE_SECONDS = 10  # samples older than SAMPLES_SECONDS: one per this many seconds, back two rotations
 KEEP_GAPS = 20
 KEEP_RESTARTS = 50
 POLL_SYSCALLS = {"x86_64": (7, 271), "aarch64": (73,)}  # poll, ppoll: where libpcap waits
@@ -76,6 +79,16 @@ def free_bytes(directory):
     return st.f_bavail * st.f_frsize
 
 
+def volume_error(directory):
+    """The error reading the mounted volume gives (EIO: its file system shut down, the volume is
+    impaired), None when it reads (or is simply not there: not this function's business)."""
+    try:
+        os.stat(directory)
+        return None
+    except OSError as e:
+        return None if e.errno in (errno.ENOENT, errno.ENOTDIR) else e
+
+
 def iface_counter(iface, name):
     try:
         with open("/sys/class/net/%s/%s" % (iface, name)) as f:
@@ -89,15 +102,19 @@ class Samples:
     recent moment. In the RuntimeDirectory, for the next run after a crash; the
     tick's save is also the heartbeat health reads."""
 
-    def __init__(self, path, iface):
-        self.path, self.iface = path, iface
+    def __init__(self, path, iface, keep=SAMPLES_SECONDS):
+        self.path, self.iface, self.keep = path, iface, max(keep, SAMPLES_SECONDS)
         old = host.read_json(path, {})
         self.points = [tuple(p) for p in old.get("points", [])] if old.get("ifindex") == iface_counter(iface, "ifindex") else []
 
     def add(self, t, rx):
-        self.points.append((t, rx))
-        while self.points and self.points[0][0] < t - SAMPLES_SECONDS:
-            self.points.pop(0)
+        # Fine for the last SAMPLES_SECONDS, coarse back to `keep`: a gap can start where the last
+        # durable packet was, long before it was seen (a file system that shut down loses its pcap).
+        fine, kept = t - SAMPLES_SECONDS, []
+        for point in self.points:
+            if point[0] >= t - self.keep and (point[0] >= fine or not kept or point[0] - kept[-1][0] >= COARSE_SECONDS):
+                kept.append(point)
+        self.points = kept + [(t, rx)]
         host.write_json(self.path, dict(ifindex=iface_counter(self.iface, "ifindex"), heartbeat=t, points=self.points))
 
     def before(self, t):
@@ -208,8 +225,19 @@ class Tcpdump:
             pass
         return None
 
+    def state(self):
+        """tcpdump's process state (R, S, D, T, t...), None when it is gone."""
+        try:
+            with open("/proc/%d/stat" % self.pid) as f:
+                return f.read().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return None
+
     def flush(self):
-        """SIGUSR2 (flush) while tcpdump is stopped in poll(): never inside an fwrite()."""
+        """SIGUSR2 (flush) while tcpdump is stopped in poll(): never inside an fwrite(). A tcpdump
+        someone else stopped (SIGSTOP, a debugger) is left as it is: continuing it is not ours to do."""
+        if self.state() in ("T", "t"):
+            return False
         try:
             os.kill(self.pid, signal.SIGSTOP)
         except OSError:
@@ -248,6 +276,11 @@ class Tcpdump:
     def stop(self):
         if self.proc.poll() is None:
             self.proc.terminate()
+            if self.state() in ("T", "t"):  # held stopped: it takes the SIGTERM once continued
+                try:
+                    os.kill(self.pid, signal.SIGCONT)
+                except OSError:
+                    pass
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
@@ -288,12 +321,14 @@ class Indexer:
     rotations never takes more than one core from tcpdump. A pcap it could not index
     gets NAME.idx-failed (mirrorcap_index.py writes it), which health reports."""
 
-    SUFFIXES = (".idx.json.gz", ".idx-failed")  # mirrorcap_index.SUFFIX, FAILED_SUFFIX
+    SUFFIXES = (host.INDEX_SUFFIX, host.INDEX_FAILED_SUFFIX)
     # numpy's BLAS would start a thread per CPU at import: the indexer needs none (one core at most)
     ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
 
+    RETRY = (30, 60, 120, 300, 600)  # seconds before indexing again a pcap whose index could not be written
+
     def __init__(self):
-        self.queue, self.proc = [], None
+        self.queue, self.proc, self.current, self.retries = [], None, None, {}  # retries: path -> (due, attempts)
 
     def add(self, path, again=False):
         """Index `path` when it has none; `again`: even then (it was just closed: an index written
@@ -304,10 +339,17 @@ class Indexer:
     def tick(self):
         if self.proc is not None and self.proc.poll() is None:
             return
-        self.proc = None
+        if self.proc is not None:
+            self.finished(self.current, self.proc.returncode)
+        self.proc = self.current = None
+        now = time.monotonic()
+        for path, (due, _) in list(self.retries.items()):
+            if due <= now:
+                self.add(path, again=True)
         while self.queue:
             path = self.queue.pop(0)
             if os.path.exists(path):
+                self.current = path
                 try:
                     self.proc = subprocess.Popen([sys.executable, os.path.join(HOST_LIB, "mirrorcap_index.py"), path],
                                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, preexec_fn=self.weaken,
@@ -316,6 +358,26 @@ class Indexer:
                     log("cannot index %s: %s" % (os.path.basename(path), e))
                     continue
                 return
+
+    def finished(self, path, code):
+        """A pcap the child could not index for want of room (a full volume: its index, or even its
+        failure marker, could not be written) is indexed again later, with a back-off; one it could
+        not index for what it holds is not (the marker says why)."""
+        try:
+            with open(path + self.SUFFIXES[1]) as f:
+                why = f.read()
+        except OSError:
+            why = None if os.path.exists(path + self.SUFFIXES[0]) else "no index and no marker"
+        if code == 0 or why is None or not ("No space left" in why or "Disk quota" in why or why == "no index and no marker"):
+            self.retries.pop(path, None)
+            return
+        if not os.path.exists(path):
+            self.retries.pop(path, None)
+            return
+        attempts = self.retries.get(path, (0, 0))[1]
+        self.retries[path] = (time.monotonic() + self.RETRY[min(attempts, len(self.RETRY) - 1)], attempts + 1)
+        log("%s: not indexed (%s): trying again in %ds" % (os.path.basename(path), why.strip()[:200],
+                                                            self.RETRY[min(attempts, len(self.RETRY) - 1)]))
 
     @staticmethod
     def weaken():
@@ -337,8 +399,11 @@ class Capture:
         self.vni, self.iface, self.run_dir = vni, host.vxlan_iface(host.read_env(), vni), run_dir
         self.log_path = os.path.join(run_dir, "tcpdump.log")
         self.flag = os.path.join(run_dir, "not-writing")  # retention may then take this VNI's newest pcap
+        # mirrorcap-recover.path starts the root repair when this directory holds a file
+        self.recover_flag = os.path.join(os.path.dirname(run_dir), "recover", vni)
+        self.failed_volume = None
         self.record = Record(host.capture_state_file(vni))
-        self.tcpdump = self.truncation = self.samples = None
+        self.tcpdump = self.truncation = self.samples = self.watched = None
         self.indexer = Indexer()
         self.stopping = self.reload_requested = False
         self.need_room = False
@@ -349,8 +414,10 @@ class Capture:
     def load_settings(self):
         env = host.read_env()
         self.directory = env["MIRRORCAP_CAPTURE_DIR"]
+        self.rotate_seconds = int(env["MIRRORCAP_ROTATE_SECONDS"])
         self.retention = env["MIRRORCAP_RETENTION_COMMAND"].split()
         self.name_pattern = host.pcap_pattern(env["MIRRORCAP_PCAP_PATTERN"], self.vni)
+        self.name_glob = host.pcap_glob(env["MIRRORCAP_PCAP_PATTERN"], self.vni)
         self.command = ["tcpdump", "-i", self.iface, "-Q", "in", "-n",
                         "-B", env["MIRRORCAP_BUFFER_KIB"], "-s", env["MIRRORCAP_SNAPLEN"],
                         "-G", env["MIRRORCAP_ROTATE_SECONDS"],
@@ -360,7 +427,10 @@ class Capture:
     # -- the loss record -------------------------------------------------------------
     def last_packet(self, path):
         """Time of the last whole packet in `path` (or, if none, in the VNI's previous pcap)."""
-        names = self.pcaps()
+        try:
+            names = self.pcaps()
+        except OSError:
+            return None  # the volume cannot be read: the gap is moved back when it can (start)
         if path:
             names = [n for n in names if n <= os.path.basename(path)]
         for name in reversed(names[-2:]):
@@ -381,6 +451,49 @@ class Capture:
         point = self.samples.before(last if last is not None else now)
         start = self.samples.quiet_until(point[0], point[1]) if point else (last or now)
         self.record.open_gap(reason, max(start, last or 0), point[1] if point else None, iface_counter(self.iface, "ifindex"))
+
+    def back_to_durable(self):
+        """An open gap starts where the last packet still on the volume ends: packets a tcpdump wrote
+        that did not last (a file system that shut down drops what it had not written out, and the
+        pcap with it) were lost too."""
+        gap, last = self.record.data["gap"], self.last_packet(None)
+        if last is None:  # not one packet left: the last tcpdump's pcaps are gone from its start on
+            last = self.record.data.get("since")
+        if gap is None or last is None or last >= gap["start"] or gap.get("rx_start") is None:
+            return
+        point = self.samples.before(last)
+        # No sample that old: the gap lost an unknown number (counted as such, never as too few).
+        start, rx_start = (max(self.samples.quiet_until(point[0], point[1]), last), point[1]) if point else (last, None)
+        if (start, rx_start) != (gap["start"], gap["rx_start"]):
+            gap.update(start=start, rx_start=rx_start)
+            log("the gap starts at %s: the last packet still on the volume" % time.strftime("%H:%M:%S", time.gmtime(start)))
+            self.record.save()
+
+    def volume_failed(self):
+        """True while the volume does not read (EIO: its file system shut down). tcpdump is stopped,
+        the gap opened, and mirrorcap-recover asked to remount it (it stops this unit first); the
+        watcher waits for that, beating, instead of dying into a restart loop."""
+        error = volume_error(self.directory)
+        if error is None:
+            return False
+        if self.failed_volume is None:
+            self.failed_volume = error
+            reason = ("the pcap volume's file system failed (%s: shut down, or the volume is impaired); "
+                      "mirrorcap-recover remounts it" % (error.strerror or error))
+            log("%s: %s" % (self.directory, reason))
+            if self.tcpdump is not None:
+                tcpdump, self.tcpdump = self.tcpdump, None
+                tcpdump.stop()
+                self.account(tcpdump)
+            self.open_gap(reason, (self.watched or (None,))[0])
+            self.record.restarted(reason)
+            self.record.save()
+            try:
+                with open(self.recover_flag, "w") as f:
+                    f.write("%s\n" % error)
+            except OSError as e:
+                log("cannot ask mirrorcap-recover for the remount (%s): systemctl start mirrorcap-recover.service" % e)
+        return True
 
     def account(self, tcpdump):
         """A tcpdump that is gone: its kernel drops, as it last printed them."""
@@ -407,6 +520,7 @@ class Capture:
             die("%s is not a mounted volume: waiting for mirrorcap-storage (refusing to write pcaps to the root "
                 "volume); systemd starts this unit again" % self.directory)
         self.record.data["waiting"] = None
+        self.back_to_durable()
         ifindex = iface_counter(self.iface, "ifindex")
         if self.truncation is None or self.truncation[0] != ifindex:
             try:
@@ -439,10 +553,14 @@ class Capture:
         self.open_gap(reason, path)
         self.record.restarted(reason)
         self.record.save()
-        self.repair(path)
+        try:
+            self.repair(path)
+            self.need_room = room or free_bytes(self.directory) < RESUME_FREE_BYTES
+        except OSError as e:  # the volume failed under it: the next tick's volume_failed() says so
+            log("cannot repair %s: %s" % (path, e))
+            self.need_room = room
         if path and os.path.exists(path):
             self.indexer.add(path, again=True)
-        self.need_room = room or free_bytes(self.directory) < RESUME_FREE_BYTES
         self.set_flag(self.need_room)
         self.next_start = time.monotonic() + restart_in
 
@@ -474,7 +592,23 @@ class Capture:
                 self.record.save()
         return rx
 
+    def why_stuck(self, free):
+        """Why the pcap stopped growing, from what can be seen: the room left, tcpdump's state."""
+        state = self.tcpdump.state()
+        if free < RESUME_FREE_BYTES:
+            return "volume full"
+        if state in ("T", "t"):
+            return ("tcpdump (pid %d) is held stopped (state %s: a SIGSTOP or a debugger not from mirrorcap); "
+                    "it is replaced" % (self.tcpdump.pid, state))
+        if state == "D":
+            return ("tcpdump (pid %d) hangs in the kernel (state D: a write the volume does not complete); it is replaced"
+                    % self.tcpdump.pid)
+        return "tcpdump (pid %d, state %s) writes nothing with room left: a write error (I/O) or a hung tcpdump; " \
+               "it is replaced" % (self.tcpdump.pid, state)
+
     def tick(self):
+        if self.volume_failed():
+            return
         now, rx = time.time(), self.beat()
         if rx is None:  # the interface is gone (decap recreated or removed it)
             return self.lose("%s disappeared" % self.iface)
@@ -496,9 +630,10 @@ class Capture:
             torn = (self.flushed and current is not None and self.tcpdump.switches() > self.tcpdump.switches_at_flush
                     and host.pcap_end(current[0])[0] < current[1])
             if torn or now - self.pending >= STUCK_SECONDS:
-                return self.lose("%s stopped growing while %s received %d packets (%d MiB free): volume full or I/O error"
+                free = free_bytes(self.directory)
+                return self.lose("%s stopped growing while %s received %d packets (%d MiB free): %s"
                                  % (os.path.basename(current[0]) if current else "the pcap", self.iface,
-                                    rx - self.rx_at_growth, free_bytes(self.directory) >> 20), room=True)
+                                    rx - self.rx_at_growth, free >> 20, self.why_stuck(free)), room=free < RESUME_FREE_BYTES)
         if rx != self.last_rx:
             self.last_rx, self.rx_changed = rx, now
         # What tcpdump holds of recent packets, onto the volume (checked at the next tick).
@@ -520,14 +655,14 @@ class Capture:
             self.open_gap(reason, None)
         self.repair(None)
         for name in os.listdir(self.directory):
-            if name.startswith("vni%s_" % self.vni) and name.endswith(".tmp"):  # an index a kill cut short
+            if fnmatch.fnmatch(name, self.name_glob + "*.tmp"):  # an index a kill cut short
                 os.unlink(os.path.join(self.directory, name))
         for name in reversed(self.pcaps()):  # newest first: the likeliest to be asked for
             self.indexer.add(os.path.join(self.directory, name))
 
     def pcaps(self):
         """This VNI's pcaps, oldest first (their names carry their UTC start time)."""
-        return sorted(n for n in os.listdir(self.directory) if n.startswith("vni%s_" % self.vni) and n.endswith(".pcap"))
+        return sorted(n for n in os.listdir(self.directory) if fnmatch.fnmatch(n, self.name_glob))
 
     def repair(self, path):
         """Cut the torn tail of the pcap tcpdump wrote (and of the VNI's newest: it may have rotated)."""
@@ -542,19 +677,24 @@ class Capture:
         signal.signal(signal.SIGTERM, self.on_stop)
         signal.signal(signal.SIGINT, self.on_stop)
         signal.signal(signal.SIGHUP, self.on_reload)
-        if not host.on_its_own_volume(self.directory):
-            die("%s is not a mounted volume: waiting for mirrorcap-storage (refusing to write pcaps to the root "
-                "volume); systemd starts this unit again" % self.directory)
         path = os.path.join(self.run_dir, "rx.json")
         rebooted = not os.path.exists(path)
         for name in os.listdir(self.run_dir):
             if name.endswith(".tmp"):  # a write a kill cut short
                 os.unlink(os.path.join(self.run_dir, name))
-        self.samples = Samples(path, self.iface)
-        self.take_over(rebooted)
+        self.samples = Samples(path, self.iface, 2 * self.rotate_seconds + SAMPLES_SECONDS)
+        if volume_error(self.directory) is None:  # else: the loop waits for mirrorcap-recover
+            if not host.on_its_own_volume(self.directory):
+                die("%s is not a mounted volume: waiting for mirrorcap-storage (refusing to write pcaps to the root "
+                    "volume); systemd starts this unit again" % self.directory)
+            self.take_over(rebooted)
         while not self.stopping:
             if self.reload_requested:
                 self.reload()
+            if self.volume_failed():
+                self.beat()
+                time.sleep(TICK)
+                continue
             self.indexer.tick()
             if self.tcpdump is None:
                 self.beat()
@@ -598,10 +738,10 @@ class Capture:
 
 
 def main(argv):
-    if len(argv) != 2 or not re.fullmatch(r"[0-9]{1,8}", argv[1]):
+    if len(argv) != 2 or not (re.fullmatch(r"[0-9]{1,8}", argv[1]) and host.VNI_MIN <= int(argv[1]) <= host.VNI_MAX):
         print("usage: mirrorcap-capture VNI (run by mirrorcap-capture@VNI.service)", file=sys.stderr)
         return 2
-    run_dir = os.environ.get("RUNTIME_DIRECTORY")
+    run_dir = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]  # the unit's first: capture-VNI
     if not run_dir or not os.environ.get("STATE_DIRECTORY"):
         die("RUNTIME_DIRECTORY/STATE_DIRECTORY are not set: start me with systemctl start mirrorcap-capture@%s" % argv[1])
     try:

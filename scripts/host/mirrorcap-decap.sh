@@ -27,7 +27,7 @@ else
   wanted="the primary ENI (device-number 0)"
 fi
 for vni in $VNIS; do
-  if ! [[ $vni =~ ^[0-9]+$ ]] || ((vni > 16777215)); then die "VNI $vni in $ENV_FILE is not a 24-bit number: fix the user data"; fi
+  if ! [[ $vni =~ ^[1-9][0-9]{0,7}$ ]] || ((vni > 16777215)); then die "VNI $vni in $ENV_FILE is not 1-16777215 (24 bits, never 0): fix the user data"; fi
 done
 
 # The MAC of the ENI the traffic reaches, from IMDSv2, as long as it takes.

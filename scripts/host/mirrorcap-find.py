@@ -139,7 +139,7 @@ def sources(directory):
             if index is None:
                 data = mapped(fd)  # mapped only to index it (the pcap being written, a failed one)
                 try:
-                    index = ix.build(data, name, ix.vni_of(name))  # in memory: nothing written beside the pcap
+                    index = ix.build(data, name, ix.vni_in_name(name))  # in memory: nothing written beside the pcap
                 except (ValueError, struct.error, ix.IndexError_) as e:
                     skipped.append((name, "cannot index: %s" % e))
                     continue
@@ -151,6 +151,12 @@ def sources(directory):
             os.close(fd)
         found.append((name, path) + tuple(index))
     return found, built, skipped
+
+
+def damaged(srcs):
+    """[(name, [[start, end]...])] of the pcaps whose index says bytes of them hold no record: an answer
+    from them is of the rest of them, and says so."""
+    return [(name, line["unread"]) for name, _path, line, _rows in srcs if line.get("unread")]
 
 
 def select(srcs, tree):
@@ -263,7 +269,7 @@ def run(request, env):
     srcs, built, skipped = sources(env["MIRRORCAP_CAPTURE_DIR"])
     rows = select(srcs, tree)
     info = dict(files=len(srcs), indexed_here=built, skipped=len(skipped), skipped_names=skipped[:MAX_SKIPPED],
-                flows=len(rows))
+                flows=len(rows), damaged=damaged(srcs)[:MAX_SKIPPED])
     if flows:
         content = "".join(json.dumps({k: v for k, v in r.items() if k != "runs"}, separators=(",", ":")) + "\n"
                           for r in rows).encode()

@@ -13,10 +13,12 @@ healthy (warnings allowed), 1 when not, 2 when it cannot run. Runs as root
 (signals tcpdump, samples the mirror ENI). Python 3.9 stdlib only.
 """
 import argparse
+import errno
 import glob
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import struct
@@ -38,6 +40,11 @@ METRICS_FAILURES = 2  # one failed publish can be a blip; two in a row are worth
 AGAIN = "systemctl start mirrorcap.target"
 
 
+# Which failed check names the cause when several fail: the volume before what it stops (a shut-down
+# file system also fails disk and writing; foreign files filling it also stop the writing).
+CAUSE_ORDER = ("storage", "decap", "disk", "mtu", "services", "writing", "tcpdump", "restarts")
+
+
 class Report:
     def __init__(self):
         self.checks = []
@@ -56,6 +63,15 @@ class Report:
     def healthy(self):
         return all(c["status"] != "fail" for c in self.checks)
 
+    def cause(self):
+        """The check that says why the host is unhealthy (or, healthy, the first warning): None when all is well."""
+        for status in ("fail", "warn"):
+            found = [c for c in self.checks if c["status"] == status]
+            if found:
+                rank = {name: i for i, name in enumerate(CAUSE_ORDER)}
+                return min(found, key=lambda c: rank.get(c["name"], len(rank)))
+        return None
+
 
 def capture_unit(vni):
     return "mirrorcap-capture@%s.service" % vni
@@ -66,9 +82,22 @@ def unit_props(unit, *props):
     return dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
 
 
-def check_stage(report, name, unit):
-    """storage or decap: active, or what its script waits for, or why it failed (its status file)."""
+def check_stage(report, name, unit, directory=None):
+    """storage or decap: active, or what its script waits for, or why it failed (its status file).
+    Storage (`directory`): also whether the mounted volume reads, and what mirrorcap-recover did."""
     state = unit_props(unit, "ActiveState").get("ActiveState", "unknown")
+    error = volume_error(directory) if directory else None
+    if error is not None:
+        recover = host.read_json(os.path.join(host.RUN_DIR, "recover.json"), {}) or {}
+        doing = (" (mirrorcap-recover: %s)" % recover["detail"]) if recover.get("state") in ("recovering", "backing-off") \
+            else ""
+        report.add(name, "fail", "%s: %s: the pcap volume's file system failed (shut down, or the volume is impaired): "
+                   "nothing can be written until it is mounted again%s; mirrorcap-recover remounts it when a capture "
+                   "notices; by hand: systemctl start mirrorcap-recover.service (it stops what holds the volume, "
+                   "unmounts it, mounts it again and starts capture)" % (directory, error.strerror or error, doing),
+                   unit=unit, unit_state=state,
+                   state="io-error", errno=error.errno)
+        return
     status = host.read_json(os.path.join(host.RUN_DIR, name + ".json"), {}) or {}
     detail = status.get("detail") or ""
     data = dict(unit=unit, unit_state=state, state=status.get("state"), since=status.get("since"))
@@ -85,7 +114,8 @@ def check_stage(report, name, unit):
 
 def check_services(report, vnis):
     units = ["mirrorcap.target", "mirrorcap-settings.service", "mirrorcap-storage.service", "mirrorcap-decap.service"]
-    units += [capture_unit(v) for v in vnis] + ["mirrorcap-retention.timer"]
+    units += [capture_unit(v) for v in vnis] + ["mirrorcap-retention.timer", "mirrorcap-recover.path",
+                                                       "mirrorcap-recover.timer"]
     out = subprocess.run(["systemctl", "is-active"] + units, capture_output=True, text=True).stdout.split()
     states = dict(zip(units, out + ["unknown"] * (len(units) - len(out))))
     down = sorted(u for u, s in states.items() if s != "active")
@@ -167,11 +197,26 @@ def check_writing(report, vni, record, state, now):
                    % (vni, record.get("gaps_total", 0)), **data)
 
 
-def check_restarts(report, vni, record, now):
+def check_restarts(report, vni, record, now, state):
+    """Restarts the watcher recorded (tcpdump's, the unit's) and the unit's restarts systemd counts
+    (NRestarts, sampled at each check): a unit that fails before its watcher runs (its mount
+    namespace cannot be set up) records nothing itself."""
     count, window = FLAPPING
     recent = [r for r in record.get("restarts", []) if now - r[0] <= window]
-    data = dict(vni=vni, restarts_recent=len(recent), window_seconds=window)
-    if len(recent) >= count:
+    props = unit_props(capture_unit(vni), "NRestarts", "Result", "ExecMainStatus", "ActiveState", "SubState")
+    seen = [p for p in state.get("nrestarts:%s" % vni, []) if now - p[0] <= window]
+    nrestarts = int(props.get("NRestarts") or 0)
+    if seen and nrestarts < seen[-1][1]:
+        seen = []  # the unit was loaded again: its count started over
+    state["nrestarts:%s" % vni] = (seen + [[now, nrestarts]])[-50:]
+    by_systemd = nrestarts - seen[0][1] if seen else 0
+    data = dict(vni=vni, restarts_recent=max(len(recent), by_systemd), window_seconds=window, nrestarts=nrestarts)
+    if by_systemd >= count and by_systemd > len(recent):
+        report.add("restarts", "fail", "VNI %s: flapping: systemd restarted %s %d times in %d minutes (now %s/%s, last "
+                   "result %s, status %s; journalctl -u %s)"
+                   % (vni, capture_unit(vni), by_systemd, window // 60, props.get("ActiveState"), props.get("SubState"),
+                      props.get("Result"), props.get("ExecMainStatus"), capture_unit(vni)), **data)
+    elif len(recent) >= count:
         report.add("restarts", "fail", "VNI %s: flapping: %d restarts in %d minutes (last: %s)"
                    % (vni, len(recent), window // 60, recent[-1][1]), **data)
     else:
@@ -207,36 +252,47 @@ def check_newest_pcap(report, directory, pattern, vni, stale_after, now):
         report.add("newest-pcap", "ok", detail, **data)
 
 
-INDEX_SUFFIX, INDEX_FAILED_SUFFIX = ".idx.json.gz", ".idx-failed"  # mirrorcap_index.SUFFIX, FAILED_SUFFIX
+INDEX_SUFFIX, INDEX_FAILED_SUFFIX = host.INDEX_SUFFIX, host.INDEX_FAILED_SUFFIX
+INDEX_PARTIAL = host.INDEX_PARTIAL  # the marker of a damaged pcap, indexed around the damage
 INDEX_LATE_SECONDS = 600  # a closed pcap is indexed within seconds of its rotation
+
+
+def marker(path):
+    try:
+        with open(path + INDEX_FAILED_SUFFIX) as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
 
 
 def check_index(report, directory, pattern, vni, now):
     """Closed pcaps without their packet index: still kept, archived and found by time, but
     `mirrorcap find` reads them whole. A warning, never a failed host."""
     pcaps = sorted(glob.glob(os.path.join(directory, host.pcap_glob(pattern, vni))))[:-1]  # the newest is being written
-    failed, late = [], []
+    failed, late, damaged = [], [], []
     for path in pcaps:
         if os.path.exists(path + INDEX_FAILED_SUFFIX):
-            failed.append(path)
+            why = marker(path)
+            (damaged if why.startswith(INDEX_PARTIAL) else failed).append((path, why))
         elif not os.path.exists(path + INDEX_SUFFIX):
             try:
                 if now - os.stat(path).st_mtime > INDEX_LATE_SECONDS:
                     late.append(path)
             except OSError:
                 pass
-    data = dict(vni=vni, closed=len(pcaps), index_failed=len(failed), index_late=len(late))
-    if not failed and not late:
+    data = dict(vni=vni, closed=len(pcaps), index_failed=len(failed), index_late=len(late), index_partial=len(damaged),
+                damaged=[os.path.basename(p) for p, _ in damaged[-5:]])
+    if not failed and not late and not damaged:
         report.add("index", "ok", "VNI %s: every closed pcap (%d) has its packet index" % (vni, len(pcaps)), **data)
         return
     parts = []
+    if damaged:
+        # Bytes in the middle that are no record: what lies around them is indexed, they are not.
+        parts.append("%d pcap(s) damaged, indexed only in part (latest %s: %s)" % (len(damaged),
+                                                                                   os.path.basename(damaged[-1][0]), damaged[-1][1]))
     if failed:
-        try:
-            with open(failed[-1] + INDEX_FAILED_SUFFIX) as f:
-                why = f.read().strip()
-        except OSError:
-            why = "?"
-        parts.append("%d pcap(s) could not be indexed (latest %s: %s)" % (len(failed), os.path.basename(failed[-1]), why))
+        parts.append("%d pcap(s) could not be indexed (latest %s: %s)" % (len(failed), os.path.basename(failed[-1][0]),
+                                                                          failed[-1][1]))
     if late:
         parts.append("%d closed more than %ds ago have no index yet (journalctl -u %s)" % (len(late), INDEX_LATE_SECONDS, capture_unit(vni)))
     report.add("index", "warn", "VNI %s: %s; they are kept and found by time, and read whole" % (vni, "; ".join(parts)), **data)
@@ -376,26 +432,81 @@ def check_unmatched(report, iface, vnis, vxlan, vxlan_port, seconds):
                    sample_seconds=seconds)
 
 
-def check_disk(report, directory, min_free_percent, min_free_gib):
+FOREIGN_SHOWN = 5  # the largest files mirrorcap did not write, named in the disk check
+
+
+def printable(text):
+    """A name from the volume, safe in a terminal: control characters as escapes."""
+    return "".join(c if c.isprintable() else "\\x%02x" % ord(c) for c in text)
+
+
+def foreign_files(directory, pattern):
+    """[(size, path)] of the files under `directory` that mirrorcap did not write (its pcaps, their
+    packet index or index failure marker and the temporary files of those), largest first. Walked
+    without following links."""
+    own = re.compile(re.sub(r"\\\*", ".*", re.escape(host.pcap_glob(pattern))) + r"(\.idx\.json\.gz|\.idx-failed)?(\.\d+\.tmp)?")
+    found = []
+    for root, _dirs, files in os.walk(directory):
+        for name in files:
+            if root == directory and own.fullmatch(name):
+                continue
+            path = os.path.join(root, name)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            found.append((st.st_blocks * 512, path))
+    return sorted(found, reverse=True)
+
+
+def volume_error(directory):
+    """Why the mounted volume cannot be read (an OSError such as EIO: the file system shut down), or None."""
+    try:
+        os.stat(directory)
+    except OSError as e:
+        return None if e.errno in (errno.ENOENT, errno.ENOTDIR) else e
+    return None
+
+
+def check_disk(report, directory, min_free_percent, min_free_gib, pattern):
+    error = volume_error(directory)
+    if error is not None:
+        report.add("disk", "fail", "%s: %s" % (directory, error.strerror or error), errno=error.errno)
+        return
     if not os.path.ismount(directory):
         report.add("disk", "fail", "%s is not a mount point: the pcap volume is not mounted" % directory)
         return
-    try:
-        usage = shutil.disk_usage(directory)
-    except OSError as e:
-        report.add("disk", "fail", "%s: %s" % (directory, e))
-        return
+    usage = shutil.disk_usage(directory)
     percent = 100.0 * usage.free / usage.total if usage.total else 0.0
     gib = usage.free / (1 << 30)
     data = dict(free_bytes=usage.free, total_bytes=usage.total, free_percent=round(percent, 1))
     if percent < min_free_percent or gib < min_free_gib:
-        pcaps = sum(os.path.getsize(p) for p in glob.glob(os.path.join(directory, "*.pcap")) if os.path.isfile(p))
-        others = max(0, usage.used - pcaps)
-        report.add("disk", "fail", "%s: %.1f%% (%.1f GiB) free, under the floor (%s%% / %s GiB): is retention running? "
-                   "(pcaps %.1f GiB; other files %.1f GiB, which retention never deletes)"
-                   % (directory, percent, gib, min_free_percent, min_free_gib, pcaps / (1 << 30), others / (1 << 30)), **data)
+        foreign = foreign_files(directory, pattern)
+        others = sum(size for size, _ in foreign)
+        pcaps = max(0, usage.used - others)
+        data.update(foreign_bytes=others, foreign_files=[dict(path=p, bytes=b) for b, p in foreign[:FOREIGN_SHOWN]])
+        floor = "%s: %.1f%% (%.1f GiB) free, under the floor (%s%% / %s GiB)" % (directory, percent, gib, min_free_percent,
+                                                                              min_free_gib)
+        if foreign and others >= pcaps:
+            # Retention deletes only pcaps: it cannot make this room, and never deletes what it did not write.
+            shown = ", ".join("%s (%s)" % (printable(p), human(b)) for b, p in foreign[:FOREIGN_SHOWN])
+            more = " and %d more" % (len(foreign) - FOREIGN_SHOWN) if len(foreign) > FOREIGN_SHOWN else ""
+            report.add("disk", "fail", "%s: files mirrorcap did not write fill it (%s in %d file(s): %s%s), and retention "
+                       "deletes only pcaps: delete them (rm -- %s) or move them off the volume; capture resumes by itself"
+                       % (floor, human(others), len(foreign), shown, more,
+                          " ".join(shlex.quote(printable(p)) for _, p in foreign[:FOREIGN_SHOWN])), **data)
+        else:
+            report.add("disk", "fail", "%s: is retention running? (pcaps %.1f GiB; other files %.1f GiB, which retention "
+                       "never deletes)" % (floor, pcaps / (1 << 30), others / (1 << 30)), **data)
     else:
         report.add("disk", "ok", "%s: %.1f%% (%.1f GiB) free" % (directory, percent, gib), **data)
+
+
+def human(n):
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return "%d %s" % (n, unit) if unit == "bytes" else "%.1f %s" % (n, unit)
+        n /= 1024.0
 
 
 def check_metrics(report, path=METRICS_FILE):
@@ -438,7 +549,7 @@ def main(argv=None):
     now = time.time()
     vxlan = host.vxlan_iface(env, vnis[0]) if vnis else None
     iface = lower_iface(vxlan) if vxlan else None
-    report.run("storage", check_stage, "storage", "mirrorcap-storage.service")
+    report.run("storage", check_stage, "storage", "mirrorcap-storage.service", directory)
     report.run("decap", check_stage, "decap", "mirrorcap-decap.service")
     report.run("mtu", check_mtu, iface, mirror_mtu, overhead, state)
     report.run("services", check_services, vnis)
@@ -446,21 +557,26 @@ def main(argv=None):
         record = host.read_json(host.capture_state_file(vni), {}) or {}
         pids = report.run("tcpdump", check_tcpdump, vni) or []
         report.run("writing", check_writing, vni, record, state, now)
-        report.run("restarts", check_restarts, vni, record, now)
+        report.run("restarts", check_restarts, vni, record, now, state)
         report.run("newest-pcap", check_newest_pcap, directory, pattern, vni, stale_after, now)
         report.run("index", check_index, directory, pattern, vni, now)
         report.run("drops", check_drops, vni, pids, record, state)
         report.run("truncated", check_truncated, vni, record, state)
     report.run("unmatched", check_unmatched, iface, vnis, vxlan, vxlan_port, args.sample_seconds)
-    report.run("disk", check_disk, directory, min_free_percent, min_free_gib)
+    report.run("disk", check_disk, directory, min_free_percent, min_free_gib, pattern)
     report.run("metrics", check_metrics)
 
     os.makedirs(host.STATE_DIR, exist_ok=True)
     host.write_json(STATE_FILE, state)
+    cause = report.cause()
+    first = "mirrorcap-health: %s%s" % ("healthy" if report.healthy else "UNHEALTHY",
+                                        ": %s: %s" % (cause["name"], cause["detail"]) if cause else "")
     if args.json:
-        json.dump(dict(healthy=report.healthy, capture=env.get("MIRRORCAP_CAPTURE"), checks=report.checks), sys.stdout, indent=2)
+        json.dump(dict(healthy=report.healthy, capture=env.get("MIRRORCAP_CAPTURE"), summary=first, checks=report.checks),
+                  sys.stdout, indent=2)
         print()
     else:
+        print(first)  # the cause first: what an alarm or a person reads of it
         for c in report.checks:
             print("%-4s  %-11s  %s" % (c["status"].upper(), c["name"], c["detail"]))
         print("mirrorcap-health: %s" % ("healthy" if report.healthy else "UNHEALTHY"))

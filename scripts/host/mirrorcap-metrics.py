@@ -23,14 +23,12 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 
 # The shared module: /usr/local/lib/mirrorcap, from /usr/local/libexec/mirrorcap.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "..", "lib", "mirrorcap"))
 import mirrorcap_host as host  # noqa: E402
 
 STATE_FILE = os.path.join(host.STATE_DIR, "metrics.json")
-IMDS = "http://169.254.169.254"
 PER_CALL = 20  # datums per PutMetricData: what every CloudWatch API version accepts
 HEALTH_TIMEOUT_SECONDS = 60
 PUT_TIMEOUT_SECONDS = 30
@@ -105,11 +103,7 @@ def datums(points, names, capture, instance, fleet_group, at):
 
 
 def instance_id():
-    token = urllib.request.urlopen(urllib.request.Request(
-        IMDS + "/latest/api/token", method="PUT", headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"}), timeout=5).read()
-    return urllib.request.urlopen(urllib.request.Request(
-        IMDS + "/latest/meta-data/instance-id", headers={"X-aws-ec2-metadata-token": token.decode()}),
-        timeout=5).read().decode().strip()
+    return host.imds("/latest/meta-data/instance-id").decode().strip()
 
 
 def health_report():

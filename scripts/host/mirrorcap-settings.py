@@ -18,13 +18,11 @@ import re
 import subprocess
 import sys
 import time
-import urllib.request
 
 # The shared module: /usr/local/lib/mirrorcap, from /usr/local/libexec/mirrorcap.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "..", "lib", "mirrorcap"))
 import mirrorcap_host as host  # noqa: E402
 
-IMDS = "http://169.254.169.254"
 WAIT_SECONDS = 60
 BOOT = "/usr/local/sbin/mirrorcap-boot"
 # The block user-data.sh.j2 writes the env file from (the renderer's own test reads it back).
@@ -37,10 +35,7 @@ def log(message):
 
 def user_data():
     """The instance's user data (gzip unpacked), through IMDSv2."""
-    token = urllib.request.urlopen(urllib.request.Request(
-        IMDS + "/latest/api/token", method="PUT", headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"}), timeout=3).read()
-    data = urllib.request.urlopen(urllib.request.Request(
-        IMDS + "/latest/user-data", headers={"X-aws-ec2-metadata-token": token.decode()}), timeout=5).read()
+    data = host.imds("/latest/user-data", token_timeout=3)
     return (gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data).decode()
 
 

@@ -25,8 +25,8 @@ import sys
 import tempfile
 import threading
 
-# The shared module: /usr/local/lib/mirrorcap, from /usr/local/bin.
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "lib", "mirrorcap"))
+if __name__ == "__main__":  # the host runs it; the shared module: /usr/local/lib/mirrorcap, from /usr/local/bin
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "lib", "mirrorcap"))
 import mirrorcap_host as host  # noqa: E402
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -16,6 +16,30 @@ ENV_FILE = "/etc/mirrorcap/mirrorcap.env"
 BOOTSTRAP_LOCK = "/run/mirrorcap-bootstrap.lock"  # the user data and mirrorcap-settings take turns
 RUN_DIR = "/run/mirrorcap"  # what a boot forgets: heartbeats, what storage and decap wait for
 STATE_DIR = "/var/lib/mirrorcap"  # what survives restarts, failures and reboots: the loss record
+# The VXLAN network identifier a capture is named by: 24 bits; 0 is never one (AWS refuses it).
+VNI_MIN, VNI_MAX = 1, (1 << 24) - 1
+# A pcap's packet index beside it (NAME.pcap + INDEX_SUFFIX, mirrorcap_index writes it), or why
+# it could not be written (NAME.pcap + INDEX_FAILED_SUFFIX, which health reports).
+INDEX_SUFFIX, INDEX_FAILED_SUFFIX = ".idx.json.gz", ".idx-failed"
+# How the failure marker of a damaged pcap begins: it has an index, of what lies around the damage.
+INDEX_PARTIAL = "partial index"
+# The archive uploader's waits after 1, 2, 3, 4+ failed runs in a row; the laptop's threshold
+# for the archive backlog (health, alarms) allows for the longest.
+ARCHIVE_BACKOFF_SECONDS = (60, 120, 240, 300)
+
+
+IMDS = "http://169.254.169.254"  # the instance metadata service, IMDSv2 only (the instances require it)
+
+
+def imds(path, token_timeout=5, timeout=5):
+    """The bytes at `path` (e.g. /latest/meta-data/instance-id) of the instance metadata service,
+    asked with a session token (IMDSv2). OSError (URLError, a timeout) when it does not answer."""
+    import urllib.request  # here: the scripts that never ask IMDS (the capture...) do not load it
+    token = urllib.request.urlopen(urllib.request.Request(
+        IMDS + "/latest/api/token", method="PUT", headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"}),
+        timeout=token_timeout).read()
+    return urllib.request.urlopen(urllib.request.Request(
+        IMDS + path, headers={"X-aws-ec2-metadata-token": token.decode()}), timeout=timeout).read()
 
 
 def read_env(path=ENV_FILE):

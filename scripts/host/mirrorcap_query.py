@@ -17,6 +17,8 @@ has no free text left, only these words, numbers and hex.
 import re
 import struct
 
+import mirrorcap_host
+
 V4_FAMS = ("ip", "arp", "rarp")  # where libpcap's `host`/`net` of an IPv4 address look
 DIRECTIONS = ("src", "dst", "any")
 PROTOS = {"tcp": 6, "udp": 17, "icmp": 1}
@@ -58,7 +60,7 @@ def check(tree, depth=0):
     elif op == "fam":
         ok = len(a) == 1 and a[0] in FAMS
     elif op == "vni":
-        ok = len(a) == 1 and _int(a[0], 0, (1 << 24) - 1)
+        ok = len(a) == 1 and _int(a[0], mirrorcap_host.VNI_MIN, mirrorcap_host.VNI_MAX)
     elif op == "time":
         ok = (len(a) == 2 and a != [None, None]
               and all(x is None or _int(x, -(1 << 63), (1 << 63) - 1) for x in a))

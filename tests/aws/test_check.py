@@ -12,7 +12,7 @@ from synth_account import deploy
 from typer.testing import CliRunner
 
 from mirrorcap.cli import app
-from mirrorcap.contract import RUNTIME_OWNER_KEY
+from mirrorcap.contract import RUNTIME_OWNER_KEY, SOURCE_KEY
 
 REGION = "us-east-1"
 # The inventory as written, synthesized once; its IDs are swapped for the fake account's in each test.
@@ -128,6 +128,26 @@ def test_clean_account_exits_zero_and_prints_a_table(deployed):
                                            SessionNumber=1, VirtualNetworkId=12345)
     result = d["runner"].invoke(app, ["check"])
     assert result.exit_code == 0 and "no drift" in result.stdout
+
+
+def test_what_the_account_returned_reaches_the_terminal_inert(deployed):
+    """A session's tags are anyone's to write who may tag it: a mirrorcap:source holding a terminal's
+    control sequence (C1's CSI: EC2's XML carries no ESC, but carries U+009B) and U+202E reached the table
+    as it was (the screen cleared, text turned around)."""
+    d = deployed
+    (_, eni), = d["launch"]([{"Key": "Service", "Value": "db"}])  # matches no selector
+    hostile = "i-\u009b2J\u202eevil\u200b"
+    d["ec2"].create_traffic_mirror_session(
+        NetworkInterfaceId=eni, TrafficMirrorTargetId=d["target"], SessionNumber=1, VirtualNetworkId=12345,
+        TrafficMirrorFilterId=d["ec2"].describe_traffic_mirror_filters()["TrafficMirrorFilters"][0]["TrafficMirrorFilterId"],
+        TagSpecifications=[{"ResourceType": "traffic-mirror-session", "Tags": [{"Key": RUNTIME_OWNER_KEY, "Value": "prod"},
+                                                                           {"Key": SOURCE_KEY, "Value": hostile}]}])
+    result = d["runner"].invoke(app, ["check"])
+    assert result.exit_code == 1 and "no longer matches the tag selectors" in result.stdout
+    assert not any(c in result.stdout + result.stderr for c in "\u009b\u202e\u200b")
+    assert "i-<U+009B>2J<U+202E>evil<U+200B> no longer matches" in result.stdout
+    code, report = check(d)  # the JSON keeps the value, every control character escaped by json.dumps
+    assert any(hostile in f["detail"] for f in report["findings"])
 
 
 def test_not_deployed_and_unknown_capture(deployed, tmp_path):

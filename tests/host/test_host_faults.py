@@ -23,8 +23,9 @@ import time
 
 import pytest
 
-from capturehost import (DIR, ENI, VNI, VOLUME, Traffic, baked, captured, captured_times, capture_state, check, failing,
-                         flushed, health, pcaps, sent, stop, tag, tcpdump_pid, unit, wait_capturing, wait_for, writing)
+from capturehost import (DIR, ENI, VNI, VOLUME, Traffic, assert_accounted, baked, bracket, captured, captured_times,
+                         capture_state, check, failing, flushed, health, missing_runs, new_gaps, pcaps, sent, stop, tag,
+                         tcpdump_pid, unit, wait_capturing, wait_for, writing)
 from bootlab import needs_lab
 from helpers import EXAMPLE
 from mirrorcap.host import render
@@ -53,49 +54,6 @@ class StateWatch:
         self.running = False
         self.thread.join()
         return self.samples
-
-
-def new_gaps(before: dict, after: dict) -> list[dict]:
-    return after.get("gaps", [])[-(after.get("gaps_total", 0) - before.get("gaps_total", 0)):] \
-        if after.get("gaps_total", 0) > before.get("gaps_total", 0) else []
-
-
-def missing_runs(times: dict[int, list], first: int, count: int) -> list[tuple[int, int]]:
-    """Runs of consecutive tags [a, b] in first..first+count-1 that reached no pcap."""
-    runs, start = [], None
-    for t in range(first, first + count):
-        if t not in times:
-            start = t if start is None else start
-        elif start is not None:
-            runs.append((start, t - 1))
-            start = None
-    if start is not None:
-        runs.append((start, first + count - 1))
-    return runs
-
-
-def bracket(times: dict[int, list], run: tuple[int, int]) -> tuple[float, float]:
-    """(time of the last packet captured before a lost run, of the first captured after it)."""
-    return times[run[0] - 1][0][2], times[run[1] + 1][0][2]
-
-
-def assert_accounted(times, first, count, sent_count, gaps, kernel_drops=0):
-    """What was lost (sent - captured) is at most what health counts; each recorded gap brackets a
-    lost run to within a second; and the count is an honest bound, not a wild one."""
-    captured_count = sum(1 for t in range(first, first + count) if t in times)
-    real = sent_count - captured_count
-    reported = sum(g["lost_packets_max"] for g in gaps) + kernel_drops
-    assert reported >= real, (reported, real, gaps)
-    runs = missing_runs(times, first, count)
-    assert runs, "nothing was lost: the fault did not happen"
-    for run in runs:
-        before, after = bracket(times, run)
-        found = [g for g in gaps if g["start"] <= before + 1 and g["end"] >= after - 1]
-        assert len(found) == 1, (run, before, after, [(g["start"], g["end"], g["reason"][:40]) for g in gaps])
-        (gap,) = found
-        assert before - 1 <= gap["start"] <= before + 0.5, (run, before, gap)
-        assert after - 1 <= gap["end"] <= after + 1, (run, after, gap)
-    return real, reported
 
 
 # --- disk_full and torn: a burst fills the volume ------------------------------------------
@@ -167,7 +125,7 @@ def test_disk_full_loss_is_an_upper_bound_and_the_gap_brackets_it(disk_full):
     # Health: NOT WRITING while full (with why), the loss once afterwards, then healthy.
     code, report = r["while_full"]
     assert code == 1 and "NOT WRITING" in check(report, "writing")["detail"] and "volume full" in check(report, "writing")["detail"]
-    assert "other files" in check(report, "disk")["detail"], check(report, "disk")
+    assert "mirrorcap did not write" in check(report, "disk")["detail"], check(report, "disk")
     code, report = r["health_after"]
     w = check(report, "writing")
     assert code == 1 and w["lost_since_last_check"] == reported and "at most %d packets lost" % reported in w["detail"], w

@@ -440,3 +440,80 @@ def test_a_plan_changing_only_outputs_is_recorded_verified_and_applied(tmp_path)
     w.config(BASE + 'output "o" {\n  value = "v3"\n}\n')
     code, line, report = verify(w.plan(), reviewed, tmp_path)
     assert code == 1 and '`output.o`: planned values differ `(the whole value)`: reviewed `"v2"`, now `"v3"`' in report
+
+
+# ---------------------------------------------------------------------------
+# The run's summary under GitHub's 1 MiB cap
+
+
+def test_the_apply_summary_keeps_its_verdict_first_and_fits_github_cap_on_a_large_plan(tmp_path):
+    """30 stacks of a real plan whose text is ~140 KB each: each stack's section (`verify --summary`: report and
+    plan, the plan cut to 40,000 characters) is ~40 KB, 1.2 MB together, over the 1 MiB a step summary may hold
+    (GitHub then drops it whole, verdict and all). `review summary` puts the verdict first and keeps the total under
+    the cap, naming the sections left out."""
+    cfg = ('resource "terraform_data" "big" {\n  count = 400\n  input = {for i in range(8) : "k${i}" => '
+           'join("", [for j in range(40) : "v${count.index}-${i}-${j}"])}\n}\n')
+    w = Work(tmp_path).config(cfg)
+    plan = w.plan()
+    assert len(plan.with_suffix(".txt").read_text()) > 100_000
+    stacks = [f"stack-{n:02d}" for n in range(30)]
+    rows = []
+    for name in stacks:
+        out = tmp_path / "review" / name
+        out.mkdir(parents=True)
+        code, line, _ = run("verify", "--stack", name, "--plan-json", plan, "--plan-text", plan.with_suffix(".txt"),
+                            "--summary", out / "summary.md")
+        assert code == 1 and line.startswith("refused: no reviewed plan")
+        rows.append(f"{name}\trefused\t{line.strip()}\n")
+    sections = sorted((tmp_path / "review").glob("*/summary.md"))
+    assert sum(p.stat().st_size for p in sections) > 1024 * 1024  # what the step appended before: dropped by GitHub
+    (tmp_path / "results.tsv").write_text("".join(rows))
+    (tmp_path / "stacks.json").write_text(json.dumps({"stacks": [{"name": n} for n in stacks], "removed": []}))
+    code, verdict, err = run("applied", "--results", tmp_path / "results.tsv", "--stacks", tmp_path / "stacks.json",
+                             "--commit", "a" * 40, "--run-url", "https://github.com/o/r/actions/runs/1")
+    assert code == 0, err
+    (tmp_path / "applied.md").write_text(verdict)
+    code, summary, err = run("summary", "--verdict", tmp_path / "applied.md", *sections)
+    assert code == 0, err
+    size = len(summary.encode())
+    assert size < 1024 * 1024 and size > 900 * 1024  # under the cap, and filled
+    assert summary.startswith(verdict)  # the verdict first, whole
+    kept = [n for n in stacks if f"### {n}\n" in summary]
+    left = [n for n in stacks if n not in kept]
+    assert kept == stacks[:len(kept)] and left  # whole sections, in order, then the rest left out...
+    assert summary.rstrip().endswith("The run's log has every one.")  # ...and said so, naming them
+    assert f"{len(left)} section(s) left out (" + ", ".join(f"`{n}`" for n in left) in summary
+    assert summary.count("<details>") == summary.count("</details>") == len(kept)  # no section cut in half
+
+
+def test_a_record_hiding_known_values_as_unknown_is_refused(tmp_path):
+    """A record whose changes show every value "(known after apply)" (well formed, its fingerprint recomputed: not a
+    plan Terraform made) matched any value: a changed one and an extra create passed. With nothing of the reviewed
+    plan applied since, every value the fresh plan knows was known at review: refused, naming it. After a partial
+    apply the rule cannot hold (what was applied makes values known) and does not apply: test_reviewed_apply.py."""
+    from mirrorcap.workflow import reviewed as R
+    w = Work(tmp_path).config(BASE)
+    w.apply()
+    w.config(BASE + C)  # the pull request: create c
+    pr = w.plan()
+    honest = record(pr, tmp_path)
+    assert verify(pr, honest, tmp_path)[:2] == (0, "matches the reviewed plan")
+    forged = json.loads(honest.read_text())
+    d = json.loads(json.dumps(forged["changes"][0]))
+    d["address"] = "terraform_data.d"
+    forged["changes"].append(d)
+    for change in forged["changes"]:
+        change["after"] = {k: R.UNKNOWN for k in change["after"]}
+    forged["fingerprint"] = R.fingerprint(forged["changes"])
+    (tmp_path / "forged.json").write_text(json.dumps(forged))
+    # merged: c with another value, and an extra create d the review never showed
+    w.config(BASE + 'resource "terraform_data" "c" {\n  input = "other"\n}\nresource "terraform_data" "d" {\n  input = "d"\n}\n')
+    fresh = w.plan()
+    code, line, report = verify(fresh, tmp_path / "forged.json", tmp_path)
+    assert code == 1 and line == "refused: the plan differs from the one reviewed in the pull request (2 change(s))"
+    assert ('`terraform_data.c`: known at review, as nothing of the reviewed plan has been applied since, but the record '
+            'says (known after apply) `input`: reviewed `(known after apply)`, now `"other"`') in report
+    assert '`terraform_data.d`: known at review' in report
+    # the honest record of the same pull request: the changed value named as such
+    code, _, report = verify(fresh, honest, tmp_path)
+    assert code == 1 and '`terraform_data.c`: planned values differ `input`: reviewed `"c"`, now `"other"`' in report

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from helpers import ROOT
-from mirrorcap import contract
+from mirrorcap import aws_limits, backlog, contract
 from mirrorcap.errors import MirrorcapError
 from mirrorcap.host import render
 from mirrorcap.numbering import lockfile
@@ -23,8 +23,48 @@ def test_a_session_description_reads_back_to_its_label():
     assert contract.session_label("stage", text) == text  # another capture's: whole
 
 
+def test_the_vni_range_and_the_index_suffix_have_one_owner_a_side_and_the_two_agree():
+    import mirrorcap_host
+    assert (mirrorcap_host.VNI_MIN, mirrorcap_host.VNI_MAX) == (aws_limits.VNI_MIN, aws_limits.VNI_MAX) == (1, (1 << 24) - 1)
+    assert mirrorcap_host.INDEX_SUFFIX == contract.INDEX_SUFFIX
+
+
+def test_every_check_of_a_vni_takes_exactly_the_range(monkeypatch):
+    """The query's parser (laptop), its checker on the host, an archived key, the capture's argument, decap."""
+    import mirrorcap_query
+    from mirrorcap.archive.index import parse_key
+    from mirrorcap.find.query import QueryError, parse
+    from test_host_scripts import host_script
+    lo, hi = aws_limits.VNI_MIN, aws_limits.VNI_MAX
+    capture = host_script("mirrorcap-capture.py")
+    monkeypatch.delenv("RUNTIME_DIRECTORY", raising=False)
+    name = contract.PCAP_PATTERN.replace("{vni}", "%d").replace("%Y-%m-%dT%H-%M-%SZ", "2026-11-25T10-15-00Z")
+    for vni, ok in ((lo - 1, False), (lo, True), (hi, True), (hi + 1, False)):
+        try:
+            parse(f"vni {vni}")
+        except QueryError:
+            assert not ok, vni
+        else:
+            assert ok, vni
+        try:
+            mirrorcap_query.check(["vni", vni])
+        except mirrorcap_query.QueryTreeError:
+            assert not ok, vni
+        else:
+            assert ok, vni
+        key = f"cap/vni{vni}/2026-11-25/i-0123456789abcdef0/{name % vni}"
+        assert (parse_key("cap", key, 1, None) is not None) == ok, key
+        try:
+            code = capture.main(["mirrorcap-capture", str(vni)])  # 2: usage, before anything is read
+        except SystemExit as e:  # a VNI it takes: then no RUNTIME_DIRECTORY, so it stops (1)
+            code = e.code
+        assert (code != 2) == ok, vni
+    decap = (ROOT / "scripts" / "host" / "mirrorcap-decap.sh").read_text()
+    assert f"[[ $vni =~ ^[1-9][0-9]{{0,{len(str(hi)) - 1}}}$ ]] || ((vni > {hi}))" in decap and lo == 1
+
+
 def test_the_vni_is_the_sources_else_the_captures():
-    assert contract.vni_of(7, 4242) == 7 and contract.vni_of(None, 4242) == 4242 and contract.vni_of(0, 1) == 0
+    assert contract.source_vni(7, 4242) == 7 and contract.source_vni(None, 4242) == 4242 and contract.source_vni(0, 1) == 0
 
 
 def test_review_reads_the_lock_as_numbering_does(tmp_path):
@@ -46,11 +86,75 @@ def test_the_archive_back_off_is_the_host_scripts(monkeypatch):
     spec = importlib.util.spec_from_file_location("archive_script", ROOT / "scripts" / "host" / "mirrorcap-archive.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    assert render.archive_backoff_seconds() == tuple(script.BACKOFF_SECONDS)
-    assert script.backoff_seconds(99) == max(render.archive_backoff_seconds())
+    assert backlog.archive_backoff_seconds() == tuple(script.BACKOFF_SECONDS)
+    assert script.backoff_seconds(99) == max(backlog.archive_backoff_seconds())
 
 
 def test_user_data_is_escaped_as_literal_text_is():
     from mirrorcap.stack.literal import escape
     assert render.template_escape is escape
     assert escape("a ${b} %{c}") == "a $${b} %%{c}"
+
+
+@pytest.mark.parametrize("pattern", [contract.PCAP_PATTERN, "mirror-{vni}-%Y%m%d-%H%M%S.pcap"])
+def test_the_capture_knows_its_pcaps_by_the_pattern_it_writes(tmp_path, pattern):
+    """Whatever MIRRORCAP_PCAP_PATTERN names pcaps (the env file carries it): the capture's own VNI's
+    pcaps, oldest first, not another VNI's, nor an index."""
+    import time
+    from types import SimpleNamespace
+
+    import mirrorcap_host
+    from test_host_scripts import host_script
+    capture = host_script("mirrorcap-capture.py")
+    named = {vni: [time.strftime(mirrorcap_host.pcap_pattern(pattern, vni), time.gmtime(t)) for t in (1_764_000_000, 1_764_000_060)]
+             for vni in (7, 70)}
+    for name in named[7] + named[70]:
+        (tmp_path / name).write_bytes(b"")
+        (tmp_path / (name + contract.INDEX_SUFFIX)).write_bytes(b"")
+    me = SimpleNamespace(directory=str(tmp_path), vni="7", name_glob=mirrorcap_host.pcap_glob(pattern, "7"))  # as load_settings sets it
+    assert capture.Capture.pcaps(me) == named[7]
+
+
+class _Imds(__import__("http.server").server.BaseHTTPRequestHandler):
+    """IMDSv2 as EC2 answers: a token for a PUT naming its TTL, then GETs carrying it; 401 otherwise."""
+    TOKEN = "AQAEAtoken=="
+    PATHS = {"/latest/meta-data/instance-id": b"i-0123456789abcdef0\n",
+             "/latest/user-data": __import__("gzip").compress(b"#!/bin/bash\necho user data\n")}
+
+    def do_PUT(self):
+        ok = self.path == "/latest/api/token" and self.headers.get("X-aws-ec2-metadata-token-ttl-seconds")
+        self._answer(200 if ok else 400, self.TOKEN.encode() if ok else b"")
+
+    def do_GET(self):
+        ok = self.headers.get("X-aws-ec2-metadata-token") == self.TOKEN
+        self._answer(401 if not ok else 200 if self.path in self.PATHS else 404, self.PATHS.get(self.path, b"") if ok else b"")
+
+    def _answer(self, code, body):
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_the_host_scripts_ask_imds_with_the_one_imdsv2_client(monkeypatch):
+    """mirrorcap_host.imds, as the archive's uploader, the metrics publisher and settings use it."""
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    import mirrorcap_host
+    from test_host_scripts import host_script
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Imds)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setattr(mirrorcap_host, "IMDS", "http://127.0.0.1:%d" % server.server_port)
+        assert host_script("mirrorcap-archive.py").instance_id() == "i-0123456789abcdef0"
+        assert host_script("mirrorcap-metrics.py").instance_id() == "i-0123456789abcdef0"
+        assert host_script("mirrorcap-settings.py").user_data() == "#!/bin/bash\necho user data\n"
+        with pytest.raises(OSError):  # 404: what the caller reports (settings waits, archive retries)
+            mirrorcap_host.imds("/latest/meta-data/nothing")
+    finally:
+        server.shutdown()
+        server.server_close()

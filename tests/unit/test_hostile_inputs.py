@@ -6,6 +6,7 @@ the lock's in test_lockfile.py, window's and check's against moto in tests/aws/.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -186,6 +187,18 @@ def test_lock_keys_are_shown_inert_by_sessions_write(workdir):
     assert not any(c in r.stdout + r.stderr for c in "\x1b\u202e")
 
 
+def test_what_the_account_says_is_shown_inert_by_validate_live():
+    """AWS's refusal of a session is its own text (the Stubber test in tests/aws/test_preflight.py has its
+    words); EC2's XML carries C1 controls (U+009B is a terminal's CSI) and U+202E, which reached the terminal."""
+    from mirrorcap.account_checks.preflight import Finding
+    from mirrorcap.cli.validate import live_lines
+    said = "InvalidParameterValue: The instance type of the source network interface \u009b2J\u202eis not supported"
+    (line,) = live_lines(Path("capture.hcl"), [Finding("error", "prod", "source[0] (eni-1)", f"AWS would refuse a session on eni-1: {said}",
+                                                       "remove this source, or fix what AWS names")])
+    assert not any(c in line for c in "\u009b\u202e") and "interface <U+009B>2J<U+202E>is not supported" in line
+    assert line.startswith('error: capture.hcl: capture "prod" > source[0] (eni-1): AWS would refuse') and "\n  fix: remove" in line
+
+
 # --- the lock: deep, or a link to nothing ------------------------------------------------------------
 
 @pytest.mark.parametrize("args", [["validate"], ["sessions"], ["render", "--check"]])
@@ -217,6 +230,8 @@ WRONG_COMMAND_LINES = {
     "port -1": (WINDOW + ["--port", "-1"], "--port: -1 is not a port"),
     "host not an address": (WINDOW + ["--host", "not-an-ip"], "--host: 'not-an-ip' is not an IP address"),
     "bpf tcp and and": (WINDOW + ["--bpf", "tcp and and"], "--bpf: tcpdump cannot use the filter: can't parse filter expression"),
+    "display filter tcp and and": (WINDOW + ["--filter", "tcp and and"], "--filter: tshark cannot use the display filter: \"and\" was unexpected"),
+    "display filter closing the window's": (WINDOW + ["--filter", "tcp) || (udp"], "--filter: tshark cannot use the display filter: "),
     "window role garbage": (WINDOW + ["--role-arn", "garbage"], "--role-arn: 'garbage' is not an IAM role ARN"),
     "bucket ../../x": (WINDOW + ["--bucket", "../../x"], "--bucket: '../../x' is not an S3 bucket name"),
     "check role garbage": (["check", "--role-arn", "garbage"], "--role-arn: 'garbage' is not an IAM role ARN"),
@@ -243,6 +258,17 @@ def test_preflight_names_an_unknown_action_before_credentials(workdir):
     r = run("preflight", "explode", "--stack", "test", "-i", str(workdir / "capture.hcl"), env=NO_AWS)
     assert r.exit_code == 2 and "'explode' is not an action" in r.stderr and "credentials" not in r.stderr
     assert "fix: use one of diff, deploy, destroy, output, state-bucket" in r.stderr
+
+
+def test_preflight_shows_what_botocore_quotes_inert(workdir):
+    """botocore's ProfileNotFound quotes AWS_PROFILE: U+202E and U+009B (a terminal's CSI) reached the terminal raw."""
+    write(workdir, minimal())
+    (workdir / "empty").write_text("")
+    hostile = {**NO_AWS, "AWS_PROFILE": "p\u202eq\u009b2J", "AWS_CONFIG_FILE": str(workdir / "empty"),
+               "AWS_SHARED_CREDENTIALS_FILE": str(workdir / "empty")}
+    r = run("preflight", "diff", "--stack", "test", "-i", str(workdir / "capture.hcl"), env=hostile)
+    assert r.exit_code == 3 and "The config profile (p<U+202E>q<U+009B>2J) could not be found" in r.stderr, r.stderr
+    assert not any(c in r.stderr for c in "\u202e\u009b")
 
 
 # --- a reader that goes away ------------------------------------------------------------------------

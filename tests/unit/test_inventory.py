@@ -338,6 +338,22 @@ def test_a_thousand_described_sources_take_a_seventh_of_the_limit(workdir):
     assert sum(len(c.sources) for c in load(write(workdir, text)).captures) == 1000
 
 
+def test_an_inventory_is_parsed_once_per_process_and_read_again_each_time(workdir):
+    """A command that asks for the inventory twice (find, the deploy checks) parses it once; a file
+    changed in between is read as it is now, and a bad one is refused every time."""
+    path = write(workdir, minimal(sources(eni(1))))
+    first = load(path)
+    assert load(path) is first  # the same text, not parsed again
+    write(workdir, minimal(sources(eni(1), eni(2))))
+    assert [s.id for s in load(path).captures[0].sources] == [eni(1), eni(2)]
+    write(workdir, minimal(sources(eni(1))))
+    assert load(path) is first
+    write(workdir, minimal(sources(eni(1))).replace("vni", "vni = 1\n  vni", 1))
+    for _ in range(2):
+        with pytest.raises(MirrorcapError, match="given twice"):
+            load(path)
+
+
 def test_a_campaign_that_has_ended_is_a_warning(workdir):
     write(workdir, minimal('  source {\n    tags = { Service = "web" }\n  }\n  auto_mirror {\n    ends_at = "2020-01-01T00:00:00Z"\n  }'))
     result = mirrorcap("validate", cwd=workdir)

@@ -58,7 +58,7 @@ def test_no_workflow_that_applies_has_a_concurrency_group():
     whatever cancel-in-progress says (DESIGN.md): a group on the apply would lose merges."""
     doc = load("mirrorcap-apply.yml")
     assert "concurrency" not in doc and all("concurrency" not in job for job in doc["jobs"].values())
-    wait = steps("mirrorcap-apply.yml", "apply")[1]
+    wait = steps("mirrorcap-apply.yml", "apply")[0]
     assert wait["name"] == "Wait for earlier runs of this workflow (oldest first)"
     assert doc["jobs"]["apply"]["permissions"]["actions"] == "read"  # listing runs and artifacts
 
@@ -107,17 +107,16 @@ def test_every_apply_applies_a_saved_plan_that_verify_passed():
 
 def test_the_plan_workflow_records_what_the_apply_workflow_reads():
     upload = next(s for s in steps("mirrorcap-plan.yml", "plan") if str(s.get("uses", "")).startswith("actions/upload-artifact@"))
-    assert upload["with"]["name"] == "mirrorcap-reviewed-${{ github.event.pull_request.head.sha }}"
+    assert upload["with"]["name"] == "mirrorcap-reviewed-${{ github.event.pull_request.head.sha || github.event.merge_group.head_sha }}"
     assert upload["with"]["path"] == "review/reviewed/"
     plan = step("mirrorcap-plan.yml", "plan", "Plan each stack")["run"]
     assert '> "review/reviewed/$name/reviewed.json"' in plan and "mirrorcap review record" in plan
-    find = step("mirrorcap-apply.yml", "apply", "Find the merged pull request and the plans it reviewed")["run"]
-    assert "actions/artifacts?name=mirrorcap-reviewed-$head" in find
+    find = step("mirrorcap-apply.yml", "apply", "Find the merged pull requests and the plans they reviewed")["run"]
+    assert "actions/artifacts?name=mirrorcap-reviewed-$head" in find and "mirrorcap review trusted-record" in find
     apply = step("mirrorcap-apply.yml", "apply", "Apply each stack, as reviewed")
-    assert '--reviewed "$REVIEWED/$name/reviewed.json"' in apply["run"] and apply["env"]["REVIEWED"] == "${{ runner.temp }}/reviewed"
+    assert '"$REVIEWED"/pr-*/"$name"/reviewed.json' in apply["run"] and apply["env"]["REVIEWED"] == "${{ runner.temp }}/reviewed"
     for name in ("mirrorcap-plan.yml", "mirrorcap-apply.yml"):  # one label, the one mirrorcap knows
         assert load(name)["env"]["MIRRORCAP_DESTROY_LABEL"] == reviewed.DESTROY_LABEL
-    assert f"github.event.label.name == '{reviewed.DESTROY_LABEL}'" in load("mirrorcap-plan.yml")["jobs"]["plan"]["if"]
     assert {"labeled", "unlabeled"} <= set(load("mirrorcap-plan.yml")["on"]["pull_request"]["types"])
 
 
@@ -155,14 +154,21 @@ out = None
 if method == "POST" and parts[-1] == "comments":
     world.setdefault("comments", []).append({"pr": int(parts[-2]), "body": body})
     out = {"id": len(world["comments"])}
+elif parts[3:5] == ["actions", "runs"] and parts[-1] == "jobs":
+    out = world.get("jobs", {}).get(parts[5], {"total_count": 0, "jobs": []})
 elif parts[3:5] == ["actions", "runs"]:
     out = {"id": int(parts[5]), "workflow_id": 4242}
+elif parts[3:6] == ["actions", "workflows", "mirrorcap-plan.yml"]:
+    sha = dict(q.split("=", 1) for q in query.split("&"))["head_sha"]
+    out = {"workflow_runs": [r for r in world.get("plan_runs", []) if r["head_sha"] == sha]}
 elif parts[3:5] == ["actions", "workflows"]:
     seq = world["runs"]
     out = {"workflow_runs": seq[0]}
     if len(seq) > 1: world["runs"] = seq[1:]
+elif parts[3] == "compare":
+    out = {"commits": [{"sha": s} for s in world["compare"]]}
 elif parts[3] == "commits" and parts[5] == "pulls":
-    out = world.get("pulls", [])
+    out = world.get("pulls", {}).get(parts[4], [])
 elif parts[3:5] == ["actions", "artifacts"] and len(parts) == 5:
     name = dict(q.split("=", 1) for q in query.split("&"))["name"]
     out = {"artifacts": [a for a in world.get("artifacts", []) if a["name"] == name]}
@@ -269,7 +275,7 @@ def gh_repo(tmp_path) -> dict:
     runner_temp = tmp_path / "runner"
     runner_temp.mkdir()
     world = tmp_path / "world.json"
-    world.write_text(json.dumps({"runs": [[]], "pulls": []}))
+    world.write_text(json.dumps({"runs": [[]], "pulls": {}, "compare": [sha]}))
     (tmp_path / "tf.log").touch()
     return {"tmp": tmp_path, "repo": repo, "world": world, "sha": sha, "before": before, "plans": tmp_path / "plans",
             "env": {**env(), "PATH": f"{bin_}:{env()['PATH']}", "GH_WORLD": str(world), "GH_TOKEN": "x", "TF_LOG": str(tmp_path / "tf.log"),
@@ -301,33 +307,38 @@ def run_step(ctx: dict, workflow: str, job: str, title: str, **extra: str) -> su
                           capture_output=True, text=True, timeout=120)
 
 
-def reviewed_in_pull_request(ctx: dict, plan: dict, *, labels: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+def reviewed_in_pull_request(ctx: dict, plan: dict, *, labels: tuple[str, ...] = (), head: str = "a" * 40) -> subprocess.CompletedProcess:
     """The plan workflow's own step on the pull request's head: it writes review/reviewed/, which
     GitHub keeps as the artifact mirrorcap-reviewed-<head>."""
     repo = ctx["repo"]
     (repo / "review").mkdir(exist_ok=True)
     (repo / "review" / "stacks.json").write_text(json.dumps({"stacks": [
         {"name": "prod", "dir": "cdktf.out/stacks/prod", "region": "ap-northeast-1", "remote_state": True, "reasons": ["x"]}]}))
-    head = "a" * 40
     r = run_step(ctx, "mirrorcap-plan.yml", "plan", "Plan each stack", TF_PLANS=serve_plans(ctx, plan), BASE_SHA=ctx["before"],
                  HEAD_SHA=head, PR="7", LABELS=json.dumps(list(labels)))
-    zpath = ctx["tmp"] / "artifact.zip"
+    zpath = ctx["tmp"] / f"artifact-{head}.zip"
     with zipfile.ZipFile(zpath, "w") as z:
         for f in (repo / "review" / "reviewed").rglob("*"):
             if f.is_file():
                 z.write(f, f.relative_to(repo / "review" / "reviewed").as_posix())
     world = json.loads(ctx["world"].read_text())
+    # GitHub's answers (shapes: tests/fixtures/github/): the plan workflow's passed run at the head, its record,
+    # the pull request merged by the push's commit
+    world["plan_runs"] = [{"id": 5005, "path": ".github/workflows/mirrorcap-plan.yml", "event": "pull_request", "head_sha": head,
+                           "status": "completed", "conclusion": "success" if r.returncode == 0 else "failure",
+                           "run_attempt": 1, "created_at": "2026-12-01T00:00:00Z",
+                           "repository": {"full_name": "o/r"}, "head_repository": {"full_name": "o/r"}}]
     world["artifacts"] = [{"id": 55, "name": f"mirrorcap-reviewed-{head}", "expired": False, "created_at": "2026-12-01T00:00:00Z",
-                           "zip": str(zpath)}]
-    world["pulls"] = [{"number": 7, "merged_at": "2026-12-01T01:00:00Z", "base": {"ref": "main"}, "head": {"sha": head},
-                       "labels": [{"name": n} for n in labels]}]
+                           "workflow_run": {"id": 5005, "head_sha": head}, "zip": str(zpath)}]
+    world["pulls"] = {ctx["sha"]: [{"number": 7, "merged_at": "2026-12-01T01:00:00Z", "merge_commit_sha": ctx["sha"],
+                                    "base": {"ref": "main"}, "head": {"sha": head}, "labels": [{"name": n} for n in labels]}]}
     ctx["world"].write_text(json.dumps(world))
     shutil.rmtree(repo / "review")
     (ctx["tmp"] / "tf.log").write_text("")
     return r
 
 
-APPLY_STEPS = ("Find the merged pull request and the plans it reviewed", "Wait for earlier runs of this workflow (oldest first)",
+APPLY_STEPS = ("Wait for earlier runs of this workflow (oldest first)", "Find the merged pull requests and the plans they reviewed",
                "Select the stacks this push changes", "Apply each stack, as reviewed")
 
 
@@ -335,6 +346,8 @@ def run_apply(ctx: dict, *fresh: dict, fail_applies: int = 0, **extra: str) -> d
     """The apply job's steps in order, as GitHub runs them (a failed step skips the rest but the report)."""
     out: dict = {"steps": {}}
     shutil.rmtree(ctx["repo"] / "review", ignore_errors=True)  # each run starts on a fresh runner
+    for left in Path(ctx["env"]["RUNNER_TEMP"]).iterdir():
+        shutil.rmtree(left) if left.is_dir() else left.unlink()
     (ctx["tmp"] / "output").unlink(missing_ok=True)
     (ctx["tmp"] / "tf.log").write_text("")
     plans = serve_plans(ctx, *fresh)
@@ -346,10 +359,8 @@ def run_apply(ctx: dict, *fresh: dict, fail_applies: int = 0, **extra: str) -> d
         if title.startswith("Find"):
             outputs = dict(line.split("=", 1) for line in (ctx["tmp"] / "output").read_text().splitlines() if "=" in line) \
                 if (ctx["tmp"] / "output").exists() else {}
-            if outputs.get("allow_destroy"):
-                extra = {**extra, "ALLOW_DESTROY_LABEL": outputs["allow_destroy"]}
-            extra = {**extra, "PR": outputs.get("number", "")}
-    out["report"] = run_step(ctx, "mirrorcap-apply.yml", "apply", "Report on the merged pull request", **extra)
+            extra = {**extra, "PULLS": outputs.get("numbers", "")}
+    out["report"] = run_step(ctx, "mirrorcap-apply.yml", "apply", "Report on the merged pull requests", **extra)
     world = json.loads(ctx["world"].read_text())
     out["comments"] = world.get("comments", [])
     out["calls"] = world.get("calls", [])
@@ -444,39 +455,101 @@ def test_destroying_pcap_data_needs_the_label(gh_repo):
 
 def test_a_push_without_a_pull_request_applies_nothing_and_says_why(gh_repo):
     out = run_apply(gh_repo, PLAN)
-    assert "without a pull request" in out["steps"][APPLY_STEPS[0]].stdout
+    assert f"::warning title=no pull request::{gh_repo['sha']} reached main without a merged pull request" in \
+        out["steps"][APPLY_STEPS[1]].stdout
     assert applies(out) == [] and "refused: no reviewed plan for this stack" in out["results"]
     assert out["comments"] == []  # no pull request to comment on: the run's summary and its failure say it
     assert "⛔ not applied (refused)" in (gh_repo["tmp"] / "summary").read_text()
 
 
+def test_a_record_the_plan_workflow_did_not_pass_is_not_trusted(gh_repo):
+    """The record's run concluded failure (or another workflow uploaded an artifact of that name): refused."""
+    reviewed_in_pull_request(gh_repo, PLAN)
+    world = json.loads(gh_repo["world"].read_text())
+    world["plan_runs"][0]["conclusion"] = "failure"
+    gh_repo["world"].write_text(json.dumps(world))
+    out = run_apply(gh_repo, PLAN)
+    assert "::warning title=no trusted reviewed plan::pull request #7: run 5005 (attempt 1)" in out["steps"][APPLY_STEPS[1]].stdout
+    assert applies(out) == [] and "refused: no reviewed plan" in out["results"]
+    world["plan_runs"][0].update(conclusion="success", path=".github/workflows/other.yml")
+    gh_repo["world"].write_text(json.dumps(world))
+    out = run_apply(gh_repo, PLAN)
+    assert applies(out) == [] and "refused: no reviewed plan" in out["results"]
+
+
+def test_a_push_of_several_pull_requests_applies_what_their_records_together_reviewed(gh_repo):
+    """Two pull requests land in one push: each one's record is used, and the fresh plan (both changes) applies;
+    with one record missing, the other pull request's change is refused."""
+    other = session("eni-0bbbbbbbbbbbbbbbb")
+    reviewed_in_pull_request(gh_repo, PLAN)
+    first = json.loads(gh_repo["world"].read_text())
+    reviewed_in_pull_request(gh_repo, {**PLAN, "resource_changes": [other]}, head="b" * 40)
+    world = json.loads(gh_repo["world"].read_text())
+    # the second pull request's run, record and merge commit beside the first one's
+    world["plan_runs"] = first["plan_runs"] + [{**world["plan_runs"][0], "id": 5006}]
+    world["artifacts"] = first["artifacts"] + [{**world["artifacts"][0], "id": 56, "workflow_run": {"id": 5006, "head_sha": "b" * 40}}]
+    world["compare"] = [gh_repo["before"], gh_repo["sha"]]
+    world["pulls"] = {gh_repo["sha"]: first["pulls"][gh_repo["sha"]],
+                      gh_repo["before"]: [{**first["pulls"][gh_repo["sha"]][0], "number": 8, "merge_commit_sha": gh_repo["before"],
+                                           "head": {"sha": "b" * 40}}]}
+    gh_repo["world"].write_text(json.dumps(world))
+    out = run_apply(gh_repo, plan_with(other))
+    assert len(applies(out)) == 1 and out["results"] == "prod\tapplied\tmatches the 2 reviewed plans\n"
+    assert sorted(c["pr"] for c in out["comments"]) == [7, 8]  # each merged pull request hears the result
+    world["artifacts"] = first["artifacts"]
+    gh_repo["world"].write_text(json.dumps(world))
+    out = run_apply(gh_repo, plan_with(other))
+    assert applies(out) == [] and out["results"].startswith("prod\trefused")
+
+
+def jobs(applied: bool, not_run: str = "skipped") -> dict:
+    """`GET /actions/runs/{id}/jobs` of a finished run of the apply workflow: its apply step run, or never started
+    (`not_run`: its conclusion then: skipped after a failed step, cancelled with the run)."""
+    started = "2026-12-01T01:00:00Z" if applied else None
+    return {"total_count": 1, "jobs": [{"id": 1, "status": "completed", "conclusion": "success" if applied else "cancelled",
+                                        "steps": [{"name": "Wait for earlier runs of this workflow (oldest first)", "status": "completed",
+                                                   "conclusion": "success" if applied else "cancelled", "number": 1,
+                                                   "started_at": "2026-12-01T00:00:00Z"},
+                                                  {"name": "Apply each stack, as reviewed", "status": "completed",
+                                                   "conclusion": "success" if applied else not_run, "number": 9,
+                                                   "started_at": started}]}]}
+
+
 def test_runs_queue_oldest_first_and_an_older_run_never_applies_after_a_newer_one(gh_repo):
     reviewed_in_pull_request(gh_repo, PLAN)
     world = json.loads(gh_repo["world"].read_text())
-    earlier = {"run_number": 11, "status": "in_progress", "conclusion": None}
-    world["runs"] = [[earlier, {"run_number": 12, "status": "in_progress"}]] * 3 + [[{**earlier, "status": "completed",
-                                                                                       "conclusion": "success"}]]
+    earlier = {"id": 911, "run_number": 11, "status": "in_progress", "conclusion": None}
+    world["runs"] = [[earlier, {"id": 912, "run_number": 12, "status": "in_progress"}]] * 3 + [[{**earlier, "status": "completed",
+                                                                                                 "conclusion": "success"}]]
     gh_repo["world"].write_text(json.dumps(world))
     out = run_apply(gh_repo, PLAN)
-    wait = out["steps"][APPLY_STEPS[1]]
+    wait = out["steps"][APPLY_STEPS[0]]
     assert wait.returncode == 0 and wait.stdout.count("waiting for run(s) #11 of this workflow to end") == 3
     assert len(applies(out)) == 1
-    # a re-run of an older run, after a newer one ran: applies nothing, and the pull request hears of it
+    # newer runs that ended before applying (cancelled in the queue, failed to set up): they do not block this one
     world = json.loads(gh_repo["world"].read_text())
-    world["runs"] = [[{"run_number": 13, "status": "completed", "conclusion": "success"}]]
+    world["runs"] = [[{"id": 913, "run_number": 13, "status": "completed", "conclusion": "cancelled"},
+                      {"id": 914, "run_number": 14, "status": "completed", "conclusion": "failure"}]]
+    world["jobs"] = {"913": jobs(applied=False, not_run="cancelled"), "914": jobs(applied=False)}
     world["comments"] = []
     gh_repo["world"].write_text(json.dumps(world))
-    (gh_repo["tmp"] / "tf.log").write_text("")
     out = run_apply(gh_repo, PLAN)
-    assert out["steps"][APPLY_STEPS[1]].returncode == 1 and "run(s) #13 of this workflow already ran" in out["steps"][APPLY_STEPS[1]].stdout
-    assert applies(out) == [] and "**nothing applied**" in out["comments"][0]["body"]
+    assert out["steps"][APPLY_STEPS[0]].returncode == 0 and len(applies(out)) == 1
+    # a re-run of an older run, after a newer one applied: applies nothing, and the pull request hears of it
+    world = json.loads(gh_repo["world"].read_text())
+    world["jobs"]["914"] = jobs(applied=True)
+    world["comments"] = []
+    gh_repo["world"].write_text(json.dumps(world))
+    out = run_apply(gh_repo, PLAN)
+    assert out["steps"][APPLY_STEPS[0]].returncode == 1 and "run(s) #14 of this workflow already applied" in out["steps"][APPLY_STEPS[0]].stdout
+    assert applies(out) == [] and out["comments"] == []  # stopped before finding its pull request: the run says why
 
 
 def test_the_queue_gives_up_visibly(gh_repo):
     world = json.loads(gh_repo["world"].read_text())
     world["runs"] = [[{"run_number": 3, "status": "queued"}]]
     gh_repo["world"].write_text(json.dumps(world))
-    r = run_step(gh_repo, "mirrorcap-apply.yml", "apply", APPLY_STEPS[1], WAIT_MINUTES="0")
+    r = run_step(gh_repo, "mirrorcap-apply.yml", "apply", APPLY_STEPS[0], WAIT_MINUTES="0")
     assert r.returncode == 1 and "::error title=queue::still waiting for run(s) #3" in r.stdout
 
 
@@ -514,3 +587,25 @@ esac
         assert "`prod`: **differs from the configuration**" in summary and "`~` update `aws_security_group.mirror_sg`" in summary
     if tf_code == 1:
         assert "`prod`: **could not plan** (exit 1)" in summary
+
+
+def test_a_merge_group_is_planned_and_recorded_without_a_pull_request(gh_repo):
+    """merge_group: no pull request number (the record's pr is null, no comment), the pcap-data gate left to each pull
+    request's own check and the apply; the summary starts with the verdict."""
+    repo = gh_repo["repo"]
+    (repo / "review").mkdir()
+    (repo / "review" / "stacks.json").write_text(json.dumps({"stacks": [
+        {"name": "prod", "dir": "cdktf.out/stacks/prod", "region": "ap-northeast-1", "remote_state": True, "reasons": ["x"]}]}))
+    r = run_step(gh_repo, "mirrorcap-plan.yml", "plan", "Plan each stack", TF_PLANS=serve_plans(gh_repo, plan_with(volume_delete())),
+                 BASE_SHA=gh_repo["before"], HEAD_SHA=gh_repo["sha"], PR="", LABELS="null", GITHUB_EVENT_NAME="merge_group")
+    assert r.returncode == 0, r.stdout + r.stderr
+    record = json.loads((repo / "review" / "reviewed" / "prod" / "reviewed.json").read_text())
+    assert record["pr"] is None and record["commit"] == gh_repo["sha"] and record["gated"] == ["aws_ebs_volume.pcap_volume"]
+    summary = (gh_repo["tmp"] / "summary").read_text()
+    assert summary.startswith("## mirrorcap plan: every stack planned\n\n- `prod`: planned\n")
+    # the same plan on a pull request without the label: the check fails, and says so first
+    r = run_step(gh_repo, "mirrorcap-plan.yml", "plan", "Plan each stack", TF_PLANS=serve_plans(gh_repo, plan_with(volume_delete())),
+                 BASE_SHA=gh_repo["before"], HEAD_SHA=gh_repo["sha"], PR="7", LABELS="[]", GITHUB_EVENT_NAME="pull_request")
+    assert r.returncode == 1
+    summary = (gh_repo["tmp"] / "summary").read_text()
+    assert "## mirrorcap plan: **failed**\n\n- `prod`: **destroys pcap data** without the mirrorcap:destroy-pcaps label\n" in summary

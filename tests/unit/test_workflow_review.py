@@ -376,7 +376,11 @@ def test_check_applies_the_reviewed_plan_or_what_is_left_of_it_and_nothing_else(
                                  unknown={"id": True})), record)
     assert [d.text() for d in v.differences][0] == "aws_security_group.mirror_sg: reviewed create, now delete+create"
     known_now = _rc("aws_security_group.mirror_sg", "aws_security_group", ["create"], after={"name": "x", "id": "sg-9"})
-    assert reviewed.check(_plan(known_now, inst), record).apply  # unknown then, known now
+    # unknown then, known now, with nothing of the reviewed plan applied since: the record hid a known value
+    v = reviewed.check(_plan(known_now, inst), record)
+    assert not v.apply and [d.text() for d in v.differences] == [
+        "aws_security_group.mirror_sg: known at review, as nothing of the reviewed plan has been applied since, but the "
+        'record says (known after apply) id: reviewed (known after apply), now "sg-9"']
     was_known = reviewed.record(_plan(known_now), stack="prod", digest="d", pr=7, commit="c" * 40)
     assert not reviewed.check(_plan(sg), was_known).apply  # known then, unknown now: not what was reviewed
     assert reviewed.check(_plan(), record).nothing

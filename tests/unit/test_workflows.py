@@ -54,7 +54,7 @@ def test_actionlint_fails_a_broken_copy(tmp_path):
     """The linter is really looking: a bad expression and, with shellcheck, an unquoted variable fail."""
     plan = (ROOT / "workflows" / "github" / "mirrorcap-plan.yml").read_text()
     broken = tmp_path / "broken.yml"
-    broken.write_text(plan.replace("${{ github.event.pull_request.base.sha }}", "${{ github.event.pull_request.base.sha( }}", 1))
+    broken.write_text(plan.replace("${{ github.event.pull_request.base.sha ||", "${{ github.event.pull_request.base.sha( ||", 1))
     r = actionlint(broken)
     assert r.returncode == 1 and "broken.yml" in r.stdout, r.stdout
     if SHELLCHECK:
@@ -69,15 +69,21 @@ def load(path: Path) -> dict:
     return doc
 
 
-@pytest.mark.parametrize("name", ["mirrorcap-plan.yml", "mirrorcap-apply.yml"])
-def test_paths_filters_cover_every_path_review_plans_a_stack_for(name):
-    doc = load(ROOT / "workflows" / "github" / name)
-    event = "pull_request" if "plan" in name else "push"
-    filters = doc["on"][event]["paths"]
-    inventory = doc["env"]["MIRRORCAP_INVENTORY"]
-    wanted = [inventory, review.lock_path(inventory), "rendered/**",
-              *(p + "**" if p.endswith("/") else p + "*.yml" if p.endswith("-") else p for p, _ in review.EVERY_STACK)]
-    assert sorted(filters) == sorted(wanted)
+def wanted_paths(inventory: str, star: str) -> list[str]:
+    return [inventory, review.lock_path(inventory), "rendered/" + star,
+            *(p + star if p.endswith("/") else p + "*.yml" if p.endswith("-") else p for p, _ in review.EVERY_STACK)]
+
+
+def test_paths_cover_every_path_review_plans_a_stack_for():
+    """The apply's `paths` filter and the plan's decide job list the same paths, those mirrorcap review stacks
+    plans for. The plan workflow itself has no `paths` filter: a required check that a filter skips stays
+    "Expected" forever (docs/workflow.md)."""
+    apply, plan = (load(ROOT / "workflows" / "github" / n) for n in ("mirrorcap-apply.yml", "mirrorcap-plan.yml"))
+    inventory = apply["env"]["MIRRORCAP_INVENTORY"]
+    assert sorted(apply["on"]["push"]["paths"]) == sorted(wanted_paths(inventory, "**"))
+    assert "paths" not in plan["on"]["pull_request"] and set(plan["on"]) == {"pull_request", "merge_group"}
+    decide = next(s for s in plan["jobs"]["decide"]["steps"] if s.get("id") == "decide")
+    assert sorted(decide["env"]["PLAN_PATHS"].splitlines()) == sorted(wanted_paths(plan["env"]["MIRRORCAP_INVENTORY"], "*"))
 
 
 def test_roles_and_permissions_are_split_as_documented():
@@ -86,16 +92,19 @@ def test_roles_and_permissions_are_split_as_documented():
     assert "vars.MIRRORCAP_PLAN_ROLE_ARN" in text["plan"] and "APPLY_ROLE" not in text["plan"]
     assert "vars.MIRRORCAP_APPLY_ROLE_ARN" in text["apply"] and "PLAN_ROLE" not in text["apply"]
     assert "vars.MIRRORCAP_PLAN_ROLE_ARN" in text["drift"] and "APPLY_ROLE" not in text["drift"]
-    for doc in (plan, apply, drift):
+    for doc, name in ((plan, "plan"), (apply, "apply"), (drift, "check")):
         assert doc["permissions"] == {}  # nothing by default; each job asks for what it uses
-        (job,) = doc["jobs"].values()
+        job = doc["jobs"][name]
         assert job["permissions"]["id-token"] == "write" and job["permissions"]["contents"] == "read"
     assert plan["jobs"]["plan"]["permissions"]["pull-requests"] == "write"
+    # the plan's other jobs: no AWS, no writes
+    assert plan["jobs"]["decide"]["permissions"] == {"contents": "read"}
+    assert plan["jobs"]["verdict"]["permissions"] == {"actions": "read"}
     # the apply: no concurrency group (it would cancel waiting runs: test_workflow_apply.py), the queue and
     # the reviewed plans read with actions: read, the result commented on the merged pull request
     assert apply["jobs"]["apply"]["permissions"] == {"contents": "read", "id-token": "write", "actions": "read",
                                                      "pull-requests": "write"}
-    assert drift["jobs"]["check"]["permissions"] == {"contents": "read", "id-token": "write"}
+    assert drift["jobs"]["check"]["permissions"] == {"contents": "read", "id-token": "write", "actions": "read"}
     for name, t in text.items():  # third-party actions by full commit SHA
         for ref in re.findall(r"uses: ([^\s#]+)", t):
             assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", ref), f"{name}: {ref} is not pinned to a commit"

@@ -18,7 +18,7 @@ from ..inventory.model import Capture
 from ..remirror.ec2 import describe_enis, existing_enis, observe, sessions_where, tags_of
 from .clients import (auto_scaling_group, describe_instances, load_balancers, primary_eni, target_groups, target_health,
                   traffic_mirror_filters, traffic_mirror_targets)
-from ..contract import FILTER, FLEET, HEALTH_PORT, HOST, NLB, STACK_KEY, TARGET, TARGETS, resource_name, vni_of
+from ..contract import FILTER, FLEET, HEALTH_PORT, HOST, NLB, STACK_KEY, TARGET, TARGETS, resource_name, source_vni
 from ..remirror.reconcile import plan
 from ..remirror_settings import settings_for
 
@@ -97,7 +97,7 @@ def check_capture(ec2, capture: Capture, numbers: Mapping[str, int], now: dateti
                                     "select it by tags (source { tags = {...} } with auto_mirror {}) or update the ID, then " + deploy))
             continue
         session = next((s for s in managed if s.eni_id == eni), None)
-        want_vni = vni_of(source.vni, capture.vni)
+        want_vni = source_vni(source.vni, capture.vni)
         if session is None:
             findings.append(Finding(name, "missing-session", source.id, f"{eni} has no session on {target_id}", deploy))
             continue

@@ -19,7 +19,7 @@ from typing import Optional
 from botocore.exceptions import ClientError
 
 from .. import aws_limits as L
-from ..contract import vni_of
+from ..contract import source_vni
 from ..inventory.model import Capture
 from .clients import describe_instances, dry_run_session, hypervisors, network_interface, primary_eni, subnet
 
@@ -77,7 +77,7 @@ def preflight(ec2, capture: Capture, *, source_mtu: int = 9001, target_mtu: int 
             out.append(Finding("error", name, f"source[{i}]", f"{s.id} does not exist in {capture.region}",
                                "fix the ID, or select the instances by tags (source { tags = {...} } with auto_mirror {})"))
             continue
-        rows.append((f"source[{i}] ({s.id})", inst, eni, s.packet_length, vni_of(s.vni, capture.vni)))
+        rows.append((f"source[{i}] ({s.id})", inst, eni, s.packet_length, source_vni(s.vni, capture.vni)))
     for i, t in enumerate(capture.tag_sources):
         filters = [{"Name": "vpc-id", "Values": [capture.vpc_id]}, {"Name": "instance-state-name", "Values": ["pending", "running"]}]
         filters += [{"Name": f"tag:{k}", "Values": [v]} for k, v in t.tags]
@@ -86,7 +86,7 @@ def preflight(ec2, capture: Capture, *, source_mtu: int = 9001, target_mtu: int 
             eni = next((n for n in inst.get("NetworkInterfaces", []) if n["NetworkInterfaceId"] == eni_id), None)
             if eni is not None:
                 rows.append((f"source[tags {dict(t.tags)}] ({inst['InstanceId']})", inst, {**eni, "AvailabilityZone": inst["Placement"]["AvailabilityZone"]},
-                             t.packet_length, vni_of(t.vni, capture.vni)))
+                             t.packet_length, source_vni(t.vni, capture.vni)))
 
     types = sorted({inst["InstanceType"] for _, inst, _, _, _ in rows if inst})
     hypervisor = hypervisors(ec2, types)

@@ -2,13 +2,7 @@
 
 One module per command (review and bake are groups of steps, one module each); common.py holds
 what they share: the inventory and AWS options, how a problem ends a command, and the exit codes
-(errors.EXIT_CODES, the same for every command, in every --help):
-
-    0  done: valid, no drift, it fits, up to date, written, may apply
-    1  findings: problems in the inventory (validate), drift, does not fit, stale, refused
-    2  usage or input: a wrong command line; an inventory or input file missing, unreadable or invalid
-    3  could not reach AWS: no or refused credentials, no network, a denied call
-    4  `review verify` only: the fresh plan changes nothing (nothing to apply)
+(errors.EXIT_CODES, the same for every command, printed at the end of every --help).
 
 Importing this package loads Typer and nothing heavy: each command imports boto3, the HCL parser,
 Jinja2 or cdktn when it runs (tests/unit/test_cli_imports.py holds it to that).

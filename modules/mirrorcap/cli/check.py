@@ -35,19 +35,26 @@ def check(
             print(json.dumps({"drift": None, "error": [vars(p) for p in problems], "findings": [], "fixed": {}}, indent=2))
         print(f"mirrorcap: could not check: {MirrorcapError(problems)}", file=sys.stderr)
         raise typer.Exit(code)
-    if as_json:
+    if as_json:  # (json.dumps writes every control and non-ASCII character as an escape)
         print(json.dumps({"drift": bool(findings), "findings": [f.as_dict() for f in findings], "fixed": fixed}, indent=2))
     else:
-        for name, done in fixed.items():
-            print(f"{name}: fixed: created {len(done['created'])} session(s), deleted {len(done['deleted'])}")
-        if not findings:
-            print("no drift")
-        else:
-            print(f"{'CAPTURE':<12} {'KIND':<17} {'SUBJECT':<26} DETAIL / FIX")
-            for f in findings:
-                print(f"{f.capture:<12} {f.kind:<17} {f.subject:<26} {f.detail}\n{'':<57} fix: {f.fix}")
+        for line in table(findings, fixed):
+            print(line)
     if findings:
         raise typer.Exit(FINDINGS)
+
+
+def table(findings: list, fixed: dict) -> list[str]:
+    """The findings as text lines. Details hold what the account returned (tag values, names, AWS's own
+    messages): shown inert, an escape sequence or U+202E as its code point, never sent to the terminal."""
+    from ..workflow.markdown import inert
+    lines = [f"{name}: fixed: created {len(done['created'])} session(s), deleted {len(done['deleted'])}" for name, done in fixed.items()]
+    if findings:
+        lines.append(f"{'CAPTURE':<12} {'KIND':<17} {'SUBJECT':<26} DETAIL / FIX")
+        lines += [f"{f.capture:<12} {f.kind:<17} {f.subject:<26} {f.detail}\n{'':<57} fix: {f.fix}" for f in findings]
+    else:
+        lines.append("no drift")
+    return [inert(line) for line in lines]
 
 
 def _check(inventory: Path, capture: list[str], fix: bool, aws) -> tuple[list, dict]:

@@ -1,12 +1,6 @@
 """What every command shares: the exit codes, the inventory and AWS options, how a problem ends a command.
 
-Exit codes (errors.EXIT_CODES, the one table; also the epilog of every --help):
-
-    0  done: valid, no drift, it fits, up to date, written, may apply
-    1  findings: problems in the inventory (validate), drift, does not fit, stale, refused
-    2  usage or input: a wrong command line; an inventory or input file missing, unreadable or invalid
-    3  could not reach AWS: no or refused credentials, no network, a denied call
-    4  `review verify` only: the fresh plan changes nothing (nothing to apply)
+The exit codes are errors.EXIT_CODES (the one table): EXIT_CODES_HELP prints it as the epilog of every --help.
 
 Nothing heavy is imported here or by the command modules at import time (boto3, hcl2, jinja2,
 cdktn...): `mirrorcap --help` stays fast, each command loads what it uses when it runs.

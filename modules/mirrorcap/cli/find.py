@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -12,6 +11,7 @@ from pathlib import Path
 import typer
 
 from .common import FINDINGS, OK, InventoryOpt, ProfileOpt, RoleOpt, reported
+from .flows import print_flows
 
 
 def find(
@@ -115,16 +115,6 @@ def _answer(found, node, out, flows, as_json, capture, progress, read="read"):
     write_pcap(out, pkts)
     remote = f" ({found.remote_bytes} B of them fetched from S3 by range)" if capture else ""
     note(f"wrote {out}: {len(pkts)} packet(s); {read} {found.index_bytes} B of indexes and {found.fetched_bytes} B of pcaps{remote}")
-
-
-def print_flows(views: list[dict], as_json: bool) -> None:
-    for v in views:
-        if as_json:
-            print(json.dumps(v))
-        else:
-            ports = f":{v['sport']} > {v['dst']}:{v['dport']}" if v["sport"] is not None else f" > {v['dst']}"
-            print(f"{v['first']}  {v['last']}  {v['fam']:4} {str(v['proto']):5} {v['src']}{ports}  "
-                  f"vni={v['vni']}  {v['packets']} pkts {v['bytes']} B  {v['file']}")
 
 
 def _by_ssm(capture: str, instance: str | None, inventory: Path) -> bool:

@@ -18,7 +18,7 @@ def find_on_host(node, capture: str, instance: str | None, inventory: Path, prof
     from ..find import ssm
     from ..find.query import tree
     from ..find.search import flow_view, note
-    from .find import print_flows
+    from .flows import print_flows
     c = capture_named(load_inventory(inventory), capture, inventory)
     q = tree(node)
     try:
@@ -54,3 +54,8 @@ def _skipped(summary: dict, note) -> None:
         note(f"skipped {name} on the host: {why}")
     if summary.get("skipped", 0) > len(summary.get("skipped_names", [])):
         note(f"... and {summary['skipped'] - len(summary['skipped_names'])} more skipped")
+    for name, unread in summary.get("damaged", []):
+        # Found in part: the bytes that are no record were not read (the host's index says which).
+        shown = str(name) if str(name).isprintable() else repr(str(name))[1:-1]
+        note(f"{shown} on the host is damaged: {sum(int(e) - int(s) for s, e in unread)} byte(s) hold no readable record; "
+             "the packets around them were searched, any in those bytes were not")

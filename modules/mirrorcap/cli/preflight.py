@@ -31,7 +31,7 @@ def preflight(
     try:
         check(action, stack, inventory, confirm, sys.stdin.isatty())
     except Stop as stop:
-        print(f"make {action}: {stop}", file=sys.stderr)
+        print(inert(f"make {action}: {stop}"), file=sys.stderr)  # botocore's and AWS's words may quote input (a profile's name)
         raise typer.Exit(stop.code)
     except MirrorcapError as exc:
         print(f"make {action}: {exc.problems[0]}", file=sys.stderr)

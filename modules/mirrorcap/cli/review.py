@@ -199,8 +199,8 @@ def record(
 def verify(
     stack: str = typer.Option(..., "--stack"),
     plan_json: Path = typer.Option(..., "--plan-json", help="`terraform show -json tfplan` of the fresh plan about to be applied"),
-    reviewed_json: Path = typer.Option(None, "--reviewed", help="the pull request's record (mirrorcap review record); "
-                                       "a path that does not exist means none"),
+    reviewed_json: list[Path] = typer.Option([], "--reviewed", help="a pull request's record (mirrorcap review record), "
+                                             "once per pull request the push merged; a path that does not exist means none"),
     stack_dir: Path = typer.Option(None, "--dir", help="the synthesized stack directory: compared with the record's digest"),
     approve: list[str] = typer.Option([], "--approve", help="STACK=sha256:<fingerprint> a person approved (run by hand)"),
     allow_destroy: bool = typer.Option(False, "--allow-destroy", help=f"the {DESTROY_LABEL} label, or the run's input"),
@@ -215,9 +215,8 @@ def verify(
     from ..workflow import inputs, review, reviewed
     try:
         plan = review.parse_plan(inputs.read(plan_json, "plan JSON", review.PLAN_FIX), str(plan_json))
-        record_data = None
-        if reviewed_json is not None and reviewed_json.exists():
-            record_data = reviewed.parse_record(inputs.read(reviewed_json, "reviewed plan", reviewed.RECORD_FIX), str(reviewed_json), stack)
+        records = [reviewed.parse_record(inputs.read(path, "reviewed plan", reviewed.RECORD_FIX), str(path), stack)
+                   for path in reviewed_json if path.exists()]
         fps = inputs.approved(approve, stack)
         text = inputs.read(plan_text, "plan text", "pass `terraform show -no-color tfplan` output") if plan_text else ""
         for path, what in ((report, "report"), (summary, "summary")):
@@ -225,15 +224,16 @@ def verify(
                 inputs.writable(path, what, f"pass {'--' + what} a file path")
     except MirrorcapError as exc:
         fail(exc)
-    v = reviewed.check(plan, record_data, approved=fps, allow_destroy=allow_destroy)
+    v = reviewed.check(plan, records, approved=fps, allow_destroy=allow_destroy)
     if report is not None or summary is not None:
         lines = [f"**{review.md_escape(stack)}**: {review.md_escape(v.reason)}", f"Fresh plan fingerprint: `{v.fingerprint}`"]
-        if record_data is not None:
+        for record_data in records:
             lines.append(f"Reviewed: pull request #{record_data.get('pr')} at {str(record_data.get('commit'))[:12]}, "
                          f"fingerprint `{record_data['fingerprint']}`")
-            if stack_dir is not None and stack_dir.is_dir() and reviewed.config_digest(stack_dir) != record_data.get("config_digest"):
-                lines.append("The merged configuration of this stack differs from the one planned in the pull request "
-                             "(the branch was behind its base): only changes the reviewed plan made are applied.")
+        digest = reviewed.config_digest(stack_dir) if records and stack_dir is not None and stack_dir.is_dir() else None
+        if digest is not None and all(digest != r.get("config_digest") for r in records):
+            lines.append("The merged configuration of this stack differs from the one planned in the pull request "
+                         "(the branch was behind its base, or several were merged): only changes a reviewed plan made are applied.")
         if v.differences:
             more = f"\n- … and {len(v.differences) - 50} more" if len(v.differences) > 50 else ""
             lines.append("Not in the reviewed plan:\n" + "\n".join(f"- {d.markdown()}" for d in v.differences[:50]) + more)
@@ -283,3 +283,76 @@ def applied(
     except (MirrorcapError, ValueError, KeyError, TypeError) as exc:
         fail(exc if isinstance(exc, MirrorcapError) else MirrorcapError([Problem(str(stacks_json), "stacks", str(exc), "pass mirrorcap review stacks' output")]))
     print(review.apply_report(rows, chosen, commit=commit, run_url=run_url), end="")
+
+
+# ---------------------------------------------------------------------------
+# Which record to trust, and the run's summary
+
+
+@review_app.command()
+def pulls(
+    commits: Path = typer.Option(..., "--commits", help="the push's commits, one SHA a line (oldest first)"),
+    pulls_dir: Path = typer.Option(..., "--pulls", help="directory of <sha>.json: `gh api repos/O/R/commits/<sha>/pulls` "
+                                   "for each commit"),
+    branch: str = typer.Option(..., "--branch", help="the branch the push went to"),
+) -> None:
+    """The pull requests a push merged, as JSON: "pulls" (each: number, head_sha, merge_commit_sha, labels) and
+    "unreviewed" (the commits no merged pull request brought). Exit 2: an input is wrong."""
+    from ..workflow import inputs, trust
+    try:
+        shas = [trust.check_sha(line.strip(), str(commits))
+                for line in inputs.read(commits, "commit list", "pass one commit SHA a line").splitlines() if line.strip()]
+        answers = {}
+        for sha in shas:
+            path = pulls_dir / f"{sha}.json"
+            answers[sha] = jsontext.loads(inputs.read(path, "pull request list", trust.API_FIX)) if path.exists() else []
+        merged = trust.merged_pulls(shas, answers, branch, str(pulls_dir))
+    except ValueError as exc:
+        fail(MirrorcapError([Problem(str(pulls_dir), "", f"not JSON: {str(exc)[:200]}", "pass what `gh api` printed")]))
+    except MirrorcapError as exc:
+        fail(exc)
+    brought = {sha for sha in shas for pr in (answers.get(sha) or []) if isinstance(pr, dict)
+               and any(pr.get("number") == m["number"] for m in merged)}
+    print(json.dumps({"pulls": merged, "unreviewed": [s for s in shas if s not in brought]}, indent=1))
+
+
+@review_app.command("trusted-record")
+def trusted_record(
+    runs: Path = typer.Option(..., "--runs", help="`gh api repos/O/R/actions/workflows/mirrorcap-plan.yml/runs?head_sha=SHA`"),
+    artifacts: Path = typer.Option(..., "--artifacts", help="`gh api repos/O/R/actions/artifacts?name=mirrorcap-reviewed-SHA`"),
+    head: str = typer.Option(..., "--head", help="the commit the pull request was reviewed at (its head)"),
+    repository: str = typer.Option(..., "--repository", help="OWNER/REPO, this repository"),
+) -> None:
+    """The reviewed-plan artifact to trust for a commit: one line, `ID<TAB>what it is` (exit 0), or why there is
+    none (exit 1). Exit 2: an input is wrong."""
+    from ..workflow import inputs, trust
+    from ..workflow.markdown import one_line
+    try:
+        trust.check_sha(head, "--head")
+        data = [jsontext.loads(inputs.read(p, what, trust.API_FIX)) for p, what in ((runs, "runs"), (artifacts, "artifacts"))]
+        art, why = trust.trusted_record(*data, head_sha=head, repository=repository)
+    except ValueError as exc:
+        fail(MirrorcapError([Problem(f"{runs} / {artifacts}", "", f"not JSON: {str(exc)[:200]}", "pass what `gh api` printed")]))
+    except MirrorcapError as exc:
+        fail(exc)
+    if art is None:
+        print(one_line(why))
+        raise typer.Exit(FINDINGS)
+    print(f"{art['id']}\t{one_line(why)}")
+
+
+@review_app.command()
+def summary(
+    verdict: Path = typer.Option(..., "--verdict", help="what comes first: the verdict (Markdown)"),
+    sections: list[Path] = typer.Argument(None, help="each stack's section (Markdown), in order; one that does not exist is skipped"),
+) -> None:
+    """A step summary under GitHub's 1 MiB cap: the verdict, then each section while it fits, whole, and a note
+    naming those left out. Exit 2: an input is wrong."""
+    from ..workflow import inputs
+    from ..workflow import summary as fit
+    try:
+        head = inputs.read(verdict, "verdict", "pass the verdict's Markdown file")
+        parts = [(p.parent.name or p.name, inputs.read(p, "summary section", "pass a Markdown file")) for p in sections or [] if p.exists()]
+    except MirrorcapError as exc:
+        fail(exc)
+    print(fit.fit(head, parts), end="")

@@ -20,7 +20,7 @@ def sessions(
     """Compute mirror session numbers: unique per source ENI, stable across edits.
 
     Exit 0: done; 1: --check found the lock file out of date; 2: the inventory or its lock is wrong."""
-    from ..contract import vni_of
+    from ..contract import source_vni
     from ..numbering import lockfile
     from ..workflow.review import inert  # lock keys are the lock's text, not the inventory's checked IDs
     inv, numbering = load_numbered(inventory)
@@ -28,7 +28,7 @@ def sessions(
     for capture in inv.captures:
         for s in capture.sources:
             rows.append({"capture": capture.name, "source": s.id, "session_number": numbering.numbers[(capture.name, s.id)],
-                         "vni": vni_of(s.vni, capture.vni), "fixed": s.session_number is not None,
+                         "vni": source_vni(s.vni, capture.vni), "fixed": s.session_number is not None,
                          "description": s.description})
     if as_json:
         print(json.dumps({"lock_file": str(numbering.lock_path), "up_to_date": not numbering.changes, "sessions": rows}, indent=2))

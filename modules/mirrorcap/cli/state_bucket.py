@@ -20,11 +20,12 @@ def state_bucket(
 
     Exit 0: done; 2: no such capture, no backend "s3", a bucket name taken; 3: AWS refused or unreachable."""
     from ..workflow.deploy import Stop, state_buckets
+    from ..workflow.markdown import inert
     try:
         for line in state_buckets(inventory, capture):
             print(f"make state-bucket: {line}")
     except Stop as stop:
-        print(f"make state-bucket: {stop}", file=sys.stderr)
+        print(inert(f"make state-bucket: {stop}"), file=sys.stderr)  # AWS's words may quote input
         raise typer.Exit(stop.code)
     except Exception as exc:
         if not is_aws_error(exc):

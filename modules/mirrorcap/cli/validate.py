@@ -57,6 +57,13 @@ def validate(
         print(f"note: {numbering.lock_path.name} needs updating: run `mirrorcap sessions --write`")
 
 
+def live_lines(inventory: Path, findings: list) -> list[str]:
+    """What the account says, as text: instance types, zones and AWS's own refusal of a session are the
+    account's text, shown inert (a control character or U+202E as its code point, never sent to the terminal)."""
+    from ..workflow.markdown import inert
+    return [inert(f'{f.severity}: {inventory}: capture "{f.capture}" > {f.field}: {f.message}\n  fix: {f.fix}') for f in findings]
+
+
 def _validate_live(inventory: Path, inv, source_mtu: int, target_mtu: int, aws) -> dict[str, float]:
     """Print what the account says; return each capture's baseline bandwidth (Gbit/s) from the API."""
     from ..account_checks.clients import baseline_gbps
@@ -69,9 +76,10 @@ def _validate_live(inventory: Path, inv, source_mtu: int, target_mtu: int, aws) 
         if gbps is not None:
             bandwidth[c.name] = gbps
         target_id, filter_id = locate(ec2, c)
-        for f in preflight(ec2, c, source_mtu=source_mtu, target_mtu=target_mtu, target_id=target_id, filter_id=filter_id):
-            errors += f.severity == "error"
-            print(f'{f.severity}: {inventory}: capture "{f.capture}" > {f.field}: {f.message}\n  fix: {f.fix}', file=sys.stderr)
+        found = preflight(ec2, c, source_mtu=source_mtu, target_mtu=target_mtu, target_id=target_id, filter_id=filter_id)
+        errors += sum(f.severity == "error" for f in found)
+        for line in live_lines(inventory, found):
+            print(line, file=sys.stderr)
     if errors:
         raise typer.Exit(FINDINGS)
     return bandwidth

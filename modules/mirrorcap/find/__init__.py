@@ -1,1 +1,1 @@
-"""Find the packets, not the files: the packet index and the query over it (issue 23)."""
+"""Find the packets, not the files: the packet index and the query over it."""

@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+from ..aws_limits import VNI_MAX, VNI_MIN
 from .hostindex import hostquery
 
 NS = 1_000_000_000
@@ -181,8 +182,8 @@ class _Parser:
         if word == "vni":
             v = self.take()
             n = _number_value(v.text)
-            if isinstance(n, str) or n >= 1 << 24:
-                self.fail(v, f"a VNI is a number below 16777216, not {_shown(v.text)}", "write e.g. 'vni 7'")
+            if isinstance(n, str) or not VNI_MIN <= n <= VNI_MAX:
+                self.fail(v, f"a VNI is a number from {VNI_MIN} to {VNI_MAX}, not {_shown(v.text)}", "write e.g. 'vni 7'")
             return Node("vni", (n,))
         if word in ("after", "before"):
             at = self.time()

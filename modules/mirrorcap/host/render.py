@@ -8,7 +8,6 @@ from a variable (the capture directory and the capture identity).
 
 from __future__ import annotations
 
-import ast
 import functools
 import gzip
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ import jinja2
 
 from .. import aws_limits as L
 from .. import contract, project
+from ..backlog import archive_backlog_seconds
 from ..inventory.model import Capture, Inventory
 from ..errors import MirrorcapError, Problem
 from ..stack.literal import escape as template_escape
@@ -80,26 +80,6 @@ def retention_command(capture: Capture) -> str:
     return f"{contract.LIBEXEC}/archive retention" if capture.archive is not None else f"{contract.LIBEXEC}/retention"
 
 
-ARCHIVE_RUN_SECONDS = 60  # mirrorcap-archive.timer: OnUnitInactiveSec=1min
-
-
-@functools.lru_cache(maxsize=1)
-def archive_backoff_seconds() -> tuple[int, ...]:
-    """The uploader's waits after failed runs, from scripts/host/mirrorcap-archive.py: the script
-    ships as it is, so its BACKOFF_SECONDS is the one definition and this reads it."""
-    path = project.scripts_dir() / "host" / "mirrorcap-archive.py"
-    for node in ast.parse(path.read_text(encoding="utf-8"), str(path)).body:
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "BACKOFF_SECONDS" for t in node.targets):
-            return tuple(ast.literal_eval(node.value))
-    raise LookupError(f"{path}: no BACKOFF_SECONDS")
-
-
-def archive_backlog_seconds(capture: Capture) -> int:
-    """How old the oldest closed, unconfirmed pcap may get before health fails: three
-    rotations, plus the uploader's longest back-off and a run."""
-    return 3 * capture.host.rotate_seconds + max(archive_backoff_seconds()) + ARCHIVE_RUN_SECONDS
-
-
 UNITS = "/etc/systemd/system"
 # scripts/host/<source> -> where the host has it (and its mode); a .j2 source is rendered.
 HOST_FILES = (
@@ -108,6 +88,7 @@ HOST_FILES = (
     ("mirrorcap_query.py", f"{contract.HOST_LIB}/mirrorcap_query.py", "0644"),  # what a query takes: mirrorcap-find's and the CLI's
     ("mirrorcap-lib.sh", f"{contract.HOST_LIB}/mirrorcap-lib.sh", "0644"),  # shared by the shell scripts
     ("mirrorcap-storage.sh", f"{contract.LIBEXEC}/storage", "0755"),
+    ("mirrorcap-recover.sh", f"{contract.LIBEXEC}/recover", "0755"),  # remounts a volume whose file system shut down
     ("mirrorcap-decap.sh", f"{contract.LIBEXEC}/decap", "0755"),
     ("mirrorcap-capture.py", f"{contract.LIBEXEC}/capture", "0755"),
     ("mirrorcap-retention.sh", f"{contract.LIBEXEC}/retention", "0755"),
@@ -119,6 +100,9 @@ HOST_FILES = (
     ("mirrorcap.target", f"{UNITS}/mirrorcap.target", "0644"),
     ("mirrorcap-settings.service", f"{UNITS}/mirrorcap-settings.service", "0644"),
     ("mirrorcap-storage.service", f"{UNITS}/mirrorcap-storage.service", "0644"),
+    ("mirrorcap-recover.service", f"{UNITS}/mirrorcap-recover.service", "0644"),
+    ("mirrorcap-recover.path", f"{UNITS}/mirrorcap-recover.path", "0644"),
+    ("mirrorcap-recover.timer", f"{UNITS}/mirrorcap-recover.timer", "0644"),
     ("mirrorcap-decap.service", f"{UNITS}/mirrorcap-decap.service", "0644"),
     ("mirrorcap-capture@.service.j2", f"{UNITS}/mirrorcap-capture@.service", "0644"),
     ("mirrorcap-retention.service.j2", f"{UNITS}/mirrorcap-retention.service", "0644"),

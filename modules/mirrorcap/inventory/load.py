@@ -7,6 +7,7 @@ written anywhere while loading.
 from __future__ import annotations
 
 import difflib
+import functools
 import ipaddress
 import posixpath
 import re
@@ -21,7 +22,7 @@ from ..contract import OWN_TAG_KEYS, OWN_TAG_PREFIX
 from .model import Alarms, Archive, AutoMirror, Backend, Capture, Fleet, FilterRule, Host, Inventory, Network, PortRange, Source, Storage, TagSource
 from ..errors import Collector, Problem
 from .fields import Block
-from .hclfile import read_hcl
+from .hclfile import parse_hcl, read_hcl_text
 
 
 HEX_ID = r"(?:[0-9a-f]{8}|[0-9a-f]{17})"
@@ -58,7 +59,7 @@ CAPTURE_FIELDS = {
 ROLE_ARN = r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+"
 # A standard SNS topic's ARN (CloudWatch alarm actions cannot publish to a FIFO topic).
 SNS_TOPIC_ARN = r"arn:aws[a-z-]*:sns:([a-z0-9-]+):\d{12}:[A-Za-z0-9_-]{1,256}"
-# Instance sizes that cannot run the capture (DESIGN.md: t3.micro froze under tshark).
+# Instance sizes that cannot run the capture (t3.micro froze under tshark in the hand-built runbook).
 TOO_SMALL = ("nano", "micro")
 
 
@@ -68,8 +69,16 @@ def _id(kind: str) -> dict:
 
 
 def load(path: str | Path) -> Inventory:
+    """The validated inventory at `path`. A command may ask for it more than once (find, the deploy
+    checks): the file is read each time, and parsed and validated once per name and text."""
     path = Path(path)
-    raw = read_hcl(path)
+    return _validated(str(path), read_hcl_text(path))
+
+
+@functools.lru_cache(maxsize=4)  # an Inventory is immutable (frozen dataclasses, tuples): shared safely
+def _validated(name: str, text: str) -> Inventory:
+    path = Path(name)
+    raw = parse_hcl(text, name)
     errors = Collector(str(path))
     top = Block(errors, "", raw, {"capture"})
     captures = []

@@ -27,7 +27,7 @@ from typing import Optional
 
 from .. import aws_limits as L
 from ..numbering.sessions import NumberingError, Request, assign
-from ..contract import SOURCE_KEY, vni_of
+from ..contract import SOURCE_KEY, source_vni
 from .model import Observed, Selector, Session, Settings
 
 MIRRORABLE_STATES = ("pending", "running")
@@ -86,7 +86,7 @@ def plan(settings: Settings, observed: Observed, now: datetime) -> Changes:
             delete(s, f"{source or 'source'} no longer matches the tag selectors")
         else:
             sel = selector_for(settings, matching[source].tags)
-            want_vni = vni_of(sel.vni, settings.vni)
+            want_vni = source_vni(sel.vni, settings.vni)
             if s.filter_id != settings.filter_id or s.vni != want_vni:
                 delete(s, "filter or VNI changed in the inventory")
 
@@ -136,7 +136,7 @@ def plan(settings: Settings, observed: Observed, now: datetime) -> Changes:
                          f"(AWS allows {L.SESSIONS_PER_SOURCE_ENI} per source ENI); not mirrored")
             continue
         sel = selector_for(settings, inst.tags)
-        creates.append(Create(inst.id, eni, number, vni_of(sel.vni, settings.vni), sel.packet_length))
+        creates.append(Create(inst.id, eni, number, source_vni(sel.vni, settings.vni), sel.packet_length))
         mirrored.add(eni)
         per_eni[eni].append(Session(f"~new-{inst.id}", eni, settings.target_id, settings.filter_id, number, settings.vni))
     return Changes(creates=tuple(creates), deletes=tuple(deletes.values()), notes=tuple(notes))

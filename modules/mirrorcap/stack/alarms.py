@@ -21,7 +21,7 @@ from cdktn_provider_aws.kms_key import KmsKey
 from cdktn_provider_aws.sns_topic import SnsTopic
 
 from .. import contract as c
-from ..host.render import archive_backlog_seconds
+from ..backlog import archive_backlog_seconds
 from ..inventory.model import Capture
 from .kms import KEY_ADMIN_ACTIONS
 from .policy import policy_document

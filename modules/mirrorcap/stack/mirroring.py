@@ -13,7 +13,7 @@ from cdktn_provider_aws.ec2_traffic_mirror_filter_rule import (
 from cdktn_provider_aws.ec2_traffic_mirror_session import Ec2TrafficMirrorSession
 from cdktn_provider_aws.ec2_traffic_mirror_target import Ec2TrafficMirrorTarget
 
-from ..contract import FILTER, SOURCE_KEY, TARGET, resource_name, session_description, vni_of
+from ..contract import FILTER, SOURCE_KEY, TARGET, resource_name, session_description, source_vni
 from ..inventory.model import Capture
 from .literal import literal
 from .refs import EACH_KEY, data_ref, each, ref
@@ -87,7 +87,7 @@ class Mirroring:
                 "network_interface_id": data_ref("aws_instance", f'{INSTANCE_LOOKUP}["{source.id}"]', "network_interface_id")
                 if source.is_instance else source.id,
                 "session_number": numbers[source.id],
-                "virtual_network_id": vni_of(source.vni, capture.vni),
+                "virtual_network_id": source_vni(source.vni, capture.vni),
                 "packet_length": source.packet_length,  # None: dropped from the map, looked up with a null default
                 "description": literal(session_description(capture.name, source.description or source.id)),
             }

@@ -256,23 +256,24 @@ def _is_sensitive(v: Any) -> bool:
     return isinstance(v, dict) and set(v) == {SENSITIVE}
 
 
-def _matches(reviewed: Any, fresh: Any, before: Any = _NONE, *, state: bool = False) -> bool:
+def _matches(reviewed: Any, fresh: Any, before: Any = _NONE, *, state: bool = False, strict: bool = False) -> bool:
     """Is `fresh` what the review approved as `reviewed`? A value the review did not know may be
-    anything now, but not an unchanged value (`before`, known: it was known at review too).
-    `state`: `fresh` is a value in the state, where a sensitive value is only known to be there."""
+    anything now unless `strict` (see check). `state`: `fresh` is a value in the state, where a
+    sensitive value is only known to be there."""
     if reviewed == UNKNOWN:
-        # the review saw "(known after apply)": any value it takes now. Not "unless known and unchanged now": a
-        # partial apply makes a value known and in the state (an output listing what it created) that the review
-        # could not know, so that rule refuses the rest of a reviewed plan (tests/synth/test_reviewed_apply.py).
-        return True
+        # the review saw "(known after apply)": after a partial apply, any value it takes now (what was applied
+        # makes values known that the review could not know: an output listing what it created,
+        # tests/synth/test_reviewed_apply.py). `strict`: nothing was applied since, so nothing can have become
+        # known: only "(known after apply)" again.
+        return not strict or fresh == UNKNOWN
     if state and _is_sensitive(reviewed) and _is_sensitive(fresh):
         return True
     if isinstance(reviewed, dict) and isinstance(fresh, dict):
         b = before if isinstance(before, dict) else {}
-        return set(reviewed) == set(fresh) and all(_matches(reviewed[k], fresh[k], b.get(k, _NONE), state=state) for k in reviewed)
+        return set(reviewed) == set(fresh) and all(_matches(reviewed[k], fresh[k], b.get(k, _NONE), state=state, strict=strict) for k in reviewed)
     if isinstance(reviewed, list) and isinstance(fresh, list):
         b = before if isinstance(before, list) else []
-        return len(reviewed) == len(fresh) and all(_matches(r, f, b[i] if i < len(b) else _NONE, state=state)
+        return len(reviewed) == len(fresh) and all(_matches(r, f, b[i] if i < len(b) else _NONE, state=state, strict=strict)
                                                    for i, (r, f) in enumerate(zip(reviewed, fresh)))
     return reviewed == fresh
 
@@ -286,18 +287,19 @@ def _show(v: Any) -> str:
     return text if len(text) <= 80 else text[:79] + "…"
 
 
-def _first_difference(reviewed: Any, fresh: Any, before: Any = _NONE, path: str = "", *, state: bool = False) -> tuple[str, str, str]:
+def _first_difference(reviewed: Any, fresh: Any, before: Any = _NONE, path: str = "", *, state: bool = False,
+                      strict: bool = False) -> tuple[str, str, str]:
     """(path, reviewed, now) of the first place `fresh` does not match `reviewed`, each plain text."""
     if isinstance(reviewed, dict) and isinstance(fresh, dict) and reviewed != UNKNOWN and not _is_sensitive(reviewed):
         b = before if isinstance(before, dict) else {}
         for k in sorted(set(reviewed) | set(fresh)):
-            if k not in reviewed or k not in fresh or not _matches(reviewed[k], fresh[k], b.get(k, _NONE), state=state):
-                return _first_difference(reviewed.get(k), fresh.get(k), b.get(k, _NONE), f"{path}.{k}" if path else k, state=state)
+            if k not in reviewed or k not in fresh or not _matches(reviewed[k], fresh[k], b.get(k, _NONE), state=state, strict=strict):
+                return _first_difference(reviewed.get(k), fresh.get(k), b.get(k, _NONE), f"{path}.{k}" if path else k, state=state, strict=strict)
     if isinstance(reviewed, list) and isinstance(fresh, list) and len(reviewed) == len(fresh):
         b = before if isinstance(before, list) else []
         for i, (r, f) in enumerate(zip(reviewed, fresh)):
-            if not _matches(r, f, b[i] if i < len(b) else _NONE, state=state):
-                return _first_difference(r, f, b[i] if i < len(b) else _NONE, f"{path}[{i}]", state=state)
+            if not _matches(r, f, b[i] if i < len(b) else _NONE, state=state, strict=strict):
+                return _first_difference(r, f, b[i] if i < len(b) else _NONE, f"{path}[{i}]", state=state, strict=strict)
     now = _show(fresh)
     return path or "(the whole value)", _show(reviewed), now
 
@@ -386,10 +388,30 @@ def _remainder(r: Mapping, c: Mapping, state: Mapping[str, Mapping]) -> bool:
     return fresh == ("create",) and reviewed in REPLACE and res is None
 
 
-def check(fresh_plan: Mapping[str, Any], reviewed: Mapping | None, *, approved: Iterable[str] = (),
+def _fresh_difference(r: Mapping, c: Mapping, state: Mapping[str, Mapping]) -> tuple[Difference | None, bool]:
+    """(why the fresh change `c` is not the reviewed change `r` or None, whether it is what a failed apply left of it)."""
+    remainder = False
+    if r["actions"] != c["actions"]:
+        if not _remainder(r, c, state):
+            return Difference(c["address"], f"reviewed {'+'.join(r['actions'])}, now {'+'.join(c['actions'])}"), False
+        remainder = True
+    if not _matches(r["after"], c["after"], c.get("before", _NONE)):
+        return Difference(c["address"], "planned values differ",
+                          *_first_difference(r["after"], c["after"], c.get("before", _NONE))), remainder
+    return None, remainder
+
+
+def check(fresh_plan: Mapping[str, Any], reviewed: Mapping | Sequence[Mapping] | None, *, approved: Iterable[str] = (),
           allow_destroy: bool = False) -> Verdict:
-    """May the fresh plan be applied? `reviewed`: the pull request's record (None: none
-    found); `approved`: fingerprints a person approved; `allow_destroy`: the label or input."""
+    """May the fresh plan be applied? `reviewed`: the record of the pull request, or the records of
+    every pull request the push merged (None or empty: none found); `approved`: fingerprints a person
+    approved; `allow_destroy`: the label or input.
+
+    Several records combine as one review of their union: each change of the fresh plan must be the
+    change some record made at that address (or what a failed apply left of it), and each change a
+    record made that the fresh plan no longer has must be shown done by its prior state in at least one
+    record's form of it (a later pull request may have changed what an earlier one created)."""
+    records = [reviewed] if isinstance(reviewed, Mapping) else list(reviewed or [])
     fresh = normalize(fresh_plan)
     fp = fingerprint(fresh)
     if not fresh:
@@ -401,40 +423,54 @@ def check(fresh_plan: Mapping[str, Any], reviewed: Mapping | None, *, approved: 
                        f"{DESTROY_LABEL} label on the pull request (or allow_destroy when run by hand)", fp, gated=data)
     if fp in set(approved):
         return Verdict(True, False, f"approved by fingerprint {fp}", fp, gated=data)
-    if reviewed is None:
+    if not records:
         return Verdict(False, False, "refused: no reviewed plan for this stack (no pull request planned it, or its plan "
                        "expired)", fp, gated=data)
     state = _state(fresh_plan)
-    by_address = {c["address"]: c for c in reviewed["changes"]}
+    by_address: dict[str, list[Mapping]] = {}
+    for rec in records:
+        for c in rec["changes"]:
+            by_address.setdefault(c["address"], []).append(c)
     differences: list[Difference] = []
     remainders: list[str] = []
     for c in fresh:
-        r = by_address.get(c["address"])
-        if r is None:
+        candidates = by_address.get(c["address"])
+        if not candidates:
             differences.append(Difference(c["address"], f"{'+'.join(c['actions'])} is not in the reviewed plan"))
             continue
-        if r["actions"] != c["actions"]:
-            if not _remainder(r, c, state):
-                differences.append(Difference(c["address"], f"reviewed {'+'.join(r['actions'])}, now {'+'.join(c['actions'])}"))
-                continue
+        outcomes = [_fresh_difference(r, c, state) for r in candidates]
+        passed = [rem for why, rem in outcomes if why is None]
+        if not passed:
+            differences.append(outcomes[0][0])
+        elif all(passed):
             remainders.append(c["address"])
-        if not _matches(r["after"], c["after"], c.get("before", _NONE)):
-            differences.append(Difference(c["address"], "planned values differ",
-                                          *_first_difference(r["after"], c["after"], c.get("before", _NONE))))
     in_fresh = {c["address"] for c in fresh}
     done = []
-    for address, r in by_address.items():
+    for address, candidates in by_address.items():
         if address in in_fresh:
             continue
-        why = _not_done(r, fresh_plan, state)
-        if why is None:
+        whys = [_not_done(r, fresh_plan, state) for r in candidates]
+        if any(why is None for why in whys):
             done.append(address)
         else:
-            differences.append(why)
+            differences.append(whys[0])
+    if not differences and not done and not remainders:
+        # Nothing of the reviewed plan was applied since the review (no change of it done, none left tainted), so
+        # nothing can have made a value known that the review saw as "(known after apply)": a record that shows a
+        # value unknown where the fresh plan knows it is not the plan Terraform made (its unknowns hide values).
+        for c in fresh:
+            candidates = by_address[c["address"]]
+            if not any(r["actions"] == c["actions"] and _matches(r["after"], c["after"], strict=True) for r in candidates):
+                r = next((r for r in candidates if r["actions"] == c["actions"]), candidates[0])
+                where, was, now = _first_difference(r["after"], c["after"], strict=True)
+                differences.append(Difference(c["address"], "known at review, as nothing of the reviewed plan has been "
+                                              "applied since, but the record says (known after apply)", where, was, now))
+    what_plan = "the reviewed plan" if len(records) == 1 else f"the {len(records)} reviewed plans"
     if differences:
-        return Verdict(False, False, f"refused: the plan differs from the one reviewed in the pull request "
-                       f"({len(differences)} change(s))", fp, tuple(differences), tuple(done), data, tuple(remainders))
-    what = "the reviewed plan" if not done else f"the rest of the reviewed plan ({len(done)} change(s) applied already)"
+        return Verdict(False, False, f"refused: the plan differs from {'the one' if len(records) == 1 else 'the ones'} "
+                       f"reviewed in the pull request{'s' if len(records) > 1 else ''} ({len(differences)} change(s))",
+                       fp, tuple(differences), tuple(done), data, tuple(remainders))
+    what = what_plan if not done else f"the rest of {what_plan} ({len(done)} change(s) applied already)"
     if remainders:
         what += f", {len(remainders)} of them what a failed apply left (tainted: replaced)"
     return Verdict(True, False, f"matches {what}", fp, (), tuple(done), data, tuple(remainders))

@@ -44,9 +44,10 @@ import struct
 import sys
 import zlib
 
+import mirrorcap_host
+
 VERSION = 2  # 2: runs (byte ranges), bloom
-SUFFIX = ".idx.json.gz"  # beside the pcap: NAME.pcap -> NAME.pcap.idx.json.gz
-FAILED_SUFFIX = ".idx-failed"  # beside a pcap whose index could not be written: why
+SUFFIX, FAILED_SUFFIX = mirrorcap_host.INDEX_SUFFIX, mirrorcap_host.INDEX_FAILED_SUFFIX  # beside the pcap
 CHUNK = 64 << 10
 
 PCAP_MAGIC = {b"\xd4\xc3\xb2\xa1": ("<", 6), b"\xa1\xb2\xc3\xd4": (">", 6),
@@ -289,30 +290,98 @@ OTHER = ("other", None, b"", b"", None)
 CUT_KEY = (CUT, None, b"", b"", None)
 
 
-def vni_of(name):
+def vni_in_name(name):
     """The VNI in a pcap's name as the host writes it (vni<N>_...), None otherwise."""
     m = VNI_NAME.match(os.path.basename(name))
     return int(m.group(1)) if m else None
 
 
 # --- building an index ----------------------------------------------------------------
-def _walk(data, meta):
+def _walk(data, meta, segments=((None, None),)):
     """Every record, any format: {flow key: [first, last, packets, bytes, last chunk, runs]}. A run
     goes on while the flow's records are in one chunk or the next; runs are [first record's
-    offset, last record's end, ...]."""
+    offset, last record's end, ...]. `segments`: (start, end) byte ranges to read (a damaged pcap's
+    readable stretches), the whole file by default."""
     flows = {}
     chunk, boundary = -1, 0
-    for o, ts, linktype, caplen, length, frame in records(data, meta):
-        if o >= boundary:
-            chunk += 1
-            boundary = o - o % CHUNK + CHUNK
-        key = flow_key(data, linktype, frame, caplen, meta["endian"])
-        f = flows.get(key)
-        if f is None:
-            flows[key] = [ts, ts, 1, length, chunk, [o, meta["end"]]]
-        else:
-            _count(f, ts, length, chunk, o, meta["end"])
+    for start, end in segments:
+        chunk += 2  # no run reaches over the bytes between two stretches: a reader stops there
+        for o, ts, linktype, caplen, length, frame in records(data, meta, start, end):
+            if o >= boundary:
+                chunk += 1
+                boundary = o - o % CHUNK + CHUNK
+            key = flow_key(data, linktype, frame, caplen, meta["endian"])
+            f = flows.get(key)
+            if f is None:
+                flows[key] = [ts, ts, 1, length, chunk, [o, meta["end"]]]
+            else:
+                _count(f, ts, length, chunk, o, meta["end"])
     return flows
+
+
+# --- a damaged pcap: the stretches of whole records around bytes that are none -----------------
+RESYNC_CHAIN = 4  # plausible records in a row (or up to the file's end) that mark where records resume
+MAX_LEN = 1 << 24  # no frame's original length is larger
+
+
+def _plausible(data, meta, first, latest):
+    """A function o -> the end of the record whose header is at o when that header is possible
+    (time near the file's, fraction, lengths), else None."""
+    unpack = struct.Struct(meta["endian"] + "IIII").unpack_from
+    per_sec, snap = 10 ** meta["ifaces"][0][1], meta.get("snap", MAX_SNAP)
+
+    def end_of(o):
+        sec, frac, caplen, length = unpack(data, o)
+        if first - 3600 <= sec <= latest and frac < per_sec and 0 < caplen <= snap and caplen <= length < MAX_LEN:
+            return o + 16 + caplen
+        return None
+    return end_of
+
+
+def _readable(data, meta):
+    """([(start, end)] stretches of plausible whole records, [[start, end]] byte ranges between and
+    after them that hold none) of a pcap; a torn last record (shorter than a record can be) is no
+    damage: a pcap being written, or cut by a full volume, ends so."""
+    n = len(data)
+    if n < 40:
+        return [(24, n)], []
+    first = struct.unpack_from(meta["endian"] + "I", data, 24)[0]
+    end_of = _plausible(data, meta, first, max(first, int(__import__("time").time())) + 3600)
+
+    def chain(o):
+        """End of the plausible whole records from o."""
+        while o + 16 <= n:
+            e = end_of(o)
+            if e is None or e > n:
+                break
+            o = e
+        return o
+
+    def resumes(o):
+        """Whether plausible records run from o: RESYNC_CHAIN of them, or up to the end (the last may be torn)."""
+        for _ in range(RESYNC_CHAIN):
+            if o + 16 > n:
+                return True
+            e = end_of(o)
+            if e is None:
+                return False
+            if e >= n:
+                return True
+            o = e
+        return True
+
+    segments, unread, o = [], [], 24
+    while True:
+        e = chain(o)
+        segments.append((o, e))
+        if n - e <= 16 + meta.get("snap", MAX_SNAP) and (e + 16 > n or end_of(e) is not None):
+            return segments, unread  # whole, or a torn last record
+        q = next((q for q in range(e + 1, n - 15) if end_of(q) is not None and resumes(q)), None)
+        if q is None:
+            unread.append([e, n])
+            return segments, unread
+        unread.append([e, q])
+        o = q
 
 
 def _count(f, ts, length, chunk, o, end):
@@ -694,6 +763,15 @@ def build(data, name, vni=None):
         _flatten(walked)
     flows = walked
     records_end = meta.pop("stop")
+    unread = []
+    if meta["format"] == "pcap" and records_end < len(data):
+        # Not whole: a torn last record, or bytes that are no record (a damaged middle). The damaged
+        # pcap is indexed stretch by stretch, around what cannot be read, and says which bytes those are.
+        segments, unread = _readable(data, meta)
+        if unread:
+            flows = _walk(data, meta, segments)
+            _flatten(flows)
+            records_end = meta.pop("stop")
     meta.pop("end", None)
     stats = list(flows.values())
     line = dict(kind="file", v=VERSION, pcap=os.path.basename(name), size=len(data),
@@ -703,7 +781,8 @@ def build(data, name, vni=None):
                 **({"snap": meta["snap"]} if meta.get("snap") is not None else {}),
                 first=min((s[0] for s in stats), default=None), last=max((s[1] for s in stats), default=None),
                 packets=sum(s[2] for s in stats), bytes=sum(s[3] for s in stats), flows=len(flows),
-                cut=sum(st[2] for k, st in flows.items() if k[0] == CUT))
+                cut=sum(st[2] for k, st in flows.items() if k[0] == CUT),
+                **({"unread": unread} if unread else {}))
     rows = []
     for (fam, proto, src, dst, ports), (f_first, f_last, n, nbytes, runs) in flows.items():
         sp, dp = struct.unpack(">HH", ports) if ports else (None, None)
@@ -817,7 +896,7 @@ def write(pcap, out=None, vni=None):
         # Mapped, not read: a pcap of a few GiB costs page cache, not the indexer's memory.
         data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
         try:
-            line, rows = build(data, pcap, vni_of(pcap) if vni is None else vni)
+            line, rows = build(data, pcap, vni_in_name(pcap) if vni is None else vni)
         finally:
             if size:
                 data.close()
@@ -851,6 +930,18 @@ def read(path):
     return lines[0], lines[1:]
 
 
+PARTIAL = mirrorcap_host.INDEX_PARTIAL  # how a failure marker of a damaged pcap begins
+
+
+def partial(line):
+    """What the failure marker of a damaged pcap says: which bytes hold no record, what was read around them."""
+    bad = sum(b - a for a, b in line["unread"])
+    ranges_ = ", ".join("%d-%d" % (a, b) for a, b in line["unread"][:5])
+    return ("%s: %d of its %d bytes hold no readable record (bytes %s%s: damaged); the %d packets around them are "
+            "indexed and found, those bytes are not" % (PARTIAL, bad, line["size"], ranges_,
+                                                         ", ..." if len(line["unread"]) > 5 else "", line["packets"]))
+
+
 def main(argv):
     """mirrorcap_index.py PCAP...: what the capture runs on each pcap tcpdump closed. A pcap that
     cannot be indexed gets NAME.pcap.idx-failed (why) instead, which health reports; it is still
@@ -875,7 +966,16 @@ def main(argv):
             except OSError:
                 pass
             continue
-        if os.path.exists(marker):
+        if line.get("unread"):
+            # Indexed, but not whole: the marker says which bytes hold no record (health shows it).
+            why = partial(line)
+            print("mirrorcap-index: %s: %s" % (os.path.basename(pcap), why), file=sys.stderr, flush=True)
+            try:
+                with open(marker, "w") as f:
+                    f.write(why + "\n")
+            except OSError:
+                pass
+        elif os.path.exists(marker):
             os.unlink(marker)
         print("mirrorcap-index: %s: %d packets, %d flows (%s)" % (os.path.basename(pcap), line["packets"], line["flows"], walk),
               file=sys.stderr, flush=True)

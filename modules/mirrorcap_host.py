@@ -1,0 +1,1 @@
+../scripts/host/mirrorcap_host.py

@@ -1,0 +1,1 @@
+../scripts/host/mirrorcap_index.py

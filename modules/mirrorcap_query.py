@@ -1,0 +1,1 @@
+../scripts/host/mirrorcap_query.py
