@@ -307,13 +307,19 @@ def run_step(ctx: dict, workflow: str, job: str, title: str, **extra: str) -> su
                           capture_output=True, text=True, timeout=120)
 
 
-def reviewed_in_pull_request(ctx: dict, plan: dict, *, labels: tuple[str, ...] = (), head: str = "a" * 40) -> subprocess.CompletedProcess:
+def reviewed_in_pull_request(ctx: dict, plan: dict, *, labels: tuple[str, ...] = (), head: str = "a" * 40,
+                             select: bool = False) -> subprocess.CompletedProcess:
     """The plan workflow's own step on the pull request's head: it writes review/reviewed/, which
-    GitHub keeps as the artifact mirrorcap-reviewed-<head>."""
+    GitHub keeps as the artifact mirrorcap-reviewed-<head>. `select`: the stacks are the workflow's own
+    selection step's (mirrorcap review stacks against the commit before), not "prod"."""
     repo = ctx["repo"]
     (repo / "review").mkdir(exist_ok=True)
-    (repo / "review" / "stacks.json").write_text(json.dumps({"stacks": [
-        {"name": "prod", "dir": "cdktf.out/stacks/prod", "region": "ap-northeast-1", "remote_state": True, "reasons": ["x"]}]}))
+    if select:
+        r = run_step(ctx, "mirrorcap-plan.yml", "plan", "Select the stacks this pull request changes", BASE_SHA=ctx["before"])
+        assert r.returncode == 0, r.stderr
+    else:
+        (repo / "review" / "stacks.json").write_text(json.dumps({"stacks": [
+            {"name": "prod", "dir": "cdktf.out/stacks/prod", "region": "ap-northeast-1", "remote_state": True, "reasons": ["x"]}]}))
     r = run_step(ctx, "mirrorcap-plan.yml", "plan", "Plan each stack", TF_PLANS=serve_plans(ctx, plan), BASE_SHA=ctx["before"],
                  HEAD_SHA=head, PR="7", LABELS=json.dumps(list(labels)))
     zpath = ctx["tmp"] / f"artifact-{head}.zip"

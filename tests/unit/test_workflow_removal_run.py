@@ -20,8 +20,8 @@ import pytest
 
 from helpers import EXAMPLE, env
 from mirrorcap.workflow import reviewed
-from test_workflow_apply import (FAKE_GH, FAKE_TERRAFORM, MIRRORCAP_SHIM, RECORDED, applies, git, run_apply, run_step,
-                                 serve_plans)
+from test_workflow_apply import (FAKE_GH, FAKE_TERRAFORM, MIRRORCAP_SHIM, RECORDED, applies, git, reviewed_in_pull_request,
+                                 run_apply)
 
 REMOVAL_PLAN = json.loads((RECORDED / "removal-plan.json").read_text())
 OLD = '''
@@ -77,7 +77,7 @@ def removed(tmp_path) -> dict:
     runner_temp = tmp_path / "runner"
     runner_temp.mkdir()
     world = tmp_path / "world.json"
-    world.write_text(json.dumps({"runs": [[]], "pulls": []}))
+    world.write_text(json.dumps({"runs": [[]], "pulls": {}, "compare": [sha]}))
     (tmp_path / "tf.log").touch()
     return {"tmp": tmp_path, "repo": repo, "world": world, "sha": sha, "before": before, "plans": tmp_path / "plans",
             "env": {**env(), "PATH": f"{bin_}:{env()['PATH']}", "GH_WORLD": str(world), "GH_TOKEN": "x", "TF_LOG": str(tmp_path / "tf.log"),
@@ -88,51 +88,32 @@ def removed(tmp_path) -> dict:
                     "POLL_SECONDS": "0", "WAIT_MINUTES": "1", "RETRY_SECONDS": "0"}}
 
 
-def pull_request(ctx: dict, labels: tuple[str, ...]) -> subprocess.CompletedProcess:
-    """The plan workflow's selection and plan steps on the pull request's head; its record kept as GitHub keeps the artifact."""
-    repo, head = ctx["repo"], ctx["sha"]
-    shutil.rmtree(repo / "review", ignore_errors=True)
-    shutil.rmtree(repo / "cdktf.out" / "removed", ignore_errors=True)
+def pull_request(ctx: dict, labels: tuple[str, ...]) -> tuple[subprocess.CompletedProcess, dict]:
+    """The plan workflow's selection and plan steps on the pull request's head (a fresh runner), and its record."""
+    shutil.rmtree(ctx["repo"] / "cdktf.out" / "removed", ignore_errors=True)
     (ctx["tmp"] / "summary").write_text("")
-    (ctx["tmp"] / "tf.log").write_text("")
-    select = run_step(ctx, "mirrorcap-plan.yml", "plan", "Select the stacks this pull request changes", BASE_SHA=ctx["before"])
-    assert select.returncode == 0, select.stderr
-    r = run_step(ctx, "mirrorcap-plan.yml", "plan", "Plan each stack", TF_PLANS=serve_plans(ctx, REMOVAL_PLAN),
-                 BASE_SHA=ctx["before"], HEAD_SHA=head, PR="7", LABELS=json.dumps(list(labels)))
-    zpath = ctx["tmp"] / "artifact.zip"
-    with zipfile.ZipFile(zpath, "w") as z:
-        for f in (repo / "review" / "reviewed").rglob("*"):
-            if f.is_file():
-                z.write(f, f.relative_to(repo / "review" / "reviewed").as_posix())
-    world = json.loads(ctx["world"].read_text())
-    world["artifacts"] = [{"id": 55, "name": f"mirrorcap-reviewed-{head}", "expired": False, "created_at": "2026-12-01T00:00:00Z",
-                           "zip": str(zpath)}]
-    world["pulls"] = [{"number": 7, "merged_at": "2026-12-01T01:00:00Z", "base": {"ref": "main"}, "head": {"sha": head},
-                       "labels": [{"name": n} for n in labels]}]
-    ctx["world"].write_text(json.dumps(world))
-    return r
+    r = reviewed_in_pull_request(ctx, REMOVAL_PLAN, labels=labels, select=True)
+    with zipfile.ZipFile(ctx["tmp"] / f"artifact-{'a' * 40}.zip") as z:
+        return r, json.loads(z.read("old/reviewed.json"))
 
 
 def test_a_removed_capture_is_planned_in_the_pull_request_and_its_destroy_applied_on_the_merge(removed):
     assert {rc["change"]["actions"][0] for rc in REMOVAL_PLAN["resource_changes"] if rc["mode"] == "managed"} == {"delete"}
 
-    r = pull_request(removed, labels=())
+    r, record = pull_request(removed, labels=())
     assert r.returncode == 1 and "::error title=destroys pcap data::stack old" in r.stdout  # the check fails
-    stacks = json.loads((removed["repo"] / "review" / "stacks.json").read_text())
-    assert [(s["name"], s["dir"], s["reasons"]) for s in stacks["stacks"]] == [("old", "cdktf.out/removed/old", ["removed from the inventory"])]
-    assert "terraform plan -input=false -no-color -lock=false -out=tfplan (in cdktf.out/removed/old)" in \
-        (removed["tmp"] / "tf.log").read_text()
+    # planned and recorded in the directory review stacks wrote for it
+    assert record["config_digest"] == reviewed.config_digest(removed["repo"] / "cdktf.out" / "removed" / "old")
+    assert "aws_ebs_volume.pcap_volume" in record["gated"]
     summary = (removed["tmp"] / "summary").read_text()
     assert "### mirrorcap plan: capture `old` removed from the inventory at " in summary
     assert "**Capture `old` was removed from `capture.hcl`**: this plan destroys everything its stack deployed" in summary
-    record = json.loads((removed["repo"] / "review" / "reviewed" / "old" / "reviewed.json").read_text())
-    assert "aws_ebs_volume.pcap_volume" in record["gated"]
 
     shutil.rmtree(removed["repo"] / "cdktf.out" / "removed")  # the apply runs on a fresh runner: its own selection writes it
     out = run_apply(removed, REMOVAL_PLAN)  # merged without the label: refused
     assert applies(out) == [] and "old\trefused\trefused: the plan destroys pcap data" in out["results"]
 
-    r = pull_request(removed, labels=(reviewed.DESTROY_LABEL,))
+    r, _ = pull_request(removed, labels=(reviewed.DESTROY_LABEL,))
     assert r.returncode == 0, r.stdout + r.stderr
     shutil.rmtree(removed["repo"] / "cdktf.out" / "removed")
     out = run_apply(removed, REMOVAL_PLAN)
