@@ -19,6 +19,7 @@ LONG_FIRST = (
     "tests/host/test_host_faults.py",
     "tests/host/test_volume_faults.py",  # six boots, each a volume fault
     "tests/host/test_health_alarms.py",  # a stopped capture until the alarm fires
+    "tests/synth/test_removed_capture.py",  # two captures deployed into moto, one destroyed (about 6 minutes)
     "tests/synth/test_reviewed_apply.py",
     "tests/synth/test_terraform.py",
     "tests/host/",
