@@ -230,7 +230,7 @@ def test_a_second_boot_keeps_the_volume_and_captures_again(host):
     assert capture_state(m)["gaps_total"] == gaps + 1, f"{capture_state(m)['gaps'][-1]}\n{evidence}"
 
 
-def test_two_bootstraps_at_once_take_turns_and_both_succeed(host):
+def test_concurrent_bootstrap_two_at_once_take_turns_and_both_succeed(host):
     """concurrent_bootstrap: the user data run twice at the same moment (cloud-init and a person, or a boot's
     mirrorcap-settings) once raced on the env file's temporary copy and one ended in `mv: cannot move`."""
     m = host
