@@ -2796,6 +2796,52 @@ MIRRORCAP_USR_LOCAL_LIBEXEC_MIRRORCAP_CAPTURE
 chmod 0755 '/usr/local/libexec/mirrorcap/capture.mirrorcap-new'
 mv -f '/usr/local/libexec/mirrorcap/capture.mirrorcap-new' '/usr/local/libexec/mirrorcap/capture'
 
+cat > '/usr/local/libexec/mirrorcap/capture-backoff.mirrorcap-new' <<'MIRRORCAP_USR_LOCAL_LIBEXEC_MIRRORCAP_CAPTURE_BACKOFF'
+#!/bin/bash
+# mirrorcap-capture-backoff VNI: start a capture unit again, later each time, when
+# systemd could not even set up its sandbox. The capture unit restarts for ever,
+# two seconds after it stops, except after exit status 226/NAMESPACE
+# (RestartPreventExitStatus=): its mount namespace cannot be made on a pcap volume
+# whose file system failed, and retrying every two seconds is a hot loop that
+# changes nothing. Such a failure starts this (OnFailure=); it waits 2, 4, 8, 16,
+# 32, then 60 s by the failures of the last 10 minutes, never past the moment the
+# capture directory reads again (the volume was remounted) or the unit was started
+# by someone else, then starts the unit. It never gives up: each failure comes back
+# here (mirrorcap-health says "flapping", and names the I/O error first).
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=mirrorcap-lib.sh
+. "$(dirname "$(readlink -f "$0")")/../../lib/mirrorcap/mirrorcap-lib.sh"
+vni=${1:?usage: capture-backoff VNI}
+[[ $vni =~ ^[1-9][0-9]{0,7}$ ]] || die "not a VNI: $vni"
+DIR=${MIRRORCAP_CAPTURE_DIR:?MIRRORCAP_CAPTURE_DIR missing from $ENV_FILE}
+unit=mirrorcap-capture@$vni.service
+HISTORY=/run/mirrorcap/capture-backoff.$vni  # mirrorcap-health counts these starts as restarts
+DELAYS=(2 4 8 16 32 60)
+
+install -d -m 0755 /run/mirrorcap
+now=$(date +%s)
+recent=0
+if [ -r "$HISTORY" ]; then
+  while read -r t; do
+    if [[ $t =~ ^[0-9]+$ ]] && ((now - t < 600)); then recent=$((recent + 1)); fi
+  done <"$HISTORY"
+fi
+echo "$now" >>"$HISTORY"
+delay=${DELAYS[$((recent < ${#DELAYS[@]} ? recent : ${#DELAYS[@]} - 1))]}
+volume_failed=false
+stat -- "$DIR" >/dev/null 2>&1 || volume_failed=true
+say "$unit could not set up its sandbox ($((recent + 1)) time(s) in 10 minutes$($volume_failed && echo ": $DIR does not read")): starting it again in ${delay}s"
+for ((i = 0; i < delay * 4; i++)); do
+  systemctl is-enabled --quiet "$unit" || exit 0  # mirrorcap-boot removed this VNI meanwhile
+  if $volume_failed && stat -- "$DIR" >/dev/null 2>&1; then break; fi
+  case $(systemctl show -p ActiveState --value "$unit") in active | activating | reloading) exit 0 ;; esac
+  sleep 0.25
+done
+systemctl start --no-block "$unit"
+MIRRORCAP_USR_LOCAL_LIBEXEC_MIRRORCAP_CAPTURE_BACKOFF
+chmod 0755 '/usr/local/libexec/mirrorcap/capture-backoff.mirrorcap-new'
+mv -f '/usr/local/libexec/mirrorcap/capture-backoff.mirrorcap-new' '/usr/local/libexec/mirrorcap/capture-backoff'
+
 cat > '/usr/local/libexec/mirrorcap/retention.mirrorcap-new' <<'MIRRORCAP_USR_LOCAL_LIBEXEC_MIRRORCAP_RETENTION'
 #!/bin/bash
 # mirrorcap-retention: delete pcaps older than MIRRORCAP_RETENTION_DAYS, and the
@@ -3102,6 +3148,7 @@ PCAP_HEADER_BYTES = 24
 COUNTERS = re.compile(r"(\d+) packets? captured[,\s]+(\d+) packets? received by filter[,\s]+(\d+) packets? dropped by kernel")
 HEARTBEAT_SECONDS = 5  # the capture's watcher writes its heartbeat four times a second
 FLAPPING = (3, 600)  # this many restarts in this many seconds
+BACKOFF_HISTORY = "/run/mirrorcap/capture-backoff.%s"  # mirrorcap-capture-backoff's HISTORY
 STATE_FILE = os.path.join(host.STATE_DIR, "health-state.json")  # what was reported already
 METRICS_FILE = os.path.join(host.STATE_DIR, "metrics.json")  # mirrorcap-metrics' last runs
 METRICS_FAILURES = 2  # one failed publish can be a blip; two in a row are worth saying
@@ -3265,6 +3312,17 @@ def check_writing(report, vni, record, state, now):
                    % (vni, record.get("gaps_total", 0)), **data)
 
 
+def backoff_starts(vni, now, window):
+    """When mirrorcap-capture-backoff started the unit again (its sandbox could not be set up, 226/NAMESPACE):
+    those starts are no automatic restart, so NRestarts does not count them."""
+    try:
+        with open(BACKOFF_HISTORY % vni) as f:
+            times = [int(line) for line in f if line.strip().isdigit()]
+    except OSError:
+        return []
+    return [t for t in times if now - t <= window]
+
+
 def check_restarts(report, vni, record, now, state):
     """Restarts the watcher recorded (tcpdump's, the unit's) and the unit's restarts systemd counts
     (NRestarts, sampled at each check): a unit that fails before its watcher runs (its mount
@@ -3277,7 +3335,7 @@ def check_restarts(report, vni, record, now, state):
     if seen and nrestarts < seen[-1][1]:
         seen = []  # the unit was loaded again: its count started over
     state["nrestarts:%s" % vni] = (seen + [[now, nrestarts]])[-50:]
-    by_systemd = nrestarts - seen[0][1] if seen else 0
+    by_systemd = (nrestarts - seen[0][1] if seen else 0) + len(backoff_starts(vni, now, window))
     data = dict(vni=vni, restarts_recent=max(len(recent), by_systemd), window_seconds=window, nrestarts=nrestarts)
     if by_systemd >= count and by_systemd > len(recent):
         report.add("restarts", "fail", "VNI %s: flapping: systemd restarted %s %d times in %d minutes (now %s/%s, last "
@@ -4432,6 +4490,9 @@ RequiresMountsFor=/var/log/tcpdump
 # Never gives up while the host runs: restarted however often it dies (no start
 # limit); mirrorcap-health says "flapping" when it keeps dying.
 StartLimitIntervalSec=0
+# Except when systemd cannot set up its sandbox (226/NAMESPACE: the pcap volume's
+# file system failed): that is retried later each time, not every two seconds.
+OnFailure=mirrorcap-capture-backoff@%i.service
 
 [Service]
 Type=simple
@@ -4453,6 +4514,7 @@ ExecStart=/usr/local/libexec/mirrorcap/capture %i
 ExecReload=/bin/kill -HUP $MAINPID
 Restart=always
 RestartSec=2
+RestartPreventExitStatus=226
 # SIGTERM to the watcher only: it stops tcpdump, which flushes and prints its counters.
 KillMode=mixed
 TimeoutStopSec=20
@@ -4493,6 +4555,23 @@ WantedBy=mirrorcap.target
 MIRRORCAP_ETC_SYSTEMD_SYSTEM_MIRRORCAP_CAPTURE__SERVICE
 chmod 0644 '/etc/systemd/system/mirrorcap-capture@.service.mirrorcap-new'
 mv -f '/etc/systemd/system/mirrorcap-capture@.service.mirrorcap-new' '/etc/systemd/system/mirrorcap-capture@.service'
+
+cat > '/etc/systemd/system/mirrorcap-capture-backoff@.service.mirrorcap-new' <<'MIRRORCAP_ETC_SYSTEMD_SYSTEM_MIRRORCAP_CAPTURE_BACKOFF__SERVICE'
+[Unit]
+Description=mirrorcap: start capture of VNI %i again, after a back-off, when its sandbox could not be set up
+Documentation=file:///usr/local/share/doc/mirrorcap/README
+# Started by mirrorcap-capture@%i.service's OnFailure= (226/NAMESPACE only: any other
+# stop restarts the capture itself two seconds later).
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/libexec/mirrorcap/capture-backoff %i
+# Waits at most 60 s before it starts the capture again.
+TimeoutStartSec=5min
+# As mirrorcap-recover: no sandbox of its own, it only reads the capture directory and asks systemd.
+MIRRORCAP_ETC_SYSTEMD_SYSTEM_MIRRORCAP_CAPTURE_BACKOFF__SERVICE
+chmod 0644 '/etc/systemd/system/mirrorcap-capture-backoff@.service.mirrorcap-new'
+mv -f '/etc/systemd/system/mirrorcap-capture-backoff@.service.mirrorcap-new' '/etc/systemd/system/mirrorcap-capture-backoff@.service'
 
 cat > '/etc/systemd/system/mirrorcap-retention.service.mirrorcap-new' <<'MIRRORCAP_ETC_SYSTEMD_SYSTEM_MIRRORCAP_RETENTION_SERVICE'
 [Unit]
@@ -4773,4 +4852,4 @@ mv -f '/etc/systemd/system/mirrorcap.target.d/metrics.conf.mirrorcap-new' '/etc/
 if [ -d /run/systemd/system ]; then
   systemctl daemon-reload
 fi
-echo "mirrorcap bake: installed (28 files)$termshark"
+echo "mirrorcap bake: installed (30 files)$termshark"

@@ -34,6 +34,7 @@ PCAP_HEADER_BYTES = 24
 COUNTERS = re.compile(r"(\d+) packets? captured[,\s]+(\d+) packets? received by filter[,\s]+(\d+) packets? dropped by kernel")
 HEARTBEAT_SECONDS = 5  # the capture's watcher writes its heartbeat four times a second
 FLAPPING = (3, 600)  # this many restarts in this many seconds
+BACKOFF_HISTORY = "/run/mirrorcap/capture-backoff.%s"  # mirrorcap-capture-backoff's HISTORY
 STATE_FILE = os.path.join(host.STATE_DIR, "health-state.json")  # what was reported already
 METRICS_FILE = os.path.join(host.STATE_DIR, "metrics.json")  # mirrorcap-metrics' last runs
 METRICS_FAILURES = 2  # one failed publish can be a blip; two in a row are worth saying
@@ -197,6 +198,17 @@ def check_writing(report, vni, record, state, now):
                    % (vni, record.get("gaps_total", 0)), **data)
 
 
+def backoff_starts(vni, now, window):
+    """When mirrorcap-capture-backoff started the unit again (its sandbox could not be set up, 226/NAMESPACE):
+    those starts are no automatic restart, so NRestarts does not count them."""
+    try:
+        with open(BACKOFF_HISTORY % vni) as f:
+            times = [int(line) for line in f if line.strip().isdigit()]
+    except OSError:
+        return []
+    return [t for t in times if now - t <= window]
+
+
 def check_restarts(report, vni, record, now, state):
     """Restarts the watcher recorded (tcpdump's, the unit's) and the unit's restarts systemd counts
     (NRestarts, sampled at each check): a unit that fails before its watcher runs (its mount
@@ -209,7 +221,7 @@ def check_restarts(report, vni, record, now, state):
     if seen and nrestarts < seen[-1][1]:
         seen = []  # the unit was loaded again: its count started over
     state["nrestarts:%s" % vni] = (seen + [[now, nrestarts]])[-50:]
-    by_systemd = nrestarts - seen[0][1] if seen else 0
+    by_systemd = (nrestarts - seen[0][1] if seen else 0) + len(backoff_starts(vni, now, window))
     data = dict(vni=vni, restarts_recent=max(len(recent), by_systemd), window_seconds=window, nrestarts=nrestarts)
     if by_systemd >= count and by_systemd > len(recent):
         report.add("restarts", "fail", "VNI %s: flapping: systemd restarted %s %d times in %d minutes (now %s/%s, last "

@@ -60,7 +60,7 @@ def test_only_what_must_be_baked_is_a_template():
 
 
 def test_shellcheck_clean():
-    assert [p.name for p in SHELL] == ["mirrorcap-boot.sh", "mirrorcap-decap.sh", "mirrorcap-lib.sh", "mirrorcap-recover.sh",
+    assert [p.name for p in SHELL] == ["mirrorcap-boot.sh", "mirrorcap-capture-backoff.sh", "mirrorcap-decap.sh", "mirrorcap-lib.sh", "mirrorcap-recover.sh",
                                        "mirrorcap-retention.sh", "mirrorcap-storage.sh"]
     # -x: the scripts source mirrorcap-lib.sh, which is checked with them.
     result = subprocess.run(["shellcheck", "-x", "--severity=info", *map(str, SHELL)], capture_output=True, text=True, cwd=HOST)
@@ -104,7 +104,7 @@ def test_units_name_the_installed_scripts_and_the_capture_identity():
     (capture,) = load(EXAMPLE).captures
     files = {f.path: f for f in render.host_files(capture)}
     units = [f for f in files.values() if f.path.startswith(render.UNITS + "/") and f.path.endswith(".service")]
-    assert len(units) == 7
+    assert len(units) == 8
     for unit in units:
         for exe in re.findall(r"^ExecStart=(\S+)", unit.content, re.M):
             assert exe.startswith(contract.LIBEXEC + "/") and files[exe].mode == "0755", (unit.path, exe)

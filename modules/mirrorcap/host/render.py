@@ -91,6 +91,7 @@ HOST_FILES = (
     ("mirrorcap-recover.sh", f"{contract.LIBEXEC}/recover", "0755"),  # remounts a volume whose file system shut down
     ("mirrorcap-decap.sh", f"{contract.LIBEXEC}/decap", "0755"),
     ("mirrorcap-capture.py", f"{contract.LIBEXEC}/capture", "0755"),
+    ("mirrorcap-capture-backoff.sh", f"{contract.LIBEXEC}/capture-backoff", "0755"),  # a capture whose sandbox fails, later
     ("mirrorcap-retention.sh", f"{contract.LIBEXEC}/retention", "0755"),
     ("mirrorcap-boot.sh", "/usr/local/sbin/mirrorcap-boot", "0755"),
     ("mirrorcap-settings.py", f"{contract.LIBEXEC}/settings", "0755"),
@@ -105,6 +106,7 @@ HOST_FILES = (
     ("mirrorcap-recover.timer", f"{UNITS}/mirrorcap-recover.timer", "0644"),
     ("mirrorcap-decap.service", f"{UNITS}/mirrorcap-decap.service", "0644"),
     ("mirrorcap-capture@.service.j2", f"{UNITS}/mirrorcap-capture@.service", "0644"),
+    ("mirrorcap-capture-backoff@.service", f"{UNITS}/mirrorcap-capture-backoff@.service", "0644"),
     ("mirrorcap-retention.service.j2", f"{UNITS}/mirrorcap-retention.service", "0644"),
     ("mirrorcap-retention.timer", f"{UNITS}/mirrorcap-retention.timer", "0644"),
     # Health as CloudWatch metrics, every minute: the stack's alarms read them.
