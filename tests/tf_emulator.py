@@ -281,6 +281,30 @@ def fill_moto_gaps(monkeypatch) -> list[str]:
     return ["EC2 MonitorInstances"]
 
 
+def _deleter(kind: str):
+    """EC2 DeleteTrafficMirror<kind>, which moto 5.2 leaves unimplemented (an HTTP 500 the SDK retries for minutes)."""
+    def delete(self):
+        from moto.core.responses import ActionResult
+        self.error_on_dryrun()
+        key = f"TrafficMirror{kind}Id"
+        ident = self._get_param(key)
+        getattr(self.ec2_backend, f"traffic_mirror_{kind.lower()}s").pop(ident)
+        return ActionResult({key: ident})
+    return delete
+
+
+def fill_moto_delete_gaps(monkeypatch) -> list[str]:
+    """Stand-ins for deleting a traffic mirror target and filter (a destroy's last steps), where moto lacks them."""
+    from moto.ec2.responses.traffic_mirrors import TrafficMirrors
+    filled = []
+    for kind in ("Target", "Filter"):
+        name = f"delete_traffic_mirror_{kind.lower()}"
+        if getattr(TrafficMirrors, name, None) is None:
+            monkeypatch.setattr(TrafficMirrors, name, _deleter(kind), raising=False)
+            filled.append(f"EC2 DeleteTrafficMirror{kind}")
+    return filled
+
+
 @contextmanager
 def emulator():
     """moto in server mode on 127.0.0.1 (moto[server], a dev dependency), with the

@@ -1,0 +1,98 @@
+"""Which IAM actions Terraform (hashicorp/aws 5.x) calls for each resource and data source type the
+capture stacks synthesize: READ is what a refresh calls (every `terraform plan`, the plan role),
+WRITE what creating, changing and deleting one calls besides (the apply role). Pure data and
+functions; the CI roles stack (stack/ci_roles.py) unions them over the stacks' types.
+
+The lists are what tests/synth/test_ci_roles.py records Terraform calling when it plans, applies,
+changes, refreshes and destroys the example and the fleet against moto; IMPLICIT are permissions
+IAM checks with no call of their own (a role handed to a service, tags set at creation, the KMS key
+EBS uses for the caller) and calls moto cannot answer, each said why.
+"""
+
+from __future__ import annotations
+
+# The provider asks STS who it is at every start.
+PROVIDER = ("sts:GetCallerIdentity",)
+
+_EC2_INSTANCE_READ = ("ec2:DescribeInstances", "ec2:DescribeInstanceAttribute", "ec2:DescribeInstanceCreditSpecifications",
+                      "ec2:DescribeInstanceTypes", "ec2:DescribeVolumes", "ec2:DescribeNetworkInterfaces", "ec2:DescribeTags")
+_KMS_KEY_READ = ("kms:DescribeKey", "kms:GetKeyPolicy", "kms:GetKeyRotationStatus", "kms:ListResourceTags")
+
+READ: dict[str, tuple[str, ...]] = {
+    "data.aws_caller_identity": (),
+    "data.aws_partition": (),
+    "data.aws_iam_policy_document": (),
+    "data.aws_subnet": ("ec2:DescribeSubnets",),
+    "data.aws_instance": _EC2_INSTANCE_READ,
+    "data.aws_ami": ("ec2:DescribeImages",),
+    "aws_instance": (*_EC2_INSTANCE_READ, "ec2:DescribeVpcs", "ec2:DescribeImages"),
+    "aws_ebs_volume": ("ec2:DescribeVolumes",),
+    "aws_volume_attachment": ("ec2:DescribeVolumes",),
+    "aws_network_interface": ("ec2:DescribeNetworkInterfaces",),
+    "aws_network_interface_attachment": ("ec2:DescribeNetworkInterfaces",),
+    "aws_security_group": ("ec2:DescribeSecurityGroups", "ec2:DescribeVpcs"),
+    "aws_ec2_traffic_mirror_filter": ("ec2:DescribeTrafficMirrorFilters",),
+    "aws_ec2_traffic_mirror_filter_rule": ("ec2:DescribeTrafficMirrorFilters",),
+    "aws_ec2_traffic_mirror_target": ("ec2:DescribeTrafficMirrorTargets",),
+    "aws_ec2_traffic_mirror_session": ("ec2:DescribeTrafficMirrorSessions",),
+    "aws_iam_role": ("iam:GetRole", "iam:ListAttachedRolePolicies", "iam:ListRolePolicies"),
+    "aws_iam_role_policy": ("iam:GetRolePolicy",),
+    "aws_iam_role_policy_attachment": ("iam:ListAttachedRolePolicies",),
+    "aws_iam_instance_profile": ("iam:GetInstanceProfile",),
+    "aws_kms_key": _KMS_KEY_READ,
+    "aws_kms_alias": ("kms:ListAliases",),
+    "aws_sns_topic": ("sns:GetTopicAttributes", "sns:ListTagsForResource"),
+    "aws_cloudwatch_metric_alarm": ("cloudwatch:DescribeAlarms", "cloudwatch:ListTagsForResource"),
+}
+
+WRITE: dict[str, tuple[str, ...]] = {
+    "aws_instance": ("ec2:RunInstances", "ec2:TerminateInstances", "ec2:MonitorInstances", "ec2:CreateTags"),
+    "aws_ebs_volume": ("ec2:CreateVolume", "ec2:DeleteVolume", "ec2:CreateTags"),
+    "aws_volume_attachment": ("ec2:AttachVolume", "ec2:DetachVolume"),
+    "aws_network_interface": ("ec2:CreateNetworkInterface", "ec2:DeleteNetworkInterface", "ec2:CreateTags"),
+    "aws_network_interface_attachment": ("ec2:AttachNetworkInterface", "ec2:DetachNetworkInterface"),
+    "aws_security_group": ("ec2:CreateSecurityGroup", "ec2:DeleteSecurityGroup", "ec2:AuthorizeSecurityGroupIngress",
+                           "ec2:AuthorizeSecurityGroupEgress", "ec2:RevokeSecurityGroupEgress", "ec2:CreateTags"),
+    "aws_ec2_traffic_mirror_filter": ("ec2:CreateTrafficMirrorFilter", "ec2:DeleteTrafficMirrorFilter", "ec2:CreateTags"),
+    "aws_ec2_traffic_mirror_target": ("ec2:CreateTrafficMirrorTarget", "ec2:DeleteTrafficMirrorTarget", "ec2:CreateTags"),
+    "aws_ec2_traffic_mirror_session": ("ec2:CreateTrafficMirrorSession", "ec2:DeleteTrafficMirrorSession",
+                                       "ec2:ModifyTrafficMirrorSession", "ec2:CreateTags"),
+    "aws_iam_role": ("iam:CreateRole", "iam:DeleteRole", "iam:TagRole", "iam:ListInstanceProfilesForRole"),
+    "aws_iam_role_policy": ("iam:PutRolePolicy", "iam:DeleteRolePolicy"),
+    "aws_iam_role_policy_attachment": ("iam:AttachRolePolicy", "iam:DetachRolePolicy"),
+    "aws_iam_instance_profile": ("iam:CreateInstanceProfile", "iam:DeleteInstanceProfile", "iam:AddRoleToInstanceProfile",
+                                 "iam:RemoveRoleFromInstanceProfile", "iam:TagInstanceProfile"),
+    "aws_kms_key": ("kms:CreateKey", "kms:EnableKeyRotation", "kms:ScheduleKeyDeletion", "kms:TagResource"),
+    "aws_kms_alias": ("kms:CreateAlias", "kms:DeleteAlias"),
+    "aws_sns_topic": ("sns:CreateTopic", "sns:DeleteTopic", "sns:SetTopicAttributes", "sns:TagResource"),
+    "aws_cloudwatch_metric_alarm": ("cloudwatch:PutMetricAlarm", "cloudwatch:DeleteAlarms", "cloudwatch:TagResource"),
+}
+
+# Checked by IAM without a call of their own, or calls moto cannot answer; each with why.
+IMPLICIT: dict[str, tuple[str, ...]] = {
+    # RunInstances hands the instance profile's role to EC2 (iam:PassRole); its TagSpecifications need CreateTags.
+    "aws_instance": ("iam:PassRole",),
+    # EBS creates and attaches an encrypted volume with the caller's rights on the key (a grant, a data key).
+    "aws_ebs_volume": ("kms:CreateGrant", "kms:GenerateDataKeyWithoutPlaintext", "kms:Decrypt"),
+    # moto 5.2 has no traffic mirror filter rules: the provider's create, modify, delete and read of one.
+    "aws_ec2_traffic_mirror_filter_rule": ("ec2:CreateTrafficMirrorFilterRule", "ec2:ModifyTrafficMirrorFilterRule",
+                                           "ec2:DeleteTrafficMirrorFilterRule"),
+}
+
+
+def types_of(doc: dict) -> set[str]:
+    """A synthesized stack's (cdk.tf.json) resource types, and its data source types as data.<type>."""
+    return set(doc.get("resource", {})) | {f"data.{t}" for t in doc.get("data", {})}
+
+
+def unknown(types: set[str]) -> set[str]:
+    """Types whose permissions are not known here: synthesizing roles for them would under-grant."""
+    return {t for t in types if t not in READ}
+
+
+def read_actions(types: set[str]) -> list[str]:
+    return sorted({*PROVIDER, *(a for t in types for a in READ.get(t, ()))})
+
+
+def write_actions(types: set[str]) -> list[str]:
+    return sorted({a for t in types for table in (WRITE, IMPLICIT) for a in table.get(t, ())})
