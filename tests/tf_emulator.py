@@ -305,6 +305,24 @@ def fill_moto_delete_gaps(monkeypatch) -> list[str]:
     return filled
 
 
+def fill_moto_tag_gaps(monkeypatch) -> list[str]:
+    """moto 5.2 names traffic mirror filters and targets traf-mir-fil-/traf-mir-tar-, then reads the part before the
+    first dash as the kind when tagging one (CreateTags, DeleteTags: InvalidID): the kind read from the whole prefix."""
+    import moto.ec2.models as models
+    import moto.ec2.models.tags as tags
+    import moto.ec2.utils as utils
+    original = utils.get_prefix
+    ours = tuple(utils.EC2_RESOURCE_TO_PREFIX[k] + "-" for k in ("traffic-mirror-filter", "traffic-mirror-target"))
+    if original("traf-mir-fil-0") is not None:
+        return []
+
+    def get_prefix(resource_id: str) -> str:
+        return resource_id[:12] if resource_id.startswith(ours) else original(resource_id)
+    for module in (utils, models, tags):
+        monkeypatch.setattr(module, "get_prefix", get_prefix)
+    return ["EC2 tags on traffic mirror filters and targets"]
+
+
 @contextmanager
 def emulator():
     """moto in server mode on 127.0.0.1 (moto[server], a dev dependency), with the

@@ -11,7 +11,7 @@ import posixpath
 import re
 from dataclasses import dataclass
 
-from .errors import MirrorcapError
+from .errors import MirrorcapError, Problem
 from .inventory.model import Inventory
 
 OIDC_HOST = "token.actions.githubusercontent.com"
@@ -70,7 +70,7 @@ def _state_prefix(key: str) -> str:
 
 
 def _bad(option: str, value: str, what: str, fix: str) -> MirrorcapError:
-    return MirrorcapError(f"{option} {value!r}: {what}: {fix}")
+    return MirrorcapError([Problem("command line", option, f"{value!r} is {what}", fix)])
 
 
 def settings(inventory: Inventory, *, repository: str, branch: str = "main", environment: str = "",
@@ -89,17 +89,20 @@ def settings(inventory: Inventory, *, repository: str, branch: str = "main", env
     remote = [c for c in inventory.captures if c.backend.kind == "s3"]
     local = [c.name for c in inventory.captures if c.backend.kind != "s3"]
     if not inventory.captures or local:
-        raise MirrorcapError(f"{inventory.path}: capture {', '.join(local) or '(none)'}: keeps its state on the machine that runs "
-                             "Terraform, which a CI runner loses: give every capture backend \"s3\" { bucket = \"...\" } "
-                             "(docs/inventory.md) and create it with make state-bucket")
+        raise MirrorcapError([Problem(inventory.path, f'capture "{local[0]}" > backend' if local else "capture",
+                                      "keeps its state on the machine that runs Terraform, which a CI runner loses"
+                                      if local else "no capture: no stack for the roles to reach",
+                                      'give every capture backend "s3" { bucket = "..." } (docs/inventory.md), create the bucket '
+                                      "with make state-bucket, then run make ci-roles again")])
     states = tuple(dict.fromkeys(State(c.backend.bucket, _state_prefix(c.backend.key), c.backend.dynamodb_table,
                                        c.backend.kms_key_id, c.backend.region) for c in remote))
     first = remote[0].backend
     writable = [s.prefix for s in states if s.bucket == first.bucket]
     if any(STATE_KEY == p or (p.endswith("/*") and STATE_KEY.startswith(p[:-1])) for p in writable):
-        raise MirrorcapError(f"{inventory.path}: capture {remote[0].name} > backend \"s3\" > key: the CI roles keep their own state at "
-                             f"{first.bucket}/{STATE_KEY}, which the apply role could then rewrite: keep capture state keys "
-                             "outside mirrorcap-ci-roles/ (e.g. key = \"mirrorcap/<name>.tfstate\")")
+        raise MirrorcapError([Problem(inventory.path, f'capture "{remote[0].name}" > backend "s3" > key',
+                                      f"the CI roles keep their own state at {first.bucket}/{STATE_KEY}, which the apply role "
+                                      "could then rewrite", 'keep capture state keys outside mirrorcap-ci-roles/ (e.g. key = '
+                                      '"mirrorcap/<name>.tfstate")')])
     return CiRoles(repository=repository, branch=branch, environment=environment, oidc_provider_arn=oidc_provider_arn,
                    captures=tuple(c.name for c in inventory.captures), states=states, state_bucket=first.bucket,
                    state_region=first.region)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from ..errors import MirrorcapError
+from ..errors import MirrorcapError, Problem
 from .common import InventoryOpt, fail
 
 
@@ -21,7 +21,8 @@ def stack_types(stacks: Path, captures: tuple[str, ...]) -> set[str]:
         try:
             types |= types_of(json.loads(path.read_text()))
         except (OSError, ValueError) as exc:
-            raise MirrorcapError(f"{path}: the capture {name!r} has no synthesized stack ({type(exc).__name__}): run make synth first")
+            raise MirrorcapError([Problem(str(path), f'capture "{name}"', f"no synthesized stack ({type(exc).__name__})",
+                                          "run make synth first (make ci-roles does), with the same inventory")]) from None
     return types
 
 
@@ -48,8 +49,9 @@ def ci_roles(
         s = settings(inv, repository=repository, branch=branch, environment=environment, oidc_provider_arn=oidc_provider_arn)
         types = stack_types(stacks, s.captures)
         if unknown(types):
-            raise MirrorcapError(f"{stacks}: resource types whose permissions mirrorcap does not know: {', '.join(sorted(unknown(types)))}: "
-                                 "add them to modules/mirrorcap/stack/ci_actions.py (and prove them: tests/synth/test_ci_roles.py)")
+            raise MirrorcapError([Problem(str(stacks), "resource types", f"mirrorcap does not know the permissions of "
+                                          f"{', '.join(sorted(unknown(types)))}", "add them to modules/mirrorcap/stack/ci_actions.py "
+                                          "and prove them (tests/synth/test_ci_roles.py)")])
     except MirrorcapError as exc:
         fail(exc)
     from ..synth.pipeline import skip_token_creation_stacks, target_versions

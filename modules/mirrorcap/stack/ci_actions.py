@@ -43,6 +43,35 @@ READ: dict[str, tuple[str, ...]] = {
     "aws_kms_alias": ("kms:ListAliases",),
     "aws_sns_topic": ("sns:GetTopicAttributes", "sns:ListTagsForResource"),
     "aws_cloudwatch_metric_alarm": ("cloudwatch:DescribeAlarms", "cloudwatch:ListTagsForResource"),
+    # auto_mirror {}: the re-mirroring Lambda, its schedule and log group
+    "aws_lambda_function": ("lambda:GetFunction", "lambda:GetFunctionCodeSigningConfig", "lambda:ListVersionsByFunction"),
+    "aws_lambda_permission": ("lambda:GetPolicy",),
+    "aws_cloudwatch_event_rule": ("events:DescribeRule", "events:ListTagsForResource"),
+    "aws_cloudwatch_event_target": ("events:ListTargetsByRule",),
+    "aws_cloudwatch_log_group": ("logs:DescribeLogGroups", "logs:ListTagsForResource"),
+    # fleet {}: the NLB, its target group and listener, the launch template and Auto Scaling group
+    "aws_lb": ("elasticloadbalancing:DescribeLoadBalancers", "elasticloadbalancing:DescribeLoadBalancerAttributes",
+               "elasticloadbalancing:DescribeTags"),
+    "aws_lb_target_group": ("elasticloadbalancing:DescribeTargetGroups", "elasticloadbalancing:DescribeTargetGroupAttributes",
+                            "elasticloadbalancing:DescribeTags"),
+    "aws_lb_listener": ("elasticloadbalancing:DescribeListeners", "elasticloadbalancing:DescribeTags"),
+    "aws_launch_template": ("ec2:DescribeLaunchTemplates", "ec2:DescribeLaunchTemplateVersions"),
+    "aws_autoscaling_group": ("autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribeLifecycleHooks",
+                              "autoscaling:DescribeTrafficSources", "autoscaling:DescribeLoadBalancerTargetGroups"),
+    # archive {}: the bucket, and Athena over its indexes
+    "aws_s3_bucket": ("s3:ListBucket", "s3:GetBucketPolicy", "s3:GetBucketAcl", "s3:GetBucketCORS", "s3:GetBucketWebsite",
+                      "s3:GetBucketVersioning", "s3:GetAccelerateConfiguration", "s3:GetBucketRequestPayment",
+                      "s3:GetBucketLogging", "s3:GetLifecycleConfiguration", "s3:GetReplicationConfiguration",
+                      "s3:GetEncryptionConfiguration", "s3:GetBucketObjectLockConfiguration", "s3:GetBucketTagging"),
+    "aws_s3_bucket_lifecycle_configuration": ("s3:GetLifecycleConfiguration",),
+    "aws_s3_bucket_ownership_controls": ("s3:GetBucketOwnershipControls",),
+    "aws_s3_bucket_policy": ("s3:GetBucketPolicy",),
+    "aws_s3_bucket_public_access_block": ("s3:GetBucketPublicAccessBlock",),
+    "aws_s3_bucket_server_side_encryption_configuration": ("s3:GetEncryptionConfiguration",),
+    "aws_s3_bucket_versioning": ("s3:GetBucketVersioning",),
+    "aws_glue_catalog_database": ("glue:GetDatabase",),
+    "aws_glue_catalog_table": ("glue:GetTable",),
+    "aws_athena_workgroup": ("athena:GetWorkGroup", "athena:ListTagsForResource"),
 }
 
 WRITE: dict[str, tuple[str, ...]] = {
@@ -66,12 +95,38 @@ WRITE: dict[str, tuple[str, ...]] = {
     "aws_kms_alias": ("kms:CreateAlias", "kms:DeleteAlias"),
     "aws_sns_topic": ("sns:CreateTopic", "sns:DeleteTopic", "sns:SetTopicAttributes", "sns:TagResource"),
     "aws_cloudwatch_metric_alarm": ("cloudwatch:PutMetricAlarm", "cloudwatch:DeleteAlarms", "cloudwatch:TagResource"),
+    "aws_lambda_function": ("lambda:CreateFunction", "lambda:DeleteFunction", "lambda:TagResource"),
+    "aws_lambda_permission": ("lambda:AddPermission", "lambda:RemovePermission"),
+    "aws_cloudwatch_event_rule": ("events:PutRule", "events:DeleteRule", "events:TagResource"),
+    "aws_cloudwatch_event_target": ("events:PutTargets", "events:RemoveTargets"),
+    "aws_cloudwatch_log_group": ("logs:CreateLogGroup", "logs:DeleteLogGroup", "logs:PutRetentionPolicy", "logs:TagResource"),
+    "aws_lb": ("elasticloadbalancing:CreateLoadBalancer", "elasticloadbalancing:DeleteLoadBalancer",
+               "elasticloadbalancing:ModifyLoadBalancerAttributes", "elasticloadbalancing:AddTags"),
+    "aws_lb_target_group": ("elasticloadbalancing:CreateTargetGroup", "elasticloadbalancing:DeleteTargetGroup",
+                            "elasticloadbalancing:ModifyTargetGroupAttributes", "elasticloadbalancing:AddTags"),
+    "aws_lb_listener": ("elasticloadbalancing:CreateListener", "elasticloadbalancing:DeleteListener", "elasticloadbalancing:AddTags"),
+    "aws_launch_template": ("ec2:CreateLaunchTemplate", "ec2:DeleteLaunchTemplate", "ec2:CreateLaunchTemplateVersion",
+                            "ec2:ModifyLaunchTemplate", "ec2:CreateTags"),
+    "aws_autoscaling_group": ("autoscaling:CreateAutoScalingGroup", "autoscaling:DeleteAutoScalingGroup",
+                              "autoscaling:UpdateAutoScalingGroup", "autoscaling:CreateOrUpdateTags"),
+    "aws_s3_bucket": ("s3:CreateBucket", "s3:DeleteBucket", "s3:PutBucketTagging"),
+    "aws_s3_bucket_lifecycle_configuration": ("s3:PutLifecycleConfiguration",),
+    "aws_s3_bucket_ownership_controls": ("s3:PutBucketOwnershipControls",),
+    "aws_s3_bucket_policy": ("s3:PutBucketPolicy", "s3:DeleteBucketPolicy"),
+    "aws_s3_bucket_public_access_block": ("s3:PutBucketPublicAccessBlock",),
+    "aws_s3_bucket_server_side_encryption_configuration": ("s3:PutEncryptionConfiguration",),
+    "aws_s3_bucket_versioning": ("s3:PutBucketVersioning",),
+    "aws_glue_catalog_database": ("glue:CreateDatabase", "glue:DeleteDatabase"),
+    "aws_glue_catalog_table": ("glue:CreateTable", "glue:DeleteTable", "glue:UpdateTable"),
+    "aws_athena_workgroup": ("athena:CreateWorkGroup", "athena:DeleteWorkGroup", "athena:UpdateWorkGroup", "athena:TagResource"),
 }
 
 # Checked by IAM without a call of their own, or calls moto cannot answer; each with why.
 IMPLICIT: dict[str, tuple[str, ...]] = {
     # RunInstances hands the instance profile's role to EC2 (iam:PassRole); its TagSpecifications need CreateTags.
     "aws_instance": ("iam:PassRole",),
+    "aws_launch_template": ("iam:PassRole",),
+    "aws_lambda_function": ("iam:PassRole",),
     # EBS creates and attaches an encrypted volume with the caller's rights on the key (a grant, a data key).
     "aws_ebs_volume": ("kms:CreateGrant", "kms:GenerateDataKeyWithoutPlaintext", "kms:Decrypt"),
     # moto 5.2 has no traffic mirror filter rules: the provider's create, modify, delete and read of one.
