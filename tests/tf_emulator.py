@@ -305,6 +305,35 @@ def fill_moto_delete_gaps(monkeypatch) -> list[str]:
     return filled
 
 
+def _start_instance_refresh(self):
+    """Auto Scaling StartInstanceRefresh (moto 5.2 lacks it; the provider calls it when a fleet's launch template
+    changes, and retries the HTTP 500 for ever): a refresh that is done at once."""
+    from moto.core.responses import ActionResult
+    import uuid
+    refresh = str(uuid.uuid4())
+    type(self)._mirrorcap_refreshes[refresh] = self._get_param("AutoScalingGroupName")
+    return ActionResult({"InstanceRefreshId": refresh})
+
+
+def _describe_instance_refreshes(self):
+    from moto.core.responses import ActionResult
+    group = self._get_param("AutoScalingGroupName")
+    done = [{"InstanceRefreshId": r, "AutoScalingGroupName": g, "Status": "Successful", "PercentageComplete": 100}
+            for r, g in getattr(type(self), "_mirrorcap_refreshes", {}).items() if g == group]
+    return ActionResult({"InstanceRefreshes": done})
+
+
+def fill_moto_refresh_gap(monkeypatch) -> list[str]:
+    """Stand-ins for an Auto Scaling instance refresh, where moto lacks it."""
+    from moto.autoscaling.responses import AutoScalingResponse
+    if getattr(AutoScalingResponse, "start_instance_refresh", None) is not None:
+        return []
+    monkeypatch.setattr(AutoScalingResponse, "start_instance_refresh", _start_instance_refresh, raising=False)
+    monkeypatch.setattr(AutoScalingResponse, "describe_instance_refreshes", _describe_instance_refreshes, raising=False)
+    monkeypatch.setattr(AutoScalingResponse, "_mirrorcap_refreshes", {}, raising=False)
+    return ["Auto Scaling StartInstanceRefresh, DescribeInstanceRefreshes"]
+
+
 def fill_moto_tag_gaps(monkeypatch) -> list[str]:
     """moto 5.2 names traffic mirror filters and targets traf-mir-fil-/traf-mir-tar-, then reads the part before the
     first dash as the kind when tagging one (CreateTags, DeleteTags: InvalidID): the kind read from the whole prefix."""

@@ -16,7 +16,7 @@ is applied to the same moto. Every recorded request is mapped to its IAM action 
 
 moto gaps: traffic mirror filter rules do not exist there (every plan is -target'ed past them,
 their actions stay unproven: NOT_RECORDED); EC2 MonitorInstances, DeleteTrafficMirrorTarget
-and DeleteTrafficMirrorFilter are stood in for, and tagging a mirror target or filter fixed (tf_emulator); the pcap data's prevent_destroy is
+and DeleteTrafficMirrorFilter, an Auto Scaling instance refresh, are stood in for, and tagging a mirror target or filter fixed (tf_emulator); the pcap data's prevent_destroy is
 lifted in the working copy so that the destroy runs to the end.
 """
 
@@ -142,7 +142,7 @@ def recorded(tmp_path_factory):
     from moto.moto_api import recorder
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
-        filled = T.fill_moto_gaps(mp) + T.fill_moto_delete_gaps(mp) + T.fill_moto_tag_gaps(mp)
+        filled = T.fill_moto_gaps(mp) + T.fill_moto_delete_gaps(mp) + T.fill_moto_tag_gaps(mp) + T.fill_moto_refresh_gap(mp)
         mp.setattr(recorder, "_location", str(base / "moto-recording"))  # not the test's working directory
         with T.emulator() as em:
             print(f"emulator: {em.url}; moto gaps filled: {', '.join(filled) or 'none'}")
