@@ -194,6 +194,8 @@ def recorded(tmp_path_factory):
                 rec("destroy", lambda: tf.ok(wc, "apply", "-destroy", "-input=false", "-no-color", "-auto-approve", *targets, timeout=600))
     for phase, calls in rec.calls.items():
         print(f"{phase}: {len(calls)} requests, {len({c.action for c in calls})} actions")
+    (base / "calls.json").write_text(json.dumps({p: [[c.action, c.resource, c.context] for c in cs] for p, cs in rec.calls.items()}))
+    (base / "policies.json").write_text(json.dumps(policies))
     return {"calls": rec.calls, "policies": policies, "trusts": trusts, "providers": providers, "check": checked,
             "roles_doc": json.loads((roles_dir / "cdk.tf.json").read_text())}
 
@@ -206,13 +208,15 @@ def test_the_plan_role_allows_every_call_of_a_plan_a_refresh_and_the_drift_check
     assert recorded["check"].returncode in (0, 1), recorded["check"].stderr  # ran to a verdict (findings or none)
     calls = [c for phase in PLAN_PHASES for c in recorded["calls"][phase]]
     assert len(calls) > 100
-    assert _denied(recorded["policies"]["plan"], calls) == []
+    denied = _denied(recorded["policies"]["plan"], calls)
+    assert not denied, "the plan role denies:\n" + "\n".join(denied)
 
 
 def test_the_apply_role_allows_every_call_of_an_apply_a_change_and_a_destroy(recorded):
     calls = [c for phase in APPLY_PHASES for c in recorded["calls"][phase]]
     assert {"ec2:RunInstances", "ec2:DeleteTrafficMirrorSession", "ec2:TerminateInstances", "s3:PutObject"} <= {c.action for c in calls}
-    assert _denied(recorded["policies"]["apply"], calls) == []
+    denied = _denied(recorded["policies"]["apply"], calls)
+    assert not denied, "the apply role denies:\n" + "\n".join(denied)
 
 
 def test_the_plan_role_changes_nothing(recorded):
@@ -231,7 +235,7 @@ def test_the_policies_allow_nothing_terraform_never_called(recorded):
     for role, phases in (("plan", PLAN_PHASES), ("apply", PLAN_PHASES + APPLY_PHASES)):
         made = {c.action for phase in phases for c in calls[phase]}
         extra = actions_of(recorded["policies"][role]) - made - NOT_RECORDED - {"iam:*"}
-        assert sorted(extra) == [], f"the {role} role allows actions no recorded run called"
+        assert not extra, f"the {role} role allows actions no recorded run called:\n" + "\n".join(sorted(extra))
     stale = NOT_RECORDED & {c.action for cs in calls.values() for c in cs}
     assert stale == set(), "recorded after all: drop them from NOT_RECORDED"
 
