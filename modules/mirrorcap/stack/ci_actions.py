@@ -15,7 +15,10 @@ from __future__ import annotations
 PROVIDER = ("sts:GetCallerIdentity",)
 
 _EC2_INSTANCE_READ = ("ec2:DescribeInstances", "ec2:DescribeInstanceAttribute", "ec2:DescribeInstanceCreditSpecifications",
-                      "ec2:DescribeInstanceTypes", "ec2:DescribeVolumes", "ec2:DescribeNetworkInterfaces", "ec2:DescribeTags")
+                      "ec2:DescribeInstanceTypes", "ec2:DescribeVolumes", "ec2:DescribeNetworkInterfaces", "ec2:DescribeTags",
+                      "ec2:GetInstanceUefiData")
+# EC2 tags: default_tags on every resource, set and removed in place.
+_EC2_TAGS = ("ec2:CreateTags", "ec2:DeleteTags")
 _KMS_KEY_READ = ("kms:DescribeKey", "kms:GetKeyPolicy", "kms:GetKeyRotationStatus", "kms:ListResourceTags")
 
 READ: dict[str, tuple[str, ...]] = {
@@ -52,13 +55,13 @@ READ: dict[str, tuple[str, ...]] = {
     # fleet {}: the NLB, its target group and listener, the launch template and Auto Scaling group
     "aws_lb": ("elasticloadbalancing:DescribeLoadBalancers", "elasticloadbalancing:DescribeLoadBalancerAttributes",
                "elasticloadbalancing:DescribeCapacityReservation", "elasticloadbalancing:DescribeTags"),
+    # DescribeTargetHealth: `mirrorcap check` (the drift check) asks whether the fleet's hosts are healthy.
     "aws_lb_target_group": ("elasticloadbalancing:DescribeTargetGroups", "elasticloadbalancing:DescribeTargetGroupAttributes",
-                            "elasticloadbalancing:DescribeTags"),
+                            "elasticloadbalancing:DescribeTags", "elasticloadbalancing:DescribeTargetHealth"),
     "aws_lb_listener": ("elasticloadbalancing:DescribeListeners", "elasticloadbalancing:DescribeListenerAttributes",
                         "elasticloadbalancing:DescribeTags"),
     "aws_launch_template": ("ec2:DescribeLaunchTemplates", "ec2:DescribeLaunchTemplateVersions"),
-    "aws_autoscaling_group": ("autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribeLifecycleHooks",
-                              "autoscaling:DescribeTrafficSources", "autoscaling:DescribeLoadBalancerTargetGroups"),
+    "aws_autoscaling_group": ("autoscaling:DescribeAutoScalingGroups",),
     # archive {}: the bucket, and Athena over its indexes
     "aws_s3_bucket": ("s3:ListBucket", "s3:GetBucketPolicy", "s3:GetBucketAcl", "s3:GetBucketCORS", "s3:GetBucketWebsite",
                       "s3:GetBucketVersioning", "s3:GetAccelerateConfiguration", "s3:GetBucketRequestPayment",
@@ -76,17 +79,18 @@ READ: dict[str, tuple[str, ...]] = {
 }
 
 WRITE: dict[str, tuple[str, ...]] = {
-    "aws_instance": ("ec2:RunInstances", "ec2:TerminateInstances", "ec2:MonitorInstances", "ec2:CreateTags"),
-    "aws_ebs_volume": ("ec2:CreateVolume", "ec2:DeleteVolume", "ec2:CreateTags"),
-    "aws_volume_attachment": ("ec2:AttachVolume", "ec2:DetachVolume"),
-    "aws_network_interface": ("ec2:CreateNetworkInterface", "ec2:DeleteNetworkInterface", "ec2:CreateTags"),
+    "aws_instance": ("ec2:RunInstances", "ec2:TerminateInstances", "ec2:MonitorInstances", "ec2:ModifyInstanceAttribute", *_EC2_TAGS),
+    "aws_ebs_volume": ("ec2:CreateVolume", "ec2:DeleteVolume", *_EC2_TAGS),
+    # stop_instance_before_detaching: the host is stopped before its pcap volume is detached
+    "aws_volume_attachment": ("ec2:AttachVolume", "ec2:DetachVolume", "ec2:StopInstances"),
+    "aws_network_interface": ("ec2:CreateNetworkInterface", "ec2:DeleteNetworkInterface", *_EC2_TAGS),
     "aws_network_interface_attachment": ("ec2:AttachNetworkInterface", "ec2:DetachNetworkInterface"),
     "aws_security_group": ("ec2:CreateSecurityGroup", "ec2:DeleteSecurityGroup", "ec2:AuthorizeSecurityGroupIngress",
-                           "ec2:AuthorizeSecurityGroupEgress", "ec2:RevokeSecurityGroupEgress", "ec2:CreateTags"),
-    "aws_ec2_traffic_mirror_filter": ("ec2:CreateTrafficMirrorFilter", "ec2:DeleteTrafficMirrorFilter", "ec2:CreateTags"),
-    "aws_ec2_traffic_mirror_target": ("ec2:CreateTrafficMirrorTarget", "ec2:DeleteTrafficMirrorTarget", "ec2:CreateTags"),
+                           "ec2:AuthorizeSecurityGroupEgress", "ec2:RevokeSecurityGroupEgress", *_EC2_TAGS),
+    "aws_ec2_traffic_mirror_filter": ("ec2:CreateTrafficMirrorFilter", "ec2:DeleteTrafficMirrorFilter", *_EC2_TAGS),
+    "aws_ec2_traffic_mirror_target": ("ec2:CreateTrafficMirrorTarget", "ec2:DeleteTrafficMirrorTarget", *_EC2_TAGS),
     "aws_ec2_traffic_mirror_session": ("ec2:CreateTrafficMirrorSession", "ec2:DeleteTrafficMirrorSession",
-                                       "ec2:ModifyTrafficMirrorSession", "ec2:CreateTags"),
+                                       "ec2:ModifyTrafficMirrorSession", *_EC2_TAGS),
     "aws_iam_role": ("iam:CreateRole", "iam:DeleteRole", "iam:TagRole", "iam:ListInstanceProfilesForRole"),
     "aws_iam_role_policy": ("iam:PutRolePolicy", "iam:DeleteRolePolicy"),
     "aws_iam_role_policy_attachment": ("iam:AttachRolePolicy", "iam:DetachRolePolicy"),
@@ -97,7 +101,7 @@ WRITE: dict[str, tuple[str, ...]] = {
     "aws_sns_topic": ("sns:CreateTopic", "sns:DeleteTopic", "sns:SetTopicAttributes", "sns:TagResource"),
     "aws_cloudwatch_metric_alarm": ("cloudwatch:PutMetricAlarm", "cloudwatch:DeleteAlarms", "cloudwatch:TagResource"),
     "aws_lambda_function": ("lambda:CreateFunction", "lambda:DeleteFunction", "lambda:UpdateFunctionConfiguration",
-                            "lambda:UpdateFunctionCode", "lambda:TagResource"),
+                            "lambda:UpdateFunctionCode", "lambda:PutFunctionConcurrency", "lambda:TagResource"),
     "aws_lambda_permission": ("lambda:AddPermission", "lambda:RemovePermission"),
     "aws_cloudwatch_event_rule": ("events:PutRule", "events:DeleteRule", "events:TagResource"),
     "aws_cloudwatch_event_target": ("events:PutTargets", "events:RemoveTargets"),
@@ -108,7 +112,7 @@ WRITE: dict[str, tuple[str, ...]] = {
                             "elasticloadbalancing:ModifyTargetGroupAttributes", "elasticloadbalancing:AddTags"),
     "aws_lb_listener": ("elasticloadbalancing:CreateListener", "elasticloadbalancing:DeleteListener", "elasticloadbalancing:AddTags"),
     "aws_launch_template": ("ec2:CreateLaunchTemplate", "ec2:DeleteLaunchTemplate", "ec2:CreateLaunchTemplateVersion",
-                            "ec2:ModifyLaunchTemplate", "ec2:CreateTags"),
+                            "ec2:ModifyLaunchTemplate", *_EC2_TAGS),
     "aws_autoscaling_group": ("autoscaling:CreateAutoScalingGroup", "autoscaling:DeleteAutoScalingGroup",
                               "autoscaling:UpdateAutoScalingGroup", "autoscaling:StartInstanceRefresh",
                               "autoscaling:CreateOrUpdateTags"),
