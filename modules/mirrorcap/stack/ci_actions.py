@@ -123,8 +123,8 @@ WRITE: dict[str, tuple[str, ...]] = {
     "aws_s3_bucket_public_access_block": ("s3:PutBucketPublicAccessBlock",),
     "aws_s3_bucket_server_side_encryption_configuration": ("s3:PutEncryptionConfiguration",),
     "aws_s3_bucket_versioning": ("s3:PutBucketVersioning",),
-    "aws_glue_catalog_database": ("glue:CreateDatabase", "glue:DeleteDatabase"),
-    "aws_glue_catalog_table": ("glue:CreateTable", "glue:DeleteTable", "glue:UpdateTable"),
+    "aws_glue_catalog_database": ("glue:CreateDatabase", "glue:DeleteDatabase", "glue:TagResource"),
+    "aws_glue_catalog_table": ("glue:CreateTable", "glue:DeleteTable", "glue:UpdateTable", "glue:TagResource"),
     "aws_athena_workgroup": ("athena:CreateWorkGroup", "athena:DeleteWorkGroup", "athena:UpdateWorkGroup", "athena:TagResource"),
 }
 
