@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from collections import defaultdict
 from pathlib import Path
 
@@ -186,7 +187,6 @@ def recorded(tmp_path_factory):
                 rec("refresh", lambda: tf.run(wc, "plan", "-input=false", "-no-color", "-lock=false", *targets, timeout=300))
             check_env = {**env(), "AWS_ENDPOINT_URL": em.url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                          "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}
-            import subprocess
             checked = rec("check", lambda: subprocess.run([str(BIN / "mirrorcap"), "check", "--json"],
                                                           cwd=inv, env=check_env, capture_output=True, text=True, timeout=300))
             (inv / "capture.hcl").write_text(changed(text))
