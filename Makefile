@@ -26,7 +26,7 @@ export MIRRORCAP_INVENTORY := $(INVENTORY)
 export UV_PYTHON_DOWNLOADS := never
 export UV_NO_CONFIG := 1
 
-.PHONY: setup host-packages boot-lab synth test diff deploy destroy output state-bucket render bench bench-fleet bench-inventory bench-capture clean docs lock
+.PHONY: setup host-packages boot-lab synth test diff deploy destroy output state-bucket ci-roles render bench bench-fleet bench-inventory bench-capture clean docs lock
 
 # pip only bootstraps uv, from hashes (the machine's pip settings, extra indexes
 # and local wheel folders, play no part).
@@ -112,6 +112,23 @@ output: $(VENV)/.installed
 state-bucket: $(VENV)/.installed
 	@$(PREFLIGHT) state-bucket --inventory $(INVENTORY)
 	@$(BIN)/mirrorcap state-bucket --inventory $(INVENTORY) $(if $(CAPTURE),--capture $(CAPTURE))
+
+# Once per account (again when the inventory gains a capture or a kind of resource): GitHub's OIDC
+# provider and the two roles the workflows assume, their permissions computed from the synthesized
+# stacks (docs/security.md), applied with your own (admin) credentials; the roles stack keeps its state
+# in the captures' state bucket (mirrorcap-ci-roles/terraform.tfstate). Prints the two role ARNs.
+#   make ci-roles REPOSITORY=owner/name [BRANCH=main] [ENVIRONMENT=mirrorcap] [OIDC_PROVIDER_ARN=arn:...] [CONFIRM=yes]
+REPOSITORY ?=
+BRANCH ?= main
+ENVIRONMENT ?=
+OIDC_PROVIDER_ARN ?=
+CI_ROLES_DIR := $(OUT)/ci-roles/stacks/mirrorcap-ci-roles
+ci-roles: synth
+	@$(BIN)/mirrorcap ci-roles --inventory $(INVENTORY) --stacks $(OUT) --out $(OUT)/ci-roles --repository "$(REPOSITORY)" \
+	  --branch "$(BRANCH)" --environment "$(ENVIRONMENT)" --oidc-provider-arn "$(OIDC_PROVIDER_ARN)" >/dev/null
+	terraform -chdir=$(CI_ROLES_DIR) init -input=false
+	terraform -chdir=$(CI_ROLES_DIR) apply $(if $(CONFIRM),-auto-approve)
+	@terraform -chdir=$(CI_ROLES_DIR) output
 
 # The Debian packages the suite runs for real (installed once when root;
 # otherwise one line says what is missing and how to install it).

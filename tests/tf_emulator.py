@@ -304,6 +304,77 @@ def fill_moto_gaps(monkeypatch) -> list[str]:
     return filled
 
 
+def _deleter(kind: str):
+    """EC2 DeleteTrafficMirror<kind>, which moto 5.2 leaves unimplemented (an HTTP 500 the SDK retries for minutes)."""
+    def delete(self):
+        from moto.core.responses import ActionResult
+        self.error_on_dryrun()
+        key = f"TrafficMirror{kind}Id"
+        ident = self._get_param(key)
+        getattr(self.ec2_backend, f"traffic_mirror_{kind.lower()}s").pop(ident)
+        return ActionResult({key: ident})
+    return delete
+
+
+def fill_moto_delete_gaps(monkeypatch) -> list[str]:
+    """Stand-ins for deleting a traffic mirror target and filter (a destroy's last steps), where moto lacks them."""
+    from moto.ec2.responses.traffic_mirrors import TrafficMirrors
+    filled = []
+    for kind in ("Target", "Filter"):
+        name = f"delete_traffic_mirror_{kind.lower()}"
+        if getattr(TrafficMirrors, name, None) is None:
+            monkeypatch.setattr(TrafficMirrors, name, _deleter(kind), raising=False)
+            filled.append(f"EC2 DeleteTrafficMirror{kind}")
+    return filled
+
+
+def _start_instance_refresh(self):
+    """Auto Scaling StartInstanceRefresh (moto 5.2 lacks it; the provider calls it when a fleet's launch template
+    changes, and retries the HTTP 500 for ever): a refresh that is done at once."""
+    from moto.core.responses import ActionResult
+    import uuid
+    refresh = str(uuid.uuid4())
+    type(self)._mirrorcap_refreshes[refresh] = self._get_param("AutoScalingGroupName")
+    return ActionResult({"InstanceRefreshId": refresh})
+
+
+def _describe_instance_refreshes(self):
+    from moto.core.responses import ActionResult
+    group = self._get_param("AutoScalingGroupName")
+    done = [{"InstanceRefreshId": r, "AutoScalingGroupName": g, "Status": "Successful", "PercentageComplete": 100}
+            for r, g in getattr(type(self), "_mirrorcap_refreshes", {}).items() if g == group]
+    return ActionResult({"InstanceRefreshes": done})
+
+
+def fill_moto_refresh_gap(monkeypatch) -> list[str]:
+    """Stand-ins for an Auto Scaling instance refresh, where moto lacks it."""
+    from moto.autoscaling.responses import AutoScalingResponse
+    if getattr(AutoScalingResponse, "start_instance_refresh", None) is not None:
+        return []
+    monkeypatch.setattr(AutoScalingResponse, "start_instance_refresh", _start_instance_refresh, raising=False)
+    monkeypatch.setattr(AutoScalingResponse, "describe_instance_refreshes", _describe_instance_refreshes, raising=False)
+    monkeypatch.setattr(AutoScalingResponse, "_mirrorcap_refreshes", {}, raising=False)
+    return ["Auto Scaling StartInstanceRefresh, DescribeInstanceRefreshes"]
+
+
+def fill_moto_tag_gaps(monkeypatch) -> list[str]:
+    """moto 5.2 names traffic mirror filters and targets traf-mir-fil-/traf-mir-tar-, then reads the part before the
+    first dash as the kind when tagging one (CreateTags, DeleteTags: InvalidID): the kind read from the whole prefix."""
+    import moto.ec2.models as models
+    import moto.ec2.models.tags as tags
+    import moto.ec2.utils as utils
+    original = utils.get_prefix
+    ours = tuple(utils.EC2_RESOURCE_TO_PREFIX[k] + "-" for k in ("traffic-mirror-filter", "traffic-mirror-target"))
+    if original("traf-mir-fil-0") is not None:
+        return []
+
+    def get_prefix(resource_id: str) -> str:
+        return resource_id[:12] if resource_id.startswith(ours) else original(resource_id)
+    for module in (utils, models, tags):
+        monkeypatch.setattr(module, "get_prefix", get_prefix)
+    return ["EC2 tags on traffic mirror filters and targets"]
+
+
 @contextmanager
 def emulator():
     """moto in server mode on 127.0.0.1 (moto[server], a dev dependency), with the

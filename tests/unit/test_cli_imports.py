@@ -36,7 +36,7 @@ def test_importing_the_cli_loads_nothing_heavy():
 
 def test_every_verb_is_on_the_one_app():
     assert loaded()["commands"] == sorted(["validate", "sessions", "render", "capacity", "check", "window", "find", "index", "preflight",
-                                            "state-bucket", "bake", "review"])
+                                            "state-bucket", "ci-roles", "bake", "review"])
 
 
 def test_the_probe_sees_a_heavy_import_when_there_is_one():

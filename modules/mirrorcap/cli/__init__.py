@@ -15,7 +15,7 @@ import sys
 
 import typer
 
-from . import bake, capacity, check, find, index, preflight, render, review, sessions, state_bucket, validate, window
+from . import bake, capacity, check, ci_roles, find, index, preflight, render, review, sessions, state_bucket, validate, window
 from .common import CONTEXT, EXIT_CODES_HELP
 
 # A reader that goes away (`mirrorcap sessions | head -1`) ends the command as SIGPIPE ends
@@ -60,5 +60,6 @@ for command in (validate.validate, sessions.sessions, render.render, capacity.ca
 # make's steps around cdktn and Packer (make diff|deploy|destroy|output|state-bucket, make bake)
 app.command(epilog=EXIT_CODES_HELP)(preflight.preflight)
 app.command("state-bucket", epilog=EXIT_CODES_HELP)(state_bucket.state_bucket)
+app.command("ci-roles", epilog=EXIT_CODES_HELP)(ci_roles.ci_roles)
 app.add_typer(bake.bake_app, name="bake")
 app.add_typer(review.review_app, name="review")  # the pull-request workflow's own steps (workflows/github/)

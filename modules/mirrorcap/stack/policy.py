@@ -24,7 +24,8 @@ def policy_document(stack: TerraformStack, name: str, doc: dict) -> str:
     """The document's JSON, as a reference to the data source `name`."""
     DataAwsIamPolicyDocument(stack, name, version=doc["Version"], statement=[
         DataAwsIamPolicyDocumentStatement(
-            sid=s["Sid"], effect=s["Effect"], actions=_as_list(s["Action"]), resources=_as_list(s["Resource"]),
+            sid=s["Sid"], effect=s["Effect"], actions=_as_list(s["Action"]),
+            resources=_as_list(s["Resource"]) if "Resource" in s else None,  # a trust policy has none
             principals=[DataAwsIamPolicyDocumentStatementPrincipals(type=kind, identifiers=_as_list(who))
                         for kind, who in s.get("Principal", {}).items()] or None,
             condition=[DataAwsIamPolicyDocumentStatementCondition(test=test, variable=key, values=_as_list(value))
