@@ -14,6 +14,7 @@ import pytest
 
 # Handed out first, in this order: the files that wait longest (minutes of outage, retries, many boots).
 LONG_FIRST = (
+    "tests/synth/test_ci_roles.py",  # plan, apply, refresh, change and destroy of two stacks in moto (8-10 minutes)
     "tests/host/test_host_waits.py",  # one boot waiting more than 320 s
     "tests/host/test_archive_boot.py",  # an outage, then a retry after the uploader's back-off; a fleet of two
     "tests/host/test_host_faults.py",
