@@ -19,6 +19,13 @@ unit=mirrorcap-capture@$vni.service
 HISTORY=/run/mirrorcap/capture-backoff.$vni  # mirrorcap-health counts these starts as restarts
 DELAYS=(2 4 8 16 32 60)
 
+# OnFailure= also fires when the unit never ran (storage or decap failed: "Dependency failed"); those
+# units have their own waits and remedies, and starting capture again would only start them again.
+if [ "$(systemctl show -p Result --value "$unit")" != exit-code ] ||
+   [ "$(systemctl show -p ExecMainStatus --value "$unit")" != 226 ] ||
+   ! systemctl is-active --quiet mirrorcap-storage.service || ! systemctl is-active --quiet mirrorcap-decap.service; then
+  exit 0
+fi
 install -d -m 0755 /run/mirrorcap
 now=$(date +%s)
 recent=0
