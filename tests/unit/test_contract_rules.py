@@ -13,7 +13,7 @@ from mirrorcap import aws_limits, backlog, contract
 from mirrorcap.errors import MirrorcapError
 from mirrorcap.host import render
 from mirrorcap.numbering import lockfile
-from mirrorcap.workflow import review
+from mirrorcap.workflow.sessions import lock_path, parse_lock
 
 
 def test_a_session_description_reads_back_to_its_label():
@@ -73,12 +73,12 @@ def test_review_reads_the_lock_as_numbering_does(tmp_path):
     path = tmp_path / "capture.lock.json"
     path.write_text(text)
     assert lockfile.read(path) == numbers
-    assert review.parse_lock(text, "capture.lock.json") == {"prod": {"eni-1": 3, "i-2": 5}, "stage": {"eni-9": 1}}
+    assert parse_lock(text, "capture.lock.json") == {"prod": {"eni-1": 3, "i-2": 5}, "stage": {"eni-9": 1}}
     out_of_range = json.dumps({"version": 1, "captures": {"prod": {"eni-1": 0}}})
-    for read in (lambda: review.parse_lock(out_of_range, "lock.json"), lambda: lockfile.parse(out_of_range, "lock.json")):
+    for read in (lambda: parse_lock(out_of_range, "lock.json"), lambda: lockfile.parse(out_of_range, "lock.json")):
         with pytest.raises(MirrorcapError, match=r"lock.json: captures.prod.eni-1: session number 0 is outside 1-32766"):
             read()
-    assert review.lock_path("./infra/mirror.hcl") == "infra/mirror.lock.json" == lockfile.path_for("infra/mirror.hcl").as_posix()
+    assert lock_path("./infra/mirror.hcl") == "infra/mirror.lock.json" == lockfile.path_for("infra/mirror.hcl").as_posix()
 
 
 def test_the_archive_back_off_is_the_host_scripts(monkeypatch):
