@@ -1223,19 +1223,28 @@ def partial(line):
 
 
 def main(argv):
-    """mirrorcap_index.py PCAP...: what the capture runs on each pcap tcpdump closed. A pcap that
+    """mirrorcap_index.py [--vni N] PCAP...: what the capture runs on each pcap tcpdump closed,
+    with the VNI it captures (without --vni: the VNI in the pcap's name, if any). A pcap that
     cannot be indexed gets NAME.pcap.idx-failed (why) instead, which health reports; it is still
     kept, archived and found by its time."""
-    if len(argv) < 2:
-        print("usage: mirrorcap_index.py PCAP... (writes PCAP%s beside each)" % SUFFIX, file=sys.stderr)
+    args, vni = argv[1:], None
+    if args[:1] == ["--vni"]:
+        given = args[1] if len(args) > 1 else ""
+        if not (given.isdigit() and mirrorcap_host.VNI_MIN <= int(given) <= mirrorcap_host.VNI_MAX):
+            print("mirrorcap_index.py: --vni %r: expected a VNI, %d-%d" % (given, mirrorcap_host.VNI_MIN, mirrorcap_host.VNI_MAX),
+                  file=sys.stderr)
+            return 2
+        vni, args = int(given), args[2:]
+    if not args:
+        print("usage: mirrorcap_index.py [--vni N] PCAP... (writes PCAP%s beside each)" % SUFFIX, file=sys.stderr)
         return 2
     np = _numpy()
     walk = "numpy %s walk" % np.__version__ if np is not None else "plain walk: numpy is not installed"
     failed = 0
-    for pcap in argv[1:]:
+    for pcap in args:
         marker = pcap + FAILED_SUFFIX
         try:
-            line, _rows = write(pcap)
+            line, _rows = write(pcap, vni=vni)
         except Exception as e:  # noqa: BLE001 - whatever a hostile or broken file does, it is reported, not fatal
             failed += 1
             why = "%s: %s" % (type(e).__name__, e)
@@ -1709,6 +1718,10 @@ ME=mirrorcap-${ME#mirrorcap-}
 # starts whatever part of the capture is not running.
 AGAIN="then: systemctl start mirrorcap.target"
 IMDS=http://169.254.169.254
+# A pcap's packet index beside it (NAME + INDEX_SUFFIX), or why it could not be written
+# (NAME + INDEX_FAILED_SUFFIX): mirrorcap_host's suffixes, spelled here for the shell scripts.
+INDEX_SUFFIX=.idx.json.gz
+INDEX_FAILED_SUFFIX=.idx-failed
 since=$(date +%s)
 
 say() { echo "$ME: $*"; }
@@ -2366,7 +2379,8 @@ class Indexer:
 
     RETRY = (30, 60, 120, 300, 600)  # seconds before indexing again a pcap whose index could not be written
 
-    def __init__(self):
+    def __init__(self, vni):
+        self.vni = vni  # what the index says its packets came in on (not read back from the name)
         self.queue, self.proc, self.current, self.retries = [], None, None, {}  # retries: path -> (due, attempts)
 
     def add(self, path, again=False):
@@ -2390,7 +2404,7 @@ class Indexer:
             if os.path.exists(path):
                 self.current = path
                 try:
-                    self.proc = subprocess.Popen([sys.executable, os.path.join(HOST_LIB, "mirrorcap_index.py"), path],
+                    self.proc = subprocess.Popen([sys.executable, os.path.join(HOST_LIB, "mirrorcap_index.py"), "--vni", str(self.vni), path],
                                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, preexec_fn=self.weaken,
                                                  env=self.ENV)
                 except OSError as e:
@@ -2443,7 +2457,7 @@ class Capture:
         self.failed_volume = None
         self.record = Record(host.capture_state_file(vni))
         self.tcpdump = self.truncation = self.samples = self.watched = None
-        self.indexer = Indexer()
+        self.indexer = Indexer(vni)
         self.stopping = self.reload_requested = False
         self.need_room = False
         self.young_deaths = 0
@@ -2864,7 +2878,7 @@ cat > '/usr/local/libexec/mirrorcap/retention.mirrorcap-new' <<'MIRRORCAP_USR_LO
 # free too little; retention then deletes none and says what fills the volume.
 # Logs every deletion. Runs as the capture user, who owns the directory: every
 # minute (its timer), and from a capture that found the volume full; one at a time.
-# A pcap's packet index (NAME.idx.json.gz, or NAME.idx-failed) goes with it.
+# A pcap's packet index (or the note that it failed) goes with it.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=mirrorcap-lib.sh
 . "$(dirname "$(readlink -f "$0")")/../../lib/mirrorcap/mirrorcap-lib.sh"
@@ -2878,6 +2892,8 @@ NOW=$(date +%s)
 RUN=/run/mirrorcap
 
 log() { say "$@"; }
+# delete NAME: a pcap and its index.
+delete() { rm -f -- "$DIR/$1" "$DIR/$1$INDEX_SUFFIX" "$DIR/$1$INDEX_FAILED_SUFFIX"; }
 # The names of VNI $1's pcaps (* = every VNI's): the capture's strftime pattern
 # with each %X as * (as mirrorcap_host.pcap_glob derives it for the Python scripts).
 pcap_glob() { local g=${PATTERN//"{vni}"/$1}; echo "${g//%?/*}"; }
@@ -2928,7 +2944,7 @@ for entry in "${files[@]}"; do
   read -r mtime bytes name <<<"$entry"
   mtime=${mtime%%.*}
   if ((mtime < cutoff)) && ! protected "$name"; then
-    rm -f -- "$DIR/$name" "$DIR/$name.idx.json.gz" "$DIR/$name.idx-failed"
+    delete "$name"
     log "deleted $name (older than $DAYS days)"
     deleted=$((deleted + 1))
   else
@@ -2953,15 +2969,17 @@ else
     read -r size avail < <(df -P -B1 "$DIR" | awk 'NR == 2 { print $2, $4 }')
     ((avail < floor)) || break
     protected "$name" && continue
-    rm -f -- "$DIR/$name" "$DIR/$name.idx.json.gz" "$DIR/$name.idx-failed"
+    delete "$name"
     log "deleted $name ($why)"
     deleted=$((deleted + 1))
   done
 fi
 # An index whose pcap is gone (written while its pcap was being deleted) goes too.
 shopt -s nullglob
-for idx in "$DIR"/*.idx.json.gz "$DIR"/*.idx-failed; do
-  [ -e "${idx%.idx*}" ] || rm -f -- "$idx"
+for suffix in "$INDEX_SUFFIX" "$INDEX_FAILED_SUFFIX"; do
+  for idx in "$DIR"/*"$suffix"; do
+    [ -e "${idx%"$suffix"}" ] || rm -f -- "$idx"
+  done
 done
 log "done: $deleted file(s) deleted, $(( ${#files[@]} - deleted )) kept"
 MIRRORCAP_USR_LOCAL_LIBEXEC_MIRRORCAP_RETENTION

@@ -327,7 +327,8 @@ class Indexer:
 
     RETRY = (30, 60, 120, 300, 600)  # seconds before indexing again a pcap whose index could not be written
 
-    def __init__(self):
+    def __init__(self, vni):
+        self.vni = vni  # what the index says its packets came in on (not read back from the name)
         self.queue, self.proc, self.current, self.retries = [], None, None, {}  # retries: path -> (due, attempts)
 
     def add(self, path, again=False):
@@ -351,7 +352,7 @@ class Indexer:
             if os.path.exists(path):
                 self.current = path
                 try:
-                    self.proc = subprocess.Popen([sys.executable, os.path.join(HOST_LIB, "mirrorcap_index.py"), path],
+                    self.proc = subprocess.Popen([sys.executable, os.path.join(HOST_LIB, "mirrorcap_index.py"), "--vni", str(self.vni), path],
                                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, preexec_fn=self.weaken,
                                                  env=self.ENV)
                 except OSError as e:
@@ -404,7 +405,7 @@ class Capture:
         self.failed_volume = None
         self.record = Record(host.capture_state_file(vni))
         self.tcpdump = self.truncation = self.samples = self.watched = None
-        self.indexer = Indexer()
+        self.indexer = Indexer(vni)
         self.stopping = self.reload_requested = False
         self.need_room = False
         self.young_deaths = 0

@@ -12,7 +12,7 @@
 # free too little; retention then deletes none and says what fills the volume.
 # Logs every deletion. Runs as the capture user, who owns the directory: every
 # minute (its timer), and from a capture that found the volume full; one at a time.
-# A pcap's packet index (NAME.idx.json.gz, or NAME.idx-failed) goes with it.
+# A pcap's packet index (or the note that it failed) goes with it.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=mirrorcap-lib.sh
 . "$(dirname "$(readlink -f "$0")")/../../lib/mirrorcap/mirrorcap-lib.sh"
@@ -26,6 +26,8 @@ NOW=$(date +%s)
 RUN=/run/mirrorcap
 
 log() { say "$@"; }
+# delete NAME: a pcap and its index.
+delete() { rm -f -- "$DIR/$1" "$DIR/$1$INDEX_SUFFIX" "$DIR/$1$INDEX_FAILED_SUFFIX"; }
 # The names of VNI $1's pcaps (* = every VNI's): the capture's strftime pattern
 # with each %X as * (as mirrorcap_host.pcap_glob derives it for the Python scripts).
 pcap_glob() { local g=${PATTERN//"{vni}"/$1}; echo "${g//%?/*}"; }
@@ -76,7 +78,7 @@ for entry in "${files[@]}"; do
   read -r mtime bytes name <<<"$entry"
   mtime=${mtime%%.*}
   if ((mtime < cutoff)) && ! protected "$name"; then
-    rm -f -- "$DIR/$name" "$DIR/$name.idx.json.gz" "$DIR/$name.idx-failed"
+    delete "$name"
     log "deleted $name (older than $DAYS days)"
     deleted=$((deleted + 1))
   else
@@ -101,14 +103,16 @@ else
     read -r size avail < <(df -P -B1 "$DIR" | awk 'NR == 2 { print $2, $4 }')
     ((avail < floor)) || break
     protected "$name" && continue
-    rm -f -- "$DIR/$name" "$DIR/$name.idx.json.gz" "$DIR/$name.idx-failed"
+    delete "$name"
     log "deleted $name ($why)"
     deleted=$((deleted + 1))
   done
 fi
 # An index whose pcap is gone (written while its pcap was being deleted) goes too.
 shopt -s nullglob
-for idx in "$DIR"/*.idx.json.gz "$DIR"/*.idx-failed; do
-  [ -e "${idx%.idx*}" ] || rm -f -- "$idx"
+for suffix in "$INDEX_SUFFIX" "$INDEX_FAILED_SUFFIX"; do
+  for idx in "$DIR"/*"$suffix"; do
+    [ -e "${idx%"$suffix"}" ] || rm -f -- "$idx"
+  done
 done
 log "done: $deleted file(s) deleted, $(( ${#files[@]} - deleted )) kept"

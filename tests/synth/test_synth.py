@@ -19,7 +19,8 @@ from synthesized import ODD, prepare
 from mirrorcap import aws_limits as L
 from mirrorcap.errors import MirrorcapError
 from mirrorcap.inventory import load
-from mirrorcap.host.render import check_user_data_size, user_data
+from mirrorcap.host.render import user_data
+from mirrorcap.host.render import user_data_template as user_data_tf
 from tf_emulator import find_aws_mirror
 
 def resources(doc: dict, kind: str) -> dict:
@@ -158,10 +159,10 @@ def test_the_user_data_only_sets_the_instance_and_boots_the_baked_image(example,
 
 def test_user_data_over_the_ec2_limit_is_refused(monkeypatch):
     inventory = load(EXAMPLE)
-    check_user_data_size(inventory, inventory.capture("prod"))  # fits today
+    user_data_tf(inventory, inventory.capture("prod"))  # fits today
     monkeypatch.setattr(L, "USER_DATA_MAX_BYTES", 256)
     with pytest.raises(MirrorcapError) as e:
-        check_user_data_size(inventory, inventory.capture("prod"))
+        user_data_tf(inventory, inventory.capture("prod"))
     assert 'capture "prod" > ami' in str(e.value) and "over EC2's 256-byte limit" in str(e.value)
 
 

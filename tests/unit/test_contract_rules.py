@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
 
 import pytest
 
@@ -13,7 +14,7 @@ from mirrorcap import aws_limits, backlog, contract
 from mirrorcap.errors import MirrorcapError
 from mirrorcap.host import render
 from mirrorcap.numbering import lockfile
-from mirrorcap.workflow import review
+from mirrorcap.workflow.sessions import lock_path, parse_lock
 
 
 def test_a_session_description_reads_back_to_its_label():
@@ -27,6 +28,20 @@ def test_the_vni_range_and_the_index_suffix_have_one_owner_a_side_and_the_two_ag
     import mirrorcap_host
     assert (mirrorcap_host.VNI_MIN, mirrorcap_host.VNI_MAX) == (aws_limits.VNI_MIN, aws_limits.VNI_MAX) == (1, (1 << 24) - 1)
     assert mirrorcap_host.INDEX_SUFFIX == contract.INDEX_SUFFIX
+
+
+def test_the_shell_scripts_index_suffixes_have_one_owner_and_agree_with_the_hosts_python():
+    """mirrorcap-lib.sh spells them, as bash reads them; no other shell script does."""
+    import mirrorcap_host
+    host = ROOT / "scripts" / "host"
+    got = subprocess.run(["bash", "-c", 'eval "$(grep -E \'^INDEX_(FAILED_)?SUFFIX=\' "$1")"; '
+                          'printf "%s\\n" "$INDEX_SUFFIX" "$INDEX_FAILED_SUFFIX"', "-", str(host / "mirrorcap-lib.sh")],
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    assert got == [contract.INDEX_SUFFIX, mirrorcap_host.INDEX_FAILED_SUFFIX] == [".idx.json.gz", ".idx-failed"]
+    for script in sorted(host.glob("*.sh")):
+        code = [line for line in script.read_text().splitlines() if not line.lstrip().startswith("#")]
+        spelled = [line for line in code if ".idx" in line]
+        assert spelled == ([f"INDEX_SUFFIX={got[0]}", f"INDEX_FAILED_SUFFIX={got[1]}"] if script.name == "mirrorcap-lib.sh" else []), script.name
 
 
 def test_every_check_of_a_vni_takes_exactly_the_range(monkeypatch):
@@ -73,12 +88,12 @@ def test_review_reads_the_lock_as_numbering_does(tmp_path):
     path = tmp_path / "capture.lock.json"
     path.write_text(text)
     assert lockfile.read(path) == numbers
-    assert review.parse_lock(text, "capture.lock.json") == {"prod": {"eni-1": 3, "i-2": 5}, "stage": {"eni-9": 1}}
+    assert parse_lock(text, "capture.lock.json") == {"prod": {"eni-1": 3, "i-2": 5}, "stage": {"eni-9": 1}}
     out_of_range = json.dumps({"version": 1, "captures": {"prod": {"eni-1": 0}}})
-    for read in (lambda: review.parse_lock(out_of_range, "lock.json"), lambda: lockfile.parse(out_of_range, "lock.json")):
+    for read in (lambda: parse_lock(out_of_range, "lock.json"), lambda: lockfile.parse(out_of_range, "lock.json")):
         with pytest.raises(MirrorcapError, match=r"lock.json: captures.prod.eni-1: session number 0 is outside 1-32766"):
             read()
-    assert review.lock_path("./infra/mirror.hcl") == "infra/mirror.lock.json" == lockfile.path_for("infra/mirror.hcl").as_posix()
+    assert lock_path("./infra/mirror.hcl") == "infra/mirror.lock.json" == lockfile.path_for("infra/mirror.hcl").as_posix()
 
 
 def test_the_archive_back_off_is_the_host_scripts(monkeypatch):

@@ -16,7 +16,7 @@ import pytest
 
 from helpers import EXAMPLE, ROOT, eni, minimal
 from mirrorcap import aws_limits, contract
-from mirrorcap.host import render
+from mirrorcap.host import manifest, render
 from mirrorcap.inventory import load
 
 HOST = ROOT / "scripts" / "host"
@@ -79,7 +79,7 @@ def test_python_is_39_and_pyflakes_clean():
 
 def test_the_rendered_tree_installs_the_plain_files_as_they_are():
     (capture,) = load(EXAMPLE).captures
-    sources = {dest: src for src, dest, _ in render.HOST_FILES}
+    sources = {dest: src for src, dest, _ in manifest.HOST_FILES}
     for f in render.host_files(capture):
         if not sources[f.path].endswith(".j2"):
             assert f.content == (HOST / sources[f.path]).read_text() == (RENDERED / "files" / f.path.lstrip("/")).read_text()
@@ -103,7 +103,7 @@ def test_units_name_the_installed_scripts_and_the_capture_identity():
     """What systemd cannot read from the env file: ExecStart= paths are the host layout, User=/Group= rendered."""
     (capture,) = load(EXAMPLE).captures
     files = {f.path: f for f in render.host_files(capture)}
-    units = [f for f in files.values() if f.path.startswith(render.UNITS + "/") and f.path.endswith(".service")]
+    units = [f for f in files.values() if f.path.startswith(manifest.UNITS + "/") and f.path.endswith(".service")]
     assert len(units) == 8
     for unit in units:
         for exe in re.findall(r"^ExecStart=(\S+)", unit.content, re.M):

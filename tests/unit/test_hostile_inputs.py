@@ -15,7 +15,10 @@ from helpers import EXAMPLE, ROOT, minimal, write
 from mirrorcap.capacity import fleet_estimate
 from mirrorcap.cli import app
 from mirrorcap.inventory import load
-from mirrorcap.workflow import review as R
+from mirrorcap.workflow.comment import comment
+from mirrorcap.workflow.drift import drift_summary
+from mirrorcap.workflow.plan import parse_plan, summarize_plan
+from mirrorcap.workflow.sessions import SESSION_TYPE, SessionChange, parse_lock, session_sentences
 
 RECORDED = ROOT / "tests" / "fixtures" / "review"
 EXAMPLE_ENI = "eni-0000000000000001a"
@@ -92,10 +95,10 @@ def test_review_refuses_repeated_keys_and_deep_json(tmp_path):
     for text, words in (('{"format_version": "1.2", "format_version": "1.1", "resource_changes": []}', "given twice"),
                         ('{"format_version": "1", "resource_changes": ' + "[" * 100000 + "]" * 100000 + "}", "not JSON")):
         with pytest.raises(Exception) as e:
-            R.parse_plan(text, "plan.json")
+            parse_plan(text, "plan.json")
         assert words in str(e.value) and "fix:" in str(e.value)
     with pytest.raises(Exception, match="given twice"):
-        R.parse_lock('{"version": 1, "captures": {"prod": {"eni-1": 1, "eni-1": 2}}}', "lock.json")
+        parse_lock('{"version": 1, "captures": {"prod": {"eni-1": 1, "eni-1": 2}}}', "lock.json")
 
 
 # --- review: text from descriptions reaches the pull request inert ------------------------------------
@@ -104,18 +107,18 @@ HOSTILE = "web\u202egpj.exe \x1b[31mred\x1b[0m see https://evil.example/login or
 
 
 def test_the_comment_shows_unseen_characters_and_links_nothing():
-    plan = R.summarize_plan({**PLAN, "resource_changes": [
-        {"address": f'aws_ec2_traffic_mirror_session.source["eni-1\u202e"]', "mode": "managed", "type": R.SESSION_TYPE,
+    plan = summarize_plan({**PLAN, "resource_changes": [
+        {"address": f'aws_ec2_traffic_mirror_session.source["eni-1\u202e"]', "mode": "managed", "type": SESSION_TYPE,
          "index": "eni-1", "change": {"actions": ["create"], "before": None, "after": {"description": f"mirrorcap prod: {HOSTILE}"}}}]})
-    sentences = R.session_sentences("prod", [R.SessionChange("eni-1", "new", None, 1)], plan)
-    body = R.comment("prod", plan=plan, plan_text=f"  + description = \"{HOSTILE}\"\n", sessions=sentences, lock_name="capture.lock.json")
+    sentences = session_sentences("prod", [SessionChange("eni-1", "new", None, 1)], plan)
+    body = comment("prod", plan=plan, plan_text=f"  + description = \"{HOSTILE}\"\n", sessions=sentences, lock_name="capture.lock.json")
     assert "\u202e" not in body and "\x1b" not in body  # neither in the sentence, the table nor the folded plan
     assert body.count("U+202E") == 3 and body.count("U+001B") == 4  # each shown where it was (sentence: once, plan: once, address)
     rendered, folded = body.split("<summary>Full plan</summary>")
     assert "https://" not in rendered and "www.evil" not in rendered  # GitHub would link them (not inside the plan's code fence)
     assert "https:\u2060//evil.example/login" in rendered and "www\u2060.evil.example" in rendered  # the text still reads the same
     assert folded.count("```") == 2  # the plan stays fenced
-    drift = R.drift_summary({"drift": True, "findings": [{"capture": "prod", "kind": "x", "subject": "s", "detail": HOSTILE, "fix": "f"}]})
+    drift = drift_summary({"drift": True, "findings": [{"capture": "prod", "kind": "x", "subject": "s", "detail": HOSTILE, "fix": "f"}]})
     assert "\u202e" not in drift and "\x1b" not in drift and "https://" not in drift
 
 

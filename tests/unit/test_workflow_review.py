@@ -20,7 +20,12 @@ from typer.testing import CliRunner
 
 from helpers import FIXTURES
 from mirrorcap.errors import MirrorcapError
-from mirrorcap.workflow import review as R
+from mirrorcap.workflow.applied import StackResult, apply_report
+from mirrorcap.workflow.comment import BUDGET, COMMENT_LIMIT, comment, removed_comment, unaffected_comment
+from mirrorcap.workflow.drift import drift_summary
+from mirrorcap.workflow.plan import PlanSummary, parse_plan, summarize_plan
+from mirrorcap.workflow.sessions import SESSION_TYPE, SessionChange, lock_path, parse_lock, session_changes, session_sentences
+from mirrorcap.workflow.stacks import select_stacks
 from mirrorcap.workflow import reviewed
 from mirrorcap.cli import app
 
@@ -33,11 +38,11 @@ def run(*args: str, input: str | None = None):
 
 
 def recorded_plan() -> dict:
-    return R.parse_plan((RECORDED / "plan.json").read_text(), "plan.json")
+    return parse_plan((RECORDED / "plan.json").read_text(), "plan.json")
 
 
 def recorded_lock(name: str) -> dict:
-    return R.parse_lock((RECORDED / name).read_text(), name)
+    return parse_lock((RECORDED / name).read_text(), name)
 
 
 # ---------------------------------------------------------------------------
@@ -45,7 +50,7 @@ def recorded_lock(name: str) -> dict:
 
 
 def test_recorded_plan_is_summarized_as_terraform_summarizes_it():
-    summary = R.summarize_plan(recorded_plan())
+    summary = summarize_plan(recorded_plan())
     terraforms_line = re.search(r"^Plan: .*$", (RECORDED / "plan.txt").read_text(), re.M).group(0)
     assert summary.line() == terraforms_line == "Plan: 1 to add, 0 to change, 0 to destroy."
     assert [(c.action, c.address) for c in summary.changes] == \
@@ -54,22 +59,22 @@ def test_recorded_plan_is_summarized_as_terraform_summarizes_it():
 
 def test_the_lock_diff_says_exactly_one_new_session_with_its_number():
     before, after = recorded_lock("lock-before.json")["prod"], recorded_lock("lock-after.json")["prod"]
-    changes = R.session_changes(before, after)
-    assert changes == [R.SessionChange(NEW, "new", None, after[NEW])]
-    assert R.session_sentences("prod", changes, R.summarize_plan(recorded_plan())) == [f"`{NEW}` web-3: new session {after[NEW]}"]
+    changes = session_changes(before, after)
+    assert changes == [SessionChange(NEW, "new", None, after[NEW])]
+    assert session_sentences("prod", changes, summarize_plan(recorded_plan())) == [f"`{NEW}` web-3: new session {after[NEW]}"]
 
 
 def test_a_lock_change_the_plan_does_not_make_is_called_out():
-    plan = R.summarize_plan(recorded_plan())
+    plan = summarize_plan(recorded_plan())
     other = "eni-0000000000000000a"
-    lines = R.session_sentences("prod", [R.SessionChange(other, "new", None, 2), R.SessionChange(NEW, "removed", 1, None)], plan)
+    lines = session_sentences("prod", [SessionChange(other, "new", None, 2), SessionChange(NEW, "removed", 1, None)], plan)
     assert lines == [f"`{other}`: new session 2 **but the plan leaves it unchanged**: the lock and the stack disagree",
                      f"`{NEW}` web-3: session 1 removed **but the plan does `create` it**: the lock and the stack disagree"]
 
 
 def test_a_session_the_plan_changes_without_a_lock_change_is_named():
-    plan = R.summarize_plan(recorded_plan())
-    assert R.session_sentences("prod", [], plan) == \
+    plan = summarize_plan(recorded_plan())
+    assert session_sentences("prod", [], plan) == \
         [f"`{NEW}` web-3: session 1 created with no lock change (missing from the account or the state)"]
 
 
@@ -83,29 +88,29 @@ def test_counts_follow_terraform_replace_update_delete_import_and_data_reads():
         rc("aws_x.replaced", ["delete", "create"]), rc("aws_x.updated", ["update"]), rc("aws_x.gone", ["delete"]),
         rc("aws_x.new", ["create"]), rc("aws_x.kept", ["no-op"]), rc("data.aws_x.read", ["read"], mode="data"),
         rc("aws_x.imported", ["no-op"], importing=True),
-        rc('aws_ec2_traffic_mirror_session.source["eni-1"]', ["update"], type_=R.SESSION_TYPE, index="eni-1",
+        rc('aws_ec2_traffic_mirror_session.source["eni-1"]', ["update"], type_=SESSION_TYPE, index="eni-1",
            before={"session_number": 1, "virtual_network_id": 1, "description": "mirrorcap prod: db"},
            after={"session_number": 1, "virtual_network_id": 7, "description": "mirrorcap prod: db"}),
     ]}
-    s = R.summarize_plan(plan)
+    s = summarize_plan(plan)
     assert (s.add, s.change, s.destroy, s.imports) == (2, 2, 2, 1)
     assert s.line() == "Plan: 1 to import, 2 to add, 2 to change, 2 to destroy."
     assert [c.action for c in s.changes] == ["replace", "update", "delete", "create", "import", "update"]
-    assert R.session_sentences("prod", [], s) == ["`eni-1` db: session 1 updated: virtual\\_network\\_id 1 → 7"]
-    assert R.summarize_plan({"format_version": "1.2", "planned_values": {}}).line() == "No changes."
+    assert session_sentences("prod", [], s) == ["`eni-1` db: session 1 updated: virtual\\_network\\_id 1 → 7"]
+    assert summarize_plan({"format_version": "1.2", "planned_values": {}}).line() == "No changes."
 
 
 def test_state_json_and_garbage_are_refused_naming_the_file_and_the_fix():
     with pytest.raises(MirrorcapError) as e:
-        R.parse_plan(json.dumps({"format_version": "1.0", "values": {}}), "state.json")
+        parse_plan(json.dumps({"format_version": "1.0", "values": {}}), "state.json")
     assert "state.json: resource_changes" in str(e.value) and "fix: pass `terraform show -json" in str(e.value)
     with pytest.raises(MirrorcapError, match="plan.json: not JSON"):
-        R.parse_plan("Error: no plan", "plan.json")
+        parse_plan("Error: no plan", "plan.json")
     with pytest.raises(MirrorcapError, match=r"old.lock.json: version: expected a version 1"):
-        R.parse_lock('{"version": 2, "captures": {}}', "old.lock.json")
+        parse_lock('{"version": 2, "captures": {}}', "old.lock.json")
     with pytest.raises(MirrorcapError, match=r"x.json: captures.prod.eni-1: True is not a session number"):
-        R.parse_lock('{"version": 1, "captures": {"prod": {"eni-1": true}}}', "x.json")
-    assert R.parse_lock("", "absent") == {}  # no lock at the base: every session is new
+        parse_lock('{"version": 1, "captures": {"prod": {"eni-1": true}}}', "x.json")
+    assert parse_lock("", "absent") == {}  # no lock at the base: every session is new
 
 
 # ---------------------------------------------------------------------------
@@ -136,8 +141,8 @@ def test_a_huge_plan_is_cut_below_githubs_limit_keeping_head_tail_and_a_closed_f
     lines = [f'  # aws_ec2_traffic_mirror_session.source["eni-{n:017x}"] will be created ``` not a fence' for n in range(6000)]
     text = "\n".join(["Terraform will perform the following actions:", *lines, "Plan: 6000 to add, 0 to change, 0 to destroy."])
     sessions = [f"`eni-{n:017x}`: new session 1" for n in range(1500)]
-    body = R.comment("big", plan=R.PlanSummary((), add=6000), plan_text=text, sessions=sessions, lock_name="capture.lock.json")
-    assert len(text) > R.COMMENT_LIMIT and len(body) <= R.BUDGET < R.COMMENT_LIMIT
+    body = comment("big", plan=PlanSummary((), add=6000), plan_text=text, sessions=sessions, lock_name="capture.lock.json")
+    assert len(text) > COMMENT_LIMIT and len(body) <= BUDGET < COMMENT_LIMIT
     assert "Terraform will perform the following actions:" in body and "Plan: 6000 to add, 0 to change, 0 to destroy." in body
     assert re.search(r"… \d+ line\(s\) not shown \([\d,]+ characters in all\)", body)
     assert "- … and 1400 more sessions (see the full plan)" in body
@@ -147,38 +152,38 @@ def test_a_huge_plan_is_cut_below_githubs_limit_keeping_head_tail_and_a_closed_f
 
 def test_the_longest_descriptions_on_a_thousand_sessions_still_fit():
     worst = "mirrorcap big: " + "&<>@`" * 51  # 255 characters, each escaped to several
-    changes = [{"address": f'aws_ec2_traffic_mirror_session.source["eni-{n:017x}"]', "mode": "managed", "type": R.SESSION_TYPE,
+    changes = [{"address": f'aws_ec2_traffic_mirror_session.source["eni-{n:017x}"]', "mode": "managed", "type": SESSION_TYPE,
                 "index": f"eni-{n:017x}", "change": {"actions": ["create"], "before": None,
                                                      "after": {"description": worst, "session_number": 1}}} for n in range(1000)]
-    plan = R.summarize_plan({"format_version": "1.2", "planned_values": {}, "resource_changes": changes})
-    lock = [R.SessionChange(f"eni-{n:017x}", "new", None, 1) for n in range(1000)]
-    sentences = R.session_sentences("big", lock, plan)
+    plan = summarize_plan({"format_version": "1.2", "planned_values": {}, "resource_changes": changes})
+    lock = [SessionChange(f"eni-{n:017x}", "new", None, 1) for n in range(1000)]
+    sentences = session_sentences("big", lock, plan)
     assert all(len(s) < 600 for s in sentences) and sentences[0].endswith("…: new session 1")
-    body = R.comment("big", plan=plan, plan_text="x" * 200_000, sessions=sentences, lock_name="capture.lock.json")
-    assert len(body) <= R.BUDGET
+    body = comment("big", plan=plan, plan_text="x" * 200_000, sessions=sentences, lock_name="capture.lock.json")
+    assert len(body) <= BUDGET
     assert re.search(r"- … and \d+ more sessions \(see the full plan\)", body)
     assert re.search(r"\| \| \| … and \d+ more \(see the full plan\) \|", body)
 
 
 def test_a_failed_plan_posts_terraforms_output():
-    body = R.comment("prod", plan=None, plan_text="Error: No valid credential sources found", sessions=[], lock_name="capture.lock.json")
+    body = comment("prod", plan=None, plan_text="Error: No valid credential sources found", sessions=[], lock_name="capture.lock.json")
     assert "**The plan failed**" in body and "<summary>Terraform output</summary>" in body and "No valid credential" in body
     assert "Mirror sessions: no session number changes in `capture.lock.json`." in body
 
 
 def test_inventory_text_reaches_the_comment_inert():
-    plan = R.summarize_plan({"format_version": "1.2", "planned_values": {}, "resource_changes": [
-        {"address": 'aws_ec2_traffic_mirror_session.source["eni-1"]', "mode": "managed", "type": R.SESSION_TYPE,
+    plan = summarize_plan({"format_version": "1.2", "planned_values": {}, "resource_changes": [
+        {"address": 'aws_ec2_traffic_mirror_session.source["eni-1"]', "mode": "managed", "type": SESSION_TYPE,
          "index": "eni-1", "change": {"actions": ["create"], "before": None,
                                       "after": {"description": "mirrorcap prod: <img src=x> @ops-team `x` [l](u) | *b*"}}}]})
-    (line,) = R.session_sentences("prod", [R.SessionChange("eni-1", "new", None, 1)], plan)
+    (line,) = session_sentences("prod", [SessionChange("eni-1", "new", None, 1)], plan)
     assert "<img" not in line and "&lt;img src=x&gt;" in line and "@\u200bops-team" in line
     assert "\\`x\\`" in line and "\\[l\\](u)" in line and "\\|" in line and "\\*b\\*" in line
 
 
 def test_the_marker_is_the_first_line_of_every_kind_of_comment():
-    for body in (R.comment("a-1", plan=None, plan_text="", sessions=[], lock_name="l"),
-                 R.unaffected_comment("a-1", "abc"), R.removed_comment("a-1", "capture.hcl")):
+    for body in (comment("a-1", plan=None, plan_text="", sessions=[], lock_name="l"),
+                 unaffected_comment("a-1", "abc"), removed_comment("a-1", "capture.hcl")):
         assert body.splitlines()[0] == "<!-- mirrorcap-review:a-1 -->"
     assert "no longer changes stack `a-1` as of abc" in run("comment", "--stack", "a-1", "--unaffected", "--commit", "abc").output
     assert "`make destroy STACK=a-1`" in run("comment", "--stack", "a-1", "--removed").output
@@ -211,7 +216,7 @@ capture "stage" {
 
 def select(changed, **kw):
     kw.setdefault("inventory_before", TWO)
-    return R.select_stacks(changed, ["prod", "stage"], **kw)
+    return select_stacks(changed, ["prod", "stage"], **kw)
 
 
 def test_an_inventory_change_plans_only_the_captures_whose_block_changed():
@@ -220,7 +225,7 @@ def test_an_inventory_change_plans_only_the_captures_whose_block_changed():
     reformatted = TWO.replace("# two captures", "# comments and layout\n\n").replace('region = "eu-west-1"', 'region    =    "eu-west-1"')
     assert select(["capture.hcl"], inventory_after=reformatted).stacks == {}
     added = TWO + 'capture "qa" {\n  region = "us-east-1"\n}\n'
-    assert R.select_stacks(["capture.hcl"], ["prod", "stage", "qa"], inventory_before=TWO, inventory_after=added).stacks == \
+    assert select_stacks(["capture.hcl"], ["prod", "stage", "qa"], inventory_before=TWO, inventory_after=added).stacks == \
         {"qa": ['capture.hcl: capture "qa" added']}
 
 
@@ -233,7 +238,7 @@ def test_a_change_outside_the_capture_blocks_or_without_a_base_plans_every_stack
 
 def test_a_removed_capture_is_not_planned_but_reported_with_what_to_do():
     after = TWO[:TWO.index('capture "stage"')]
-    s = R.select_stacks(["capture.hcl"], ["prod"], inventory_before=TWO, inventory_after=after)
+    s = select_stacks(["capture.hcl"], ["prod"], inventory_before=TWO, inventory_after=after)
     assert s.stacks == {} and list(s.removed) == ["stage"] and "`make destroy STACK=stage`" in s.removed["stage"]
 
 
@@ -260,10 +265,10 @@ def test_which_paths_plan_which_stacks(path, expected):
 
 
 def test_inventory_elsewhere_and_its_lock_are_followed():
-    s = R.select_stacks(["infra/mirror.lock.json"], ["prod"], inventory="infra/mirror.hcl",
+    s = select_stacks(["infra/mirror.lock.json"], ["prod"], inventory="infra/mirror.hcl",
                         lock_before={"prod": {"eni-1": 1}}, lock_after={"prod": {"eni-1": 2}})
     assert s.stacks == {"prod": ['infra/mirror.lock.json: session numbers of "prod" changed']}
-    assert R.lock_path("./infra/mirror.hcl") == "infra/mirror.lock.json"
+    assert lock_path("./infra/mirror.hcl") == "infra/mirror.lock.json"
 
 
 def synthesized_tree(root: Path, backends: dict[str, dict | None]) -> None:
@@ -317,18 +322,18 @@ def test_drift_summary_for_drift_no_drift_and_could_not_check(tmp_path):
     drift = {"drift": True, "fixed": {}, "findings": [
         {"capture": "prod", "kind": "missing-session", "subject": "eni-1", "detail": "no session | gone", "fix": "make deploy STACK=prod",
          "fixable": False}]}
-    md = R.drift_summary(drift)
+    md = drift_summary(drift)
     assert md.startswith("## mirrorcap check: drift in 1 capture(s)")
     assert "| prod | missing-session | eni-1 | no session &#124; gone | make deploy STACK=prod |" in md
-    assert R.drift_summary({"drift": False, "findings": [], "fixed": {}}).startswith("## mirrorcap check: no drift")
+    assert drift_summary({"drift": False, "findings": [], "fixed": {}}).startswith("## mirrorcap check: no drift")
     failed = {"drift": None, "findings": [], "fixed": {}, "error": [
         {"file": "AWS", "field": "credentials", "message": "Unable to locate credentials", "fix": "configure AWS credentials"}]}
-    assert "could not check" in R.drift_summary(failed) and "AWS: credentials: Unable to locate credentials" in R.drift_summary(failed)
+    assert "could not check" in drift_summary(failed) and "AWS: credentials: Unable to locate credentials" in drift_summary(failed)
     # the command's exit code is the job's: 1 drift, 0 none, 3 could not reach AWS, 2 no report at all
     for report, code in ((drift, 1), ({"drift": False, "findings": [], "fixed": {}}, 0), (failed, 3)):
         (tmp_path / "check.json").write_text(json.dumps(report))
         r = run("drift", "--check-json", str(tmp_path / "check.json"))
-        assert r.exit_code == code and r.output == R.drift_summary(report)
+        assert r.exit_code == code and r.output == drift_summary(report)
     (tmp_path / "empty.json").write_text("")
     r = run("drift", "--check-json", str(tmp_path / "empty.json"))
     assert r.exit_code == 2 and "empty.json: not JSON" in r.stderr and "did `mirrorcap check` run at all?" in r.stderr
@@ -415,12 +420,12 @@ def test_destroys_are_named_with_their_reason_and_pcap_data_is_gated():
     assert [(x.address, x.action, x.markdown(), bool(x.data)) for x in d] == [
         ("aws_ebs_volume.pcap_volume", "delete", "it left the configuration", True),
         ("aws_instance.capture_instance", "replace", "an argument that cannot change in place changed: `ami`", False)]
-    body = R.comment("prod", plan=R.summarize_plan(plan), plan_text="", sessions=[], lock_name="capture.lock.json",
+    body = comment("prod", plan=summarize_plan(plan), plan_text="", sessions=[], lock_name="capture.lock.json",
                      destroys=d, destroy_label=reviewed.DESTROY_LABEL)
     assert "> [!CAUTION]\n> **This plan destroys 2 resource(s)**: 1 replaced, 1 deleted." in body
     assert "**Loses the pcap volume: every pcap on it.**" in body
     assert "**A merge does not apply this plan** until the `mirrorcap:destroy-pcaps` label" in body
-    allowed = R.comment("prod", plan=R.summarize_plan(plan), plan_text="", sessions=[], lock_name="x", destroys=d,
+    allowed = comment("prod", plan=summarize_plan(plan), plan_text="", sessions=[], lock_name="x", destroys=d,
                         destroy_label=reviewed.DESTROY_LABEL, destroy_allowed=True)
     assert "label is on this pull request: a merge applies this plan" in allowed
     v = reviewed.check(plan, reviewed.record(plan, stack="prod", digest="d", pr=1, commit="c"))
@@ -455,10 +460,10 @@ def test_cost_of_a_change_comes_from_the_capacity_model():
 
 
 def test_the_apply_report_names_every_stack_and_the_ones_never_reached():
-    rows = [R.StackResult("prod", "applied", "matches the reviewed plan"),
-            R.StackResult("dr", "refused", "refused: the plan differs", "Not in the reviewed plan:\n- `x`: create")]
-    body = R.apply_report(rows, ["prod", "dr", "lab"], commit="c" * 40, run_url="https://run")
+    rows = [StackResult("prod", "applied", "matches the reviewed plan"),
+            StackResult("dr", "refused", "refused: the plan differs", "Not in the reviewed plan:\n- `x`: create")]
+    body = apply_report(rows, ["prod", "dr", "lab"], commit="c" * 40, run_url="https://run")
     assert body.startswith(f"<!-- mirrorcap-apply:{'c' * 40} -->") and "**2 of 3 stack(s) not applied**" in body
     assert "| `lab` | ⏸ not started: the run stopped before this stack: see the run |" in body
     assert "<details><summary>dr: why</summary>" in body and "[The workflow run](https://run)" in body
-    assert "**nothing applied**" in R.apply_report([], None, commit="c" * 40, run_url="https://run")
+    assert "**nothing applied**" in apply_report([], None, commit="c" * 40, run_url="https://run")

@@ -23,7 +23,8 @@ import typer
 import yaml
 
 from helpers import BIN, ROOT, env, mirrorcap
-from mirrorcap.workflow import review
+from mirrorcap.workflow.sessions import lock_path
+from mirrorcap.workflow.stacks import EVERY_STACK
 from mirrorcap.cli import app
 
 WORKFLOWS = sorted((ROOT / "workflows" / "github").glob("*.yml"))
@@ -70,8 +71,8 @@ def load(path: Path) -> dict:
 
 
 def wanted_paths(inventory: str, star: str) -> list[str]:
-    return [inventory, review.lock_path(inventory), "rendered/" + star,
-            *(p + star if p.endswith("/") else p + "*.yml" if p.endswith("-") else p for p, _ in review.EVERY_STACK)]
+    return [inventory, lock_path(inventory), "rendered/" + star,
+            *(p + star if p.endswith("/") else p + "*.yml" if p.endswith("-") else p for p, _ in EVERY_STACK)]
 
 
 def test_paths_cover_every_path_review_plans_a_stack_for():

@@ -39,7 +39,8 @@ def find(
 
     Exit 0: found (written to --out, or listed); 1: nothing matches; 2: could not (query, files, --out, too big);
     3: could not read the archive or reach the host (AWS)."""
-    from ..errors import MirrorcapError, Problem
+    from ..errors import MirrorcapError
+    from ..find.options import option_problem, query_problem, source
     from ..find.query import QueryError, parse
     from ..find.search import note, search
     cache = None  # an archive's indexes, while they are read
@@ -48,41 +49,22 @@ def find(
             try:
                 node = parse(query)
             except QueryError as e:
-                raise MirrorcapError([Problem("command line", "QUERY", e.message, f"{e.fix}\n  {e.query}\n  {' ' * e.pos}^")])
-            if not flows and out is None:
-                raise MirrorcapError([Problem("command line", "--out", "nowhere to put the packets", "give --out FILE, or --flows to list the flows")])
-            if as_json and not flows:
-                raise MirrorcapError([Problem("command line", "--json", "--json lists flows", "add --flows")])
-            if out is not None:
-                if os.path.lexists(out):
-                    raise MirrorcapError([Problem("command line", "--out", f"{out} exists", "pick another --out (find never overwrites a file)")])
-                if not out.parent.resolve().is_dir():
-                    raise MirrorcapError([Problem("command line", "--out", f"{out.parent} is not a directory", "create it, or write elsewhere")])
-            if (directory is None) == (capture is None):
-                raise MirrorcapError([Problem("command line", "--dir / --capture", "say where to look: one of them",
-                                              "--dir PATH (pcaps on this machine) or --capture NAME (its S3 archive, or its host)")])
-            if instance is not None and capture is None:
-                raise MirrorcapError([Problem("command line", "--instance", "--instance needs --capture (its region)",
-                                              "add --capture NAME")])
-            if engine not in ("duckdb", "athena"):
-                raise MirrorcapError([Problem("command line", "--engine", f"unknown engine {engine!r}", "--engine duckdb or --engine athena")])
-            if engine == "athena" and capture is None:
-                raise MirrorcapError([Problem("command line", "--engine", "athena queries a capture's archive",
-                                              "add --capture NAME (or drop --engine athena to search --dir here)")])
-            if engine == "athena" and bucket is not None:
-                raise MirrorcapError([Problem("command line", "--bucket", "athena reads the bucket its Glue table names",
-                                              "drop --bucket (or use --engine duckdb)")])
-            if engine == "athena" and instance is not None:
-                raise MirrorcapError([Problem("command line", "--instance", "--instance runs the query on that host; athena reads the archive",
-                                              "drop one of --instance and --engine athena")])
+                raise MirrorcapError([query_problem(e)])
+            wrong = option_problem(flows=flows, as_json=as_json, out=out,
+                                   out_exists=out is not None and os.path.lexists(out),
+                                   out_dir_exists=out is not None and out.parent.resolve().is_dir(),
+                                   directory=directory, capture=capture, instance=instance, engine=engine, bucket=bucket)
+            if wrong is not None:
+                raise MirrorcapError([wrong])
             progress = (lambda m: print(f"mirrorcap: {m}", file=sys.stderr)) if not as_json else None
-            if capture is not None and engine == "duckdb" and _by_ssm(capture, instance, inventory):
+            where = source(capture=capture, instance=instance, engine=engine, archived=lambda: _archived(capture, inventory))
+            if where == "ssm":
                 from .find_ssm import find_on_host
                 find_on_host(node, capture, instance, inventory, profile, role_arn, out, flows, as_json, max_size << 20, progress)
             else:
-                if capture is not None and engine == "athena":
+                if where == "athena":
                     found, cache = _athena(node, capture, inventory, profile, role_arn, progress)
-                elif capture is not None:
+                elif where == "archive":
                     found, cache = _archive(node, capture, bucket, inventory, profile, role_arn, progress)
                 else:
                     found, cache = search(directory, node, index_dir, progress), None
@@ -117,10 +99,10 @@ def _answer(found, node, out, flows, as_json, capture, progress, read="read"):
     note(f"wrote {out}: {len(pkts)} packet(s); {read} {found.index_bytes} B of indexes and {found.fetched_bytes} B of pcaps{remote}")
 
 
-def _by_ssm(capture: str, instance: str | None, inventory: Path) -> bool:
-    """--capture goes through Systems Manager to its host when --instance names one or the capture has no archive."""
+def _archived(capture: str, inventory: Path) -> bool:
+    """The capture has an archive (`archive {}` in its block)."""
     from .common import capture_named, load_inventory
-    return instance is not None or capture_named(load_inventory(inventory), capture, inventory).archive is None
+    return capture_named(load_inventory(inventory), capture, inventory).archive is not None
 
 
 def _archive(node, capture, bucket, inventory, profile, role_arn, progress):

@@ -24,7 +24,7 @@ def preflight(
     Exit 0: it can; 1: something stands in the way (no state bucket, prevent_destroy); 2: usage, the
     inventory, terraform, an unconfirmed destroy; 3: no or refused AWS credentials, AWS unreachable."""
     from ..workflow.deploy import Stop, preflight as check
-    from ..workflow.review import inert
+    from ..workflow.markdown import inert
     if action not in ACTIONS:  # before credentials: an unknown action once read as "no AWS credentials"
         print(inert(f"mirrorcap preflight: {action!r} is not an action\n  fix: use one of {', '.join(ACTIONS)}"), file=sys.stderr)
         raise typer.Exit(USAGE)

@@ -19,7 +19,8 @@ def render(
     """Render the host bootstrap (bake.sh, user data, scripts, units) for each capture.
 
     Exit 0: written (or up to date); 1: --check found OUT stale; 2: the inventory or OUT is wrong."""
-    from ..host.render import render_paths, rendered_tree
+    from ..host.manifest import render_paths
+    from ..host.render import rendered_tree
     from ..host.tree import diff_tree, write_tree
     inv, _ = load_numbered(inventory)
     with reported():

@@ -1,5 +1,6 @@
 """`mirrorcap review ...`: the GitHub workflows' steps that are mirrorcap's own (workflows/github/).
-Thin: read the files, call workflow/ (review, reviewed, cost, inputs), print."""
+Thin: read the files, call workflow/ (stacks, plan, sessions, comment, drift,
+applied, reviewed, cost, inputs), print."""
 
 from __future__ import annotations
 
@@ -38,7 +39,9 @@ def stacks(
     "removed" lists the removed captures not planned so (local state), with what to do.
 
     Exit 0: chosen; 1: --require-remote-state and a chosen stack keeps local state; 2: an input is wrong."""
-    from ..workflow import inputs, removal, review
+    from ..workflow import inputs, removal
+    from ..workflow.sessions import lock_path, parse_lock
+    from ..workflow.stacks import select_stacks
     try:
         known = inputs.synthesized(out)
         if every:
@@ -48,19 +51,19 @@ def stacks(
         if changed is None:
             raise MirrorcapError([Problem("mirrorcap review stacks", "--changed", "missing", "pass --changed FILE, or --all")])
         paths = inputs.read(changed, "changed-file list", "pass a file of paths, one per line").splitlines()
-        lock = Path(review.lock_path(str(inventory)))
+        lock = Path(lock_path(str(inventory)))
         inv_after = inputs.read(inventory, "inventory", "pass --inventory the inventory file")
-        lock_after = review.parse_lock(lock.read_text(encoding="utf-8") if lock.exists() else "", str(lock))
+        lock_after = parse_lock(lock.read_text(encoding="utf-8") if lock.exists() else "", str(lock))
         inv_before = lock_before = None
         if base is not None:
             if inputs.git("rev-parse", "--verify", "--quiet", f"{base}^{{commit}}").returncode != 0:
                 raise MirrorcapError([Problem("--base", "", f"{base!r} is not a commit of this repository",
                                               "fetch the history first (actions/checkout with fetch-depth: 0), or pass a commit SHA")])
             inv_before = inputs.at_base(base, inventory)
-            lock_before = review.parse_lock(inputs.at_base(base, lock), f"{lock} at {base}")
-        selection = review.select_stacks(paths, list(known), inventory=inputs.repo_relative(inventory) if base else str(inventory),
-                                         inventory_before=inv_before, inventory_after=inv_after,
-                                         lock_before=lock_before, lock_after=lock_after)
+            lock_before = parse_lock(inputs.at_base(base, lock), f"{lock} at {base}")
+        selection = select_stacks(paths, list(known), inventory=inputs.repo_relative(inventory) if base else str(inventory),
+                                  inventory_before=inv_before, inventory_after=inv_after,
+                                  lock_before=lock_before, lock_after=lock_after)
         removals = []
         if selection.removed:
             removals = removal.plan_removals(inputs.captures_of(inv_before, f"{inventory} at {base}", selection.removed),
@@ -100,9 +103,12 @@ def comment(
 ) -> None:
     """The pull-request comment for one stack (Markdown, starting with its hidden marker). Exit 2: an input is wrong."""
     from ..workflow import cost as costs
-    from ..workflow import inputs, review, reviewed
+    from ..workflow import inputs, reviewed
+    from ..workflow.comment import comment as pr_comment, removal_note, removed_comment, unaffected_comment
+    from ..workflow.plan import PLAN_FIX, parse_plan, summarize_plan
+    from ..workflow.sessions import LOCK_FIX, parse_lock, session_changes, session_sentences
     if unaffected or removed:
-        print(review.unaffected_comment(stack, commit) if unaffected else review.removed_comment(stack, str(inventory)), end="")
+        print(unaffected_comment(stack, commit) if unaffected else removed_comment(stack, str(inventory)), end="")
         return
     try:
         missing = [name for name, v in (("--plan-text", plan_text), ("--lock-before", lock_before), ("--lock-after", lock_after))
@@ -111,35 +117,35 @@ def comment(
             raise MirrorcapError([Problem("mirrorcap review comment", m, "missing", f"pass {m} FILE") for m in missing])
         plan = raw = None
         if plan_json is not None:
-            raw = review.parse_plan(inputs.read(plan_json, "plan JSON", review.PLAN_FIX), str(plan_json))
-            plan = review.summarize_plan(raw)
+            raw = parse_plan(inputs.read(plan_json, "plan JSON", PLAN_FIX), str(plan_json))
+            plan = summarize_plan(raw)
         text = inputs.read(plan_text, "plan text", "pass `terraform show -no-color tfplan` output")
-        before = review.parse_lock(inputs.read(lock_before, "lock file", review.LOCK_FIX), str(lock_before))
-        after = review.parse_lock(inputs.read(lock_after, "lock file", review.LOCK_FIX), str(lock_after))
+        before = parse_lock(inputs.read(lock_before, "lock file", LOCK_FIX), str(lock_before))
+        after = parse_lock(inputs.read(lock_after, "lock file", LOCK_FIX), str(lock_after))
         entry = inputs.stack_entry(stacks_json, stack) if stacks_json is not None else {}
     except MirrorcapError as exc:
         fail(exc)
-    note = review.removal_note(stack, entry, inventory=str(inventory), label=reviewed.DESTROY_LABEL)
-    changes = review.session_changes(before.get(stack, {}), after.get(stack, {}))
-    sentences = review.session_sentences(stack, changes, plan)
+    note = removal_note(stack, entry, inventory=str(inventory), label=reviewed.DESTROY_LABEL)
+    changes = session_changes(before.get(stack, {}), after.get(stack, {}))
+    sentences = session_sentences(stack, changes, plan)
     extra = {}
     if raw is not None:
         changes = reviewed.normalize(raw)
         extra = {"destroys": reviewed.destroys(changes), "cost": costs.cost_lines(_priced(raw, plan_json)),
                  "fingerprint": reviewed.fingerprint(changes)}
-    print(review.comment(stack, plan=plan, plan_text=text, sessions=sentences, lock_name=lock_after.name, commit=commit,
-                         local_state=local_state, destroy_label=reviewed.DESTROY_LABEL, destroy_allowed=destroy_allowed,
-                         note=note, removed="removal" in entry, **extra), end="")
+    print(pr_comment(stack, plan=plan, plan_text=text, sessions=sentences, lock_name=lock_after.name, commit=commit,
+                     local_state=local_state, destroy_label=reviewed.DESTROY_LABEL, destroy_allowed=destroy_allowed,
+                     note=note, removed="removal" in entry, **extra), end="")
 
 
 def _priced(raw: dict, plan_json: Path):
     """The plan's cost change, or exit 2 naming the value the cost model cannot read."""
     from ..workflow import cost as costs
-    from ..workflow import review
+    from ..workflow.plan import PLAN_FIX
     try:
         return costs.plan_cost(raw)
     except costs.PlanValueError as exc:
-        fail(MirrorcapError([Problem(str(plan_json), f"{exc.address}.{exc.attribute}", exc.what, review.PLAN_FIX)]))
+        fail(MirrorcapError([Problem(str(plan_json), f"{exc.address}.{exc.attribute}", exc.what, PLAN_FIX)]))
 
 
 @review_app.command()
@@ -149,19 +155,20 @@ def drift(check_json: Path = typer.Option(..., "--check-json", help="`mirrorcap 
     """The drift check's findings (or why it could not check), and Terraform's view of each stack, as Markdown.
     Exit 0: no drift; 1: drift (either kind); 2: an input is unreadable, or the check could not read the
     inventory; 3: the check or a Terraform plan could not reach the account."""
-    from ..workflow import inputs, review
+    from ..workflow import inputs
+    from ..workflow.drift import CHECK_FIX, drift_summary, parse_check, terraform_drift_summary
     try:
-        report = review.parse_check(inputs.read(check_json, "check output", review.CHECK_FIX), str(check_json))
+        report = parse_check(inputs.read(check_json, "check output", CHECK_FIX), str(check_json))
         tf = inputs.terraform_results(terraform) if terraform is not None else []
     except (MirrorcapError, OSError) as exc:
         if isinstance(exc, OSError):
             exc = MirrorcapError([Problem(str(terraform), "", f"cannot read: {exc.strerror or exc}",
                                           "pass --terraform the directory the drift step writes")])  # no report to read: the check could not run
         fail(exc)
-    print(review.drift_summary(report), end="")
+    print(drift_summary(report), end="")
     if tf:
         print()
-        print(review.terraform_drift_summary(tf), end="")
+        print(terraform_drift_summary(tf), end="")
     if report.get("drift") is None:
         raise typer.Exit(AWS_UNREACHABLE if all(e.get("file") == "AWS" for e in report.get("error") or [{}]) else USAGE)
     if any(r.failed for r in tf):
@@ -183,9 +190,10 @@ def record(
     commit: str = typer.Option(..., "--commit", help="the commit planned (the pull request's head)"),
 ) -> None:
     """The reviewed-plan record the plan workflow uploads: changes (of a sensitive value only whether it changes), outputs, fingerprint, digest."""
-    from ..workflow import inputs, review, reviewed
+    from ..workflow import inputs, reviewed
+    from ..workflow.plan import PLAN_FIX, parse_plan
     try:
-        plan = review.parse_plan(inputs.read(plan_json, "plan JSON", review.PLAN_FIX), str(plan_json))
+        plan = parse_plan(inputs.read(plan_json, "plan JSON", PLAN_FIX), str(plan_json))
         if not (stack_dir / "cdk.tf.json").is_file():
             raise MirrorcapError([Problem(str(stack_dir), "", "not a synthesized stack directory (no cdk.tf.json in it)",
                                           "pass --dir the stack's directory under cdktf.out/stacks/ (make synth)")])
@@ -212,9 +220,12 @@ def verify(
 ) -> None:
     """May this fresh plan be applied? Exit 0: yes (it is the reviewed plan, or what is left of it, or approved);
     1: refused; 2: an input is wrong; 4: nothing to apply. One line on standard output says why."""
-    from ..workflow import inputs, review, reviewed
+    from ..workflow import inputs, reviewed
+    from ..workflow.comment import truncate
+    from ..workflow.markdown import inert, md_code, md_escape, md_fence, one_line
+    from ..workflow.plan import PLAN_FIX, parse_plan
     try:
-        plan = review.parse_plan(inputs.read(plan_json, "plan JSON", review.PLAN_FIX), str(plan_json))
+        plan = parse_plan(inputs.read(plan_json, "plan JSON", PLAN_FIX), str(plan_json))
         records = [reviewed.parse_record(inputs.read(path, "reviewed plan", reviewed.RECORD_FIX), str(path), stack)
                    for path in reviewed_json if path.exists()]
         fps = inputs.approved(approve, stack)
@@ -226,7 +237,7 @@ def verify(
         fail(exc)
     v = reviewed.check(plan, records, approved=fps, allow_destroy=allow_destroy)
     if report is not None or summary is not None:
-        lines = [f"**{review.md_escape(stack)}**: {review.md_escape(v.reason)}", f"Fresh plan fingerprint: `{v.fingerprint}`"]
+        lines = [f"**{md_escape(stack)}**: {md_escape(v.reason)}", f"Fresh plan fingerprint: `{v.fingerprint}`"]
         for record_data in records:
             lines.append(f"Reviewed: pull request #{record_data.get('pr')} at {str(record_data.get('commit'))[:12]}, "
                          f"fingerprint `{record_data['fingerprint']}`")
@@ -240,7 +251,7 @@ def verify(
         if v.done:
             lines.append(f"Applied already (the fresh plan's prior state shows them done): {len(v.done)} reviewed change(s).")
         if v.remainders:
-            lines.append(f"What a failed apply left (tainted, now replaced): {', '.join(review.md_code(a) for a in v.remainders[:50])}.")
+            lines.append(f"What a failed apply left (tainted, now replaced): {', '.join(md_code(a) for a in v.remainders[:50])}.")
         if not v.apply and not v.nothing:
             lines.append("To apply this plan as it is, after reading it in the run's summary: run the apply workflow by "
                          f"hand with approve `{stack}={v.fingerprint}`"
@@ -251,14 +262,14 @@ def verify(
                 report.write_text(body)
             if summary is not None:
                 # A bounded section per stack: GitHub drops a step summary over 1 MiB whole, verdicts with it.
-                folded = review.md_fence(review.truncate(review.inert(text), SUMMARY_PLAN_CHARS)) if text else ""
+                folded = md_fence(truncate(inert(text), SUMMARY_PLAN_CHARS)) if text else ""
                 with summary.open("a", encoding="utf-8") as f:
-                    f.write(f"### {review.md_escape(stack)}\n\n{body}\n"
+                    f.write(f"### {md_escape(stack)}\n\n{body}\n"
                             + (f"<details><summary>plan</summary>\n\n{folded}\n\n</details>\n\n" if folded else ""))
         except OSError as exc:
             fail(MirrorcapError([Problem(str(exc.filename or report), "", f"cannot write: {exc.strerror or exc}",
                                          "pass --report/--summary a writable file path")]))
-    print(review.one_line(v.reason))
+    print(one_line(v.reason))
     raise typer.Exit(0 if v.apply else NOTHING_TO_APPLY if v.nothing else FINDINGS)
 
 
@@ -274,7 +285,8 @@ def applied(
     run_url: str = typer.Option(..., "--run-url"),
 ) -> None:
     """The comment for the merged pull request: each stack applied, refused, failed or not reached, and the run."""
-    from ..workflow import inputs, review
+    from ..workflow import inputs
+    from ..workflow.applied import apply_report
     try:
         rows = inputs.results(results) if results.exists() else []
         chosen = None  # no stack list: the run stopped before choosing
@@ -282,7 +294,7 @@ def applied(
             chosen = [s["name"] for s in jsontext.loads(inputs.read(stacks_json, "stack list", "pass mirrorcap review stacks' output"))["stacks"]]
     except (MirrorcapError, ValueError, KeyError, TypeError) as exc:
         fail(exc if isinstance(exc, MirrorcapError) else MirrorcapError([Problem(str(stacks_json), "stacks", str(exc), "pass mirrorcap review stacks' output")]))
-    print(review.apply_report(rows, chosen, commit=commit, run_url=run_url), end="")
+    print(apply_report(rows, chosen, commit=commit, run_url=run_url), end="")
 
 
 # ---------------------------------------------------------------------------

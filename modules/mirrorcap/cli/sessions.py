@@ -22,7 +22,7 @@ def sessions(
     Exit 0: done; 1: --check found the lock file out of date; 2: the inventory or its lock is wrong."""
     from ..contract import source_vni
     from ..numbering import lockfile
-    from ..workflow.review import inert  # lock keys are the lock's text, not the inventory's checked IDs
+    from ..workflow.markdown import inert  # lock keys are the lock's text, not the inventory's checked IDs
     inv, numbering = load_numbered(inventory)
     rows = []
     for capture in inv.captures:

@@ -71,7 +71,7 @@ def replace_problem(out: Path, layout: frozenset[str]) -> str | None:
 def write_tree(tree: dict[str, tuple[str, int]], out: Path, ours: frozenset[str] = frozenset()) -> None:
     """Replace `out` with exactly `tree`, all or nothing (built beside it, then swapped).
 
-    ours: the paths inside a capture's directory that any render writes (render.render_paths()),
+    ours: the paths inside a capture's directory that any render writes (manifest.render_paths()),
     besides this tree's. Refused, with nothing written, unless `out` is missing, empty or an
     earlier render (replace_problem)."""
     problem = replace_problem(out, capture_layout(tree) | ours)

@@ -5,9 +5,13 @@ The GitHub Actions workflows (workflows/github/) and the Packer template
 (packer/) call into this package for everything that is mirrorcap's own
 knowledge, so it is tested here rather than in YAML:
 
-- review.py: which stacks a change touches, session-number changes in words,
-  the plan summary and the pull-request comment, the drift summary, the apply
-  report (pure);
+- stacks.py: which stacks a change touches, and why;
+- plan.py: a saved plan's JSON checked and counted as Terraform counts it;
+- sessions.py: the lock diff's session-number changes in words, checked
+  against the plan;
+- comment.py: the pull-request comment; drift.py: the drift job's summary;
+  applied.py: the apply report on the merged pull request (all pure);
+- markdown.py: text from outside made inert in Markdown;
 - reviewed.py: a plan's changes as a review approves them, its fingerprint, and
   whether a merge's fresh plan is the reviewed one (or what is left of it);
   destroys and the pcap-data gate;

@@ -12,10 +12,13 @@ from typing import Iterable
 
 from .. import jsontext
 from ..errors import MirrorcapError, Problem
-from . import review
+from .applied import APPLY_STATUS, StackResult
+from .drift import TerraformDrift
+from .plan import PLAN_FIX, parse_plan, summarize_plan
+from .stacks import inventory_captures
 
 
-# Every file the review commands read is bounded (review.MAX_PLAN_BYTES says why this size): a larger one
+# Every file the review commands read is bounded (plan.MAX_PLAN_BYTES says why this size): a larger one
 # is refused before it is read, not read into memory.
 MAX_BYTES = 64 * 1024 * 1024
 
@@ -90,7 +93,7 @@ def synthesized(out: Path) -> dict[str, dict]:
 def captures_of(text: str, source: str, names: Iterable[str] | None = None) -> list:
     """The capture blocks of an inventory text (all, or those named), each read as `load` reads it."""
     from ..inventory.load import capture_block
-    blocks, _ = review.inventory_captures(text, source)
+    blocks, _ = inventory_captures(text, source)
     wanted = list(blocks) if names is None else [n for n in names if n in blocks]
     return [capture_block(n, blocks[n], source) for n in wanted]
 
@@ -142,7 +145,7 @@ def stack_entry(path: Path, stack: str) -> dict:
     return found[0] if found else {}
 
 
-def terraform_results(directory: Path) -> list[review.TerraformDrift]:
+def terraform_results(directory: Path) -> list[TerraformDrift]:
     """<directory>/<stack>/exitcode (and plan.json when it differs, plan.log otherwise), as the drift workflow writes them."""
     fix = "pass --terraform the directory the drift step writes (<stack>/exitcode, plan.json, plan.log)"
     if not directory.is_dir():
@@ -155,9 +158,9 @@ def terraform_results(directory: Path) -> list[review.TerraformDrift]:
         code = int(text)
         plan = None
         if code == 2 and (d / "plan.json").is_file():
-            plan = review.summarize_plan(review.parse_plan(read(d / "plan.json", "plan JSON", review.PLAN_FIX), str(d / "plan.json")))
+            plan = summarize_plan(parse_plan(read(d / "plan.json", "plan JSON", PLAN_FIX), str(d / "plan.json")))
         log = _tail(d / "plan.log")
-        out.append(review.TerraformDrift(d.name, code, plan, log))
+        out.append(TerraformDrift(d.name, code, plan, log))
     return out
 
 
@@ -174,19 +177,19 @@ def approved(items: list[str], stack: str) -> list[str]:
     return out
 
 
-def results(path: Path) -> list[review.StackResult]:
+def results(path: Path) -> list[StackResult]:
     """stack<TAB>status<TAB>detail lines (the apply step's log); each stack's report.md beside, when there is one."""
     out = []
     for n, line in enumerate(read(path, "results", "pass the apply step's results file").splitlines(), 1):
         if not line.strip():
             continue
         fields = line.split("\t", 2)
-        if len(fields) != 3 or fields[1] not in review.APPLY_STATUS:
+        if len(fields) != 3 or fields[1] not in APPLY_STATUS:
             raise MirrorcapError([Problem(str(path), f"line {n}", f"expected stack<TAB>status<TAB>detail, got {line!r}",
-                                          "status is one of " + ", ".join(review.APPLY_STATUS))])
+                                          "status is one of " + ", ".join(APPLY_STATUS))])
         detail_md, log = path.parent / fields[0] / "report.md", path.parent / fields[0] / "failure.log"
         report = read(detail_md, "report", "pass the files review verify wrote") if detail_md.is_file() else ""
-        out.append(review.StackResult(fields[0], fields[1], fields[2], report, _tail(log, 40)))
+        out.append(StackResult(fields[0], fields[1], fields[2], report, _tail(log, 40)))
     return out
 
 

@@ -1,12 +1,13 @@
 """Text from outside (a plan, a record, Terraform's output, the inventory) shown in Markdown
 on GitHub, inert: what is shown is what it holds, and nothing in it acts.
 
-One place, used by every comment and summary the workflows post (review.py, reviewed.py,
-cost.py, the review commands):
+One place, used by every comment and summary the workflows post (comment.py, drift.py,
+applied.py, reviewed.py, cost.py, the review commands):
 
 - `inert(text)`: unseen characters written as <U+XXXX> (terminal escapes, bidirectional
   overrides such as U+202E, zero-width and format characters);
 - `md_escape(text)`: prose on one line: no markup, no HTML, no @mention, no link;
+- `md_cell(text)`: md_escape in a table cell;
 - `md_code(text)`: an inline code span on one line (addresses, paths, values): nothing
   renders inside one, and no backtick in the text closes it;
 - `md_fence(text)`: a fenced block (a plan, a log) that nothing in the text closes.
@@ -36,6 +37,11 @@ def md_escape(text: object) -> str:
     text = re.sub(r"([\\`*_\[\]|~#!])", r"\\\1", text)
     text = _AUTOLINK.sub(lambda m: f"{m.group(1)}:\u2060" if m.group(1) else "www\u2060.", text)
     return text.replace("@", "@\u200b")
+
+
+def md_cell(text: object) -> str:
+    """md_escape for a table cell: a pipe as an entity, which no renderer reads as a column."""
+    return md_escape(text).replace("\\|", "&#124;")
 
 
 def md_code(text: object, *, table: bool = False) -> str:

@@ -12,6 +12,10 @@ ME=mirrorcap-${ME#mirrorcap-}
 # starts whatever part of the capture is not running.
 AGAIN="then: systemctl start mirrorcap.target"
 IMDS=http://169.254.169.254
+# A pcap's packet index beside it (NAME + INDEX_SUFFIX), or why it could not be written
+# (NAME + INDEX_FAILED_SUFFIX): mirrorcap_host's suffixes, spelled here for the shell scripts.
+INDEX_SUFFIX=.idx.json.gz
+INDEX_FAILED_SUFFIX=.idx-failed
 since=$(date +%s)
 
 say() { echo "$ME: $*"; }

@@ -943,19 +943,28 @@ def partial(line):
 
 
 def main(argv):
-    """mirrorcap_index.py PCAP...: what the capture runs on each pcap tcpdump closed. A pcap that
+    """mirrorcap_index.py [--vni N] PCAP...: what the capture runs on each pcap tcpdump closed,
+    with the VNI it captures (without --vni: the VNI in the pcap's name, if any). A pcap that
     cannot be indexed gets NAME.pcap.idx-failed (why) instead, which health reports; it is still
     kept, archived and found by its time."""
-    if len(argv) < 2:
-        print("usage: mirrorcap_index.py PCAP... (writes PCAP%s beside each)" % SUFFIX, file=sys.stderr)
+    args, vni = argv[1:], None
+    if args[:1] == ["--vni"]:
+        given = args[1] if len(args) > 1 else ""
+        if not (given.isdigit() and mirrorcap_host.VNI_MIN <= int(given) <= mirrorcap_host.VNI_MAX):
+            print("mirrorcap_index.py: --vni %r: expected a VNI, %d-%d" % (given, mirrorcap_host.VNI_MIN, mirrorcap_host.VNI_MAX),
+                  file=sys.stderr)
+            return 2
+        vni, args = int(given), args[2:]
+    if not args:
+        print("usage: mirrorcap_index.py [--vni N] PCAP... (writes PCAP%s beside each)" % SUFFIX, file=sys.stderr)
         return 2
     np = _numpy()
     walk = "numpy %s walk" % np.__version__ if np is not None else "plain walk: numpy is not installed"
     failed = 0
-    for pcap in argv[1:]:
+    for pcap in args:
         marker = pcap + FAILED_SUFFIX
         try:
-            line, _rows = write(pcap)
+            line, _rows = write(pcap, vni=vni)
         except Exception as e:  # noqa: BLE001 - whatever a hostile or broken file does, it is reported, not fatal
             failed += 1
             why = "%s: %s" % (type(e).__name__, e)
