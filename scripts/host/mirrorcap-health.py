@@ -456,7 +456,7 @@ def foreign_files(directory, pattern):
     """[(size, path)] of the files under `directory` that mirrorcap did not write (its pcaps, their
     packet index or index failure marker and the temporary files of those), largest first. Walked
     without following links."""
-    own = re.compile(re.sub(r"\\\*", ".*", re.escape(host.pcap_glob(pattern))) + r"(\.idx\.json\.gz|\.idx-failed)?(\.\d+\.tmp)?")
+    own = re.compile(re.sub(r"\\\*", ".*", re.escape(host.pcap_glob(pattern))) + r"(%s|%s)?(\.\d+\.tmp)?" % (re.escape(INDEX_SUFFIX), re.escape(INDEX_FAILED_SUFFIX)))
     found = []
     for root, _dirs, files in os.walk(directory):
         for name in files:
