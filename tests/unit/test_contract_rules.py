@@ -173,3 +173,15 @@ def test_the_host_scripts_ask_imds_with_the_one_imdsv2_client(monkeypatch):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_the_capture_back_offs_history_is_the_file_health_counts():
+    """mirrorcap-capture-backoff writes when it started a unit again; mirrorcap-health counts those starts as
+    restarts (systemd's NRestarts does not): the two name one file."""
+    from test_host_scripts import host_script
+    health = host_script("mirrorcap-health.py")
+    script = (ROOT / "scripts/host/mirrorcap-capture-backoff.sh").read_text()
+    (line,) = [x for x in script.splitlines() if x.startswith("HISTORY=")]
+    written = subprocess.run(["bash", "-c", line.split("#")[0] + '; printf %s "$HISTORY"'], env={"vni": "12345"},
+                             capture_output=True, text=True, check=True).stdout
+    assert written == health.BACKOFF_HISTORY % 12345 == "/run/mirrorcap/capture-backoff.12345"
