@@ -28,13 +28,15 @@ if [ "$(systemctl show -p Result --value "$unit")" != exit-code ] ||
 fi
 install -d -m 0755 /run/mirrorcap
 now=$(date +%s)
-recent=0
+kept=()  # the starts of the last 10 minutes: the file never grows past them
 if [ -r "$HISTORY" ]; then
   while read -r t; do
-    if [[ $t =~ ^[0-9]+$ ]] && ((now - t < 600)); then recent=$((recent + 1)); fi
+    if [[ $t =~ ^[0-9]+$ ]] && ((now - t < 600)); then kept+=("$t"); fi
   done <"$HISTORY"
 fi
-echo "$now" >>"$HISTORY"
+recent=${#kept[@]}
+printf '%s\n' "${kept[@]}" "$now" >"$HISTORY.tmp"
+mv -f -- "$HISTORY.tmp" "$HISTORY"
 delay=${DELAYS[$((recent < ${#DELAYS[@]} ? recent : ${#DELAYS[@]} - 1))]}
 volume_failed=false
 stat -- "$DIR" >/dev/null 2>&1 || volume_failed=true
