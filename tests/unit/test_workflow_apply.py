@@ -263,9 +263,16 @@ def gh_repo(tmp_path) -> dict:
     (repo / "capture.lock.json").write_text((RECORDED / "lock-after.json").read_text())
     git(repo, "commit", "-q", "-am", "add a source (#7)")
     sha = git(repo, "rev-parse", "HEAD")
+    return synthesized_runner(tmp_path, repo, bin_, sha, before,
+                              {"provider": {"aws": [{"region": "ap-northeast-1"}]}, "terraform": {"backend": {"s3": {}}}})
+
+
+def synthesized_runner(tmp_path, repo, bin_, sha: str, before: str, stack_json: dict) -> dict:
+    """The repository synthesized as `stack_json` (stack "prod"), and an apply runner beside it: the fake
+    terraform and gh on PATH, mirrorcap in the checkout's venv, the workflow's environment."""
     stack = repo / "cdktf.out" / "stacks" / "prod"
     stack.mkdir(parents=True)
-    (stack / "cdk.tf.json").write_text('{"provider": {"aws": [{"region": "ap-northeast-1"}]}, "terraform": {"backend": {"s3": {}}}}')
+    (stack / "cdk.tf.json").write_text(json.dumps(stack_json))
     (repo / "cdktf.out" / "manifest.json").write_text('{"stacks": {"prod": {"workingDirectory": "stacks/prod"}}}')
     (repo / ".venv" / "bin").mkdir(parents=True)
     for path, text in ((bin_ / "terraform", FAKE_TERRAFORM), (bin_ / "gh", FAKE_GH.replace("{python}", sys.executable)),

@@ -13,15 +13,13 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 import zipfile
 
 import pytest
 
-from helpers import EXAMPLE, env
+from helpers import EXAMPLE
 from mirrorcap.workflow import reviewed
-from test_workflow_apply import (FAKE_GH, FAKE_TERRAFORM, MIRRORCAP_SHIM, RECORDED, applies, git, reviewed_in_pull_request,
-                                 run_apply)
+from test_workflow_apply import RECORDED, applies, git, reviewed_in_pull_request, run_apply, synthesized_runner
 
 REMOVAL_PLAN = json.loads((RECORDED / "removal-plan.json").read_text())
 OLD = '''
@@ -63,29 +61,9 @@ def removed(tmp_path) -> dict:
     (repo / "capture.hcl").write_text(EXAMPLE.read_text())
     git(repo, "commit", "-q", "-am", "remove old (#7)")
     sha = git(repo, "rev-parse", "HEAD")
-    stack = repo / "cdktf.out" / "stacks" / "prod"
-    stack.mkdir(parents=True)
     pins = {"aws": {"source": "hashicorp/aws", "version": "6.69.1"}}
-    (stack / "cdk.tf.json").write_text(json.dumps({"provider": {"aws": [{"region": "ap-northeast-1"}]},
-                                                   "terraform": {"backend": {"s3": {}}, "required_providers": pins}}))
-    (repo / "cdktf.out" / "manifest.json").write_text('{"stacks": {"prod": {"workingDirectory": "stacks/prod"}}}')
-    (repo / ".venv" / "bin").mkdir(parents=True)
-    for path, text in ((bin_ / "terraform", FAKE_TERRAFORM), (bin_ / "gh", FAKE_GH.replace("{python}", sys.executable)),
-                       (repo / ".venv" / "bin" / "mirrorcap", MIRRORCAP_SHIM.format(python=sys.executable))):
-        path.write_text(text)
-        path.chmod(0o755)
-    runner_temp = tmp_path / "runner"
-    runner_temp.mkdir()
-    world = tmp_path / "world.json"
-    world.write_text(json.dumps({"runs": [[]], "pulls": {}, "compare": [sha]}))
-    (tmp_path / "tf.log").touch()
-    return {"tmp": tmp_path, "repo": repo, "world": world, "sha": sha, "before": before, "plans": tmp_path / "plans",
-            "env": {**env(), "PATH": f"{bin_}:{env()['PATH']}", "GH_WORLD": str(world), "GH_TOKEN": "x", "TF_LOG": str(tmp_path / "tf.log"),
-                    "GITHUB_REPOSITORY": "o/r", "GITHUB_SHA": sha, "GITHUB_RUN_ID": "900", "GITHUB_RUN_NUMBER": "12",
-                    "GITHUB_EVENT_NAME": "push", "RUNNER_TEMP": str(runner_temp), "BRANCH": "main", "BEFORE": before,
-                    "GITHUB_OUTPUT": str(tmp_path / "output"), "GITHUB_STEP_SUMMARY": str(tmp_path / "summary"),
-                    "REVIEWED": str(runner_temp / "reviewed"), "RUN_URL": "https://github.example/o/r/actions/runs/900",
-                    "POLL_SECONDS": "0", "WAIT_MINUTES": "1", "RETRY_SECONDS": "0"}}
+    return synthesized_runner(tmp_path, repo, bin_, sha, before, {"provider": {"aws": [{"region": "ap-northeast-1"}]},
+                                                                  "terraform": {"backend": {"s3": {}}, "required_providers": pins}})
 
 
 def pull_request(ctx: dict, labels: tuple[str, ...]) -> tuple[subprocess.CompletedProcess, dict]:
