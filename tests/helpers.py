@@ -40,21 +40,30 @@ def stack_json(workdir: Path, name: str) -> dict:
     return json.loads((workdir / "cdktf.out" / "stacks" / name / "cdk.tf.json").read_text())
 
 
-def for_each_of(doc: dict, kind: str, rtype: str, name: str) -> dict | list | None:
-    """A resource's (or data source's) for_each as a value: the stack writes it as a
-    reference to a map in `locals` (`${local.sessions}`, `${toset(local.instance_sources)}`)."""
+def stack_values(workdir: Path, name: str) -> dict:
+    """The stack's variables as Terraform reads them (sessions.auto.tfvars.json, written beside cdk.tf.json)."""
+    return json.loads((workdir / "cdktf.out" / "stacks" / name / "sessions.auto.tfvars.json").read_text())
+
+
+def for_each_of(doc: dict, kind: str, rtype: str, name: str, values: dict | None = None) -> dict | list | None:
+    """A resource's (or data source's) for_each as a value: the stack writes it as a reference to one of
+    its variables (`${var.sessions}`, `${var.instance_sources}`), whose `values` come from the stack's
+    sessions.auto.tfvars.json, or the VNIs as text (`${toset([for vni in var.vnis : tostring(vni)])}`)."""
     value = doc[kind][rtype][name].get("for_each")
     if isinstance(value, str):
-        m = re.fullmatch(r"\$\{(?:toset\()?local\.([a-z_]+)\)?\}", value)
-        assert m, f"{rtype}.{name}: for_each {value!r} is not a local"
-        return doc["locals"][m.group(1)]
+        assert values is not None, f"{rtype}.{name}: for_each {value!r} needs the stack's variable values"
+        if m := re.fullmatch(r"\$\{var\.([a-z_]+)\}", value):
+            return values[m.group(1)]
+        m = re.fullmatch(r"\$\{toset\(\[for (\w+) in var\.([a-z_]+) : tostring\(\1\)\]\)\}", value)
+        assert m, f"{rtype}.{name}: for_each {value!r} is not a variable"
+        return {str(v): str(v) for v in values[m.group(2)]}
     return value
 
 
-def sessions_of(doc: dict) -> dict:
+def sessions_of(doc: dict, values: dict) -> dict:
     """The per-source values of the one session resource (`aws_ec2_traffic_mirror_session.source`), keyed by source ID."""
     assert list(doc["resource"]["aws_ec2_traffic_mirror_session"]) == ["source"]
-    return for_each_of(doc, "resource", "aws_ec2_traffic_mirror_session", "source")
+    return for_each_of(doc, "resource", "aws_ec2_traffic_mirror_session", "source", values)
 
 
 def tree(path: Path) -> dict[str, bytes]:

@@ -17,7 +17,7 @@ from fnmatch import fnmatchcase
 
 import pytest
 
-from helpers import FIXTURES, mirrorcap, sessions_of, stack_json, synth, write
+from helpers import FIXTURES, mirrorcap, sessions_of, stack_json, stack_values, synth, write
 from mirrorcap import aws_limits as L
 from mirrorcap.contract import ARCHIVE_BUCKET_VAR, FLEET_VOLUME_DEVICE, HEALTH_PORT, STACK_KEY
 from mirrorcap.inventory import load
@@ -133,7 +133,7 @@ def test_one_nlb_mirror_target_and_one_session_per_explicit_source_with_locked_n
     assert target["depends_on"] == ["aws_lb_listener.fleet_vxlan"]
     assert one(doc, "aws_ec2_traffic_mirror_session")["traffic_mirror_target_id"] == "${aws_ec2_traffic_mirror_target.mirror_target.id}"
     lock = json.loads((fleet / "capture.lock.json").read_text())["captures"]["fleet"]
-    per_source = sessions_of(doc)
+    per_source = sessions_of(doc, stack_values(fleet, "fleet"))
     assert set(per_source) == {s.id for s in capture.sources} == set(lock)
     assert {k: v["session_number"] for k, v in per_source.items()} == lock
     assert per_source["eni-0fedcba9876543210"]["session_number"] == 7 and per_source["eni-0fedcba9876543210"]["virtual_network_id"] == 5000
@@ -317,7 +317,8 @@ def test_a_thousand_sources_are_one_stack_and_one_session_resource(tmp_path):
     assert r.returncode == 0, r.stderr
     assert [p.name for p in (tmp_path / "cdktf.out" / "stacks").iterdir()] == ["fleet"]
     doc = stack_json(tmp_path, "fleet")
-    # One resource whose for_each is a map in locals: every session in one plan, each addressed by its source ID.
-    assert list(resources(doc, "aws_ec2_traffic_mirror_session")) == ["source"] and len(sessions_of(doc)) == 1003
+    # One resource whose for_each is a variable: every session in one plan, each addressed by its source ID.
+    assert list(resources(doc, "aws_ec2_traffic_mirror_session")) == ["source"]
+    assert len(sessions_of(doc, stack_values(tmp_path, "fleet"))) == 1003
     assert doc["output"]["session_ids"]["value"] == \
         "${{for source, session in aws_ec2_traffic_mirror_session.source : source => session.id}}"

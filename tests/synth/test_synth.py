@@ -14,9 +14,10 @@ from pathlib import Path
 import hcl2
 import pytest
 
-from helpers import EXAMPLE, ROOT, minimal, mirrorcap, sessions_of, stack_json, synth, tree, write
+from helpers import EXAMPLE, ROOT, minimal, mirrorcap, sessions_of, stack_json, stack_values, synth, tree, write
 from synthesized import ODD, prepare
 from mirrorcap import aws_limits as L
+from mirrorcap import stack_data
 from mirrorcap.errors import MirrorcapError
 from mirrorcap.inventory import load
 from mirrorcap.host.render import user_data
@@ -77,18 +78,23 @@ def test_example_pcap_volume_st1_encrypted_protected_and_attached(example):
 def test_example_sessions_use_locked_numbers_and_vni(example):
     doc = stack_json(example, "prod")
     lock = json.loads((ROOT / "capture.lock.json").read_text())["captures"]["prod"]
-    by_source = sessions_of(doc)
+    values = stack_values(example, "prod")
+    by_source = sessions_of(doc, values)
     assert {k: s["session_number"] for k, s in by_source.items()} == lock and len(lock) == 3
     assert {s["virtual_network_id"] for s in by_source.values()} == {12345}
-    assert by_source["i-0123456789abcdef0"]["network_interface_id"] == \
-        '${data.aws_instance.source_instance["i-0123456789abcdef0"].network_interface_id}'
-    assert doc["data"]["aws_instance"]["source_instance"]["for_each"] == "${toset(local.instance_sources)}"
-    assert doc["locals"]["instance_sources"] == ["i-0123456789abcdef0"]
-    # The map lives in locals: Terraform evaluates a resource's for_each per instance, a local once (stack/mirroring.py).
-    assert doc["resource"]["aws_ec2_traffic_mirror_session"]["source"]["for_each"] == "${local.sessions}"
+    # An instance source mirrors its primary ENI, looked up at plan time; an ENI source is its own ID.
+    assert values["instance_sources"] == ["i-0123456789abcdef0"] and values["vnis"] == [12345]
+    assert doc["data"]["aws_instance"]["source_instance"]["for_each"] == "${var.instance_sources}"
+    s = doc["resource"]["aws_ec2_traffic_mirror_session"]["source"]
+    assert s["network_interface_id"] == ("${contains(var.instance_sources, each.key) ? "
+                                         "data.aws_instance.source_instance[each.key].network_interface_id : each.key}")
+    # The map is a variable (stack_data.py): Terraform evaluates a resource's for_each per instance, a variable once.
+    assert s["for_each"] == "${var.sessions}"
+    assert {k: doc["variable"][k]["type"] for k in ("sessions", "instance_sources", "vnis")} == \
+        {k: t for k, (t, _) in stack_data.VARIABLES.items()}
+    assert not any("default" in v for v in doc["variable"].values())  # no values: the plan fails, it plans nothing away
     assert by_source["eni-0fedcba9876543210"]["packet_length"] == 1500
     assert "packet_length" not in by_source["eni-0123456789abcdef0"]  # whole packets
-    s = doc["resource"]["aws_ec2_traffic_mirror_session"]["source"]
     assert s["traffic_mirror_target_id"] == "${aws_ec2_traffic_mirror_target.mirror_target.id}"
     assert s["traffic_mirror_filter_id"] == "${aws_ec2_traffic_mirror_filter.mirror_filter.id}"
     assert s["tags"] == {"Name": "mirrorcap-prod-${each.key}", "mirrorcap:source": "${each.key}"}
@@ -166,7 +172,7 @@ def test_user_data_over_the_ec2_limit_is_refused(monkeypatch):
     assert 'capture "prod" > ami' in str(e.value) and "over EC2's 256-byte limit" in str(e.value)
 
 
-@pytest.mark.parametrize("fixture,stack,count", [("example", "prod", 24), ("edge", "blue", 24), ("edge", "green", 34)])
+@pytest.mark.parametrize("fixture,stack,count", [("example", "prod", 24), ("edge", "blue", 22), ("edge", "green", 34)])
 def test_review_hcl_parses_and_declares_the_same_resources(request, fixture, stack, count):
     out = request.getfixturevalue(fixture) / "cdktf.out"
     doc = json.loads((out / "stacks" / stack / "cdk.tf.json").read_text())
@@ -192,7 +198,7 @@ def test_the_review_copy_never_sits_where_terraform_runs(tmp_path):
     work = prepare(tmp_path)
     stack = work / "cdktf.out" / "stacks" / "prod"
     assert (work / "cdktf.out" / "review" / "prod.tf").is_file()
-    assert sorted(p.name for p in stack.iterdir() if p.name.endswith((".tf", ".tf.json"))) == ["cdk.tf.json"]
+    assert sorted(p.name for p in stack.iterdir() if p.name.endswith((".tf", ".tf.json"))) == ["cdk.tf.json", stack_data.MOVED_FILE]
     # A copy an older mirrorcap left beside the JSON goes, in a make synth and in a cdktn deploy run alike.
     for review_hcl in (True, False):
         (stack / "cdk.tf").write_text('resource "null_resource" "stale" {}\n')
@@ -211,7 +217,7 @@ def test_stale_lock_file_stops_synth(tmp_path):
     assert "Traceback" not in result.stderr and "Exception in thread" not in result.stderr, result.stderr
 
 
-def terraform_evaluates_sessions(doc: dict, workdir: Path, instance_enis: dict[str, str]) -> tuple[dict, dict]:
+def terraform_evaluates_sessions(doc: dict, values: dict, workdir: Path, instance_enis: dict[str, str]) -> tuple[dict, dict]:
     """Terraform itself evaluates the session resource's for_each and arguments.
 
     No provider can be downloaded here, so the synthesized arguments go, unchanged,
@@ -225,7 +231,8 @@ def terraform_evaluates_sessions(doc: dict, workdir: Path, instance_enis: dict[s
     session = {k: v for k, v in doc["resource"]["aws_ec2_traffic_mirror_session"]["source"].items() if k != "//"}
     for_each = session.pop("for_each")
     text = json.dumps({
-        "locals": {**doc["locals"], "source_instance": {i: {"network_interface_id": e} for i, e in instance_enis.items()},
+        "variable": doc["variable"],
+        "locals": {"source_instance": {i: {"network_interface_id": e} for i, e in instance_enis.items()},
                    "target": {"id": "tmt-0123456789abcdef0"}, "filter": {"id": "tmf-0123456789abcdef0"}},
         "resource": {"terraform_data": {"source": {"for_each": for_each, "input": session}}},
         "output": {"session_ids": doc["output"]["session_ids"]},
@@ -237,6 +244,7 @@ def terraform_evaluates_sessions(doc: dict, workdir: Path, instance_enis: dict[s
         text = text.replace(written, stand_in)
     workdir.mkdir()
     (workdir / "main.tf.json").write_text(text)
+    (workdir / stack_data.SESSIONS_FILE).write_text(json.dumps(values))
     env = {**os.environ, "TF_CLI_CONFIG_FILE": os.devnull, "CHECKPOINT_DISABLE": "1", "TF_IN_AUTOMATION": "1"}
     for args in (["init", "-input=false"], ["apply", "-auto-approve", "-input=false"]):
         r = subprocess.run([terraform, *args, "-no-color"], cwd=workdir, env=env, capture_output=True, text=True)
@@ -252,7 +260,8 @@ def terraform_evaluates_sessions(doc: dict, workdir: Path, instance_enis: dict[s
 
 def test_terraform_evaluates_one_session_per_source(example, tmp_path):
     doc = stack_json(example, "prod")
-    inputs, outputs = terraform_evaluates_sessions(doc, tmp_path / "tf", {"i-0123456789abcdef0": "eni-0aaaaaaaaaaaaaaaa"})
+    inputs, outputs = terraform_evaluates_sessions(doc, stack_values(example, "prod"), tmp_path / "tf",
+                                                   {"i-0123456789abcdef0": "eni-0aaaaaaaaaaaaaaaa"})
     lock = json.loads((ROOT / "capture.lock.json").read_text())["captures"]["prod"]
     assert set(inputs) == set(outputs) == set(lock)
     for source, got in inputs.items():
@@ -276,7 +285,7 @@ def test_terraform_evaluates_one_session_per_source(example, tmp_path):
 # is not what this proves.
 def test_inventory_text_reaches_terraform_literally_without_a_provider(odd, tmp_path):
     """Terraform evaluates the synthesized sessions (built-in terraform_data): descriptions are the text as written."""
-    inputs, _ = terraform_evaluates_sessions(stack_json(odd, "odd"), tmp_path / "tf", {})
+    inputs, _ = terraform_evaluates_sessions(stack_json(odd, "odd"), stack_values(odd, "odd"), tmp_path / "tf", {})
     assert inputs["eni-0123456789abcdef0"]["description"] == 'mirrorcap odd: web ${file("/etc/hostname")}'  # no file read
     assert inputs["eni-0123456789abcdef1"]["description"] == f"mirrorcap odd: {ODD['description']}"
 
@@ -341,6 +350,9 @@ def terraform_reads(stack_dir: Path, review_hcl: bool, workdir: Path) -> tuple[d
         text = text.replace('\nprovider "aws" {\n', "\nlocals {\n").replace("\n  default_tags {\n", "\n  default_tags = {\n")
         (workdir / "cdk.tf").write_text(text)
         (workdir / "pinned.tf.json").write_text(json.dumps({"terraform": pinned}))
+        # The variables' values as the review copy shows them (HCL), not the JSON beside cdk.tf.json.
+        (workdir / stack_data.SESSIONS_FILE).unlink()
+        shutil.copy(stack_dir.parent.parent / "review" / f"{stack_dir.name}.tfvars", workdir / "review.auto.tfvars")
     else:
         doc = json.loads((workdir / "cdk.tf.json").read_text())
         (provider,) = doc.pop("provider")["aws"]
@@ -426,12 +438,13 @@ def test_the_review_copy_is_what_terraform_runs(request, tmp_path, fixture, stac
 def test_edge_two_stacks_share_a_source_with_distinct_numbers(edge):
     blue, green = stack_json(edge, "blue"), stack_json(edge, "green")
     shared = "eni-0123456789abcdef0"
-    assert (sessions_of(blue)[shared]["session_number"], sessions_of(green)[shared]["session_number"]) == (1, 2)
+    blue_values, green_values = stack_values(edge, "blue"), stack_values(edge, "green")
+    assert (sessions_of(blue, blue_values)[shared]["session_number"], sessions_of(green, green_values)[shared]["session_number"]) == (1, 2)
     for doc in (blue, green):  # number tokens are made once and shared by every stack
         s = doc["resource"]["aws_ec2_traffic_mirror_session"]["source"]
         assert (s["session_number"], s["virtual_network_id"], s["packet_length"]) == (
-            "${each.value.session_number}", "${each.value.virtual_network_id}", '${lookup(each.value, "packet_length", null)}')
-    vnis = {k: s["virtual_network_id"] for k, s in sessions_of(blue).items()}
+            "${each.value.session_number}", "${each.value.virtual_network_id}", "${each.value.packet_length}")
+    vnis = {k: s["virtual_network_id"] for k, s in sessions_of(blue, blue_values).items()}
     assert vnis == {"i-0123456789abcdef0": 1, shared: 16777215}
     assert green["terraform"]["backend"]["local"]["path"] == "../../../terraform.green.tfstate"
 

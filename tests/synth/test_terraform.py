@@ -32,6 +32,7 @@ import pytest
 
 import tf_emulator as T
 from helpers import EXAMPLE, ROOT, for_each_of, mirrorcap, synth
+from mirrorcap import stack_data
 from mirrorcap.inventory import load
 
 TERRAFORM, TERRAFORM_VERSION = T.find_terraform()
@@ -170,14 +171,14 @@ def substitute(text: str, ids: dict[str, str]) -> str:
     return T.MOTO_ID.sub(lambda m: ids.get(m.group(0), m.group(0)), text)  # whole IDs: i-... is inside eni-...
 
 
-def resource_addresses(doc: dict) -> set[str]:
+def resource_addresses(doc: dict, values: dict) -> set[str]:
     """Every resource instance the stack declares (for_each maps expanded), less what the emulator skips."""
     out = set()
     for rtype, named in doc["resource"].items():
         if rtype in SKIPPED_IN_EMULATOR:
             continue
         for name in named:
-            each = for_each_of(doc, "resource", rtype, name)
+            each = for_each_of(doc, "resource", rtype, name, values)
             assert each is None or isinstance(each, dict), f"{rtype}.{name}: for_each {each!r} cannot be expanded here"
             out |= {f'{rtype}.{name}["{k}"]' for k in each} if each else {f"{rtype}.{name}"}
     return out
@@ -207,11 +208,13 @@ class Deployment:
     def lock(self) -> dict[str, int]:
         return json.loads((self.inv / "capture.lock.json").read_text())["captures"][self.name]
 
-    def resynth(self) -> None:
-        r = synth(self.inv, review_hcl=False)
-        assert r.returncode == 0, r.stderr
+    def resynth(self, *args: str) -> str:
+        """`mirrorcap synth` as `make synth` runs it (cdktn only when the structure changed): its output."""
+        r = mirrorcap("synth", "--no-review-hcl", *args, cwd=self.inv)
+        assert r.returncode == 0, r.stdout + r.stderr
         stack = stacks_of(self.inv)[self.name]
         self.doc = json.loads((stack / "cdk.tf.json").read_text())
+        self.values = json.loads((stack / stack_data.SESSIONS_FILE).read_text())
         # ignore_changes is merged argument by argument: keep the stack's own entries
         ignore = self.doc["resource"]["aws_instance"]["capture_instance"].get("lifecycle", {}).get("ignore_changes", [])
         override = T.emulator_override(MIRROR, self.em.url)
@@ -219,9 +222,10 @@ class Deployment:
             "//": "moto reports a public IP and no security groups on the instance (emulator gaps, not stack drift)",
             "lifecycle": {"ignore_changes": [*ignore, *MOTO_INSTANCE_DRIFT]}}}}
         T.working_copy(stack, self.wc, override)  # keeps .terraform and the local state across synths
+        return r.stdout
 
-    def plan(self, planfile: str) -> dict:
-        self.tf.ok(self.wc, "plan", "-input=false", "-no-color", f"-out={planfile}", *targets(self.doc), timeout=240)
+    def plan(self, planfile: str, *also: str) -> dict:
+        self.tf.ok(self.wc, "plan", "-input=false", "-no-color", f"-out={planfile}", *targets(self.doc), *also, timeout=240)
         return self.tf.show_json(self.wc, planfile)
 
 
@@ -248,7 +252,7 @@ def changes(plan: dict) -> list[dict]:
 def test_emulator_plan_creates_every_resource_with_the_locked_sessions(deployed):
     d = deployed
     planned = {c["address"]: c for c in changes(d.first_plan)}
-    assert {a: c["change"]["actions"] for a, c in planned.items()} == {a: ["create"] for a in resource_addresses(d.doc)}, \
+    assert {a: c["change"]["actions"] for a, c in planned.items()} == {a: ["create"] for a in resource_addresses(d.doc, d.values)}, \
         f"filter rules are left out (moto lacks them: {SKIPPED_IN_EMULATOR}); everything else must be created once"
     print(f"emulator plan: {len(planned)} resources to create")
     lock = d.lock()
@@ -297,10 +301,85 @@ def test_emulator_adding_one_source_plans_exactly_one_create(deployed):
     assert r.returncode == 0, r.stderr
     after = d.lock()
     assert {k: v for k, v in after.items() if k != new} == before, "adding a source renumbered another"
-    d.resynth()
+    structure = d.doc
+    assert "cdktn skipped" in d.resynth()  # a source is data: no synth
+    assert d.doc == structure
     plan = d.plan("second.tfplan")
     got = [(c["address"], c["change"]["actions"]) for c in changes(plan)]
     assert got == [(f'aws_ec2_traffic_mirror_session.source["{new}"]', ["create"])], got
     (session,) = [c["change"]["after"] for c in changes(plan)]
     assert session["session_number"] == after[new] and session["virtual_network_id"] == d.capture.vni
     assert session["network_interface_id"] == new
+
+
+def planned_changes(plan: dict) -> list[tuple]:
+    """What a plan does, resource by resource: address, actions, and the values after."""
+    return sorted((c["address"], tuple(c["change"]["actions"]), json.dumps(c["change"]["after"], sort_keys=True))
+                  for c in changes(plan))
+
+
+def edit_inventory(d: Deployment, old: str, new: str) -> None:
+    hcl = d.inv / "capture.hcl"
+    text = hcl.read_text()
+    assert text.count(old) == 1, old
+    hcl.write_text(text.replace(old, new))
+    r = mirrorcap("sessions", "--write", cwd=d.inv)
+    assert r.returncode == 0, r.stderr
+
+
+def skipped_then_forced(d: Deployment, planfile: str) -> list[tuple]:
+    """The edit through `mirrorcap synth` (cdktn skipped, cdk.tf.json untouched), planned; then the same
+    inventory through cdktn (--force): its plan must do exactly the same."""
+    structure = d.doc
+    assert "cdktn skipped" in d.resynth()
+    assert d.doc == structure
+    fast = planned_changes(d.plan(f"{planfile}-data"))
+    assert "cdktn synth (--force)" in d.resynth("--force")
+    assert d.doc == structure
+    assert planned_changes(d.plan(f"{planfile}-full")) == fast
+    return fast
+
+
+def test_emulator_source_edits_need_no_synth_and_plan_what_a_full_synth_plans(deployed):
+    """A changed VNI (a new one: its alarms, the host's decapsulation) and a removed source: data only,
+    planned exactly as cdktn's own synth of the same inventory plans them."""
+    d = deployed
+    d.plan("settle.tfplan")  # what the tests before planned (an added source), applied first
+    d.tf.ok(d.wc, "apply", "-input=false", "-no-color", "settle.tfplan", timeout=400)
+    source = next(s for s in d.capture.sources if not s.is_instance and s.vni is None)
+    eni = d.ids[source.id]
+    edit_inventory(d, f'"{eni}"\n', f'"{eni}"\n    vni = 777\n')
+    got = skipped_then_forced(d, "vni")
+    assert {(a, acts) for a, acts, _ in got} == {
+        (f'aws_ec2_traffic_mirror_session.source["{eni}"]', ("update",)),
+        ('aws_cloudwatch_metric_alarm.alarm_not_capturing["777"]', ("create",)),
+        ('aws_cloudwatch_metric_alarm.alarm_packets_lost["777"]', ("create",)),
+        ("aws_instance.capture_instance", ("update",)),  # its user data: the host decapsulates VNI 777 too
+    }, got
+    session = json.loads(next(after for a, _, after in got if a.startswith("aws_ec2_traffic_mirror_session")))
+    assert session["virtual_network_id"] == 777
+    # (not applied: moto refuses ModifyInstanceAttribute's gzipped user data, an emulator gap)
+
+    text = (d.inv / "capture.hcl").read_text()
+    start = text.index(f'"{eni}"')
+    block = text[text.rindex("  source {", 0, start):text.index("  }\n", start) + 4]
+    edit_inventory(d, block, "")
+    got = skipped_then_forced(d, "removed")
+    assert [(a, acts) for a, acts, _ in got] == [(f'aws_ec2_traffic_mirror_session.source["{eni}"]', ("delete",))], got
+    d.tf.ok(d.wc, "apply", "-input=false", "-no-color", "removed-full", timeout=400)
+
+
+def test_emulator_a_stack_with_alarms_per_vni_moves_them_without_a_change(deployed):
+    """Before the VNIs were data, each VNI had its own alarm resources (alarm_not_capturing_<vni>): a stack
+    applied then plans no alarm destroyed or created, only moved (vni-alarms-moved.tf.json)."""
+    d = deployed
+    vni = d.capture.vni
+    for name, old in stack_data.VNI_ALARMS:
+        d.tf.ok(d.wc, "state", "mv", f'aws_cloudwatch_metric_alarm.{name}["{vni}"]', f"aws_cloudwatch_metric_alarm.{old.format(vni=vni)}")
+    # (the test's -target list, moto lacking filter rules, must name what moves: Terraform says so)
+    plan = d.plan("moved.tfplan", *(f"-target=aws_cloudwatch_metric_alarm.{old.format(vni=vni)}" for _, old in stack_data.VNI_ALARMS))
+    assert changes(plan) == [], planned_changes(plan)
+    moved = {c["address"]: c.get("previous_address") for c in plan["resource_changes"] if c["type"] == "aws_cloudwatch_metric_alarm"}
+    assert {a: p for a, p in moved.items() if p} == {
+        f'aws_cloudwatch_metric_alarm.{name}["{vni}"]': f"aws_cloudwatch_metric_alarm.{old.format(vni=vni)}"
+        for name, old in stack_data.VNI_ALARMS}

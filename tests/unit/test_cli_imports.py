@@ -35,7 +35,7 @@ def test_importing_the_cli_loads_nothing_heavy():
 
 
 def test_every_verb_is_on_the_one_app():
-    assert loaded()["commands"] == sorted(["validate", "sessions", "render", "capacity", "check", "window", "find", "index", "preflight",
+    assert loaded()["commands"] == sorted(["validate", "sessions", "render", "synth", "capacity", "check", "window", "find", "index", "preflight",
                                             "state-bucket", "ci-roles", "bake", "review"])
 
 

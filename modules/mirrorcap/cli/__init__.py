@@ -15,7 +15,7 @@ import sys
 
 import typer
 
-from . import bake, capacity, check, ci_roles, find, index, preflight, render, review, sessions, state_bucket, validate, window
+from . import bake, capacity, check, ci_roles, find, index, preflight, render, review, sessions, state_bucket, synth, validate, window
 from .common import CONTEXT, EXIT_CODES_HELP
 
 # A reader that goes away (`mirrorcap sessions | head -1`) ends the command as SIGPIPE ends
@@ -55,7 +55,7 @@ def main(_version: bool = typer.Option(False, "--version", callback=_version, is
     """Packet capture on AWS with VPC Traffic Mirroring."""
 
 
-for command in (validate.validate, sessions.sessions, render.render, capacity.capacity, check.check, window.window, find.find, index.index):
+for command in (validate.validate, sessions.sessions, render.render, synth.synth, capacity.capacity, check.check, window.window, find.find, index.index):
     app.command(epilog=EXIT_CODES_HELP)(command)
 # make's steps around cdktn and Packer (make diff|deploy|destroy|output|state-bucket, make bake)
 app.command(epilog=EXIT_CODES_HELP)(preflight.preflight)

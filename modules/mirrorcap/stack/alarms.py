@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 
-from cdktn import TerraformStack
+from cdktn import TerraformStack, TerraformVariable, Token
 from cdktn_provider_aws.cloudwatch_metric_alarm import CloudwatchMetricAlarm
 from cdktn_provider_aws.iam_role_policy import IamRolePolicy
 from cdktn_provider_aws.kms_alias import KmsAlias
@@ -21,11 +21,12 @@ from cdktn_provider_aws.kms_key import KmsKey
 from cdktn_provider_aws.sns_topic import SnsTopic
 
 from .. import contract as c
+from .. import stack_data
 from ..backlog import archive_backlog_seconds
 from ..inventory.model import Capture
 from .kms import KEY_ADMIN_ACTIONS
 from .policy import policy_document
-from .refs import ref
+from .refs import EACH_KEY, ref
 from .tags import named
 
 ALARMS = "alarms"  # the created topic's and its key's Name: resource_name(capture, ALARMS)
@@ -60,25 +61,29 @@ def metrics_policy() -> dict:
     ]}
 
 
+# The VNIs are data (stack_data.py): the per-VNI alarms are keyed by VNI, `each.key` the VNI as text.
+VNI_KEYS = "${toset([for vni in var.%s : tostring(vni)])}" % stack_data.VNIS
+VNI_COUNT = "length(var.%s)" % stack_data.VNIS
+
+
 def alarm_specs(capture: Capture) -> list[dict]:
-    """(logical ID and) arguments of every alarm, topic aside."""
+    """(logical ID and) arguments of every alarm, topic aside. A spec with `for_each` is one alarm per VNI."""
     name, period = capture.name, c.METRICS_PERIOD_SECONDS
-    specs = []
-    for vni in capture.vnis:
-        dims = {c.DIM_CAPTURE: name, c.DIM_VNI: str(vni)}
-        specs.append(dict(
-            id=f"alarm_not_capturing_{vni}", alarm_name=c.resource_name(name, f"not-capturing-vni{vni}"),
-            alarm_description=f"mirrorcap {name}: VNI {vni} is not being captured (tcpdump not running or not writing), "
-                              "or no host reports it: mirrorcap-health on the host says why",
-            metric_name=c.METRIC_CAPTURING, dimensions=dims, statistic="Minimum", period=period,
-            evaluation_periods=NOT_CAPTURING_PERIODS, datapoints_to_alarm=NOT_CAPTURING_DATAPOINTS,
-            comparison_operator="LessThanThreshold", threshold=1, treat_missing_data="breaching"))
-        specs.append(dict(
-            id=f"alarm_packets_lost_{vni}", alarm_name=c.resource_name(name, f"packets-lost-vni{vni}"),
-            alarm_description=f"mirrorcap {name}: VNI {vni} lost packets (kernel drops or capture gaps): "
-                              "mirrorcap-health's drops and writing checks say how many and why",
-            metric_name=c.METRIC_PACKETS_LOST, dimensions=dims, statistic="Sum", period=period, evaluation_periods=1,
-            comparison_operator="GreaterThanThreshold", threshold=0, treat_missing_data="notBreaching"))
+    vni = EACH_KEY
+    dims = {c.DIM_CAPTURE: name, c.DIM_VNI: vni}
+    (down, _), (lost, _) = stack_data.VNI_ALARMS
+    specs = [dict(
+        id=down, for_each=VNI_KEYS, alarm_name=c.resource_name(name, f"not-capturing-vni{vni}"),
+        alarm_description=f"mirrorcap {name}: VNI {vni} is not being captured (tcpdump not running or not writing), "
+                          "or no host reports it: mirrorcap-health on the host says why",
+        metric_name=c.METRIC_CAPTURING, dimensions=dims, statistic="Minimum", period=period,
+        evaluation_periods=NOT_CAPTURING_PERIODS, datapoints_to_alarm=NOT_CAPTURING_DATAPOINTS,
+        comparison_operator="LessThanThreshold", threshold=1, treat_missing_data="breaching"), dict(
+        id=lost, for_each=VNI_KEYS, alarm_name=c.resource_name(name, f"packets-lost-vni{vni}"),
+        alarm_description=f"mirrorcap {name}: VNI {vni} lost packets (kernel drops or capture gaps): "
+                          "mirrorcap-health's drops and writing checks say how many and why",
+        metric_name=c.METRIC_PACKETS_LOST, dimensions=dims, statistic="Sum", period=period, evaluation_periods=1,
+        comparison_operator="GreaterThanThreshold", threshold=0, treat_missing_data="notBreaching")]
     floor = capture.host.min_free_percent / 2
     specs.append(dict(
         id="alarm_disk_free_low", alarm_name=c.resource_name(name, "disk-free-low"),
@@ -89,13 +94,14 @@ def alarm_specs(capture: Capture) -> list[dict]:
         treat_missing_data="notBreaching"))
     if capture.archive is not None:
         # More closed pcaps than rotations fit in health's backlog bound: the oldest waits longer than it.
-        most = len(capture.vnis) * math.ceil(archive_backlog_seconds(capture) / capture.host.rotate_seconds)
+        # per VNI: the VNIs are data, so the count is Terraform's
+        most = f"{VNI_COUNT} * {math.ceil(archive_backlog_seconds(capture) / capture.host.rotate_seconds)}"
         specs.append(dict(
             id="alarm_archive_backlog", alarm_name=c.resource_name(name, "archive-backlog"),
-            alarm_description=f"mirrorcap {name}: over {most} closed pcaps wait for their upload to S3: "
+            alarm_description=f"mirrorcap {name}: over ${{{most}}} closed pcaps wait for their upload to S3: "
                               "see mirrorcap-health's archive check (the uploader's last error)",
             metric_name=c.METRIC_ARCHIVE_BACKLOG, dimensions={c.DIM_CAPTURE: name}, statistic="Maximum", period=period,
-            evaluation_periods=BACKLOG_PERIODS, comparison_operator="GreaterThanThreshold", threshold=most,
+            evaluation_periods=BACKLOG_PERIODS, comparison_operator="GreaterThanThreshold", threshold=Token.as_number(f"${{{most}}}"),
             treat_missing_data="notBreaching"))
     return specs
 
@@ -116,7 +122,12 @@ class CaptureAlarms:
                      kms_master_key_id=ref("aws_kms_key", "alarm_key", "arn"), tags=named(capture, ALARMS))
             topic = ref("aws_sns_topic", "alarm_topic", "arn")
         self.topic_arn = topic
+        var_type, description = stack_data.VARIABLES[stack_data.VNIS]
+        TerraformVariable(stack, stack_data.VNIS, type=var_type, nullable=False, description=description)
         for spec in alarm_specs(capture):
             spec = dict(spec)
-            CloudwatchMetricAlarm(stack, spec.pop("id"), namespace=c.METRICS_NAMESPACE, alarm_actions=[topic], ok_actions=[topic],
-                                  tags={"Name": spec["alarm_name"]}, **spec)
+            for_each = spec.pop("for_each", None)
+            alarm = CloudwatchMetricAlarm(stack, spec.pop("id"), namespace=c.METRICS_NAMESPACE, alarm_actions=[topic],
+                                          ok_actions=[topic], tags={"Name": spec["alarm_name"]}, **spec)
+            if for_each:
+                alarm.add_override("for_each", for_each)

@@ -26,6 +26,7 @@ from cdktn_provider_aws.glue_catalog_table import (
     GlueCatalogTableStorageDescriptorSerDeInfo)
 from cdktn_provider_aws.s3_bucket_policy import S3BucketPolicy
 
+from .. import stack_data
 from ..contract import ATHENA, ATHENA_RESULTS, FLOWS_TABLE, INDEX_PREFIX, glue_database, resource_name
 from ..inventory.model import Capture
 from ..find.hostindex import indexer
@@ -59,7 +60,7 @@ def projection(capture: Capture, bucket: str) -> dict[str, str]:
         "classification": "json",
         "projection.enabled": "true",
         "projection.vni.type": "enum",
-        "projection.vni.values": ",".join(str(v) for v in capture.vnis),
+        "projection.vni.values": '${join(",", var.%s)}' % stack_data.VNIS,  # data: stack_data.py
         "projection.day.type": "date",
         "projection.day.format": "yyyy-MM-dd",
         "projection.day.range": f"NOW-{days}DAYS,NOW",

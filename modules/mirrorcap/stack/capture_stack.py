@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Mapping
-
 from constructs import Construct
 from cdktn import LocalBackend, S3Backend, TerraformOutput, TerraformStack
 from cdktn_provider_aws.data_aws_caller_identity import DataAwsCallerIdentity
 from cdktn_provider_aws.provider import AwsProvider, AwsProviderDefaultTags
 
 from ..inventory.model import Backend, Capture
+from ..stack_data import structural
 from .alarms import CaptureAlarms
 from .host import CaptureHost
 from .iam import InstanceRole
@@ -25,8 +24,11 @@ ARCHIVE_BUCKET_EXPRESSION = "aws_s3_bucket.archive.bucket"
 
 
 class CaptureStack(TerraformStack):
-    def __init__(self, scope: Construct, capture: Capture, *, numbers: Mapping[str, int], remirror_zip: str | None = None):
+    def __init__(self, scope: Construct, capture: Capture, *, remirror_zip: str | None = None):
         super().__init__(scope, capture.name)
+        # The sources are data, never structure (stack_data.py): the stack does not see them, so a
+        # source edit leaves cdk.tf.json unchanged and `mirrorcap synth` may skip cdktn.
+        capture = structural(capture)
         AwsProvider(self, "aws", region=capture.region, default_tags=[AwsProviderDefaultTags(tags=default_tags(capture))])
         _backend(self, capture.backend)
 
@@ -57,12 +59,12 @@ class CaptureStack(TerraformStack):
             from .fleet import CaptureFleet
             fleet = CaptureFleet(self, capture, management_sg_id=sgs.management_id, mirror_sg_id=sgs.mirror_id,
                                  instance_profile=role.profile_name, key_arn=key_arn, archive_bucket=ARCHIVE_BUCKET_EXPRESSION)
-            mirroring = Mirroring(self, capture, numbers=numbers, target_nlb_arn=fleet.nlb_arn, target_depends_on=[fleet.listener])
+            mirroring = Mirroring(self, capture, target_nlb_arn=fleet.nlb_arn, target_depends_on=[fleet.listener])
         else:
             host = CaptureHost(self, capture, management_sg_id=sgs.management_id, mirror_sg_id=sgs.mirror_id,
                                instance_profile=role.profile_name, key_arn=key_arn,
                                archive_bucket=ARCHIVE_BUCKET_EXPRESSION if archive else None)
-            mirroring = Mirroring(self, capture, target_eni_id=host.eni_id, numbers=numbers)
+            mirroring = Mirroring(self, capture, target_eni_id=host.eni_id)
         target_id, filter_id = mirroring.target_id, mirroring.filter_id
         alarms = CaptureAlarms(self, capture, partition=role.partition, account=account,
                                host_role_name=ref("aws_iam_role", "host_role", "name"))

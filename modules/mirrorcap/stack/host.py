@@ -10,6 +10,7 @@ from cdktn_provider_aws.network_interface import NetworkInterface
 from cdktn_provider_aws.network_interface_attachment import NetworkInterfaceAttachmentA
 from cdktn_provider_aws.volume_attachment import VolumeAttachment
 
+from ..stack_data import USER_DATA_FILE
 from ..contract import ARCHIVE_BUCKET_VAR, HOST
 from ..inventory.model import Capture
 from .refs import data_ref, ref
@@ -23,7 +24,6 @@ PCAP_DEVICE_NAME = "/dev/sdf"
 # beside cdk.tf.json; Terraform fills in the IDs and gzips it (cloud-init
 # unpacks it). Written out, not built from a TerraformAsset and Fn calls: that
 # was five jsii round trips and a file copy per stack.
-USER_DATA_FILE = "user-data.sh.tftpl"
 
 
 def user_data_expression(volume_id: str, eni_id: str, archive_bucket: str | None = None) -> str:

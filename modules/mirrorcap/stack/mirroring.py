@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import functools
-from typing import Mapping
 
-from cdktn import TerraformLocal, TerraformStack, Token
+from cdktn import TerraformStack, TerraformVariable, Token
 from cdktn_provider_aws.data_aws_instance import DataAwsInstance
 from cdktn_provider_aws.ec2_traffic_mirror_filter import Ec2TrafficMirrorFilter
 from cdktn_provider_aws.ec2_traffic_mirror_filter_rule import (
@@ -13,7 +12,8 @@ from cdktn_provider_aws.ec2_traffic_mirror_filter_rule import (
 from cdktn_provider_aws.ec2_traffic_mirror_session import Ec2TrafficMirrorSession
 from cdktn_provider_aws.ec2_traffic_mirror_target import Ec2TrafficMirrorTarget
 
-from ..contract import FILTER, SOURCE_KEY, TARGET, resource_name, session_description, source_vni
+from .. import stack_data
+from ..contract import FILTER, SOURCE_KEY, TARGET, resource_name
 from ..inventory.model import Capture
 from .literal import literal
 from .refs import EACH_KEY, data_ref, each, ref
@@ -22,7 +22,6 @@ from .tags import named
 
 # The names a plan shows: aws_ec2_traffic_mirror_session.source["<source ID>"], data.aws_instance.source_instance["i-..."].
 SESSIONS_RESOURCE, INSTANCE_LOOKUP = "source", "source_instance"
-SESSIONS_LOCAL, INSTANCES_LOCAL = "sessions", "instance_sources"
 
 
 @functools.cache
@@ -34,7 +33,7 @@ def number(expression: str) -> float:
 
 
 class Mirroring:
-    def __init__(self, stack: TerraformStack, capture: Capture, *, numbers: Mapping[str, int], target_eni_id: str | None = None,
+    def __init__(self, stack: TerraformStack, capture: Capture, *, target_eni_id: str | None = None,
                  target_nlb_arn: str | None = None, target_depends_on: list | None = None):
         """The target is the host's mirror ENI, or a fleet's NLB (target_nlb_arn, created after its UDP 4789 listener)."""
         if target_nlb_arn is None:
@@ -57,47 +56,33 @@ class Mirroring:
                 destination_port_range=Ec2TrafficMirrorFilterRuleDestinationPortRange(from_port=rule.destination_ports.from_port, to_port=rule.destination_ports.to_port) if rule.destination_ports else None,
                 description=literal(rule.description, typed=True) if rule.description else None)
 
-        self.session_ids = self._sessions(stack, capture, numbers, target_id, filter_id)
+        self.session_ids = self._sessions(stack, capture, target_id, filter_id)
 
     @staticmethod
-    def _sessions(stack: TerraformStack, capture: Capture, numbers: Mapping[str, int], target_id: str, filter_id: str):
+    def _sessions(stack: TerraformStack, capture: Capture, target_id: str, filter_id: str):
         """One resource keyed by source ID, `aws_ec2_traffic_mirror_session.source["eni-..."]`, whose
-        `for_each` is a map in `locals` (`local.sessions`); returns the {source: session ID} expression.
+        `for_each` is the variable `sessions`; returns the {source: session ID} expression.
 
-        Adding or removing a source touches only its own key in the plan, and
-        synth creates one construct however many sources there are. Where the
-        map lives decides plan time: Terraform evaluates a resource's `for_each`
-        expression again for every instance, a local once. bench/fleet_scale.py
-        (terraform 1.11, hashicorp/aws 5.100, moto, 1,000 sessions, medians of 5
-        rounds): from `locals` 24 s, split over 16 resources with inline maps (the
-        earlier shape) 39 s; one inline map takes minutes. The instance sources'
-        lookup takes its list from `locals` for the same reason.
+        The sources are data (stack_data.py writes the variables' values into
+        sessions.auto.tfvars.json): this stack is the same whatever the sources,
+        so a source edit needs no synth. Adding or removing a source touches only
+        its own key in the plan. The map is a variable, not inline in `for_each`:
+        Terraform evaluates a resource's `for_each` expression again for every
+        instance, a variable once (bench/fleet_scale.py: 1,000 sessions inline
+        take minutes). An instance source mirrors its primary ENI, looked up at plan time.
         """
-        if not capture.sources:
-            return {}
-        instances = sorted(s.id for s in capture.sources if s.is_instance)
-        if instances:
-            # An instance source mirrors its primary ENI, looked up at plan time.
-            TerraformLocal(stack, INSTANCES_LOCAL, instances)
-            lookup = DataAwsInstance(stack, INSTANCE_LOOKUP, instance_id=EACH_KEY)
-            lookup.add_override("for_each", "${toset(local.%s)}" % INSTANCES_LOCAL)
-        per_source = {}
-        for source in capture.sources:
-            per_source[source.id] = {
-                "network_interface_id": data_ref("aws_instance", f'{INSTANCE_LOOKUP}["{source.id}"]', "network_interface_id")
-                if source.is_instance else source.id,
-                "session_number": numbers[source.id],
-                "virtual_network_id": source_vni(source.vni, capture.vni),
-                "packet_length": source.packet_length,  # None: dropped from the map, looked up with a null default
-                "description": literal(session_description(capture.name, source.description or source.id)),
-            }
-        TerraformLocal(stack, SESSIONS_LOCAL, per_source)
+        for name, (type_, description) in stack_data.VARIABLES.items():
+            if name != stack_data.VNIS:  # declared by the alarms
+                TerraformVariable(stack, name, type=type_, nullable=False, description=description)
+        lookup = DataAwsInstance(stack, INSTANCE_LOOKUP, instance_id=EACH_KEY)
+        lookup.add_override("for_each", "${var.%s}" % stack_data.INSTANCE_SOURCES)
+        instance_eni = data_ref("aws_instance", f"{INSTANCE_LOOKUP}[each.key]", "network_interface_id")[2:-1]
         session = Ec2TrafficMirrorSession(
-            stack, SESSIONS_RESOURCE, network_interface_id=each("network_interface_id"),
+            stack, SESSIONS_RESOURCE,
+            network_interface_id=f"${{contains(var.{stack_data.INSTANCE_SOURCES}, each.key) ? {instance_eni} : each.key}}",
             traffic_mirror_target_id=target_id, traffic_mirror_filter_id=filter_id,
             session_number=number(each("session_number")), virtual_network_id=number(each("virtual_network_id")),
-            packet_length=number('${lookup(each.value, "packet_length", null)}'),
-            description=each("description"),
+            packet_length=number(each("packet_length")), description=each("description"),
             tags={"Name": resource_name(capture.name, EACH_KEY), SOURCE_KEY: EACH_KEY})
-        session.add_override("for_each", "${local.%s}" % SESSIONS_LOCAL)
+        session.add_override("for_each", "${var.%s}" % stack_data.SESSIONS)
         return f"${{{{for source, session in aws_ec2_traffic_mirror_session.{SESSIONS_RESOURCE} : source => session.id}}}}"

@@ -26,6 +26,7 @@ from ..inventory import load, unbaked
 from ..inventory.model import Inventory
 from ..numbering.plan import locked_numbers
 from ..numbering.sessions import by_capture
+from . import structure
 from .review_hcl import corrected, format_hcl, review_dir
 
 STACK_MODULE = "mirrorcap.stack.capture_stack"  # loads the provider bindings: seconds
@@ -76,22 +77,20 @@ def synth(inputs: Prepared, outdir: str | None = None, review_hcl: bool = False)
     skip_token_creation_stacks()
     from cdktn import App
     from ..stack.capture_stack import CaptureStack
-    from ..stack.host import USER_DATA_FILE
     from ..stack.lambda_zip import build
 
     app = App(outdir=outdir, context={"targetVersions": target_versions()})
+    (Path(app.outdir) / structure.RECORD).unlink(missing_ok=True)  # until this synth has written everything
     stacks = []
     with tempfile.TemporaryDirectory(prefix="mirrorcap-synth-") as tmp:
         remirror_zip = None
         if any(c.auto_mirror and c.auto_mirror.deploy_lambda for c in inventory.captures):
             remirror_zip = str(build(Path(tmp) / "remirror" / "mirrorcap-remirror.zip"))
         for capture in inventory.captures:
-            stacks.append(CaptureStack(app, capture, numbers=numbers.get(capture.name, {}), remirror_zip=remirror_zip))
+            stacks.append(CaptureStack(app, capture, remirror_zip=remirror_zip))
         app.synth()
     out = Path(app.outdir)
     stack_dirs = [out / "stacks" / c.name for c in inventory.captures]
-    for capture, d in zip(inventory.captures, stack_dirs):
-        (d / USER_DATA_FILE).write_text(templates[capture.name])  # read by templatefile() in cdk.tf.json
     for d in stack_dirs:
         # Terraform loads every *.tf and *.tf.json in a directory: a review copy
         # beside cdk.tf.json (where mirrorcap once wrote it) would declare every
@@ -104,4 +103,6 @@ def synth(inputs: Prepared, outdir: str | None = None, review_hcl: bool = False)
                  for stack, d in zip(stacks, stack_dirs)]
         for capture, text in zip(inventory.captures, format_hcl(texts)):
             (review / f"{capture.name}.tf").write_text(text)
+    structure.write_data(out, inventory, numbers, templates, review_hcl)  # all `mirrorcap synth` writes on a source edit
+    structure.record(out, inventory, review_hcl)
     return stack_dirs

@@ -1,0 +1,125 @@
+"""What a source edit changes, as data Terraform reads: a stack's sessions.auto.tfvars.json.
+
+A capture's sources (their ENI or instance, session number, VNI, packet length,
+description) are values, not structure. The synthesized stack (cdk.tf.json)
+declares three variables and never sees a source; this module writes their
+values in plain Python, beside it, where Terraform loads every *.auto.tfvars.json
+of the directory it runs in:
+
+    sessions          source ID -> its session's arguments (for_each of
+                      aws_ec2_traffic_mirror_session.source)
+    instance_sources  the sources that are instances (their primary ENI is
+                      looked up at plan time: data.aws_instance.source_instance)
+    vnis              every VNI the capture decapsulates (an alarm pair each,
+                      the Athena table's VNI partitions)
+
+So adding, removing or renumbering a source, or giving one another VNI, leaves
+cdk.tf.json as it was: `mirrorcap synth` (synth/structure.py) skips cdktn then.
+The variables have no default: a stack directory without its values fails its
+plan rather than planning every session away.
+
+Strings in a .tfvars.json file are literal (no `${` template), so inventory text
+goes in as it is. The review copy shows the same values as HCL (review_tfvars).
+Pure: nothing here loads cdktn.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Mapping
+
+from .contract import session_description, source_vni
+from .inventory.model import Capture
+
+SESSIONS_FILE = "sessions.auto.tfvars.json"
+USER_DATA_FILE = "user-data.sh.tftpl"  # the host's user data, read by templatefile() in cdk.tf.json (stack/host.py)
+# Alarms that were one resource per VNI (alarm_not_capturing_<vni>) are one for_each keyed by VNI:
+# a moved block per VNI carries a stack deployed before over (a no-op where nothing was).
+MOVED_FILE = "vni-alarms-moved.tf.json"
+
+SESSIONS, INSTANCE_SOURCES, VNIS = "sessions", "instance_sources", "vnis"
+# name -> (Terraform type, description): declared by the stack (stack/mirroring.py, stack/alarms.py)
+VARIABLES = {
+    SESSIONS: ("map(object({session_number = number, virtual_network_id = number, "
+               "packet_length = optional(number), description = string}))",
+               f"source ID -> its traffic mirror session (written by mirrorcap into {SESSIONS_FILE})"),
+    INSTANCE_SOURCES: ("set(string)", f"the sources that are EC2 instances (written by mirrorcap into {SESSIONS_FILE})"),
+    VNIS: ("list(number)", f"every VNI the capture decapsulates, ascending (written by mirrorcap into {SESSIONS_FILE})"),
+}
+# The per-VNI alarms: (resource name, the name each VNI's alarm had before they were keyed by VNI)
+VNI_ALARMS = (("alarm_not_capturing", "alarm_not_capturing_{vni}"), ("alarm_packets_lost", "alarm_packets_lost_{vni}"))
+ALARM_TYPE = "aws_cloudwatch_metric_alarm"
+
+
+def structural(capture: Capture) -> Capture:
+    """The capture as its stack sees it: without its sources (their values are data, below)."""
+    return dataclasses.replace(capture, sources=())
+
+
+def values(capture: Capture, numbers: Mapping[str, int]) -> dict:
+    """The three variables' values for one capture; `numbers` is source ID -> session number (the lock)."""
+    sessions = {}
+    for source in capture.sources:
+        session = {"session_number": numbers[source.id], "virtual_network_id": source_vni(source.vni, capture.vni),
+                   "description": session_description(capture.name, source.description or source.id)}
+        if source.packet_length is not None:
+            session["packet_length"] = source.packet_length
+        sessions[source.id] = session
+    return {SESSIONS: sessions, INSTANCE_SOURCES: sorted(s.id for s in capture.sources if s.is_instance),
+            VNIS: list(capture.vnis)}
+
+
+def moved(capture: Capture) -> dict:
+    return {"moved": [{"from": f"{ALARM_TYPE}.{old.format(vni=vni)}", "to": f'{ALARM_TYPE}.{name}["{vni}"]'}
+                      for vni in capture.vnis for name, old in VNI_ALARMS]}
+
+
+def files(capture: Capture, numbers: Mapping[str, int]) -> dict[str, str]:
+    """File name -> text, for the stack's directory."""
+    return {SESSIONS_FILE: json.dumps(values(capture, numbers), indent=1, sort_keys=True, ensure_ascii=False) + "\n",
+            MOVED_FILE: json.dumps(moved(capture), indent=1) + "\n"}
+
+
+# --- The review copy: the same values as HCL (cdktf.out/review/<capture>.tfvars) ---------------------
+
+_HCL_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def hcl_string(text: str) -> str:
+    """`text` as an HCL quoted string that Terraform reads back as exactly `text` (no template)."""
+    body = "".join(_HCL_ESCAPES.get(c) or (f"\\u{ord(c):04x}" if ord(c) < 0x20 or ord(c) == 0x7f else c) for c in text)
+    return '"' + body.replace("${", "$${").replace("%{", "%%{") + '"'
+
+
+def _hcl(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    return hcl_string(value)
+
+
+def review_tfvars(capture: Capture, numbers: Mapping[str, int]) -> str:
+    """values() as a .tfvars file, formatted as `terraform fmt` formats it."""
+    v = values(capture, numbers)
+    lines = [f"# capture {hcl_string(capture.name)}: the values of the stack's variables, as Terraform reads them from",
+             f"# cdktf.out/stacks/{capture.name}/{SESSIONS_FILE} (written by mirrorcap: a source edit changes only this file).",
+             ""]
+    width = max(len(INSTANCE_SOURCES), len(VNIS))
+    lines.append(f"{INSTANCE_SOURCES.ljust(width)} = [" + ", ".join(hcl_string(i) for i in v[INSTANCE_SOURCES]) + "]")
+    lines.append(f"{VNIS.ljust(width)} = [" + ", ".join(str(n) for n in v[VNIS]) + "]")
+    lines.append("")
+    if not v[SESSIONS]:
+        lines.append(f"{SESSIONS} = {{}}")
+        return "\n".join(lines) + "\n"
+    lines.append(f"{SESSIONS} = {{")
+    for source, session in v[SESSIONS].items():
+        lines.append(f"  {hcl_string(source)} = {{")
+        width = max(len(k) for k in session)
+        lines += [f"    {k.ljust(width)} = {_hcl(val)}" for k, val in session.items()]
+        lines.append("  }")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
