@@ -66,6 +66,44 @@ def sessions_of(doc: dict, values: dict) -> dict:
     return for_each_of(doc, "resource", "aws_ec2_traffic_mirror_session", "source", values)
 
 
+def instances(doc: dict, values: dict, rtype: str) -> dict[str, dict]:
+    """The stack's resources of `rtype` by address, each for_each expanded: `${each.key}` becomes the key,
+    as Terraform substitutes it in a string (the alarms' for_each is the VNIs, as text)."""
+    out = {}
+    for name, body in doc["resource"].get(rtype, {}).items():
+        body = {k: v for k, v in body.items() if k not in ("//", "for_each")}
+        each = for_each_of(doc, "resource", rtype, name, values)
+        if each is None:
+            out[name] = body
+            continue
+        for key in each:
+            out[f'{name}["{key}"]'] = json.loads(json.dumps(body).replace("${each.key}", key))
+    return out
+
+
+def terraform_evaluates(stack_dir: Path, expressions: dict[str, str], workdir: Path) -> dict:
+    """Terraform itself evaluates `expressions` (name -> a "${...}" string of the stack) over the stack's
+    variables, their values read from the stack's sessions.auto.tfvars.json as its plan reads them.
+    No provider: the variables and these outputs only."""
+    import shutil
+    terraform = shutil.which("terraform") or shutil.which("tofu")
+    if not terraform:
+        import pytest
+        pytest.skip("no terraform/tofu binary on this machine")
+    doc = json.loads((stack_dir / "cdk.tf.json").read_text())
+    workdir.mkdir(parents=True)
+    (workdir / "main.tf.json").write_text(json.dumps({"variable": doc["variable"],
+                                                      "output": {k: {"value": v} for k, v in expressions.items()}}))
+    shutil.copy(stack_dir / "sessions.auto.tfvars.json", workdir)
+    tf_env = {**os.environ, "TF_CLI_CONFIG_FILE": os.devnull, "CHECKPOINT_DISABLE": "1", "TF_IN_AUTOMATION": "1"}
+    for args in (["init", "-input=false"], ["plan", "-input=false", "-out=p.tfplan"]):
+        r = subprocess.run([terraform, *args, "-no-color"], cwd=workdir, env=tf_env, capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout + r.stderr
+    shown = json.loads(subprocess.run([terraform, "show", "-json", "p.tfplan"], cwd=workdir, env=tf_env, capture_output=True,
+                                      text=True, check=True).stdout)
+    return {k: v["value"] for k, v in shown["planned_values"]["outputs"].items()}
+
+
 def tree(path: Path) -> dict[str, bytes]:
     return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
 

@@ -12,7 +12,8 @@ Each resource type a stack declares is either built (BUILDERS) or listed in
 NOT_READ with why no check reads it: a stack declaring any other type fails
 `build`, so a new kind of resource is a decision, never silently skipped.
 Expressions are evaluated, not pattern-matched: references to resources and
-data sources, `each`, `local`, `lookup(...)`, `toset(...)` and string literals;
+data sources, `each`, `local`, `var` (the stack's sessions.auto.tfvars.json), `lookup(...)`,
+`toset(...)`, `contains(...) ? a : b` and string literals;
 anything else raises, naming it.
 """
 
@@ -100,6 +101,7 @@ class Account:
 
     doc: dict
     client: Callable[[str], Any]
+    variables: dict = field(default_factory=dict)  # the stack's sessions.auto.tfvars.json
     built: dict = field(default_factory=dict)  # (type, name) -> attributes (for_each: key -> attributes)
     read: dict = field(default_factory=dict)  # (type, name) -> data source attributes
     _each: list = field(default_factory=list)  # the (key, value) of the for_each instance being built
@@ -149,9 +151,15 @@ class Account:
             return self._each[-1][1][m.group(1)]
         if m := re.fullmatch(r"local\.(\w+)", expr):
             return self.value(self.doc["locals"][m.group(1)])
-        if m := re.fullmatch(r'data\.(\w+)\.(\w+)(?:\["([^"]+)"\])?\.(\w+)', expr):
+        if m := re.fullmatch(r"var\.(\w+)", expr):
+            return self.variables[m.group(1)]  # values, not templates (a .tfvars.json string is literal)
+        if m := re.fullmatch(r"contains\((.+?), (.+?)\) \? (.+) : (.+)", expr):
+            picked = m.group(3) if self.expression(m.group(2)) in self.expression(m.group(1)) else m.group(4)
+            return self.expression(picked)
+        if m := re.fullmatch(r'data\.(\w+)\.(\w+)(?:\["([^"]+)"\]|\[(each\.key)\])?\.(\w+)', expr):
             attrs = self.data(m.group(1), m.group(2))
-            return (attrs[m.group(3)] if m.group(3) else attrs)[m.group(4)]
+            key = m.group(3) or (self.expression(m.group(4)) if m.group(4) else None)
+            return (attrs[key] if key else attrs)[m.group(5)]
         if m := re.fullmatch(r"(aws_\w+)\.(\w+)\.(\w+)", expr):
             return self.resource(m.group(1), m.group(2))[m.group(3)]
         raise Unsupported(f"expression {expr!r}")
@@ -384,9 +392,17 @@ BUILDERS = {
 }
 
 
-def build(stack_json: str, ids: dict[str, str], client: Callable[[str], Any], only=None) -> Account:
-    """The stack (cdk.tf.json's text, with the inventory's IDs) made in the fake account whose IDs `ids` maps them to."""
-    return Account(json.loads(substitute(stack_json, ids)), client).build(only)
+def build(stack_json: str, ids: dict[str, str], client: Callable[[str], Any], only=None, values: str = "{}") -> Account:
+    """The stack (cdk.tf.json's text, and its variables' values: sessions.auto.tfvars.json's, with the
+    inventory's IDs) made in the fake account whose IDs `ids` maps them to."""
+    doc, variables = json.loads(substitute(stack_json, ids)), json.loads(substitute(values, ids))
+    for name, spec in doc.get("variable", {}).items():  # Terraform's conversion: an absent optional() attribute is null
+        optional = re.findall(r"(\w+) = optional\(", spec.get("type", ""))
+        if optional and isinstance(variables.get(name), dict):
+            for element in variables[name].values():
+                for attr in optional:
+                    element.setdefault(attr, None)
+    return Account(doc, client, variables).build(only)
 
 
 def deploy(synthesized, work, ids: dict[str, str], client: Callable[[str], Any], stacks=(), only=None) -> dict[str, Account]:
@@ -395,4 +411,6 @@ def deploy(synthesized, work, ids: dict[str, str], client: Callable[[str], Any],
     Returns the built stacks."""
     for name in ("capture.hcl", "capture.lock.json"):
         (work / name).write_text(substitute((synthesized / name).read_text(), ids))
-    return {s: build((synthesized / "cdktf.out" / "stacks" / s / "cdk.tf.json").read_text(), ids, client, only) for s in stacks}
+    stack = synthesized / "cdktf.out" / "stacks"
+    return {s: build((stack / s / "cdk.tf.json").read_text(), ids, client, only, (stack / s / "sessions.auto.tfvars.json").read_text())
+            for s in stacks}

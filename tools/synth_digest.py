@@ -1,5 +1,5 @@
-"""Digest of what `make synth` writes for one inventory: every JSON and .tf file
-under cdktf.out (stacks, review HCL, manifest) and the lock, each as sha256.
+"""Digest of what `make synth` writes for one inventory: every JSON, .tf and .tfvars
+file under cdktf.out (stacks and their variables' values, review HCL, manifest) and the lock, each as sha256.
 
 The golden digests in tests/fixtures/golden/ pin what synth writes; tests/synth/test_golden.py
 holds every commit to them (a change of output regenerates them on purpose).
@@ -23,6 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 ASSET = re.compile(rb"assets/remirror_code/[0-9A-F]{32}/")
+# synth's own record (synth/structure.py): it holds the digest of mirrorcap's code, which any commit changes.
+RECORD = "mirrorcap-structure.json"
 
 
 def digest(inventory: Path, lock: Path | None = None) -> dict[str, str]:
@@ -38,7 +40,7 @@ def digest(inventory: Path, lock: Path | None = None) -> dict[str, str]:
         if r.returncode != 0:
             raise SystemExit(f"synth of {inventory} failed:\n{r.stderr}")
         return {str(p.relative_to(work)): hashlib.sha256(ASSET.sub(b"assets/remirror_code/HASH/", p.read_bytes())).hexdigest()
-                for p in sorted(work.rglob("*")) if p.is_file() and p.suffix in (".json", ".tf")}
+                for p in sorted(work.rglob("*")) if p.is_file() and p.suffix in (".json", ".tf", ".tfvars") and p.name != RECORD}
 
 
 if __name__ == "__main__":

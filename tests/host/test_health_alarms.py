@@ -19,7 +19,7 @@ import pytest
 
 from bootlab import Machine, needs_lab, rootfs
 from capturehost import bake_image, check, health, wait_capturing, wait_for
-from helpers import eni, minimal, mirrorcap, sources, stack_json, synth, write
+from helpers import eni, instances, minimal, mirrorcap, sources, stack_json, stack_values, synth, write
 from mirrorcap import contract
 from mirrorcap.host import render
 from mirrorcap.inventory import load
@@ -92,13 +92,13 @@ def stack(tmp_path_factory):
     r = synth(d, review_hcl=False)
     assert r.returncode == 0, r.stderr
     capture = load(d / "capture.hcl").captures[0]
-    return capture, stack_json(d, NAME)
+    # the alarms as Terraform gets them: the per-VNI ones for each VNI of the stack's data
+    return capture, instances(stack_json(d, NAME), stack_values(d, NAME), "aws_cloudwatch_metric_alarm")
 
 
 def test_a_host_whose_capture_stops_raises_the_not_capturing_alarm(stack, tmp_path):
-    capture, doc = stack
-    alarms = doc["resource"]["aws_cloudwatch_metric_alarm"]
-    alarm = alarms[f"alarm_not_capturing_{VNI}"]
+    capture, alarms = stack
+    alarm = alarms[f'alarm_not_capturing["{VNI}"]']
     assert alarm["metric_name"] == contract.METRIC_CAPTURING and alarm["treat_missing_data"] == "breaching"
     with Machine(rootfs(), tmp_path, "paged", eni_id=ENI, volume_id=VOLUME) as m:
         m.serve_s3(capture.region)  # the lab's moto server: CloudWatch's endpoint too
@@ -148,10 +148,9 @@ def test_a_host_whose_capture_stops_raises_the_not_capturing_alarm(stack, tmp_pa
 
 def test_the_synthesized_alarms_read_what_the_host_publishes(stack):
     """Every alarm of the stack names a metric mirrorcap-metrics publishes, under the capture's dimensions."""
-    capture, doc = stack
-    alarms = doc["resource"]["aws_cloudwatch_metric_alarm"]
+    capture, alarms = stack
     published_names = set(render.METRICS["names"])
-    assert set(alarms) == {f"alarm_not_capturing_{VNI}", f"alarm_packets_lost_{VNI}", "alarm_disk_free_low"}
+    assert set(alarms) == {f'alarm_not_capturing["{VNI}"]', f'alarm_packets_lost["{VNI}"]', "alarm_disk_free_low"}
     for a in alarms.values():
         assert a["namespace"] == contract.METRICS_NAMESPACE and a["metric_name"] in published_names
         assert a["dimensions"][contract.DIM_CAPTURE] == NAME

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from helpers import stack_json
+from helpers import instances, stack_json, stack_values, terraform_evaluates
 from mirrorcap import contract
 
 
@@ -41,9 +41,10 @@ def test_the_hosts_may_put_metric_data_into_mirrorcaps_namespace_only(example):
 
 def test_every_vni_pages_when_not_captured_or_losing_packets_and_a_silent_host_counts_as_down(example):
     doc = stack_json(example, "prod")
-    alarms = resources(doc, "aws_cloudwatch_metric_alarm")
+    # One alarm of each per VNI, keyed by it: the VNIs are the stack's data (stack_data.py)
+    alarms = instances(doc, stack_values(example, "prod"), "aws_cloudwatch_metric_alarm")
     vni = "12345"
-    down = alarms[f"alarm_not_capturing_{vni}"]
+    down = alarms[f'alarm_not_capturing["{vni}"]']
     assert down == {
         "alarm_name": f"mirrorcap-prod-not-capturing-vni{vni}", "alarm_description": down["alarm_description"],
         "namespace": contract.METRICS_NAMESPACE, "metric_name": contract.METRIC_CAPTURING,
@@ -51,7 +52,7 @@ def test_every_vni_pages_when_not_captured_or_losing_packets_and_a_silent_host_c
         "evaluation_periods": 3, "datapoints_to_alarm": 2, "comparison_operator": "LessThanThreshold", "threshold": 1,
         "treat_missing_data": "breaching", "alarm_actions": ["${aws_sns_topic.alarm_topic.arn}"],
         "ok_actions": ["${aws_sns_topic.alarm_topic.arn}"], "tags": {"Name": f"mirrorcap-prod-not-capturing-vni{vni}"}}
-    lost = alarms[f"alarm_packets_lost_{vni}"]
+    lost = alarms[f'alarm_packets_lost["{vni}"]']
     assert (lost["metric_name"], lost["statistic"], lost["comparison_operator"], lost["threshold"], lost["treat_missing_data"]) == (
         contract.METRIC_PACKETS_LOST, "Sum", "GreaterThanThreshold", 0, "notBreaching")
     disk = alarms["alarm_disk_free_low"]
@@ -69,12 +70,16 @@ def test_a_named_topic_is_used_as_written_and_no_topic_or_key_is_created(edge):
     assert doc["output"]["alarm_topic_arn"]["value"] == arn
 
 
-def test_a_fleet_that_archives_alarms_on_its_backlog_across_its_hosts(fleet):
+def test_a_fleet_that_archives_alarms_on_its_backlog_across_its_hosts(fleet, tmp_path):
     doc = stack_json(fleet, "fleet")
     alarms = resources(doc, "aws_cloudwatch_metric_alarm")
     backlog = alarms["alarm_archive_backlog"]
     assert backlog["metric_name"] == contract.METRIC_ARCHIVE_BACKLOG and backlog["statistic"] == "Maximum"
     assert backlog["dimensions"] == {contract.DIM_CAPTURE: "fleet"}  # whichever host holds the backlog
-    assert backlog["comparison_operator"] == "GreaterThanThreshold" and backlog["threshold"] == 8
+    assert backlog["comparison_operator"] == "GreaterThanThreshold"
+    # The VNIs are data: Terraform counts them.
+    got = terraform_evaluates(fleet / "cdktf.out" / "stacks" / "fleet",
+                              {"threshold": backlog["threshold"], "description": backlog["alarm_description"]}, tmp_path / "tf")
     # 8: 2 VNIs x the rotations (600 s) in health's backlog bound (3 rotations + 360 s): 2 x ceil(2160 / 600)
+    assert got["threshold"] == 8 and "over 8 closed pcaps" in got["description"]
     assert json.dumps(alarms).count(contract.DIM_INSTANCE) == 0 and json.dumps(alarms).count(contract.DIM_FLEET) == 0

@@ -13,7 +13,7 @@ import findtraffic
 import pytest
 
 from athena_view import create_view, index_rows_keys
-from helpers import stack_json
+from helpers import stack_json, terraform_evaluates
 from mirrorcap.contract import ARCHIVE_INDEX_KEY, PCAP_PATTERN
 from mirrorcap.find.athena import athena_sql
 from mirrorcap.find.hostindex import indexer
@@ -43,7 +43,7 @@ def table(doc):
     return t
 
 
-def test_the_table_is_an_external_json_table_over_the_index_prefix_with_projected_partitions(doc, table):
+def test_the_table_is_an_external_json_table_over_the_index_prefix_with_projected_partitions(doc, table, fleet, tmp_path):
     (db,) = doc["resource"]["aws_glue_catalog_database"].values()
     assert db["name"] == "mirrorcap_fleet" and table["database_name"] == "${aws_glue_catalog_database.index_database.name}"
     assert table["name"] == "flows" and table["table_type"] == "EXTERNAL_TABLE"
@@ -53,7 +53,9 @@ def test_the_table_is_an_external_json_table_over_the_index_prefix_with_projecte
     assert terraform_string(sd["location"]) == f"s3://{BUCKET}/index/fleet/"
     p = {k: terraform_string(v) for k, v in table["parameters"].items()}
     assert p["projection.enabled"] == "true" and p["EXTERNAL"] == "TRUE"
-    assert p["projection.vni.type"] == "enum" and p["projection.vni.values"] == "4242,5000"
+    # The VNIs are the stack's data (stack_data.py): Terraform joins them.
+    got = terraform_evaluates(fleet / "cdktf.out" / "stacks" / "fleet", {"vnis": p["projection.vni.values"]}, tmp_path / "tf")
+    assert p["projection.vni.type"] == "enum" and got["vnis"] == "4242,5000"
     assert (p["projection.day.type"], p["projection.day.format"], p["projection.day.range"]) == ("date", "yyyy-MM-dd", "NOW-91DAYS,NOW")
     assert (p["projection.day.interval"], p["projection.day.interval.unit"]) == ("1", "DAYS")
     # Each partition is a prefix of the index keys the hosts write (contract.ARCHIVE_INDEX_KEY), down to the day.

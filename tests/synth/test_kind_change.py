@@ -34,6 +34,8 @@ def test_make_synth_follows_a_capture_through_every_kind_and_back(tmp_path):
         doc = json.loads((stack / "cdk.tf.json").read_text())
         assert ("aws_lb" in doc["resource"], "aws_s3_bucket" in doc["resource"]) == (kind == "fleet", kind != "single"), kind
         assert ("aws_instance" in doc["resource"]) == (kind != "fleet"), kind
-        assert sorted(p.name for p in stack.iterdir()) == ["cdk.tf.json", "user-data.sh.tftpl"], kind
+        assert sorted(p.name for p in stack.iterdir()) == ["cdk.tf.json", "sessions.auto.tfvars.json", "user-data.sh.tftpl",
+                                                          "vni-alarms-moved.tf.json"], kind
+        assert "synth: cdktn synth (" in r.stdout, (kind, r.stdout)  # a change of kind is structure: cdktn runs
         assert (tmp_path / "cdktf.out" / "review" / "prod.tf").is_file()
         assert (tmp_path / "capture.lock.json").read_text() == lock, kind  # no session renumbered by a change of kind

@@ -20,10 +20,9 @@ from .tags import named
 # finds it by volume ID, never by this name.
 PCAP_DEVICE_NAME = "/dev/sdf"
 
-# The rendered user data is a templatefile() template that app.synth writes
-# beside cdk.tf.json; Terraform fills in the IDs and gzips it (cloud-init
-# unpacks it). Written out, not built from a TerraformAsset and Fn calls: that
-# was five jsii round trips and a file copy per stack.
+# The rendered user data is a templatefile() template written beside cdk.tf.json
+# as data (synth/structure.py write_data: a new VNI changes it, not the stack);
+# Terraform fills in the IDs and gzips it (cloud-init unpacks it).
 
 
 def user_data_expression(volume_id: str, eni_id: str, archive_bucket: str | None = None) -> str:

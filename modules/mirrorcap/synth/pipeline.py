@@ -80,6 +80,7 @@ def synth(inputs: Prepared, outdir: str | None = None, review_hcl: bool = False)
     from ..stack.lambda_zip import build
 
     app = App(outdir=outdir, context={"targetVersions": target_versions()})
+    before = structure.previous(Path(app.outdir))
     (Path(app.outdir) / structure.RECORD).unlink(missing_ok=True)  # until this synth has written everything
     stacks = []
     with tempfile.TemporaryDirectory(prefix="mirrorcap-synth-") as tmp:
@@ -104,5 +105,5 @@ def synth(inputs: Prepared, outdir: str | None = None, review_hcl: bool = False)
         for capture, text in zip(inventory.captures, format_hcl(texts)):
             (review / f"{capture.name}.tf").write_text(text)
     structure.write_data(out, inventory, numbers, templates, review_hcl)  # all `mirrorcap synth` writes on a source edit
-    structure.record(out, inventory, review_hcl)
+    structure.record(out, inventory, review_hcl, before)
     return stack_dirs

@@ -6,9 +6,10 @@ After every synth the pipeline records, in cdktf.out/mirrorcap-structure.json:
 
 - the structure digest: everything the synthesized files are a function of, the
   sources aside (each capture as its stack sees it, stack_data.structural();
-  mirrorcap's own code; the cdktn, provider-binding and jsii versions; cdktf.json;
-  whether a review copy was written);
-- the SHA-256 of each file cdktn wrote (cdk.tf.json, assets, manifest.json, the review .tf).
+  mirrorcap's own code, main.py, cdktf.json, the cdktn CLI and the review copy's
+  formatter; the cdktn, provider-binding and jsii versions);
+- whether the review copy is current, and the SHA-256 of each file cdktn wrote
+  (cdk.tf.json, assets, manifest.json, the review .tf).
 
 `mirrorcap synth` (what `make synth` runs) skips cdktn when the digest is the one
 recorded and every recorded file is still as written; it then writes only the data
@@ -42,22 +43,24 @@ FORMAT = 1
 @functools.lru_cache(maxsize=1)
 def code_digest() -> str:
     """mirrorcap's own code (the package and the host library beside it: the Athena schema comes from
-    there), cdktf.json, and the versions synth runs on."""
+    there), main.py, cdktf.json, the cdktn CLI and the review copy's formatter, and the versions synth runs on."""
     h = hashlib.sha256()
     package = Path(__file__).resolve().parents[1]
     files = [p for p in package.rglob("*") if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"]
     files += list(package.parent.glob("mirrorcap_*.py"))
     for p in sorted(files):
         h.update(p.relative_to(package.parent).as_posix().encode() + b"\0" + p.read_bytes() + b"\0")
-    h.update(project.cdktf_json().read_bytes())
+    root = project.root()
+    for p in (root / "main.py", project.cdktf_json(), project.tools_dir() / "hclfmt.js", project.tools_dir() / "package-lock.json"):
+        h.update(p.name.encode() + b"\0" + (p.read_bytes() if p.is_file() else b"(none)") + b"\0")
     versions = {d: metadata.version(d) for d in DISTRIBUTIONS}
     h.update(json.dumps({"python": sys.version_info[:2], **versions}, sort_keys=True).encode())
     return h.hexdigest()
 
 
-def digest(inventory: Inventory, review_hcl: bool) -> str:
+def digest(inventory: Inventory) -> str:
     captures = [dataclasses.asdict(stack_data.structural(c)) for c in inventory.captures]
-    h = hashlib.sha256(f"mirrorcap structure {FORMAT}\0{code_digest()}\0{review_hcl}\0".encode())
+    h = hashlib.sha256(f"mirrorcap structure {FORMAT}\0{code_digest()}\0".encode())
     h.update(json.dumps(captures, sort_keys=True, default=repr).encode())
     return "sha256:" + h.hexdigest()
 
@@ -80,31 +83,20 @@ def synthesized_files(outdir: Path, names: list[str], review_hcl: bool) -> list[
     return files
 
 
-def record(outdir: Path, inventory: Inventory, review_hcl: bool) -> None:
-    """After a synth: what it was of, and what it wrote."""
-    names = [c.name for c in inventory.captures]
-    files = {p.relative_to(outdir).as_posix(): _sha256(p) for p in synthesized_files(outdir, names, review_hcl)}
-    _write(outdir / RECORD, json.dumps({"format": FORMAT, "digest": digest(inventory, review_hcl), "captures": names,
-                                        "files": files}, indent=1, sort_keys=True) + "\n")
-
-
-def stale(outdir: Path, inventory: Inventory, review_hcl: bool) -> str | None:
-    """Why cdktn must run (a short reason), or None: the synthesized structure is current."""
+def _read(outdir: Path) -> dict | str:
+    """The record, or why there is none to trust."""
     try:
         seen = json.loads((outdir / RECORD).read_text(encoding="utf-8"))
     except FileNotFoundError:
         return "no earlier synth recorded"
     except (OSError, ValueError) as exc:
         return f"{RECORD} unreadable ({exc.__class__.__name__})"
-    if not isinstance(seen, dict) or seen.get("format") != FORMAT:
+    if not isinstance(seen, dict) or seen.get("format") != FORMAT or not isinstance(seen.get("files"), dict):
         return f"{RECORD} is of another mirrorcap"
-    if seen.get("digest") != digest(inventory, review_hcl):
-        return "the structure changed (a capture's settings, mirrorcap itself, or the review copy asked for)"
-    names = [c.name for c in inventory.captures]
-    expected = {p.relative_to(outdir).as_posix() for p in synthesized_files(outdir, names, review_hcl)}
-    files = seen.get("files")
-    if not isinstance(files, dict) or set(files) != expected:
-        return "the synthesized files are not the ones recorded"
+    return seen
+
+
+def _unchanged(outdir: Path, files: dict) -> str | None:
     for rel, sha in sorted(files.items()):
         try:
             if _sha256(outdir / rel) != sha:
@@ -112,6 +104,44 @@ def stale(outdir: Path, inventory: Inventory, review_hcl: bool) -> str | None:
         except OSError:
             return f"{rel} is missing"
     return None
+
+
+def record(outdir: Path, inventory: Inventory, review_hcl: bool, before: dict | str | None = None) -> None:
+    """After a synth: what it was of, and what it wrote. A synth without the review copy (cdktn deploy's)
+    keeps the earlier one's review copy in the record when the structure is the same and the copy untouched:
+    it still shows this structure, so the next `make synth` need not run cdktn for it."""
+    names = [c.name for c in inventory.captures]
+    now = digest(inventory)
+    review = review_hcl
+    if not review_hcl and isinstance(before, dict) and before.get("digest") == now and before.get("review") is True:
+        kept = {p.relative_to(outdir).as_posix() for p in synthesized_files(outdir, names, True)} - \
+               {p.relative_to(outdir).as_posix() for p in synthesized_files(outdir, names, False)}
+        old = {rel: sha for rel, sha in before["files"].items() if rel in kept}
+        review = set(old) == kept and _unchanged(outdir, old) is None
+    files = {p.relative_to(outdir).as_posix(): _sha256(p) for p in synthesized_files(outdir, names, review)}
+    _write(outdir / RECORD, json.dumps({"format": FORMAT, "digest": now, "review": review, "captures": names,
+                                        "files": files}, indent=1, sort_keys=True) + "\n")
+
+
+def previous(outdir: Path) -> dict | str:
+    """The record as it was before a synth (read before the synth removes it)."""
+    return _read(outdir)
+
+
+def stale(outdir: Path, inventory: Inventory, review_hcl: bool) -> str | None:
+    """Why cdktn must run (a short reason), or None: the synthesized structure is current."""
+    seen = _read(outdir)
+    if isinstance(seen, str):
+        return seen
+    if seen.get("digest") != digest(inventory):
+        return "the structure changed: a capture's settings, or mirrorcap itself"
+    if review_hcl and seen.get("review") is not True:
+        return "no review copy written by the last synth"
+    names = [c.name for c in inventory.captures]
+    expected = {p.relative_to(outdir).as_posix() for p in synthesized_files(outdir, names, seen.get("review") is True)}
+    if set(seen["files"]) != expected:
+        return "the synthesized files are not the ones recorded"
+    return _unchanged(outdir, seen["files"])
 
 
 def _write(path: Path, text: str) -> None:
