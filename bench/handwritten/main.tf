@@ -272,7 +272,7 @@ resource "aws_glue_catalog_table" "flows" {
     classification                 = "json"
     "projection.enabled"           = "true"
     "projection.vni.type"          = "enum"
-    "projection.vni.values"        = tostring(local.vni)
+    "projection.vni.values"        = join(",", local.vnis)
     "projection.day.type"          = "date"
     "projection.day.format"        = "yyyy-MM-dd"
     "projection.day.range"         = "NOW-16DAYS,NOW"
@@ -587,7 +587,8 @@ output "session_ids" { value = { for source, session in aws_ec2_traffic_mirror_s
 # --- Alarms: the hosts publish their health, CloudWatch pages through an encrypted topic ---------
 
 locals {
-  vni = 4242
+  # every VNI the sources use: an alarm pair each, and the Athena table's VNI partitions
+  vnis = sort(distinct([for s in values(local.sources) : tostring(s.vni)]))
 }
 
 resource "aws_iam_role_policy" "metrics" {
@@ -632,11 +633,12 @@ resource "aws_sns_topic" "alarms" {
 }
 
 resource "aws_cloudwatch_metric_alarm" "not_capturing" {
-  alarm_name          = "${local.prefix}-not-capturing-vni${local.vni}"
-  alarm_description   = "mirrorcap ${local.name}: VNI ${local.vni} is not being captured, or no host reports it"
+  for_each            = toset(local.vnis)
+  alarm_name          = "${local.prefix}-not-capturing-vni${each.key}"
+  alarm_description   = "mirrorcap ${local.name}: VNI ${each.key} is not being captured, or no host reports it"
   namespace           = "mirrorcap"
   metric_name         = "Capturing"
-  dimensions          = { Capture = local.name, VNI = tostring(local.vni) }
+  dimensions          = { Capture = local.name, VNI = each.key }
   statistic           = "Minimum"
   period              = 60
   evaluation_periods  = 3
@@ -649,11 +651,12 @@ resource "aws_cloudwatch_metric_alarm" "not_capturing" {
 }
 
 resource "aws_cloudwatch_metric_alarm" "packets_lost" {
-  alarm_name          = "${local.prefix}-packets-lost-vni${local.vni}"
-  alarm_description   = "mirrorcap ${local.name}: VNI ${local.vni} lost packets"
+  for_each            = toset(local.vnis)
+  alarm_name          = "${local.prefix}-packets-lost-vni${each.key}"
+  alarm_description   = "mirrorcap ${local.name}: VNI ${each.key} lost packets"
   namespace           = "mirrorcap"
   metric_name         = "PacketsLost"
-  dimensions          = { Capture = local.name, VNI = tostring(local.vni) }
+  dimensions          = { Capture = local.name, VNI = each.key }
   statistic           = "Sum"
   period              = 60
   evaluation_periods  = 1
@@ -682,7 +685,7 @@ resource "aws_cloudwatch_metric_alarm" "disk_free_low" {
 
 resource "aws_cloudwatch_metric_alarm" "archive_backlog" {
   alarm_name          = "${local.prefix}-archive-backlog"
-  alarm_description   = "mirrorcap ${local.name}: over 4 closed pcaps wait for their upload to S3"
+  alarm_description   = "mirrorcap ${local.name}: over ${length(local.vnis) * 4} closed pcaps wait for their upload to S3"
   namespace           = "mirrorcap"
   metric_name         = "ArchiveBacklog"
   dimensions          = { Capture = local.name }
@@ -690,7 +693,7 @@ resource "aws_cloudwatch_metric_alarm" "archive_backlog" {
   period              = 60
   evaluation_periods  = 2
   comparison_operator = "GreaterThanThreshold"
-  threshold           = 4
+  threshold           = length(local.vnis) * 4
   treat_missing_data  = "notBreaching"
   alarm_actions       = [aws_sns_topic.alarms.arn]
   ok_actions          = [aws_sns_topic.alarms.arn]
