@@ -70,13 +70,11 @@ setup: $(VENV)/.installed tools/node_modules/.installed
 
 # Validate, update the session lock file (its changes are printed), render the
 # host bootstrap, synthesize JSON (what Terraform runs) plus cdktf.out/review/<capture>.tf
-# (formatted HCL, what reviewers read). `mirrorcap synth` runs cdktn only when the stacks'
-# structure changed: a source edit writes each stack's sessions.auto.tfvars.json (and the
-# review/<capture>.tfvars) in plain Python, and says so.
+# (formatted HCL, what reviewers read): `sessions --write`, `render` and synth in one process.
+# `mirrorcap synth` runs cdktn only when the stacks' structure changed: a source edit writes
+# each stack's sessions.auto.tfvars.json (and review/<capture>.tfvars) in plain Python, and says so.
 synth: setup
-	$(BIN)/mirrorcap sessions --write --inventory $(INVENTORY) >/dev/null
-	$(BIN)/mirrorcap render --inventory $(INVENTORY) --out $(RENDERED)
-	$(BIN)/mirrorcap synth --inventory $(INVENTORY) --out $(OUT)
+	$(BIN)/mirrorcap synth --inventory $(INVENTORY) --write-lock --render $(RENDERED) --out $(OUT)
 
 # Plan / apply / destroy / read one stack against real AWS (credentials from the
 # environment). cdktn re-runs main.py without MIRRORCAP_REVIEW_HCL (no review copy

@@ -19,9 +19,8 @@ def render(
     """Render the host bootstrap (bake.sh, user data, scripts, units) for each capture.
 
     Exit 0: written (or up to date); 1: --check found OUT stale; 2: the inventory or OUT is wrong."""
-    from ..host.manifest import render_paths
     from ..host.render import rendered_tree
-    from ..host.tree import diff_tree, write_tree
+    from ..host.tree import diff_tree
     inv, _ = load_numbered(inventory)
     with reported():
         tree = rendered_tree(inv)
@@ -32,6 +31,13 @@ def render(
             raise typer.Exit(FINDINGS)
         print(f"{out}: up to date ({len(tree)} files)")
         return
+    write_rendered(tree, out)
+
+
+def write_rendered(tree, out: Path) -> None:
+    """The rendered tree into `out` (`render`, `synth --render`)."""
+    from ..host.manifest import render_paths
+    from ..host.tree import write_tree
     with reported():
         write_tree(tree, out, render_paths())
     print(f"wrote {len(tree)} files to {out}")

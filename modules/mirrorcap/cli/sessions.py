@@ -21,7 +21,6 @@ def sessions(
 
     Exit 0: done; 1: --check found the lock file out of date; 2: the inventory or its lock is wrong."""
     from ..contract import source_vni
-    from ..numbering import lockfile
     from ..workflow.markdown import inert  # lock keys are the lock's text, not the inventory's checked IDs
     inv, numbering = load_numbered(inventory)
     rows = []
@@ -40,14 +39,21 @@ def sessions(
         for (capture, source), old, new in numbering.changes:
             print(inert(f"change: {capture} {source}: {old if old is not None else '-'} -> {new if new is not None else '-'}"))
     if write:
-        # On stderr, always: `make synth` hides the table, never what changed in the lock.
-        for (capture, source), old, new in numbering.changes:
-            print(inert(f"{numbering.lock_path.name}: {capture} {source}: session number "
-                        f"{old if old is not None else '(none)'} -> {new if new is not None else '(removed)'}"), file=sys.stderr)
-        with reported():
-            changed = lockfile.write(numbering.lock_path, numbering.numbers)
-        through = f" (through the link, to {lockfile.write_target(numbering.lock_path)})" if numbering.lock_path.is_symlink() else ""
-        print(f"{'wrote' if changed else 'unchanged'}: {numbering.lock_path}{through}", file=sys.stderr)
+        write_lock(numbering)
     elif check and numbering.changes:
         print(f"mirrorcap: {numbering.lock_path} is out of date: run `mirrorcap sessions --write` and commit it", file=sys.stderr)
         raise typer.Exit(FINDINGS)
+
+
+def write_lock(numbering) -> None:
+    """The lock file as numbered (`sessions --write`, `synth --write-lock`), each change said on stderr:
+    always there, since `make synth` shows no table but never hides what changed in the lock."""
+    from ..numbering import lockfile
+    from ..workflow.markdown import inert
+    for (capture, source), old, new in numbering.changes:
+        print(inert(f"{numbering.lock_path.name}: {capture} {source}: session number "
+                    f"{old if old is not None else '(none)'} -> {new if new is not None else '(removed)'}"), file=sys.stderr)
+    with reported():
+        changed = lockfile.write(numbering.lock_path, numbering.numbers)
+    through = f" (through the link, to {lockfile.write_target(numbering.lock_path)})" if numbering.lock_path.is_symlink() else ""
+    print(f"{'wrote' if changed else 'unchanged'}: {numbering.lock_path}{through}", file=sys.stderr)

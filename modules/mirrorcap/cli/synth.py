@@ -14,7 +14,7 @@ from pathlib import Path
 
 import typer
 
-from .common import InventoryOpt, fail, reported
+from .common import InventoryOpt, reported
 
 
 def synth(
@@ -23,17 +23,28 @@ def synth(
     review_hcl: bool = typer.Option(True, "--review-hcl/--no-review-hcl",
                                     help="also write the review copy (cdktf.out/review/<capture>.tf and .tfvars)"),
     force: bool = typer.Option(False, "--force", help="run cdktn even when the structure is unchanged"),
+    write_lock: bool = typer.Option(False, "--write-lock", help="first update the lock file, as `sessions --write` does"),
+    render: Path = typer.Option(None, "--render", help="first render the host bootstrap into this directory, as `render --out` does"),
 ) -> None:
     """Synthesize every capture's stack; skip cdktn when only data (the sources) changed.
 
-    Exit 0: synthesized (or its data written); 2: the inventory is wrong or cdktn failed."""
-    from ..errors import MirrorcapError, Problem
-    from .common import missing_inventory
-    if not inventory.exists():
-        fail(MirrorcapError([missing_inventory(inventory)]))
+    `make synth` runs `synth --write-lock --render rendered`: the three steps in one process
+    (the inventory read once). Exit 0: synthesized (or its data written); 2: the inventory is
+    wrong or cdktn failed."""
     from .. import project
     from ..synth import structure
     from ..synth.pipeline import prepare
+    from .common import load_numbered
+    inv, numbering = load_numbered(inventory)  # every problem of the inventory and its lock, before anything is written
+    if write_lock:
+        from .sessions import write_lock as write
+        write(numbering)
+    if render is not None:
+        from ..host.render import rendered_tree
+        from .render import write_rendered
+        with reported():
+            tree = rendered_tree(inv)
+        write_rendered(tree, render)
     with reported():
         prepared = prepare(inventory)
         why = "--force" if force else structure.stale(out, prepared.inventory, review_hcl)
@@ -45,6 +56,7 @@ def synth(
             return
         cdktn = project.tools_dir() / "node_modules" / ".bin" / "cdktn"
         if not cdktn.exists():
+            from ..errors import MirrorcapError, Problem
             raise MirrorcapError([Problem(str(cdktn), "", "the cdktn CLI is not installed", "run `make setup`")])
     print(f"synth: cdktn synth ({why})", flush=True)
     root = project.root()
