@@ -108,7 +108,7 @@ def test_roles_and_permissions_are_split_as_documented():
     assert drift["jobs"]["check"]["permissions"] == {"contents": "read", "id-token": "write", "actions": "read"}
     for name, t in text.items():  # third-party actions by full commit SHA
         for ref in re.findall(r"uses: ([^\s#]+)", t):
-            assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", ref), f"{name}: {ref} is not pinned to a commit"
+            assert re.fullmatch(r"[\w.-]+/[\w.-]+(/[\w.-]+)*@[0-9a-f]{40}", ref), f"{name}: {ref} is not pinned to a commit"
 
 
 def review_commands() -> click.Group:
