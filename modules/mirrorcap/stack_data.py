@@ -15,8 +15,8 @@ of the directory it runs in:
 
 So adding, removing or renumbering a source, or giving one another VNI, leaves
 cdk.tf.json as it was: `mirrorcap synth` (synth/structure.py) skips cdktn then.
-The variables have no default: a stack directory without its values fails its
-plan rather than planning every session away.
+The variables have no default: in a stack directory without its values Terraform
+asks for them (with -input=false, fails) rather than planning every session away.
 
 Strings in a .tfvars.json file are literal (no `${` template), so inventory text
 goes in as it is. The review copy shows the same values as HCL (review_tfvars).
@@ -106,7 +106,7 @@ def review_tfvars(capture: Capture, numbers: Mapping[str, int]) -> str:
     """values() as a .tfvars file, formatted as `terraform fmt` formats it."""
     v = values(capture, numbers)
     lines = [f"# capture {hcl_string(capture.name)}: the values of the stack's variables, as Terraform reads them from",
-             f"# cdktf.out/stacks/{capture.name}/{SESSIONS_FILE} (written by mirrorcap: a source edit changes only this file).",
+             f"# stacks/{capture.name}/{SESSIONS_FILE}, written by mirrorcap from the inventory and its lock.",
              ""]
     width = max(len(INSTANCE_SOURCES), len(VNIS))
     lines.append(f"{INSTANCE_SOURCES.ljust(width)} = [" + ", ".join(hcl_string(i) for i in v[INSTANCE_SOURCES]) + "]")

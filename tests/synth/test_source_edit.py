@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import EXAMPLE, ROOT, mirrorcap, synth, tree
+from helpers import EXAMPLE, ROOT, minimal, mirrorcap, synth, tree, write
 from mirrorcap import stack_data
 from mirrorcap.synth import structure
 
@@ -138,7 +138,10 @@ def test_a_deploy_between_two_make_synths_keeps_the_review_copy_current(work):
     so the next `make synth` skips cdktn; after a structural change it does not."""
     review = work / "cdktf.out" / "review" / "prod.tf"
     copy = review.read_bytes()
+    edit(work, WEB_2, "")
     assert SKIPPED in run_synth(work, "--no-review-hcl")
+    # the review copy is still current, its values too
+    assert "eni-0123456789abcdef0" not in (work / "cdktf.out" / "review" / "prod.tfvars").read_text()
     assert synth(work, review_hcl=False).returncode == 0  # what cdktn deploy runs
     assert SKIPPED in run_synth(work)
     text = (work / "capture.hcl").read_text()
@@ -147,3 +150,33 @@ def test_a_deploy_between_two_make_synths_keeps_the_review_copy_current(work):
     assert review.read_bytes() == copy  # stale now, and known to be
     assert "synth: cdktn synth (no review copy written by the last synth)" in run_synth(work)
     assert review.read_bytes() != copy and SKIPPED in run_synth(work)
+
+
+AUTO_MIRROR = """  source {
+    tags = { Service = "web" }
+  }
+  auto_mirror {}
+"""
+
+
+def test_a_full_synth_leaves_no_file_an_earlier_synth_wrote_and_this_one_does_not(tmp_path):
+    """Turning auto_mirror off: the Lambda's asset (a file cdktn wrote) goes with it, not left for Terraform."""
+    write(tmp_path, minimal('  source {\n    eni_id = "eni-0123456789abcdef0"\n  }\n' + AUTO_MIRROR))
+    assert "cdktn synth" in run_synth(tmp_path, "--write-lock")
+    stack = tmp_path / "cdktf.out" / "stacks" / "test"
+    assert [p for p in (stack / "assets").rglob("*") if p.is_file()]
+    write(tmp_path, minimal('  source {\n    eni_id = "eni-0123456789abcdef0"\n  }\n'))
+    assert "cdktn synth (the structure changed" in run_synth(tmp_path, "--write-lock")
+    assert not [p for p in stack.rglob("*") if p.is_file() and "assets" in p.parts]
+    assert SKIPPED in run_synth(tmp_path)
+
+
+def test_make_synth_writes_no_lock_nor_render_for_an_inventory_it_cannot_deploy(work):
+    """`synth --write-lock --render`: every check first, so a capture without its AMI writes nothing."""
+    text = (work / "capture.hcl").read_text()
+    # new sources (a lock to write, were the inventory deployable), and no AMI
+    (work / "capture.hcl").write_text(text.replace(WEB_2, ADDED).replace('  ami = "ami-0123456789abcdef0"\n', ""))
+    before = tree(work)
+    r = mirrorcap("synth", "--write-lock", "--render", "rendered", cwd=work)
+    assert r.returncode == 2 and 'capture "prod" > ami' in r.stderr and "fix:" in r.stderr, r.stderr
+    assert tree(work) == before

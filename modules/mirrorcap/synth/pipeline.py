@@ -81,7 +81,7 @@ def synth(inputs: Prepared, outdir: str | None = None, review_hcl: bool = False)
 
     app = App(outdir=outdir, context={"targetVersions": target_versions()})
     before = structure.previous(Path(app.outdir))
-    (Path(app.outdir) / structure.RECORD).unlink(missing_ok=True)  # until this synth has written everything
+    structure.forget(Path(app.outdir), before)  # no record until this synth has written everything
     stacks = []
     with tempfile.TemporaryDirectory(prefix="mirrorcap-synth-") as tmp:
         remirror_zip = None
@@ -105,5 +105,6 @@ def synth(inputs: Prepared, outdir: str | None = None, review_hcl: bool = False)
         for capture, text in zip(inventory.captures, format_hcl(texts)):
             (review / f"{capture.name}.tf").write_text(text)
     structure.write_data(out, inventory, numbers, templates, review_hcl)  # all `mirrorcap synth` writes on a source edit
-    structure.record(out, inventory, review_hcl, before)
+    if structure.record(out, inventory, review_hcl, before) and not review_hcl:
+        structure.write_review_data(out, inventory, numbers)  # the kept review copy shows these values
     return stack_dirs

@@ -6,10 +6,10 @@ After every synth the pipeline records, in cdktf.out/mirrorcap-structure.json:
 
 - the structure digest: everything the synthesized files are a function of, the
   sources aside (each capture as its stack sees it, stack_data.structural();
-  mirrorcap's own code, main.py, cdktf.json, the cdktn CLI and the review copy's
-  formatter; the cdktn, provider-binding and jsii versions);
-- whether the review copy is current, and the SHA-256 of each file cdktn wrote
-  (cdk.tf.json, assets, manifest.json, the review .tf).
+  mirrorcap's own code, main.py, cdktf.json, the cdktn CLI's lock file and the
+  review copy's formatter; the cdktn, provider-binding and jsii versions);
+- whether the review copy is current, and the SHA-256 of each file synth wrote
+  as structure (cdktn's cdk.tf.json, assets and manifest.json; the review .tf).
 
 `mirrorcap synth` (what `make synth` runs) skips cdktn when the digest is the one
 recorded and every recorded file is still as written; it then writes only the data
@@ -106,7 +106,7 @@ def _unchanged(outdir: Path, files: dict) -> str | None:
     return None
 
 
-def record(outdir: Path, inventory: Inventory, review_hcl: bool, before: dict | str | None = None) -> None:
+def record(outdir: Path, inventory: Inventory, review_hcl: bool, before: dict | str | None = None) -> bool:
     """After a synth: what it was of, and what it wrote. A synth without the review copy (cdktn deploy's)
     keeps the earlier one's review copy in the record when the structure is the same and the copy untouched:
     it still shows this structure, so the next `make synth` need not run cdktn for it."""
@@ -121,11 +121,31 @@ def record(outdir: Path, inventory: Inventory, review_hcl: bool, before: dict | 
     files = {p.relative_to(outdir).as_posix(): _sha256(p) for p in synthesized_files(outdir, names, review)}
     _write(outdir / RECORD, json.dumps({"format": FORMAT, "digest": now, "review": review, "captures": names,
                                         "files": files}, indent=1, sort_keys=True) + "\n")
+    return review
 
 
 def previous(outdir: Path) -> dict | str:
     """The record as it was before a synth (read before the synth removes it)."""
     return _read(outdir)
+
+
+def forget(outdir: Path, before: dict | str) -> None:
+    """Before a full synth: the record, and the files the last synth recorded as cdktn's (cdk.tf.json,
+    assets, manifest.json), so none that this synth does not write again is left for Terraform to load
+    (an asset of a Lambda turned off). The review copy stays until it is written again; nothing else
+    in cdktf.out is touched."""
+    (outdir / RECORD).unlink(missing_ok=True)
+    if isinstance(before, dict):
+        for rel in before["files"]:
+            path = (outdir / rel)
+            if not rel.startswith("review/") and ".." not in Path(rel).parts and path.is_file():
+                path.unlink()
+
+
+def review_current(outdir: Path) -> bool:
+    """Whether the record says the review copy shows the synthesized structure."""
+    seen = _read(outdir)
+    return isinstance(seen, dict) and seen.get("review") is True
 
 
 def stale(outdir: Path, inventory: Inventory, review_hcl: bool) -> str | None:
@@ -161,5 +181,11 @@ def write_data(outdir: Path, inventory: Inventory, numbers: Mapping[str, Mapping
         for name, text in stack_data.files(capture, own).items():
             _write(stack / name, text)
         _write(stack / stack_data.USER_DATA_FILE, user_data[capture.name])
-        if review_hcl:
-            _write(outdir / "review" / f"{capture.name}{REVIEW_DATA_SUFFIX}", stack_data.review_tfvars(capture, own))
+    if review_hcl:
+        write_review_data(outdir, inventory, numbers)
+
+
+def write_review_data(outdir: Path, inventory: Inventory, numbers: Mapping[str, Mapping[str, int]]) -> None:
+    for capture in inventory.captures:
+        _write(outdir / "review" / f"{capture.name}{REVIEW_DATA_SUFFIX}",
+               stack_data.review_tfvars(capture, numbers.get(capture.name, {})))
