@@ -30,6 +30,7 @@ import json
 from typing import Mapping
 
 from .contract import session_description, source_vni
+from .hclquote import hcl_string
 from .inventory.model import Capture
 
 SESSIONS_FILE = "sessions.auto.tfvars.json"
@@ -82,15 +83,6 @@ def files(capture: Capture, numbers: Mapping[str, int]) -> dict[str, str]:
 
 
 # --- The review copy: the same values as HCL (cdktf.out/review/<capture>.tfvars) ---------------------
-
-_HCL_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def hcl_string(text: str) -> str:
-    """`text` as an HCL quoted string that Terraform reads back as exactly `text` (no template)."""
-    body = "".join(_HCL_ESCAPES.get(c) or (f"\\u{ord(c):04x}" if ord(c) < 0x20 or ord(c) == 0x7f else c) for c in text)
-    return '"' + body.replace("${", "$${").replace("%{", "%%{") + '"'
-
 
 def _hcl(value) -> str:
     if value is None:

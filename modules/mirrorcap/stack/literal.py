@@ -16,23 +16,20 @@ from __future__ import annotations
 
 import re
 
+from ..hclquote import quoted_body, template_escape
+
 # Characters cdktn's renderer passes into an HCL string unescaped; a newline
 # (or CR) would make it a heredoc.
 _UNQUOTABLE = re.compile(r'[\\\x00-\x1f\x7f]')
 # cdktn reads `${TfToken[...]}` (and #{, &{) in any string as one of its own
 # tokens and substitutes its value.
 _TOKEN_MARKER = "{TfToken["
-_HCL_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def escape(text: str) -> str:
-    """`text` inside a Terraform template: `${` and `%{` stay characters."""
-    return text.replace("${", "$${").replace("%{", "%%{")
+escape = template_escape  # `text` inside a Terraform template: `${` and `%{` stay characters
 
 
 def _hcl_string(text: str) -> str:
     """`text` as an HCL quoted string literal (valid inside a template's `${ }` too)."""
-    body = "".join(_HCL_ESCAPES.get(c) or (f"\\u{ord(c):04x}" if _UNQUOTABLE.match(c) else c) for c in text)
+    body = quoted_body(text)
     # `\u007b` is a `{` to Terraform but breaks the token marker for cdktn.
     return '"' + escape(body.replace(_TOKEN_MARKER, "\\u007bTfToken[")) + '"'
 
