@@ -26,7 +26,7 @@ CACHE_SECONDS = 2
 
 
 def probe(path=VERDICT):
-    r = subprocess.run(["mirrorcap-health", "--json", "--sample-seconds", "0"], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(["mirrorcap-health", "--json", "--sample-seconds", "0", "--reader", "nlb-probe"], capture_output=True, text=True, timeout=60)
     try:
         report = json.loads(r.stdout)
         failing = ["%s: %s" % (c["name"], c["detail"]) for c in report["checks"] if c["status"] == "fail"]

@@ -8,7 +8,8 @@ record: an open gap, gaps and what they lost), restarts (flapping), newest-pcap,
 drops (kernel), truncated (packets cut short before they arrived); then
 unmatched (VNIs no interface accepts), disk and metrics (is mirrorcap-metrics
 publishing to CloudWatch: a warning, never a failure): see the README. Losses are
-reported once ("since the last check", remembered across reboots). Exit 0 when
+reported once to each reader ("since the last check", remembered across reboots:
+a person, mirrorcap-metrics and the NLB probe each keep their own). Exit 0 when
 healthy (warnings allowed), 1 when not, 2 when it cannot run. Runs as root
 (signals tcpdump, samples the mirror ENI). Python 3.9 stdlib only.
 """
@@ -35,7 +36,10 @@ COUNTERS = re.compile(r"(\d+) packets? captured[,\s]+(\d+) packets? received by 
 HEARTBEAT_SECONDS = 5  # the capture's watcher writes its heartbeat four times a second
 FLAPPING = (3, 600)  # this many restarts in this many seconds
 BACKOFF_HISTORY = "/run/mirrorcap/capture-backoff.%s"  # mirrorcap-capture-backoff's HISTORY
-STATE_FILE = os.path.join(host.STATE_DIR, "health-state.json")  # what was reported already
+STATE_FILE = os.path.join(host.STATE_DIR, "health-state.json")  # what was reported already (to a person)
+# Every reader of the verdict keeps its own "since the last check": mirrorcap-metrics' run a minute
+# after a reboot once took the reboot's gap, and the person who asked next was told all was well.
+READER = re.compile(r"[a-z][a-z0-9-]{0,31}\Z")
 METRICS_FILE = os.path.join(host.STATE_DIR, "metrics.json")  # mirrorcap-metrics' last runs
 METRICS_FAILURES = 2  # one failed publish can be a blip; two in a row are worth saying
 AGAIN = "systemctl start mirrorcap.target"
@@ -537,11 +541,25 @@ def check_metrics(report, path=METRICS_FILE):
         report.add("metrics", "ok", "not published yet (mirrorcap-metrics.timer runs every minute)", **data)
 
 
+def reader(name):
+    if not READER.match(name):
+        raise argparse.ArgumentTypeError("%r: a reader is a lowercase name (letters, digits, '-'), e.g. person" % name)
+    return name
+
+
+def state_file_of(name):
+    """The person's record keeps its old name; every other reader has its own."""
+    return STATE_FILE if name == "person" else os.path.join(host.STATE_DIR, "health-state.%s.json" % name)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="mirrorcap-health", description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     parser.add_argument("--sample-seconds", type=float, default=3.0,
                         help="how long to watch the mirror ENI for unmatched VNIs (0 = skip)")
+    parser.add_argument("--reader", default="person", type=reader,
+                        help="whose \"since the last check\" this is (each is told of a loss once): "
+                             "mirrorcap-metrics and the NLB probe have their own; default: person")
     args = parser.parse_args(argv)
     try:
         env = host.read_env()
@@ -556,7 +574,10 @@ def main(argv=None):
         print("mirrorcap-health: cannot read %s: %s" % (host.ENV_FILE, e), file=sys.stderr)
         return 2
 
-    state = host.read_json(STATE_FILE, {}) or {}
+    state_file = state_file_of(args.reader)
+    state = host.read_json(state_file, None)
+    if state is None:  # a reader new to this host starts where the shared record was: no old loss told again
+        state = host.read_json(STATE_FILE, {}) or {}
     report = Report()
     now = time.time()
     vxlan = host.vxlan_iface(env, vnis[0]) if vnis else None
@@ -579,7 +600,7 @@ def main(argv=None):
     report.run("metrics", check_metrics)
 
     os.makedirs(host.STATE_DIR, exist_ok=True)
-    host.write_json(STATE_FILE, state)
+    host.write_json(state_file, state)
     cause = report.cause()
     first = "mirrorcap-health: %s%s" % ("healthy" if report.healthy else "UNHEALTHY",
                                         ": %s: %s" % (cause["name"], cause["detail"]) if cause else "")

@@ -107,7 +107,7 @@ def instance_id():
 
 
 def health_report():
-    r = subprocess.run(["mirrorcap-health", "--json", "--sample-seconds", "0"], stdin=subprocess.DEVNULL,
+    r = subprocess.run(["mirrorcap-health", "--json", "--sample-seconds", "0", "--reader", "metrics"], stdin=subprocess.DEVNULL,
                        capture_output=True, text=True, timeout=HEALTH_TIMEOUT_SECONDS)
     try:
         return json.loads(r.stdout)

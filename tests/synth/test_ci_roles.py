@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import threading
 from collections import defaultdict
 from pathlib import Path
 
@@ -150,6 +151,14 @@ def recorded(tmp_path_factory):
         mp.setenv("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
         filled = T.fill_moto_gaps(mp) + T.fill_moto_delete_gaps(mp) + T.fill_moto_tag_gaps(mp) + T.fill_moto_refresh_gap(mp)
         mp.setattr(recorder, "_location", str(base / "moto-recording"))  # not the test's working directory
+        # moto appends each request in text mode from the server's request threads: an entry over the 8 KiB
+        # buffer goes out in several writes, and Terraform's parallel requests interleaved two (a torn line).
+        entry_lock, record = threading.Lock(), recorder._record_request
+
+        def record_whole(*args, **kwargs):
+            with entry_lock:
+                return record(*args, **kwargs)
+        mp.setattr(recorder, "_record_request", record_whole)
         with T.emulator() as em:
             print(f"emulator: {em.url}; moto gaps filled: {', '.join(filled) or 'none'}")
             rec = Recorder(em)

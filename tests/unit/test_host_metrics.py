@@ -125,3 +125,16 @@ def test_a_fleet_host_names_its_group_as_the_stack_names_it(tmp_path):
     (capture,) = load(write(tmp_path, text)).captures
     env = render.env_file(capture, "", "", "bucket")
     assert f"MIRRORCAP_FLEET_GROUP={contract.resource_name('web', contract.FLEET)}\n" in env
+
+
+@pytest.mark.parametrize("name", ["../person", "a/b", "Person", "", "x" * 40, "metrics\n"])
+def test_a_reader_that_is_no_plain_name_is_refused_before_anything_is_read(health, name, capsys):
+    with pytest.raises(SystemExit) as e:
+        health.main(["--reader", name])
+    assert e.value.code == 2 and "a reader is a lowercase name" in capsys.readouterr().err
+
+
+def test_each_reader_keeps_its_own_record_and_the_persons_keeps_its_name(health):
+    assert health.state_file_of("person") == health.STATE_FILE
+    files = {health.state_file_of(r) for r in ("person", "metrics", "nlb-probe")}
+    assert len(files) == 3 and all(f.startswith(health.host.STATE_DIR + "/") for f in files)
