@@ -109,9 +109,10 @@ def run(cmd: list[str], cwd: Path, env: dict, timeout: float = 3600) -> float:
 
 # --- The hand-written module's sources, two ways ----------------------------------------------------
 
-def hand_sources(shape: str, sessions: dict[str, dict]) -> dict[str, str]:
-    """The files holding the sources: a variable and a .auto.tfvars.json, or a local in sources.tf."""
-    rows = {s: {"session_number": v["session_number"], "vni": v["virtual_network_id"]} for s, v in sessions.items()}
+def hand_sources(shape: str, values: dict) -> dict[str, str]:
+    """The files holding the sources (from mirrorcap's values: the same numbers and VNIs), as a user writes
+    them: one map of objects, in a variable and a .auto.tfvars.json, or a local in sources.tf."""
+    rows = {s: {"session_number": n, "vni": values["source_vnis"].get(s, VNI)} for s, n in values["sessions"].items()}
     if shape == "hand-var":
         return {"sources.tf": 'variable "sources" {\n  type = map(object({ session_number = number, vni = number }))\n}\n\n'
                               "locals {\n  sources = var.sources\n}\n",
@@ -120,11 +121,11 @@ def hand_sources(shape: str, sessions: dict[str, dict]) -> dict[str, str]:
     return {"sources.tf": f"locals {{\n  sources = {{\n{text}  }}\n}}\n"}
 
 
-def hand_module(dest: Path, shape: str, sessions: dict[str, dict], account: dict, user_data: Path, override: dict) -> Path:
+def hand_module(dest: Path, shape: str, values: dict, account: dict, user_data: Path, override: dict) -> Path:
     dest.mkdir(parents=True)
     shutil.copy(HANDWRITTEN / "main.tf", dest / "main.tf")
     shutil.copy(user_data, dest / "user-data.sh.tftpl")  # the bootstrap mirrorcap rendered: the same launch template
-    for name, text in hand_sources(shape, sessions).items():
+    for name, text in hand_sources(shape, values).items():
         (dest / name).write_text(text)
     (dest / "terraform.tfvars.json").write_text(json.dumps({"region": REGION, **account, "mirror_source_cidrs": ["10.0.0.0/16"]}))
     (dest / "override.tf.json").write_text(json.dumps(override, indent=1))
@@ -166,8 +167,8 @@ def one_edit(r: int, n: int, edit: str, base: Path, start: Path, shapes: list[st
         raise SystemExit(f"round {r}, {edit}: make synth ran cdktn for a source edit:\n{out}")
     row = {"synth_s": round(wall, 2), "synth_cpu_s": round(cpu, 2)}
     stack = work / "cdktf.out" / "stacks" / "fleet"
-    sessions = json.loads((stack / "sessions.auto.tfvars.json").read_text())["sessions"]
-    row["sources"] = len(sessions)
+    values = json.loads((stack / "sessions.auto.tfvars.json").read_text())
+    row["sources"] = len(values["sessions"])
     if r == 0:  # the data-only synth is what cdktn's own synth of the same inventory writes, byte for byte
         fresh = base / f"round-{r}-{edit}-cdktn"
         fresh.mkdir()
@@ -181,7 +182,7 @@ def one_edit(r: int, n: int, edit: str, base: Path, start: Path, shapes: list[st
     for shape in order:
         wc = base / f"round-{r}-{edit}-{shape}"
         if shape.startswith("hand-"):
-            hand_module(wc, shape, sessions, account, stack / "user-data.sh.tftpl", override)
+            hand_module(wc, shape, values, account, stack / "user-data.sh.tftpl", override)
         else:
             T.working_copy(stack, wc, override)
         row[shape] = plan(tf, wc)

@@ -60,10 +60,21 @@ def for_each_of(doc: dict, kind: str, rtype: str, name: str, values: dict | None
     return value
 
 
-def sessions_of(doc: dict, values: dict) -> dict:
-    """The per-source values of the one session resource (`aws_ec2_traffic_mirror_session.source`), keyed by source ID."""
+SESSION_ARGUMENTS = ("session_number", "virtual_network_id", "packet_length", "description")
+
+
+def sessions_of(doc: dict, values: dict) -> dict[str, dict]:
+    """Source ID -> the arguments the one session resource (`aws_ec2_traffic_mirror_session.source`) gives
+    it, its expressions evaluated over the stack's values (synth_account's evaluator)."""
+    from synth_account import Account
     assert list(doc["resource"]["aws_ec2_traffic_mirror_session"]) == ["source"]
-    return for_each_of(doc, "resource", "aws_ec2_traffic_mirror_session", "source", values)
+    body = doc["resource"]["aws_ec2_traffic_mirror_session"]["source"]
+    account, out = Account(doc, client=None, variables=values), {}
+    for key, value in for_each_of(doc, "resource", "aws_ec2_traffic_mirror_session", "source", values).items():
+        account._each.append((key, value))
+        out[key] = {arg: account.value(body[arg]) for arg in SESSION_ARGUMENTS}
+        account._each.pop()
+    return out
 
 
 def instances(doc: dict, values: dict, rtype: str) -> dict[str, dict]:

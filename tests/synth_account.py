@@ -140,7 +140,21 @@ class Account:
             text, end = _hcl_string(expr, 0)
             if end != len(expr):
                 raise Unsupported(expr)
+            inner = expr[1:-1]
+            if "${" in inner.replace("$${", ""):  # a quoted template: its interpolations evaluated
+                if "\\" in inner or '"' in inner:
+                    raise Unsupported(f"escapes in a quoted template {expr!r}")
+                return self.template(inner)
             return text
+        if expr == "null":
+            return None
+        if re.fullmatch(r"\d+", expr):
+            return int(expr)
+        if expr == "each.value":
+            return self._each[-1][1]
+        if m := re.fullmatch(r"lookup\(var\.(\w+), each\.key, (.+)\)", expr):  # a sparse map, else the default
+            table, key = self.variables[m.group(1)], self._each[-1][0]
+            return table[key] if key in table else self.expression(m.group(2))
         if m := re.fullmatch(r'lookup\(each\.value, "(\w+)", null\)', expr):
             return self._each[-1][1].get(m.group(1))
         if m := re.fullmatch(r"toset\((.+)\)", expr):

@@ -2,16 +2,25 @@
 
 A capture's sources (their ENI or instance, session number, VNI, packet length,
 description) are values, not structure. The synthesized stack (cdk.tf.json)
-declares three variables and never sees a source; this module writes their
+declares six variables and never sees a source; this module writes their
 values in plain Python, beside it, where Terraform loads every *.auto.tfvars.json
 of the directory it runs in:
 
-    sessions          source ID -> its session's arguments (for_each of
-                      aws_ec2_traffic_mirror_session.source)
-    instance_sources  the sources that are instances (their primary ENI is
-                      looked up at plan time: data.aws_instance.source_instance)
-    vnis              every VNI the capture decapsulates (an alarm pair each,
-                      the Athena table's VNI partitions)
+    sessions              source ID -> its session number (for_each of
+                          aws_ec2_traffic_mirror_session.source)
+    source_vnis           the sources whose VNI is not the capture's: ID -> VNI
+    packet_lengths        the sources that truncate: ID -> packet length
+    session_descriptions  the sources with a description: ID -> the session's
+                          (the others': "mirrorcap <capture>: <ID>")
+    instance_sources      the sources that are instances (their primary ENI is
+                          looked up at plan time: data.aws_instance.source_instance)
+    vnis                  every VNI the capture decapsulates (an alarm pair each,
+                          the Athena table's VNI partitions)
+
+The for_each map holds numbers only, the rest sparse maps the session reads with
+lookup(): Terraform walks the for_each value again for every instance, so its size
+is paid N times (1,000 sessions whose map carried every argument planned about a
+second slower, bench/fleet_scale.py).
 
 So adding, removing or renumbering a source, or giving one another VNI, leaves
 cdk.tf.json as it was: `mirrorcap synth` (synth/structure.py) skips cdktn then.
@@ -40,11 +49,13 @@ USER_DATA_FILE = "user-data.sh.tftpl"  # the host's user data, read by templatef
 MOVED_FILE = "vni-alarms-moved.tf.json"
 
 SESSIONS, INSTANCE_SOURCES, VNIS = "sessions", "instance_sources", "vnis"
+SOURCE_VNIS, PACKET_LENGTHS, DESCRIPTIONS = "source_vnis", "packet_lengths", "session_descriptions"
 # name -> (Terraform type, description): declared by the stack (stack/mirroring.py, stack/alarms.py)
 VARIABLES = {
-    SESSIONS: ("map(object({session_number = number, virtual_network_id = number, "
-               "packet_length = optional(number), description = string}))",
-               f"source ID -> its traffic mirror session (written by mirrorcap into {SESSIONS_FILE})"),
+    SESSIONS: ("map(number)", f"source ID -> its traffic mirror session number (written by mirrorcap into {SESSIONS_FILE})"),
+    SOURCE_VNIS: ("map(number)", f"the sources whose VNI is not the capture's: source ID -> VNI (written by mirrorcap into {SESSIONS_FILE})"),
+    PACKET_LENGTHS: ("map(number)", f"the sources that truncate: source ID -> packet length (written by mirrorcap into {SESSIONS_FILE})"),
+    DESCRIPTIONS: ("map(string)", f"the sources with a description: source ID -> the session's (written by mirrorcap into {SESSIONS_FILE})"),
     INSTANCE_SOURCES: ("set(string)", f"the sources that are EC2 instances (written by mirrorcap into {SESSIONS_FILE})"),
     VNIS: ("list(number)", f"every VNI the capture decapsulates, ascending (written by mirrorcap into {SESSIONS_FILE})"),
 }
@@ -59,16 +70,22 @@ def structural(capture: Capture) -> Capture:
 
 
 def values(capture: Capture, numbers: Mapping[str, int]) -> dict:
-    """The three variables' values for one capture; `numbers` is source ID -> session number (the lock)."""
-    sessions = {}
-    for source in capture.sources:
-        session = {"session_number": numbers[source.id], "virtual_network_id": source_vni(source.vni, capture.vni),
-                   "description": session_description(capture.name, source.description or source.id)}
-        if source.packet_length is not None:
-            session["packet_length"] = source.packet_length
-        sessions[source.id] = session
-    return {SESSIONS: sessions, INSTANCE_SOURCES: sorted(s.id for s in capture.sources if s.is_instance),
+    """The variables' values for one capture; `numbers` is source ID -> session number (the lock)."""
+    vnis = {s.id: source_vni(s.vni, capture.vni) for s in capture.sources}
+    return {SESSIONS: {s.id: numbers[s.id] for s in capture.sources},
+            SOURCE_VNIS: {i: v for i, v in vnis.items() if v != capture.vni},
+            PACKET_LENGTHS: {s.id: s.packet_length for s in capture.sources if s.packet_length is not None},
+            DESCRIPTIONS: {s.id: session_description(capture.name, s.description) for s in capture.sources if s.description},
+            INSTANCE_SOURCES: sorted(s.id for s in capture.sources if s.is_instance),
             VNIS: list(capture.vnis)}
+
+
+def session_arguments(capture: Capture, numbers: Mapping[str, int]) -> dict[str, dict]:
+    """Source ID -> what its session is given (what the stack's expressions make of values())."""
+    v = values(capture, numbers)
+    return {i: {"session_number": n, "virtual_network_id": v[SOURCE_VNIS].get(i, capture.vni),
+                "packet_length": v[PACKET_LENGTHS].get(i), "description": v[DESCRIPTIONS].get(i, session_description(capture.name, i))}
+            for i, n in v[SESSIONS].items()}
 
 
 def moved(capture: Capture) -> dict:
@@ -103,15 +120,14 @@ def review_tfvars(capture: Capture, numbers: Mapping[str, int]) -> str:
     width = max(len(INSTANCE_SOURCES), len(VNIS))
     lines.append(f"{INSTANCE_SOURCES.ljust(width)} = [" + ", ".join(hcl_string(i) for i in v[INSTANCE_SOURCES]) + "]")
     lines.append(f"{VNIS.ljust(width)} = [" + ", ".join(str(n) for n in v[VNIS]) + "]")
-    lines.append("")
-    if not v[SESSIONS]:
-        lines.append(f"{SESSIONS} = {{}}")
-        return "\n".join(lines) + "\n"
-    lines.append(f"{SESSIONS} = {{")
-    for source, session in v[SESSIONS].items():
-        lines.append(f"  {hcl_string(source)} = {{")
-        width = max(len(k) for k in session)
-        lines += [f"    {k.ljust(width)} = {_hcl(val)}" for k, val in session.items()]
-        lines.append("  }")
-    lines.append("}")
+    for name in (SESSIONS, SOURCE_VNIS, PACKET_LENGTHS, DESCRIPTIONS):
+        lines.append("")
+        if not v[name]:
+            lines.append(f"{name} = {{}}")
+            continue
+        keys = {k: hcl_string(k) for k in v[name]}
+        width = max(len(q) for q in keys.values())
+        lines.append(f"{name} = {{")
+        lines += [f"  {keys[k].ljust(width)} = {_hcl(val)}" for k, val in v[name].items()]
+        lines.append("}")
     return "\n".join(lines) + "\n"

@@ -78,8 +78,8 @@ def test_a_source_edit_skips_cdktn_and_writes_what_cdktn_writes(work, tmp_path):
     values = json.loads(after[f"stacks/prod/{stack_data.SESSIONS_FILE}"])
     assert set(values["sessions"]) == {"i-0123456789abcdef0", "eni-0fedcba9876543210", "eni-0aaaaaaaaaaaaaaaa", "i-0bbbbbbbbbbbbbbbb"}
     assert values["vnis"] == [99, 12345] and values["instance_sources"] == ["i-0123456789abcdef0", "i-0bbbbbbbbbbbbbbbb"]
-    assert values["sessions"]["eni-0fedcba9876543210"]["session_number"] == 11
-    assert values["sessions"]["eni-0aaaaaaaaaaaaaaaa"]["description"] == \
+    assert values["sessions"]["eni-0fedcba9876543210"] == 11
+    assert values["session_descriptions"]["eni-0aaaaaaaaaaaaaaaa"] == \
         "mirrorcap prod: new ${path.module} %{ if true }x%{ endif }"  # a .tfvars.json string is literal
     assert after["stacks/prod/user-data.sh.tftpl"] != before["stacks/prod/user-data.sh.tftpl"]  # the host decapsulates VNI 99
     assert after["review/prod.tfvars"] != before["review/prod.tfvars"]

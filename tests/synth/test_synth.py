@@ -90,11 +90,11 @@ def test_example_sessions_use_locked_numbers_and_vni(example):
                                          "data.aws_instance.source_instance[each.key].network_interface_id : each.key}")
     # The map is a variable (stack_data.py): Terraform evaluates a resource's for_each per instance, a variable once.
     assert s["for_each"] == "${var.sessions}"
-    assert {k: doc["variable"][k]["type"] for k in ("sessions", "instance_sources", "vnis")} == \
+    assert {k: doc["variable"][k]["type"] for k in doc["variable"]} == \
         {k: t for k, (t, _) in stack_data.VARIABLES.items()}
     assert not any("default" in v for v in doc["variable"].values())  # no values: the plan fails, it plans nothing away
     assert by_source["eni-0fedcba9876543210"]["packet_length"] == 1500
-    assert "packet_length" not in by_source["eni-0123456789abcdef0"]  # whole packets
+    assert by_source["eni-0123456789abcdef0"]["packet_length"] is None  # whole packets
     assert s["traffic_mirror_target_id"] == "${aws_ec2_traffic_mirror_target.mirror_target.id}"
     assert s["traffic_mirror_filter_id"] == "${aws_ec2_traffic_mirror_filter.mirror_filter.id}"
     assert s["tags"] == {"Name": "mirrorcap-prod-${each.key}", "mirrorcap:source": "${each.key}"}
@@ -442,8 +442,8 @@ def test_edge_two_stacks_share_a_source_with_distinct_numbers(edge):
     assert (sessions_of(blue, blue_values)[shared]["session_number"], sessions_of(green, green_values)[shared]["session_number"]) == (1, 2)
     for doc in (blue, green):  # number tokens are made once and shared by every stack
         s = doc["resource"]["aws_ec2_traffic_mirror_session"]["source"]
-        assert (s["session_number"], s["virtual_network_id"], s["packet_length"]) == (
-            "${each.value.session_number}", "${each.value.virtual_network_id}", "${each.value.packet_length}")
+        assert (s["session_number"], s["packet_length"]) == ("${each.value}", "${lookup(var.packet_lengths, each.key, null)}")
+        assert s["virtual_network_id"].startswith("${lookup(var.source_vnis, each.key, ")  # else the capture's VNI
     vnis = {k: s["virtual_network_id"] for k, s in sessions_of(blue, blue_values).items()}
     assert vnis == {"i-0123456789abcdef0": 1, shared: 16777215}
     assert green["terraform"]["backend"]["local"]["path"] == "../../../terraform.green.tfstate"

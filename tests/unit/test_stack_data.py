@@ -38,18 +38,20 @@ def example():
 def test_values_are_the_sources_with_their_locked_numbers(example):
     capture, numbers = example
     v = stack_data.values(capture, numbers)
-    assert {k: s["session_number"] for k, s in v["sessions"].items()} == numbers
+    assert v["sessions"] == numbers  # the for_each map: numbers only
     assert v["instance_sources"] == ["i-0123456789abcdef0"] and v["vnis"] == [12345]
-    assert v["sessions"]["eni-0fedcba9876543210"]["packet_length"] == 1500
-    assert "packet_length" not in v["sessions"]["eni-0123456789abcdef0"]  # optional(number): null, whole packets
-    assert v["sessions"]["i-0123456789abcdef0"]["description"] == "mirrorcap prod: web-1"
+    # The rest sparse: only the sources that differ from the capture's default.
+    assert v["packet_lengths"] == {"eni-0fedcba9876543210": 1500} and v["source_vnis"] == {}
+    assert v["session_descriptions"]["i-0123456789abcdef0"] == "mirrorcap prod: web-1"
+    args = stack_data.session_arguments(capture, numbers)
+    assert args["eni-0123456789abcdef0"]["packet_length"] is None and args["eni-0123456789abcdef0"]["virtual_network_id"] == 12345
 
 
 def test_the_vnis_are_every_vni_decapsulated_ascending_and_each_has_its_moved_alarms(example):
     capture, numbers = example
     capture = dataclasses.replace(capture, sources=capture.sources + (Source("eni-0aaaaaaaaaaaaaaaa", vni=7),))
     v = stack_data.values(capture, {**numbers, "eni-0aaaaaaaaaaaaaaaa": 1})
-    assert v["vnis"] == [7, 12345] and v["sessions"]["eni-0aaaaaaaaaaaaaaaa"]["virtual_network_id"] == 7
+    assert v["vnis"] == [7, 12345] and v["source_vnis"] == {"eni-0aaaaaaaaaaaaaaaa": 7}
     assert stack_data.moved(capture)["moved"] == [
         {"from": f"aws_cloudwatch_metric_alarm.{old.format(vni=vni)}", "to": f'aws_cloudwatch_metric_alarm.{name}["{vni}"]'}
         for vni in (7, 12345) for name, old in stack_data.VNI_ALARMS]
@@ -96,10 +98,10 @@ def test_terraform_reads_the_json_and_the_review_copy_as_the_same_literal_text(e
     assert from_review == from_json
     want = stack_data.values(capture, numbers)
     # as written, in Unicode's composed form (NFC): Terraform normalizes every string it reads, from either file
-    assert {k: s["description"] for k, s in from_json["sessions"].items()} == \
-        {k: unicodedata.normalize("NFC", s["description"]) for k, s in want["sessions"].items()}
-    assert from_json["sessions"]["eni-0fedcba9876543210"]["packet_length"] == 1500
-    assert from_json["sessions"]["eni-0123456789abcdef0"]["packet_length"] is None
+    assert from_json["session_descriptions"] == \
+        {k: unicodedata.normalize("NFC", d) for k, d in want["session_descriptions"].items()}
+    assert len(want["session_descriptions"]) == len(HOSTILE) + 3
+    assert from_json["packet_lengths"] == {"eni-0fedcba9876543210": 1500} and from_json["sessions"] == numbers
     assert from_json["vnis"] == [12345] and from_json["instance_sources"] == ["i-0123456789abcdef0"]
 
 

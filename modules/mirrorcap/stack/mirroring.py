@@ -13,10 +13,11 @@ from cdktn_provider_aws.ec2_traffic_mirror_session import Ec2TrafficMirrorSessio
 from cdktn_provider_aws.ec2_traffic_mirror_target import Ec2TrafficMirrorTarget
 
 from .. import stack_data
-from ..contract import FILTER, SOURCE_KEY, TARGET, resource_name
+from ..contract import FILTER, SOURCE_KEY, TARGET, resource_name, session_description
+from ..hclquote import quoted_body, template_escape
 from ..inventory.model import Capture
 from .literal import literal
-from .refs import EACH_KEY, data_ref, each, ref
+from .refs import EACH_KEY, data_ref, ref
 from .tags import named
 
 
@@ -30,6 +31,11 @@ def number(expression: str) -> float:
     names no construct, so one per expression serves every stack (a jsii call
     each, saved 99 times in 100)."""
     return Token.as_number(expression)
+
+
+def default_description(capture: Capture) -> str:
+    """A session's description where the source has none, as an HCL expression: session_description's."""
+    return '"' + template_escape(quoted_body(session_description(capture.name, ""))) + '${each.key}"'
 
 
 class Mirroring:
@@ -61,7 +67,9 @@ class Mirroring:
     @staticmethod
     def _sessions(stack: TerraformStack, capture: Capture, target_id: str, filter_id: str):
         """One resource keyed by source ID, `aws_ec2_traffic_mirror_session.source["eni-..."]`, whose
-        `for_each` is the variable `sessions`; returns the {source: session ID} expression.
+        `for_each` is the variable `sessions` (source -> session number; a VNI, packet length or
+        description of its own from a sparse map, else the capture's); returns the {source: session ID}
+        expression.
 
         The sources are data (stack_data.py writes the variables' values into
         sessions.auto.tfvars.json): this stack is the same whatever the sources,
@@ -81,8 +89,10 @@ class Mirroring:
             stack, SESSIONS_RESOURCE,
             network_interface_id=f"${{contains(var.{stack_data.INSTANCE_SOURCES}, each.key) ? {instance_eni} : each.key}}",
             traffic_mirror_target_id=target_id, traffic_mirror_filter_id=filter_id,
-            session_number=number(each("session_number")), virtual_network_id=number(each("virtual_network_id")),
-            packet_length=number(each("packet_length")), description=each("description"),
+            session_number=number("${each.value}"),
+            virtual_network_id=number(f"${{lookup(var.{stack_data.SOURCE_VNIS}, each.key, {capture.vni})}}"),
+            packet_length=number(f"${{lookup(var.{stack_data.PACKET_LENGTHS}, each.key, null)}}"),
+            description=f"${{lookup(var.{stack_data.DESCRIPTIONS}, each.key, {default_description(capture)})}}",
             tags={"Name": resource_name(capture.name, EACH_KEY), SOURCE_KEY: EACH_KEY})
         session.add_override("for_each", "${var.%s}" % stack_data.SESSIONS)
         return f"${{{{for source, session in aws_ec2_traffic_mirror_session.{SESSIONS_RESOURCE} : source => session.id}}}}"

@@ -20,7 +20,3 @@ def data_ref(data_type: str, name: str, attr: str) -> str:
 
 # Inside a for_each resource: the key of the current element (a source ID).
 EACH_KEY = "${each.key}"
-
-
-def each(attr: str) -> str:
-    return f"${{each.value.{attr}}}"
