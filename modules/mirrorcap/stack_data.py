@@ -18,9 +18,9 @@ of the directory it runs in:
                           the Athena table's VNI partitions)
 
 The for_each map holds numbers only, the rest sparse maps the session reads with
-lookup(): Terraform walks the for_each value again for every instance, so its size
-is paid N times (1,000 sessions whose map carried every argument planned about a
-second slower, bench/fleet_scale.py).
+lookup(): Terraform evaluates for_each again for every instance, and what the map
+carries is paid per instance, read or not (1,000 sessions whose map carried every
+argument planned about a second slower: docs/benchmarks.md).
 
 So adding, removing or renumbering a source, or giving one another VNI, leaves
 cdk.tf.json as it was: `mirrorcap synth` (synth/structure.py) skips cdktn then.
@@ -78,14 +78,6 @@ def values(capture: Capture, numbers: Mapping[str, int]) -> dict:
             DESCRIPTIONS: {s.id: session_description(capture.name, s.description) for s in capture.sources if s.description},
             INSTANCE_SOURCES: sorted(s.id for s in capture.sources if s.is_instance),
             VNIS: list(capture.vnis)}
-
-
-def session_arguments(capture: Capture, numbers: Mapping[str, int]) -> dict[str, dict]:
-    """Source ID -> what its session is given (what the stack's expressions make of values())."""
-    v = values(capture, numbers)
-    return {i: {"session_number": n, "virtual_network_id": v[SOURCE_VNIS].get(i, capture.vni),
-                "packet_length": v[PACKET_LENGTHS].get(i), "description": v[DESCRIPTIONS].get(i, session_description(capture.name, i))}
-            for i, n in v[SESSIONS].items()}
 
 
 def moved(capture: Capture) -> dict:

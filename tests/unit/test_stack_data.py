@@ -43,8 +43,6 @@ def test_values_are_the_sources_with_their_locked_numbers(example):
     # The rest sparse: only the sources that differ from the capture's default.
     assert v["packet_lengths"] == {"eni-0fedcba9876543210": 1500} and v["source_vnis"] == {}
     assert v["session_descriptions"]["i-0123456789abcdef0"] == "mirrorcap prod: web-1"
-    args = stack_data.session_arguments(capture, numbers)
-    assert args["eni-0123456789abcdef0"]["packet_length"] is None and args["eni-0123456789abcdef0"]["virtual_network_id"] == 12345
 
 
 def test_the_vnis_are_every_vni_decapsulated_ascending_and_each_has_its_moved_alarms(example):
