@@ -71,9 +71,8 @@ def sessions_of(doc: dict, values: dict) -> dict[str, dict]:
     body = doc["resource"]["aws_ec2_traffic_mirror_session"]["source"]
     account, out = Account(doc, client=None, variables=values), {}
     for key, value in for_each_of(doc, "resource", "aws_ec2_traffic_mirror_session", "source", values).items():
-        account._each.append((key, value))
-        out[key] = {arg: account.value(body[arg]) for arg in SESSION_ARGUMENTS}
-        account._each.pop()
+        with account.instance(key, value):
+            out[key] = {arg: account.value(body[arg]) for arg in SESSION_ARGUMENTS}
     return out
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -155,14 +156,10 @@ class Account:
         if m := re.fullmatch(r"lookup\(var\.(\w+), each\.key, (.+)\)", expr):  # a sparse map, else the default
             table, key = self.variables[m.group(1)], self._each[-1][0]
             return table[key] if key in table else self.expression(m.group(2))
-        if m := re.fullmatch(r'lookup\(each\.value, "(\w+)", null\)', expr):
-            return self._each[-1][1].get(m.group(1))
         if m := re.fullmatch(r"toset\((.+)\)", expr):
             return sorted(set(self.expression(m.group(1))))
         if expr == "each.key":
             return self._each[-1][0]
-        if m := re.fullmatch(r"each\.value\.(\w+)", expr):
-            return self._each[-1][1][m.group(1)]
         if m := re.fullmatch(r"local\.(\w+)", expr):
             return self.value(self.doc["locals"][m.group(1)])
         if m := re.fullmatch(r"var\.(\w+)", expr):
@@ -203,6 +200,15 @@ class Account:
                 self.resource(rtype, name)
         return self
 
+    @contextmanager
+    def instance(self, key: str, value: Any):
+        """Inside one for_each instance: `each.key` and `each.value` are these."""
+        self._each.append((key, value))
+        try:
+            yield
+        finally:
+            self._each.pop()
+
     def resource(self, rtype: str, name: str) -> dict:
         if (rtype, name) not in self.built:
             if rtype not in BUILDERS:
@@ -214,11 +220,8 @@ class Account:
             else:
                 out = {}
                 for key, val in self.value(each).items():
-                    self._each.append((key, val))
-                    try:
+                    with self.instance(key, val):
                         out[key] = BUILDERS[rtype](self, name, body)
-                    finally:
-                        self._each.pop()
                 self.built[(rtype, name)] = out
         return self.built[(rtype, name)]
 
